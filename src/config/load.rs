@@ -1,0 +1,595 @@
+//! Reading config files into a validated [`Config`], collecting every problem with its position.
+//!
+//! Each file is parsed once into a tree that remembers byte spans; each table is then
+//! deserialized on its own so that one bad credential does not hide the errors of the next.
+//! Tagged plug-in tables (`kind = "..."`) are dispatched here rather than by serde's internally
+//! tagged enums, which buffer their input and would lose the positions.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use rotor_rotators::RotatorConfig;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::{
+    AlertConfig, Config, ConfigFile, Credential, CredentialConfig, DEFAULT_GRACE, DEFAULT_STORE_URL,
+    DefaultsConfig, Diagnostics, Duration, RetryConfig, SourceFile, StoreConfig, VaultConfig,
+};
+use crate::scheduler::policy::{Cadence, RetryPolicy, Schedule, Window};
+
+/// Where something was declared, for "first declared at" messages.
+struct Declared {
+    file: usize,
+    span: Range<usize>,
+}
+
+#[derive(Default)]
+struct Loader {
+    files: Vec<SourceFile>,
+    diagnostics: Diagnostics,
+    store: Option<(StoreConfig, Declared)>,
+    defaults: Option<(DefaultsConfig, Declared)>,
+    vaults: BTreeMap<String, (VaultConfig, Declared)>,
+    alerts: BTreeMap<String, (AlertConfig, Declared)>,
+    credentials: Vec<(CredentialConfig, usize)>,
+}
+
+/// Loads and validates config from files and folders (folders: every `*.toml` below them, in
+/// name order). Returns every problem found, not only the first.
+pub fn load(paths: &[PathBuf]) -> Result<Config, Diagnostics> {
+    let mut loader = Loader::default();
+    for path in paths {
+        loader.add_path(path);
+    }
+    loader.finish()
+}
+
+impl Loader {
+    fn error(&mut self, file: usize, span: Option<Range<usize>>, message: impl Into<String>) {
+        let d = self.files[file].diagnostic(span, message);
+        self.diagnostics.push(d);
+    }
+
+    fn io_error(&mut self, path: &Path, message: String) {
+        let file = SourceFile::new(path, String::new());
+        self.diagnostics.push(file.diagnostic(None, message));
+    }
+
+    fn add_path(&mut self, path: &Path) {
+        if path.is_dir() {
+            let mut found = Vec::new();
+            if let Err(e) = collect_toml_files(path, &mut found) {
+                self.io_error(path, format!("cannot read folder: {e}"));
+            }
+            if found.is_empty() {
+                self.io_error(path, "folder holds no .toml files".into());
+            }
+            found.sort();
+            for file in found {
+                self.add_file(&file);
+            }
+        } else {
+            self.add_file(path);
+        }
+    }
+
+    fn add_file(&mut self, path: &Path) {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => return self.io_error(path, format!("cannot read config file: {e}")),
+        };
+        self.files.push(SourceFile::new(path, text));
+        let index = self.files.len() - 1;
+        let text = self.files[index].text.clone();
+        let (root, syntax_errors) = DeTable::parse_recoverable(&text);
+        if !syntax_errors.is_empty() {
+            for e in syntax_errors {
+                self.error(index, e.span(), e.message().to_owned());
+            }
+            return;
+        }
+        for (key, value) in root.into_inner() {
+            let key_span = key.span();
+            match key.get_ref().as_ref() {
+                "store" => self.add_store(index, value),
+                "defaults" => self.add_defaults(index, value),
+                "vaults" => self.add_named(index, value, "vault"),
+                "alerts" => self.add_named(index, value, "alert"),
+                "credential" => self.add_credentials(index, value),
+                other => self.error(
+                    index,
+                    Some(key_span),
+                    format!("unknown key `{other}`; expected one of: store, defaults, vaults, alerts, credential"),
+                ),
+            }
+        }
+    }
+
+    fn deserialize<T: for<'de> Deserialize<'de>>(&mut self, file: usize, value: Spanned<DeValue<'_>>) -> Option<T> {
+        match T::deserialize(ValueDeserializer::from(value)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.error(file, e.span(), e.message().to_owned());
+                None
+            }
+        }
+    }
+
+    fn add_store(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
+        let span = value.span();
+        let Some(store) = self.deserialize::<StoreConfig>(file, value) else { return };
+        if let Some(problem) = store_url_problem(&store.url) {
+            self.error(file, Some(span.clone()), problem);
+        }
+        if let Some((_, first)) = &self.store {
+            let at = self.position(first);
+            return self.error(file, Some(span), format!("[store] is declared twice (first at {at})"));
+        }
+        self.store = Some((store, Declared { file, span }));
+    }
+
+    fn add_defaults(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
+        let span = value.span();
+        let Some(defaults) = self.deserialize::<DefaultsConfig>(file, value) else { return };
+        if let Some(retry) = &defaults.retry {
+            self.check_retry(file, retry);
+        }
+        if let Some((_, first)) = &self.defaults {
+            let at = self.position(first);
+            return self.error(file, Some(span), format!("[defaults] is declared twice (first at {at})"));
+        }
+        self.defaults = Some((defaults, Declared { file, span }));
+    }
+
+    /// `[vaults.NAME]` or `[alerts.NAME]`: a table of tagged tables.
+    fn add_named(&mut self, file: usize, value: Spanned<DeValue<'_>>, what: &str) {
+        let span = value.span();
+        let DeValue::Table(table) = value.into_inner() else {
+            return self.error(file, Some(span), format!("expected a table of {what}s, e.g. [{what}s.NAME]"));
+        };
+        for (name, body) in table {
+            let name_span = name.span();
+            let name = name.into_inner().into_owned();
+            let declared = Declared { file, span: name_span.clone() };
+            if what == "vault" {
+                let Some(config) = self.tagged(file, body, what, VaultConfig::KINDS, VaultConfig::deserialize_kind) else {
+                    continue;
+                };
+                if let Some((_, first)) = self.vaults.get(&name) {
+                    let at = self.position(first);
+                    self.error(file, Some(name_span), format!("vault `{name}` is declared twice (first at {at})"));
+                } else {
+                    self.vaults.insert(name, (config, declared));
+                }
+            } else {
+                let Some(config) = self.tagged(file, body, what, AlertConfig::KINDS, AlertConfig::deserialize_kind) else {
+                    continue;
+                };
+                if let Some((_, first)) = self.alerts.get(&name) {
+                    let at = self.position(first);
+                    self.error(file, Some(name_span), format!("alert `{name}` is declared twice (first at {at})"));
+                } else {
+                    self.alerts.insert(name, (config, declared));
+                }
+            }
+        }
+    }
+
+    /// Deserializes a table tagged by `kind`, with exact positions for errors inside it.
+    fn tagged<'a, T>(
+        &mut self,
+        file: usize,
+        value: Spanned<DeValue<'a>>,
+        what: &str,
+        kinds: &[&str],
+        by_kind: impl FnOnce(&str, ValueDeserializer<'a>) -> Result<Option<T>, toml::de::Error>,
+    ) -> Option<T> {
+        let span = value.span();
+        let DeValue::Table(table) = value.into_inner() else {
+            self.error(file, Some(span), format!("expected a {what} table with a `kind`"));
+            return None;
+        };
+        let mut kind = None;
+        let mut rest = DeTable::new();
+        for (key, v) in table {
+            if key.get_ref() == "kind" {
+                kind = Some(v);
+            } else {
+                rest.insert(key, v);
+            }
+        }
+        let expected = kinds.join(", ");
+        let Some(kind) = kind else {
+            self.error(file, Some(span), format!("{what} has no `kind`; expected one of: {expected}"));
+            return None;
+        };
+        let kind_span = kind.span();
+        let Some(kind_name) = kind.get_ref().as_str().map(str::to_owned) else {
+            self.error(file, Some(kind_span), format!("{what} `kind` must be a string; expected one of: {expected}"));
+            return None;
+        };
+        match by_kind(&kind_name, ValueDeserializer::from(Spanned::new(span.clone(), DeValue::Table(rest)))) {
+            Ok(Some(config)) => Some(config),
+            Ok(None) => {
+                self.error(file, Some(kind_span), format!("unknown {what} kind `{kind_name}`; expected one of: {expected}"));
+                None
+            }
+            Err(e) => {
+                self.error(file, e.span().or(Some(span)), e.message().to_owned());
+                None
+            }
+        }
+    }
+
+    fn add_credentials(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
+        let span = value.span();
+        let DeValue::Array(items) = value.into_inner() else {
+            return self.error(file, Some(span), "expected [[credential]] tables");
+        };
+        for item in items {
+            let span = item.span();
+            let DeValue::Table(table) = item.into_inner() else {
+                self.error(file, Some(span), "expected a [[credential]] table");
+                continue;
+            };
+            let mut rotator = None;
+            let mut rest = DeTable::new();
+            for (key, v) in table {
+                if key.get_ref() == "rotator" {
+                    rotator = Some(v);
+                } else {
+                    rest.insert(key, v);
+                }
+            }
+            let rotator = match rotator {
+                Some(r) => self.tagged(file, r, "rotator", RotatorConfig::KINDS, RotatorConfig::deserialize_kind),
+                None => {
+                    let kinds = RotatorConfig::KINDS.join(", ");
+                    self.error(file, Some(span.clone()), format!("credential has no `rotator`; add a rotator table with a `kind` ({kinds})"));
+                    None
+                }
+            };
+            let Some(mut credential) = self.deserialize::<CredentialConfig>(file, Spanned::new(span, DeValue::Table(rest))) else {
+                continue;
+            };
+            if let Some(rotator) = rotator {
+                credential.rotator = Some(rotator);
+                self.credentials.push((credential, file));
+            }
+        }
+    }
+
+    fn check_retry(&mut self, file: usize, retry: &Spanned<RetryConfig>) {
+        let r = retry.get_ref();
+        if r.max_attempts == 0 {
+            self.error(file, Some(retry.span()), "retry.max_attempts must be at least 1");
+        }
+        if r.initial > r.max {
+            self.error(file, Some(retry.span()), format!("retry.initial ({}) is longer than retry.max ({})", r.initial, r.max));
+        }
+    }
+
+    fn position(&self, declared: &Declared) -> String {
+        let d = self.files[declared.file].diagnostic(Some(declared.span.clone()), "");
+        format!("{}:{}:{}", d.path.display(), d.line, d.column)
+    }
+
+    fn check_alert_names(&mut self, file: usize, names: &[Spanned<String>]) {
+        for name in names {
+            if !self.alerts.contains_key(name.get_ref()) {
+                let declared = self.alerts.keys().cloned().collect::<Vec<_>>().join(", ");
+                self.error(
+                    file,
+                    Some(name.span()),
+                    format!("unknown alert `{}`; declared alerts: {}", name.get_ref(), or_none(&declared)),
+                );
+            }
+        }
+    }
+
+    fn finish(mut self) -> Result<Config, Diagnostics> {
+        let defaults = self.defaults.as_ref().map(|(d, decl)| (d.clone(), decl.file)).unwrap_or_default();
+        let (defaults, defaults_file) = defaults;
+        if let Some(names) = &defaults.alerts {
+            self.check_alert_names(defaults_file, names);
+        }
+        let mut seen_ids: BTreeMap<String, Declared> = BTreeMap::new();
+        let mut seen_paths: BTreeMap<(String, String), Declared> = BTreeMap::new();
+        let mut credentials = Vec::new();
+        for (c, file) in std::mem::take(&mut self.credentials) {
+            let errors_before = self.diagnostics.0.len();
+            let id = c.id.get_ref().clone();
+            if let Some(problem) = name_problem(&id) {
+                self.error(file, Some(c.id.span()), format!("invalid credential id `{id}`: {problem}"));
+            }
+            if let Some(first) = seen_ids.get(&id) {
+                let at = self.position(first);
+                self.error(file, Some(c.id.span()), format!("duplicate credential id `{id}` (first declared at {at})"));
+            } else {
+                seen_ids.insert(id.clone(), Declared { file, span: c.id.span() });
+            }
+            let vault_name = c.vault.name.get_ref().clone();
+            if !self.vaults.contains_key(&vault_name) {
+                let declared = self.vaults.keys().cloned().collect::<Vec<_>>().join(", ");
+                self.error(
+                    file,
+                    Some(c.vault.name.span()),
+                    format!("unknown vault `{vault_name}`; declared vaults: {}", or_none(&declared)),
+                );
+            }
+            let vault_path = c.vault.path.get_ref().clone();
+            if let Some(problem) = name_problem(&vault_path) {
+                self.error(file, Some(c.vault.path.span()), format!("invalid vault path `{vault_path}`: {problem}"));
+            }
+            let key = (vault_name.clone(), vault_path.clone());
+            if let Some(first) = seen_paths.get(&key) {
+                let at = self.position(first);
+                self.error(
+                    file,
+                    Some(c.vault.path.span()),
+                    format!("vault `{vault_name}` path `{vault_path}` is already used by another credential (at {at})"),
+                );
+            } else {
+                seen_paths.insert(key, Declared { file, span: c.vault.path.span() });
+            }
+            if let Some(names) = &c.alerts {
+                self.check_alert_names(file, names);
+            }
+            if let Some(retry) = &c.retry {
+                self.check_retry(file, retry);
+            }
+            let rotator = c.rotator.clone().expect("loader sets the rotator");
+            if let Err(problem) = rotator_problem(&rotator) {
+                self.error(file, Some(c.id.span()), format!("rotator of `{id}`: {problem}"));
+            }
+            let max_age = c.max_age.clone().or_else(|| defaults.max_age.clone());
+            let schedule = self.schedule(file, &c, &defaults, max_age.as_ref());
+            if self.diagnostics.0.len() > errors_before {
+                continue;
+            }
+            let Some(schedule) = schedule else { continue };
+            let retry = c.retry.as_ref().or(defaults.retry.as_ref()).map(|r| r.get_ref().clone());
+            let retry = retry.map_or_else(RetryPolicy::default, |r| RetryPolicy {
+                max_attempts: r.max_attempts,
+                initial: r.initial.as_std(),
+                max: r.max.as_std(),
+            });
+            let alerts = c.alerts.as_ref().or(defaults.alerts.as_ref());
+            let alerts = alerts.map(|a| a.iter().map(|n| n.get_ref().clone()).collect()).unwrap_or_default();
+            let schedule_hash = schedule_hash(c.schedule.get_ref(), &schedule);
+            credentials.push(Credential {
+                id,
+                rotator,
+                vault: vault_name,
+                vault_path,
+                schedule,
+                grace: c.grace.or(defaults.grace).unwrap_or(DEFAULT_GRACE),
+                alerts,
+                retry,
+                schedule_hash,
+            });
+        }
+        if !self.diagnostics.is_empty() {
+            return Err(self.diagnostics);
+        }
+        let store = self.store.map(|(s, _)| s).unwrap_or(StoreConfig { url: DEFAULT_STORE_URL.into(), password: None });
+        Ok(Config {
+            store,
+            vaults: self.vaults.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+            alerts: self.alerts.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+            credentials,
+            sources: self.files.iter().map(|f| f.path.clone()).collect(),
+        })
+    }
+
+    fn schedule(
+        &mut self,
+        file: usize,
+        c: &CredentialConfig,
+        defaults: &DefaultsConfig,
+        max_age: Option<&Spanned<Duration>>,
+    ) -> Option<Schedule> {
+        let span = c.schedule.span();
+        let s = c.schedule.get_ref();
+        let cadence = match (&s.every, &s.cron, s.manual) {
+            (Some(every), None, false) => {
+                if *every == Duration::ZERO {
+                    self.error(file, Some(span), "schedule.every must be longer than 0s");
+                    return None;
+                }
+                Cadence::Every(*every)
+            }
+            (None, Some(cron), false) => Cadence::Cron(cron.clone()),
+            (None, None, true) => Cadence::Manual,
+            _ => {
+                self.error(file, Some(span), "schedule needs exactly one of `every`, `cron` or `manual = true`");
+                return None;
+            }
+        };
+        let window = s.window.as_ref().map(|w| Window { days: w.days, start: w.start.0, end: w.end.0 });
+        if let Some(w) = &window
+            && w.never_opens()
+        {
+            self.error(file, Some(span.clone()), "schedule.window never opens: it needs at least one day and `end` different from `start`");
+            return None;
+        }
+        let schedule = Schedule {
+            cadence,
+            tz: s.timezone.map_or(chrono_tz::UTC, |t| t.0),
+            window,
+            jitter: c.jitter.or(defaults.jitter).unwrap_or(Duration::ZERO),
+            max_age: max_age.map(|m| *m.get_ref()),
+            next_override: s.next.map(|t| t.0),
+        };
+        if let (Some(max_age), Some(longest)) = (max_age, schedule.longest_interval())
+            && longest > *max_age.get_ref()
+        {
+            self.error(
+                file,
+                Some(max_age.span()),
+                format!(
+                    "max_age {} is shorter than this schedule can honour: rotations may be up to {} apart \
+                     (interval, jitter and the longest closed window); shorten the schedule or raise max_age",
+                    max_age.get_ref(),
+                    longest
+                ),
+            );
+            // The max_age may come from [defaults] in another file: point at the schedule too.
+            if c.max_age.is_none() {
+                self.error(file, Some(span), format!("this schedule cannot honour defaults.max_age {}", max_age.get_ref()));
+            }
+            return None;
+        }
+        Some(schedule)
+    }
+}
+
+fn collect_toml_files(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_toml_files(&path, found)?;
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn or_none(list: &str) -> &str {
+    if list.is_empty() { "(none)" } else { list }
+}
+
+/// Credential ids and vault paths become file names and URL paths: keep them to a safe set.
+fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("it is empty");
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '.')) {
+        return Some("use only letters, digits, `_`, `-`, `.` and `/`");
+    }
+    if name.starts_with('/') || name.ends_with('/') || name.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+        return Some("segments between `/` must be non-empty and not `.` or `..`");
+    }
+    None
+}
+
+fn rotator_problem(rotator: &RotatorConfig) -> Result<(), String> {
+    match rotator {
+        RotatorConfig::Generated(g) => g.validate(),
+    }
+}
+
+fn store_url_problem(url: &str) -> Option<String> {
+    if let Some(rest) = url.strip_prefix("postgres://").or_else(|| url.strip_prefix("postgresql://")) {
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        if authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':')) {
+            return Some("the store URL contains a password; a config file holds no secrets: remove it and set `password = { env = \"NAME\" }` (or { file = ... })".into());
+        }
+        return None;
+    }
+    if url.starts_with("sqlite:") {
+        return None;
+    }
+    Some(format!("unsupported store URL `{url}`: expected sqlite://PATH or postgres://USER@HOST/DB"))
+}
+
+fn schedule_hash(config: &super::ScheduleConfig, schedule: &Schedule) -> String {
+    let text = format!(
+        "{}|{}|{:?}|{:?}",
+        serde_json::to_string(config).unwrap_or_default(),
+        schedule.jitter,
+        schedule.max_age,
+        schedule.tz
+    );
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The JSON Schema of a config file.
+pub fn schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(ConfigFile)).expect("schema serializes");
+    // `rotator` is dispatched by the loader (see the module comment), so serde skips it: add it.
+    let rotator = serde_json::to_value(schemars::schema_for!(RotatorConfig)).expect("schema serializes");
+    if let Some(credential) = schema.pointer_mut("/$defs/CredentialConfig") {
+        credential["properties"]["rotator"] = rotator.clone();
+        credential["properties"]["rotator"].as_object_mut().map(|o| {
+            o.remove("$schema");
+            o.remove("$defs")
+        });
+        if let Some(required) = credential["required"].as_array_mut() {
+            required.push("rotator".into());
+        }
+    }
+    if let (Some(defs), Some(rotator_defs)) = (schema.pointer("/$defs").cloned(), rotator.get("$defs")) {
+        let mut merged = defs.as_object().cloned().unwrap_or_default();
+        for (k, v) in rotator_defs.as_object().into_iter().flatten() {
+            merged.insert(k.clone(), v.clone());
+        }
+        schema["$defs"] = serde_json::Value::Object(merged);
+    }
+    schema
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config, Diagnostics> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        load(&[path])
+    }
+
+    const VALID: &str = r#"
+[vaults.local]
+kind = "file"
+dir = "v"
+identity = { file = "k" }
+
+[alerts.log]
+kind = "log"
+
+[defaults]
+alerts = ["log"]
+
+[[credential]]
+id = "a/b"
+schedule = { every = "7d" }
+vault = { name = "local", path = "a/b" }
+rotator = { kind = "generated", length = 48 }
+"#;
+
+    #[test]
+    fn a_valid_file_loads_with_defaults_applied() {
+        let config = load_text(VALID).unwrap();
+        assert_eq!(config.store.url, DEFAULT_STORE_URL);
+        let c = &config.credentials[0];
+        assert_eq!((c.id.as_str(), c.vault.as_str(), c.grace), ("a/b", "local", DEFAULT_GRACE));
+        assert_eq!(c.alerts, vec!["log".to_string()]);
+    }
+
+    #[test]
+    fn every_error_is_collected_with_its_position() {
+        let text = VALID.replace("path = \"a/b\" }", "path = \"a/b\" }\ncolour = \"red\"")
+            + "\n[[credential]]\nid = \"c\"\nschedule = { every = \"7x\" }\nvault = { name = \"nope\", path = \"c\" }\nrotator = { kind = \"magic\" }\n";
+        let err = load_text(&text).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains("unknown field `colour`"), "{shown}");
+        assert!(shown.contains("unknown rotator kind `magic`"), "{shown}");
+        assert!(shown.contains("invalid duration \"7x\""), "{shown}");
+        let magic = err.0.iter().find(|d| d.message.contains("magic")).unwrap();
+        assert_eq!(magic.line, text.lines().position(|l| l.contains("magic")).unwrap() + 1);
+        assert_eq!(magic.column, "rotator = { kind = ".len() + 1);
+    }
+
+    #[test]
+    fn the_schema_lists_the_rotator() {
+        let s = schema();
+        assert!(s.pointer("/$defs/CredentialConfig/properties/rotator").is_some(), "{s:#}");
+    }
+}

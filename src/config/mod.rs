@@ -1,0 +1,253 @@
+//! Configuration: the TOML files operators write (`schedules/`), turned into a validated model.
+//! Parsing keeps source positions so that every problem is reported as `path:line:col`.
+
+mod diagnostic;
+mod duration;
+mod load;
+mod schedule;
+mod secret_ref;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use rotor_rotators::RotatorConfig;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+pub use diagnostic::{Diagnostic, Diagnostics, SourceFile};
+pub use duration::Duration;
+pub use load::{load, schema};
+pub use schedule::{CronExpr, DaySet, ScheduleConfig, TimeOfDay, TimeZone, Timestamp, WindowConfig};
+pub use secret_ref::SecretRef;
+
+use crate::scheduler::policy::{RetryPolicy, Schedule};
+
+/// The store URL used when no `[store]` table and no `--database` flag give one.
+pub const DEFAULT_STORE_URL: &str = "sqlite://rotor.db";
+
+/// The shape of one config file. Tables may be spread over several files; each name is
+/// declared once.
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Where rotor keeps its schedule, runs and audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreConfig>,
+    /// Values every `[[credential]]` inherits unless it sets its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<DefaultsConfig>,
+    /// Named vaults credentials are written to.
+    #[serde(default)]
+    pub vaults: BTreeMap<String, VaultConfig>,
+    /// Named alert sinks.
+    #[serde(default)]
+    pub alerts: BTreeMap<String, AlertConfig>,
+    /// The credentials rotor rotates.
+    #[serde(default)]
+    pub credential: Vec<CredentialConfig>,
+}
+
+/// The state store.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (embedded, one process) or `postgres://USER@HOST/DB` (replicas share the
+    /// work). The URL must not contain a password: use `password`.
+    pub url: String,
+    /// Password for a PostgreSQL store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretRef>,
+}
+
+/// Defaults for every credential.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsConfig {
+    /// How long the previous credential stays valid after promotion. Default "24h".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<Duration>,
+    /// No credential may get older than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Duration>")]
+    pub max_age: Option<Spanned<Duration>>,
+    /// Random delay (deterministic per credential) added to each due time, to spread load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<Duration>,
+    /// Alert sinks (names of `[alerts.*]`) that hear of failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub alerts: Option<Vec<Spanned<String>>>,
+    /// How failed steps are retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<RetryConfig>")]
+    pub retry: Option<Spanned<RetryConfig>>,
+}
+
+/// Retry of a failed step: exponential backoff with jitter, capped.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts of one step before the run rolls back (or is marked stuck after promotion).
+    pub max_attempts: u32,
+    /// Delay before the first retry.
+    pub initial: Duration,
+    /// Longest delay between retries.
+    pub max: Duration,
+}
+
+/// A vault, tagged by `kind`.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum VaultConfig {
+    /// One age-encrypted file per credential in a local folder: the embedded default.
+    File(FileVaultConfig),
+}
+
+impl VaultConfig {
+    pub const KINDS: &'static [&'static str] = &["file"];
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            VaultConfig::File(_) => "file",
+        }
+    }
+
+    fn deserialize_kind<'de, D: serde::Deserializer<'de>>(kind: &str, fields: D) -> Result<Option<Self>, D::Error> {
+        Ok(Some(match kind {
+            "file" => VaultConfig::File(FileVaultConfig::deserialize(fields)?),
+            _ => return Ok(None),
+        }))
+    }
+}
+
+/// The `file` vault: `DIR/PATH.age` holds a credential's current (and, during grace, previous)
+/// version, `DIR/PATH.pending.age` a version being rotated in. Readable with the stock `age` tool.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileVaultConfig {
+    /// Folder of the encrypted files (created if missing).
+    pub dir: PathBuf,
+    /// The age identity (X25519 secret key) that encrypts and decrypts the files. A `file`
+    /// reference that does not exist is created (mode 0600) while the folder holds no files.
+    pub identity: SecretRef,
+}
+
+/// An alert sink, tagged by `kind`.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AlertConfig {
+    /// Write alerts to rotor's own log at error level (and resolutions at info level).
+    Log(LogAlertConfig),
+}
+
+impl AlertConfig {
+    pub const KINDS: &'static [&'static str] = &["log"];
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AlertConfig::Log(_) => "log",
+        }
+    }
+
+    fn deserialize_kind<'de, D: serde::Deserializer<'de>>(kind: &str, fields: D) -> Result<Option<Self>, D::Error> {
+        Ok(Some(match kind {
+            "log" => AlertConfig::Log(LogAlertConfig::deserialize(fields)?),
+            _ => return Ok(None),
+        }))
+    }
+}
+
+/// The `log` alert sink has no settings.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogAlertConfig {}
+
+/// Where a credential is written.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VaultRefConfig {
+    /// Name of a `[vaults.NAME]` table.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// Path of the credential's document in that vault: letters, digits, `_ - .` and `/`.
+    #[schemars(with = "String")]
+    pub path: Spanned<String>,
+}
+
+/// One managed credential.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    /// Unique id, e.g. "payments/db": letters, digits, `_ - .` and `/`.
+    #[schemars(with = "String")]
+    pub id: Spanned<String>,
+    /// When it rotates.
+    #[schemars(with = "ScheduleConfig")]
+    pub schedule: Spanned<ScheduleConfig>,
+    /// Where consumers read it.
+    pub vault: VaultRefConfig,
+    /// The provider that mints, applies, verifies and retires it (a table tagged by `kind`).
+    #[serde(skip)]
+    pub rotator: Option<RotatorConfig>,
+    /// Overrides `defaults.grace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<Duration>,
+    /// Overrides `defaults.max_age`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Duration>")]
+    pub max_age: Option<Spanned<Duration>>,
+    /// Overrides `defaults.jitter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<Duration>,
+    /// Overrides `defaults.alerts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub alerts: Option<Vec<Spanned<String>>>,
+    /// Overrides `defaults.retry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<RetryConfig>")]
+    pub retry: Option<Spanned<RetryConfig>>,
+    /// Free text for people: what uses this credential, who owns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A validated configuration: every reference resolved, every default applied.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub store: StoreConfig,
+    pub vaults: BTreeMap<String, VaultConfig>,
+    pub alerts: BTreeMap<String, AlertConfig>,
+    pub credentials: Vec<Credential>,
+    pub sources: Vec<PathBuf>,
+}
+
+/// One credential as the engine and scheduler see it.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub id: String,
+    pub rotator: RotatorConfig,
+    pub vault: String,
+    pub vault_path: String,
+    pub schedule: Schedule,
+    pub grace: Duration,
+    pub alerts: Vec<String>,
+    pub retry: RetryPolicy,
+    /// SHA-256 of the settings that decide when it is due: a change recomputes `next_due_at`.
+    pub schedule_hash: String,
+}
+
+impl Credential {
+    pub fn provider(&self) -> &'static str {
+        self.rotator.kind()
+    }
+}
+
+impl Config {
+    pub fn credential(&self, id: &str) -> Option<&Credential> {
+        self.credentials.iter().find(|c| c.id == id)
+    }
+}
+
+/// Default grace when neither the credential nor `[defaults]` sets one.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);

@@ -1,0 +1,3 @@
+//! Scheduling: what is due when (`policy`), and the daemon loop that claims and runs it.
+
+pub mod policy;
