@@ -5,5 +5,13 @@
 //! its state machine, `scheduler` decides what is due and runs the daemon loop, `cli` is the
 //! command line.
 
+pub mod alert;
+pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod engine;
+pub mod failpoint;
 pub mod scheduler;
+pub mod store;
+pub mod telemetry;
+pub mod vault;

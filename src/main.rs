@@ -1,1 +1,5 @@
-fn main(){}
+//! The `rotor` binary: everything is in the library; see `rotor::cli`.
+
+fn main() -> std::process::ExitCode {
+    rotor::cli::main()
+}

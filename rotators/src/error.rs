@@ -26,15 +26,27 @@ pub struct RotatorError {
 
 impl RotatorError {
     pub fn transient(message: impl Into<String>) -> Self {
-        Self { class: ErrorClass::Transient, message: message.into(), source: None }
+        Self {
+            class: ErrorClass::Transient,
+            message: message.into(),
+            source: None,
+        }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { class: ErrorClass::Permanent, message: message.into(), source: None }
+        Self {
+            class: ErrorClass::Permanent,
+            message: message.into(),
+            source: None,
+        }
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self { class: ErrorClass::Conflict, message: message.into(), source: None }
+        Self {
+            class: ErrorClass::Conflict,
+            message: message.into(),
+            source: None,
+        }
     }
 
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {

@@ -3,8 +3,8 @@
 //! proves that what consumers will read from the vault is exactly a secret of the configured shape.
 
 use rand::Rng;
-use rand::rngs::OsRng;
 use rand::TryRngCore;
+use rand::rngs::OsRng;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -49,7 +49,9 @@ impl GeneratedConfig {
 }
 
 /// The character set of a generated secret.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Alphabet {
     /// `A-Z a-z 0-9 - _` (URL and header safe; 6 bits per character).
@@ -110,7 +112,11 @@ impl Rotator for Generated {
         Ok(Credential::new().with(FIELD, self.generate()?))
     }
 
-    async fn apply(&self, _candidate: &Credential, _current: Option<&Credential>) -> Result<(), RotatorError> {
+    async fn apply(
+        &self,
+        _candidate: &Credential,
+        _current: Option<&Credential>,
+    ) -> Result<(), RotatorError> {
         Ok(())
     }
 
@@ -141,7 +147,11 @@ impl Rotator for Generated {
         Ok(())
     }
 
-    async fn rollback(&self, _candidate: &Credential, _current: Option<&Credential>) -> Result<(), RotatorError> {
+    async fn rollback(
+        &self,
+        _candidate: &Credential,
+        _current: Option<&Credential>,
+    ) -> Result<(), RotatorError> {
         Ok(())
     }
 
@@ -165,7 +175,12 @@ mod tests {
 
     #[tokio::test]
     async fn minted_secrets_have_the_configured_shape_and_differ() {
-        for alphabet in [Alphabet::Base64url, Alphabet::Alphanumeric, Alphabet::Hex, Alphabet::Printable] {
+        for alphabet in [
+            Alphabet::Base64url,
+            Alphabet::Alphanumeric,
+            Alphabet::Hex,
+            Alphabet::Printable,
+        ] {
             let r = rotator(48, alphabet);
             let a = r.mint().await.unwrap();
             let b = r.mint().await.unwrap();
@@ -187,8 +202,21 @@ mod tests {
     #[test]
     fn the_documented_example_parses() {
         let c: GeneratedConfig = toml::from_str("length = 48\nalphabet = \"base64url\"").unwrap();
-        assert_eq!(c, GeneratedConfig { length: 48, alphabet: Alphabet::Base64url });
+        assert_eq!(
+            c,
+            GeneratedConfig {
+                length: 48,
+                alphabet: Alphabet::Base64url
+            }
+        );
         assert!(toml::from_str::<GeneratedConfig>("length = 48\nalphabat = \"hex\"").is_err());
-        assert!(GeneratedConfig { length: 8, alphabet: Alphabet::Hex }.validate().is_err());
+        assert!(
+            GeneratedConfig {
+                length: 8,
+                alphabet: Alphabet::Hex
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

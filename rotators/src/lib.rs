@@ -51,7 +51,10 @@ pub trait Rotator: Send + Sync {
     ) -> impl Future<Output = Result<(), RotatorError>> + Send;
 
     /// Proves that `candidate` (as read back from the vault) authenticates and is authorised.
-    fn verify(&self, candidate: &Credential) -> impl Future<Output = Result<(), RotatorError>> + Send;
+    fn verify(
+        &self,
+        candidate: &Credential,
+    ) -> impl Future<Output = Result<(), RotatorError>> + Send;
 
     /// Invalidates a credential that has been replaced. "Already gone" is success.
     fn retire(&self, old: &Credential) -> impl Future<Output = Result<(), RotatorError>> + Send;
@@ -102,7 +105,9 @@ impl RotatorConfig {
         use serde::Deserialize;
         Ok(Some(match kind {
             #[cfg(feature = "generated")]
-            "generated" => RotatorConfig::Generated(generated::GeneratedConfig::deserialize(fields)?),
+            "generated" => {
+                RotatorConfig::Generated(generated::GeneratedConfig::deserialize(fields)?)
+            }
             _ => return Ok(None),
         }))
     }
@@ -118,7 +123,9 @@ impl AnyRotator {
     pub fn build(config: &RotatorConfig) -> Result<Self, RotatorError> {
         Ok(match config {
             #[cfg(feature = "generated")]
-            RotatorConfig::Generated(c) => AnyRotator::Generated(generated::Generated::new(c.clone())),
+            RotatorConfig::Generated(c) => {
+                AnyRotator::Generated(generated::Generated::new(c.clone()))
+            }
         })
     }
 }
@@ -142,7 +149,11 @@ impl Rotator for AnyRotator {
     async fn mint(&self) -> Result<Credential, RotatorError> {
         dispatch!(self, r => r.mint().await)
     }
-    async fn apply(&self, candidate: &Credential, current: Option<&Credential>) -> Result<(), RotatorError> {
+    async fn apply(
+        &self,
+        candidate: &Credential,
+        current: Option<&Credential>,
+    ) -> Result<(), RotatorError> {
         dispatch!(self, r => r.apply(candidate, current).await)
     }
     async fn verify(&self, candidate: &Credential) -> Result<(), RotatorError> {
@@ -151,7 +162,11 @@ impl Rotator for AnyRotator {
     async fn retire(&self, old: &Credential) -> Result<(), RotatorError> {
         dispatch!(self, r => r.retire(old).await)
     }
-    async fn rollback(&self, candidate: &Credential, current: Option<&Credential>) -> Result<(), RotatorError> {
+    async fn rollback(
+        &self,
+        candidate: &Credential,
+        current: Option<&Credential>,
+    ) -> Result<(), RotatorError> {
         dispatch!(self, r => r.rollback(candidate, current).await)
     }
     async fn list_live(&self) -> Result<Vec<LiveCredential>, RotatorError> {

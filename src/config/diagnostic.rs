@@ -28,7 +28,10 @@ pub struct SourceFile {
 
 impl SourceFile {
     pub fn new(path: &Path, text: String) -> Self {
-        Self { path: path.to_owned(), text: text.into() }
+        Self {
+            path: path.to_owned(),
+            text: text.into(),
+        }
     }
 
     /// A diagnostic at byte range `span` of this file; an unknown span points at the file start.
@@ -37,21 +40,38 @@ impl SourceFile {
         let span = span.unwrap_or(0..0);
         let start = floor_char_boundary(&self.text, span.start.min(self.text.len()));
         let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = self.text[start..].find('\n').map_or(self.text.len(), |i| start + i);
+        let line_end = self.text[start..]
+            .find('\n')
+            .map_or(self.text.len(), |i| start + i);
         let line = self.text[..start].matches('\n').count() + 1;
         let column = self.text[line_start..start].chars().count() + 1;
-        let mut source_line = self.text[line_start..line_end].trim_end_matches('\r').to_owned();
+        let mut source_line = self.text[line_start..line_end]
+            .trim_end_matches('\r')
+            .to_owned();
         let end = floor_char_boundary(&self.text, span.end.clamp(start, line_end));
         let width = self.text[start..end].chars().count().max(1);
         if message.contains("literal secret") {
             // Never print a secret back, even the operator's own: mask the value on the line.
             let masked: String = source_line
                 .char_indices()
-                .map(|(i, c)| if i >= start - line_start && i < end - line_start && !c.is_whitespace() { '*' } else { c })
+                .map(|(i, c)| {
+                    if i >= start - line_start && i < end - line_start && !c.is_whitespace() {
+                        '*'
+                    } else {
+                        c
+                    }
+                })
                 .collect();
             source_line = masked;
         }
-        Diagnostic { path: self.path.clone(), line, column, message, source_line, width }
+        Diagnostic {
+            path: self.path.clone(),
+            line,
+            column,
+            message,
+            source_line,
+            width,
+        }
     }
 }
 
@@ -64,11 +84,23 @@ fn floor_char_boundary(text: &str, mut index: usize) -> usize {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{}:{}:{}: {}", self.path.display(), self.line, self.column, self.message)?;
+        writeln!(
+            f,
+            "{}:{}:{}: {}",
+            self.path.display(),
+            self.line,
+            self.column,
+            self.message
+        )?;
         let gutter = self.line.to_string().len();
         writeln!(f, "{:gutter$} |", "")?;
         writeln!(f, "{} | {}", self.line, self.source_line)?;
-        let pad: String = self.source_line.chars().take(self.column - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+        let pad: String = self
+            .source_line
+            .chars()
+            .take(self.column - 1)
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
         write!(f, "{:gutter$} | {pad}{}", "", "^".repeat(self.width))
     }
 }
@@ -95,7 +127,12 @@ impl fmt::Display for Diagnostics {
             }
             writeln!(f, "{d}")?;
         }
-        write!(f, "{} error{} in config", self.0.len(), if self.0.len() == 1 { "" } else { "s" })
+        write!(
+            f,
+            "{} error{} in config",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" }
+        )
     }
 }
 
@@ -107,7 +144,10 @@ mod tests {
 
     #[test]
     fn points_at_line_and_column_with_a_caret() {
-        let file = SourceFile::new(Path::new("a.toml"), "x = 1\nvault = { name = \"bao2\" }\n".into());
+        let file = SourceFile::new(
+            Path::new("a.toml"),
+            "x = 1\nvault = { name = \"bao2\" }\n".into(),
+        );
         let start = file.text.find("\"bao2\"").unwrap();
         let d = file.diagnostic(Some(start..start + 6), "unknown vault");
         assert_eq!((d.line, d.column), (2, 18));

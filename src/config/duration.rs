@@ -30,7 +30,9 @@ impl Duration {
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: expected a number and a unit (s, m, h, d, w) such as \"90s\", \"12h\" or \"7d\"")]
+#[error(
+    "invalid duration {input:?}: expected a number and a unit (s, m, h, d, w) such as \"90s\", \"12h\" or \"7d\""
+)]
 pub struct ParseDurationError {
     input: String,
 }
@@ -39,7 +41,9 @@ impl FromStr for Duration {
     type Err = ParseDurationError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let err = || ParseDurationError { input: input.to_owned() };
+        let err = || ParseDurationError {
+            input: input.to_owned(),
+        };
         let mut rest = input.trim();
         if rest.is_empty() {
             return Err(err());
@@ -60,7 +64,10 @@ impl FromStr for Duration {
                 'w' => 604_800,
                 _ => return Err(err()),
             };
-            total = number.checked_mul(scale).and_then(|s| total.checked_add(s)).ok_or_else(err)?;
+            total = number
+                .checked_mul(scale)
+                .and_then(|s| total.checked_add(s))
+                .ok_or_else(err)?;
             rest = &rest[digits + unit.len_utf8()..];
         }
         Ok(Duration::from_secs(total))
@@ -73,7 +80,13 @@ impl fmt::Display for Duration {
         if secs == 0 {
             return f.write_str("0s");
         }
-        for (unit, scale) in [("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        for (unit, scale) in [
+            ("w", 604_800),
+            ("d", 86_400),
+            ("h", 3_600),
+            ("m", 60),
+            ("s", 1),
+        ] {
             if secs >= scale {
                 write!(f, "{}{unit}", secs / scale)?;
                 secs %= scale;
@@ -127,7 +140,16 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_duration() {
-        for bad in ["", "7", "d", "7y", "-1d", "1.5h", "7 d", "99999999999999999999w"] {
+        for bad in [
+            "",
+            "7",
+            "d",
+            "7y",
+            "-1d",
+            "1.5h",
+            "7 d",
+            "99999999999999999999w",
+        ] {
             assert!(bad.parse::<Duration>().is_err(), "{bad:?} parsed");
         }
     }

@@ -16,8 +16,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::{
-    AlertConfig, Config, ConfigFile, Credential, CredentialConfig, DEFAULT_GRACE, DEFAULT_STORE_URL,
-    DefaultsConfig, Diagnostics, Duration, RetryConfig, SourceFile, StoreConfig, VaultConfig,
+    AlertConfig, Config, ConfigFile, Credential, CredentialConfig, DEFAULT_GRACE,
+    DEFAULT_STORE_URL, DefaultsConfig, Diagnostics, Duration, RetryConfig, SourceFile, StoreConfig,
+    VaultConfig,
 };
 use crate::scheduler::policy::{Cadence, RetryPolicy, Schedule, Window};
 
@@ -109,7 +110,11 @@ impl Loader {
         }
     }
 
-    fn deserialize<T: for<'de> Deserialize<'de>>(&mut self, file: usize, value: Spanned<DeValue<'_>>) -> Option<T> {
+    fn deserialize<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        file: usize,
+        value: Spanned<DeValue<'_>>,
+    ) -> Option<T> {
         match T::deserialize(ValueDeserializer::from(value)) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -121,26 +126,38 @@ impl Loader {
 
     fn add_store(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
         let span = value.span();
-        let Some(store) = self.deserialize::<StoreConfig>(file, value) else { return };
+        let Some(store) = self.deserialize::<StoreConfig>(file, value) else {
+            return;
+        };
         if let Some(problem) = store_url_problem(&store.url) {
             self.error(file, Some(span.clone()), problem);
         }
         if let Some((_, first)) = &self.store {
             let at = self.position(first);
-            return self.error(file, Some(span), format!("[store] is declared twice (first at {at})"));
+            return self.error(
+                file,
+                Some(span),
+                format!("[store] is declared twice (first at {at})"),
+            );
         }
         self.store = Some((store, Declared { file, span }));
     }
 
     fn add_defaults(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
         let span = value.span();
-        let Some(defaults) = self.deserialize::<DefaultsConfig>(file, value) else { return };
+        let Some(defaults) = self.deserialize::<DefaultsConfig>(file, value) else {
+            return;
+        };
         if let Some(retry) = &defaults.retry {
             self.check_retry(file, retry);
         }
         if let Some((_, first)) = &self.defaults {
             let at = self.position(first);
-            return self.error(file, Some(span), format!("[defaults] is declared twice (first at {at})"));
+            return self.error(
+                file,
+                Some(span),
+                format!("[defaults] is declared twice (first at {at})"),
+            );
         }
         self.defaults = Some((defaults, Declared { file, span }));
     }
@@ -149,29 +166,56 @@ impl Loader {
     fn add_named(&mut self, file: usize, value: Spanned<DeValue<'_>>, what: &str) {
         let span = value.span();
         let DeValue::Table(table) = value.into_inner() else {
-            return self.error(file, Some(span), format!("expected a table of {what}s, e.g. [{what}s.NAME]"));
+            return self.error(
+                file,
+                Some(span),
+                format!("expected a table of {what}s, e.g. [{what}s.NAME]"),
+            );
         };
         for (name, body) in table {
             let name_span = name.span();
             let name = name.into_inner().into_owned();
-            let declared = Declared { file, span: name_span.clone() };
+            let declared = Declared {
+                file,
+                span: name_span.clone(),
+            };
             if what == "vault" {
-                let Some(config) = self.tagged(file, body, what, VaultConfig::KINDS, VaultConfig::deserialize_kind) else {
+                let Some(config) = self.tagged(
+                    file,
+                    body,
+                    what,
+                    VaultConfig::KINDS,
+                    VaultConfig::deserialize_kind,
+                ) else {
                     continue;
                 };
                 if let Some((_, first)) = self.vaults.get(&name) {
                     let at = self.position(first);
-                    self.error(file, Some(name_span), format!("vault `{name}` is declared twice (first at {at})"));
+                    self.error(
+                        file,
+                        Some(name_span),
+                        format!("vault `{name}` is declared twice (first at {at})"),
+                    );
                 } else {
                     self.vaults.insert(name, (config, declared));
                 }
             } else {
-                let Some(config) = self.tagged(file, body, what, AlertConfig::KINDS, AlertConfig::deserialize_kind) else {
+                let Some(config) = self.tagged(
+                    file,
+                    body,
+                    what,
+                    AlertConfig::KINDS,
+                    AlertConfig::deserialize_kind,
+                ) else {
                     continue;
                 };
                 if let Some((_, first)) = self.alerts.get(&name) {
                     let at = self.position(first);
-                    self.error(file, Some(name_span), format!("alert `{name}` is declared twice (first at {at})"));
+                    self.error(
+                        file,
+                        Some(name_span),
+                        format!("alert `{name}` is declared twice (first at {at})"),
+                    );
                 } else {
                     self.alerts.insert(name, (config, declared));
                 }
@@ -190,7 +234,11 @@ impl Loader {
     ) -> Option<T> {
         let span = value.span();
         let DeValue::Table(table) = value.into_inner() else {
-            self.error(file, Some(span), format!("expected a {what} table with a `kind`"));
+            self.error(
+                file,
+                Some(span),
+                format!("expected a {what} table with a `kind`"),
+            );
             return None;
         };
         let mut kind = None;
@@ -204,18 +252,33 @@ impl Loader {
         }
         let expected = kinds.join(", ");
         let Some(kind) = kind else {
-            self.error(file, Some(span), format!("{what} has no `kind`; expected one of: {expected}"));
+            self.error(
+                file,
+                Some(span),
+                format!("{what} has no `kind`; expected one of: {expected}"),
+            );
             return None;
         };
         let kind_span = kind.span();
         let Some(kind_name) = kind.get_ref().as_str().map(str::to_owned) else {
-            self.error(file, Some(kind_span), format!("{what} `kind` must be a string; expected one of: {expected}"));
+            self.error(
+                file,
+                Some(kind_span),
+                format!("{what} `kind` must be a string; expected one of: {expected}"),
+            );
             return None;
         };
-        match by_kind(&kind_name, ValueDeserializer::from(Spanned::new(span.clone(), DeValue::Table(rest)))) {
+        match by_kind(
+            &kind_name,
+            ValueDeserializer::from(Spanned::new(span.clone(), DeValue::Table(rest))),
+        ) {
             Ok(Some(config)) => Some(config),
             Ok(None) => {
-                self.error(file, Some(kind_span), format!("unknown {what} kind `{kind_name}`; expected one of: {expected}"));
+                self.error(
+                    file,
+                    Some(kind_span),
+                    format!("unknown {what} kind `{kind_name}`; expected one of: {expected}"),
+                );
                 None
             }
             Err(e) => {
@@ -246,14 +309,22 @@ impl Loader {
                 }
             }
             let rotator = match rotator {
-                Some(r) => self.tagged(file, r, "rotator", RotatorConfig::KINDS, RotatorConfig::deserialize_kind),
+                Some(r) => self.tagged(
+                    file,
+                    r,
+                    "rotator",
+                    RotatorConfig::KINDS,
+                    RotatorConfig::deserialize_kind,
+                ),
                 None => {
                     let kinds = RotatorConfig::KINDS.join(", ");
                     self.error(file, Some(span.clone()), format!("credential has no `rotator`; add a rotator table with a `kind` ({kinds})"));
                     None
                 }
             };
-            let Some(mut credential) = self.deserialize::<CredentialConfig>(file, Spanned::new(span, DeValue::Table(rest))) else {
+            let Some(mut credential) = self
+                .deserialize::<CredentialConfig>(file, Spanned::new(span, DeValue::Table(rest)))
+            else {
                 continue;
             };
             if let Some(rotator) = rotator {
@@ -266,10 +337,21 @@ impl Loader {
     fn check_retry(&mut self, file: usize, retry: &Spanned<RetryConfig>) {
         let r = retry.get_ref();
         if r.max_attempts == 0 {
-            self.error(file, Some(retry.span()), "retry.max_attempts must be at least 1");
+            self.error(
+                file,
+                Some(retry.span()),
+                "retry.max_attempts must be at least 1",
+            );
         }
         if r.initial > r.max {
-            self.error(file, Some(retry.span()), format!("retry.initial ({}) is longer than retry.max ({})", r.initial, r.max));
+            self.error(
+                file,
+                Some(retry.span()),
+                format!(
+                    "retry.initial ({}) is longer than retry.max ({})",
+                    r.initial, r.max
+                ),
+            );
         }
     }
 
@@ -285,14 +367,22 @@ impl Loader {
                 self.error(
                     file,
                     Some(name.span()),
-                    format!("unknown alert `{}`; declared alerts: {}", name.get_ref(), or_none(&declared)),
+                    format!(
+                        "unknown alert `{}`; declared alerts: {}",
+                        name.get_ref(),
+                        or_none(&declared)
+                    ),
                 );
             }
         }
     }
 
     fn finish(mut self) -> Result<Config, Diagnostics> {
-        let defaults = self.defaults.as_ref().map(|(d, decl)| (d.clone(), decl.file)).unwrap_or_default();
+        let defaults = self
+            .defaults
+            .as_ref()
+            .map(|(d, decl)| (d.clone(), decl.file))
+            .unwrap_or_default();
         let (defaults, defaults_file) = defaults;
         if let Some(names) = &defaults.alerts {
             self.check_alert_names(defaults_file, names);
@@ -304,13 +394,27 @@ impl Loader {
             let errors_before = self.diagnostics.0.len();
             let id = c.id.get_ref().clone();
             if let Some(problem) = name_problem(&id) {
-                self.error(file, Some(c.id.span()), format!("invalid credential id `{id}`: {problem}"));
+                self.error(
+                    file,
+                    Some(c.id.span()),
+                    format!("invalid credential id `{id}`: {problem}"),
+                );
             }
             if let Some(first) = seen_ids.get(&id) {
                 let at = self.position(first);
-                self.error(file, Some(c.id.span()), format!("duplicate credential id `{id}` (first declared at {at})"));
+                self.error(
+                    file,
+                    Some(c.id.span()),
+                    format!("duplicate credential id `{id}` (first declared at {at})"),
+                );
             } else {
-                seen_ids.insert(id.clone(), Declared { file, span: c.id.span() });
+                seen_ids.insert(
+                    id.clone(),
+                    Declared {
+                        file,
+                        span: c.id.span(),
+                    },
+                );
             }
             let vault_name = c.vault.name.get_ref().clone();
             if !self.vaults.contains_key(&vault_name) {
@@ -318,12 +422,19 @@ impl Loader {
                 self.error(
                     file,
                     Some(c.vault.name.span()),
-                    format!("unknown vault `{vault_name}`; declared vaults: {}", or_none(&declared)),
+                    format!(
+                        "unknown vault `{vault_name}`; declared vaults: {}",
+                        or_none(&declared)
+                    ),
                 );
             }
             let vault_path = c.vault.path.get_ref().clone();
             if let Some(problem) = name_problem(&vault_path) {
-                self.error(file, Some(c.vault.path.span()), format!("invalid vault path `{vault_path}`: {problem}"));
+                self.error(
+                    file,
+                    Some(c.vault.path.span()),
+                    format!("invalid vault path `{vault_path}`: {problem}"),
+                );
             }
             let key = (vault_name.clone(), vault_path.clone());
             if let Some(first) = seen_paths.get(&key) {
@@ -334,7 +445,13 @@ impl Loader {
                     format!("vault `{vault_name}` path `{vault_path}` is already used by another credential (at {at})"),
                 );
             } else {
-                seen_paths.insert(key, Declared { file, span: c.vault.path.span() });
+                seen_paths.insert(
+                    key,
+                    Declared {
+                        file,
+                        span: c.vault.path.span(),
+                    },
+                );
             }
             if let Some(names) = &c.alerts {
                 self.check_alert_names(file, names);
@@ -344,7 +461,11 @@ impl Loader {
             }
             let rotator = c.rotator.clone().expect("loader sets the rotator");
             if let Err(problem) = rotator_problem(&rotator) {
-                self.error(file, Some(c.id.span()), format!("rotator of `{id}`: {problem}"));
+                self.error(
+                    file,
+                    Some(c.id.span()),
+                    format!("rotator of `{id}`: {problem}"),
+                );
             }
             let max_age = c.max_age.clone().or_else(|| defaults.max_age.clone());
             let schedule = self.schedule(file, &c, &defaults, max_age.as_ref());
@@ -352,14 +473,20 @@ impl Loader {
                 continue;
             }
             let Some(schedule) = schedule else { continue };
-            let retry = c.retry.as_ref().or(defaults.retry.as_ref()).map(|r| r.get_ref().clone());
+            let retry = c
+                .retry
+                .as_ref()
+                .or(defaults.retry.as_ref())
+                .map(|r| r.get_ref().clone());
             let retry = retry.map_or_else(RetryPolicy::default, |r| RetryPolicy {
                 max_attempts: r.max_attempts,
                 initial: r.initial.as_std(),
                 max: r.max.as_std(),
             });
             let alerts = c.alerts.as_ref().or(defaults.alerts.as_ref());
-            let alerts = alerts.map(|a| a.iter().map(|n| n.get_ref().clone()).collect()).unwrap_or_default();
+            let alerts = alerts
+                .map(|a| a.iter().map(|n| n.get_ref().clone()).collect())
+                .unwrap_or_default();
             let schedule_hash = schedule_hash(c.schedule.get_ref(), &schedule);
             credentials.push(Credential {
                 id,
@@ -376,7 +503,10 @@ impl Loader {
         if !self.diagnostics.is_empty() {
             return Err(self.diagnostics);
         }
-        let store = self.store.map(|(s, _)| s).unwrap_or(StoreConfig { url: DEFAULT_STORE_URL.into(), password: None });
+        let store = self.store.map(|(s, _)| s).unwrap_or(StoreConfig {
+            url: DEFAULT_STORE_URL.into(),
+            password: None,
+        });
         Ok(Config {
             store,
             vaults: self.vaults.into_iter().map(|(k, (v, _))| (k, v)).collect(),
@@ -406,11 +536,19 @@ impl Loader {
             (None, Some(cron), false) => Cadence::Cron(cron.clone()),
             (None, None, true) => Cadence::Manual,
             _ => {
-                self.error(file, Some(span), "schedule needs exactly one of `every`, `cron` or `manual = true`");
+                self.error(
+                    file,
+                    Some(span),
+                    "schedule needs exactly one of `every`, `cron` or `manual = true`",
+                );
                 return None;
             }
         };
-        let window = s.window.as_ref().map(|w| Window { days: w.days, start: w.start.0, end: w.end.0 });
+        let window = s.window.as_ref().map(|w| Window {
+            days: w.days,
+            start: w.start.0,
+            end: w.end.0,
+        });
         if let Some(w) = &window
             && w.never_opens()
         {
@@ -440,7 +578,14 @@ impl Loader {
             );
             // The max_age may come from [defaults] in another file: point at the schedule too.
             if c.max_age.is_none() {
-                self.error(file, Some(span), format!("this schedule cannot honour defaults.max_age {}", max_age.get_ref()));
+                self.error(
+                    file,
+                    Some(span),
+                    format!(
+                        "this schedule cannot honour defaults.max_age {}",
+                        max_age.get_ref()
+                    ),
+                );
             }
             return None;
         }
@@ -469,10 +614,18 @@ fn name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         return Some("it is empty");
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '.')) {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '.'))
+    {
         return Some("use only letters, digits, `_`, `-`, `.` and `/`");
     }
-    if name.starts_with('/') || name.ends_with('/') || name.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+    if name.starts_with('/')
+        || name.ends_with('/')
+        || name
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..")
+    {
         return Some("segments between `/` must be non-empty and not `.` or `..`");
     }
     None
@@ -485,9 +638,15 @@ fn rotator_problem(rotator: &RotatorConfig) -> Result<(), String> {
 }
 
 fn store_url_problem(url: &str) -> Option<String> {
-    if let Some(rest) = url.strip_prefix("postgres://").or_else(|| url.strip_prefix("postgresql://")) {
+    if let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    {
         let authority = rest.split(['/', '?']).next().unwrap_or("");
-        if authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':')) {
+        if authority
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        {
             return Some("the store URL contains a password; a config file holds no secrets: remove it and set `password = { env = \"NAME\" }` (or { file = ... })".into());
         }
         return None;
@@ -495,7 +654,9 @@ fn store_url_problem(url: &str) -> Option<String> {
     if url.starts_with("sqlite:") {
         return None;
     }
-    Some(format!("unsupported store URL `{url}`: expected sqlite://PATH or postgres://USER@HOST/DB"))
+    Some(format!(
+        "unsupported store URL `{url}`: expected sqlite://PATH or postgres://USER@HOST/DB"
+    ))
 }
 
 fn schedule_hash(config: &super::ScheduleConfig, schedule: &Schedule) -> String {
@@ -511,20 +672,26 @@ fn schedule_hash(config: &super::ScheduleConfig, schedule: &Schedule) -> String 
 
 /// The JSON Schema of a config file.
 pub fn schema() -> serde_json::Value {
-    let mut schema = serde_json::to_value(schemars::schema_for!(ConfigFile)).expect("schema serializes");
+    let mut schema =
+        serde_json::to_value(schemars::schema_for!(ConfigFile)).expect("schema serializes");
     // `rotator` is dispatched by the loader (see the module comment), so serde skips it: add it.
-    let rotator = serde_json::to_value(schemars::schema_for!(RotatorConfig)).expect("schema serializes");
+    let rotator =
+        serde_json::to_value(schemars::schema_for!(RotatorConfig)).expect("schema serializes");
     if let Some(credential) = schema.pointer_mut("/$defs/CredentialConfig") {
         credential["properties"]["rotator"] = rotator.clone();
-        credential["properties"]["rotator"].as_object_mut().map(|o| {
-            o.remove("$schema");
-            o.remove("$defs")
-        });
+        credential["properties"]["rotator"]
+            .as_object_mut()
+            .map(|o| {
+                o.remove("$schema");
+                o.remove("$defs")
+            });
         if let Some(required) = credential["required"].as_array_mut() {
             required.push("rotator".into());
         }
     }
-    if let (Some(defs), Some(rotator_defs)) = (schema.pointer("/$defs").cloned(), rotator.get("$defs")) {
+    if let (Some(defs), Some(rotator_defs)) =
+        (schema.pointer("/$defs").cloned(), rotator.get("$defs"))
+    {
         let mut merged = defs.as_object().cloned().unwrap_or_default();
         for (k, v) in rotator_defs.as_object().into_iter().flatten() {
             merged.insert(k.clone(), v.clone());
@@ -569,7 +736,10 @@ rotator = { kind = "generated", length = 48 }
         let config = load_text(VALID).unwrap();
         assert_eq!(config.store.url, DEFAULT_STORE_URL);
         let c = &config.credentials[0];
-        assert_eq!((c.id.as_str(), c.vault.as_str(), c.grace), ("a/b", "local", DEFAULT_GRACE));
+        assert_eq!(
+            (c.id.as_str(), c.vault.as_str(), c.grace),
+            ("a/b", "local", DEFAULT_GRACE)
+        );
         assert_eq!(c.alerts, vec!["log".to_string()]);
     }
 
@@ -583,13 +753,20 @@ rotator = { kind = "generated", length = 48 }
         assert!(shown.contains("unknown rotator kind `magic`"), "{shown}");
         assert!(shown.contains("invalid duration \"7x\""), "{shown}");
         let magic = err.0.iter().find(|d| d.message.contains("magic")).unwrap();
-        assert_eq!(magic.line, text.lines().position(|l| l.contains("magic")).unwrap() + 1);
+        assert_eq!(
+            magic.line,
+            text.lines().position(|l| l.contains("magic")).unwrap() + 1
+        );
         assert_eq!(magic.column, "rotator = { kind = ".len() + 1);
     }
 
     #[test]
     fn the_schema_lists_the_rotator() {
         let s = schema();
-        assert!(s.pointer("/$defs/CredentialConfig/properties/rotator").is_some(), "{s:#}");
+        assert!(
+            s.pointer("/$defs/CredentialConfig/properties/rotator")
+                .is_some(),
+            "{s:#}"
+        );
     }
 }

@@ -17,7 +17,9 @@ use toml::Spanned;
 pub use diagnostic::{Diagnostic, Diagnostics, SourceFile};
 pub use duration::Duration;
 pub use load::{load, schema};
-pub use schedule::{CronExpr, DaySet, ScheduleConfig, TimeOfDay, TimeZone, Timestamp, WindowConfig};
+pub use schedule::{
+    CronExpr, DaySet, ScheduleConfig, TimeOfDay, TimeZone, Timestamp, WindowConfig,
+};
 pub use secret_ref::SecretRef;
 
 use crate::scheduler::policy::{RetryPolicy, Schedule};
@@ -112,7 +114,10 @@ impl VaultConfig {
         }
     }
 
-    fn deserialize_kind<'de, D: serde::Deserializer<'de>>(kind: &str, fields: D) -> Result<Option<Self>, D::Error> {
+    fn deserialize_kind<'de, D: serde::Deserializer<'de>>(
+        kind: &str,
+        fields: D,
+    ) -> Result<Option<Self>, D::Error> {
         Ok(Some(match kind {
             "file" => VaultConfig::File(FileVaultConfig::deserialize(fields)?),
             _ => return Ok(None),
@@ -149,7 +154,10 @@ impl AlertConfig {
         }
     }
 
-    fn deserialize_kind<'de, D: serde::Deserializer<'de>>(kind: &str, fields: D) -> Result<Option<Self>, D::Error> {
+    fn deserialize_kind<'de, D: serde::Deserializer<'de>>(
+        kind: &str,
+        fields: D,
+    ) -> Result<Option<Self>, D::Error> {
         Ok(Some(match kind {
             "log" => AlertConfig::Log(LogAlertConfig::deserialize(fields)?),
             _ => return Ok(None),

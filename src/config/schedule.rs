@@ -71,7 +71,10 @@ impl FromStr for CronExpr {
         let cron = croner::Cron::from_str(text).map_err(|e| {
             format!("invalid cron expression {text:?}: {e}; expected 5 fields: minute hour day-of-month month day-of-week")
         })?;
-        Ok(CronExpr { text: text.to_owned(), cron })
+        Ok(CronExpr {
+            text: text.to_owned(),
+            cron,
+        })
     }
 }
 
@@ -103,7 +106,9 @@ impl FromStr for TimeOfDay {
     fn from_str(text: &str) -> Result<Self, String> {
         NaiveTime::parse_from_str(text, "%H:%M")
             .map(TimeOfDay)
-            .map_err(|_| format!("invalid time of day {text:?}: expected \"HH:MM\" such as \"02:00\""))
+            .map_err(|_| {
+                format!("invalid time of day {text:?}: expected \"HH:MM\" such as \"02:00\"")
+            })
     }
 }
 
@@ -138,8 +143,17 @@ const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 impl FromStr for DaySet {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        let err = || format!("invalid days {text:?}: expected day names mon..sun, ranges and commas, such as \"mon-fri\" or \"sat,sun\"");
-        let day = |name: &str| DAY_NAMES.iter().position(|d| d.eq_ignore_ascii_case(name.trim())).ok_or_else(err);
+        let err = || {
+            format!(
+                "invalid days {text:?}: expected day names mon..sun, ranges and commas, such as \"mon-fri\" or \"sat,sun\""
+            )
+        };
+        let day = |name: &str| {
+            DAY_NAMES
+                .iter()
+                .position(|d| d.eq_ignore_ascii_case(name.trim()))
+                .ok_or_else(err)
+        };
         let mut bits = 0u8;
         for part in text.split(',') {
             match part.split_once('-') {
@@ -163,7 +177,10 @@ impl FromStr for DaySet {
 
 impl fmt::Display for DaySet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = (0..7).filter(|d| self.0 & (1 << d) != 0).map(|d| DAY_NAMES[d]).collect();
+        let names: Vec<&str> = (0..7)
+            .filter(|d| self.0 & (1 << d) != 0)
+            .map(|d| DAY_NAMES[d])
+            .collect();
         f.write_str(&names.join(","))
     }
 }
@@ -177,7 +194,9 @@ impl FromStr for Timestamp {
     fn from_str(text: &str) -> Result<Self, String> {
         DateTime::parse_from_rfc3339(text)
             .map(|t| Timestamp(t.with_timezone(&Utc)))
-            .map_err(|_| format!("invalid time {text:?}: expected RFC 3339 such as \"2026-12-01T03:00:00Z\""))
+            .map_err(|_| {
+                format!("invalid time {text:?}: expected RFC 3339 such as \"2026-12-01T03:00:00Z\"")
+            })
     }
 }
 
@@ -188,7 +207,12 @@ impl<'de> Deserialize<'de> for Timestamp {
         let text = match &value {
             toml::Value::String(s) => s.clone(),
             toml::Value::Datetime(d) => d.to_string(),
-            other => return Err(serde::de::Error::custom(format!("expected an RFC 3339 time, found {}", other.type_str()))),
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "expected an RFC 3339 time, found {}",
+                    other.type_str()
+                )));
+            }
         };
         text.parse().map_err(serde::de::Error::custom)
     }
@@ -214,10 +238,22 @@ macro_rules! string_form {
     };
 }
 
-string_form!(CronExpr, "CronExpr", "A 5-field cron expression, e.g. \"0 3 * * mon\".");
-string_form!(TimeZone, "TimeZone", "An IANA time zone name, e.g. \"Europe/Berlin\".");
+string_form!(
+    CronExpr,
+    "CronExpr",
+    "A 5-field cron expression, e.g. \"0 3 * * mon\"."
+);
+string_form!(
+    TimeZone,
+    "TimeZone",
+    "An IANA time zone name, e.g. \"Europe/Berlin\"."
+);
 string_form!(TimeOfDay, "TimeOfDay", "A time of day, \"HH:MM\".");
-string_form!(DaySet, "DaySet", "Days of the week: \"mon-fri\", \"sat,sun\", \"mon,wed-fri\".");
+string_form!(
+    DaySet,
+    "DaySet",
+    "Days of the week: \"mon-fri\", \"sat,sun\", \"mon,wed-fri\"."
+);
 
 impl schemars::JsonSchema for Timestamp {
     fn schema_name() -> std::borrow::Cow<'static, str> {
@@ -257,9 +293,15 @@ mod tests {
 
     #[test]
     fn day_sets_parse_ranges_lists_and_wraparound() {
-        assert_eq!("mon-fri".parse::<DaySet>().unwrap().to_string(), "mon,tue,wed,thu,fri");
+        assert_eq!(
+            "mon-fri".parse::<DaySet>().unwrap().to_string(),
+            "mon,tue,wed,thu,fri"
+        );
         assert_eq!("sat,sun".parse::<DaySet>().unwrap().to_string(), "sat,sun");
-        assert_eq!("fri-mon".parse::<DaySet>().unwrap().to_string(), "mon,fri,sat,sun");
+        assert_eq!(
+            "fri-mon".parse::<DaySet>().unwrap().to_string(),
+            "mon,fri,sat,sun"
+        );
         assert!("mon-fry".parse::<DaySet>().is_err());
         assert!("".parse::<DaySet>().is_err());
     }
@@ -267,9 +309,19 @@ mod tests {
     #[test]
     fn cron_timezone_and_time_errors_say_what_was_expected() {
         assert!("0 3 * * mon".parse::<CronExpr>().is_ok());
-        assert!("0 3 * *".parse::<CronExpr>().unwrap_err().contains("5 fields"));
+        assert!(
+            "0 3 * *"
+                .parse::<CronExpr>()
+                .unwrap_err()
+                .contains("5 fields")
+        );
         assert!("Europe/Berlin".parse::<TimeZone>().is_ok());
-        assert!("Europe/Atlantis".parse::<TimeZone>().unwrap_err().contains("IANA"));
+        assert!(
+            "Europe/Atlantis"
+                .parse::<TimeZone>()
+                .unwrap_err()
+                .contains("IANA")
+        );
         assert!("25:00".parse::<TimeOfDay>().is_err());
     }
 }

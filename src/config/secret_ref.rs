@@ -40,7 +40,11 @@ impl fmt::Display for SecretRef {
             SecretRef::Env { env } => write!(f, "environment variable {env}"),
             SecretRef::File { file } => write!(f, "file {}", file.display()),
             SecretRef::Vault { vault, path, field } => {
-                write!(f, "vault {vault} path {path} field {}", field.as_deref().unwrap_or("value"))
+                write!(
+                    f,
+                    "vault {vault} path {path} field {}",
+                    field.as_deref().unwrap_or("value")
+                )
             }
         }
     }
@@ -81,7 +85,10 @@ impl<'de> Visitor<'de> for SecretRefVisitor {
                 "path" => &mut path,
                 "field" => &mut field,
                 other => {
-                    return Err(de::Error::unknown_field(other, &["env", "file", "vault", "path", "field"]));
+                    return Err(de::Error::unknown_field(
+                        other,
+                        &["env", "file", "vault", "path", "field"],
+                    ));
                 }
             };
             if slot.is_some() {
@@ -91,10 +98,16 @@ impl<'de> Visitor<'de> for SecretRefVisitor {
         }
         match (env, file, vault, path, field) {
             (Some(env), None, None, None, None) if !env.is_empty() => Ok(SecretRef::Env { env }),
-            (None, Some(file), None, None, None) if !file.is_empty() => Ok(SecretRef::File { file: file.into() }),
-            (None, None, Some(vault), Some(path), field) => Ok(SecretRef::Vault { vault, path, field }),
+            (None, Some(file), None, None, None) if !file.is_empty() => {
+                Ok(SecretRef::File { file: file.into() })
+            }
+            (None, None, Some(vault), Some(path), field) => {
+                Ok(SecretRef::Vault { vault, path, field })
+            }
             (None, None, Some(_), None, _) => Err(de::Error::missing_field("path")),
-            _ => Err(de::Error::custom(format!("expected exactly one kind of {EXPECTED}"))),
+            _ => Err(de::Error::custom(format!(
+                "expected exactly one kind of {EXPECTED}"
+            ))),
         }
     }
 }
@@ -111,21 +124,42 @@ mod tests {
     #[test]
     fn each_reference_form_parses() {
         let h: Holder = toml::from_str("secret = { env = \"TOKEN\" }").unwrap();
-        assert_eq!(h.secret, SecretRef::Env { env: "TOKEN".into() });
-        let h: Holder = toml::from_str("secret = { file = \"/run/x\" }").unwrap();
-        assert_eq!(h.secret, SecretRef::File { file: "/run/x".into() });
-        let h: Holder = toml::from_str("secret = { vault = \"bao\", path = \"a/b\", field = \"password\" }").unwrap();
         assert_eq!(
             h.secret,
-            SecretRef::Vault { vault: "bao".into(), path: "a/b".into(), field: Some("password".into()) }
+            SecretRef::Env {
+                env: "TOKEN".into()
+            }
+        );
+        let h: Holder = toml::from_str("secret = { file = \"/run/x\" }").unwrap();
+        assert_eq!(
+            h.secret,
+            SecretRef::File {
+                file: "/run/x".into()
+            }
+        );
+        let h: Holder =
+            toml::from_str("secret = { vault = \"bao\", path = \"a/b\", field = \"password\" }")
+                .unwrap();
+        assert_eq!(
+            h.secret,
+            SecretRef::Vault {
+                vault: "bao".into(),
+                path: "a/b".into(),
+                field: Some("password".into())
+            }
         );
     }
 
     #[test]
     fn a_literal_is_refused_without_echoing_it() {
-        let err = toml::from_str::<Holder>("secret = \"hunter2-literal\"").unwrap_err().to_string();
+        let err = toml::from_str::<Holder>("secret = \"hunter2-literal\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("literal secret is not allowed"), "{err}");
-        assert!(!err.contains("hunter2-literal") || err.contains("secret = \"hunter2-literal\""), "{err}");
+        assert!(
+            !err.contains("hunter2-literal") || err.contains("secret = \"hunter2-literal\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,3 +1,4 @@
 //! Scheduling: what is due when (`policy`), and the daemon loop that claims and runs it.
 
+pub mod daemon;
 pub mod policy;

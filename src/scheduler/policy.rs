@@ -50,9 +50,15 @@ impl DueReason {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Initial, Self::Schedule, Self::Override, Self::MaxAge, Self::Manual]
-            .into_iter()
-            .find(|r| r.as_str() == text)
+        [
+            Self::Initial,
+            Self::Schedule,
+            Self::Override,
+            Self::MaxAge,
+            Self::Manual,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == text)
     }
 }
 
@@ -84,7 +90,8 @@ impl Window {
     /// Length of the window on a day it opens, in minutes (a window spanning midnight counts
     /// into the next day). Zero means it never opens.
     fn length_minutes(&self) -> i64 {
-        (Self::minute_of_day(self.end) - Self::minute_of_day(self.start)).rem_euclid(MINUTES_PER_DAY)
+        (Self::minute_of_day(self.end) - Self::minute_of_day(self.start))
+            .rem_euclid(MINUTES_PER_DAY)
     }
 
     pub fn never_opens(&self) -> bool {
@@ -97,7 +104,12 @@ impl Window {
         let len = self.length_minutes();
         (0..7)
             .filter(|d| self.days.0 & (1 << d) != 0)
-            .map(|d| (d * MINUTES_PER_DAY + start, d * MINUTES_PER_DAY + start + len))
+            .map(|d| {
+                (
+                    d * MINUTES_PER_DAY + start,
+                    d * MINUTES_PER_DAY + start + len,
+                )
+            })
             .collect()
     }
 
@@ -158,18 +170,32 @@ impl Window {
 impl Schedule {
     /// The next time this credential is due, given when its current version was promoted
     /// (`None`: it has none yet). `None` for manual-only schedules.
-    pub fn next_due(&self, id: &str, last_rotated: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<Due> {
+    pub fn next_due(
+        &self,
+        id: &str,
+        last_rotated: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Option<Due> {
         let Some(last) = last_rotated else {
-            return Some(Due { at: now, reason: DueReason::Initial });
+            return Some(Due {
+                at: now,
+                reason: DueReason::Initial,
+            });
         };
         if let Some(at) = self.next_override.filter(|&at| at > last) {
-            return Some(Due { at, reason: DueReason::Override });
+            return Some(Due {
+                at,
+                reason: DueReason::Override,
+            });
         }
         let base = match &self.cadence {
             Cadence::Every(every) => last + every.to_chrono(),
             Cadence::Cron(expr) => {
                 let local = last.with_timezone(&self.tz);
-                expr.cron.find_next_occurrence(&local, false).ok()?.with_timezone(&Utc)
+                expr.cron
+                    .find_next_occurrence(&local, false)
+                    .ok()?
+                    .with_timezone(&Utc)
             }
             Cadence::Manual => return None,
         };
@@ -179,10 +205,14 @@ impl Schedule {
             None => jittered,
         };
         match self.max_age {
-            Some(max_age) if at > last + max_age.to_chrono() => {
-                Some(Due { at: last + max_age.to_chrono(), reason: DueReason::MaxAge })
-            }
-            _ => Some(Due { at, reason: DueReason::Schedule }),
+            Some(max_age) if at > last + max_age.to_chrono() => Some(Due {
+                at: last + max_age.to_chrono(),
+                reason: DueReason::MaxAge,
+            }),
+            _ => Some(Due {
+                at,
+                reason: DueReason::Schedule,
+            }),
         }
     }
 
@@ -193,7 +223,10 @@ impl Schedule {
         if range == 0 {
             return 0;
         }
-        let digest = Sha256::new().chain_update(id.as_bytes()).chain_update(base.timestamp().to_be_bytes()).finalize();
+        let digest = Sha256::new()
+            .chain_update(id.as_bytes())
+            .chain_update(base.timestamp().to_be_bytes())
+            .finalize();
         let mut word = [0u8; 8];
         word.copy_from_slice(&digest[..8]);
         (u64::from_be_bytes(word) % (range + 1)) as i64
@@ -209,7 +242,10 @@ impl Schedule {
         };
         let window_wait = self.window.map_or(Duration::ZERO, |w| w.longest_closed());
         Some(Duration::from_secs(
-            cadence.as_secs().saturating_add(self.jitter.as_secs()).saturating_add(window_wait.as_secs()),
+            cadence
+                .as_secs()
+                .saturating_add(self.jitter.as_secs())
+                .saturating_add(window_wait.as_secs()),
         ))
     }
 }
@@ -217,12 +253,17 @@ impl Schedule {
 /// The longest gap between consecutive fires of a cron expression over the coming year
 /// (and a bit: yearly expressions need two fires).
 fn longest_cron_gap(expr: &CronExpr, tz: Tz) -> Option<Duration> {
-    let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single()?.with_timezone(&tz);
+    let start = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()?
+        .with_timezone(&tz);
     let horizon = start + ChronoDuration::days(800);
     let mut previous = expr.cron.find_next_occurrence(&start, false).ok()?;
     let mut longest = ChronoDuration::zero();
     for _ in 0..20_000 {
-        let Ok(next) = expr.cron.find_next_occurrence(&previous, false) else { break };
+        let Ok(next) = expr.cron.find_next_occurrence(&previous, false) else {
+            break;
+        };
         longest = longest.max(next - previous);
         if next > horizon {
             break;
@@ -242,7 +283,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 6, initial: std::time::Duration::from_secs(10), max: std::time::Duration::from_secs(300) }
+        Self {
+            max_attempts: 6,
+            initial: std::time::Duration::from_secs(10),
+            max: std::time::Duration::from_secs(300),
+        }
     }
 }
 
@@ -270,7 +315,9 @@ mod tests {
     use super::*;
 
     fn utc(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     fn every(days: u64) -> Schedule {
@@ -287,7 +334,13 @@ mod tests {
     #[test]
     fn a_credential_without_a_version_is_due_now() {
         let now = utc("2026-11-27T10:00:00Z");
-        assert_eq!(every(7).next_due("a", None, now), Some(Due { at: now, reason: DueReason::Initial }));
+        assert_eq!(
+            every(7).next_due("a", None, now),
+            Some(Due {
+                at: now,
+                reason: DueReason::Initial
+            })
+        );
     }
 
     #[test]
@@ -304,7 +357,13 @@ mod tests {
         let mut s = every(1);
         s.cadence = Cadence::Cron("0 3 * * mon".parse().unwrap());
         s.tz = chrono_tz::Europe::Berlin;
-        let due = s.next_due("a", Some(utc("2026-11-27T10:00:00Z")), utc("2026-11-27T10:00:00Z")).unwrap();
+        let due = s
+            .next_due(
+                "a",
+                Some(utc("2026-11-27T10:00:00Z")),
+                utc("2026-11-27T10:00:00Z"),
+            )
+            .unwrap();
         assert_eq!(due.at, utc("2026-11-30T02:00:00Z")); // 03:00 CET
     }
 
@@ -317,12 +376,29 @@ mod tests {
             end: NaiveTime::from_hms_opt(5, 0, 0).unwrap(),
         });
         // 2026-11-28 is a Saturday: the next opening is Monday 02:00.
-        let due = s.next_due("a", Some(utc("2026-11-21T12:00:00Z")), utc("2026-11-21T12:00:00Z")).unwrap();
+        let due = s
+            .next_due(
+                "a",
+                Some(utc("2026-11-21T12:00:00Z")),
+                utc("2026-11-21T12:00:00Z"),
+            )
+            .unwrap();
         assert_eq!(due.at, utc("2026-11-30T02:00:00Z"));
-        assert!(s.window.unwrap().contains(utc("2026-11-30T04:59:00Z"), chrono_tz::UTC));
-        assert!(!s.window.unwrap().contains(utc("2026-11-30T05:00:00Z"), chrono_tz::UTC));
+        assert!(
+            s.window
+                .unwrap()
+                .contains(utc("2026-11-30T04:59:00Z"), chrono_tz::UTC)
+        );
+        assert!(
+            !s.window
+                .unwrap()
+                .contains(utc("2026-11-30T05:00:00Z"), chrono_tz::UTC)
+        );
         // Closed from Friday 05:00 to Monday 02:00.
-        assert_eq!(s.window.unwrap().longest_closed().as_secs(), (2 * 24 + 21) * 3600);
+        assert_eq!(
+            s.window.unwrap().longest_closed().as_secs(),
+            (2 * 24 + 21) * 3600
+        );
     }
 
     #[test]
@@ -345,10 +421,15 @@ mod tests {
         let base = utc("2026-11-08T00:00:00Z");
         let a1 = s.next_due("a", Some(last), last).unwrap().at;
         assert_eq!(a1, s.next_due("a", Some(last), last).unwrap().at);
-        let spread: std::collections::BTreeSet<_> =
-            (0..50).map(|i| s.next_due(&format!("c{i}"), Some(last), last).unwrap().at).collect();
+        let spread: std::collections::BTreeSet<_> = (0..50)
+            .map(|i| s.next_due(&format!("c{i}"), Some(last), last).unwrap().at)
+            .collect();
         assert!(spread.len() > 10);
-        assert!(spread.iter().all(|&t| t >= base && t <= base + ChronoDuration::seconds(600)));
+        assert!(
+            spread
+                .iter()
+                .all(|&t| t >= base && t <= base + ChronoDuration::seconds(600))
+        );
     }
 
     #[test]
@@ -357,7 +438,13 @@ mod tests {
         s.max_age = Some(Duration::from_secs(20 * 86_400));
         let last = utc("2026-11-01T00:00:00Z");
         let due = s.next_due("a", Some(last), last).unwrap();
-        assert_eq!(due, Due { at: utc("2026-11-21T00:00:00Z"), reason: DueReason::MaxAge });
+        assert_eq!(
+            due,
+            Due {
+                at: utc("2026-11-21T00:00:00Z"),
+                reason: DueReason::MaxAge
+            }
+        );
         assert_eq!(s.longest_interval().unwrap().as_secs(), 30 * 86_400);
         let mut c = every(1);
         c.cadence = Cadence::Cron("0 3 1 */3 *".parse().unwrap());
@@ -371,8 +458,14 @@ mod tests {
         let last = utc("2026-11-01T00:00:00Z");
         assert_eq!(s.next_due("a", Some(last), last), None);
         s.next_override = Some(utc("2026-11-03T00:00:00Z"));
-        assert_eq!(s.next_due("a", Some(last), last).unwrap().reason, DueReason::Override);
-        assert_eq!(s.next_due("a", Some(utc("2026-11-04T00:00:00Z")), last), None);
+        assert_eq!(
+            s.next_due("a", Some(last), last).unwrap().reason,
+            DueReason::Override
+        );
+        assert_eq!(
+            s.next_due("a", Some(utc("2026-11-04T00:00:00Z")), last),
+            None
+        );
     }
 
     #[test]
@@ -383,7 +476,10 @@ mod tests {
             max: std::time::Duration::from_secs(60),
         };
         let d1 = p.delay(1).unwrap();
-        assert!(d1 >= std::time::Duration::from_secs(10) && d1 <= std::time::Duration::from_secs(20), "{d1:?}");
+        assert!(
+            d1 >= std::time::Duration::from_secs(10) && d1 <= std::time::Duration::from_secs(20),
+            "{d1:?}"
+        );
         for attempt in 1..6 {
             assert!(p.delay(attempt).unwrap() <= std::time::Duration::from_secs(120));
         }

@@ -1,0 +1,132 @@
+//! `rotor status [ID] [--json]`: each credential's state, current version, age and last error.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::{CliResult, Context, Exit, Failure, print_json};
+use crate::clock::{Clock, SystemClock, rfc3339};
+use crate::engine::state::RunState;
+use crate::store::{CredentialRow, RunRow};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only this credential.
+    pub id: Option<String>,
+    /// Print JSON (a stable interface) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One credential in `status --json`. Field names are a stable interface.
+#[derive(Debug, Serialize)]
+pub struct CredentialStatus {
+    pub id: String,
+    pub provider: String,
+    pub vault: String,
+    pub state: String,
+    pub current_version: Option<String>,
+    pub current_fingerprint: Option<String>,
+    pub age_seconds: Option<i64>,
+    pub next_due_at: Option<String>,
+    pub last_success_at: Option<String>,
+    pub last_error: Option<String>,
+    pub last_drill_at: Option<String>,
+    pub run_id: Option<String>,
+}
+
+pub fn state_name(row: &CredentialRow, live: Option<&RunRow>) -> &'static str {
+    if row.removed_at.is_some() {
+        return "removed";
+    }
+    match live.map(RunRow::state) {
+        None => "idle",
+        Some(
+            RunState::Planned | RunState::PendingStored | RunState::Applied | RunState::Verified,
+        ) => "rotating",
+        Some(RunState::Promoted) => "grace",
+        Some(RunState::Retiring) => "retiring",
+        Some(RunState::RollingBack) => "rolling_back",
+        Some(RunState::Stuck) => "stuck",
+        Some(RunState::Completed | RunState::RolledBack) => "idle",
+    }
+}
+
+pub async fn run(ctx: &Context, args: Args) -> CliResult {
+    let config = ctx.load_config()?;
+    let store = ctx.open_store(&config).await?;
+    let now = SystemClock.now_ms();
+    let live: HashMap<String, RunRow> = store
+        .live_runs()
+        .await?
+        .into_iter()
+        .map(|r| (r.credential_id.clone(), r))
+        .collect();
+    let mut rows = store.credentials().await?;
+    if let Some(id) = &args.id {
+        rows.retain(|r| &r.id == id);
+        if rows.is_empty() {
+            return Err(Failure::new(
+                Exit::Usage,
+                anyhow::anyhow!("no credential `{id}` in the store"),
+            ));
+        }
+    }
+    let statuses: Vec<CredentialStatus> = rows
+        .iter()
+        .map(|row| {
+            let run = live.get(&row.id);
+            CredentialStatus {
+                id: row.id.clone(),
+                provider: row.provider.clone(),
+                vault: row.vault.clone(),
+                state: state_name(row, run).into(),
+                current_version: row.current_version.clone(),
+                current_fingerprint: row
+                    .current_fingerprint
+                    .as_ref()
+                    .map(|f| format!("sha256:{f}")),
+                age_seconds: row.current_since.map(|s| (now - s) / 1000),
+                next_due_at: row.next_due_at.map(rfc3339),
+                last_success_at: row.last_success_at.map(rfc3339),
+                last_error: row
+                    .last_error
+                    .clone()
+                    .or_else(|| run.and_then(|r| r.last_error.clone())),
+                last_drill_at: row.last_drill_at.map(rfc3339),
+                run_id: run.map(|r| r.id.clone()),
+            }
+        })
+        .collect();
+    store.close().await;
+    if args.json {
+        print_json(&statuses)?;
+        return Ok(Exit::Ok);
+    }
+    println!(
+        "{:<32} {:<10} {:<12} {:>8} {:>10}  {:<20}  LAST ERROR",
+        "ID", "PROVIDER", "STATE", "VERSION", "AGE", "NEXT DUE"
+    );
+    for s in &statuses {
+        println!(
+            "{:<32} {:<10} {:<12} {:>8} {:>10}  {:<20}  {}",
+            s.id,
+            s.provider,
+            s.state,
+            s.current_version.as_deref().unwrap_or("-"),
+            s.age_seconds.map_or("-".into(), human_age),
+            s.next_due_at.as_deref().unwrap_or("manual"),
+            s.last_error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+pub fn human_age(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}

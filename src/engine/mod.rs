@@ -1,0 +1,573 @@
+//! The engine drives one run through the rotation state machine (`state`): each step is
+//! recorded before it runs, performed idempotently (keyed by the run token), and saved with a
+//! compare-and-swap on the run's state and lease owner. A process killed anywhere resumes
+//! from the last saved state; repeating a step is harmless.
+
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rotor_rotators::{AnyRotator, Credential, ErrorClass, Rotator, RotatorError};
+use thiserror::Error;
+use tracing::Instrument;
+
+use crate::alert::{Alert, Alerter, Condition};
+use crate::clock::Clock;
+use crate::config::{Config, Credential as CredentialConfig};
+use crate::failpoint;
+use crate::store::{AuditEntry, CredentialUpdate, RunRow, StepEnd, Store, StoreError};
+use crate::vault::{AnyVault, Vault, VaultError, Vaults};
+use state::{RunState, Step};
+
+/// Why a step failed, classified for the state machine. Messages name the credential's
+/// vault path and the step, never secret values.
+#[derive(Debug, Error)]
+#[error("{message}")]
+pub struct StepError {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl From<RotatorError> for StepError {
+    fn from(e: RotatorError) -> Self {
+        StepError {
+            class: e.class,
+            message: format!("provider: {}", e.message),
+        }
+    }
+}
+
+impl From<VaultError> for StepError {
+    fn from(e: VaultError) -> Self {
+        StepError {
+            class: e.class,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl StepError {
+    fn permanent(message: impl Into<String>) -> Self {
+        StepError {
+            class: ErrorClass::Permanent,
+            message: message.into(),
+        }
+    }
+
+    fn conflict(message: impl Into<String>) -> Self {
+        StepError {
+            class: ErrorClass::Conflict,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("credential {0} of this run is not in the config (removed?); its run is left as it is")]
+    NotConfigured(String),
+    #[error("vault {vault} of credential {credential} is not configured")]
+    NoVault { credential: String, vault: String },
+    #[error("cannot build the rotator of {credential}: {source}")]
+    Rotator {
+        credential: String,
+        #[source]
+        source: RotatorError,
+    },
+    /// Test-only: the worker "died" at a crash point without saving.
+    #[error("simulated crash at {0}")]
+    Crashed(String),
+}
+
+/// How far `drive` got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Driven {
+    /// The run reached a terminal state or `stuck`.
+    Finished(RunState),
+    /// The run waits for a timer (grace or a retry backoff) until this time (ms).
+    Waiting(i64),
+    /// Shutdown was requested: the lease was released between steps.
+    Stopped,
+}
+
+/// Everything built from one config: rotators and vaults. Replaced whole on reload.
+pub struct Runtime {
+    pub config: Config,
+    pub vaults: Vaults,
+    pub rotators: HashMap<String, AnyRotator>,
+    pub alerter: Alerter,
+}
+
+impl Runtime {
+    pub async fn build(config: Config) -> Result<Runtime, EngineError> {
+        let vaults = Vaults::open(&config)
+            .await
+            .map_err(|e| EngineError::NoVault {
+                credential: "(opening vaults)".into(),
+                vault: e.to_string(),
+            })?;
+        let mut rotators = HashMap::new();
+        for c in &config.credentials {
+            let r = AnyRotator::build(&c.rotator).map_err(|source| EngineError::Rotator {
+                credential: c.id.clone(),
+                source,
+            })?;
+            rotators.insert(c.id.clone(), r);
+        }
+        let alerter = Alerter::new(&config);
+        Ok(Runtime {
+            config,
+            vaults,
+            rotators,
+            alerter,
+        })
+    }
+}
+
+/// Drives runs for one worker identity.
+pub struct Engine {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub worker: String,
+    /// Set on shutdown: the run in hand stops after its current step.
+    pub stopping: Arc<AtomicBool>,
+    /// Test-only in-process crash point (`step:when`), see `failpoint`.
+    #[cfg(any(test, feature = "failpoints"))]
+    pub crash_at: std::sync::Mutex<Option<String>>,
+}
+
+struct Ctx<'a> {
+    credential: &'a CredentialConfig,
+    rotator: &'a AnyRotator,
+    vault: &'a AnyVault,
+    runtime: &'a Runtime,
+}
+
+impl Engine {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, worker: String) -> Self {
+        Engine {
+            store,
+            clock,
+            worker,
+            stopping: Arc::new(AtomicBool::new(false)),
+            #[cfg(any(test, feature = "failpoints"))]
+            crash_at: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    async fn point(&self, step: Step, when: &str) -> Result<(), EngineError> {
+        let name = format!("{step}:{when}");
+        #[cfg(any(test, feature = "failpoints"))]
+        {
+            let mut armed = self.crash_at.lock().expect("crash point lock");
+            if armed.as_deref() == Some(name.as_str()) {
+                *armed = None;
+                return Err(EngineError::Crashed(name));
+            }
+        }
+        failpoint::pause_if_armed(&name).await;
+        Ok(())
+    }
+
+    /// Drives a run this worker has claimed as far as it can go now.
+    pub async fn drive(&self, runtime: &Runtime, run: RunRow) -> Result<Driven, EngineError> {
+        let credential = runtime
+            .config
+            .credential(&run.credential_id)
+            .ok_or_else(|| EngineError::NotConfigured(run.credential_id.clone()))?;
+        let vault = runtime
+            .vaults
+            .get(&credential.vault)
+            .ok_or_else(|| EngineError::NoVault {
+                credential: credential.id.clone(),
+                vault: credential.vault.clone(),
+            })?;
+        let rotator = &runtime.rotators[&credential.id];
+        let ctx = Ctx {
+            credential,
+            rotator,
+            vault,
+            runtime,
+        };
+        let span = tracing::info_span!("run", credential = %credential.id, run = %run.id);
+        self.drive_steps(&ctx, run).instrument(span).await
+    }
+
+    async fn drive_steps(&self, ctx: &Ctx<'_>, mut run: RunRow) -> Result<Driven, EngineError> {
+        loop {
+            let state = run.state();
+            let Some(transition) = state.next() else {
+                self.store.release(&run.id, &self.worker).await?;
+                return Ok(Driven::Finished(state));
+            };
+            if self.stopping.load(Ordering::SeqCst) {
+                self.store.release(&run.id, &self.worker).await?;
+                return Ok(Driven::Stopped);
+            }
+            let now = self.now();
+            if transition.step == Step::Grace
+                && let Some(until) = run.grace_until.filter(|&until| until > now)
+            {
+                // The durable timer: the wake-up time is in the store, not in this process.
+                run.not_before = until;
+                run.lease_owner = None;
+                run.lease_until = None;
+                let audit = self
+                    .audit(&run, "grace_wait")
+                    .detail(format!("grace until {}", crate::clock::rfc3339(until)));
+                self.store
+                    .save_run(&run, state, &self.worker, None, None, &audit, now)
+                    .await?;
+                return Ok(Driven::Waiting(until));
+            }
+            let seq = self
+                .store
+                .begin_step(&run, transition.step.as_str(), &self.worker, now)
+                .await?;
+            self.point(transition.step, "before").await?;
+            tracing::debug!(step = %transition.step, attempt = run.attempts + 1, "step starts");
+            let result = self.perform(ctx, transition.step, &mut run).await;
+            self.point(transition.step, "effect").await?;
+            let now = self.now();
+            match result {
+                Ok(update) => {
+                    run.set_state(transition.to);
+                    run.attempts = 0;
+                    run.last_error = None;
+                    run.error_class = None;
+                    if transition.to.is_terminal() {
+                        run.finished_at = Some(now);
+                        run.lease_owner = None;
+                        run.lease_until = None;
+                    }
+                    let audit = self
+                        .audit(&run, transition.step.as_str())
+                        .detail(format!("{state} -> {}", transition.to));
+                    let end = StepEnd {
+                        seq,
+                        outcome: "ok",
+                        error: None,
+                    };
+                    self.store
+                        .save_run(
+                            &run,
+                            state,
+                            &self.worker,
+                            Some(&end),
+                            update.as_ref(),
+                            &audit,
+                            now,
+                        )
+                        .await?;
+                    tracing::info!(step = %transition.step, state = %transition.to, "step done");
+                }
+                Err(error) => {
+                    if let Some(driven) = self
+                        .fail(ctx, &mut run, state, transition.step, seq, error, now)
+                        .await?
+                    {
+                        return Ok(driven);
+                    }
+                }
+            }
+            self.point(transition.step, "after").await?;
+        }
+    }
+
+    /// Handles a failed step: retry later, or move to the failure state and alert. Returns
+    /// `Some` when the run must stop being driven now.
+    #[allow(clippy::too_many_arguments)]
+    async fn fail(
+        &self,
+        ctx: &Ctx<'_>,
+        run: &mut RunRow,
+        state: RunState,
+        step: Step,
+        seq: i64,
+        error: StepError,
+        now: i64,
+    ) -> Result<Option<Driven>, EngineError> {
+        let attempt = run.attempts + 1;
+        let message = format!("{step} failed (attempt {attempt}): {}", error.message);
+        let retry_in = match error.class {
+            ErrorClass::Transient => ctx.credential.retry.delay(attempt as u32),
+            _ => None,
+        };
+        run.last_error = Some(message.clone());
+        run.error_class = Some(format!("{:?}", error.class).to_lowercase());
+        if let Some(delay) = retry_in {
+            run.attempts = attempt;
+            run.not_before = now + delay.as_millis() as i64;
+            run.lease_owner = None;
+            run.lease_until = None;
+            tracing::warn!(step = %step, attempt, retry_in_ms = delay.as_millis() as u64, error = %error.message, "step failed; will retry");
+            let audit = self
+                .audit(run, step.as_str())
+                .detail(format!("retry: {message}"));
+            let end = StepEnd {
+                seq,
+                outcome: "retry",
+                error: Some(message),
+            };
+            self.store
+                .save_run(run, state, &self.worker, Some(&end), None, &audit, now)
+                .await?;
+            return Ok(Some(Driven::Waiting(run.not_before)));
+        }
+        let to = state.on_failure();
+        let exhausted = error.class == ErrorClass::Transient;
+        let mut credential_update = CredentialUpdate {
+            last_error: Some(Some(message.clone())),
+            ..Default::default()
+        };
+        run.set_state(to);
+        run.attempts = 0;
+        if to == RunState::Stuck {
+            run.stuck_from = Some(state.as_str().to_owned());
+            run.lease_owner = None;
+            run.lease_until = None;
+            credential_update.failure = Some(true);
+        }
+        tracing::error!(step = %step, state = %to, error = %error.message, exhausted, "step failed");
+        let audit = self
+            .audit(run, step.as_str())
+            .detail(format!("{state} -> {to}: {message}"));
+        let end = StepEnd {
+            seq,
+            outcome: "failed",
+            error: Some(message.clone()),
+        };
+        self.store
+            .save_run(
+                run,
+                state,
+                &self.worker,
+                Some(&end),
+                Some(&credential_update),
+                &audit,
+                now,
+            )
+            .await?;
+        let condition = match (error.class, to) {
+            (ErrorClass::Conflict, _) => Condition::Conflict,
+            (_, RunState::Stuck) => Condition::Stuck,
+            _ => Condition::RolledBack,
+        };
+        let action = match to {
+            RunState::Stuck => format!(
+                "the new credential is live; fix the cause, then `rotor rotate {}` resumes the run from {state}",
+                ctx.credential.id
+            ),
+            _ => "the current credential is untouched and the candidate is being removed; fix the cause, \
+                  the next scheduled attempt (or `rotor rotate`) tries again"
+                .to_owned(),
+        };
+        let alert = Alert {
+            credential_id: ctx.credential.id.clone(),
+            provider: ctx.credential.provider().to_owned(),
+            condition,
+            step: step.as_str().to_owned(),
+            attempt,
+            run_id: run.id.clone(),
+            cause: message,
+            action,
+        };
+        ctx.runtime.alerter.raise(&alert, &ctx.credential.alerts);
+        self.store
+            .audit(
+                &self
+                    .audit(run, "alert")
+                    .detail(format!("{} at {step}", condition.as_str())),
+                self.now(),
+            )
+            .await?;
+        if to == RunState::Stuck {
+            return Ok(Some(Driven::Finished(RunState::Stuck)));
+        }
+        Ok(None)
+    }
+
+    fn audit(&self, run: &RunRow, action: &str) -> AuditEntry {
+        AuditEntry::new(&self.worker, action)
+            .credential(&run.credential_id)
+            .run(&run.id)
+    }
+
+    /// The side effect of one step. Every branch is idempotent for the run's token.
+    async fn perform(
+        &self,
+        ctx: &Ctx<'_>,
+        step: Step,
+        run: &mut RunRow,
+    ) -> Result<Option<CredentialUpdate>, StepError> {
+        let path = ctx.credential.vault_path.as_str();
+        match step {
+            Step::Mint => {
+                let current = ctx.vault.read_current(path).await?;
+                let recorded = self
+                    .store
+                    .credential(&ctx.credential.id)
+                    .await
+                    .map_err(store_step_error)?;
+                let recorded_version = recorded.and_then(|c| c.current_version);
+                let found = current.as_ref().map(|d| d.current.version.clone());
+                if found != recorded_version {
+                    return Err(StepError::conflict(format!(
+                        "vault {} path {path} holds version {} but rotor last promoted {}: it was changed \
+                         outside rotor. Nothing is overwritten; reconcile by hand, then `rotor rotate {}`",
+                        ctx.vault.name(),
+                        found.as_deref().unwrap_or("(none)"),
+                        recorded_version.as_deref().unwrap_or("(none)"),
+                        ctx.credential.id
+                    )));
+                }
+                let pending = match ctx.vault.read_pending(path).await? {
+                    Some(p) if p.token.as_deref() == Some(run.token.as_str()) => p,
+                    _ => {
+                        let candidate = ctx.rotator.mint().await?;
+                        ctx.vault
+                            .write_pending(path, &run.token, &candidate)
+                            .await?
+                    }
+                };
+                run.pending_version = Some(pending.version);
+                run.pending_fingerprint = Some(pending.fingerprint);
+                run.replaced_version = current.as_ref().map(|d| d.current.version.clone());
+                run.replaced_fingerprint = current.map(|d| d.current.fingerprint);
+                Ok(None)
+            }
+            Step::Apply => {
+                let candidate = self.own_pending(ctx, run).await?;
+                let current = ctx.vault.read_current(path).await?;
+                ctx.rotator
+                    .apply(&candidate, current.as_ref().map(|d| &d.current.credential))
+                    .await?;
+                Ok(None)
+            }
+            Step::Verify => {
+                let candidate = self.own_pending(ctx, run).await?;
+                let fingerprint = candidate.fingerprint().to_hex();
+                if Some(&fingerprint) != run.pending_fingerprint.as_ref() {
+                    return Err(StepError::permanent(format!(
+                        "the pending version read back from vault {} path {path} is not the one rotor stored \
+                         (fingerprint differs)",
+                        ctx.vault.name()
+                    )));
+                }
+                ctx.rotator.verify(&candidate).await?;
+                Ok(None)
+            }
+            Step::Promote => {
+                let version = ctx
+                    .vault
+                    .promote(path, &run.token, run.replaced_version.as_deref())
+                    .await?;
+                let now = self.now();
+                let grace = if run.emergency != 0 { 0 } else { run.grace_ms };
+                run.grace_until = Some(now + grace);
+                // The next rotation counts from this promotion; the scheduler does not start it
+                // while this run is live, so it can never begin before retirement.
+                let due = ctx.credential.schedule.next_due(
+                    &ctx.credential.id,
+                    Some(crate::clock::to_datetime(now)),
+                    crate::clock::to_datetime(now),
+                );
+                Ok(Some(CredentialUpdate {
+                    current_version: Some(version),
+                    current_fingerprint: run.pending_fingerprint.clone(),
+                    current_since: Some(now),
+                    next_due_at: Some(due.map(|d| d.at.timestamp_millis())),
+                    due_reason: Some(due.map_or("manual", |d| d.reason.as_str()).to_owned()),
+                    ..Default::default()
+                }))
+            }
+            Step::Grace => Ok(None),
+            Step::Retire => {
+                let doc = ctx.vault.read_current(path).await?;
+                if let Some(previous) = doc.as_ref().and_then(|d| d.previous.as_ref()) {
+                    ctx.rotator.retire(&previous.credential).await?;
+                }
+                if doc.is_some() {
+                    ctx.vault.drop_previous(path, &run.token).await?;
+                }
+                let now = self.now();
+                let recorded = self
+                    .store
+                    .credential(&ctx.credential.id)
+                    .await
+                    .map_err(store_step_error)?;
+                if recorded.is_some_and(|c| c.consecutive_failures > 0) {
+                    ctx.runtime.alerter.resolve(
+                        &ctx.credential.id,
+                        &run.id,
+                        &ctx.credential.alerts,
+                    );
+                }
+                Ok(Some(CredentialUpdate {
+                    last_success_at: Some(now),
+                    last_error: Some(None),
+                    failure: Some(false),
+                    ..Default::default()
+                }))
+            }
+            Step::Rollback => {
+                if let Some(pending) = ctx.vault.read_pending(path).await?
+                    && pending.token.as_deref() == Some(run.token.as_str())
+                {
+                    let current = ctx.vault.read_current(path).await?;
+                    ctx.rotator
+                        .rollback(
+                            &pending.credential,
+                            current.as_ref().map(|d| &d.current.credential),
+                        )
+                        .await?;
+                    ctx.vault.discard_pending(path, &run.token).await?;
+                }
+                let now = self.now();
+                let recorded = self
+                    .store
+                    .credential(&ctx.credential.id)
+                    .await
+                    .map_err(store_step_error)?;
+                let failures = recorded.map_or(0, |c| c.consecutive_failures) + 1;
+                // Try again later, backing off with the failures, but never wait past a day.
+                let backoff =
+                    ctx.credential.retry.max.as_millis() as i64 * (1i64 << failures.min(10));
+                let retry_at = now + backoff.clamp(60_000, 86_400_000);
+                Ok(Some(CredentialUpdate {
+                    failure: Some(true),
+                    next_due_at: Some(Some(retry_at)),
+                    due_reason: Some("schedule".into()),
+                    ..Default::default()
+                }))
+            }
+        }
+    }
+
+    /// The pending version this run stored, read back from the vault.
+    async fn own_pending(&self, ctx: &Ctx<'_>, run: &RunRow) -> Result<Credential, StepError> {
+        match ctx.vault.read_pending(&ctx.credential.vault_path).await? {
+            Some(p) if p.token.as_deref() == Some(run.token.as_str()) => Ok(p.credential),
+            _ => Err(StepError::permanent(format!(
+                "the pending version of this run is gone from vault {} path {}; the run rolls back",
+                ctx.vault.name(),
+                ctx.credential.vault_path
+            ))),
+        }
+    }
+}
+
+fn store_step_error(e: StoreError) -> StepError {
+    StepError {
+        class: ErrorClass::Transient,
+        message: e.to_string(),
+    }
+}

@@ -1,0 +1,23 @@
+//! Pause points for the crash tests, compiled only with the `failpoints` feature.
+//!
+//! With `ROTOR_FAILPOINT=<step>:<when>` (`when` is `before`, `effect` or `after`) the worker
+//! prints `FAILPOINT <name>` to stderr when it reaches that point and then waits forever, so
+//! that the test can SIGKILL it exactly there. `before`: the step is recorded as started but
+//! has done nothing; `effect`: its side effect is done but not saved; `after`: it is saved.
+
+#[cfg(feature = "failpoints")]
+pub async fn pause_if_armed(name: &str) {
+    use std::sync::OnceLock;
+    static ARMED: OnceLock<Option<String>> = OnceLock::new();
+    let armed = ARMED.get_or_init(|| std::env::var("ROTOR_FAILPOINT").ok());
+    if armed.as_deref() == Some(name) {
+        eprintln!("FAILPOINT {name}");
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        }
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub async fn pause_if_armed(_name: &str) {}

@@ -1,0 +1,343 @@
+//! The daemon loop of `rotor run`: plan due credentials into runs, claim ready runs with a
+//! lease, drive them with bounded concurrency while a heartbeat extends the leases, and react
+//! to SIGTERM (finish the step in flight, release leases, exit) and SIGHUP (reload config).
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::task::JoinSet;
+
+use crate::clock::{Clock, to_datetime};
+use crate::config::Config;
+use crate::engine::{Driven, Engine, EngineError, Runtime};
+use crate::store::{DesiredCredential, NewRun, ReconcileChange, Store, StoreError};
+
+/// How the daemon paces itself.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Runs driven at once by this process.
+    pub concurrency: usize,
+    /// How long a claim is valid without a heartbeat; a dead worker's runs are taken over
+    /// after this.
+    pub lease: Duration,
+    /// How often the store is asked for new due work when nothing wakes the loop.
+    pub poll: Duration,
+    /// Do all due work, then exit.
+    pub once: bool,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            lease: Duration::from_secs(60),
+            poll: Duration::from_secs(5),
+            once: false,
+        }
+    }
+}
+
+/// A fresh identity for this process's leases.
+pub fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let suffix: u32 = rand::rng().random();
+    format!("{}-{}-{suffix:08x}", host.trim(), std::process::id())
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill(&mut buf[..]);
+    hex::encode(buf)
+}
+
+/// Writes config into the store (see `Store::reconcile`) and logs what changed.
+pub async fn reconcile(
+    store: &Store,
+    config: &Config,
+    clock: &dyn Clock,
+) -> Result<Vec<ReconcileChange>, StoreError> {
+    let now = clock.now_ms();
+    let desired: Vec<DesiredCredential> = config
+        .credentials
+        .iter()
+        .map(|c| DesiredCredential {
+            id: c.id.clone(),
+            provider: c.provider().to_owned(),
+            vault: c.vault.clone(),
+            vault_path: c.vault_path.clone(),
+            schedule_hash: c.schedule_hash.clone(),
+        })
+        .collect();
+    let changes = store
+        .reconcile(&desired, now, |id, since| {
+            let c = config
+                .credential(id)
+                .expect("desired credentials come from config");
+            let due = c
+                .schedule
+                .next_due(id, since.map(to_datetime), to_datetime(now));
+            (
+                due.map(|d| d.at.timestamp_millis()),
+                due.map_or("manual", |d| d.reason.as_str()).to_owned(),
+            )
+        })
+        .await?;
+    for change in &changes {
+        match change {
+            ReconcileChange::Added { id } => tracing::info!(credential = %id, "credential added"),
+            ReconcileChange::ScheduleChanged { id, next_due_at } => tracing::info!(
+                credential = %id,
+                next_due_at = %next_due_at.map_or("never (manual)".into(), crate::clock::rfc3339),
+                "schedule changed; next rotation recomputed"
+            ),
+            ReconcileChange::Removed { id } => {
+                tracing::warn!(credential = %id, "credential is no longer in config; marked removed (history kept)")
+            }
+            ReconcileChange::Restored { id } => {
+                tracing::info!(credential = %id, "credential is back in config")
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// Turns due credentials into planned runs.
+pub async fn plan_due(
+    store: &Store,
+    config: &Config,
+    now: i64,
+    limit: i64,
+) -> Result<usize, StoreError> {
+    let due = store.due_credentials(now, limit).await?;
+    let runs: Vec<NewRun> = due
+        .into_iter()
+        .filter_map(|(id, reason)| {
+            let c = config.credential(&id)?;
+            Some(new_run(
+                &id,
+                &reason,
+                false,
+                c.grace.as_secs() as i64 * 1000,
+                now,
+            ))
+        })
+        .collect();
+    if runs.is_empty() {
+        return Ok(0);
+    }
+    store.insert_runs(&runs, now).await
+}
+
+pub fn new_run(
+    credential_id: &str,
+    reason: &str,
+    emergency: bool,
+    grace_ms: i64,
+    now: i64,
+) -> NewRun {
+    NewRun {
+        id: format!("run_{}", random_hex(8)),
+        credential_id: credential_id.to_owned(),
+        token: random_hex(16),
+        reason: reason.to_owned(),
+        emergency,
+        grace_ms: if emergency { 0 } else { grace_ms },
+        not_before: now,
+    }
+}
+
+pub struct Daemon {
+    pub engine: Arc<Engine>,
+    pub runtime: Arc<Runtime>,
+    pub options: DaemonOptions,
+}
+
+/// What the daemon loop was asked to do from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Stop,
+    Reload,
+}
+
+impl Daemon {
+    /// Runs until stopped (or, with `once`, until no due work is left). `signals` delivers
+    /// SIGTERM/SIGHUP; `reload` builds a new runtime from config on SIGHUP.
+    pub async fn run<R, F>(
+        mut self,
+        mut signals: tokio::sync::mpsc::Receiver<Signal>,
+        reload: R,
+    ) -> Result<RunSummary, EngineError>
+    where
+        R: Fn() -> F,
+        F: Future<Output = Result<Runtime, String>>,
+    {
+        let store = self.engine.store.clone();
+        let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let heartbeat = spawn_heartbeat(self.engine.clone(), in_flight.clone(), self.options.lease);
+        let mut tasks: JoinSet<(String, Result<Driven, EngineError>)> = JoinSet::new();
+        let mut summary = RunSummary::default();
+        let result = loop {
+            let now = self.engine.clock.now_ms();
+            if !self.engine.stopping.load(Ordering::SeqCst) {
+                if let Err(e) = plan_due(&store, &self.runtime.config, now, 1000).await {
+                    break Err(e.into());
+                }
+                let free = self.options.concurrency.saturating_sub(tasks.len());
+                if free > 0 {
+                    let lease_until = now + self.options.lease.as_millis() as i64;
+                    let claimed = match store
+                        .claim(&self.engine.worker, now, lease_until, free as i64)
+                        .await
+                    {
+                        Ok(c) => c,
+                        Err(e) => break Err(e.into()),
+                    };
+                    for run in claimed {
+                        if self.runtime.config.credential(&run.credential_id).is_none() {
+                            tracing::warn!(credential = %run.credential_id, run = %run.id, "run of a credential not in config; left alone");
+                            let _ = store.release(&run.id, &self.engine.worker).await;
+                            continue;
+                        }
+                        summary.claimed += 1;
+                        let lag = now - run.not_before;
+                        summary.lag_ms.push(lag.max(0));
+                        in_flight
+                            .lock()
+                            .expect("in-flight lock")
+                            .insert(run.id.clone());
+                        let (engine, runtime) = (self.engine.clone(), self.runtime.clone());
+                        tasks.spawn(async move {
+                            let id = run.id.clone();
+                            (id, engine.drive(&runtime, run).await)
+                        });
+                    }
+                }
+            }
+            if self.options.once && tasks.is_empty() {
+                let ready = match store.runs_ready_before(now).await {
+                    Ok(n) => n,
+                    Err(e) => break Err(e.into()),
+                };
+                let due = match store.due_credentials(now, 1).await {
+                    Ok(d) => d.len(),
+                    Err(e) => break Err(e.into()),
+                };
+                // Runs of credentials missing from config can never be driven here: not work.
+                if due == 0 && (ready == 0 || summary.claimed_nothing_twice()) {
+                    break Ok(());
+                }
+            }
+            if self.engine.stopping.load(Ordering::SeqCst) && tasks.is_empty() {
+                break Ok(());
+            }
+            let poll = if self.options.once {
+                Duration::from_millis(20)
+            } else {
+                self.options.poll
+            };
+            tokio::select! {
+                Some(done) = tasks.join_next() => {
+                    let (id, result) = done.expect("drive tasks do not panic");
+                    in_flight.lock().expect("in-flight lock").remove(&id);
+                    summary.record(&id, result);
+                }
+                Some(signal) = signals.recv() => match signal {
+                    Signal::Stop => {
+                        tracing::info!(in_flight = tasks.len(), "stopping: finishing the steps in flight");
+                        self.engine.stopping.store(true, Ordering::SeqCst);
+                    }
+                    Signal::Reload => match reload().await {
+                        Ok(runtime) => {
+                            match reconcile(&store, &runtime.config, self.engine.clock.as_ref()).await {
+                                Ok(_) => {
+                                    self.runtime = Arc::new(runtime);
+                                    tracing::info!("config reloaded");
+                                }
+                                Err(e) => tracing::error!(error = %e, "config reload failed; keeping the previous config"),
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "config reload failed; keeping the previous config"),
+                    },
+                },
+                _ = tokio::time::sleep(poll) => { summary.idle_polls += 1; }
+            }
+        };
+        while let Some(done) = tasks.join_next().await {
+            let (id, result) = done.expect("drive tasks do not panic");
+            summary.record(&id, result);
+        }
+        heartbeat.abort();
+        result.map(|()| summary)
+    }
+}
+
+fn spawn_heartbeat(
+    engine: Arc<Engine>,
+    in_flight: Arc<Mutex<HashSet<String>>>,
+    lease: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = (lease / 3).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(every).await;
+            let ids: Vec<String> = in_flight
+                .lock()
+                .expect("in-flight lock")
+                .iter()
+                .cloned()
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let until = engine.clock.now_ms() + lease.as_millis() as i64;
+            match engine.store.heartbeat(&engine.worker, &ids, until).await {
+                Ok(held) if (held as usize) < ids.len() => {
+                    tracing::warn!(
+                        lost = ids.len() - held as usize,
+                        "leases lost; their runs belong to another worker now"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed; leases may expire"),
+            }
+        }
+    })
+}
+
+/// What a daemon run did, for `--once` output and the benchmark.
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    pub claimed: usize,
+    pub completed: usize,
+    pub rolled_back: usize,
+    pub stuck: usize,
+    pub waiting: usize,
+    pub errors: usize,
+    pub idle_polls: usize,
+    /// Due (or ready) to claimed, per claim, in ms.
+    pub lag_ms: Vec<i64>,
+}
+
+impl RunSummary {
+    fn record(&mut self, run_id: &str, result: Result<Driven, EngineError>) {
+        use crate::engine::state::RunState;
+        match result {
+            Ok(Driven::Finished(RunState::Completed)) => self.completed += 1,
+            Ok(Driven::Finished(RunState::RolledBack)) => self.rolled_back += 1,
+            Ok(Driven::Finished(RunState::Stuck)) => self.stuck += 1,
+            Ok(Driven::Finished(_)) | Ok(Driven::Stopped) => {}
+            Ok(Driven::Waiting(_)) => self.waiting += 1,
+            Err(e) => {
+                self.errors += 1;
+                tracing::error!(run = run_id, error = %e, "run could not be driven");
+            }
+        }
+    }
+
+    fn claimed_nothing_twice(&self) -> bool {
+        self.idle_polls >= 2
+    }
+}

@@ -1,0 +1,759 @@
+//! The durable state: credentials with their persisted `next_due_at`, runs with their state,
+//! lease and vault version ids, the step history and the hash-chained audit log.
+//!
+//! SQLite (embedded, one process) and PostgreSQL (replicas share the work) run the same SQL
+//! with `$N` placeholders; the few statements that differ live in `sql`. Every step saves
+//! with a compare-and-swap on the run's state and lease owner, in one short transaction that
+//! also appends its audit row; no network call ever happens inside a transaction.
+
+pub mod audit;
+mod sql;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use thiserror::Error;
+
+pub use audit::{AuditEntry, AuditRow};
+
+use crate::engine::state::RunState;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error(
+        "the store at {url} is unavailable: {source}; check that it is running and reachable, and the URL and password"
+    )]
+    Unavailable {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error(
+        "the store at {url} has schema version {found}, newer than this rotor knows ({known}); \
+         upgrade rotor (nothing was changed)"
+    )]
+    SchemaTooNew { url: String, found: i64, known: i64 },
+    #[error("migrating the store at {url} failed: {source}")]
+    Migrate {
+        url: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("invalid store URL {url}: {message}")]
+    BadUrl { url: String, message: String },
+    #[error("store query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    /// The compare-and-swap found the run in another state or under another owner: this
+    /// worker's lease was lost and it must stop touching the run.
+    #[error(
+        "run {run_id} is no longer owned by this worker in state {expected}; another worker took it over"
+    )]
+    LeaseLost {
+        run_id: String,
+        expected: &'static str,
+    },
+    #[error("credential {0} has a live run already (one live run per credential)")]
+    RunInFlight(String),
+    #[error("credential {0} is not in the store; is it in the config?")]
+    UnknownCredential(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A connection pool to the store, migrated to this rotor's schema.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    url: String,
+}
+
+/// Runs `$body` with `$p` bound to whichever pool the store has: the SQL is the same.
+macro_rules! with_pool {
+    ($store:expr, $p:ident => $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite($p) => $body,
+            Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// Appends an audit row inside transaction `$tx`, serialised by the update of `audit_head`.
+macro_rules! append_audit {
+    ($tx:expr, $now:expr, $entry:expr) => {{
+        let entry: &AuditEntry = $entry;
+        let (seq, prev): (i64, String) =
+            sqlx::query_as("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
+                .fetch_one(&mut *$tx)
+                .await?;
+        let hash = audit::row_hash(&prev, seq, $now, entry);
+        sqlx::query(
+            "INSERT INTO audit (seq, at, actor, action, credential_id, run_id, detail, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(seq)
+        .bind($now)
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.credential_id)
+        .bind(&entry.run_id)
+        .bind(&entry.detail)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(&mut *$tx)
+        .await?;
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut *$tx).await?;
+    }};
+}
+
+/// A credential as the store keeps it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CredentialRow {
+    pub id: String,
+    pub provider: String,
+    pub vault: String,
+    pub vault_path: String,
+    pub schedule_hash: String,
+    pub next_due_at: Option<i64>,
+    pub due_reason: Option<String>,
+    pub current_version: Option<String>,
+    pub current_fingerprint: Option<String>,
+    pub current_since: Option<i64>,
+    pub last_success_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_drill_at: Option<i64>,
+    pub consecutive_failures: i64,
+    pub removed_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A run as the store keeps it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: String,
+    pub credential_id: String,
+    pub token: String,
+    pub state: String,
+    pub reason: String,
+    pub emergency: i64,
+    pub grace_ms: i64,
+    pub attempts: i64,
+    pub not_before: i64,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+    pub pending_version: Option<String>,
+    pub pending_fingerprint: Option<String>,
+    pub replaced_version: Option<String>,
+    pub replaced_fingerprint: Option<String>,
+    pub grace_until: Option<i64>,
+    pub last_error: Option<String>,
+    pub error_class: Option<String>,
+    /// The state a stuck run was in, where `rotor rotate` resumes it.
+    pub stuck_from: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+impl RunRow {
+    pub fn state(&self) -> RunState {
+        RunState::parse(&self.state).unwrap_or(RunState::Stuck)
+    }
+
+    pub fn set_state(&mut self, state: RunState) {
+        self.state = state.as_str().to_owned();
+    }
+}
+
+/// One step of a run's history.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StepRow {
+    pub run_id: String,
+    pub seq: i64,
+    pub step: String,
+    pub attempt: i64,
+    pub worker: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+/// What `reconcile` did to one credential, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReconcileChange {
+    Added {
+        id: String,
+    },
+    ScheduleChanged {
+        id: String,
+        next_due_at: Option<i64>,
+    },
+    Removed {
+        id: String,
+    },
+    Restored {
+        id: String,
+    },
+}
+
+/// A credential's desired row, computed from config by the scheduler.
+#[derive(Debug, Clone)]
+pub struct DesiredCredential {
+    pub id: String,
+    pub provider: String,
+    pub vault: String,
+    pub vault_path: String,
+    pub schedule_hash: String,
+}
+
+/// A new run to insert.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub credential_id: String,
+    pub token: String,
+    pub reason: String,
+    pub emergency: bool,
+    pub grace_ms: i64,
+    pub not_before: i64,
+}
+
+/// How the step that is being saved ended.
+#[derive(Debug, Clone)]
+pub struct StepEnd {
+    pub seq: i64,
+    pub outcome: &'static str,
+    pub error: Option<String>,
+}
+
+/// Changes to a credential's row that a run's save carries atomically.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialUpdate {
+    pub current_version: Option<String>,
+    pub current_fingerprint: Option<String>,
+    pub current_since: Option<i64>,
+    pub last_success_at: Option<i64>,
+    /// `Some(None)` clears it.
+    pub last_error: Option<Option<String>>,
+    /// `Some(true)` counts one more failure, `Some(false)` resets the count.
+    pub failure: Option<bool>,
+    /// `Some(None)`: manual only.
+    pub next_due_at: Option<Option<i64>>,
+    pub due_reason: Option<String>,
+}
+
+const MIGRATOR_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+const MIGRATOR_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The URL without a password, for messages.
+fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}@{host}")
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+impl Store {
+    /// Connects and applies migrations. A store whose schema is newer than this build is
+    /// refused before anything is written.
+    pub async fn connect(url: &str, password: Option<&SecretString>) -> Result<Store, StoreError> {
+        let shown = redact_url(url);
+        let bad_url = |e: sqlx::Error| StoreError::BadUrl {
+            url: shown.clone(),
+            message: e.to_string(),
+        };
+        let unavailable = |e: sqlx::Error| StoreError::Unavailable {
+            url: shown.clone(),
+            source: e,
+        };
+        let (pool, migrator) = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(bad_url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await
+                .map_err(unavailable)?;
+            (Pool::Sqlite(pool), &MIGRATOR_SQLITE)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let mut options = PgConnectOptions::from_str(url).map_err(bad_url)?;
+            if let Some(password) = password {
+                options = options.password(password.expose_secret());
+            }
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .map_err(unavailable)?;
+            (Pool::Postgres(pool), &MIGRATOR_POSTGRES)
+        } else {
+            return Err(StoreError::BadUrl {
+                url: shown,
+                message: "expected sqlite:// or postgres://".into(),
+            });
+        };
+        let store = Store { pool, url: shown };
+        store.migrate(migrator).await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self, migrator: &sqlx::migrate::Migrator) -> Result<(), StoreError> {
+        let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        let result = with_pool!(self, p => migrator.run(p).await);
+        match result {
+            Ok(()) => Ok(()),
+            Err(sqlx::migrate::MigrateError::VersionMissing(found)) => {
+                Err(StoreError::SchemaTooNew {
+                    url: self.url.clone(),
+                    found,
+                    known,
+                })
+            }
+            Err(sqlx::migrate::MigrateError::Execute(e)) if is_connection_error(&e) => {
+                Err(StoreError::Unavailable {
+                    url: self.url.clone(),
+                    source: e,
+                })
+            }
+            Err(source) => Err(StoreError::Migrate {
+                url: self.url.clone(),
+                source,
+            }),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, p => p.close().await)
+    }
+
+    /// Brings the credentials table in line with config: new credentials are added due now,
+    /// changed schedules get `next_due_at` from `recompute`, credentials gone from config are
+    /// marked removed (never deleted: their history stays). Returns what changed.
+    pub async fn reconcile(
+        &self,
+        desired: &[DesiredCredential],
+        now: i64,
+        recompute: impl Fn(&str, Option<i64>) -> (Option<i64>, String),
+    ) -> Result<Vec<ReconcileChange>, StoreError> {
+        let mut changes = Vec::new();
+        with_pool!(self, p => {
+            let existing: Vec<(String, String, Option<i64>, Option<i64>)> =
+                sqlx::query_as("SELECT id, schedule_hash, current_since, removed_at FROM credentials")
+                    .fetch_all(p)
+                    .await?;
+            let existing: std::collections::HashMap<_, _> =
+                existing.into_iter().map(|(id, hash, since, removed)| (id, (hash, since, removed))).collect();
+            let mut tx = p.begin().await?;
+            for d in desired {
+                match existing.get(&d.id) {
+                    None => {
+                        let (due, reason) = recompute(&d.id, None);
+                        sqlx::query(
+                            "INSERT INTO credentials (id, provider, vault, vault_path, schedule_hash, next_due_at, \
+                             due_reason, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                        )
+                        .bind(&d.id).bind(&d.provider).bind(&d.vault).bind(&d.vault_path).bind(&d.schedule_hash)
+                        .bind(due).bind(&reason).bind(now)
+                        .execute(&mut *tx).await?;
+                        changes.push(ReconcileChange::Added { id: d.id.clone() });
+                    }
+                    Some((hash, since, removed)) => {
+                        if removed.is_some() {
+                            sqlx::query("UPDATE credentials SET removed_at = NULL, updated_at = $2 WHERE id = $1")
+                                .bind(&d.id).bind(now).execute(&mut *tx).await?;
+                            changes.push(ReconcileChange::Restored { id: d.id.clone() });
+                        }
+                        if hash != &d.schedule_hash {
+                            let (due, reason) = recompute(&d.id, *since);
+                            sqlx::query(
+                                "UPDATE credentials SET schedule_hash = $2, next_due_at = $3, due_reason = $4, \
+                                 provider = $5, vault = $6, vault_path = $7, updated_at = $8 WHERE id = $1",
+                            )
+                            .bind(&d.id).bind(&d.schedule_hash).bind(due).bind(&reason)
+                            .bind(&d.provider).bind(&d.vault).bind(&d.vault_path).bind(now)
+                            .execute(&mut *tx).await?;
+                            changes.push(ReconcileChange::ScheduleChanged { id: d.id.clone(), next_due_at: due });
+                        }
+                    }
+                }
+            }
+            let wanted: std::collections::HashSet<&str> = desired.iter().map(|d| d.id.as_str()).collect();
+            for (id, (_, _, removed)) in &existing {
+                if removed.is_none() && !wanted.contains(id.as_str()) {
+                    sqlx::query("UPDATE credentials SET removed_at = $2, updated_at = $2 WHERE id = $1")
+                        .bind(id).bind(now).execute(&mut *tx).await?;
+                    changes.push(ReconcileChange::Removed { id: id.clone() });
+                }
+            }
+            if !changes.is_empty() {
+                let detail = format!("{} change(s) from config", changes.len());
+                append_audit!(tx, now, &AuditEntry::new("rotor", "reconcile").detail(detail));
+            }
+            tx.commit().await?;
+        });
+        changes.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        Ok(changes)
+    }
+
+    /// Credentials that are due at `now`, are not removed and have no live run.
+    pub async fn due_credentials(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let sql = "SELECT c.id, COALESCE(c.due_reason, 'schedule') FROM credentials c \
+                   WHERE c.next_due_at <= $1 AND c.removed_at IS NULL \
+                   AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.credential_id = c.id \
+                                   AND r.state NOT IN ('completed', 'rolled_back')) \
+                   ORDER BY c.next_due_at LIMIT $2";
+        Ok(with_pool!(self, p => sqlx::query_as(sql).bind(now).bind(limit).fetch_all(p).await?))
+    }
+
+    /// Inserts runs; a credential that already has a live run is skipped (the partial unique
+    /// index decides, so two replicas planning the same credential create one run).
+    pub async fn insert_runs(&self, runs: &[NewRun], now: i64) -> Result<usize, StoreError> {
+        let mut inserted = 0;
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for r in runs {
+                let done = sqlx::query(
+                    "INSERT INTO runs (id, credential_id, token, state, reason, emergency, grace_ms, attempts, \
+                     not_before, created_at, updated_at) VALUES ($1, $2, $3, 'planned', $4, $5, $6, 0, $7, $8, $8) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&r.id).bind(&r.credential_id).bind(&r.token).bind(&r.reason)
+                .bind(r.emergency as i64).bind(r.grace_ms).bind(r.not_before).bind(now)
+                .execute(&mut *tx).await?;
+                if done.rows_affected() == 1 {
+                    inserted += 1;
+                    let detail = format!("reason {}{}", r.reason, if r.emergency { ", emergency" } else { "" });
+                    let entry = AuditEntry::new("rotor", "run_planned").credential(&r.credential_id).run(&r.id).detail(detail);
+                    append_audit!(tx, now, &entry);
+                }
+            }
+            tx.commit().await?;
+        });
+        Ok(inserted)
+    }
+
+    /// Claims up to `limit` runs that are ready (their `not_before` has passed) and unowned or
+    /// whose lease expired, for `worker` until `lease_until`. One statement: no reaper needed.
+    pub async fn claim(
+        &self,
+        worker: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => {
+                sqlx::query_as(sql::CLAIM_SQLITE)
+                    .bind(worker)
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(p)
+                    .await?
+            }
+            Pool::Postgres(p) => {
+                sqlx::query_as(sql::CLAIM_POSTGRES)
+                    .bind(worker)
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(p)
+                    .await?
+            }
+        })
+    }
+
+    /// Claims one run by id, if it is ready and not leased by a live worker.
+    pub async fn claim_run(
+        &self,
+        run_id: &str,
+        worker: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Option<RunRow>, StoreError> {
+        let sql = "UPDATE runs SET lease_owner = $1, lease_until = $2 WHERE id = $3 \
+                   AND state NOT IN ('completed', 'rolled_back', 'stuck') AND not_before <= $4 \
+                   AND (lease_owner IS NULL OR lease_until < $4) RETURNING *";
+        Ok(
+            with_pool!(self, p => sqlx::query_as(sql).bind(worker).bind(lease_until).bind(run_id).bind(now).fetch_optional(p).await?),
+        )
+    }
+
+    /// The live run of a credential, if any.
+    pub async fn live_run(&self, credential_id: &str) -> Result<Option<RunRow>, StoreError> {
+        Ok(with_pool!(self, p => sqlx::query_as(
+            "SELECT * FROM runs WHERE credential_id = $1 AND state NOT IN ('completed', 'rolled_back')"
+        ).bind(credential_id).fetch_optional(p).await?))
+    }
+
+    /// Extends the leases `worker` holds on `run_ids`. Returns how many it still holds.
+    pub async fn heartbeat(
+        &self,
+        worker: &str,
+        run_ids: &[String],
+        lease_until: i64,
+    ) -> Result<u64, StoreError> {
+        let mut held = 0;
+        with_pool!(self, p => {
+            for id in run_ids {
+                held += sqlx::query("UPDATE runs SET lease_until = $3 WHERE id = $1 AND lease_owner = $2")
+                    .bind(id).bind(worker).bind(lease_until).execute(p).await?.rows_affected();
+            }
+        });
+        Ok(held)
+    }
+
+    /// Records that a step is starting (persisted before it runs). Fenced by the lease.
+    pub async fn begin_step(
+        &self,
+        run: &RunRow,
+        step: &str,
+        worker: &str,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let seq = with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let owned = sqlx::query("UPDATE runs SET updated_at = $4 WHERE id = $1 AND state = $2 AND lease_owner = $3")
+                .bind(&run.id).bind(&run.state).bind(worker).bind(now).execute(&mut *tx).await?.rows_affected();
+            if owned == 0 {
+                return Err(StoreError::LeaseLost { run_id: run.id.clone(), expected: run.state() .as_str() });
+            }
+            let (seq,): (i64,) = sqlx::query_as(
+                "INSERT INTO run_steps (run_id, seq, step, attempt, worker, started_at, outcome) \
+                 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, 'running' FROM run_steps WHERE run_id = $1 \
+                 RETURNING seq",
+            )
+            .bind(&run.id).bind(step).bind(run.attempts + 1).bind(worker).bind(now)
+            .fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            seq
+        });
+        Ok(seq)
+    }
+
+    /// Saves a run after a step: compare-and-swap on (`id`, `expected` state, lease owner),
+    /// the step's outcome, the credential's update and an audit row, in one transaction.
+    /// Zero rows changed means the lease was lost: nothing is written.
+    pub async fn save_run(
+        &self,
+        run: &RunRow,
+        expected: RunState,
+        worker: &str,
+        step: Option<&StepEnd>,
+        credential: Option<&CredentialUpdate>,
+        audit: &AuditEntry,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let changed = sqlx::query(sql::SAVE_RUN)
+                .bind(&run.id).bind(expected.as_str()).bind(worker)
+                .bind(&run.state).bind(run.attempts).bind(run.not_before).bind(&run.lease_owner).bind(run.lease_until)
+                .bind(&run.pending_version).bind(&run.pending_fingerprint)
+                .bind(&run.replaced_version).bind(&run.replaced_fingerprint)
+                .bind(run.grace_until).bind(&run.last_error).bind(&run.error_class).bind(&run.stuck_from)
+                .bind(run.finished_at).bind(now)
+                .execute(&mut *tx).await?.rows_affected();
+            if changed == 0 {
+                return Err(StoreError::LeaseLost { run_id: run.id.clone(), expected: expected.as_str() });
+            }
+            if let Some(step) = step {
+                sqlx::query("UPDATE run_steps SET finished_at = $3, outcome = $4, error = $5 WHERE run_id = $1 AND seq = $2")
+                    .bind(&run.id).bind(step.seq).bind(now).bind(step.outcome).bind(&step.error)
+                    .execute(&mut *tx).await?;
+            }
+            if let Some(c) = credential {
+                let set_error = c.last_error.is_some() as i64;
+                let set_due = c.next_due_at.is_some() as i64;
+                sqlx::query(sql::UPDATE_CREDENTIAL)
+                    .bind(&run.credential_id)
+                    .bind(&c.current_version).bind(&c.current_fingerprint).bind(c.current_since)
+                    .bind(c.last_success_at)
+                    .bind(set_error).bind(c.last_error.clone().flatten())
+                    .bind(c.failure.map(i64::from))
+                    .bind(set_due).bind(c.next_due_at.flatten()).bind(&c.due_reason)
+                    .bind(now)
+                    .execute(&mut *tx).await?;
+            }
+            append_audit!(tx, now, audit);
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Gives up `worker`'s lease on a run without changing its state (shutdown, or a step that
+    /// waits for a timer).
+    pub async fn release(&self, run_id: &str, worker: &str) -> Result<(), StoreError> {
+        with_pool!(self, p => {
+            sqlx::query("UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2")
+                .bind(run_id).bind(worker).execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// Asks for a rotation now (`rotor rotate`). A stuck run is retried from its state instead.
+    pub async fn request_rotation(
+        &self,
+        run: &NewRun,
+        actor: &str,
+        now: i64,
+    ) -> Result<&'static str, StoreError> {
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM credentials WHERE id = $1 AND removed_at IS NULL")
+                .bind(&run.credential_id).fetch_optional(&mut *tx).await?;
+            if exists.is_none() {
+                return Err(StoreError::UnknownCredential(run.credential_id.clone()));
+            }
+            let unstuck = sqlx::query(
+                "UPDATE runs SET state = stuck_from, stuck_from = NULL, attempts = 0, not_before = $2, lease_owner = NULL, lease_until = NULL, \
+                 updated_at = $2 WHERE credential_id = $1 AND state = 'stuck' AND stuck_from IS NOT NULL",
+            )
+            .bind(&run.credential_id).bind(now).execute(&mut *tx).await?.rows_affected();
+            let outcome = if unstuck > 0 {
+                "stuck"
+            } else {
+                let done = sqlx::query(
+                    "INSERT INTO runs (id, credential_id, token, state, reason, emergency, grace_ms, attempts, \
+                     not_before, created_at, updated_at) VALUES ($1, $2, $3, 'planned', $4, $5, $6, 0, $7, $7, $7) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(&run.id).bind(&run.credential_id).bind(&run.token).bind(&run.reason)
+                .bind(run.emergency as i64).bind(run.grace_ms).bind(now)
+                .execute(&mut *tx).await?.rows_affected();
+                if done == 0 {
+                    return Err(StoreError::RunInFlight(run.credential_id.clone()));
+                }
+                "planned"
+            };
+            let detail = format!("requested{}", if run.emergency { " (emergency, grace 0)" } else { "" });
+            append_audit!(tx, now, &AuditEntry::new(actor, "rotate").credential(&run.credential_id).run(&run.id).detail(detail));
+            tx.commit().await?;
+            Ok(outcome)
+        })
+    }
+
+    pub async fn credentials(&self) -> Result<Vec<CredentialRow>, StoreError> {
+        Ok(
+            with_pool!(self, p => sqlx::query_as("SELECT * FROM credentials ORDER BY id").fetch_all(p).await?),
+        )
+    }
+
+    pub async fn credential(&self, id: &str) -> Result<Option<CredentialRow>, StoreError> {
+        Ok(
+            with_pool!(self, p => sqlx::query_as("SELECT * FROM credentials WHERE id = $1").bind(id).fetch_optional(p).await?),
+        )
+    }
+
+    pub async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError> {
+        Ok(
+            with_pool!(self, p => sqlx::query_as("SELECT * FROM runs WHERE id = $1").bind(id).fetch_optional(p).await?),
+        )
+    }
+
+    /// The live run of each credential that has one.
+    pub async fn live_runs(&self) -> Result<Vec<RunRow>, StoreError> {
+        Ok(with_pool!(self, p => sqlx::query_as(
+            "SELECT * FROM runs WHERE state NOT IN ('completed', 'rolled_back') ORDER BY credential_id"
+        ).fetch_all(p).await?))
+    }
+
+    /// Runs, newest first, of one credential or of all.
+    pub async fn runs(
+        &self,
+        credential_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        Ok(with_pool!(self, p => sqlx::query_as(
+            "SELECT * FROM runs WHERE ($1 IS NULL OR credential_id = $1) ORDER BY created_at DESC, id DESC LIMIT $2"
+        ).bind(credential_id).bind(limit).fetch_all(p).await?))
+    }
+
+    pub async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError> {
+        Ok(
+            with_pool!(self, p => sqlx::query_as("SELECT * FROM run_steps WHERE run_id = $1 ORDER BY seq")
+            .bind(run_id).fetch_all(p).await?),
+        )
+    }
+
+    /// Count of runs that are not finished, for `--once` and shutdown.
+    pub async fn runs_ready_before(&self, until: i64) -> Result<i64, StoreError> {
+        let (n,): (i64,) = with_pool!(self, p => sqlx::query_as(
+            "SELECT COUNT(*) FROM runs WHERE state NOT IN ('completed', 'rolled_back', 'stuck') AND not_before <= $1"
+        ).bind(until).fetch_one(p).await?);
+        Ok(n)
+    }
+
+    /// Appends one audit row on its own (CLI actions, alerts).
+    pub async fn audit(&self, entry: &AuditEntry, now: i64) -> Result<(), StoreError> {
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            append_audit!(tx, now, entry);
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Checks the whole audit chain; `Ok(rows)` or the first problem, naming the row.
+    pub async fn verify_audit(&self) -> Result<Result<usize, String>, StoreError> {
+        let (rows, head): (Vec<AuditRow>, (i64, String)) = with_pool!(self, p => {
+            let rows = sqlx::query_as("SELECT * FROM audit ORDER BY seq").fetch_all(p).await?;
+            let head = sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(p).await?;
+            (rows, head)
+        });
+        Ok(audit::verify_chain(&rows, head.0, &head.1))
+    }
+}
+
+fn is_connection_error(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+    )
+}

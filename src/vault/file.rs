@@ -1,0 +1,663 @@
+//! The `file` vault, the embedded default: one age-encrypted JSON document per credential.
+//!
+//! `DIR/PATH.age` is what consumers read: the credential's fields, `previous` (the same fields
+//! of the previous version) during grace, and `_rotor` (version ids, run token, fingerprints).
+//! `DIR/PATH.age.pending` holds a version being rotated in. Each write goes to a temporary file
+//! that is fsynced and renamed over the target, and the folder is fsynced, so a crash leaves
+//! either the old or the new document, never a torn one. The files are ordinary age files:
+//! `age -d -i IDENTITY DIR/PATH.age` prints the document.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use rotor_rotators::{Credential, ErrorClass};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::Zeroizing;
+
+use super::{Document, StoredVersion, Vault, VaultError};
+use crate::config::{FileVaultConfig, SecretRef};
+
+const CURRENT_SUFFIX: &str = ".age";
+const PENDING_SUFFIX: &str = ".age.pending";
+
+pub struct FileVault {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    dir: PathBuf,
+    identity: age::x25519::Identity,
+    recipient: age::x25519::Recipient,
+}
+
+/// rotor's bookkeeping inside a document. Not secret.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Meta {
+    version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    fingerprint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous_fingerprint: Option<String>,
+}
+
+/// A decrypted document: fields, optional previous fields, metadata.
+struct FileDocument {
+    fields: Credential,
+    previous: Option<Credential>,
+    meta: Meta,
+}
+
+impl FileVault {
+    /// Opens the vault folder and its identity. A `file` identity that does not exist yet is
+    /// generated, but only while the folder holds no encrypted files: with files present a
+    /// missing key is an operator mistake, and a new key would make them unreadable.
+    pub async fn open(name: &str, config: &FileVaultConfig) -> Result<FileVault, VaultError> {
+        let fail = |message: String| VaultError::new(ErrorClass::Permanent, name, "", message);
+        std::fs::create_dir_all(&config.dir).map_err(|e| {
+            fail(format!(
+                "cannot create vault folder {}: {e}",
+                config.dir.display()
+            ))
+        })?;
+        let identity_text: SecretString = match &config.identity {
+            SecretRef::File { file } if !file.exists() => {
+                if holds_vault_files(&config.dir) {
+                    return Err(fail(format!(
+                        "identity file {} does not exist but {} holds encrypted files; restore the identity \
+                         (a new one could not read them)",
+                        file.display(),
+                        config.dir.display()
+                    )));
+                }
+                let identity = age::x25519::Identity::generate();
+                let text = identity.to_string();
+                write_atomically(file, text.expose_secret().as_bytes(), 0o600).map_err(|e| {
+                    fail(format!(
+                        "cannot create identity file {}: {e}",
+                        file.display()
+                    ))
+                })?;
+                tracing::info!(vault = name, identity = %file.display(), "created a new age identity for the file vault");
+                SecretString::from(text.expose_secret())
+            }
+            SecretRef::File { file } => {
+                let text = Zeroizing::new(std::fs::read_to_string(file).map_err(|e| {
+                    fail(format!("cannot read identity file {}: {e}", file.display()))
+                })?);
+                SecretString::from(text.as_str())
+            }
+            SecretRef::Env { env } => SecretString::from(
+                std::env::var(env)
+                    .map_err(|_| fail(format!("environment variable {env} is not set")))?,
+            ),
+            SecretRef::Vault { .. } => {
+                return Err(fail(
+                    "the file vault's identity cannot come from a vault: use { file } or { env }"
+                        .into(),
+                ));
+            }
+        };
+        let line = identity_text
+            .expose_secret()
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+            .ok_or_else(|| {
+                fail(
+                    "the identity holds no AGE-SECRET-KEY line (expected the output of age-keygen)"
+                        .into(),
+                )
+            })?;
+        let identity = age::x25519::Identity::from_str(line)
+            .map_err(|_| fail("the identity is not a valid age X25519 secret key".into()))?;
+        let recipient = identity.to_public();
+        Ok(FileVault {
+            inner: Arc::new(Inner {
+                name: name.into(),
+                dir: config.dir.clone(),
+                identity,
+                recipient,
+            }),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        path: &str,
+        work: impl FnOnce(&Inner, &str) -> Result<T, VaultError> + Send + 'static,
+    ) -> Result<T, VaultError> {
+        let inner = self.inner.clone();
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || work(&inner, &path))
+            .await
+            .map_err(|e| {
+                VaultError::new(
+                    ErrorClass::Transient,
+                    &self.inner.name,
+                    "",
+                    format!("vault task failed: {e}"),
+                )
+            })?
+    }
+}
+
+fn holds_vault_files(dir: &Path) -> bool {
+    fn walk(dir: &Path) -> bool {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p)
+                } else {
+                    p.to_string_lossy().ends_with(CURRENT_SUFFIX)
+                }
+            })
+    }
+    walk(dir)
+}
+
+impl Inner {
+    fn file(&self, path: &str, suffix: &str) -> PathBuf {
+        self.dir.join(format!("{path}{suffix}"))
+    }
+
+    fn err(&self, class: ErrorClass, path: &str, message: impl Into<String>) -> VaultError {
+        VaultError::new(class, &self.name, path, message)
+    }
+
+    fn io_err(&self, path: &str, action: &str, file: &Path, e: std::io::Error) -> VaultError {
+        // A full disk or a permission problem will not fix itself by retrying within seconds,
+        // but an interrupted call may: retry, and let the attempt limit decide.
+        self.err(
+            ErrorClass::Transient,
+            path,
+            format!("cannot {action} {}: {e}", file.display()),
+        )
+    }
+
+    fn load(&self, path: &str, suffix: &str) -> Result<Option<FileDocument>, VaultError> {
+        let file = self.file(path, suffix);
+        let bytes = match std::fs::read(&file) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io_err(path, "read", &file, e)),
+        };
+        let plain = Zeroizing::new(age::decrypt(&self.identity, &bytes).map_err(|e| {
+            self.err(
+                ErrorClass::Permanent,
+                path,
+                format!(
+                    "cannot decrypt {}: {e}; the file is corrupt or was encrypted to another identity. \
+                     Nothing was changed: restore the file or the identity",
+                    file.display()
+                ),
+            )
+        })?);
+        let doc: FileDocument = serde_json::from_slice(&plain).map_err(|e| {
+            self.err(
+                ErrorClass::Permanent,
+                path,
+                format!(
+                    "{} decrypts but is not a rotor document ({:?} error at line {} column {}); nothing was changed",
+                    file.display(),
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })?;
+        Ok(Some(doc))
+    }
+
+    fn store(&self, path: &str, suffix: &str, doc: &FileDocument) -> Result<(), VaultError> {
+        let file = self.file(path, suffix);
+        let size: usize = doc
+            .fields
+            .fields()
+            .map(|(k, v)| k.len() + v.expose_secret().len() * 2 + 8)
+            .sum();
+        // Sized up front so the buffer holding the secret never reallocates (and leaves copies).
+        let mut plain = Zeroizing::new(Vec::with_capacity(2 * size + 1024));
+        serde_json::to_writer(&mut *plain, doc).expect("documents serialize");
+        let encrypted = age::encrypt(&self.recipient, &plain)
+            .map_err(|e| self.err(ErrorClass::Permanent, path, format!("cannot encrypt: {e}")))?;
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| self.io_err(path, "create folder", parent, e))?;
+        }
+        write_atomically(&file, &encrypted, 0o600).map_err(|e| self.io_err(path, "write", &file, e))
+    }
+
+    fn remove(&self, path: &str, suffix: &str) -> Result<(), VaultError> {
+        let file = self.file(path, suffix);
+        match std::fs::remove_file(&file) {
+            Ok(()) => sync_parent(&file).map_err(|e| self.io_err(path, "sync folder of", &file, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io_err(path, "remove", &file, e)),
+        }
+    }
+}
+
+fn stored(credential: Credential, meta: &Meta) -> StoredVersion {
+    StoredVersion {
+        version: meta.version.clone(),
+        token: meta.token.clone(),
+        fingerprint: meta.fingerprint.clone(),
+        credential,
+    }
+}
+
+impl Vault for FileVault {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    async fn read_current(&self, path: &str) -> Result<Option<Document>, VaultError> {
+        self.blocking(path, |v, path| {
+            Ok(v.load(path, CURRENT_SUFFIX)?.map(|doc| {
+                let previous = doc.previous.map(|p| StoredVersion {
+                    version: doc.meta.previous_version.clone().unwrap_or_default(),
+                    token: doc.meta.previous_token.clone(),
+                    fingerprint: doc.meta.previous_fingerprint.clone().unwrap_or_default(),
+                    credential: p,
+                });
+                Document {
+                    current: stored(doc.fields, &doc.meta),
+                    previous,
+                }
+            }))
+        })
+        .await
+    }
+
+    async fn read_pending(&self, path: &str) -> Result<Option<StoredVersion>, VaultError> {
+        self.blocking(path, |v, path| {
+            Ok(v.load(path, PENDING_SUFFIX)?
+                .map(|doc| stored(doc.fields, &doc.meta)))
+        })
+        .await
+    }
+
+    async fn write_pending(
+        &self,
+        path: &str,
+        token: &str,
+        credential: &Credential,
+    ) -> Result<StoredVersion, VaultError> {
+        let token = token.to_owned();
+        let credential = credential.clone();
+        self.blocking(path, move |v, path| {
+            if let Some(existing) = v.load(path, PENDING_SUFFIX)?
+                && existing.meta.token.as_deref() == Some(token.as_str())
+            {
+                return Ok(stored(existing.fields, &existing.meta));
+            }
+            let current = v.load(path, CURRENT_SUFFIX)?;
+            let next = current
+                .as_ref()
+                .and_then(|c| c.meta.version.parse::<u64>().ok())
+                .unwrap_or(0)
+                + 1;
+            let meta = Meta {
+                version: next.to_string(),
+                token: Some(token),
+                fingerprint: credential.fingerprint().to_hex(),
+                ..Meta::default()
+            };
+            let doc = FileDocument {
+                fields: credential,
+                previous: None,
+                meta,
+            };
+            v.store(path, PENDING_SUFFIX, &doc)?;
+            Ok(stored(doc.fields, &doc.meta))
+        })
+        .await
+    }
+
+    async fn promote(
+        &self,
+        path: &str,
+        token: &str,
+        expected_current: Option<&str>,
+    ) -> Result<String, VaultError> {
+        let token = token.to_owned();
+        let expected = expected_current.map(str::to_owned);
+        self.blocking(path, move |v, path| {
+            let current = v.load(path, CURRENT_SUFFIX)?;
+            if let Some(c) = &current
+                && c.meta.token.as_deref() == Some(token.as_str())
+            {
+                // Promoted before a crash: only the pending file may be left to clean up.
+                if v.load(path, PENDING_SUFFIX)?.is_some_and(|p| p.meta.token.as_deref() == Some(token.as_str())) {
+                    v.remove(path, PENDING_SUFFIX)?;
+                }
+                return Ok(c.meta.version.clone());
+            }
+            let found = current.as_ref().map(|c| c.meta.version.clone());
+            if found != expected {
+                return Err(v.err(
+                    ErrorClass::Conflict,
+                    path,
+                    format!(
+                        "the current version is {} but rotor last saw {}: it was changed outside rotor. \
+                         rotor will not overwrite it; check who changed it, then run `rotor rotate` again",
+                        found.as_deref().unwrap_or("(none)"),
+                        expected.as_deref().unwrap_or("(none)")
+                    ),
+                ));
+            }
+            let pending = v
+                .load(path, PENDING_SUFFIX)?
+                .filter(|p| p.meta.token.as_deref() == Some(token.as_str()))
+                .ok_or_else(|| {
+                    v.err(ErrorClass::Permanent, path, "this run has no pending version to promote; it will be rolled back")
+                })?;
+            let mut meta = pending.meta.clone();
+            let previous = current.map(|c| {
+                meta.previous_version = Some(c.meta.version.clone());
+                meta.previous_token = c.meta.token.clone();
+                meta.previous_fingerprint = Some(c.meta.fingerprint.clone());
+                c.fields
+            });
+            let doc = FileDocument { fields: pending.fields, previous, meta };
+            v.store(path, CURRENT_SUFFIX, &doc)?;
+            v.remove(path, PENDING_SUFFIX)?;
+            Ok(doc.meta.version)
+        })
+        .await
+    }
+
+    async fn discard_pending(&self, path: &str, token: &str) -> Result<(), VaultError> {
+        let token = token.to_owned();
+        self.blocking(path, move |v, path| match v.load(path, PENDING_SUFFIX) {
+            Ok(Some(p)) if p.meta.token.as_deref() == Some(token.as_str()) => {
+                v.remove(path, PENDING_SUFFIX)
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    async fn drop_previous(&self, path: &str, token: &str) -> Result<(), VaultError> {
+        let token = token.to_owned();
+        self.blocking(path, move |v, path| {
+            let Some(mut doc) = v.load(path, CURRENT_SUFFIX)? else { return Ok(()) };
+            if doc.meta.token.as_deref() != Some(token.as_str()) {
+                return Err(v.err(
+                    ErrorClass::Conflict,
+                    path,
+                    "the current version is no longer the one this run promoted: it was changed outside rotor; \
+                     the previous credential is left in place",
+                ));
+            }
+            if doc.previous.is_none() {
+                return Ok(());
+            }
+            doc.previous = None;
+            doc.meta.previous_version = None;
+            doc.meta.previous_token = None;
+            doc.meta.previous_fingerprint = None;
+            v.store(path, CURRENT_SUFFIX, &doc)
+        })
+        .await
+    }
+}
+
+/// Writes `bytes` to `target` so that readers see the old or the new file, never a mix:
+/// temporary file in the same folder, fsync, rename, fsync of the folder.
+pub fn write_atomically(target: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&temp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&temp, target)?;
+        sync_parent(target)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+fn sync_parent(file: &Path) -> std::io::Result<()> {
+    let dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Serializes fields by exposing each secret into the (zeroized) output buffer only.
+struct Fields<'a>(&'a Credential);
+
+impl Serialize for Fields<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.0.fields() {
+            map.serialize_entry(k, v.expose_secret())?;
+        }
+        map.end()
+    }
+}
+
+impl Serialize for FileDocument {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.fields.fields() {
+            map.serialize_entry(k, v.expose_secret())?;
+        }
+        if let Some(previous) = &self.previous {
+            map.serialize_entry("previous", &Fields(previous))?;
+        }
+        map.serialize_entry("_rotor", &self.meta)?;
+        map.end()
+    }
+}
+
+/// Reads fields straight into secret strings, never into a plain intermediate value.
+struct SecretFields(Credential);
+
+impl<'de> Deserialize<'de> for SecretFields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SecretFields;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of string fields")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretFields, A::Error> {
+                let mut c = Credential::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    c.insert(&k, map.next_value::<SecretString>()?);
+                }
+                Ok(SecretFields(c))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for FileDocument {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FileDocument;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a rotor document")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FileDocument, A::Error> {
+                let mut fields = Credential::new();
+                let (mut previous, mut meta) = (None, None);
+                while let Some(k) = map.next_key::<String>()? {
+                    match k.as_str() {
+                        "previous" => previous = Some(map.next_value::<SecretFields>()?.0),
+                        "_rotor" => meta = Some(map.next_value::<Meta>()?),
+                        _ => fields.insert(&k, map.next_value::<SecretString>()?),
+                    }
+                }
+                let meta = meta.ok_or_else(|| serde::de::Error::missing_field("_rotor"))?;
+                Ok(FileDocument {
+                    fields,
+                    previous,
+                    meta,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Field names of a document, for tests and `status`.
+pub fn field_names(c: &Credential) -> BTreeMap<String, usize> {
+    c.fields()
+        .map(|(k, v)| (k.to_owned(), v.expose_secret().len()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn vault(dir: &Path) -> FileVault {
+        let config = FileVaultConfig {
+            dir: dir.join("v"),
+            identity: SecretRef::File {
+                file: dir.join("key"),
+            },
+        };
+        FileVault::open("local", &config).await.unwrap()
+    }
+
+    fn cred(value: &str) -> Credential {
+        Credential::new().with("value", SecretString::from(value))
+    }
+
+    #[tokio::test]
+    async fn a_rollover_moves_pending_to_current_and_current_to_previous() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        let p1 = v.write_pending("a/b", "t1", &cred("one")).await.unwrap();
+        assert!(
+            v.read_current("a/b").await.unwrap().is_none(),
+            "pending is not visible to consumers"
+        );
+        assert_eq!(v.promote("a/b", "t1", None).await.unwrap(), p1.version);
+        v.write_pending("a/b", "t2", &cred("two")).await.unwrap();
+        // Idempotent mint: the same token keeps the first value.
+        let again = v.write_pending("a/b", "t2", &cred("other")).await.unwrap();
+        assert_eq!(again.fingerprint, cred("two").fingerprint().to_hex());
+        let v2 = v.promote("a/b", "t2", Some(&p1.version)).await.unwrap();
+        assert_eq!(
+            v.promote("a/b", "t2", Some(&p1.version)).await.unwrap(),
+            v2,
+            "promote is idempotent"
+        );
+        let doc = v.read_current("a/b").await.unwrap().unwrap();
+        assert_eq!(
+            doc.current.credential.get("value").unwrap().expose_secret(),
+            "two"
+        );
+        assert_eq!(
+            doc.previous
+                .as_ref()
+                .unwrap()
+                .credential
+                .get("value")
+                .unwrap()
+                .expose_secret(),
+            "one"
+        );
+        assert!(v.read_pending("a/b").await.unwrap().is_none());
+        v.drop_previous("a/b", "t2").await.unwrap();
+        v.drop_previous("a/b", "t2").await.unwrap();
+        assert!(
+            v.read_current("a/b")
+                .await
+                .unwrap()
+                .unwrap()
+                .previous
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_out_of_band_change_is_a_conflict_and_is_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        v.write_pending("x", "t1", &cred("one")).await.unwrap();
+        v.promote("x", "t1", None).await.unwrap();
+        v.write_pending("x", "t2", &cred("two")).await.unwrap();
+        let err = v.promote("x", "t2", Some("7")).await.unwrap_err();
+        assert_eq!(err.class, ErrorClass::Conflict);
+        let doc = v.read_current("x").await.unwrap().unwrap();
+        assert_eq!(
+            doc.current.credential.get("value").unwrap().expose_secret(),
+            "one"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_foreign_or_corrupt_file_is_a_clear_error_and_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        let file = dir.path().join("v/x.age");
+        std::fs::write(&file, b"not an age file").unwrap();
+        let err = v.read_current("x").await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("corrupt or was encrypted to another identity"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&file).unwrap(), b"not an age file");
+    }
+
+    #[tokio::test]
+    async fn a_missing_identity_is_not_replaced_when_files_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        v.write_pending("x", "t", &cred("one")).await.unwrap();
+        v.promote("x", "t", None).await.unwrap();
+        std::fs::remove_file(dir.path().join("key")).unwrap();
+        let config = FileVaultConfig {
+            dir: dir.path().join("v"),
+            identity: SecretRef::File {
+                file: dir.path().join("key"),
+            },
+        };
+        let err = FileVault::open("local", &config).await.err().unwrap();
+        assert!(err.to_string().contains("restore the identity"), "{err}");
+    }
+}

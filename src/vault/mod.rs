@@ -1,0 +1,238 @@
+//! Vaults: the systems of record consumers read credentials from. rotor pushes every stage
+//! change of a rotation here; a consumer reading a credential's path sees only verified
+//! versions (the pending one lives where consumers do not read), and during grace the document
+//! also carries the previous version.
+
+pub mod file;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rotor_rotators::{Credential, ErrorClass};
+use secrecy::{ExposeSecret, SecretString};
+use thiserror::Error;
+
+use crate::config::{Config, SecretRef, VaultConfig};
+
+/// One stored version of a credential and what rotor recorded about it. Only `credential`
+/// is secret.
+#[derive(Debug, Clone)]
+pub struct StoredVersion {
+    /// The vault's own version id.
+    pub version: String,
+    /// The run token that wrote it (none for a version rotor did not write).
+    pub token: Option<String>,
+    pub fingerprint: String,
+    pub credential: Credential,
+}
+
+/// What consumers read at a path: the current version and, during grace, the previous one.
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub current: StoredVersion,
+    pub previous: Option<StoredVersion>,
+}
+
+#[derive(Debug, Error)]
+#[error("vault {vault} path {path}: {message}")]
+pub struct VaultError {
+    pub class: ErrorClass,
+    pub vault: String,
+    pub path: String,
+    pub message: String,
+}
+
+impl VaultError {
+    pub fn new(class: ErrorClass, vault: &str, path: &str, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            vault: vault.into(),
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The operations the engine needs from a vault. Each is idempotent for the same run token.
+pub trait Vault: Send + Sync {
+    fn name(&self) -> &str;
+
+    /// The document consumers read, if there is one.
+    fn read_current(
+        &self,
+        path: &str,
+    ) -> impl Future<Output = Result<Option<Document>, VaultError>> + Send;
+
+    /// The version being rotated in, if there is one.
+    fn read_pending(
+        &self,
+        path: &str,
+    ) -> impl Future<Output = Result<Option<StoredVersion>, VaultError>> + Send;
+
+    /// Stores `credential` as pending for run `token`. If a pending version of this token is
+    /// there already it is kept and returned: a retried mint must not replace the secret
+    /// that a crashed attempt may already have applied.
+    fn write_pending(
+        &self,
+        path: &str,
+        token: &str,
+        credential: &Credential,
+    ) -> impl Future<Output = Result<StoredVersion, VaultError>> + Send;
+
+    /// Makes run `token`'s pending version current and the current one previous, only if the
+    /// current version is still `expected_current` (else a `Conflict`: someone wrote the path).
+    /// Done already for this token: returns the current version.
+    fn promote(
+        &self,
+        path: &str,
+        token: &str,
+        expected_current: Option<&str>,
+    ) -> impl Future<Output = Result<String, VaultError>> + Send;
+
+    /// Removes run `token`'s pending version; absent is success.
+    fn discard_pending(
+        &self,
+        path: &str,
+        token: &str,
+    ) -> impl Future<Output = Result<(), VaultError>> + Send;
+
+    /// Drops the previous version from the document run `token` promoted; done is success.
+    fn drop_previous(
+        &self,
+        path: &str,
+        token: &str,
+    ) -> impl Future<Output = Result<(), VaultError>> + Send;
+}
+
+/// A built vault of any kind.
+pub enum AnyVault {
+    File(file::FileVault),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $v:ident => $body:expr) => {
+        match $self {
+            AnyVault::File($v) => $body,
+        }
+    };
+}
+
+impl Vault for AnyVault {
+    fn name(&self) -> &str {
+        dispatch!(self, v => v.name())
+    }
+    async fn read_current(&self, path: &str) -> Result<Option<Document>, VaultError> {
+        dispatch!(self, v => v.read_current(path).await)
+    }
+    async fn read_pending(&self, path: &str) -> Result<Option<StoredVersion>, VaultError> {
+        dispatch!(self, v => v.read_pending(path).await)
+    }
+    async fn write_pending(
+        &self,
+        path: &str,
+        token: &str,
+        credential: &Credential,
+    ) -> Result<StoredVersion, VaultError> {
+        dispatch!(self, v => v.write_pending(path, token, credential).await)
+    }
+    async fn promote(
+        &self,
+        path: &str,
+        token: &str,
+        expected_current: Option<&str>,
+    ) -> Result<String, VaultError> {
+        dispatch!(self, v => v.promote(path, token, expected_current).await)
+    }
+    async fn discard_pending(&self, path: &str, token: &str) -> Result<(), VaultError> {
+        dispatch!(self, v => v.discard_pending(path, token).await)
+    }
+    async fn drop_previous(&self, path: &str, token: &str) -> Result<(), VaultError> {
+        dispatch!(self, v => v.drop_previous(path, token).await)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum SecretRefError {
+    #[error("environment variable {0} is not set (it holds a secret the config refers to)")]
+    EnvMissing(String),
+    #[error("cannot read secret file {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{reference}: {message}")]
+    Vault { reference: String, message: String },
+}
+
+/// Reads the secret a reference points to. Vault references read the current document.
+pub async fn resolve(
+    reference: &SecretRef,
+    vaults: &Vaults,
+) -> Result<SecretString, SecretRefError> {
+    match reference {
+        SecretRef::Env { env } => std::env::var(env)
+            .map(SecretString::from)
+            .map_err(|_| SecretRefError::EnvMissing(env.clone())),
+        SecretRef::File { file } => {
+            let text = std::fs::read_to_string(file).map_err(|source| SecretRefError::File {
+                path: file.display().to_string(),
+                source,
+            })?;
+            let text = zeroize::Zeroizing::new(text);
+            Ok(SecretString::from(text.trim_end_matches(['\n', '\r'])))
+        }
+        SecretRef::Vault { vault, path, field } => {
+            let field = field.as_deref().unwrap_or("value");
+            let fail = |message: String| SecretRefError::Vault {
+                reference: reference.to_string(),
+                message,
+            };
+            let v = vaults
+                .get(vault)
+                .ok_or_else(|| fail("no such vault".into()))?;
+            let doc = v
+                .read_current(path)
+                .await
+                .map_err(|e| fail(e.message))?
+                .ok_or_else(|| fail("no document".into()))?;
+            let value = doc
+                .current
+                .credential
+                .get(field)
+                .ok_or_else(|| fail(format!("no field {field}")))?;
+            Ok(SecretString::from(value.expose_secret()))
+        }
+    }
+}
+
+/// The configured vaults, built.
+#[derive(Default)]
+pub struct Vaults {
+    vaults: BTreeMap<String, AnyVault>,
+}
+
+impl fmt::Debug for Vaults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.vaults.keys()).finish()
+    }
+}
+
+impl Vaults {
+    /// Opens every vault in config. File vaults first: other vaults' secret references may
+    /// point into them.
+    pub async fn open(config: &Config) -> Result<Vaults, VaultError> {
+        let mut vaults = Vaults::default();
+        for (name, vault) in &config.vaults {
+            let built = match vault {
+                VaultConfig::File(c) => AnyVault::File(file::FileVault::open(name, c).await?),
+            };
+            vaults.vaults.insert(name.clone(), built);
+        }
+        Ok(vaults)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&AnyVault> {
+        self.vaults.get(name)
+    }
+}
