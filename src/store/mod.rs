@@ -417,12 +417,16 @@ impl Store {
                 }
             }
             let wanted: std::collections::HashSet<&str> = desired.iter().map(|d| d.id.as_str()).collect();
-            for (id, (_, _, removed)) in &existing {
-                if removed.is_none() && !wanted.contains(id.as_str()) {
-                    sqlx::query("UPDATE credentials SET removed_at = $2, updated_at = $2 WHERE id = $1")
-                        .bind(id).bind(now).execute(&mut *tx).await?;
-                    changes.push(ReconcileChange::Removed { id: id.clone() });
-                }
+            let mut gone: Vec<&String> = existing
+                .iter()
+                .filter(|(id, (_, _, removed))| removed.is_none() && !wanted.contains(id.as_str()))
+                .map(|(id, _)| id)
+                .collect();
+            gone.sort();
+            for id in gone {
+                sqlx::query("UPDATE credentials SET removed_at = $2, updated_at = $2 WHERE id = $1")
+                    .bind(id).bind(now).execute(&mut *tx).await?;
+                changes.push(ReconcileChange::Removed { id: id.clone() });
             }
             if !changes.is_empty() {
                 let detail = format!("{} change(s) from config", changes.len());
@@ -430,7 +434,6 @@ impl Store {
             }
             tx.commit().await?;
         });
-        changes.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
         Ok(changes)
     }
 

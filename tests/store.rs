@@ -1,0 +1,289 @@
+//! The store suite, run against both backends: SQLite in a temp folder and a real PostgreSQL
+//! started on loopback by the harness (one server for this test binary).
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rotor::engine::state::RunState;
+use rotor::store::{AuditEntry, DesiredCredential, NewRun, ReconcileChange, Store, StoreError};
+
+static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh store of each kind: (label, url, folder kept alive for SQLite).
+fn backends() -> Vec<(&'static str, String, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("rotor.db").display());
+    let name = format!(
+        "store_{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::SeqCst)
+    );
+    let pg = support::postgres::shared().database(&name);
+    vec![("sqlite", sqlite, Some(dir)), ("postgres", pg, None)]
+}
+
+fn desired(id: &str, hash: &str) -> DesiredCredential {
+    DesiredCredential {
+        id: id.into(),
+        provider: "generated".into(),
+        vault: "local".into(),
+        vault_path: id.into(),
+        schedule_hash: hash.into(),
+    }
+}
+
+fn run_for(credential: &str, n: usize) -> NewRun {
+    NewRun {
+        id: format!("run_{credential}_{n}"),
+        credential_id: credential.into(),
+        token: format!("token_{credential}_{n}"),
+        reason: "schedule".into(),
+        emergency: false,
+        grace_ms: 1000,
+        not_before: 0,
+    }
+}
+
+#[tokio::test]
+async fn reconcile_adds_recomputes_marks_removed_and_restores() {
+    for (label, url, _keep) in backends() {
+        let store = Store::connect(&url, None).await.unwrap();
+        let due =
+            |_: &str, since: Option<i64>| (Some(since.unwrap_or(0) + 100), "schedule".to_string());
+        let changes = store
+            .reconcile(&[desired("a", "h1"), desired("b", "h1")], 10, due)
+            .await
+            .unwrap();
+        assert_eq!(changes.len(), 2, "{label}");
+        assert!(
+            store
+                .reconcile(&[desired("a", "h1"), desired("b", "h1")], 11, due)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{label}: unchanged config changes nothing"
+        );
+        let changes = store
+            .reconcile(&[desired("a", "h2")], 12, due)
+            .await
+            .unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                ReconcileChange::ScheduleChanged {
+                    id: "a".into(),
+                    next_due_at: Some(100)
+                },
+                ReconcileChange::Removed { id: "b".into() }
+            ],
+            "{label}"
+        );
+        let b = store.credential("b").await.unwrap().unwrap();
+        assert_eq!(
+            b.removed_at,
+            Some(12),
+            "{label}: removed is marked, not deleted"
+        );
+        let changes = store
+            .reconcile(&[desired("a", "h2"), desired("b", "h1")], 13, due)
+            .await
+            .unwrap();
+        assert_eq!(
+            changes,
+            vec![ReconcileChange::Restored { id: "b".into() }],
+            "{label}"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn one_live_run_per_credential_and_each_claim_goes_to_one_worker() {
+    for (label, url, _keep) in backends() {
+        let store = Store::connect(&url, None).await.unwrap();
+        let ids: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
+        let desired: Vec<_> = ids.iter().map(|id| desired(id, "h")).collect();
+        store
+            .reconcile(&desired, 0, |_, _| (Some(0), "initial".into()))
+            .await
+            .unwrap();
+        let runs: Vec<NewRun> = ids.iter().map(|id| run_for(id, 1)).collect();
+        assert_eq!(store.insert_runs(&runs, 1).await.unwrap(), 40, "{label}");
+        let again: Vec<NewRun> = ids.iter().map(|id| run_for(id, 2)).collect();
+        assert_eq!(
+            store.insert_runs(&again, 1).await.unwrap(),
+            0,
+            "{label}: a second live run is refused"
+        );
+        assert!(
+            store.due_credentials(5, 100).await.unwrap().is_empty(),
+            "{label}: credentials with a live run are not due"
+        );
+
+        // Four workers claim at once; every run ends up with exactly one of them.
+        let mut handles = Vec::new();
+        for w in 0..4 {
+            let store = store.clone();
+            handles.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = store.claim(&format!("w{w}"), 10, 10_000, 3).await.unwrap();
+                    if got.is_empty() {
+                        break mine;
+                    }
+                    mine.extend(got.into_iter().map(|r| r.id));
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.await.unwrap());
+        }
+        all.sort();
+        let before = all.len();
+        all.dedup();
+        assert_eq!(
+            (before, all.len()),
+            (40, 40),
+            "{label}: each run claimed exactly once"
+        );
+
+        // After the lease expires another worker reclaims; the old owner is fenced off.
+        let run = store.run("run_c0_1").await.unwrap().unwrap();
+        let old_owner = run.lease_owner.clone().unwrap();
+        assert!(
+            store
+                .claim("late", 10_001, 20_000, 100)
+                .await
+                .unwrap()
+                .len()
+                == 40,
+            "{label}: expired leases are reclaimed"
+        );
+        let mut stale = run.clone();
+        stale.set_state(RunState::PendingStored);
+        let err = store
+            .save_run(
+                &stale,
+                RunState::Planned,
+                &old_owner,
+                None,
+                None,
+                &AuditEntry::new("t", "step"),
+                10_002,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::LeaseLost { .. }),
+            "{label}: {err}"
+        );
+        assert_eq!(
+            store.run("run_c0_1").await.unwrap().unwrap().state(),
+            RunState::Planned,
+            "{label}: fenced save wrote nothing"
+        );
+        store
+            .save_run(
+                &stale,
+                RunState::Planned,
+                "late",
+                None,
+                None,
+                &AuditEntry::new("t", "step"),
+                10_003,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.run("run_c0_1").await.unwrap().unwrap().state(),
+            RunState::PendingStored,
+            "{label}"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn an_edited_or_deleted_audit_row_is_found_and_named() {
+    for (label, url, _keep) in backends() {
+        let store = Store::connect(&url, None).await.unwrap();
+        for i in 0..5 {
+            store
+                .audit(
+                    &AuditEntry::new("test", "cli").detail(format!("action {i}")),
+                    i,
+                )
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.verify_audit().await.unwrap(), Ok(5), "{label}");
+        tamper(&url, "UPDATE audit SET detail = 'action X' WHERE seq = 3").await;
+        let problem = store.verify_audit().await.unwrap().unwrap_err();
+        assert!(problem.contains("row 3 was modified"), "{label}: {problem}");
+        tamper(&url, "UPDATE audit SET detail = 'action 2' WHERE seq = 3").await;
+        assert_eq!(
+            store.verify_audit().await.unwrap(),
+            Ok(5),
+            "{label}: restoring the row restores the chain"
+        );
+        tamper(&url, "DELETE FROM audit WHERE seq = 2").await;
+        let problem = store.verify_audit().await.unwrap().unwrap_err();
+        assert!(problem.contains("row 2 is missing"), "{label}: {problem}");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_store_at_a_newer_schema_is_refused_and_left_unchanged() {
+    for (label, url, _keep) in backends() {
+        Store::connect(&url, None).await.unwrap().close().await;
+        tamper(
+            &url,
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (9999, 'from the future', true, '\\x00', 1)",
+        )
+        .await;
+        let err = Store::connect(&url, None)
+            .await
+            .err()
+            .expect("newer schema refused");
+        let shown = err.to_string();
+        assert!(
+            matches!(err, StoreError::SchemaTooNew { found: 9999, .. }),
+            "{label}: {shown}"
+        );
+        assert!(shown.contains("upgrade rotor"), "{label}: {shown}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_store_is_a_clear_error() {
+    let port = support::postgres::free_port();
+    let err = Store::connect(&format!("postgres://rotor@127.0.0.1:{port}/x"), None)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+    assert!(err.to_string().contains("unavailable"), "{err}");
+}
+
+/// Runs raw SQL against a store, as an attacker or a careless person would.
+async fn tamper(url: &str, sql: &str) {
+    use sqlx::Connection;
+    if url.starts_with("sqlite:") {
+        let sql = sql.replace("'\\x00'", "x'00'").replace("true", "1");
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,151 @@
+//! Test harness: real servers on loopback (started once per test binary) and a small builder
+//! that drives the real `rotor` binary in a scratch folder.
+#![allow(dead_code)]
+
+pub mod postgres;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A scratch folder with a config, a SQLite store and a file vault, and the binary to run.
+pub struct Rotor {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub database: Option<String>,
+}
+
+impl Rotor {
+    /// A scratch folder whose config is `config` (paths in it are relative to the folder).
+    pub fn new(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("rotor.toml");
+        std::fs::write(&path, config).expect("write config");
+        Rotor {
+            dir,
+            config: path,
+            database: None,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rotor"));
+        cmd.current_dir(self.dir.path())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("ROTOR_FAILPOINT")
+            .env_remove("ROTOR_DATABASE_URL")
+            .stdin(Stdio::null());
+        if let Some(db) = &self.database {
+            cmd.arg("--database").arg(db);
+        }
+        cmd
+    }
+
+    /// Runs to completion and returns the output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run rotor")
+    }
+
+    /// Runs and asserts exit code 0.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "rotor {args:?} failed with {:?}\nstdout:\n{}\nstderr:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.ok(args);
+        serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+
+    /// The store URL of this scratch folder.
+    pub fn store_url(&self) -> String {
+        self.database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.path("rotor.db").display()))
+    }
+}
+
+/// Spawns with piped stderr and waits until a line containing `marker` appears.
+pub fn spawn_until(mut cmd: Command, marker: &str, timeout: Duration) -> (Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn rotor");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + timeout;
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.contains(marker) {
+                    return (child, seen);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("rotor exited ({status}) before {marker:?}; stderr:\n{seen}");
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    panic!("rotor did not print {marker:?} within {timeout:?}; stderr:\n{seen}");
+}
+
+/// Fails with the command that installs a missing program, never skips.
+pub fn require_program(program: &str, install: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| panic!("`{program}` is not installed; install it with: {install}"))
+}
+
+/// Every byte of every file under `dir` (the store and its WAL, vault files...).
+pub fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.push((p, bytes));
+            }
+        }
+    }
+    out
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}

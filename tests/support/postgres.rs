@@ -1,0 +1,164 @@
+//! A real PostgreSQL for the tests: `initdb` in a temp folder, `postgres` on a free loopback
+//! port, started once per test binary and stopped when the test process exits.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub struct Postgres {
+    pub port: u16,
+    pub dir: PathBuf,
+    pub bin: PathBuf,
+}
+
+const INSTALL: &str = "apt-get install -y postgresql";
+
+fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("PG_BIN") {
+        return dir.into();
+    }
+    let base = PathBuf::from("/usr/lib/postgresql");
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(&base)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("postgres").is_file())
+        .collect();
+    versions.sort();
+    versions.pop().unwrap_or_else(|| {
+        panic!(
+            "PostgreSQL server binaries not found under {}; install them with: {INSTALL}",
+            base.display()
+        )
+    })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The shared server of this test binary.
+pub fn shared() -> &'static Postgres {
+    static SERVER: OnceLock<Postgres> = OnceLock::new();
+    static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // One attempt at a time: a failed start is reported once, not retried by every test.
+    let _guard = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    SERVER.get_or_init(start)
+}
+
+fn start() -> Postgres {
+    let bin = bin_dir();
+    let dir = std::env::temp_dir().join(format!("rotor-pg-{}-{}", std::process::id(), free_port()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("pg dir");
+    let data = dir.join("data");
+    // initdb and postgres refuse to run as root: drop to the postgres user when we are root.
+    let as_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false) || is_root();
+    if as_root {
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status();
+    }
+    let run = |args: Vec<String>| -> Command {
+        if as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).args(args);
+            c
+        } else {
+            let mut c = Command::new(&args[0]);
+            c.args(&args[1..]);
+            c
+        }
+    };
+    let initdb = run(vec![
+        bin.join("initdb").display().to_string(),
+        "-D".into(),
+        data.display().to_string(),
+        "-U".into(),
+        "rotor".into(),
+        "--auth=trust".into(),
+        "--no-sync".into(),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .output()
+    .unwrap_or_else(|e| panic!("cannot run initdb ({e}); install PostgreSQL with: {INSTALL}"));
+    assert!(
+        initdb.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&initdb.stderr)
+    );
+    let port = free_port();
+    // A watchdog shell stops the server when this test process exits, however it exits. It
+    // looks at /proc rather than `kill -0`, which fails across users when the tests run as root.
+    let script = format!(
+        "{} -D {} -p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 & pg=$!; \
+         while [ -d /proc/{} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done; kill -INT $pg; wait $pg",
+        bin.join("postgres").display(),
+        data.display(),
+        dir.display(),
+        std::process::id()
+    );
+    let mut cmd = run(vec!["sh".into(), "-c".into(), script]);
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn postgres");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "PostgreSQL did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    Postgres { port, dir, bin }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl Postgres {
+    /// A new empty database on the shared server; returns its URL.
+    pub fn database(&self, name: &str) -> String {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "rotor",
+                "-d",
+                "postgres",
+                "-c",
+            ])
+            .arg(format!("CREATE DATABASE \"{name}\""))
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run psql ({e}); install it with: apt-get install -y postgresql-client"
+                )
+            });
+        assert!(
+            out.status.success(),
+            "create database: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!("postgres://rotor@127.0.0.1:{}/{name}", self.port)
+    }
+}
