@@ -80,6 +80,8 @@ impl fmt::Display for Duration {
         if secs == 0 {
             return f.write_str("0s");
         }
+        // Weeks only when they are whole: "30d" reads better than "4w2d".
+        let weeks_fit = secs.is_multiple_of(604_800);
         for (unit, scale) in [
             ("w", 604_800),
             ("d", 86_400),
@@ -87,7 +89,7 @@ impl fmt::Display for Duration {
             ("m", 60),
             ("s", 1),
         ] {
-            if secs >= scale {
+            if secs >= scale && (unit != "w" || weeks_fit) {
                 write!(f, "{}{unit}", secs / scale)?;
                 secs %= scale;
             }
@@ -161,5 +163,9 @@ mod tests {
             assert_eq!(d.to_string().parse::<Duration>().unwrap(), d);
         }
         assert_eq!("90s".parse::<Duration>().unwrap().to_string(), "1m30s");
+        assert_eq!("30d".parse::<Duration>().unwrap().to_string(), "30d");
+        assert_eq!("14d".parse::<Duration>().unwrap().to_string(), "2w");
+        assert_eq!("30d".parse::<Duration>().unwrap().to_string(), "30d");
+        assert_eq!("14d".parse::<Duration>().unwrap().to_string(), "2w");
     }
 }

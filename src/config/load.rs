@@ -501,6 +501,9 @@ impl Loader {
             });
         }
         if !self.diagnostics.is_empty() {
+            self.diagnostics
+                .0
+                .sort_by(|a, b| (&a.path, a.line, a.column).cmp(&(&b.path, b.line, b.column)));
             return Err(self.diagnostics);
         }
         let store = self.store.map(|(s, _)| s).unwrap_or(StoreConfig {
@@ -533,7 +536,7 @@ impl Loader {
                 }
                 Cadence::Every(*every)
             }
-            (None, Some(cron), false) => Cadence::Cron(cron.clone()),
+            (None, Some(cron), false) => Cadence::Cron(Box::new(cron.clone())),
             (None, None, true) => Cadence::Manual,
             _ => {
                 self.error(

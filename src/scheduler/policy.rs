@@ -11,7 +11,7 @@ use crate::config::{CronExpr, DaySet, Duration};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cadence {
     Every(Duration),
-    Cron(CronExpr),
+    Cron(Box<CronExpr>),
     /// Only on request (`rotor rotate`).
     Manual,
 }
@@ -355,7 +355,7 @@ mod tests {
     #[test]
     fn cron_is_evaluated_in_the_schedule_time_zone() {
         let mut s = every(1);
-        s.cadence = Cadence::Cron("0 3 * * mon".parse().unwrap());
+        s.cadence = Cadence::Cron(Box::new("0 3 * * mon".parse().unwrap()));
         s.tz = chrono_tz::Europe::Berlin;
         let due = s
             .next_due(
@@ -447,7 +447,7 @@ mod tests {
         );
         assert_eq!(s.longest_interval().unwrap().as_secs(), 30 * 86_400);
         let mut c = every(1);
-        c.cadence = Cadence::Cron("0 3 1 */3 *".parse().unwrap());
+        c.cadence = Cadence::Cron(Box::new("0 3 1 */3 *".parse().unwrap()));
         assert!(c.longest_interval().unwrap().as_secs() >= 89 * 86_400);
     }
 

@@ -580,6 +580,7 @@ impl Store {
     /// Saves a run after a step: compare-and-swap on (`id`, `expected` state, lease owner),
     /// the step's outcome, the credential's update and an audit row, in one transaction.
     /// Zero rows changed means the lease was lost: nothing is written.
+    #[allow(clippy::too_many_arguments)] // one statement's worth of columns, named at the call
     pub async fn save_run(
         &self,
         run: &RunRow,

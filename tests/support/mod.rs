@@ -79,8 +79,13 @@ impl Rotor {
     }
 }
 
-/// Spawns with piped stderr and waits until a line containing `marker` appears.
-pub fn spawn_until(mut cmd: Command, marker: &str, timeout: Duration) -> (Child, String) {
+/// Spawns with piped stderr and waits until a line containing `marker` appears. `Err` with
+/// the stderr seen when the process exits before that.
+pub fn spawn_until(
+    mut cmd: Command,
+    marker: &str,
+    timeout: Duration,
+) -> Result<(Child, String), String> {
     use std::io::{BufRead, BufReader};
     let mut child = cmd
         .stderr(Stdio::piped())
@@ -104,18 +109,30 @@ pub fn spawn_until(mut cmd: Command, marker: &str, timeout: Duration) -> (Child,
                 seen.push_str(&line);
                 seen.push('\n');
                 if line.contains(marker) {
-                    return (child, seen);
+                    return Ok((child, seen));
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("rotor exited ({status}) before {marker:?}; stderr:\n{seen}");
+                if let Ok(Some(_)) = child.try_wait() {
+                    // Drain what is left of stderr, then report.
+                    while let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+                        if line.contains(marker) {
+                            return Ok((child, seen));
+                        }
+                        seen.push_str(&line);
+                        seen.push('\n');
+                    }
+                    return Err(seen);
                 }
             }
-            Err(_) => break,
+            Err(_) => {
+                let _ = child.wait();
+                return Err(seen);
+            }
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("rotor did not print {marker:?} within {timeout:?}; stderr:\n{seen}");
 }
 

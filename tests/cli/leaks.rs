@@ -1,0 +1,99 @@
+//! No secret leaks: every generated value is absent from trace-level logs, from every byte of
+//! the store (database, WAL, shared memory), from CLI output and from error messages.
+
+use crate::generated_config;
+use crate::rotation::read_document;
+use crate::support::{Rotor, all_bytes, contains};
+
+#[test]
+fn generated_secrets_appear_only_in_the_vault() {
+    let rotor = Rotor::new(&generated_config(2, "1s"));
+    let mut output = Vec::new();
+    let mut secrets = Vec::new();
+    let record = |out: std::process::Output, output: &mut Vec<u8>| {
+        output.extend(out.stdout);
+        output.extend(out.stderr);
+    };
+    record(rotor.ok(&["--log", "trace", "run", "--once"]), &mut output);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    record(rotor.ok(&["--log", "trace", "run", "--once"]), &mut output);
+    for _ in 0..3 {
+        for i in 0..2 {
+            secrets.push(
+                read_document(&rotor, &format!("app/key{i}"))["value"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+            record(
+                rotor.ok(&[
+                    "--log",
+                    "trace",
+                    "rotate",
+                    &format!("app/key{i}"),
+                    "--emergency",
+                ]),
+                &mut output,
+            );
+        }
+    }
+    // One rotation left in grace: the previous value sits beside the current one.
+    record(
+        rotor.ok(&["--log", "trace", "rotate", "app/key1"]),
+        &mut output,
+    );
+    let doc = read_document(&rotor, "app/key1");
+    secrets.push(doc["value"].as_str().unwrap().to_owned());
+    secrets.push(doc["previous"]["value"].as_str().unwrap().to_owned());
+    // A failure too: its error message must not carry the value either.
+    std::fs::write(rotor.path("vault/app/key0.age"), b"garbage").unwrap();
+    record(
+        rotor.run(&["--log", "trace", "rotate", "app/key0"]),
+        &mut output,
+    );
+    for args in [
+        vec!["status"],
+        vec!["status", "--json"],
+        vec!["history"],
+        vec!["history", "--json"],
+        vec!["plan", "--json"],
+        vec!["audit", "verify"],
+    ] {
+        record(rotor.run(&args), &mut output);
+    }
+    secrets.sort();
+    secrets.dedup();
+    assert!(
+        secrets.len() >= 6,
+        "rotations produced distinct secrets: {}",
+        secrets.len()
+    );
+    assert!(
+        String::from_utf8_lossy(&output).contains("TRACE")
+            || String::from_utf8_lossy(&output).contains("DEBUG")
+    );
+    for secret in &secrets {
+        assert!(
+            !contains(&output, secret.as_bytes()),
+            "a secret value appears in logs or CLI output"
+        );
+        for (path, bytes) in all_bytes(rotor.dir.path()) {
+            let name = path.to_string_lossy();
+            if name.contains("/vault/") || name.ends_with("vault.key") {
+                continue; // encrypted vault files and the identity
+            }
+            assert!(
+                !contains(&bytes, secret.as_bytes()),
+                "a secret value appears in {name}"
+            );
+        }
+        // The vault files are encrypted: the value is not there in clear either.
+        for (path, bytes) in all_bytes(&rotor.path("vault")) {
+            assert!(
+                !contains(&bytes, secret.as_bytes()),
+                "a secret value is in clear in {}",
+                path.display()
+            );
+        }
+    }
+}

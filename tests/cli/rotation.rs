@@ -1,0 +1,237 @@
+//! Whole rotations through the binary on the embedded default: SQLite store, file vault,
+//! `generated` rotator. Vault files are read back with the stock `age` tool.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::generated_config;
+use crate::support::{Rotor, require_program};
+
+/// The document consumers read, decrypted by the stock `age` tool with the vault's identity.
+pub fn read_document(rotor: &Rotor, path: &str) -> serde_json::Value {
+    let age = require_program("age", "apt-get install -y age");
+    let out = Command::new(age)
+        .args(["-d", "-i"])
+        .arg(rotor.path("vault.key"))
+        .arg(rotor.path(&format!("vault/{path}.age")))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "age -d failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the document is JSON")
+}
+
+fn status_of<'a>(status: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap()
+}
+
+#[test]
+fn first_run_mints_then_rotations_overlap_and_retire_after_grace() {
+    let rotor = Rotor::new(&generated_config(3, "1s"));
+    rotor.ok(&["run", "--once"]);
+    let status = rotor.json(&["status", "--json"]);
+    for i in 0..3 {
+        let s = status_of(&status, &format!("app/key{i}"));
+        assert_eq!(s["state"], "grace", "{s}");
+        assert_eq!(s["current_version"], "1");
+        assert!(
+            s["current_fingerprint"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:")
+        );
+    }
+    let first = read_document(&rotor, "app/key0");
+    let v1 = first["value"].as_str().unwrap().to_owned();
+    assert_eq!(v1.len(), 40);
+    assert!(v1.chars().all(|c| c.is_ascii_alphanumeric()));
+    assert_eq!(first["_rotor"]["version"], "1");
+    assert!(!rotor.path("vault/app/key0.age.pending").exists());
+
+    std::thread::sleep(Duration::from_millis(1100));
+    rotor.ok(&["run", "--once"]);
+    let status = rotor.json(&["status", "--json"]);
+    assert_eq!(status_of(&status, "app/key0")["state"], "idle");
+
+    // A manual rotation: the new value is current, the old one stays beside it during grace.
+    let out = rotor.ok(&["rotate", "app/key0"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("promoted"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let during = read_document(&rotor, "app/key0");
+    let v2 = during["value"].as_str().unwrap().to_owned();
+    assert_ne!(v1, v2);
+    assert_eq!(during["previous"]["value"], v1.as_str());
+    assert_eq!(during["_rotor"]["version"], "2");
+    assert_eq!(
+        status_of(&rotor.json(&["status", "--json"]), "app/key0")["state"],
+        "grace"
+    );
+
+    // Not yet: grace has not elapsed, so the previous credential is still there.
+    rotor.ok(&["run", "--once"]);
+    assert_eq!(
+        read_document(&rotor, "app/key0")["previous"]["value"],
+        v1.as_str()
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    rotor.ok(&["run", "--once"]);
+    let after = read_document(&rotor, "app/key0");
+    assert_eq!(after["value"], v2.as_str());
+    assert!(
+        after.get("previous").is_none(),
+        "previous retired after grace: {after}"
+    );
+
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    let runs = history.as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["state"], "completed");
+    assert_eq!(runs[0]["reason"], "manual");
+    let steps: Vec<&str> = runs[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["mint", "apply", "verify", "promote", "grace", "retire"]
+    );
+    rotor.ok(&["audit", "verify"]);
+}
+
+#[test]
+fn emergency_rotation_retires_the_old_credential_at_once() {
+    let rotor = Rotor::new(&generated_config(1, "24h"));
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    let v1 = read_document(&rotor, "app/key0")["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("completed"));
+    let doc = read_document(&rotor, "app/key0");
+    assert_ne!(doc["value"], v1.as_str());
+    assert!(doc.get("previous").is_none(), "{doc}");
+    // A second rotation while one is live is refused with a usage error.
+    let rotor = Rotor::new(&generated_config(1, "24h"));
+    rotor.ok(&["rotate", "app/key0", "--no-wait"]);
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has a live run already"));
+}
+
+#[test]
+fn a_corrupt_vault_file_rolls_back_with_a_clear_error_and_is_left_alone() {
+    let rotor = Rotor::new(&generated_config(1, "1s"));
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    let file = rotor.path("vault/app/key0.age");
+    std::fs::write(&file, b"age-encryption.org/v1\n-> garbage\n").unwrap();
+    let out = rotor.run(&["rotate", "app/key0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("corrupt or was encrypted to another identity"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        b"age-encryption.org/v1\n-> garbage\n",
+        "the file is untouched"
+    );
+    let status = rotor.json(&["status", "--json"]);
+    assert!(
+        status[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("mint failed"),
+        "{status}"
+    );
+    let history = rotor.json(&["history", "--json"]);
+    assert_eq!(history[0]["state"], "rolled_back");
+    assert!(!rotor.path("vault/app/key0.age.pending").exists());
+}
+
+#[test]
+fn store_problems_exit_5_and_change_nothing() {
+    let rotor = Rotor::new(&generated_config(1, "1s"));
+    let port = crate::support::postgres::free_port();
+    let out = rotor.run(&[
+        "--database",
+        &format!("postgres://rotor@127.0.0.1:{port}/rotor"),
+        "status",
+    ]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is unavailable"));
+
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    let db = rotor.path("rotor.db");
+    sqlite(
+        &db,
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'future', 1, x'00', 1)",
+    );
+    let vault_before = std::fs::read(rotor.path("vault/app/key0.age")).unwrap();
+    let out = rotor.run(&["run", "--once"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("schema version 9999") && stderr.contains("upgrade rotor"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(rotor.path("vault/app/key0.age")).unwrap(),
+        vault_before
+    );
+}
+
+#[test]
+fn audit_verify_names_an_edited_row() {
+    let rotor = Rotor::new(&generated_config(1, "1s"));
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    rotor.ok(&["audit", "verify"]);
+    sqlite(
+        &rotor.path("rotor.db"),
+        "UPDATE audit SET actor = 'mallory' WHERE seq = 4",
+    );
+    let out = rotor.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("audit row 4 was modified"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs SQL on a SQLite store file with the sqlx driver rotor uses.
+pub fn sqlite(db: &std::path::Path, sql: &str) {
+    let url = format!("sqlite://{}", db.display());
+    let sql = sql.to_owned();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .unwrap();
+        });
+}

@@ -1,0 +1,92 @@
+//! `rotor validate`: every broken schedule in the corpus gives its exact position and exit 3.
+
+use std::path::PathBuf;
+
+use crate::support::Rotor;
+
+fn fixtures() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bad");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn each_broken_schedule_names_file_line_column_and_exits_3() {
+    let rotor = Rotor::new("");
+    let files = fixtures();
+    assert!(files.len() >= 15, "the corpus covers every error class");
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let expected: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect: "))
+            .collect();
+        assert!(
+            !expected.is_empty(),
+            "{} has no `# expect:` line",
+            file.display()
+        );
+        let out = rotor.run(&["validate", file.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{}: {stderr}", file.display());
+        for e in &expected {
+            let line = format!("{}:{e}", file.display());
+            assert!(
+                stderr.contains(&line),
+                "{}: expected {line:?} in:\n{stderr}",
+                file.display()
+            );
+        }
+        assert_eq!(
+            stderr
+                .lines()
+                .filter(|l| l.starts_with(&*file.to_string_lossy()))
+                .count(),
+            expected.len().max(if file.ends_with("syntax-error.toml") {
+                2
+            } else {
+                0
+            }),
+            "{}: exactly the expected problems:\n{stderr}",
+            file.display()
+        );
+        assert!(
+            stderr.contains(" | ") && stderr.contains('^'),
+            "source line and caret shown:\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("LITERALSECRETDONOTPRINT"),
+            "a literal secret is never echoed:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_repository_schedules_validate_and_the_schema_is_json() {
+    let rotor = Rotor::new("");
+    let schedules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schedules");
+    let out = rotor.ok(&["validate", schedules.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: "));
+    let schema = rotor.json(&["schema"]);
+    assert!(
+        schema
+            .pointer("/$defs/CredentialConfig/properties/rotator")
+            .is_some()
+    );
+    assert!(schema.pointer("/properties/credential").is_some());
+}
+
+#[test]
+fn a_missing_config_is_a_config_error() {
+    let rotor = Rotor::new("");
+    let out = rotor.run(&["validate", "/nonexistent/rotor.toml"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("/nonexistent/rotor.toml:1:1: cannot read config file")
+    );
+}
