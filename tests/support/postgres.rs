@@ -110,7 +110,11 @@ fn start() -> Postgres {
     let mut cmd = run(vec!["sh".into(), "-c".into(), script]);
     // The watchdog outlives this handle on purpose: it is reaped when the test process exits.
     #[allow(clippy::zombie_processes)]
-    let _watchdog = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn postgres");
+    let _watchdog = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn postgres");
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(

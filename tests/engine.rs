@@ -1,0 +1,300 @@
+//! The engine in-process, under a clock the test moves: proptest picks sequences of crash
+//! points (the worker "dies" there without saving) and checks that every sequence ends with
+//! exactly one verified current credential, the old one retired only after grace, and nothing
+//! orphaned.
+
+#[cfg(not(feature = "failpoints"))]
+#[test]
+fn engine_crash_tests_need_the_failpoints_feature() {
+    panic!(
+        "the in-process crash tests need the failpoints feature: run `cargo test --features failpoints`"
+    );
+}
+
+#[cfg(feature = "failpoints")]
+mod with_failpoints {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+    use rotor::clock::ManualClock;
+    use rotor::engine::state::RunState;
+    use rotor::engine::{Driven, Engine, EngineError, Runtime};
+    use rotor::scheduler::daemon;
+    use rotor::store::Store;
+    use rotor::vault::Vault;
+
+    const POINTS: [&str; 18] = [
+        "mint:before",
+        "mint:effect",
+        "mint:after",
+        "apply:before",
+        "apply:effect",
+        "apply:after",
+        "verify:before",
+        "verify:effect",
+        "verify:after",
+        "promote:before",
+        "promote:effect",
+        "promote:after",
+        "grace:before",
+        "grace:effect",
+        "grace:after",
+        "retire:before",
+        "retire:effect",
+        "retire:after",
+    ];
+    const GRACE_MS: i64 = 10_000;
+    const LEASE_MS: i64 = 5_000;
+
+    struct World {
+        _dir: tempfile::TempDir,
+        store: Store,
+        runtime: Runtime,
+        clock: ManualClock,
+        workers: usize,
+    }
+
+    impl World {
+        async fn new() -> World {
+            let dir = tempfile::tempdir().unwrap();
+            let config = format!(
+                r#"
+[defaults]
+grace = "10s"
+retry = {{ max_attempts = 3, initial = "1s", max = "2s" }}
+[vaults.local]
+kind = "file"
+dir = "{dir}/vault"
+identity = {{ file = "{dir}/vault.key" }}
+[[credential]]
+id = "app/key"
+schedule = {{ every = "30d" }}
+vault = {{ name = "local", path = "app/key" }}
+rotator = {{ kind = "generated", length = 24 }}
+"#,
+                dir = dir.path().display()
+            );
+            let path = dir.path().join("rotor.toml");
+            std::fs::write(&path, config).unwrap();
+            let config = rotor::config::load(&[path]).unwrap();
+            let store =
+                Store::connect(&format!("sqlite://{}/rotor.db", dir.path().display()), None)
+                    .await
+                    .unwrap();
+            let clock = ManualClock::new(1_800_000_000_000);
+            daemon::reconcile(&store, &config, &clock).await.unwrap();
+            let runtime = Runtime::build(config).await.unwrap();
+            World {
+                _dir: dir,
+                store,
+                runtime,
+                clock,
+                workers: 0,
+            }
+        }
+
+        fn engine(&mut self, crash_at: Option<&str>) -> Engine {
+            self.workers += 1;
+            let engine = Engine::new(
+                self.store.clone(),
+                Arc::new(self.clock.clone()),
+                format!("worker{}", self.workers),
+            );
+            *engine.crash_at.lock().unwrap() = crash_at.map(str::to_owned);
+            engine
+        }
+
+        /// One worker's life: claim what is ready and drive it, dying at `crash_at` if reached.
+        async fn work(&mut self, crash_at: Option<&str>) -> Option<Result<Driven, EngineError>> {
+            use rotor::clock::Clock;
+            let now = self.clock.now_ms();
+            daemon::plan_due(&self.store, &self.runtime.config, now, 10)
+                .await
+                .unwrap();
+            let engine = self.engine(crash_at);
+            let mut claimed = self
+                .store
+                .claim(&engine.worker, now, now + LEASE_MS, 10)
+                .await
+                .unwrap();
+            let run = claimed.pop()?;
+            Some(engine.drive(&self.runtime, run).await)
+        }
+
+        /// Work until the live run completes, moving the clock past leases and timers.
+        async fn finish(&mut self) {
+            for _ in 0..50 {
+                match self.work(None).await {
+                    Some(Ok(Driven::Finished(RunState::Completed))) => return,
+                    Some(Ok(Driven::Finished(state))) => panic!("run ended {state}"),
+                    Some(Err(e)) => panic!("drive failed: {e}"),
+                    _ => self.clock.advance_ms(LEASE_MS + 1),
+                }
+            }
+            panic!("the run did not complete");
+        }
+
+        async fn current(&self) -> rotor::vault::Document {
+            self.runtime
+                .vaults
+                .get("local")
+                .unwrap()
+                .read_current("app/key")
+                .await
+                .unwrap()
+                .expect("a current version")
+        }
+    }
+
+    fn value(doc: &rotor::vault::StoredVersion) -> String {
+        use secrecy::ExposeSecret;
+        doc.credential
+            .get("value")
+            .unwrap()
+            .expose_secret()
+            .to_owned()
+    }
+
+    async fn scenario(points: Vec<&'static str>) {
+        let mut world = World::new().await;
+        world.finish().await;
+        world.clock.advance_ms(GRACE_MS + 1);
+        let v1 = value(&world.current().await.current);
+        use rotor::clock::Clock;
+        let run = daemon::new_run("app/key", "manual", false, GRACE_MS, world.clock.now_ms());
+        world
+            .store
+            .request_rotation(&run, "test", world.clock.now_ms())
+            .await
+            .unwrap();
+
+        let mut completed = false;
+        for point in points {
+            match world.work(Some(point)).await {
+                Some(Err(EngineError::Crashed(_))) => {}
+                Some(Ok(Driven::Finished(RunState::Completed))) => {
+                    completed = true;
+                    break;
+                }
+                Some(Ok(_)) | None => {}
+                Some(Err(e)) => panic!("{point}: {e}"),
+            }
+            // Whatever happened, consumers read a verified credential.
+            let doc = world.current().await;
+            let current = value(&doc.current);
+            if current == v1 {
+                assert_eq!(doc.current.version, "1");
+            } else if let Some(previous) = &doc.previous {
+                assert_eq!(
+                    value(previous),
+                    v1,
+                    "{point}: the previous credential is the old one"
+                );
+            }
+            // A dead worker's lease expires before anyone else may take the run.
+            world.clock.advance_ms(LEASE_MS + 1);
+        }
+        if !completed {
+            world.finish().await;
+        }
+
+        let doc = world.current().await;
+        assert_eq!(doc.current.version, "2", "exactly one new version");
+        assert_ne!(value(&doc.current), v1);
+        assert!(doc.previous.is_none(), "previous retired");
+        let vault = world.runtime.vaults.get("local").unwrap();
+        assert!(
+            vault.read_pending("app/key").await.unwrap().is_none(),
+            "no orphaned pending version"
+        );
+        let row = world.store.credential("app/key").await.unwrap().unwrap();
+        assert_eq!(
+            row.current_fingerprint.as_deref(),
+            Some(doc.current.fingerprint.as_str())
+        );
+        let last = world
+            .store
+            .runs(Some("app/key"), 1)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(last.state(), RunState::Completed);
+        let steps = world.store.steps(&last.id).await.unwrap();
+        let promoted: Vec<_> = steps
+            .iter()
+            .filter(|s| s.step == "promote" && s.outcome == "ok")
+            .collect();
+        assert_eq!(promoted.len(), 1);
+        let retire_start = steps
+            .iter()
+            .filter(|s| s.step == "retire")
+            .map(|s| s.started_at)
+            .min()
+            .unwrap();
+        assert!(
+            retire_start >= promoted[0].finished_at.unwrap() + GRACE_MS,
+            "retired before grace elapsed"
+        );
+        assert_eq!(
+            world.store.verify_audit().await.unwrap().map(|_| ()),
+            Ok(())
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+        #[test]
+        fn any_sequence_of_crashes_ends_with_one_verified_current(points in prop::collection::vec(prop::sample::select(POINTS.to_vec()), 0..5)) {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(scenario(points));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_candidate_that_fails_verification_is_rolled_back_and_current_is_untouched() {
+        use rotor::clock::Clock;
+        let mut world = World::new().await;
+        world.finish().await;
+        world.clock.advance_ms(GRACE_MS + 1);
+        let v1 = world.current().await;
+        let run = daemon::new_run("app/key", "manual", false, GRACE_MS, world.clock.now_ms());
+        world
+            .store
+            .request_rotation(&run, "test", world.clock.now_ms())
+            .await
+            .unwrap();
+        // Die after apply, then swap the pending version for another value under the same token:
+        // the vault now returns something other than what rotor stored.
+        assert!(matches!(
+            world.work(Some("apply:after")).await,
+            Some(Err(EngineError::Crashed(_)))
+        ));
+        let vault = world.runtime.vaults.get("local").unwrap();
+        let pending = vault.read_pending("app/key").await.unwrap().unwrap();
+        let token = pending.token.clone().unwrap();
+        std::fs::remove_file(world._dir.path().join("vault/app/key.age.pending")).unwrap();
+        let other = rotor_rotators::Credential::new()
+            .with("value", secrecy::SecretString::from("X".repeat(24)));
+        vault
+            .write_pending("app/key", &token, &other)
+            .await
+            .unwrap();
+        world.clock.advance_ms(LEASE_MS + 1);
+        let driven = world.work(None).await.unwrap().unwrap();
+        assert_eq!(driven, Driven::Finished(RunState::RolledBack));
+        let after = world.current().await;
+        assert_eq!(after.current.version, v1.current.version);
+        assert_eq!(value(&after.current), value(&v1.current));
+        let vault = world.runtime.vaults.get("local").unwrap();
+        assert!(
+            vault.read_pending("app/key").await.unwrap().is_none(),
+            "the candidate is removed"
+        );
+        let row = world.store.credential("app/key").await.unwrap().unwrap();
+        assert!(row.last_error.unwrap().contains("verify failed"));
+        assert_eq!(row.consecutive_failures, 1);
+        assert!(
+            row.next_due_at.unwrap() > world.clock.now_ms(),
+            "retried later, not in a hot loop"
+        );
+    }
+}
