@@ -1,1 +1,216 @@
-fn main() {}
+//! Scale benchmark of the embedded default: N credentials (default 100,000) with the
+//! `generated` rotator and the file vault on SQLite. Prints figures; asserts nothing.
+//!
+//!   cargo bench --bench scale                      # N = 100,000
+//!   ROTOR_BENCH_N=10000 cargo bench --bench scale  # smaller
+//!
+//! Figures: config load, reconcile, plan (read + next-due computation for every credential),
+//! sustained full rotations per second (mint, apply, verify, promote, grace 0, retire: every
+//! vault write fsynced), scheduler lag from due time to claim (p50/p99) under a steady load
+//! below capacity, and peak RSS of the process.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rotor::clock::{Clock, SystemClock, to_datetime};
+use rotor::engine::{Engine, Runtime};
+use rotor::scheduler::daemon::{self, Daemon, DaemonOptions, Signal};
+use rotor::store::Store;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn config_text(dir: &std::path::Path, n: usize) -> String {
+    let mut text = String::with_capacity(n * 200);
+    text.push_str(&format!(
+        "[store]\nurl = \"sqlite://{dir}/rotor.db\"\n\n[defaults]\ngrace = \"0s\"\n\n[vaults.local]\nkind = \"file\"\n\
+         dir = \"{dir}/vault\"\nidentity = {{ file = \"{dir}/vault.key\" }}\n",
+        dir = dir.display()
+    ));
+    for i in 0..n {
+        text.push_str(&format!(
+            "\n[[credential]]\nid = \"svc{}/key{i}\"\nschedule = {{ every = \"30d\" }}\nvault = {{ name = \"local\", path = \"svc{}/key{i}\" }}\nrotator = {{ kind = \"generated\", length = 32 }}\n",
+            i % 100,
+            i % 100
+        ));
+    }
+    text
+}
+
+async fn sql(url: &str, statement: &str) {
+    use sqlx::Connection;
+    let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
+        .execute(&mut c)
+        .await
+        .unwrap();
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn run_daemon(
+    engine: &Arc<Engine>,
+    runtime: &Arc<Runtime>,
+    options: DaemonOptions,
+    stop_after: Option<Duration>,
+) -> daemon::RunSummary {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    if let Some(after) = stop_after {
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = tx.send(Signal::Stop).await;
+        });
+    } else {
+        std::mem::forget(tx);
+    }
+    let daemon = Daemon {
+        engine: engine.clone(),
+        runtime: runtime.clone(),
+        options,
+    };
+    daemon
+        .run(rx, || async {
+            Err::<Runtime, String>("no reload in the benchmark".into())
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let n = env_usize("ROTOR_BENCH_N", 100_000);
+    let rotations = env_usize("ROTOR_BENCH_ROTATIONS", 20_000).min(n);
+    let concurrency = env_usize("ROTOR_BENCH_CONCURRENCY", 32);
+    let dir = tempfile::tempdir_in(std::env::var("ROTOR_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+        .unwrap();
+    let url = format!("sqlite://{}/rotor.db", dir.path().display());
+    let path = dir.path().join("rotor.toml");
+    std::fs::write(&path, config_text(dir.path(), n)).unwrap();
+    let clock = SystemClock;
+
+    let started = Instant::now();
+    let config = rotor::config::load(&[path]).unwrap();
+    let load = started.elapsed();
+
+    let store = Store::connect(&url, None).await.unwrap();
+    let started = Instant::now();
+    daemon::reconcile(&store, &config, &clock).await.unwrap();
+    let reconcile = started.elapsed();
+
+    let started = Instant::now();
+    let rows = store.credentials().await.unwrap();
+    let now = to_datetime(clock.now_ms());
+    let planned = config.credentials.iter().zip(rows.iter()).filter(|(c, r)| {
+        c.schedule
+            .next_due(&c.id, r.current_since.map(to_datetime), now)
+            .is_some()
+    });
+    let plan_count = planned.count();
+    let plan = started.elapsed();
+
+    // Only `rotations` credentials are due; the rest wait a month.
+    let far = clock.now_ms() + 30 * 86_400_000;
+    sql(
+        &url,
+        &format!("UPDATE credentials SET next_due_at = {far} WHERE rowid > {rotations}"),
+    )
+    .await;
+    let runtime = Arc::new(Runtime::build(config).await.unwrap());
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        daemon::worker_id(),
+    ));
+    let options = DaemonOptions {
+        concurrency,
+        lease: Duration::from_secs(60),
+        poll: Duration::from_secs(5),
+        once: true,
+    };
+    let started = Instant::now();
+    let summary = run_daemon(&engine, &runtime, options.clone(), None).await;
+    let rotate = started.elapsed();
+    assert_eq!(summary.completed, rotations, "every due credential rotated");
+    let per_second = rotations as f64 / rotate.as_secs_f64();
+
+    // Steady load at half the measured capacity for 20 s: due times spread evenly, the daemon
+    // sleeping until each is due. Lag is claim time minus due time.
+    let rate = (per_second / 2.0).max(1.0);
+    let seconds = 20.0;
+    let count = (rate * seconds) as usize;
+    let start = clock.now_ms() + 2_000;
+    sql(
+        &url,
+        &format!(
+            "UPDATE credentials SET next_due_at = {start} + CAST(((rowid - 1) * 1000.0 / {rate}) AS INTEGER) WHERE rowid <= {count}"
+        ),
+    )
+    .await;
+    let steady = DaemonOptions {
+        once: false,
+        ..options
+    };
+    let summary = run_daemon(
+        &engine,
+        &runtime,
+        steady,
+        Some(Duration::from_secs_f64(seconds + 4.0)),
+    )
+    .await;
+    let mut lag = summary.lag_ms.clone();
+    lag.sort_unstable();
+
+    println!("rotor scale benchmark: {n} credentials, generated rotator, file vault, SQLite (WAL)");
+    println!("{:<52} {:>12}", "figure", "value");
+    println!(
+        "{:<52} {:>10.2} s",
+        "config load (parse + validate)",
+        load.as_secs_f64()
+    );
+    println!(
+        "{:<52} {:>10.2} s",
+        "reconcile into an empty store",
+        reconcile.as_secs_f64()
+    );
+    println!(
+        "{:<52} {:>10.2} s",
+        format!("plan ({plan_count} next-due times)"),
+        plan.as_secs_f64()
+    );
+    println!(
+        "{:<52} {:>10.0} /s",
+        format!("full rotations, {rotations} due at once, concurrency {concurrency}"),
+        per_second
+    );
+    println!(
+        "{:<52} {:>10} ms",
+        format!("lag due->claimed p50 ({} runs at {rate:.0}/s)", lag.len()),
+        percentile(&lag, 0.5)
+    );
+    println!(
+        "{:<52} {:>10} ms",
+        "lag due->claimed p99",
+        percentile(&lag, 0.99)
+    );
+    println!("{:<52} {:>10.0} MiB", "peak RSS", peak_rss_mib());
+    store.close().await;
+}

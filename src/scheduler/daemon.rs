@@ -104,7 +104,11 @@ pub async fn reconcile(
     Ok(changes)
 }
 
-/// Turns due credentials into planned runs.
+/// Due credentials turned into runs per store round trip.
+const PLAN_BATCH: i64 = 1000;
+
+/// Turns due credentials into planned runs. Returns how many due credentials it found (at
+/// most `limit`: more may be waiting).
 pub async fn plan_due(
     store: &Store,
     config: &Config,
@@ -112,23 +116,25 @@ pub async fn plan_due(
     limit: i64,
 ) -> Result<usize, StoreError> {
     let due = store.due_credentials(now, limit).await?;
+    let found = due.len();
     let runs: Vec<NewRun> = due
         .into_iter()
-        .filter_map(|(id, reason)| {
+        .filter_map(|(id, reason, due_at)| {
             let c = config.credential(&id)?;
             Some(new_run(
                 &id,
                 &reason,
                 false,
                 c.grace.as_secs() as i64 * 1000,
-                now,
+                // Ready since it was due: claim order and lag are measured from the due time.
+                due_at.min(now),
             ))
         })
         .collect();
-    if runs.is_empty() {
-        return Ok(0);
+    if !runs.is_empty() {
+        store.insert_runs(&runs, now).await?;
     }
-    store.insert_runs(&runs, now).await
+    Ok(found)
 }
 
 pub fn new_run(
@@ -181,9 +187,11 @@ impl Daemon {
         let mut summary = RunSummary::default();
         let result = loop {
             let now = self.engine.clock.now_ms();
+            let mut planned_all = None;
             if !self.engine.stopping.load(Ordering::SeqCst) {
-                if let Err(e) = plan_due(&store, &self.runtime.config, now, 1000).await {
-                    break Err(e.into());
+                match plan_due(&store, &self.runtime.config, now, PLAN_BATCH).await {
+                    Ok(found) => planned_all = Some(found < PLAN_BATCH as usize),
+                    Err(e) => break Err(e.into()),
                 }
                 let free = self.options.concurrency.saturating_sub(tasks.len());
                 if free > 0 {
@@ -235,8 +243,17 @@ impl Daemon {
             }
             let poll = if self.options.once {
                 Duration::from_millis(20)
+            } else if planned_all == Some(false) {
+                Duration::ZERO
             } else {
-                self.options.poll
+                let wake = match store.next_wakeup(now).await {
+                    Ok(w) => w,
+                    Err(e) => break Err(e.into()),
+                };
+                wake.map_or(self.options.poll, |t| {
+                    Duration::from_millis((t - now).clamp(1, i64::MAX) as u64)
+                        .min(self.options.poll)
+                })
             };
             tokio::select! {
                 Some(done) = tasks.join_next() => {

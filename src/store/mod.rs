@@ -442,13 +442,28 @@ impl Store {
         &self,
         now: i64,
         limit: i64,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        let sql = "SELECT c.id, COALESCE(c.due_reason, 'schedule') FROM credentials c \
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let sql = "SELECT c.id, COALESCE(c.due_reason, 'schedule'), c.next_due_at FROM credentials c \
                    WHERE c.next_due_at <= $1 AND c.removed_at IS NULL \
                    AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.credential_id = c.id \
                                    AND r.state NOT IN ('completed', 'rolled_back')) \
                    ORDER BY c.next_due_at LIMIT $2";
         Ok(with_pool!(self, p => sqlx::query_as(sql).bind(now).bind(limit).fetch_all(p).await?))
+    }
+
+    /// The earliest future time at which something becomes due or ready (a credential's
+    /// `next_due_at`, a run's timer, a foreign lease's expiry), so the daemon can sleep until
+    /// then instead of polling.
+    pub async fn next_wakeup(&self, now: i64) -> Result<Option<i64>, StoreError> {
+        let sql = "SELECT MIN(t) FROM ( \
+                   SELECT MIN(next_due_at) AS t FROM credentials WHERE removed_at IS NULL AND next_due_at > $1 \
+                   UNION ALL \
+                   SELECT MIN(CASE WHEN lease_owner IS NULL THEN not_before ELSE lease_until END) AS t FROM runs \
+                   WHERE state NOT IN ('completed', 'rolled_back', 'stuck') \
+                   AND (CASE WHEN lease_owner IS NULL THEN not_before ELSE lease_until END) > $1) wake";
+        let (t,): (Option<i64>,) =
+            with_pool!(self, p => sqlx::query_as(sql).bind(now).fetch_one(p).await?);
+        Ok(t)
     }
 
     /// Inserts runs; a credential that already has a live run is skipped (the partial unique

@@ -5,6 +5,7 @@
 mod support;
 
 mod crash;
+mod daemon;
 mod leaks;
 mod rotation;
 mod validate;
