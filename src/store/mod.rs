@@ -502,26 +502,30 @@ impl Store {
         lease_until: i64,
         limit: i64,
     ) -> Result<Vec<RunRow>, StoreError> {
-        Ok(match &self.pool {
-            Pool::Sqlite(p) => {
-                sqlx::query_as(sql::CLAIM_SQLITE)
-                    .bind(worker)
-                    .bind(lease_until)
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(p)
-                    .await?
+        let statement = match self.backend() {
+            Backend::Sqlite => sql::CLAIM_SQLITE,
+            Backend::Postgres => sql::CLAIM_POSTGRES,
+        };
+        let claimed: Vec<RunRow> = with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let claimed: Vec<RunRow> = sqlx::query_as(statement)
+                .bind(worker)
+                .bind(lease_until)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+            for run in &claimed {
+                let entry = AuditEntry::new(worker, "claim")
+                    .credential(&run.credential_id)
+                    .run(&run.id)
+                    .detail(format!("in state {}", run.state));
+                append_audit!(tx, now, &entry);
             }
-            Pool::Postgres(p) => {
-                sqlx::query_as(sql::CLAIM_POSTGRES)
-                    .bind(worker)
-                    .bind(lease_until)
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(p)
-                    .await?
-            }
-        })
+            tx.commit().await?;
+            claimed
+        });
+        Ok(claimed)
     }
 
     /// Claims one run by id, if it is ready and not leased by a live worker.

@@ -235,3 +235,41 @@ pub fn sqlite(db: &std::path::Path, sql: &str) {
                 .unwrap();
         });
 }
+
+#[test]
+fn a_transient_vault_error_is_retried_with_backoff_then_succeeds() {
+    let rotor = Rotor::new(&generated_config(1, "0s"));
+    // The pending file's place is taken by a folder: every write of it fails (a transient I/O
+    // error, as a full disk would be).
+    std::fs::create_dir_all(rotor.path("vault/app/key0.age.pending/blocked")).unwrap();
+    rotor.ok(&["run", "--once"]);
+    let history = rotor.json(&["history", "--json"]);
+    assert_eq!(history[0]["state"], "planned", "{history}");
+    assert_eq!(history[0]["steps"][0]["outcome"], "retry");
+    assert!(
+        history[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("mint failed (attempt 1)"),
+        "{history}"
+    );
+    let status = rotor.json(&["status", "--json"]);
+    assert_eq!(status[0]["state"], "rotating");
+
+    // The cause goes away; the persisted backoff (1-2 s here) passes; the run completes.
+    std::fs::remove_dir_all(rotor.path("vault/app/key0.age.pending")).unwrap();
+    let mut state = String::new();
+    for _ in 0..40 {
+        rotor.ok(&["run", "--once"]);
+        state = rotor.json(&["history", "--json"])[0]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if state == "completed" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(state, "completed");
+    assert_eq!(read_document(&rotor, "app/key0")["_rotor"]["version"], "1");
+}
