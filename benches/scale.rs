@@ -110,6 +110,7 @@ async fn main() {
     let started = Instant::now();
     let config = rotor::config::load(&[path]).unwrap();
     let load = started.elapsed();
+    let rss_after_load = peak_rss_mib();
 
     let store = Store::connect(&url, None).await.unwrap();
     let started = Instant::now();
@@ -211,6 +212,14 @@ async fn main() {
         "lag due->claimed p99",
         percentile(&lag, 0.99)
     );
-    println!("{:<52} {:>10.0} MiB", "peak RSS", peak_rss_mib());
+    println!(
+        "{:<52} {:>10.0} MiB",
+        "peak RSS while loading config", rss_after_load
+    );
+    println!(
+        "{:<52} {:>10.0} MiB",
+        "peak RSS (whole run)",
+        peak_rss_mib()
+    );
     store.close().await;
 }

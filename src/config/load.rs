@@ -510,13 +510,13 @@ impl Loader {
             url: DEFAULT_STORE_URL.into(),
             password: None,
         });
-        Ok(Config {
+        Ok(Config::new(
             store,
-            vaults: self.vaults.into_iter().map(|(k, (v, _))| (k, v)).collect(),
-            alerts: self.alerts.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+            self.vaults.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+            self.alerts.into_iter().map(|(k, (v, _))| (k, v)).collect(),
             credentials,
-            sources: self.files.iter().map(|f| f.path.clone()).collect(),
-        })
+            self.files.iter().map(|f| f.path.clone()).collect(),
+        ))
     }
 
     fn schedule(

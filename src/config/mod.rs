@@ -103,14 +103,18 @@ pub struct RetryConfig {
 pub enum VaultConfig {
     /// One age-encrypted file per credential in a local folder: the embedded default.
     File(FileVaultConfig),
+    /// OpenBao or HashiCorp Vault, KV version 2 (`kind = "vault"` is accepted too).
+    #[serde(alias = "vault")]
+    Openbao(Box<crate::vault::openbao::OpenbaoVaultConfig>),
 }
 
 impl VaultConfig {
-    pub const KINDS: &'static [&'static str] = &["file"];
+    pub const KINDS: &'static [&'static str] = &["file", "openbao", "vault"];
 
     pub fn kind(&self) -> &'static str {
         match self {
             VaultConfig::File(_) => "file",
+            VaultConfig::Openbao(_) => "openbao",
         }
     }
 
@@ -120,6 +124,9 @@ impl VaultConfig {
     ) -> Result<Option<Self>, D::Error> {
         Ok(Some(match kind {
             "file" => VaultConfig::File(FileVaultConfig::deserialize(fields)?),
+            "openbao" | "vault" => VaultConfig::Openbao(Box::new(
+                crate::vault::openbao::OpenbaoVaultConfig::deserialize(fields)?,
+            )),
             _ => return Ok(None),
         }))
     }
@@ -228,6 +235,8 @@ pub struct Config {
     pub alerts: BTreeMap<String, AlertConfig>,
     pub credentials: Vec<Credential>,
     pub sources: Vec<PathBuf>,
+    /// Position of each credential in `credentials`, by id: lookups are on every hot path.
+    index: std::collections::HashMap<String, usize>,
 }
 
 /// One credential as the engine and scheduler see it.
@@ -252,8 +261,30 @@ impl Credential {
 }
 
 impl Config {
+    pub fn new(
+        store: StoreConfig,
+        vaults: BTreeMap<String, VaultConfig>,
+        alerts: BTreeMap<String, AlertConfig>,
+        credentials: Vec<Credential>,
+        sources: Vec<PathBuf>,
+    ) -> Self {
+        let index = credentials
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id.clone(), i))
+            .collect();
+        Config {
+            store,
+            vaults,
+            alerts,
+            credentials,
+            sources,
+            index,
+        }
+    }
+
     pub fn credential(&self, id: &str) -> Option<&Credential> {
-        self.credentials.iter().find(|c| c.id == id)
+        self.index.get(id).map(|&i| &self.credentials[i])
     }
 }
 

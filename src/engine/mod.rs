@@ -495,9 +495,12 @@ impl Engine {
                 if let Some(previous) = doc.as_ref().and_then(|d| d.previous.as_ref()) {
                     ctx.rotator.retire(&previous.credential).await?;
                 }
-                if doc.is_some() {
-                    ctx.vault.drop_previous(path, &run.token).await?;
-                }
+                // A versioned vault writes a new version without `previous`: record it, or the
+                // next rotation would take it for an out-of-band change.
+                let current_version = match doc {
+                    Some(_) => ctx.vault.drop_previous(path, &run.token).await?,
+                    None => None,
+                };
                 let now = self.now();
                 let recorded = self
                     .store
@@ -512,6 +515,7 @@ impl Engine {
                     );
                 }
                 Ok(Some(CredentialUpdate {
+                    current_version,
                     last_success_at: Some(now),
                     last_error: Some(None),
                     failure: Some(false),

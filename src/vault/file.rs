@@ -7,8 +7,6 @@
 //! either the old or the new document, never a torn one. The files are ordinary age files:
 //! `age -d -i IDENTITY DIR/PATH.age` prints the document.
 
-use std::collections::BTreeMap;
-use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -16,11 +14,10 @@ use std::sync::Arc;
 
 use rotor_rotators::{Credential, ErrorClass};
 use secrecy::{ExposeSecret, SecretString};
-use serde::de::{MapAccess, Visitor};
-use serde::ser::SerializeMap;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::wire::{META_KEY, WireDocument, describe_json_error};
 use super::{Document, StoredVersion, Vault, VaultError};
 use crate::config::{FileVaultConfig, SecretRef};
 
@@ -209,20 +206,26 @@ impl Inner {
                 ),
             )
         })?);
-        let doc: FileDocument = serde_json::from_slice(&plain).map_err(|e| {
+        let not_ours = |why: String| {
             self.err(
                 ErrorClass::Permanent,
                 path,
                 format!(
-                    "{} decrypts but is not a rotor document ({:?} error at line {} column {}); nothing was changed",
-                    file.display(),
-                    e.classify(),
-                    e.line(),
-                    e.column()
+                    "{} decrypts but is not a rotor document ({why}); nothing was changed",
+                    file.display()
                 ),
             )
-        })?;
-        Ok(Some(doc))
+        };
+        let wire: WireDocument<Meta> =
+            serde_json::from_slice(&plain).map_err(|e| not_ours(describe_json_error(&e)))?;
+        let meta = wire
+            .meta
+            .ok_or_else(|| not_ours(format!("no `{META_KEY}` object")))?;
+        Ok(Some(FileDocument {
+            fields: wire.fields,
+            previous: wire.previous,
+            meta,
+        }))
     }
 
     fn store(&self, path: &str, suffix: &str, doc: &FileDocument) -> Result<(), VaultError> {
@@ -234,7 +237,12 @@ impl Inner {
             .sum();
         // Sized up front so the buffer holding the secret never reallocates (and leaves copies).
         let mut plain = Zeroizing::new(Vec::with_capacity(2 * size + 1024));
-        serde_json::to_writer(&mut *plain, doc).expect("documents serialize");
+        let wire = WireDocument {
+            fields: doc.fields.clone(),
+            previous: doc.previous.clone(),
+            meta: Some(doc.meta.clone()),
+        };
+        serde_json::to_writer(&mut *plain, &wire).expect("documents serialize");
         let encrypted = age::encrypt(&self.recipient, &plain)
             .map_err(|e| self.err(ErrorClass::Permanent, path, format!("cannot encrypt: {e}")))?;
         if let Some(parent) = file.parent() {
@@ -396,10 +404,10 @@ impl Vault for FileVault {
         .await
     }
 
-    async fn drop_previous(&self, path: &str, token: &str) -> Result<(), VaultError> {
+    async fn drop_previous(&self, path: &str, token: &str) -> Result<Option<String>, VaultError> {
         let token = token.to_owned();
         self.blocking(path, move |v, path| {
-            let Some(mut doc) = v.load(path, CURRENT_SUFFIX)? else { return Ok(()) };
+            let Some(mut doc) = v.load(path, CURRENT_SUFFIX)? else { return Ok(None) };
             if doc.meta.token.as_deref() != Some(token.as_str()) {
                 return Err(v.err(
                     ErrorClass::Conflict,
@@ -408,14 +416,14 @@ impl Vault for FileVault {
                      the previous credential is left in place",
                 ));
             }
-            if doc.previous.is_none() {
-                return Ok(());
+            if doc.previous.is_some() {
+                doc.previous = None;
+                doc.meta.previous_version = None;
+                doc.meta.previous_token = None;
+                doc.meta.previous_fingerprint = None;
+                v.store(path, CURRENT_SUFFIX, &doc)?;
             }
-            doc.previous = None;
-            doc.meta.previous_version = None;
-            doc.meta.previous_token = None;
-            doc.meta.previous_fingerprint = None;
-            v.store(path, CURRENT_SUFFIX, &doc)
+            Ok(Some(doc.meta.version))
         })
         .await
     }
@@ -458,93 +466,6 @@ fn sync_parent(file: &Path) -> std::io::Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::File::open(dir)?.sync_all()
-}
-
-/// Serializes fields by exposing each secret into the (zeroized) output buffer only.
-struct Fields<'a>(&'a Credential);
-
-impl Serialize for Fields<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(None)?;
-        for (k, v) in self.0.fields() {
-            map.serialize_entry(k, v.expose_secret())?;
-        }
-        map.end()
-    }
-}
-
-impl Serialize for FileDocument {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(None)?;
-        for (k, v) in self.fields.fields() {
-            map.serialize_entry(k, v.expose_secret())?;
-        }
-        if let Some(previous) = &self.previous {
-            map.serialize_entry("previous", &Fields(previous))?;
-        }
-        map.serialize_entry("_rotor", &self.meta)?;
-        map.end()
-    }
-}
-
-/// Reads fields straight into secret strings, never into a plain intermediate value.
-struct SecretFields(Credential);
-
-impl<'de> Deserialize<'de> for SecretFields {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = SecretFields;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object of string fields")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretFields, A::Error> {
-                let mut c = Credential::new();
-                while let Some(k) = map.next_key::<String>()? {
-                    c.insert(&k, map.next_value::<SecretString>()?);
-                }
-                Ok(SecretFields(c))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-impl<'de> Deserialize<'de> for FileDocument {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = FileDocument;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a rotor document")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FileDocument, A::Error> {
-                let mut fields = Credential::new();
-                let (mut previous, mut meta) = (None, None);
-                while let Some(k) = map.next_key::<String>()? {
-                    match k.as_str() {
-                        "previous" => previous = Some(map.next_value::<SecretFields>()?.0),
-                        "_rotor" => meta = Some(map.next_value::<Meta>()?),
-                        _ => fields.insert(&k, map.next_value::<SecretString>()?),
-                    }
-                }
-                let meta = meta.ok_or_else(|| serde::de::Error::missing_field("_rotor"))?;
-                Ok(FileDocument {
-                    fields,
-                    previous,
-                    meta,
-                })
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-/// Field names of a document, for tests and `status`.
-pub fn field_names(c: &Credential) -> BTreeMap<String, usize> {
-    c.fields()
-        .map(|(k, v)| (k.to_owned(), v.expose_secret().len()))
-        .collect()
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //! also carries the previous version.
 
 pub mod file;
+pub mod openbao;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -97,22 +99,26 @@ pub trait Vault: Send + Sync {
     ) -> impl Future<Output = Result<(), VaultError>> + Send;
 
     /// Drops the previous version from the document run `token` promoted; done is success.
+    /// Returns the current version afterwards (a versioned store writes a new one), or `None`
+    /// when there is no document.
     fn drop_previous(
         &self,
         path: &str,
         token: &str,
-    ) -> impl Future<Output = Result<(), VaultError>> + Send;
+    ) -> impl Future<Output = Result<Option<String>, VaultError>> + Send;
 }
 
 /// A built vault of any kind.
 pub enum AnyVault {
     File(file::FileVault),
+    Openbao(Box<openbao::OpenbaoVault>),
 }
 
 macro_rules! dispatch {
     ($self:ident, $v:ident => $body:expr) => {
         match $self {
             AnyVault::File($v) => $body,
+            AnyVault::Openbao($v) => $body,
         }
     };
 }
@@ -146,7 +152,7 @@ impl Vault for AnyVault {
     async fn discard_pending(&self, path: &str, token: &str) -> Result<(), VaultError> {
         dispatch!(self, v => v.discard_pending(path, token).await)
     }
-    async fn drop_previous(&self, path: &str, token: &str) -> Result<(), VaultError> {
+    async fn drop_previous(&self, path: &str, token: &str) -> Result<Option<String>, VaultError> {
         dispatch!(self, v => v.drop_previous(path, token).await)
     }
 }
@@ -226,6 +232,9 @@ impl Vaults {
         for (name, vault) in &config.vaults {
             let built = match vault {
                 VaultConfig::File(c) => AnyVault::File(file::FileVault::open(name, c).await?),
+                VaultConfig::Openbao(c) => {
+                    AnyVault::Openbao(Box::new(openbao::OpenbaoVault::open(name, c)?))
+                }
             };
             vaults.vaults.insert(name.clone(), built);
         }

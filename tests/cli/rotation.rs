@@ -273,3 +273,87 @@ fn a_transient_vault_error_is_retried_with_backoff_then_succeeds() {
     assert_eq!(state, "completed");
     assert_eq!(read_document(&rotor, "app/key0")["_rotor"]["version"], "1");
 }
+
+#[test]
+fn credentials_rotate_into_openbao_and_consumers_read_them_there() {
+    let server = crate::support::openbao::shared();
+    let mount = format!("cli{}", std::process::id());
+    server.kv_mount(&mount, 2);
+    let config = format!(
+        r#"
+[defaults]
+grace = "1s"
+[vaults.bao]
+kind = "openbao"
+address = "{address}"
+mount = "{mount}"
+auth = {{ method = "token", token = {{ env = "ROTOR_TEST_BAO_TOKEN" }} }}
+[[credential]]
+id = "payments/webhook"
+schedule = {{ every = "30d" }}
+vault = {{ name = "bao", path = "payments/webhook" }}
+rotator = {{ kind = "generated", length = 40 }}
+"#,
+        address = server.address
+    );
+    let rotor = Rotor::new(&config);
+    let run = |args: &[&str]| {
+        let out = rotor
+            .command(args)
+            .env("ROTOR_TEST_BAO_TOKEN", crate::support::openbao::ROOT_TOKEN)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let mut logs = Vec::new();
+    logs.extend(run(&["--log", "trace", "run", "--once"]).stderr);
+    let v1 = server.kv_get(&mount, "payments/webhook")["data"]["data"]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::thread::sleep(Duration::from_millis(1100));
+    logs.extend(run(&["--log", "trace", "run", "--once"]).stderr);
+    logs.extend(run(&["--log", "trace", "rotate", "payments/webhook"]).stderr);
+    let during = server.kv_get(&mount, "payments/webhook");
+    let v2 = during["data"]["data"]["value"].as_str().unwrap().to_owned();
+    assert_ne!(v1, v2);
+    assert_eq!(
+        during["data"]["data"]["previous"]["value"],
+        v1.as_str(),
+        "both secrets during grace"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    logs.extend(run(&["--log", "trace", "run", "--once"]).stderr);
+    let after = server.kv_get(&mount, "payments/webhook");
+    assert_eq!(after["data"]["data"]["value"], v2.as_str());
+    assert!(
+        after["data"]["data"].get("previous").is_none(),
+        "previous dropped after grace: {after}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(
+        status[0]["current_version"],
+        after["data"]["metadata"]["version"].to_string().as_str(),
+        "{status}"
+    );
+    assert_eq!(status[0]["state"], "idle");
+    for secret in [&v1, &v2] {
+        assert!(
+            !crate::support::contains(&logs, secret.as_bytes()),
+            "a secret value appears in the logs"
+        );
+        for (path, bytes) in crate::support::all_bytes(rotor.dir.path()) {
+            assert!(
+                !crate::support::contains(&bytes, secret.as_bytes()),
+                "a secret value is in {}",
+                path.display()
+            );
+        }
+    }
+}

@@ -1,0 +1,994 @@
+//! The `openbao` vault (alias `vault`): OpenBao or HashiCorp Vault, KV version 2, over HTTPS
+//! with rustls.
+//!
+//! Consumers read `MOUNT/data/PATH`: only promoted (verified) versions are ever written there,
+//! during grace with the previous version's fields under `previous`. A version being rotated in
+//! lives at `MOUNT/data/PENDING_PREFIX/PATH`, where consumers' policies do not reach, with the
+//! run token under `_rotor`. Promotion writes with check-and-set on the version rotor last saw,
+//! so a version written by someone else is never overwritten (a `Conflict`); the key's
+//! `custom_metadata` records rotor's token, stage, version and fingerprint. Pending versions are
+//! removed with all their history (metadata delete), so no unused secret lingers.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use rotor_rotators::{Credential, ErrorClass};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::Mutex;
+use zeroize::Zeroizing;
+
+use super::wire::{WireDocument, describe_json_error};
+use super::{Document, StoredVersion, Vault, VaultError};
+use crate::config::{Duration as ConfigDuration, SecretRef};
+
+/// An OpenBao / HashiCorp Vault KV v2 mount.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenbaoVaultConfig {
+    /// Base address of the server, e.g. "https://bao.internal:8200".
+    pub address: String,
+    /// Path of the KV version 2 mount.
+    #[serde(default = "default_mount")]
+    pub mount: String,
+    /// How rotor logs in.
+    pub auth: OpenbaoAuthConfig,
+    /// TLS settings for a private CA and client certificates (mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// Namespace (Vault Enterprise / OpenBao namespaces), sent as X-Vault-Namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Where pending versions live inside the mount: give consumers no access below it.
+    #[serde(default = "default_pending_prefix")]
+    pub pending_prefix: String,
+    /// Timeout of each HTTP request.
+    #[serde(default = "default_timeout")]
+    pub timeout: ConfigDuration,
+}
+
+fn default_mount() -> String {
+    "secret".into()
+}
+
+fn default_pending_prefix() -> String {
+    "_rotor/pending".into()
+}
+
+fn default_timeout() -> ConfigDuration {
+    ConfigDuration::from_secs(10)
+}
+
+/// Login method, tagged by `method`.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OpenbaoAuthConfig {
+    /// A token (renewed before it expires when it is renewable).
+    Token {
+        /// The token.
+        token: SecretRef,
+    },
+    /// AppRole login; the token it yields is renewed, and rotor logs in again when renewal
+    /// fails or the token expires.
+    Approle {
+        /// The role id.
+        role_id: SecretRef,
+        /// The secret id.
+        secret_id: SecretRef,
+        /// Mount path of the AppRole auth method.
+        #[serde(default = "default_approle_mount")]
+        mount: String,
+    },
+}
+
+fn default_approle_mount() -> String {
+    "approle".into()
+}
+
+/// TLS files, all PEM.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA certificate(s) that sign the server's certificate; replaces the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for mTLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<PathBuf>,
+    /// Private key of the client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<PathBuf>,
+}
+
+/// Bookkeeping inside a pending document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PendingMeta {
+    token: String,
+    fingerprint: String,
+}
+
+struct Session {
+    token: Option<SecretString>,
+    /// When to renew (two thirds into the token's TTL); `None`: never expires.
+    renew_at: Option<Instant>,
+    renewable: bool,
+    mount_checked: bool,
+}
+
+pub struct OpenbaoVault {
+    name: String,
+    http: reqwest::Client,
+    base: String,
+    mount: String,
+    pending_prefix: String,
+    namespace: Option<String>,
+    auth: OpenbaoAuthConfig,
+    session: Mutex<Session>,
+}
+
+/// A KV v2 read: `data.data` (absent for a deleted or destroyed version) and `data.metadata`.
+#[derive(Deserialize)]
+#[serde(bound = "M: serde::de::DeserializeOwned")]
+struct KvRead<M> {
+    data: KvReadData<M>,
+}
+
+#[derive(Deserialize)]
+#[serde(bound = "M: serde::de::DeserializeOwned")]
+struct KvReadData<M> {
+    data: Option<WireDocument<M>>,
+    metadata: KvVersionMeta,
+}
+
+#[derive(Deserialize)]
+struct KvVersionMeta {
+    version: u64,
+    #[serde(default)]
+    deletion_time: String,
+    #[serde(default)]
+    destroyed: bool,
+    #[serde(default)]
+    custom_metadata: Option<std::collections::BTreeMap<String, String>>,
+}
+
+enum Read<M> {
+    Missing,
+    Gone {
+        version: u64,
+        destroyed: bool,
+    },
+    Present {
+        version: u64,
+        doc: WireDocument<M>,
+        custom: std::collections::BTreeMap<String, String>,
+    },
+}
+
+/// The result of one HTTP exchange: status and (zeroized) body.
+struct Reply {
+    status: StatusCode,
+    body: Zeroizing<Vec<u8>>,
+}
+
+impl OpenbaoVault {
+    /// Builds the client. No network call happens here: a vault that is down at start makes
+    /// runs retry, it does not stop rotor.
+    pub fn open(name: &str, config: &OpenbaoVaultConfig) -> Result<OpenbaoVault, VaultError> {
+        let fail = |message: String| VaultError::new(ErrorClass::Permanent, name, "", message);
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout.as_std())
+            .connect_timeout(config.timeout.as_std());
+        if let Some(tls) = &config.tls {
+            if let Some(ca) = &tls.ca_file {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| fail(format!("cannot read tls.ca_file {}: {e}", ca.display())))?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    fail(format!(
+                        "tls.ca_file {} holds no usable PEM certificate: {e}",
+                        ca.display()
+                    ))
+                })?;
+                builder = builder.tls_certs_only(certs);
+            }
+            match (&tls.client_cert_file, &tls.client_key_file) {
+                (Some(cert), Some(key)) => {
+                    let mut pem = Zeroizing::new(std::fs::read(cert).map_err(|e| {
+                        fail(format!(
+                            "cannot read tls.client_cert_file {}: {e}",
+                            cert.display()
+                        ))
+                    })?);
+                    pem.push(b'\n');
+                    pem.extend_from_slice(&Zeroizing::new(std::fs::read(key).map_err(|e| {
+                        fail(format!(
+                            "cannot read tls.client_key_file {}: {e}",
+                            key.display()
+                        ))
+                    })?));
+                    let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                        fail(format!(
+                            "the client certificate and key are not a usable PEM pair: {e}"
+                        ))
+                    })?;
+                    builder = builder.identity(identity);
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(fail(
+                        "tls needs both client_cert_file and client_key_file, or neither".into(),
+                    ));
+                }
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?;
+        Ok(OpenbaoVault {
+            name: name.into(),
+            http,
+            base: config.address.trim_end_matches('/').to_owned(),
+            mount: config.mount.trim_matches('/').to_owned(),
+            pending_prefix: config.pending_prefix.trim_matches('/').to_owned(),
+            namespace: config.namespace.clone(),
+            auth: config.auth.clone(),
+            session: Mutex::new(Session {
+                token: None,
+                renew_at: None,
+                renewable: false,
+                mount_checked: false,
+            }),
+        })
+    }
+
+    fn err(&self, class: ErrorClass, path: &str, message: impl Into<String>) -> VaultError {
+        VaultError::new(class, &self.name, path, message)
+    }
+
+    /// One HTTP exchange with a token (or none, for login).
+    async fn send(
+        &self,
+        method: Method,
+        api_path: &str,
+        body: Option<Zeroizing<Vec<u8>>>,
+        token: Option<&SecretString>,
+        path: &str,
+    ) -> Result<Reply, VaultError> {
+        let url = format!("{}/v1/{}", self.base, api_path);
+        let mut request = self.http.request(method.clone(), &url);
+        if let Some(token) = token {
+            request = request.header("X-Vault-Token", token.expose_secret());
+        }
+        if let Some(ns) = &self.namespace {
+            request = request.header("X-Vault-Namespace", ns);
+        }
+        if let Some(body) = body {
+            let content_type = if method == Method::PATCH {
+                "application/merge-patch+json"
+            } else {
+                "application/json"
+            };
+            request = request
+                .header("Content-Type", content_type)
+                .body(body.to_vec());
+        }
+        let response = request.send().await.map_err(|e| {
+            self.err(
+                ErrorClass::Transient,
+                path,
+                format!(
+                    "cannot reach {}: {}; is the server up and the address right?",
+                    self.base,
+                    error_chain(&e)
+                ),
+            )
+        })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| {
+            self.err(
+                ErrorClass::Transient,
+                path,
+                format!("reading the reply from {} failed: {e}", self.base),
+            )
+        })?;
+        Ok(Reply {
+            status,
+            body: Zeroizing::new(bytes.to_vec()),
+        })
+    }
+
+    /// Logs in or renews as needed and returns a token to use.
+    async fn token(&self, path: &str) -> Result<SecretString, VaultError> {
+        let mut session = self.session.lock().await;
+        let due = session.renew_at.is_some_and(|at| Instant::now() >= at);
+        if session.token.is_none() {
+            self.login(&mut session, path).await?;
+        } else if due {
+            let renewed = if session.renewable {
+                self.renew(&mut session, path).await
+            } else {
+                Err(None)
+            };
+            if let Err(problem) = renewed {
+                if let Some(p) = &problem {
+                    tracing::warn!(vault = %self.name, error = %p, "token renewal failed; logging in again");
+                }
+                self.login(&mut session, path).await?;
+            }
+        }
+        if !session.mount_checked {
+            let token = session.token.clone().expect("logged in");
+            self.check_mount(&token, path).await?;
+            session.mount_checked = true;
+        }
+        Ok(session.token.clone().expect("logged in"))
+    }
+
+    async fn login(&self, session: &mut Session, path: &str) -> Result<(), VaultError> {
+        match &self.auth {
+            OpenbaoAuthConfig::Token { token } => {
+                let token = resolve(token)
+                    .map_err(|m| self.err(ErrorClass::Permanent, path, format!("token: {m}")))?;
+                let reply = self
+                    .send(
+                        Method::GET,
+                        "auth/token/lookup-self",
+                        None,
+                        Some(&token),
+                        path,
+                    )
+                    .await?;
+                if reply.status == StatusCode::FORBIDDEN {
+                    return Err(self.err(
+                        ErrorClass::Permanent,
+                        path,
+                        "the token was refused (expired or revoked?); issue a new one",
+                    ));
+                }
+                let info = self.json::<serde_json::Value>(&reply, path, "token lookup")?;
+                let ttl = info["data"]["ttl"].as_u64().unwrap_or(0);
+                session.renewable = info["data"]["renewable"].as_bool().unwrap_or(false);
+                session.renew_at =
+                    (ttl > 0).then(|| Instant::now() + Duration::from_secs(ttl * 2 / 3));
+                session.token = Some(token);
+            }
+            OpenbaoAuthConfig::Approle {
+                role_id,
+                secret_id,
+                mount,
+            } => {
+                let role_id = resolve(role_id)
+                    .map_err(|m| self.err(ErrorClass::Permanent, path, format!("role_id: {m}")))?;
+                let secret_id = resolve(secret_id).map_err(|m| {
+                    self.err(ErrorClass::Permanent, path, format!("secret_id: {m}"))
+                })?;
+                let body = serde_json::to_vec(&json!({
+                    "role_id": role_id.expose_secret(),
+                    "secret_id": secret_id.expose_secret(),
+                }))
+                .expect("login body serializes");
+                let reply = self
+                    .send(
+                        Method::POST,
+                        &format!("auth/{mount}/login"),
+                        Some(Zeroizing::new(body)),
+                        None,
+                        path,
+                    )
+                    .await?;
+                if reply.status.is_client_error() {
+                    return Err(self.err(
+                        ErrorClass::Permanent,
+                        path,
+                        format!("AppRole login at auth/{mount} refused ({}): {}; check role_id and secret_id", reply.status, errors_of(&reply)),
+                    ));
+                }
+                let auth = self.json::<LoginReply>(&reply, path, "AppRole login")?.auth;
+                session.renewable = auth.renewable;
+                session.renew_at = (auth.lease_duration > 0)
+                    .then(|| Instant::now() + Duration::from_secs(auth.lease_duration * 2 / 3));
+                session.token = Some(auth.client_token);
+                tracing::debug!(vault = %self.name, ttl_s = auth.lease_duration, "logged in with AppRole");
+            }
+        }
+        Ok(())
+    }
+
+    /// Renews the session's token. `Err(Some(problem))` when the server refused.
+    async fn renew(&self, session: &mut Session, path: &str) -> Result<(), Option<VaultError>> {
+        let token = session.token.clone().ok_or(None)?;
+        let reply = self
+            .send(
+                Method::POST,
+                "auth/token/renew-self",
+                Some(Zeroizing::new(b"{}".to_vec())),
+                Some(&token),
+                path,
+            )
+            .await?;
+        if !reply.status.is_success() {
+            return Err(Some(self.err(
+                ErrorClass::Transient,
+                path,
+                format!("renewal refused: {}", errors_of(&reply)),
+            )));
+        }
+        let auth = self.json::<LoginReply>(&reply, path, "token renewal")?.auth;
+        session.renew_at = (auth.lease_duration > 0)
+            .then(|| Instant::now() + Duration::from_secs(auth.lease_duration * 2 / 3));
+        tracing::debug!(vault = %self.name, ttl_s = auth.lease_duration, "token renewed");
+        Ok(())
+    }
+
+    /// Refuses a KV version 1 mount: rotor needs versions and check-and-set.
+    async fn check_mount(&self, token: &SecretString, path: &str) -> Result<(), VaultError> {
+        let reply = self
+            .send(
+                Method::GET,
+                &format!("sys/internal/ui/mounts/{}", self.mount),
+                None,
+                Some(token),
+                path,
+            )
+            .await?;
+        if !reply.status.is_success() {
+            return Err(self.err(
+                ErrorClass::Permanent,
+                path,
+                format!("mount `{}` is not readable ({}): {}; does it exist, and may the token read it?", self.mount, reply.status, errors_of(&reply)),
+            ));
+        }
+        let info = self.json::<serde_json::Value>(&reply, path, "mount lookup")?;
+        let kind = info["data"]["type"].as_str().unwrap_or("");
+        let version = info["data"]["options"]["version"].as_str().unwrap_or("1");
+        if kind != "kv" || version != "2" {
+            return Err(self.err(
+                ErrorClass::Permanent,
+                path,
+                format!(
+                    "mount `{}` is a {kind} engine version {version}, not KV version 2; rotor needs versions and \
+                     check-and-set: `bao secrets enable -version=2 -path={} kv` (or `bao kv enable-versioning {}`)",
+                    self.mount, self.mount, self.mount
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        reply: &Reply,
+        path: &str,
+        what: &str,
+    ) -> Result<T, VaultError> {
+        serde_json::from_slice(&reply.body).map_err(|e| {
+            self.err(
+                ErrorClass::Transient,
+                path,
+                format!(
+                    "{what}: the reply is not what KV v2 sends ({})",
+                    describe_json_error(&e)
+                ),
+            )
+        })
+    }
+
+    /// A request with the session token, classifying HTTP errors. A 403 once makes rotor log
+    /// in again (the token may have been revoked) and retry.
+    async fn call(
+        &self,
+        method: Method,
+        api_path: &str,
+        body: Option<Zeroizing<Vec<u8>>>,
+        path: &str,
+    ) -> Result<Reply, VaultError> {
+        let mut retried = false;
+        loop {
+            let token = self.token(path).await?;
+            let reply = self
+                .send(method.clone(), api_path, body.clone(), Some(&token), path)
+                .await?;
+            if reply.status == StatusCode::FORBIDDEN
+                && !retried
+                && matches!(self.auth, OpenbaoAuthConfig::Approle { .. })
+            {
+                retried = true;
+                self.session.lock().await.token = None;
+                continue;
+            }
+            return match reply.status {
+                s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(reply),
+                StatusCode::FORBIDDEN => Err(self.err(
+                    ErrorClass::Permanent,
+                    path,
+                    format!(
+                        "permission denied on {api_path}: {}; the token's policy must allow it",
+                        errors_of(&reply)
+                    ),
+                )),
+                StatusCode::TOO_MANY_REQUESTS => {
+                    Err(self.err(ErrorClass::Transient, path, "rate limited by the server"))
+                }
+                s if s.is_server_error() => Err(self.err(
+                    ErrorClass::Transient,
+                    path,
+                    format!("server error {s} on {api_path}: {}", errors_of(&reply)),
+                )),
+                s => Ok(Reply {
+                    status: s,
+                    body: reply.body,
+                }),
+            };
+        }
+    }
+
+    fn data_path(&self, path: &str) -> String {
+        format!("{}/data/{path}", self.mount)
+    }
+
+    fn pending_path(&self, path: &str) -> String {
+        format!("{}/{path}", self.pending_prefix)
+    }
+
+    async fn read<M: serde::de::DeserializeOwned>(
+        &self,
+        kv_path: &str,
+        path: &str,
+    ) -> Result<Read<M>, VaultError> {
+        let reply = self
+            .call(Method::GET, &self.data_path(kv_path), None, path)
+            .await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            // A deleted or destroyed latest version answers 404 with its metadata.
+            return Ok(match serde_json::from_slice::<KvRead<M>>(&reply.body) {
+                Ok(read) => Read::Gone {
+                    version: read.data.metadata.version,
+                    destroyed: read.data.metadata.destroyed,
+                },
+                Err(_) => Read::Missing,
+            });
+        }
+        if !reply.status.is_success() {
+            return Err(self.err(
+                ErrorClass::Permanent,
+                path,
+                format!("reading failed ({}): {}", reply.status, errors_of(&reply)),
+            ));
+        }
+        let read: KvRead<M> = self.json(&reply, path, "read")?;
+        let meta = read.data.metadata;
+        match read.data.data {
+            Some(doc) if meta.deletion_time.is_empty() && !meta.destroyed => Ok(Read::Present {
+                version: meta.version,
+                doc,
+                custom: meta.custom_metadata.unwrap_or_default(),
+            }),
+            _ => Ok(Read::Gone {
+                version: meta.version,
+                destroyed: meta.destroyed,
+            }),
+        }
+    }
+
+    async fn write<M: Serialize>(
+        &self,
+        kv_path: &str,
+        doc: &WireDocument<M>,
+        cas: Option<u64>,
+        path: &str,
+    ) -> Result<u64, VaultError> {
+        let size: usize = doc
+            .fields
+            .fields()
+            .map(|(k, v)| k.len() + v.expose_secret().len() * 2 + 8)
+            .sum();
+        let mut body = Zeroizing::new(Vec::with_capacity(4 * size + 256));
+        let options = cas
+            .map(|cas| json!({ "cas": cas }))
+            .unwrap_or_else(|| json!({}));
+        serde_json::to_writer(&mut *body, &WriteRequest { options, data: doc })
+            .expect("documents serialize");
+        let reply = self
+            .call(Method::POST, &self.data_path(kv_path), Some(body), path)
+            .await?;
+        if reply.status == StatusCode::BAD_REQUEST && errors_of(&reply).contains("check-and-set") {
+            return Err(self.err(
+                ErrorClass::Conflict,
+                path,
+                "another version was written since rotor read this path (check-and-set failed); rotor will not overwrite it",
+            ));
+        }
+        if !reply.status.is_success() {
+            return Err(self.err(
+                ErrorClass::Permanent,
+                path,
+                format!("writing failed ({}): {}", reply.status, errors_of(&reply)),
+            ));
+        }
+        let written: serde_json::Value = self.json(&reply, path, "write")?;
+        written["data"]["version"].as_u64().ok_or_else(|| {
+            self.err(
+                ErrorClass::Transient,
+                path,
+                "the write reply carries no version",
+            )
+        })
+    }
+
+    async fn set_custom_metadata(
+        &self,
+        path: &str,
+        values: serde_json::Value,
+    ) -> Result<(), VaultError> {
+        let body =
+            serde_json::to_vec(&json!({ "custom_metadata": values })).expect("metadata serializes");
+        let reply = self
+            .call(
+                Method::PATCH,
+                &format!("{}/metadata/{path}", self.mount),
+                Some(Zeroizing::new(body)),
+                path,
+            )
+            .await?;
+        if !reply.status.is_success() {
+            return Err(self.err(
+                ErrorClass::Permanent,
+                path,
+                format!(
+                    "updating custom_metadata failed ({}): {}",
+                    reply.status,
+                    errors_of(&reply)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn delete_all_versions(&self, kv_path: &str, path: &str) -> Result<(), VaultError> {
+        let reply = self
+            .call(
+                Method::DELETE,
+                &format!("{}/metadata/{kv_path}", self.mount),
+                None,
+                path,
+            )
+            .await?;
+        if !reply.status.is_success() && reply.status != StatusCode::NOT_FOUND {
+            return Err(self.err(
+                ErrorClass::Permanent,
+                path,
+                format!(
+                    "deleting {kv_path} failed ({}): {}",
+                    reply.status,
+                    errors_of(&reply)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn gone_conflict(&self, path: &str, version: u64, destroyed: bool) -> VaultError {
+        self.err(
+            ErrorClass::Conflict,
+            path,
+            format!(
+                "the latest version ({version}) was {} outside rotor; rotor will not write over it. Restore it \
+                 (`bao kv undelete -versions={version}`) or remove the key (`bao kv metadata delete`), then `rotor rotate`",
+                if destroyed { "destroyed" } else { "deleted" }
+            ),
+        )
+    }
+
+    async fn pending(
+        &self,
+        path: &str,
+    ) -> Result<Option<(u64, WireDocument<PendingMeta>)>, VaultError> {
+        match self
+            .read::<PendingMeta>(&self.pending_path(path), path)
+            .await?
+        {
+            Read::Present { version, doc, .. } if doc.meta.is_some() => Ok(Some((version, doc))),
+            _ => Ok(None),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct WriteRequest<'a, M: Serialize> {
+    options: serde_json::Value,
+    data: &'a WireDocument<M>,
+}
+
+#[derive(Deserialize)]
+struct LoginReply {
+    auth: LoginAuth,
+}
+
+#[derive(Deserialize)]
+struct LoginAuth {
+    client_token: SecretString,
+    #[serde(default)]
+    lease_duration: u64,
+    #[serde(default)]
+    renewable: bool,
+}
+
+fn resolve(reference: &SecretRef) -> Result<SecretString, String> {
+    match reference {
+        SecretRef::Env { env } => std::env::var(env)
+            .map(SecretString::from)
+            .map_err(|_| format!("environment variable {env} is not set")),
+        SecretRef::File { file } => std::fs::read_to_string(file)
+            .map(|t| SecretString::from(Zeroizing::new(t).trim_end()))
+            .map_err(|e| format!("cannot read {}: {e}", file.display())),
+        SecretRef::Vault { .. } => {
+            Err("a vault's own login cannot come from a vault: use env or file".into())
+        }
+    }
+}
+
+/// The `errors` array of an error reply, joined; never the request's data.
+fn errors_of(reply: &Reply) -> String {
+    serde_json::from_slice::<serde_json::Value>(&reply.body)
+        .ok()
+        .and_then(|v| {
+            v["errors"].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("HTTP {}", reply.status))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn stored(version: u64, token: Option<String>, credential: Credential) -> StoredVersion {
+    StoredVersion {
+        version: version.to_string(),
+        token,
+        fingerprint: credential.fingerprint().to_hex(),
+        credential,
+    }
+}
+
+impl Vault for OpenbaoVault {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn read_current(&self, path: &str) -> Result<Option<Document>, VaultError> {
+        match self.read::<serde_json::Value>(path, path).await? {
+            Read::Missing => Ok(None),
+            Read::Gone { version, destroyed } => Err(self.gone_conflict(path, version, destroyed)),
+            Read::Present {
+                version,
+                doc,
+                custom,
+            } => {
+                let ours = custom
+                    .get("rotor_version")
+                    .is_some_and(|v| v == &version.to_string());
+                let token = custom.get("rotor_token").filter(|_| ours).cloned();
+                let previous = doc.previous.map(|p| {
+                    let previous_version = custom
+                        .get("rotor_previous_version")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    stored(
+                        previous_version,
+                        custom.get("rotor_previous_token").cloned(),
+                        p,
+                    )
+                });
+                Ok(Some(Document {
+                    current: stored(version, token, doc.fields),
+                    previous,
+                }))
+            }
+        }
+    }
+
+    async fn read_pending(&self, path: &str) -> Result<Option<StoredVersion>, VaultError> {
+        Ok(self.pending(path).await?.map(|(version, doc)| {
+            let token = doc.meta.map(|m| m.token);
+            stored(version, token, doc.fields)
+        }))
+    }
+
+    async fn write_pending(
+        &self,
+        path: &str,
+        token: &str,
+        credential: &Credential,
+    ) -> Result<StoredVersion, VaultError> {
+        if let Some((version, doc)) = self.pending(path).await?
+            && doc.meta.as_ref().is_some_and(|m| m.token == token)
+        {
+            return Ok(stored(version, Some(token.to_owned()), doc.fields));
+        }
+        let doc = WireDocument {
+            fields: credential.clone(),
+            previous: None,
+            meta: Some(PendingMeta {
+                token: token.to_owned(),
+                fingerprint: credential.fingerprint().to_hex(),
+            }),
+        };
+        let version = self
+            .write(&self.pending_path(path), &doc, None, path)
+            .await?;
+        Ok(stored(version, Some(token.to_owned()), doc.fields))
+    }
+
+    async fn promote(
+        &self,
+        path: &str,
+        token: &str,
+        expected_current: Option<&str>,
+    ) -> Result<String, VaultError> {
+        let pending = self
+            .pending(path)
+            .await?
+            .filter(|(_, d)| d.meta.as_ref().is_some_and(|m| m.token == token));
+        let current = self.read_current(path).await?;
+        if let Some(doc) = &current {
+            let promoted_already = match &pending {
+                Some((_, p)) => doc.current.fingerprint == p.fields.fingerprint().to_hex(),
+                None => doc.current.token.as_deref() == Some(token),
+            };
+            if promoted_already {
+                // Crashed after the write: finish the bookkeeping and the cleanup.
+                if doc.current.token.as_deref() != Some(token) {
+                    self.set_custom_metadata(path, current_metadata(token, doc))
+                        .await?;
+                }
+                if pending.is_some() {
+                    self.delete_all_versions(&self.pending_path(path), path)
+                        .await?;
+                }
+                return Ok(doc.current.version.clone());
+            }
+        }
+        let found = current.as_ref().map(|d| d.current.version.clone());
+        if found.as_deref() != expected_current {
+            return Err(self.err(
+                ErrorClass::Conflict,
+                path,
+                format!(
+                    "the current version is {} but rotor last saw {}: it was changed outside rotor. rotor will not \
+                     overwrite it; check who changed it, then run `rotor rotate` again",
+                    found.as_deref().unwrap_or("(none)"),
+                    expected_current.unwrap_or("(none)")
+                ),
+            ));
+        }
+        let (_, pending) = pending.ok_or_else(|| {
+            self.err(
+                ErrorClass::Permanent,
+                path,
+                "this run has no pending version to promote; it will be rolled back",
+            )
+        })?;
+        let cas = expected_current
+            .map_or(Ok(0), |v| v.parse::<u64>())
+            .map_err(|_| {
+                self.err(
+                    ErrorClass::Permanent,
+                    path,
+                    format!("version {expected_current:?} is not a KV version number"),
+                )
+            })?;
+        let doc = WireDocument::<()> {
+            fields: pending.fields,
+            previous: current.as_ref().map(|c| c.current.credential.clone()),
+            meta: None,
+        };
+        let version = self.write(path, &doc, Some(cas), path).await?;
+        let promoted = Document {
+            current: stored(version, Some(token.to_owned()), doc.fields),
+            previous: current.map(|c| c.current),
+        };
+        self.set_custom_metadata(path, current_metadata(token, &promoted))
+            .await?;
+        self.delete_all_versions(&self.pending_path(path), path)
+            .await?;
+        Ok(version.to_string())
+    }
+
+    async fn discard_pending(&self, path: &str, token: &str) -> Result<(), VaultError> {
+        if let Some((_, doc)) = self.pending(path).await?
+            && doc.meta.as_ref().is_some_and(|m| m.token == token)
+        {
+            self.delete_all_versions(&self.pending_path(path), path)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn drop_previous(&self, path: &str, token: &str) -> Result<Option<String>, VaultError> {
+        let Some(doc) = self.read_current(path).await? else {
+            return Ok(None);
+        };
+        let custom_token = self.custom_token(path).await?;
+        if custom_token.as_deref() != Some(token) {
+            return Err(self.err(
+                ErrorClass::Conflict,
+                path,
+                "the current version is no longer the one this run promoted: it was changed outside rotor; \
+                 the previous credential is left in place",
+            ));
+        }
+        let Some(_) = doc.previous else {
+            return Ok(Some(doc.current.version));
+        };
+        let cas: u64 = doc.current.version.parse().unwrap_or(0);
+        let fresh = WireDocument::<()> {
+            fields: doc.current.credential.clone(),
+            previous: None,
+            meta: None,
+        };
+        let version = self.write(path, &fresh, Some(cas), path).await?;
+        let after = Document {
+            current: stored(version, Some(token.to_owned()), fresh.fields),
+            previous: None,
+        };
+        self.set_custom_metadata(path, current_metadata(token, &after))
+            .await?;
+        Ok(Some(version.to_string()))
+    }
+}
+
+impl OpenbaoVault {
+    async fn custom_token(&self, path: &str) -> Result<Option<String>, VaultError> {
+        let reply = self
+            .call(
+                Method::GET,
+                &format!("{}/metadata/{path}", self.mount),
+                None,
+                path,
+            )
+            .await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let meta: serde_json::Value = self.json(&reply, path, "metadata read")?;
+        Ok(meta["data"]["custom_metadata"]["rotor_token"]
+            .as_str()
+            .map(str::to_owned))
+    }
+}
+
+/// What rotor records about the current version in the key's custom_metadata.
+fn current_metadata(token: &str, doc: &Document) -> serde_json::Value {
+    let mut values = json!({
+        "rotor_token": token,
+        "rotor_stage": "current",
+        "rotor_version": doc.current.version,
+        "rotor_fingerprint": format!("sha256:{}", doc.current.fingerprint),
+    });
+    match &doc.previous {
+        Some(p) => {
+            values["rotor_previous_version"] = json!(p.version);
+            values["rotor_previous_token"] = json!(p.token);
+        }
+        // A merge patch with null removes the key.
+        None => {
+            values["rotor_previous_version"] = serde_json::Value::Null;
+            values["rotor_previous_token"] = serde_json::Value::Null;
+        }
+    }
+    values
+}

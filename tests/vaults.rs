@@ -1,0 +1,368 @@
+//! Vault backends against real servers: the same rollover contract for each (file, OpenBao
+//! KV v2), plus what only a server can do wrong: out-of-band writes, deleted and destroyed
+//! versions, a KV v1 mount, AppRole tokens that expire.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rotor::config::{FileVaultConfig, SecretRef};
+use rotor::vault::file::FileVault;
+use rotor::vault::openbao::{OpenbaoAuthConfig, OpenbaoVault, OpenbaoVaultConfig};
+use rotor::vault::{AnyVault, Vault};
+use rotor_rotators::{Credential, ErrorClass};
+use secrecy::{ExposeSecret, SecretString};
+use support::openbao::{self, ROOT_TOKEN};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
+fn cred(value: &str) -> Credential {
+    Credential::new().with("value", SecretString::from(value))
+}
+
+fn value(c: &Credential) -> &str {
+    c.get("value").unwrap().expose_secret()
+}
+
+fn bao_config(mount: &str, auth: OpenbaoAuthConfig) -> OpenbaoVaultConfig {
+    OpenbaoVaultConfig {
+        address: openbao::shared().address.clone(),
+        mount: mount.into(),
+        auth,
+        tls: None,
+        namespace: None,
+        pending_prefix: "_rotor/pending".into(),
+        timeout: rotor::config::Duration::from_secs(5),
+    }
+}
+
+fn root_auth() -> OpenbaoAuthConfig {
+    // The token comes from a file, as an operator's would: config never holds the value.
+    let dir = tempfile::tempdir().unwrap().keep();
+    let file = dir.join("token");
+    std::fs::write(&file, format!("{ROOT_TOKEN}\n")).unwrap();
+    OpenbaoAuthConfig::Token {
+        token: SecretRef::File { file },
+    }
+}
+
+/// A fresh KV v2 mount on the shared server and a vault on it.
+fn bao_vault() -> (String, AnyVault) {
+    let mount = unique("kv");
+    openbao::shared().kv_mount(&mount, 2);
+    let vault = OpenbaoVault::open("bao", &bao_config(&mount, root_auth())).unwrap();
+    (mount, AnyVault::Openbao(Box::new(vault)))
+}
+
+async fn file_vault() -> (tempfile::TempDir, AnyVault) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = FileVaultConfig {
+        dir: dir.path().join("v"),
+        identity: SecretRef::File {
+            file: dir.path().join("key"),
+        },
+    };
+    let vault = FileVault::open("local", &config).await.unwrap();
+    (dir, AnyVault::File(vault))
+}
+
+/// The rollover contract every vault keeps.
+async fn rollover_contract(vault: &AnyVault) {
+    let path = "team/app/key";
+    assert!(vault.read_current(path).await.unwrap().is_none());
+    let p1 = vault.write_pending(path, "t1", &cred("one")).await.unwrap();
+    assert!(
+        vault.read_current(path).await.unwrap().is_none(),
+        "pending is not what consumers read"
+    );
+    assert_eq!(
+        vault
+            .read_pending(path)
+            .await
+            .unwrap()
+            .unwrap()
+            .token
+            .as_deref(),
+        Some("t1")
+    );
+    let v1 = vault.promote(path, "t1", None).await.unwrap();
+    assert_eq!(
+        vault.promote(path, "t1", None).await.unwrap(),
+        v1,
+        "promote is idempotent"
+    );
+    assert!(vault.read_pending(path).await.unwrap().is_none());
+    assert_eq!(p1.fingerprint, cred("one").fingerprint().to_hex());
+
+    vault.write_pending(path, "t2", &cred("two")).await.unwrap();
+    let again = vault
+        .write_pending(path, "t2", &cred("other"))
+        .await
+        .unwrap();
+    assert_eq!(
+        value(&again.credential),
+        "two",
+        "a retried mint keeps the first value"
+    );
+    let v2 = vault.promote(path, "t2", Some(&v1)).await.unwrap();
+    assert_eq!(
+        vault.promote(path, "t2", Some(&v1)).await.unwrap(),
+        v2,
+        "promote is idempotent"
+    );
+    let doc = vault.read_current(path).await.unwrap().unwrap();
+    assert_eq!(value(&doc.current.credential), "two");
+    assert_eq!(doc.current.token.as_deref(), Some("t2"));
+    assert_eq!(
+        value(&doc.previous.as_ref().unwrap().credential),
+        "one",
+        "the previous version rides along during grace"
+    );
+
+    let after = vault.drop_previous(path, "t2").await.unwrap().unwrap();
+    assert_eq!(
+        vault.drop_previous(path, "t2").await.unwrap().unwrap(),
+        after,
+        "drop_previous is idempotent"
+    );
+    let doc = vault.read_current(path).await.unwrap().unwrap();
+    assert!(doc.previous.is_none());
+    assert_eq!(doc.current.version, after);
+    assert_eq!(value(&doc.current.credential), "two");
+
+    // A run that is rolled back leaves nothing behind.
+    vault
+        .write_pending(path, "t3", &cred("three"))
+        .await
+        .unwrap();
+    vault.discard_pending(path, "t3").await.unwrap();
+    vault.discard_pending(path, "t3").await.unwrap();
+    assert!(vault.read_pending(path).await.unwrap().is_none());
+    assert_eq!(
+        value(
+            &vault
+                .read_current(path)
+                .await
+                .unwrap()
+                .unwrap()
+                .current
+                .credential
+        ),
+        "two"
+    );
+}
+
+#[tokio::test]
+async fn file_vault_keeps_the_rollover_contract() {
+    let (_dir, vault) = file_vault().await;
+    rollover_contract(&vault).await;
+}
+
+#[tokio::test]
+async fn openbao_keeps_the_rollover_contract_and_records_custom_metadata() {
+    let (mount, vault) = bao_vault();
+    rollover_contract(&vault).await;
+    let server = openbao::shared();
+    let got = server.kv_get(&mount, "team/app/key");
+    assert_eq!(got["data"]["data"]["value"], "two");
+    let custom = &got["data"]["metadata"]["custom_metadata"];
+    assert_eq!(custom["rotor_stage"], "current");
+    assert!(
+        custom["rotor_fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert!(
+        custom
+            .get("rotor_previous_version")
+            .is_none_or(|v| v.is_null()),
+        "{custom}"
+    );
+    // The pending versions were removed with their history.
+    let pending = server.bao(&[
+        "kv",
+        "metadata",
+        "get",
+        &format!("-mount={mount}"),
+        "_rotor/pending/team/app/key",
+    ]);
+    assert!(!pending.status.success(), "no pending key remains");
+}
+
+#[tokio::test]
+async fn an_out_of_band_write_is_a_conflict_and_survives() {
+    let (mount, vault) = bao_vault();
+    let server = openbao::shared();
+    vault.write_pending("db", "t1", &cred("one")).await.unwrap();
+    let v1 = vault.promote("db", "t1", None).await.unwrap();
+    vault.write_pending("db", "t2", &cred("two")).await.unwrap();
+    server.ok(&[
+        "kv",
+        "put",
+        &format!("-mount={mount}"),
+        "db",
+        "value=by-hand",
+    ]);
+    let err = vault.promote("db", "t2", Some(&v1)).await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Conflict, "{err}");
+    assert!(err.to_string().contains("changed outside rotor"), "{err}");
+    assert_eq!(
+        server.kv_get(&mount, "db")["data"]["data"]["value"],
+        "by-hand",
+        "the human's write is kept"
+    );
+    assert!(
+        !err.to_string().contains("by-hand") && !err.to_string().contains("two"),
+        "no secret in the error: {err}"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_or_destroyed_latest_version_is_a_conflict() {
+    let (mount, vault) = bao_vault();
+    let server = openbao::shared();
+    vault.write_pending("a", "t1", &cred("one")).await.unwrap();
+    vault.promote("a", "t1", None).await.unwrap();
+    server.ok(&["kv", "delete", &format!("-mount={mount}"), "a"]);
+    let err = vault.read_current("a").await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Conflict);
+    assert!(
+        err.to_string().contains("was deleted outside rotor"),
+        "{err}"
+    );
+    server.ok(&[
+        "kv",
+        "undelete",
+        &format!("-mount={mount}"),
+        "-versions=1",
+        "a",
+    ]);
+    assert!(vault.read_current("a").await.unwrap().is_some());
+    server.ok(&[
+        "kv",
+        "destroy",
+        &format!("-mount={mount}"),
+        "-versions=1",
+        "a",
+    ]);
+    let err = vault.read_current("a").await.unwrap_err();
+    assert!(
+        err.to_string().contains("was destroyed outside rotor"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_kv_version_1_mount_is_refused_with_a_clear_error() {
+    let mount = unique("kvone");
+    openbao::shared().kv_mount(&mount, 1);
+    let vault = OpenbaoVault::open("bao", &bao_config(&mount, root_auth())).unwrap();
+    let err = vault.read_current("x").await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Permanent);
+    assert!(err.to_string().contains("not KV version 2"), "{err}");
+}
+
+#[tokio::test]
+async fn approle_tokens_are_renewed_and_replaced_when_they_expire() {
+    let server = openbao::shared();
+    let mount = unique("kvrole");
+    server.kv_mount(&mount, 2);
+    let policy = unique("rotor");
+    let rules = format!(
+        "path \"{mount}/*\" {{ capabilities = [\"create\", \"read\", \"update\", \"patch\", \"delete\", \"list\"] }}\n\
+         path \"sys/internal/ui/mounts/{mount}\" {{ capabilities = [\"read\"] }}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.hcl"), rules).unwrap();
+    server.ok(&[
+        "policy",
+        "write",
+        &policy,
+        dir.path().join("policy.hcl").to_str().unwrap(),
+    ]);
+    let _ = server.bao(&["auth", "enable", "approle"]);
+    let role = unique("role");
+    // Tokens live 2 s and may not be renewed past 3 s: the test outlives several of them.
+    server.ok(&[
+        "write",
+        &format!("auth/approle/role/{role}"),
+        &format!("token_policies={policy}"),
+        "token_ttl=2s",
+        "token_max_ttl=3s",
+    ]);
+    let role_id = server.ok(&[
+        "read",
+        "-field=role_id",
+        &format!("auth/approle/role/{role}/role-id"),
+    ]);
+    let secret_id = server.ok(&[
+        "write",
+        "-f",
+        "-field=secret_id",
+        &format!("auth/approle/role/{role}/secret-id"),
+    ]);
+    std::fs::write(dir.path().join("role_id"), role_id.trim()).unwrap();
+    std::fs::write(dir.path().join("secret_id"), secret_id.trim()).unwrap();
+    let auth = OpenbaoAuthConfig::Approle {
+        role_id: SecretRef::File {
+            file: dir.path().join("role_id"),
+        },
+        secret_id: SecretRef::File {
+            file: dir.path().join("secret_id"),
+        },
+        mount: "approle".into(),
+    };
+    let vault = AnyVault::Openbao(Box::new(
+        OpenbaoVault::open("bao", &bao_config(&mount, auth)).unwrap(),
+    ));
+    let mut expected = None;
+    for i in 0..5 {
+        let token = format!("t{i}");
+        vault
+            .write_pending("svc", &token, &cred(&format!("v{i}")))
+            .await
+            .unwrap();
+        expected = Some(
+            vault
+                .promote("svc", &token, expected.as_deref())
+                .await
+                .unwrap(),
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    }
+    assert_eq!(
+        value(
+            &vault
+                .read_current("svc")
+                .await
+                .unwrap()
+                .unwrap()
+                .current
+                .credential
+        ),
+        "v4"
+    );
+
+    // A wrong secret id is a clear, permanent error.
+    std::fs::write(dir.path().join("secret_id"), "not-the-secret-id").unwrap();
+    let auth = OpenbaoAuthConfig::Approle {
+        role_id: SecretRef::File {
+            file: dir.path().join("role_id"),
+        },
+        secret_id: SecretRef::File {
+            file: dir.path().join("secret_id"),
+        },
+        mount: "approle".into(),
+    };
+    let vault = OpenbaoVault::open("bao", &bao_config(&mount, auth)).unwrap();
+    let err = vault.read_current("svc").await.unwrap_err();
+    assert!(
+        err.to_string().contains("AppRole login") && !err.to_string().contains("not-the-secret-id"),
+        "{err}"
+    );
+}
