@@ -3,6 +3,7 @@
 //!
 //!   cargo bench --bench scale                      # N = 100,000
 //!   ROTOR_BENCH_N=10000 cargo bench --bench scale  # smaller
+//!   ROTOR_BENCH_FILES=100 cargo bench --bench scale # credentials spread over 100 files
 //!
 //! Figures: config load, reconcile, plan (read + next-due computation for every credential),
 //! sustained full rotations per second (mint, apply, verify, promote, grace 0, retire: every
@@ -34,21 +35,33 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn config_text(dir: &std::path::Path, n: usize) -> String {
-    let mut text = String::with_capacity(n * 200);
-    text.push_str(&format!(
-        "[store]\nurl = \"sqlite://{dir}/rotor.db\"\n\n[defaults]\ngrace = \"0s\"\n\n[vaults.local]\nkind = \"file\"\n\
-         dir = \"{dir}/vault\"\nidentity = {{ file = \"{dir}/vault.key\" }}\n",
-        dir = dir.display()
-    ));
+/// Writes the config into `dir/config/`: the shared tables in one file and the credentials
+/// spread over `files` files (operators with many credentials keep one file per team).
+fn write_config(dir: &std::path::Path, n: usize, files: usize) -> std::path::PathBuf {
+    let folder = dir.join("config");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("00-main.toml"),
+        format!(
+            "[store]\nurl = \"sqlite://{dir}/rotor.db\"\n\n[defaults]\ngrace = \"0s\"\n\n[vaults.local]\nkind = \"file\"\n\
+             dir = \"{dir}/vault\"\nidentity = {{ file = \"{dir}/vault.key\" }}\n",
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    let files = files.max(1);
+    let mut texts = vec![String::with_capacity(n / files * 200); files];
     for i in 0..n {
-        text.push_str(&format!(
+        texts[i % files].push_str(&format!(
             "\n[[credential]]\nid = \"svc{}/key{i}\"\nschedule = {{ every = \"30d\" }}\nvault = {{ name = \"local\", path = \"svc{}/key{i}\" }}\nrotator = {{ kind = \"generated\", length = 32 }}\n",
             i % 100,
             i % 100
         ));
     }
-    text
+    for (k, text) in texts.into_iter().enumerate() {
+        std::fs::write(folder.join(format!("team{k:03}.toml")), text).unwrap();
+    }
+    folder
 }
 
 async fn sql(url: &str, statement: &str) {
@@ -103,8 +116,8 @@ async fn main() {
     let dir = tempfile::tempdir_in(std::env::var("ROTOR_BENCH_DIR").unwrap_or_else(|_| ".".into()))
         .unwrap();
     let url = format!("sqlite://{}/rotor.db", dir.path().display());
-    let path = dir.path().join("rotor.toml");
-    std::fs::write(&path, config_text(dir.path(), n)).unwrap();
+    let files = env_usize("ROTOR_BENCH_FILES", 1);
+    let path = write_config(dir.path(), n, files);
     let clock = SystemClock;
 
     let started = Instant::now();
@@ -180,7 +193,9 @@ async fn main() {
     let mut lag = summary.lag_ms.clone();
     lag.sort_unstable();
 
-    println!("rotor scale benchmark: {n} credentials, generated rotator, file vault, SQLite (WAL)");
+    println!(
+        "rotor scale benchmark: {n} credentials in {files} file(s), generated rotator, file vault, SQLite (WAL)"
+    );
     println!("{:<52} {:>12}", "figure", "value");
     println!(
         "{:<52} {:>10.2} s",

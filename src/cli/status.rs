@@ -115,7 +115,9 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
             s.state,
             s.current_version.as_deref().unwrap_or("-"),
             s.age_seconds.map_or("-".into(), human_age),
-            s.next_due_at.as_deref().unwrap_or("manual"),
+            s.next_due_at
+                .as_deref()
+                .unwrap_or(if s.run_id.is_some() { "-" } else { "manual" }),
             s.last_error.as_deref().unwrap_or("")
         );
     }

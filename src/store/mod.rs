@@ -296,8 +296,10 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(true);
+            // One connection: SQLite has one writer, and writers contending for its lock wait
+            // in its busy handler's sleeps, where sqlx's queue would hand over at once.
             let pool = SqlitePoolOptions::new()
-                .max_connections(4)
+                .max_connections(1)
                 .connect_with(options)
                 .await
                 .map_err(unavailable)?;
@@ -383,17 +385,11 @@ impl Store {
             let existing: std::collections::HashMap<_, _> =
                 existing.into_iter().map(|(id, hash, since, removed)| (id, (hash, since, removed))).collect();
             let mut tx = p.begin().await?;
+            let mut added = Vec::new();
             for d in desired {
                 match existing.get(&d.id) {
                     None => {
-                        let (due, reason) = recompute(&d.id, None);
-                        sqlx::query(
-                            "INSERT INTO credentials (id, provider, vault, vault_path, schedule_hash, next_due_at, \
-                             due_reason, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
-                        )
-                        .bind(&d.id).bind(&d.provider).bind(&d.vault).bind(&d.vault_path).bind(&d.schedule_hash)
-                        .bind(due).bind(&reason).bind(now)
-                        .execute(&mut *tx).await?;
+                        added.push((d, recompute(&d.id, None)));
                         changes.push(ReconcileChange::Added { id: d.id.clone() });
                     }
                     Some((hash, since, removed)) => {
@@ -415,6 +411,20 @@ impl Store {
                         }
                     }
                 }
+            }
+            // Many rows per statement: each statement is a round trip to the database.
+            for chunk in added.chunks(INSERT_BATCH) {
+                let sql = format!(
+                    "INSERT INTO credentials (id, provider, vault, vault_path, schedule_hash, next_due_at, \
+                     due_reason, created_at, updated_at) VALUES {}",
+                    placeholders(chunk.len(), 9)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (d, (due, reason)) in chunk {
+                    query = query.bind(&d.id).bind(&d.provider).bind(&d.vault).bind(&d.vault_path)
+                        .bind(&d.schedule_hash).bind(*due).bind(reason).bind(now).bind(now);
+                }
+                query.execute(&mut *tx).await?;
             }
             let wanted: std::collections::HashSet<&str> = desired.iter().map(|d| d.id.as_str()).collect();
             let mut gone: Vec<&String> = existing
@@ -483,6 +493,9 @@ impl Store {
                 .execute(&mut *tx).await?;
                 if done.rows_affected() == 1 {
                     inserted += 1;
+                    // Out of the due set while the run is live; promotion or rollback sets it anew.
+                    sqlx::query("UPDATE credentials SET next_due_at = NULL WHERE id = $1")
+                        .bind(&r.credential_id).execute(&mut *tx).await?;
                     let detail = format!("reason {}{}", r.reason, if r.emergency { ", emergency" } else { "" });
                     let entry = AuditEntry::new("rotor", "run_planned").credential(&r.credential_id).run(&r.id).detail(detail);
                     append_audit!(tx, now, &entry);
@@ -690,6 +703,8 @@ impl Store {
                 if done == 0 {
                     return Err(StoreError::RunInFlight(run.credential_id.clone()));
                 }
+                sqlx::query("UPDATE credentials SET next_due_at = NULL WHERE id = $1")
+                    .bind(&run.credential_id).execute(&mut *tx).await?;
                 "planned"
             };
             let detail = format!("requested{}", if run.emergency { " (emergency, grace 0)" } else { "" });
@@ -769,6 +784,28 @@ impl Store {
         });
         Ok(audit::verify_chain(&rows, head.0, &head.1))
     }
+}
+
+/// Rows per multi-row INSERT: well under SQLite's and PostgreSQL's parameter limits.
+const INSERT_BATCH: usize = 500;
+
+/// `($1, $2, ...), ($n+1, ...)` for `rows` rows of `columns` parameters.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let mut text = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            text.push_str(", ");
+        }
+        text.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                text.push_str(", ");
+            }
+            text.push_str(&format!("${}", row * columns + column + 1));
+        }
+        text.push(')');
+    }
+    text
 }
 
 fn is_connection_error(e: &sqlx::Error) -> bool {
