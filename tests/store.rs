@@ -172,6 +172,7 @@ async fn one_live_run_per_credential_and_each_claim_goes_to_one_worker() {
                 None,
                 &AuditEntry::new("t", "step"),
                 10_002,
+                Some("apply"),
             )
             .await
             .unwrap_err();
@@ -193,9 +194,21 @@ async fn one_live_run_per_credential_and_each_claim_goes_to_one_worker() {
                 None,
                 &AuditEntry::new("t", "step"),
                 10_003,
+                Some("apply"),
             )
             .await
             .unwrap();
+        assert_eq!(
+            store
+                .steps("run_c0_1")
+                .await
+                .unwrap()
+                .iter()
+                .map(|s| (s.step.as_str(), s.outcome.as_str()))
+                .collect::<Vec<_>>(),
+            [("apply", "running")],
+            "{label}: the next step begins in the save's transaction, and only when it lands"
+        );
         assert_eq!(
             store.run("run_c0_1").await.unwrap().unwrap().state(),
             RunState::PendingStored,

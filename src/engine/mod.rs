@@ -202,6 +202,8 @@ impl Engine {
     }
 
     async fn drive_steps(&self, ctx: &Ctx<'_>, mut run: RunRow) -> Result<Driven, EngineError> {
+        // A step whose start was already recorded by the previous step's save.
+        let mut begun: Option<(Step, i64)> = None;
         loop {
             let state = run.state();
             let Some(transition) = state.next() else {
@@ -224,14 +226,18 @@ impl Engine {
                     .audit(&run, "grace_wait")
                     .detail(format!("grace until {}", crate::clock::rfc3339(until)));
                 self.store
-                    .save_run(&run, state, &self.worker, None, None, &audit, now)
+                    .save_run(&run, state, &self.worker, None, None, &audit, now, None)
                     .await?;
                 return Ok(Driven::Waiting(until));
             }
-            let seq = self
-                .store
-                .begin_step(&run, transition.step.as_str(), &self.worker, now)
-                .await?;
+            let seq = match begun.take() {
+                Some((step, seq)) if step == transition.step => seq,
+                _ => {
+                    self.store
+                        .begin_step(&run, transition.step.as_str(), &self.worker, now)
+                        .await?
+                }
+            };
             self.point(transition.step, "before").await?;
             tracing::debug!(step = %transition.step, attempt = run.attempts + 1, "step starts");
             let result = self.perform(ctx, transition.step, &mut run).await;
@@ -256,7 +262,14 @@ impl Engine {
                         outcome: "ok",
                         error: None,
                     };
-                    self.store
+                    // Begin the next step in the same commit when it runs right away (the
+                    // grace step usually waits for its timer, and a stopping worker stops).
+                    let next = transition
+                        .to
+                        .next()
+                        .filter(|t| t.step != Step::Grace && !self.stopping.load(Ordering::SeqCst));
+                    let next_seq = self
+                        .store
                         .save_run(
                             &run,
                             state,
@@ -265,8 +278,10 @@ impl Engine {
                             update.as_ref(),
                             &audit,
                             now,
+                            next.map(|t| t.step.as_str()),
                         )
                         .await?;
+                    begun = next.zip(next_seq).map(|(t, seq)| (t.step, seq));
                     tracing::info!(step = %transition.step, state = %transition.to, "step done");
                 }
                 Err(error) => {
@@ -318,7 +333,16 @@ impl Engine {
                 error: Some(message),
             };
             self.store
-                .save_run(run, state, &self.worker, Some(&end), None, &audit, now)
+                .save_run(
+                    run,
+                    state,
+                    &self.worker,
+                    Some(&end),
+                    None,
+                    &audit,
+                    now,
+                    None,
+                )
                 .await?;
             return Ok(Some(Driven::Waiting(run.not_before)));
         }
@@ -354,6 +378,7 @@ impl Engine {
                 Some(&credential_update),
                 &audit,
                 now,
+                None,
             )
             .await?;
         let condition = match (error.class, to) {

@@ -92,7 +92,8 @@ macro_rules! with_pool {
     };
 }
 
-/// Appends an audit row inside transaction `$tx`, serialised by the update of `audit_head`.
+/// Appends an audit row inside transaction `$tx`, serialised by the update of `audit_head`
+/// (a trigger moves the head's hash along with each insert).
 macro_rules! append_audit {
     ($tx:expr, $now:expr, $entry:expr) => {{
         let entry: &AuditEntry = $entry;
@@ -116,7 +117,6 @@ macro_rules! append_audit {
         .bind(&hash)
         .execute(&mut *$tx)
         .await?;
-        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut *$tx).await?;
     }};
 }
 
@@ -596,11 +596,7 @@ impl Store {
             if owned == 0 {
                 return Err(StoreError::LeaseLost { run_id: run.id.clone(), expected: run.state() .as_str() });
             }
-            let (seq,): (i64,) = sqlx::query_as(
-                "INSERT INTO run_steps (run_id, seq, step, attempt, worker, started_at, outcome) \
-                 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, 'running' FROM run_steps WHERE run_id = $1 \
-                 RETURNING seq",
-            )
+            let (seq,): (i64,) = sqlx::query_as(sql::BEGIN_STEP)
             .bind(&run.id).bind(step).bind(run.attempts + 1).bind(worker).bind(now)
             .fetch_one(&mut *tx).await?;
             tx.commit().await?;
@@ -622,8 +618,9 @@ impl Store {
         credential: Option<&CredentialUpdate>,
         audit: &AuditEntry,
         now: i64,
-    ) -> Result<(), StoreError> {
-        with_pool!(self, p => {
+        begin_next: Option<&str>,
+    ) -> Result<Option<i64>, StoreError> {
+        let next_seq = with_pool!(self, p => {
             let mut tx = p.begin().await?;
             let changed = sqlx::query(sql::SAVE_RUN)
                 .bind(&run.id).bind(expected.as_str()).bind(worker)
@@ -655,9 +652,21 @@ impl Store {
                     .execute(&mut *tx).await?;
             }
             append_audit!(tx, now, audit);
+            // The next step's "started" record rides in the same transaction as this step's
+            // "finished" one: persisted before it runs, one commit fewer.
+            let next_seq = match begin_next {
+                Some(step) => {
+                    let (seq,): (i64,) = sqlx::query_as(sql::BEGIN_STEP)
+                        .bind(&run.id).bind(step).bind(run.attempts + 1).bind(worker).bind(now)
+                        .fetch_one(&mut *tx).await?;
+                    Some(seq)
+                }
+                None => None,
+            };
             tx.commit().await?;
+            next_seq
         });
-        Ok(())
+        Ok(next_seq)
     }
 
     /// Gives up `worker`'s lease on a run without changing its state (shutdown, or a step that

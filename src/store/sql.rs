@@ -24,6 +24,12 @@ WHERE id IN (
     LIMIT $4)
 RETURNING *";
 
+/// Record that a step starts: the next `seq` of the run's history, outcome `running`.
+pub const BEGIN_STEP: &str = "\
+INSERT INTO run_steps (run_id, seq, step, attempt, worker, started_at, outcome)
+SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, 'running' FROM run_steps WHERE run_id = $1
+RETURNING seq";
+
 /// Save a run, fenced: only if it is still in the state the worker read and still leased to it.
 pub const SAVE_RUN: &str = "\
 UPDATE runs SET state = $4, attempts = $5, not_before = $6, lease_owner = $7, lease_until = $8,
