@@ -417,7 +417,7 @@ impl Store {
                 let sql = format!(
                     "INSERT INTO credentials (id, provider, vault, vault_path, schedule_hash, next_due_at, \
                      due_reason, created_at, updated_at) VALUES {}",
-                    placeholders(chunk.len(), 9)
+                    placeholders(self.backend(), chunk.len(), 9)
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for (d, (due, reason)) in chunk {
@@ -798,8 +798,9 @@ impl Store {
 /// Rows per multi-row INSERT: well under SQLite's and PostgreSQL's parameter limits.
 const INSERT_BATCH: usize = 500;
 
-/// `($1, $2, ...), ($n+1, ...)` for `rows` rows of `columns` parameters.
-fn placeholders(rows: usize, columns: usize) -> String {
+/// `($1, $2, ...), ($n+1, ...)` for `rows` rows of `columns` parameters. SQLite gets plain
+/// `?`: it looks numbered parameters up by name, one linear scan per bind.
+fn placeholders(backend: Backend, rows: usize, columns: usize) -> String {
     let mut text = String::with_capacity(rows * columns * 5);
     for row in 0..rows {
         if row > 0 {
@@ -810,7 +811,10 @@ fn placeholders(rows: usize, columns: usize) -> String {
             if column > 0 {
                 text.push_str(", ");
             }
-            text.push_str(&format!("${}", row * columns + column + 1));
+            match backend {
+                Backend::Sqlite => text.push('?'),
+                Backend::Postgres => text.push_str(&format!("${}", row * columns + column + 1)),
+            }
         }
         text.push(')');
     }

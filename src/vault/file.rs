@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::wire::{META_KEY, WireDocument, describe_json_error};
+use super::wire::{META_KEY, WireDocument, describe_json_error, to_zeroized_json};
 use super::{Document, StoredVersion, Vault, VaultError};
 use crate::config::{FileVaultConfig, SecretRef};
 
@@ -230,19 +230,12 @@ impl Inner {
 
     fn store(&self, path: &str, suffix: &str, doc: &FileDocument) -> Result<(), VaultError> {
         let file = self.file(path, suffix);
-        let size: usize = doc
-            .fields
-            .fields()
-            .map(|(k, v)| k.len() + v.expose_secret().len() * 2 + 8)
-            .sum();
-        // Sized up front so the buffer holding the secret never reallocates (and leaves copies).
-        let mut plain = Zeroizing::new(Vec::with_capacity(2 * size + 1024));
         let wire = WireDocument {
             fields: doc.fields.clone(),
             previous: doc.previous.clone(),
             meta: Some(doc.meta.clone()),
         };
-        serde_json::to_writer(&mut *plain, &wire).expect("documents serialize");
+        let plain = to_zeroized_json(&wire, wire.json_capacity());
         let encrypted = age::encrypt(&self.recipient, &plain)
             .map_err(|e| self.err(ErrorClass::Permanent, path, format!("cannot encrypt: {e}")))?;
         if let Some(parent) = file.parent() {

@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
-use super::wire::{WireDocument, describe_json_error};
+use super::wire::{WireDocument, describe_json_error, to_zeroized_json};
 use super::{Document, StoredVersion, Vault, VaultError};
 use crate::config::{Duration as ConfigDuration, SecretRef};
 
@@ -578,17 +578,10 @@ impl OpenbaoVault {
         cas: Option<u64>,
         path: &str,
     ) -> Result<u64, VaultError> {
-        let size: usize = doc
-            .fields
-            .fields()
-            .map(|(k, v)| k.len() + v.expose_secret().len() * 2 + 8)
-            .sum();
-        let mut body = Zeroizing::new(Vec::with_capacity(4 * size + 256));
         let options = cas
             .map(|cas| json!({ "cas": cas }))
             .unwrap_or_else(|| json!({}));
-        serde_json::to_writer(&mut *body, &WriteRequest { options, data: doc })
-            .expect("documents serialize");
+        let body = to_zeroized_json(&WriteRequest { options, data: doc }, doc.json_capacity());
         let reply = self
             .call(Method::POST, &self.data_path(kv_path), Some(body), path)
             .await?;

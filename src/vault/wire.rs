@@ -103,6 +103,27 @@ impl<'de, M: DeserializeOwned> Deserialize<'de> for WireDocument<M> {
     }
 }
 
+impl<M> WireDocument<M> {
+    /// Bytes that hold this document as JSON with room to spare: escaping at most doubles a
+    /// value, plus keys, punctuation and bookkeeping.
+    pub fn json_capacity(&self) -> usize {
+        let fields = |c: &Credential| -> usize {
+            c.fields()
+                .map(|(k, v)| k.len() + 2 * v.expose_secret().len() + 8)
+                .sum()
+        };
+        2 * (fields(&self.fields) + self.previous.as_ref().map_or(0, fields)) + 1024
+    }
+}
+
+/// Serializes `value` into a zeroized buffer of `capacity` bytes. Sized up front, the buffer
+/// never reallocates, so no copy of a secret is left behind in freed memory.
+pub fn to_zeroized_json(value: &impl Serialize, capacity: usize) -> zeroize::Zeroizing<Vec<u8>> {
+    let mut buffer = zeroize::Zeroizing::new(Vec::with_capacity(capacity));
+    serde_json::to_writer(&mut *buffer, value).expect("documents serialize");
+    buffer
+}
+
 /// A `serde_json` error described without the input it choked on (which may be a secret).
 pub fn describe_json_error(e: &serde_json::Error) -> String {
     format!(
