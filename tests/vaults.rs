@@ -154,6 +154,40 @@ async fn rollover_contract(vault: &AnyVault) {
         ),
         "two"
     );
+    // Values round-trip byte for byte, whatever they hold.
+    let odd = "quote\" back\\slash\nnewline\ttab ünïcødé 🔑 {\"json\": true} ";
+    vault.write_pending(path, "t4", &cred(odd)).await.unwrap();
+    assert_eq!(
+        value(&vault.read_pending(path).await.unwrap().unwrap().credential),
+        odd
+    );
+    // A promotion that expects another current version is a conflict and changes nothing.
+    let err = vault.promote(path, "t4", Some("999")).await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Conflict, "{err}");
+    assert!(
+        !err.to_string().contains(odd) && !err.to_string().contains("two"),
+        "no secret in errors: {err}"
+    );
+    let doc = vault.read_current(path).await.unwrap().unwrap();
+    assert_eq!(value(&doc.current.credential), "two");
+    let v3 = vault
+        .promote(path, "t4", Some(&doc.current.version))
+        .await
+        .unwrap();
+    assert_ne!(v3, doc.current.version);
+    assert_eq!(
+        value(
+            &vault
+                .read_current(path)
+                .await
+                .unwrap()
+                .unwrap()
+                .current
+                .credential
+        ),
+        odd
+    );
+    vault.drop_previous(path, "t4").await.unwrap();
 }
 
 #[tokio::test]
@@ -168,7 +202,13 @@ async fn openbao_keeps_the_rollover_contract_and_records_custom_metadata() {
     rollover_contract(&vault).await;
     let server = openbao::shared();
     let got = server.kv_get(&mount, "team/app/key");
-    assert_eq!(got["data"]["data"]["value"], "two");
+    assert!(
+        got["data"]["data"]["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("quote\""),
+        "{got}"
+    );
     let custom = &got["data"]["metadata"]["custom_metadata"];
     assert_eq!(custom["rotor_stage"], "current");
     assert!(
