@@ -4,6 +4,7 @@
 mod audit;
 mod history;
 mod plan;
+mod policy;
 mod rotate;
 mod run;
 mod schema;
@@ -118,6 +119,8 @@ pub enum Command {
     History(history::Args),
     /// Check the audit log.
     Audit(audit::Args),
+    /// Print the least privilege the credential's vault needs, as a policy to apply.
+    Policy(policy::Args),
     /// Print the JSON Schema of config files.
     Schema,
 }
@@ -172,6 +175,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Status(args) => status::run(&ctx, args).await,
         Command::History(args) => history::run(&ctx, args).await,
         Command::Audit(args) => audit::run(&ctx, args).await,
+        Command::Policy(args) => policy::run(&ctx, args),
         Command::Schema => schema::run(),
     }
 }

@@ -297,10 +297,24 @@ rotator = {{ kind = "generated", length = 40 }}
         address = server.address
     );
     let rotor = Rotor::new(&config);
+    // rotor runs with exactly the policy `rotor policy` prints, not as root.
+    let policy = rotor.ok(&["policy", "payments/webhook"]).stdout;
+    std::fs::write(rotor.path("policy.hcl"), &policy).unwrap();
+    let name = format!("rotor-{mount}");
+    server.ok(&[
+        "policy",
+        "write",
+        &name,
+        rotor.path("policy.hcl").to_str().unwrap(),
+    ]);
+    let token = server.ok(&[
+        "token", "create", "-policy", &name, "-ttl", "10m", "-field", "token",
+    ]);
+    let token = token.trim().to_owned();
     let run = |args: &[&str]| {
         let out = rotor
             .command(args)
-            .env("ROTOR_TEST_BAO_TOKEN", crate::support::openbao::ROOT_TOKEN)
+            .env("ROTOR_TEST_BAO_TOKEN", &token)
             .output()
             .unwrap();
         assert!(
@@ -356,4 +370,52 @@ rotator = {{ kind = "generated", length = 40 }}
             );
         }
     }
+}
+
+#[test]
+fn the_printed_openbao_policy_grants_nothing_beyond_the_credential() {
+    let server = crate::support::openbao::shared();
+    let mount = format!("pol{}", std::process::id());
+    server.kv_mount(&mount, 2);
+    server.ok(&[
+        "kv",
+        "put",
+        &format!("-mount={mount}"),
+        "payments/other",
+        "value=not-rotors",
+    ]);
+    let config = format!(
+        "[vaults.bao]\nkind = \"openbao\"\naddress = \"{}\"\nmount = \"{mount}\"\nauth = {{ method = \"token\", token = {{ env = \"T\" }} }}\n\
+         [[credential]]\nid = \"payments/webhook\"\nschedule = {{ every = \"30d\" }}\nvault = {{ name = \"bao\", path = \"payments/webhook\" }}\nrotator = {{ kind = \"generated\" }}\n",
+        server.address
+    );
+    let rotor = Rotor::new(&config);
+    let policy = String::from_utf8(rotor.ok(&["policy", "payments/webhook"]).stdout).unwrap();
+    assert!(
+        policy.contains(&format!("path \"{mount}/data/payments/webhook\"")),
+        "{policy}"
+    );
+    assert!(
+        !policy.contains('*') && !policy.contains("+"),
+        "no wildcard paths: {policy}"
+    );
+    std::fs::write(rotor.path("policy.hcl"), &policy).unwrap();
+    let name = format!("rotor-narrow-{mount}");
+    server.ok(&[
+        "policy",
+        "write",
+        &name,
+        rotor.path("policy.hcl").to_str().unwrap(),
+    ]);
+    let token = server.ok(&["token", "create", "-policy", &name, "-field", "token"]);
+    let other = std::process::Command::new("bao")
+        .args(["kv", "get", &format!("-mount={mount}"), "payments/other"])
+        .env("BAO_ADDR", &server.address)
+        .env("BAO_TOKEN", token.trim())
+        .output()
+        .unwrap();
+    assert!(
+        !other.status.success(),
+        "the policy must not reach another credential's path"
+    );
 }

@@ -1,0 +1,67 @@
+//! `rotor policy ID`: the least privilege the credential's vault needs for rotor to rotate it,
+//! in the vault's own policy language, ready to apply.
+
+use super::{CliResult, Context, Exit, Failure};
+use crate::config::VaultConfig;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Credential id.
+    pub id: String,
+}
+
+pub fn run(ctx: &Context, args: Args) -> CliResult {
+    let config = ctx.load_config()?;
+    let credential = config.credential(&args.id).ok_or_else(|| {
+        Failure::new(
+            Exit::Usage,
+            anyhow::anyhow!("no credential `{}` in {:?}", args.id, ctx.config_paths),
+        )
+    })?;
+    let vault = &config.vaults[&credential.vault];
+    print!(
+        "{}",
+        vault_policy(
+            &credential.id,
+            &credential.vault,
+            vault,
+            &credential.vault_path
+        )
+    );
+    Ok(Exit::Ok)
+}
+
+/// The vault side of the policy.
+pub fn vault_policy(id: &str, name: &str, vault: &VaultConfig, path: &str) -> String {
+    match vault {
+        VaultConfig::Openbao(c) => {
+            let (mount, pending) = (
+                c.mount.trim_matches('/'),
+                c.pending_prefix.trim_matches('/'),
+            );
+            format!(
+                "# rotor: least privilege for credential \"{id}\" in vault \"{name}\" (KV v2 mount \"{mount}\").\n\
+                 # Apply with: bao policy write rotor-{policy} FILE\n\
+                 # What consumers read: promoted versions only.\n\
+                 path \"{mount}/data/{path}\" {{\n  capabilities = [\"create\", \"read\", \"update\"]\n}}\n\
+                 # rotor's bookkeeping in custom_metadata.\n\
+                 path \"{mount}/metadata/{path}\" {{\n  capabilities = [\"read\", \"patch\"]\n}}\n\
+                 # The version being rotated in; consumers need no access here.\n\
+                 path \"{mount}/data/{pending}/{path}\" {{\n  capabilities = [\"create\", \"read\", \"update\"]\n}}\n\
+                 # Removing a pending version with its history.\n\
+                 path \"{mount}/metadata/{pending}/{path}\" {{\n  capabilities = [\"delete\"]\n}}\n\
+                 # Checking that the mount is KV version 2.\n\
+                 path \"sys/internal/ui/mounts/{mount}\" {{\n  capabilities = [\"read\"]\n}}\n",
+                policy = id.replace('/', "-"),
+            )
+        }
+        VaultConfig::File(c) => format!(
+            "# rotor: least privilege for credential \"{id}\" in vault \"{name}\" (file vault).\n\
+             # rotor's user needs read and write on the folder and its files, and read on the identity:\n\
+             #   {dir}/{path}.age           what consumers read (grant them read on this file only)\n\
+             #   {dir}/{path}.age.pending   a version being rotated in (no one else needs it)\n\
+             # Suggested: chown -R rotor {dir}; chmod 0700 {dir}; the identity file mode 0600.\n",
+            dir = c.dir.display(),
+        ),
+    }
+}
