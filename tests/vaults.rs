@@ -12,12 +12,18 @@ use rotor::vault::openbao::{OpenbaoAuthConfig, OpenbaoVault, OpenbaoVaultConfig}
 use rotor::vault::{AnyVault, Vault};
 use rotor_rotators::{Credential, ErrorClass};
 use secrecy::{ExposeSecret, SecretString};
+use support::moto;
 use support::openbao::{self, ROOT_TOKEN};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}{}", NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A run token of the length rotor uses (AWS wants 32 to 64 characters).
+fn tok(name: &str) -> String {
+    format!("{name:0>32}")
 }
 
 fn cred(value: &str) -> Credential {
@@ -74,7 +80,10 @@ async fn file_vault() -> (tempfile::TempDir, AnyVault) {
 async fn rollover_contract(vault: &AnyVault) {
     let path = "team/app/key";
     assert!(vault.read_current(path).await.unwrap().is_none());
-    let p1 = vault.write_pending(path, "t1", &cred("one")).await.unwrap();
+    let p1 = vault
+        .write_pending(path, &tok("t1"), &cred("one"))
+        .await
+        .unwrap();
     assert!(
         vault.read_current(path).await.unwrap().is_none(),
         "pending is not what consumers read"
@@ -87,20 +96,23 @@ async fn rollover_contract(vault: &AnyVault) {
             .unwrap()
             .token
             .as_deref(),
-        Some("t1")
+        Some(tok("t1").as_str())
     );
-    let v1 = vault.promote(path, "t1", None).await.unwrap();
+    let v1 = vault.promote(path, &tok("t1"), None).await.unwrap();
     assert_eq!(
-        vault.promote(path, "t1", None).await.unwrap(),
+        vault.promote(path, &tok("t1"), None).await.unwrap(),
         v1,
         "promote is idempotent"
     );
     assert!(vault.read_pending(path).await.unwrap().is_none());
     assert_eq!(p1.fingerprint, cred("one").fingerprint().to_hex());
 
-    vault.write_pending(path, "t2", &cred("two")).await.unwrap();
+    vault
+        .write_pending(path, &tok("t2"), &cred("two"))
+        .await
+        .unwrap();
     let again = vault
-        .write_pending(path, "t2", &cred("other"))
+        .write_pending(path, &tok("t2"), &cred("other"))
         .await
         .unwrap();
     assert_eq!(
@@ -108,24 +120,32 @@ async fn rollover_contract(vault: &AnyVault) {
         "two",
         "a retried mint keeps the first value"
     );
-    let v2 = vault.promote(path, "t2", Some(&v1)).await.unwrap();
+    let v2 = vault.promote(path, &tok("t2"), Some(&v1)).await.unwrap();
     assert_eq!(
-        vault.promote(path, "t2", Some(&v1)).await.unwrap(),
+        vault.promote(path, &tok("t2"), Some(&v1)).await.unwrap(),
         v2,
         "promote is idempotent"
     );
     let doc = vault.read_current(path).await.unwrap().unwrap();
     assert_eq!(value(&doc.current.credential), "two");
-    assert_eq!(doc.current.token.as_deref(), Some("t2"));
+    assert_eq!(doc.current.token.as_deref(), Some(tok("t2").as_str()));
     assert_eq!(
         value(&doc.previous.as_ref().unwrap().credential),
         "one",
         "the previous version rides along during grace"
     );
 
-    let after = vault.drop_previous(path, "t2").await.unwrap().unwrap();
+    let after = vault
+        .drop_previous(path, &tok("t2"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
-        vault.drop_previous(path, "t2").await.unwrap().unwrap(),
+        vault
+            .drop_previous(path, &tok("t2"))
+            .await
+            .unwrap()
+            .unwrap(),
         after,
         "drop_previous is idempotent"
     );
@@ -136,11 +156,11 @@ async fn rollover_contract(vault: &AnyVault) {
 
     // A run that is rolled back leaves nothing behind.
     vault
-        .write_pending(path, "t3", &cred("three"))
+        .write_pending(path, &tok("t3"), &cred("three"))
         .await
         .unwrap();
-    vault.discard_pending(path, "t3").await.unwrap();
-    vault.discard_pending(path, "t3").await.unwrap();
+    vault.discard_pending(path, &tok("t3")).await.unwrap();
+    vault.discard_pending(path, &tok("t3")).await.unwrap();
     assert!(vault.read_pending(path).await.unwrap().is_none());
     assert_eq!(
         value(
@@ -156,13 +176,19 @@ async fn rollover_contract(vault: &AnyVault) {
     );
     // Values round-trip byte for byte, whatever they hold.
     let odd = "quote\" back\\slash\nnewline\ttab ünïcødé 🔑 {\"json\": true} ";
-    vault.write_pending(path, "t4", &cred(odd)).await.unwrap();
+    vault
+        .write_pending(path, &tok("t4"), &cred(odd))
+        .await
+        .unwrap();
     assert_eq!(
         value(&vault.read_pending(path).await.unwrap().unwrap().credential),
         odd
     );
     // A promotion that expects another current version is a conflict and changes nothing.
-    let err = vault.promote(path, "t4", Some("999")).await.unwrap_err();
+    let err = vault
+        .promote(path, &tok("t4"), Some("999"))
+        .await
+        .unwrap_err();
     assert_eq!(err.class, ErrorClass::Conflict, "{err}");
     assert!(
         !err.to_string().contains(odd) && !err.to_string().contains("two"),
@@ -171,7 +197,7 @@ async fn rollover_contract(vault: &AnyVault) {
     let doc = vault.read_current(path).await.unwrap().unwrap();
     assert_eq!(value(&doc.current.credential), "two");
     let v3 = vault
-        .promote(path, "t4", Some(&doc.current.version))
+        .promote(path, &tok("t4"), Some(&doc.current.version))
         .await
         .unwrap();
     assert_ne!(v3, doc.current.version);
@@ -187,7 +213,7 @@ async fn rollover_contract(vault: &AnyVault) {
         ),
         odd
     );
-    vault.drop_previous(path, "t4").await.unwrap();
+    vault.drop_previous(path, &tok("t4")).await.unwrap();
 }
 
 #[tokio::test]
@@ -440,5 +466,142 @@ async fn openbao_over_mutual_tls_with_a_private_ca() {
     assert!(
         err.to_string().to_lowercase().contains("certificate"),
         "{err}"
+    );
+}
+
+async fn aws_vault() -> AnyVault {
+    let config = rotor::vault::aws_secrets_manager::AwsSecretsManagerConfig {
+        region: "eu-west-1".into(),
+        endpoint: Some(moto::shared().endpoint.clone()),
+    };
+    AnyVault::AwsSecretsManager(Box::new(
+        rotor::vault::aws_secrets_manager::AwsSecretsManager::open("aws", &config).await,
+    ))
+}
+
+#[tokio::test]
+async fn aws_secrets_manager_keeps_the_rollover_contract_with_native_labels() {
+    let vault = aws_vault().await;
+    rollover_contract(&vault).await;
+    // What AWS-native consumers see: AWSCURRENT is the document, no AWSPENDING is left.
+    let client = moto::shared().client().await;
+    let current = client
+        .get_secret_value()
+        .secret_id("team/app/key")
+        .version_stage("AWSCURRENT")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        current.secret_string().unwrap().contains("quote"),
+        "AWSCURRENT holds the last promoted value"
+    );
+    let pending = client
+        .get_secret_value()
+        .secret_id("team/app/key")
+        .version_stage("AWSPENDING")
+        .send()
+        .await;
+    assert!(pending.is_err(), "no AWSPENDING remains");
+}
+
+#[tokio::test]
+async fn aws_promotion_moves_awscurrent_and_awsprevious_follows() {
+    let vault = aws_vault().await;
+    let client = moto::shared().client().await;
+    let path = "svc/labels";
+    vault
+        .write_pending(path, &tok("a1"), &cred("one"))
+        .await
+        .unwrap();
+    let v1 = vault.promote(path, &tok("a1"), None).await.unwrap();
+    vault
+        .write_pending(path, &tok("a2"), &cred("two"))
+        .await
+        .unwrap();
+    // Pending is AWSPENDING on the run's own version; AWSCURRENT has not moved.
+    let pending = client
+        .get_secret_value()
+        .secret_id(path)
+        .version_stage("AWSPENDING")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pending.version_id(), Some(tok("a2").as_str()));
+    let v2 = vault.promote(path, &tok("a2"), Some(&v1)).await.unwrap();
+    let previous = client
+        .get_secret_value()
+        .secret_id(path)
+        .version_stage("AWSPREVIOUS")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        previous.version_id(),
+        Some(v1.as_str()),
+        "AWS moved AWSPREVIOUS to the old version"
+    );
+    let current = client
+        .get_secret_value()
+        .secret_id(path)
+        .version_stage("AWSCURRENT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(current.version_id(), Some(v2.as_str()));
+    let doc: serde_json::Value = serde_json::from_str(current.secret_string().unwrap()).unwrap();
+    assert_eq!(doc["value"], "two");
+    assert_eq!(
+        doc["previous"]["value"], "one",
+        "during grace the document carries the previous fields"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_awspending_of_someone_else_is_a_conflict_and_is_left_alone() {
+    let vault = aws_vault().await;
+    let client = moto::shared().client().await;
+    let path = "svc/stale";
+    vault
+        .write_pending(path, &tok("s1"), &cred("one"))
+        .await
+        .unwrap();
+    vault.promote(path, &tok("s1"), None).await.unwrap();
+    let foreign = "11111111-2222-3333-4444-555555555555";
+    client
+        .put_secret_value()
+        .secret_id(path)
+        .client_request_token(foreign)
+        .secret_string("{\"value\":\"someone else's\"}")
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .unwrap();
+    let err = vault
+        .write_pending(path, &tok("s2"), &cred("two"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Conflict, "{err}");
+    assert!(
+        err.to_string()
+            .contains("a previous rotation isn't complete")
+            && err.to_string().contains(foreign),
+        "{err}"
+    );
+    assert!(
+        !err.to_string().contains("someone else's"),
+        "no secret in the error: {err}"
+    );
+    let pending = client
+        .get_secret_value()
+        .secret_id(path)
+        .version_stage("AWSPENDING")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.version_id(),
+        Some(foreign),
+        "the foreign AWSPENDING is untouched"
     );
 }

@@ -55,6 +55,34 @@ pub fn vault_policy(id: &str, name: &str, vault: &VaultConfig, path: &str) -> St
                 policy = id.replace('/', "-"),
             )
         }
+        VaultConfig::AwsSecretsManager(c) => {
+            let policy = serde_json::json!({
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "RotorRotates",
+                        "Effect": "Allow",
+                        "Action": [
+                            "secretsmanager:GetSecretValue",
+                            "secretsmanager:PutSecretValue",
+                            "secretsmanager:UpdateSecretVersionStage",
+                            "secretsmanager:DescribeSecret"
+                        ],
+                        "Resource": format!("arn:aws:secretsmanager:{}:*:secret:{path}-??????", c.region)
+                    },
+                    {
+                        "Sid": "RotorCreatesOnFirstRotation",
+                        "Effect": "Allow",
+                        "Action": ["secretsmanager:CreateSecret"],
+                        "Resource": format!("arn:aws:secretsmanager:{}:*:secret:{path}-??????", c.region)
+                    }
+                ]
+            });
+            format!(
+                "// rotor: least privilege (IAM policy) for credential \"{id}\" in vault \"{name}\".\n{}\n",
+                serde_json::to_string_pretty(&policy).expect("policy serializes")
+            )
+        }
         VaultConfig::File(c) => format!(
             "# rotor: least privilege for credential \"{id}\" in vault \"{name}\" (file vault).\n\
              # rotor's user needs read and write on the folder and its files, and read on the identity:\n\

@@ -106,15 +106,18 @@ pub enum VaultConfig {
     /// OpenBao or HashiCorp Vault, KV version 2 (`kind = "vault"` is accepted too).
     #[serde(alias = "vault")]
     Openbao(Box<crate::vault::openbao::OpenbaoVaultConfig>),
+    /// AWS Secrets Manager with native staging labels; the secret id is the vault path.
+    AwsSecretsManager(crate::vault::aws_secrets_manager::AwsSecretsManagerConfig),
 }
 
 impl VaultConfig {
-    pub const KINDS: &'static [&'static str] = &["file", "openbao", "vault"];
+    pub const KINDS: &'static [&'static str] = &["file", "openbao", "vault", "aws_secrets_manager"];
 
     pub fn kind(&self) -> &'static str {
         match self {
             VaultConfig::File(_) => "file",
             VaultConfig::Openbao(_) => "openbao",
+            VaultConfig::AwsSecretsManager(_) => "aws_secrets_manager",
         }
     }
 
@@ -127,6 +130,9 @@ impl VaultConfig {
             "openbao" | "vault" => VaultConfig::Openbao(Box::new(
                 crate::vault::openbao::OpenbaoVaultConfig::deserialize(fields)?,
             )),
+            "aws_secrets_manager" => VaultConfig::AwsSecretsManager(
+                crate::vault::aws_secrets_manager::AwsSecretsManagerConfig::deserialize(fields)?,
+            ),
             _ => return Ok(None),
         }))
     }

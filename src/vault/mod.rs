@@ -3,6 +3,7 @@
 //! versions (the pending one lives where consumers do not read), and during grace the document
 //! also carries the previous version.
 
+pub mod aws_secrets_manager;
 pub mod file;
 pub mod openbao;
 pub mod wire;
@@ -112,6 +113,7 @@ pub trait Vault: Send + Sync {
 pub enum AnyVault {
     File(file::FileVault),
     Openbao(Box<openbao::OpenbaoVault>),
+    AwsSecretsManager(Box<aws_secrets_manager::AwsSecretsManager>),
 }
 
 macro_rules! dispatch {
@@ -119,6 +121,7 @@ macro_rules! dispatch {
         match $self {
             AnyVault::File($v) => $body,
             AnyVault::Openbao($v) => $body,
+            AnyVault::AwsSecretsManager($v) => $body,
         }
     };
 }
@@ -235,6 +238,9 @@ impl Vaults {
                 VaultConfig::Openbao(c) => {
                     AnyVault::Openbao(Box::new(openbao::OpenbaoVault::open(name, c)?))
                 }
+                VaultConfig::AwsSecretsManager(c) => AnyVault::AwsSecretsManager(Box::new(
+                    aws_secrets_manager::AwsSecretsManager::open(name, c).await,
+                )),
             };
             vaults.vaults.insert(name.clone(), built);
         }

@@ -419,3 +419,88 @@ fn the_printed_openbao_policy_grants_nothing_beyond_the_credential() {
         "the policy must not reach another credential's path"
     );
 }
+
+#[test]
+fn credentials_rotate_into_aws_secrets_manager_with_native_labels() {
+    let moto = crate::support::moto::shared();
+    let config = format!(
+        "[defaults]\ngrace = \"1s\"\n[vaults.aws]\nkind = \"aws_secrets_manager\"\nregion = \"eu-west-1\"\nendpoint = \"{}\"\n\
+         [[credential]]\nid = \"ci/hook\"\nschedule = {{ every = \"30d\" }}\nvault = {{ name = \"aws\", path = \"ci/hook-{}\" }}\nrotator = {{ kind = \"generated\", length = 40 }}\n",
+        moto.endpoint,
+        std::process::id()
+    );
+    let rotor = Rotor::new(&config);
+    let run = |args: &[&str]| {
+        let out = rotor
+            .command(args)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let policy: String = String::from_utf8(run(&["policy", "ci/hook"]).stdout).unwrap();
+    assert!(
+        policy.contains("secretsmanager:UpdateSecretVersionStage")
+            && policy.contains(&format!("secret:ci/hook-{}-??????", std::process::id())),
+        "{policy}"
+    );
+    let mut logs = Vec::new();
+    logs.extend(run(&["--log", "trace", "rotate", "ci/hook", "--emergency"]).stderr);
+    logs.extend(run(&["--log", "trace", "rotate", "ci/hook"]).stderr);
+    let secret_id = format!("ci/hook-{}", std::process::id());
+    let (current, previous) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let client = moto.client().await;
+            let get = |stage: &'static str| {
+                client
+                    .get_secret_value()
+                    .secret_id(&secret_id)
+                    .version_stage(stage)
+                    .send()
+            };
+            let current = get("AWSCURRENT").await.unwrap();
+            let previous = get("AWSPREVIOUS").await.unwrap();
+            (
+                current.secret_string().unwrap().to_owned(),
+                previous.secret_string().unwrap().to_owned(),
+            )
+        });
+    let current: serde_json::Value = serde_json::from_str(&current).unwrap();
+    let previous: serde_json::Value = serde_json::from_str(&previous).unwrap();
+    let (v2, v1) = (
+        current["value"].as_str().unwrap(),
+        previous["value"].as_str().unwrap(),
+    );
+    assert_ne!(v1, v2);
+    assert_eq!(
+        current["previous"]["value"], v1,
+        "during grace AWSCURRENT carries the previous fields"
+    );
+    for secret in [v1, v2] {
+        assert!(
+            !crate::support::contains(&logs, secret.as_bytes()),
+            "a secret value appears in the logs"
+        );
+        for (path, bytes) in crate::support::all_bytes(rotor.dir.path()) {
+            assert!(
+                !crate::support::contains(&bytes, secret.as_bytes()),
+                "a secret value is in {}",
+                path.display()
+            );
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    run(&["run", "--once"]);
+    let status: serde_json::Value =
+        serde_json::from_slice(&run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(status[0]["state"], "idle", "{status}");
+}
