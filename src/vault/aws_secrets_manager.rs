@@ -332,6 +332,7 @@ impl Vault for AwsSecretsManager {
         // Off the old current version, or off the empty first version of a new secret.
         self.move_stage(path, CURRENT, Some(token), placeholder.as_deref())
             .await?;
+        crate::failpoint::pause_if_armed("vault:promote:written").await;
         self.move_stage(path, PENDING, None, Some(token)).await?;
         Ok(token.to_owned())
     }
@@ -386,8 +387,10 @@ impl Vault for AwsSecretsManager {
         // Written under AWSPENDING, then AWSCURRENT is moved explicitly: relying on a put to move
         // AWSCURRENT is not honoured by every implementation.
         self.put(path, &retired, &fresh, PENDING).await?;
+        crate::failpoint::pause_if_armed("vault:retire:written").await;
         self.move_stage(path, CURRENT, Some(&retired), Some(token))
             .await?;
+        crate::failpoint::pause_if_armed("vault:retire:labelled").await;
         self.move_stage(path, PENDING, None, Some(&retired)).await?;
         Ok(Some(retired))
     }

@@ -379,6 +379,7 @@ impl Vault for FileVault {
             });
             let doc = FileDocument { fields: pending.fields, previous, meta };
             v.store(path, CURRENT_SUFFIX, &doc)?;
+            crate::failpoint::pause_if_armed_blocking("vault:promote:written");
             v.remove(path, PENDING_SUFFIX)?;
             Ok(doc.meta.version)
         })

@@ -890,12 +890,14 @@ impl Vault for OpenbaoVault {
             meta: None,
         };
         let version = self.write(path, &doc, Some(cas), path).await?;
+        crate::failpoint::pause_if_armed("vault:promote:written").await;
         let promoted = Document {
             current: stored(version, Some(token.to_owned()), doc.fields),
             previous: current.map(|c| c.current),
         };
         self.set_custom_metadata(path, current_metadata(token, &promoted))
             .await?;
+        crate::failpoint::pause_if_armed("vault:promote:labelled").await;
         self.delete_all_versions(&self.pending_path(path), path)
             .await?;
         Ok(version.to_string())
@@ -934,6 +936,7 @@ impl Vault for OpenbaoVault {
             meta: None,
         };
         let version = self.write(path, &fresh, Some(cas), path).await?;
+        crate::failpoint::pause_if_armed("vault:retire:written").await;
         let after = Document {
             current: stored(version, Some(token.to_owned()), fresh.fields),
             previous: None,

@@ -1,7 +1,8 @@
-//! Crash at every step: a real `rotor run` is paused at a failpoint between two steps (or
-//! between a step's side effect and its save), SIGKILLed, and restarted. Afterwards exactly one
-//! current credential exists, it verifies, the previous one was retired only after grace, no
-//! pending version is orphaned, and the run completed.
+//! Crash at every step, on every vault: a real `rotor run` is paused at a failpoint (between two
+//! steps, between a step's side effect and its save, or between two vault operations of one
+//! step), SIGKILLed, and restarted. Afterwards exactly one current credential exists, it
+//! verifies, the previous one was retired only after grace, no pending version is orphaned, and
+//! the run completed.
 
 #[cfg(not(feature = "failpoints"))]
 #[test]
@@ -14,22 +15,119 @@ mod with_failpoints {
     use std::time::Duration;
 
     use rotor::store::Store;
+    use rotor::vault::{Vault, Vaults};
     use rotor_rotators::Credential;
-    use secrecy::SecretString;
+    use secrecy::{ExposeSecret, SecretString};
 
     use crate::generated_config;
-    use crate::rotation::read_document;
     use crate::support::{Rotor, spawn_until};
 
     const GRACE_MS: i64 = 2000;
 
-    fn crash_at(point: &str) {
-        let rotor = Rotor::new(&generated_config(1, "2s"));
-        rotor.ok(&["rotate", "app/key0", "--emergency"]);
-        let v1 = read_document(&rotor, "app/key0")["value"]
-            .as_str()
+    #[derive(Clone, Copy, Debug)]
+    enum Backend {
+        File,
+        OpenBao,
+        Aws,
+    }
+
+    /// What consumers read, through rotor's own vault code.
+    struct Seen {
+        version: String,
+        value: String,
+        previous: Option<String>,
+    }
+
+    fn config(backend: Backend, rotor_dir: &std::path::Path) -> String {
+        // Absolute paths: the test process opens the same vaults to look at them.
+        let base = generated_config(1, "2s")
+            .replace(
+                "dir = \"vault\"",
+                &format!("dir = \"{}/vault\"", rotor_dir.display()),
+            )
+            .replace(
+                "file = \"vault.key\"",
+                &format!("file = \"{}/vault.key\"", rotor_dir.display()),
+            );
+        let credential_only =
+            |vault: &str| base.replace("name = \"local\"", &format!("name = \"{vault}\""));
+        match backend {
+            Backend::File => base.clone(),
+            Backend::OpenBao => {
+                let server = crate::support::openbao::shared();
+                let mount = format!(
+                    "crash{}",
+                    rotor_dir
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .replace(['.', '-'], "")
+                );
+                server.kv_mount(&mount, 2);
+                std::fs::write(
+                    rotor_dir.join("bao-token"),
+                    crate::support::openbao::ROOT_TOKEN,
+                )
+                .unwrap();
+                format!(
+                    "{}\n[vaults.bao]\nkind = \"openbao\"\naddress = \"{}\"\nmount = \"{mount}\"\nauth = {{ method = \"token\", token = {{ file = \"{}\" }} }}\n",
+                    credential_only("bao"),
+                    server.address,
+                    rotor_dir.join("bao-token").display()
+                )
+            }
+            Backend::Aws => {
+                let moto = crate::support::moto::shared();
+                let unique = rotor_dir
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('.', "");
+                format!(
+                    "{}\n[vaults.aws]\nkind = \"aws_secrets_manager\"\nregion = \"eu-west-1\"\nendpoint = \"{}\"\n",
+                    credential_only("aws")
+                        .replace("path = \"app/key0\"", &format!("path = \"crash/{unique}\"")),
+                    moto.endpoint
+                )
+            }
+        }
+    }
+
+    fn block_on<T>(f: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
             .unwrap()
-            .to_owned();
+            .block_on(f)
+    }
+
+    fn read(rotor: &Rotor) -> (Option<Seen>, bool) {
+        let config = rotor::config::load(&[rotor.config.clone()]).unwrap();
+        let credential = config.credential("app/key0").unwrap().clone();
+        block_on(async {
+            let vaults = Vaults::open(&config).await.unwrap();
+            let vault = vaults.get(&credential.vault).unwrap();
+            let value = |c: &Credential| c.get("value").unwrap().expose_secret().to_owned();
+            let doc = vault.read_current(&credential.vault_path).await.unwrap();
+            let pending = vault
+                .read_pending(&credential.vault_path)
+                .await
+                .unwrap()
+                .is_some();
+            let seen = doc.map(|d| Seen {
+                version: d.current.version.clone(),
+                value: value(&d.current.credential),
+                previous: d.previous.as_ref().map(|p| value(&p.credential)),
+            });
+            (seen, pending)
+        })
+    }
+
+    fn crash_at(backend: Backend, point: &str) {
+        let rotor = Rotor::new("");
+        std::fs::write(&rotor.config, config(backend, rotor.dir.path())).unwrap();
+        rotor.ok(&["rotate", "app/key0", "--emergency"]);
+        let first = read(&rotor).0.expect("a first version");
         rotor.ok(&["rotate", "app/key0", "--no-wait"]);
 
         // Points after promotion are reached once grace has elapsed: run until one is.
@@ -45,20 +143,18 @@ mod with_failpoints {
                 Err(_) => std::thread::sleep(Duration::from_millis(250)),
             }
         }
-        let mut child = child.unwrap_or_else(|| panic!("{point} was never reached"));
+        let mut child = child.unwrap_or_else(|| panic!("{backend:?} {point} was never reached"));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
 
         // Right after the crash consumers read a verified credential: the old one, or the new
-        // one with the old one beside it.
-        let doc = read_document(&rotor, "app/key0");
-        match doc["_rotor"]["version"].as_str().unwrap() {
-            "1" => assert_eq!(doc["value"], v1.as_str(), "{point}"),
-            "2" => assert!(
-                doc["previous"]["value"] == v1.as_str() || point.starts_with("retire"),
-                "{point}: {doc}"
-            ),
-            other => panic!("{point}: unexpected version {other}"),
+        // one (with the old one beside it until retirement).
+        let seen = read(&rotor).0.expect("a current version");
+        if seen.value != first.value {
+            assert!(
+                seen.previous.as_deref() == Some(first.value.as_str()) || point.contains("retire"),
+                "{backend:?} {point}: the old credential is kept beside the new one during grace"
+            );
         }
 
         let mut state = String::new();
@@ -71,102 +167,125 @@ mod with_failpoints {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        assert_eq!(state, "completed", "{point}: the run resumes and completes");
-
-        let doc = read_document(&rotor, "app/key0");
-        let v2 = doc["value"].as_str().unwrap();
         assert_eq!(
-            doc["_rotor"]["version"], "2",
-            "{point}: exactly one new current version"
+            state, "completed",
+            "{backend:?} {point}: the run resumes and completes"
         );
-        assert_ne!(v2, v1, "{point}");
+
+        let (seen, pending) = read(&rotor);
+        let seen = seen.expect("a current version");
+        assert_ne!(seen.version, first.version, "{backend:?} {point}");
+        assert_ne!(
+            seen.value, first.value,
+            "{backend:?} {point}: a new credential is current"
+        );
         assert!(
-            v2.len() == 40 && v2.chars().all(|c| c.is_ascii_alphanumeric()),
-            "{point}: current verifies"
+            seen.value.len() == 40 && seen.value.chars().all(|c| c.is_ascii_alphanumeric()),
+            "{backend:?} {point}: current verifies"
         );
-        assert!(doc.get("previous").is_none(), "{point}: previous retired");
         assert!(
-            !rotor.path("vault/app/key0.age.pending").exists(),
-            "{point}: no orphaned pending version"
+            seen.previous.is_none(),
+            "{backend:?} {point}: previous retired"
         );
+        assert!(!pending, "{backend:?} {point}: no orphaned pending version");
 
         let fingerprint = Credential::new()
-            .with("value", SecretString::from(v2))
+            .with("value", SecretString::from(seen.value.clone()))
             .fingerprint()
             .to_hex();
         let status = rotor.json(&["status", "--json"]);
         assert_eq!(
             status[0]["current_fingerprint"],
             format!("sha256:{fingerprint}"),
-            "{point}"
+            "{backend:?} {point}"
         );
-        assert_eq!(status[0]["state"], "idle", "{point}");
+        assert_eq!(
+            status[0]["current_version"],
+            seen.version.as_str(),
+            "{backend:?} {point}: the store knows the vault's version"
+        );
+        assert_eq!(status[0]["state"], "idle", "{backend:?} {point}");
 
         let url = rotor.store_url();
-        let steps = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                let store = Store::connect(&url, None).await.unwrap();
-                let run = store.runs(Some("app/key0"), 1).await.unwrap().remove(0);
-                store.steps(&run.id).await.unwrap()
-            });
-        let promoted_at = steps
+        let steps = block_on(async {
+            let store = Store::connect(&url, None).await.unwrap();
+            let run = store.runs(Some("app/key0"), 1).await.unwrap().remove(0);
+            store.steps(&run.id).await.unwrap()
+        });
+        let promoted: Vec<_> = steps
             .iter()
             .filter(|s| s.step == "promote" && s.outcome == "ok")
-            .map(|s| s.finished_at.unwrap())
-            .max()
-            .unwrap();
+            .collect();
+        assert_eq!(promoted.len(), 1, "{backend:?} {point}: promoted once");
         let retire_started = steps
             .iter()
             .filter(|s| s.step == "retire")
             .map(|s| s.started_at)
             .min()
             .unwrap();
+        let promoted_at = promoted[0].finished_at.unwrap();
         assert!(
             retire_started >= promoted_at + GRACE_MS - 5,
-            "{point}: retired {}ms after promotion, grace is {GRACE_MS}ms",
+            "{backend:?} {point}: retired {}ms after promotion, grace is {GRACE_MS}ms",
             retire_started - promoted_at
-        );
-        assert_eq!(
-            steps
-                .iter()
-                .filter(|s| s.step == "promote" && s.outcome == "ok")
-                .count(),
-            1,
-            "{point}: promoted once"
         );
         rotor.ok(&["audit", "verify"]);
     }
 
     macro_rules! crash_points {
-        ($($name:ident => $point:literal,)*) => {$(
+        ($backend:ident: $($name:ident => $point:literal,)*) => {$(
             #[test]
             fn $name() {
-                crash_at($point);
+                crash_at(Backend::$backend, $point);
             }
         )*};
     }
 
-    crash_points! {
-        mint_before => "mint:before",
-        mint_effect => "mint:effect",
-        mint_after => "mint:after",
-        apply_before => "apply:before",
-        apply_effect => "apply:effect",
-        apply_after => "apply:after",
-        verify_before => "verify:before",
-        verify_effect => "verify:effect",
-        verify_after => "verify:after",
-        promote_before => "promote:before",
-        promote_effect => "promote:effect",
-        promote_after => "promote:after",
-        grace_before => "grace:before",
-        grace_effect => "grace:effect",
-        grace_after => "grace:after",
-        retire_before => "retire:before",
-        retire_effect => "retire:effect",
-        retire_after => "retire:after",
+    /// Between steps, and between each step's side effect and its save.
+    macro_rules! step_points {
+        ($module:ident, $backend:ident) => {
+            mod $module {
+                use super::*;
+                crash_points! { $backend:
+                    mint_before => "mint:before",
+                    mint_effect => "mint:effect",
+                    mint_after => "mint:after",
+                    apply_before => "apply:before",
+                    apply_effect => "apply:effect",
+                    apply_after => "apply:after",
+                    verify_before => "verify:before",
+                    verify_effect => "verify:effect",
+                    verify_after => "verify:after",
+                    promote_before => "promote:before",
+                    promote_effect => "promote:effect",
+                    promote_after => "promote:after",
+                    grace_before => "grace:before",
+                    grace_effect => "grace:effect",
+                    grace_after => "grace:after",
+                    retire_before => "retire:before",
+                    retire_effect => "retire:effect",
+                    retire_after => "retire:after",
+                }
+            }
+        };
+    }
+
+    step_points!(file, File);
+    step_points!(openbao, OpenBao);
+    step_points!(aws, Aws);
+
+    // Between two vault operations of one step.
+    crash_points! { File:
+        file_vault_promote_written => "vault:promote:written",
+    }
+    crash_points! { OpenBao:
+        openbao_vault_promote_written => "vault:promote:written",
+        openbao_vault_promote_labelled => "vault:promote:labelled",
+        openbao_vault_retire_written => "vault:retire:written",
+    }
+    crash_points! { Aws:
+        aws_vault_promote_written => "vault:promote:written",
+        aws_vault_retire_written => "vault:retire:written",
+        aws_vault_retire_labelled => "vault:retire:labelled",
     }
 }
