@@ -102,7 +102,7 @@ mod with_failpoints {
     }
 
     fn read(rotor: &Rotor) -> (Option<Seen>, bool) {
-        let config = rotor::config::load(&[rotor.config.clone()]).unwrap();
+        let config = rotor::config::load(std::slice::from_ref(&rotor.config)).unwrap();
         let credential = config.credential("app/key0").unwrap().clone();
         block_on(async {
             let vaults = Vaults::open(&config).await.unwrap();
