@@ -493,7 +493,12 @@ impl Engine {
             Step::Promote => {
                 let version = ctx
                     .vault
-                    .promote(path, &run.token, run.replaced_version.as_deref())
+                    .promote_run(
+                        path,
+                        &run.token,
+                        Some(&run.id),
+                        run.replaced_version.as_deref(),
+                    )
                     .await?;
                 let now = self.now();
                 let grace = if run.emergency != 0 { 0 } else { run.grace_ms };

@@ -292,10 +292,11 @@ impl Vault for AwsSecretsManager {
         Ok(stored(token, doc.fields))
     }
 
-    async fn promote(
+    async fn promote_run(
         &self,
         path: &str,
         token: &str,
+        _run_id: Option<&str>,
         expected_current: Option<&str>,
     ) -> Result<String, VaultError> {
         let labelled = self.get(path, CURRENT).await?;

@@ -332,10 +332,11 @@ impl Vault for FileVault {
         .await
     }
 
-    async fn promote(
+    async fn promote_run(
         &self,
         path: &str,
         token: &str,
+        _run_id: Option<&str>,
         expected_current: Option<&str>,
     ) -> Result<String, VaultError> {
         let token = token.to_owned();

@@ -90,6 +90,17 @@ pub trait Vault: Send + Sync {
         path: &str,
         token: &str,
         expected_current: Option<&str>,
+    ) -> impl Future<Output = Result<String, VaultError>> + Send {
+        self.promote_run(path, token, None, expected_current)
+    }
+
+    /// `promote`, naming the run, for vaults that record it beside the version.
+    fn promote_run(
+        &self,
+        path: &str,
+        token: &str,
+        run_id: Option<&str>,
+        expected_current: Option<&str>,
     ) -> impl Future<Output = Result<String, VaultError>> + Send;
 
     /// Removes run `token`'s pending version; absent is success.
@@ -144,13 +155,14 @@ impl Vault for AnyVault {
     ) -> Result<StoredVersion, VaultError> {
         dispatch!(self, v => v.write_pending(path, token, credential).await)
     }
-    async fn promote(
+    async fn promote_run(
         &self,
         path: &str,
         token: &str,
+        run_id: Option<&str>,
         expected_current: Option<&str>,
     ) -> Result<String, VaultError> {
-        dispatch!(self, v => v.promote(path, token, expected_current).await)
+        dispatch!(self, v => v.promote_run(path, token, run_id, expected_current).await)
     }
     async fn discard_pending(&self, path: &str, token: &str) -> Result<(), VaultError> {
         dispatch!(self, v => v.discard_pending(path, token).await)

@@ -826,10 +826,11 @@ impl Vault for OpenbaoVault {
         Ok(stored(version, Some(token.to_owned()), doc.fields))
     }
 
-    async fn promote(
+    async fn promote_run(
         &self,
         path: &str,
         token: &str,
+        run_id: Option<&str>,
         expected_current: Option<&str>,
     ) -> Result<String, VaultError> {
         let pending = self
@@ -845,7 +846,7 @@ impl Vault for OpenbaoVault {
             if promoted_already {
                 // Crashed after the write: finish the bookkeeping and the cleanup.
                 if doc.current.token.as_deref() != Some(token) {
-                    self.set_custom_metadata(path, current_metadata(token, doc))
+                    self.set_custom_metadata(path, current_metadata(token, run_id, doc))
                         .await?;
                 }
                 if pending.is_some() {
@@ -895,7 +896,7 @@ impl Vault for OpenbaoVault {
             current: stored(version, Some(token.to_owned()), doc.fields),
             previous: current.map(|c| c.current),
         };
-        self.set_custom_metadata(path, current_metadata(token, &promoted))
+        self.set_custom_metadata(path, current_metadata(token, run_id, &promoted))
             .await?;
         crate::failpoint::pause_if_armed("vault:promote:labelled").await;
         self.delete_all_versions(&self.pending_path(path), path)
@@ -941,7 +942,7 @@ impl Vault for OpenbaoVault {
             current: stored(version, Some(token.to_owned()), fresh.fields),
             previous: None,
         };
-        self.set_custom_metadata(path, current_metadata(token, &after))
+        self.set_custom_metadata(path, current_metadata(token, None, &after))
             .await?;
         Ok(Some(version.to_string()))
     }
@@ -968,13 +969,16 @@ impl OpenbaoVault {
 }
 
 /// What rotor records about the current version in the key's custom_metadata.
-fn current_metadata(token: &str, doc: &Document) -> serde_json::Value {
+fn current_metadata(token: &str, run_id: Option<&str>, doc: &Document) -> serde_json::Value {
     let mut values = json!({
         "rotor_token": token,
         "rotor_stage": "current",
         "rotor_version": doc.current.version,
         "rotor_fingerprint": format!("sha256:{}", doc.current.fingerprint),
     });
+    if let Some(run_id) = run_id {
+        values["rotor_run"] = json!(run_id);
+    }
     match &doc.previous {
         Some(p) => {
             values["rotor_previous_version"] = json!(p.version);

@@ -345,6 +345,14 @@ rotator = {{ kind = "generated", length = 40 }}
     logs.extend(run(&["--log", "trace", "run", "--once"]).stderr);
     let after = server.kv_get(&mount, "payments/webhook");
     assert_eq!(after["data"]["data"]["value"], v2.as_str());
+    let custom = &after["data"]["metadata"]["custom_metadata"];
+    assert!(
+        custom["rotor_run"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("run_")),
+        "the run id is recorded: {custom}"
+    );
+    assert_eq!(custom["rotor_stage"], "current");
     assert!(
         after["data"]["data"].get("previous").is_none(),
         "previous dropped after grace: {after}"
