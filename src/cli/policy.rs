@@ -65,8 +65,7 @@ pub fn vault_policy(id: &str, name: &str, vault: &VaultConfig, path: &str) -> St
                         "Action": [
                             "secretsmanager:GetSecretValue",
                             "secretsmanager:PutSecretValue",
-                            "secretsmanager:UpdateSecretVersionStage",
-                            "secretsmanager:DescribeSecret"
+                            "secretsmanager:UpdateSecretVersionStage"
                         ],
                         "Resource": format!("arn:aws:secretsmanager:{}:*:secret:{path}-??????", c.region)
                     },
