@@ -229,13 +229,9 @@ fn retired_token(token: &str) -> String {
     )
 }
 
+/// A version of ours: its id is the run token it was written with.
 fn stored(version: &str, credential: Credential) -> StoredVersion {
-    StoredVersion {
-        version: version.to_owned(),
-        token: Some(version.to_owned()),
-        fingerprint: credential.fingerprint().to_hex(),
-        credential,
-    }
+    StoredVersion::new(version, Some(version.to_owned()), credential)
 }
 
 impl Vault for AwsSecretsManager {
@@ -246,12 +242,7 @@ impl Vault for AwsSecretsManager {
     async fn read_current(&self, path: &str) -> Result<Option<Document>, VaultError> {
         Ok(self.current(path).await?.map(|(version, doc)| Document {
             current: stored(&version, doc.fields),
-            previous: doc.previous.map(|p| StoredVersion {
-                version: String::new(),
-                token: None,
-                fingerprint: p.fingerprint().to_hex(),
-                credential: p,
-            }),
+            previous: doc.previous.map(|p| StoredVersion::new("", None, p)),
         }))
     }
 

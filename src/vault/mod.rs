@@ -29,6 +29,19 @@ pub struct StoredVersion {
     pub credential: Credential,
 }
 
+impl StoredVersion {
+    /// A version read from a vault that does not record fingerprints: computed from the fields.
+    pub fn new(version: impl Into<String>, token: Option<String>, credential: Credential) -> Self {
+        let fingerprint = credential.fingerprint().to_hex();
+        StoredVersion {
+            version: version.into(),
+            token,
+            fingerprint,
+            credential,
+        }
+    }
+}
+
 /// What consumers read at a path: the current version and, during grace, the previous one.
 #[derive(Debug, Clone)]
 pub struct Document {

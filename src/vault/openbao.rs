@@ -749,12 +749,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn stored(version: u64, token: Option<String>, credential: Credential) -> StoredVersion {
-    StoredVersion {
-        version: version.to_string(),
-        token,
-        fingerprint: credential.fingerprint().to_hex(),
-        credential,
-    }
+    StoredVersion::new(version.to_string(), token, credential)
 }
 
 impl Vault for OpenbaoVault {
