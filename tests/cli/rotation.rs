@@ -365,19 +365,7 @@ rotator = {{ kind = "generated", length = 40 }}
         "{status}"
     );
     assert_eq!(status[0]["state"], "idle");
-    for secret in [&v1, &v2] {
-        assert!(
-            !crate::support::contains(&logs, secret.as_bytes()),
-            "a secret value appears in the logs"
-        );
-        for (path, bytes) in crate::support::all_bytes(rotor.dir.path()) {
-            assert!(
-                !crate::support::contains(&bytes, secret.as_bytes()),
-                "a secret value is in {}",
-                path.display()
-            );
-        }
-    }
+    crate::support::assert_secrets_absent(&[v1.as_str(), v2.as_str()], &logs, rotor.dir.path());
 }
 
 #[test]
@@ -493,19 +481,7 @@ fn credentials_rotate_into_aws_secrets_manager_with_native_labels() {
         current["previous"]["value"], v1,
         "during grace AWSCURRENT carries the previous fields"
     );
-    for secret in [v1, v2] {
-        assert!(
-            !crate::support::contains(&logs, secret.as_bytes()),
-            "a secret value appears in the logs"
-        );
-        for (path, bytes) in crate::support::all_bytes(rotor.dir.path()) {
-            assert!(
-                !crate::support::contains(&bytes, secret.as_bytes()),
-                "a secret value is in {}",
-                path.display()
-            );
-        }
-    }
+    crate::support::assert_secrets_absent(&[v1, v2], &logs, rotor.dir.path());
     std::thread::sleep(Duration::from_millis(1100));
     run(&["run", "--once"]);
     let status: serde_json::Value =

@@ -168,3 +168,21 @@ pub fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// Fails if any of `secrets` appears in `output` (logs, CLI output) or in any file under `dir`
+/// (the store and its WAL among them).
+pub fn assert_secrets_absent(secrets: &[&str], output: &[u8], dir: &Path) {
+    for secret in secrets {
+        assert!(
+            !contains(output, secret.as_bytes()),
+            "a secret value appears in the output"
+        );
+        for (path, bytes) in all_bytes(dir) {
+            assert!(
+                !contains(&bytes, secret.as_bytes()),
+                "a secret value is in {}",
+                path.display()
+            );
+        }
+    }
+}
