@@ -246,6 +246,12 @@ impl OpenbaoVault {
         VaultError::new(class, &self.name, path, message)
     }
 
+    /// A request the server answered with an error `call` did not classify.
+    fn refused(&self, path: &str, what: &str, reply: &Reply) -> VaultError {
+        let message = format!("{what} failed ({}): {}", reply.status, errors_of(reply));
+        self.err(ErrorClass::Permanent, path, message)
+    }
+
     /// One HTTP exchange with a token (or none, for login).
     async fn send(
         &self,
@@ -550,11 +556,7 @@ impl OpenbaoVault {
             });
         }
         if !reply.status.is_success() {
-            return Err(self.err(
-                ErrorClass::Permanent,
-                path,
-                format!("reading failed ({}): {}", reply.status, errors_of(&reply)),
-            ));
+            return Err(self.refused(path, "reading", &reply));
         }
         let read: KvRead<M> = self.json(&reply, path, "read")?;
         let meta = read.data.metadata;
@@ -593,11 +595,7 @@ impl OpenbaoVault {
             ));
         }
         if !reply.status.is_success() {
-            return Err(self.err(
-                ErrorClass::Permanent,
-                path,
-                format!("writing failed ({}): {}", reply.status, errors_of(&reply)),
-            ));
+            return Err(self.refused(path, "writing", &reply));
         }
         let written: serde_json::Value = self.json(&reply, path, "write")?;
         written["data"]["version"].as_u64().ok_or_else(|| {
@@ -625,15 +623,7 @@ impl OpenbaoVault {
             )
             .await?;
         if !reply.status.is_success() {
-            return Err(self.err(
-                ErrorClass::Permanent,
-                path,
-                format!(
-                    "updating custom_metadata failed ({}): {}",
-                    reply.status,
-                    errors_of(&reply)
-                ),
-            ));
+            return Err(self.refused(path, "updating custom_metadata", &reply));
         }
         Ok(())
     }
@@ -648,15 +638,7 @@ impl OpenbaoVault {
             )
             .await?;
         if !reply.status.is_success() && reply.status != StatusCode::NOT_FOUND {
-            return Err(self.err(
-                ErrorClass::Permanent,
-                path,
-                format!(
-                    "deleting {kv_path} failed ({}): {}",
-                    reply.status,
-                    errors_of(&reply)
-                ),
-            ));
+            return Err(self.refused(path, &format!("deleting {kv_path}"), &reply));
         }
         Ok(())
     }
@@ -910,11 +892,19 @@ impl Vault for OpenbaoVault {
     }
 
     async fn drop_previous(&self, path: &str, token: &str) -> Result<Option<String>, VaultError> {
-        let Some(doc) = self.read_current(path).await? else {
-            return Ok(None);
+        // The data read carries custom_metadata: no second request for rotor's token.
+        let (version, doc, custom) = match self.read::<serde_json::Value>(path, path).await? {
+            Read::Missing => return Ok(None),
+            Read::Gone { version, destroyed } => {
+                return Err(self.gone_conflict(path, version, destroyed));
+            }
+            Read::Present {
+                version,
+                doc,
+                custom,
+            } => (version, doc, custom),
         };
-        let custom_token = self.custom_token(path).await?;
-        if custom_token.as_deref() != Some(token) {
+        if custom.get("rotor_token").map(String::as_str) != Some(token) {
             return Err(self.err(
                 ErrorClass::Conflict,
                 path,
@@ -922,16 +912,15 @@ impl Vault for OpenbaoVault {
                  the previous credential is left in place",
             ));
         }
-        let Some(_) = doc.previous else {
-            return Ok(Some(doc.current.version));
-        };
-        let cas: u64 = doc.current.version.parse().unwrap_or(0);
+        if doc.previous.is_none() {
+            return Ok(Some(version.to_string()));
+        }
         let fresh = WireDocument::<()> {
-            fields: doc.current.credential.clone(),
+            fields: doc.fields,
             previous: None,
             meta: None,
         };
-        let version = self.write(path, &fresh, Some(cas), path).await?;
+        let version = self.write(path, &fresh, Some(version), path).await?;
         crate::failpoint::pause_if_armed("vault:retire:written").await;
         let after = Document {
             current: stored(version, Some(token.to_owned()), fresh.fields),
@@ -940,26 +929,6 @@ impl Vault for OpenbaoVault {
         self.set_custom_metadata(path, current_metadata(token, None, &after))
             .await?;
         Ok(Some(version.to_string()))
-    }
-}
-
-impl OpenbaoVault {
-    async fn custom_token(&self, path: &str) -> Result<Option<String>, VaultError> {
-        let reply = self
-            .call(
-                Method::GET,
-                &format!("{}/metadata/{path}", self.mount),
-                None,
-                path,
-            )
-            .await?;
-        if reply.status == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        let meta: serde_json::Value = self.json(&reply, path, "metadata read")?;
-        Ok(meta["data"]["custom_metadata"]["rotor_token"]
-            .as_str()
-            .map(str::to_owned))
     }
 }
 
