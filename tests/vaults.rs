@@ -30,6 +30,16 @@ fn cred(value: &str) -> Credential {
     Credential::new().with("value", SecretString::from(value))
 }
 
+/// The value consumers read now.
+async fn current_value(vault: &AnyVault, path: &str) -> String {
+    let doc = vault
+        .read_current(path)
+        .await
+        .unwrap()
+        .expect("a current version");
+    value(&doc.current.credential).to_owned()
+}
+
 fn value(c: &Credential) -> &str {
     c.get("value").unwrap().expose_secret()
 }
@@ -162,18 +172,7 @@ async fn rollover_contract(vault: &AnyVault) {
     vault.discard_pending(path, &tok("t3")).await.unwrap();
     vault.discard_pending(path, &tok("t3")).await.unwrap();
     assert!(vault.read_pending(path).await.unwrap().is_none());
-    assert_eq!(
-        value(
-            &vault
-                .read_current(path)
-                .await
-                .unwrap()
-                .unwrap()
-                .current
-                .credential
-        ),
-        "two"
-    );
+    assert_eq!(current_value(vault, path).await, "two");
     // Values round-trip byte for byte, whatever they hold.
     let odd = "quote\" back\\slash\nnewline\ttab ünïcødé 🔑 {\"json\": true} ";
     vault
@@ -201,18 +200,7 @@ async fn rollover_contract(vault: &AnyVault) {
         .await
         .unwrap();
     assert_ne!(v3, doc.current.version);
-    assert_eq!(
-        value(
-            &vault
-                .read_current(path)
-                .await
-                .unwrap()
-                .unwrap()
-                .current
-                .credential
-        ),
-        odd
-    );
+    assert_eq!(current_value(vault, path).await, odd);
     vault.drop_previous(path, &tok("t4")).await.unwrap();
 }
 
@@ -401,18 +389,7 @@ async fn approle_tokens_are_renewed_and_replaced_when_they_expire() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
     }
-    assert_eq!(
-        value(
-            &vault
-                .read_current("svc")
-                .await
-                .unwrap()
-                .unwrap()
-                .current
-                .credential
-        ),
-        "v4"
-    );
+    assert_eq!(current_value(&vault, "svc").await, "v4");
 
     // A wrong secret id is a clear, permanent error.
     std::fs::write(dir.path().join("secret_id"), "not-the-secret-id").unwrap();

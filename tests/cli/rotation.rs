@@ -311,19 +311,7 @@ rotator = {{ kind = "generated", length = 40 }}
         "token", "create", "-policy", &name, "-ttl", "10m", "-field", "token",
     ]);
     let token = token.trim().to_owned();
-    let run = |args: &[&str]| {
-        let out = rotor
-            .command(args)
-            .env("ROTOR_TEST_BAO_TOKEN", &token)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
+    let run = |args: &[&str]| rotor.ok_with_env(args, &[("ROTOR_TEST_BAO_TOKEN", &token)]);
     let mut logs = Vec::new();
     logs.extend(run(&["--log", "trace", "run", "--once"]).stderr);
     let v1 = server.kv_get(&mount, "payments/webhook")["data"]["data"]["value"]
@@ -426,20 +414,11 @@ fn credentials_rotate_into_aws_secrets_manager_with_native_labels() {
         std::process::id()
     );
     let rotor = Rotor::new(&config);
-    let run = |args: &[&str]| {
-        let out = rotor
-            .command(args)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
+    let aws = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ];
+    let run = |args: &[&str]| rotor.ok_with_env(args, &aws);
     let policy: String = String::from_utf8(run(&["policy", "ci/hook"]).stdout).unwrap();
     assert!(
         policy.contains("secretsmanager:UpdateSecretVersionStage")

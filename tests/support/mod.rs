@@ -57,7 +57,16 @@ impl Rotor {
 
     /// Runs and asserts exit code 0.
     pub fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
+        self.ok_with_env(args, &[])
+    }
+
+    /// Runs with extra environment variables (credentials for a server) and asserts exit 0.
+    pub fn ok_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let out = self
+            .command(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run rotor");
         assert!(
             out.status.success(),
             "rotor {args:?} failed with {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -185,4 +194,26 @@ pub fn assert_secrets_absent(secrets: &[&str], output: &[u8], dir: &Path) {
             );
         }
     }
+}
+
+/// A shell line that runs `server` in the background and stops it with `signal` when this test
+/// process exits, however it exits. It watches /proc rather than `kill -0`, which fails across
+/// users when the tests run as root and the server as another user.
+pub fn watchdog_script(server: &str, signal: &str) -> String {
+    format!(
+        "{server} & s=$!; while [ -d /proc/{} ] && kill -0 $s 2>/dev/null; do sleep 0.5; done; \
+         kill -{signal} $s; wait $s",
+        std::process::id()
+    )
+}
+
+/// Spawns a `watchdog_script` shell. The handle is dropped on purpose: the shell outlives it
+/// and is reaped when the test process exits.
+pub fn spawn_watchdog(mut shell: Command, what: &str) {
+    #[allow(clippy::zombie_processes)]
+    let _watchdog = shell
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
 }

@@ -1,7 +1,7 @@
 //! A local AWS for the tests: `moto_server` (pip install 'moto[server]') on a free loopback
 //! port, started once per test binary and stopped when the test process exits.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -25,19 +25,10 @@ fn start() -> Moto {
         "pip install 'moto[server]' (scripts/test installs it into its Python venv)",
     );
     let port = free_port();
-    let script = format!(
-        "{} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & s=$!; \
-         while [ -d /proc/{} ] && kill -0 $s 2>/dev/null; do sleep 0.5; done; kill $s; wait $s",
-        moto.display(),
-        std::process::id()
-    );
-    #[allow(clippy::zombie_processes)]
-    let _watchdog = Command::new("sh")
-        .args(["-c", &script])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn moto_server");
+    let server = format!("{} -H 127.0.0.1 -p {port} >/dev/null 2>&1", moto.display());
+    let mut shell = Command::new("sh");
+    shell.args(["-c", &super::watchdog_script(&server, "TERM")]);
+    super::spawn_watchdog(shell, "moto_server");
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(

@@ -1,7 +1,7 @@
 //! A real OpenBao for the tests: `bao server -dev` on a free loopback port, started once per
 //! test binary and stopped when the test process exits.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -125,20 +125,13 @@ fn start_with_config(config: Option<&std::path::Path>) -> OpenBao {
     let extra = config
         .map(|c| format!(" -config={}", c.display()))
         .unwrap_or_default();
-    // A watchdog shell stops the server when this test process exits, however it exits.
-    let script = format!(
-        "{} server -dev -dev-root-token-id={ROOT_TOKEN} -dev-listen-address=127.0.0.1:{port}{extra} >/dev/null 2>&1 & s=$!; \
-         while [ -d /proc/{} ] && kill -0 $s 2>/dev/null; do sleep 0.5; done; kill $s; wait $s",
+    let server = format!(
+        "{} server -dev -dev-root-token-id={ROOT_TOKEN} -dev-listen-address=127.0.0.1:{port}{extra} >/dev/null 2>&1",
         bao.display(),
-        std::process::id()
     );
-    #[allow(clippy::zombie_processes)]
-    let _watchdog = Command::new("sh")
-        .args(["-c", &script])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn bao");
+    let mut shell = Command::new("sh");
+    shell.args(["-c", &super::watchdog_script(&server, "TERM")]);
+    super::spawn_watchdog(shell, "bao");
     let server = OpenBao { address };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -97,24 +97,14 @@ fn start() -> Postgres {
         String::from_utf8_lossy(&initdb.stderr)
     );
     let port = free_port();
-    // A watchdog shell stops the server when this test process exits, however it exits. It
-    // looks at /proc rather than `kill -0`, which fails across users when the tests run as root.
-    let script = format!(
-        "{} -D {} -p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 & pg=$!; \
-         while [ -d /proc/{} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done; kill -INT $pg; wait $pg",
+    let server = format!(
+        "{} -D {} -p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
         bin.join("postgres").display(),
         data.display(),
         dir.display(),
-        std::process::id()
     );
-    let mut cmd = run(vec!["sh".into(), "-c".into(), script]);
-    // The watchdog outlives this handle on purpose: it is reaped when the test process exits.
-    #[allow(clippy::zombie_processes)]
-    let _watchdog = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn postgres");
+    let script = super::watchdog_script(&server, "INT");
+    super::spawn_watchdog(run(vec!["sh".into(), "-c".into(), script]), "postgres");
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
