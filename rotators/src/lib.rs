@@ -5,14 +5,24 @@
 //! provider. The engine decides when each step runs and persists what happened.
 
 pub mod credential;
+pub mod duration;
 pub mod error;
 #[cfg(feature = "generated")]
 pub mod generated;
+pub mod password;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+pub mod secret_ref;
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 pub use credential::{Credential, Fingerprint};
 pub use error::{ErrorClass, RotatorError};
+use secrecy::SecretString;
+pub use secret_ref::SecretRef;
 
 /// Where a new credential's secret comes from; it decides how `mint` can be made crash-safe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,16 +30,75 @@ pub enum Origin {
     /// rotor generates the secret and the provider accepts it (`apply`): the vault gets the
     /// value before the provider does, so a crash can never lose it.
     Local,
-    /// The provider generates the secret and shows it once (an IAM access key): the engine
-    /// records the intent first and recovery deletes orphans no vault stage knows.
+    /// The provider generates the secret and shows it once (an IAM access key): `mint` must
+    /// find and remove what an earlier, interrupted `mint` of the same run token left behind.
     Provider,
 }
 
 /// A credential that exists at the provider, as `list_live` reports it. Never the secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveCredential {
-    /// The provider's own identifier (an access key id, a deploy key id...).
+    /// The provider's own identifier (an access key id, a role name, a deploy key id...).
     pub provider_id: String,
+    /// Whether the provider still accepts it.
+    pub active: bool,
+}
+
+/// What `mint` knows about the rotation it serves.
+#[derive(Debug, Clone, Copy)]
+pub struct MintContext<'a> {
+    /// The run's token: the same on every attempt of this run, different for every run.
+    pub token: &'a str,
+    /// The credential consumers use now, if there is one.
+    pub current: Option<&'a Credential>,
+}
+
+/// How far `retire` got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retired {
+    /// The old credential no longer authenticates and nothing is left to do.
+    Done,
+    /// Disabled, with a second stage due later (an IAM key is deactivated, then deleted):
+    /// call `retire` again after this long.
+    Again(Duration),
+}
+
+/// Reads the secrets a rotator's config refers to (an admin password, a private key), at the
+/// moment it needs them, so that a reference to a credential rotor itself rotates stays fresh.
+pub trait SecretSource: Send + Sync {
+    /// The value behind `reference`; the error says which reference and why, never a value.
+    fn resolve<'a>(
+        &'a self,
+        reference: &'a SecretRef,
+    ) -> Pin<Box<dyn Future<Output = Result<SecretString, String>> + Send + 'a>>;
+}
+
+/// A source for rotators whose config holds no references, and for tests.
+pub struct NoSecrets;
+
+impl SecretSource for NoSecrets {
+    fn resolve<'a>(
+        &'a self,
+        reference: &'a SecretRef,
+    ) -> Pin<Box<dyn Future<Output = Result<SecretString, String>> + Send + 'a>> {
+        Box::pin(async move { Err(format!("{reference}: no secret source is configured")) })
+    }
+}
+
+/// The secrets a rotator was built with.
+pub type Secrets = Arc<dyn SecretSource>;
+
+/// Resolves `reference` for a rotator, as a permanent error naming what was being read.
+pub(crate) async fn resolve_secret(
+    secrets: &Secrets,
+    reference: &SecretRef,
+    purpose: &str,
+) -> Result<SecretString, RotatorError> {
+    secrets.resolve(reference).await.map_err(|e| {
+        RotatorError::permanent(format!(
+            "cannot read {purpose} ({e}); fix the reference or the secret it points to"
+        ))
+    })
 }
 
 /// The contract every provider keeps. Every method must be idempotent: the engine calls a step
@@ -40,8 +109,12 @@ pub trait Rotator: Send + Sync {
 
     fn origin(&self) -> Origin;
 
-    /// Produces a new candidate credential. For [`Origin::Local`] this has no side effect.
-    fn mint(&self) -> impl Future<Output = Result<Credential, RotatorError>> + Send;
+    /// Produces a new candidate credential. For [`Origin::Local`] this has no side effect; for
+    /// [`Origin::Provider`] a second call with the same token leaves one credential, not two.
+    fn mint(
+        &self,
+        context: MintContext<'_>,
+    ) -> impl Future<Output = Result<Credential, RotatorError>> + Send;
 
     /// Installs a locally generated candidate at the provider while `current` keeps working.
     fn apply(
@@ -56,8 +129,12 @@ pub trait Rotator: Send + Sync {
         candidate: &Credential,
     ) -> impl Future<Output = Result<(), RotatorError>> + Send;
 
-    /// Invalidates a credential that has been replaced. "Already gone" is success.
-    fn retire(&self, old: &Credential) -> impl Future<Output = Result<(), RotatorError>> + Send;
+    /// Invalidates `old`, which `current` has replaced. "Already gone" is success.
+    fn retire(
+        &self,
+        old: &Credential,
+        current: Option<&Credential>,
+    ) -> impl Future<Output = Result<Retired, RotatorError>> + Send;
 
     /// Undoes `apply` of a candidate that will not be promoted, leaving `current` working.
     fn rollback(
@@ -69,74 +146,108 @@ pub trait Rotator: Send + Sync {
     /// The credentials that exist at the provider, for orphan detection after a crash.
     fn list_live(&self) -> impl Future<Output = Result<Vec<LiveCredential>, RotatorError>> + Send;
 
+    /// The provider's identifier of `credential` (what `list_live` reports), if it has one.
+    fn provider_id(&self, credential: &Credential) -> Option<String>;
+
     /// Checks reachability and permissions without changing anything.
     fn preflight(&self) -> impl Future<Output = Result<(), RotatorError>> + Send;
 }
 
-/// The rotator section of a `[[credential]]`, tagged by `kind`.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum RotatorConfig {
-    /// A random secret rotor generates itself: webhook signing keys, API keys of your own services.
-    #[cfg(feature = "generated")]
-    Generated(generated::GeneratedConfig),
+/// What every rotator's config section can say about itself without contacting anything.
+pub trait RotatorSettings {
+    /// Checks what serde cannot (a usable length, a user the strategy allows).
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The secret references in this section, so the config loader can check that the vaults
+    /// they name exist.
+    fn secret_refs(&self) -> Vec<&SecretRef> {
+        Vec::new()
+    }
+
+    /// The least privilege rotor needs at the provider, in the provider's own language, for
+    /// `rotor policy ID`.
+    fn least_privilege(&self, credential_id: &str) -> String;
 }
 
-impl RotatorConfig {
-    /// Every `kind` this build knows, for error messages.
-    pub const KINDS: &'static [&'static str] = &[
-        #[cfg(feature = "generated")]
-        "generated",
-    ];
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            #[cfg(feature = "generated")]
-            RotatorConfig::Generated(_) => "generated",
+/// Declares the closed set of providers: the tagged config enum, the built rotator enum and
+/// their `match` dispatch, each variant behind its Cargo feature.
+macro_rules! providers {
+    ($( $feature:literal $kind:literal $variant:ident $config:ty => $rotator:ty, $doc:literal; )*) => {
+        /// The rotator section of a `[[credential]]`, tagged by `kind`.
+        #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+        #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+        pub enum RotatorConfig {
+            $(
+                #[doc = $doc]
+                #[cfg(feature = $feature)]
+                $variant($config),
+            )*
         }
-    }
 
-    /// Deserializes the fields of the rotator whose kind is `kind` (the `kind` key removed), so
-    /// that error positions come from the caller's deserializer and stay exact.
-    pub fn deserialize_kind<'de, D>(kind: &str, fields: D) -> Result<Option<Self>, D::Error>
-    where
-        D: serde::Deserializer<'de>,
-    {
-        use serde::Deserialize;
-        Ok(Some(match kind {
-            #[cfg(feature = "generated")]
-            "generated" => {
-                RotatorConfig::Generated(generated::GeneratedConfig::deserialize(fields)?)
+        impl RotatorConfig {
+            /// Every `kind` this build knows, for error messages.
+            pub const KINDS: &'static [&'static str] = &[$( #[cfg(feature = $feature)] $kind, )*];
+
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $( #[cfg(feature = $feature)] RotatorConfig::$variant(_) => $kind, )*
+                }
             }
-            _ => return Ok(None),
-        }))
-    }
-}
 
-/// A built rotator of any kind: the closed set of providers, dispatched by `match`.
-pub enum AnyRotator {
-    #[cfg(feature = "generated")]
-    Generated(generated::Generated),
-}
-
-impl AnyRotator {
-    pub fn build(config: &RotatorConfig) -> Result<Self, RotatorError> {
-        Ok(match config {
-            #[cfg(feature = "generated")]
-            RotatorConfig::Generated(c) => {
-                AnyRotator::Generated(generated::Generated::new(c.clone()))
+            pub fn settings(&self) -> &dyn RotatorSettings {
+                match self {
+                    $( #[cfg(feature = $feature)] RotatorConfig::$variant(c) => c, )*
+                }
             }
-        })
-    }
-}
 
-macro_rules! dispatch {
-    ($self:ident, $r:ident => $body:expr) => {
-        match $self {
-            #[cfg(feature = "generated")]
-            AnyRotator::Generated($r) => $body,
+            /// Deserializes the fields of the rotator whose kind is `kind` (the `kind` key
+            /// removed), so that error positions come from the caller's deserializer and stay
+            /// exact.
+            pub fn deserialize_kind<'de, D>(kind: &str, fields: D) -> Result<Option<Self>, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                #[allow(unused_imports)]
+                use serde::Deserialize;
+                #[allow(unreachable_code)]
+                Ok(Some(match kind {
+                    $( #[cfg(feature = $feature)] $kind => RotatorConfig::$variant(<$config>::deserialize(fields)?), )*
+                    _ => { let _ = fields; return Ok(None) }
+                }))
+            }
+        }
+
+        /// A built rotator of any kind, dispatched by `match`.
+        pub enum AnyRotator {
+            $( #[cfg(feature = $feature)] $variant(Box<$rotator>), )*
+        }
+
+        impl AnyRotator {
+            pub fn build(config: &RotatorConfig, secrets: Secrets) -> Result<Self, RotatorError> {
+                let _ = &secrets;
+                Ok(match config {
+                    $( #[cfg(feature = $feature)] RotatorConfig::$variant(c) => AnyRotator::$variant(Box::new(<$rotator>::build(c.clone(), secrets)?)), )*
+                })
+            }
+        }
+
+        macro_rules! dispatch {
+            ($self_:ident, $r:ident => $body:expr) => {
+                match $self_ {
+                    $( #[cfg(feature = $feature)] AnyRotator::$variant($r) => $body, )*
+                }
+            };
         }
     };
+}
+
+providers! {
+    "generated" "generated" Generated generated::GeneratedConfig => generated::Generated,
+        "A random secret rotor generates itself: webhook signing keys, API keys of your own services.";
+    "postgres" "postgres_password" PostgresPassword postgres::PostgresConfig => postgres::PostgresPassword,
+        "A PostgreSQL role's password, rotated across two alternating roles or in place.";
 }
 
 impl Rotator for AnyRotator {
@@ -146,8 +257,8 @@ impl Rotator for AnyRotator {
     fn origin(&self) -> Origin {
         dispatch!(self, r => r.origin())
     }
-    async fn mint(&self) -> Result<Credential, RotatorError> {
-        dispatch!(self, r => r.mint().await)
+    async fn mint(&self, context: MintContext<'_>) -> Result<Credential, RotatorError> {
+        dispatch!(self, r => r.mint(context).await)
     }
     async fn apply(
         &self,
@@ -159,8 +270,12 @@ impl Rotator for AnyRotator {
     async fn verify(&self, candidate: &Credential) -> Result<(), RotatorError> {
         dispatch!(self, r => r.verify(candidate).await)
     }
-    async fn retire(&self, old: &Credential) -> Result<(), RotatorError> {
-        dispatch!(self, r => r.retire(old).await)
+    async fn retire(
+        &self,
+        old: &Credential,
+        current: Option<&Credential>,
+    ) -> Result<Retired, RotatorError> {
+        dispatch!(self, r => r.retire(old, current).await)
     }
     async fn rollback(
         &self,
@@ -171,6 +286,9 @@ impl Rotator for AnyRotator {
     }
     async fn list_live(&self) -> Result<Vec<LiveCredential>, RotatorError> {
         dispatch!(self, r => r.list_live().await)
+    }
+    fn provider_id(&self, credential: &Credential) -> Option<String> {
+        dispatch!(self, r => r.provider_id(credential))
     }
     async fn preflight(&self) -> Result<(), RotatorError> {
         dispatch!(self, r => r.preflight().await)

@@ -169,7 +169,7 @@ async fn dispatch(cli: Cli) -> CliResult {
     };
     match cli.command {
         Command::Run(args) => run::run(&ctx, args).await,
-        Command::Validate(args) => validate::run(&ctx, args),
+        Command::Validate(args) => validate::run(&ctx, args).await,
         Command::Plan(args) => plan::run(&ctx, args).await,
         Command::Rotate(args) => rotate::run(&ctx, args).await,
         Command::Status(args) => status::run(&ctx, args).await,

@@ -1,5 +1,5 @@
-//! `rotor policy ID`: the least privilege the credential's vault needs for rotor to rotate it,
-//! in the vault's own policy language, ready to apply.
+//! `rotor policy ID`: the least privilege rotor needs to rotate a credential: at the provider
+//! (from the rotator) and in the vault, each in its own policy language, ready to apply.
 
 use super::{CliResult, Context, Exit, Failure};
 use crate::config::VaultConfig;
@@ -19,6 +19,13 @@ pub fn run(ctx: &Context, args: Args) -> CliResult {
         )
     })?;
     let vault = &config.vaults[&credential.vault];
+    println!(
+        "{}",
+        credential
+            .rotator
+            .settings()
+            .least_privilege(&credential.id)
+    );
     print!(
         "{}",
         vault_policy(

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use rotor_rotators::RotatorConfig;
+use rotor_rotators::{RotatorConfig, SecretRef};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
@@ -467,8 +467,23 @@ impl Loader {
                     format!("rotator of `{id}`: {problem}"),
                 );
             }
+            for reference in rotator.settings().secret_refs() {
+                if let SecretRef::Vault { vault, .. } = reference
+                    && !self.vaults.contains_key(vault)
+                {
+                    let declared = self.vaults.keys().cloned().collect::<Vec<_>>().join(", ");
+                    self.error(
+                        file,
+                        Some(c.id.span()),
+                        format!(
+                            "rotator of `{id}` refers to unknown vault `{vault}`; declared vaults: {}",
+                            or_none(&declared)
+                        ),
+                    );
+                }
+            }
             let max_age = c.max_age.clone().or_else(|| defaults.max_age.clone());
-            let schedule = self.schedule(file, &c, &defaults, max_age.as_ref());
+            let schedule = self.schedule(file, &c, &defaults, max_age.as_ref(), defaults_file);
             if self.diagnostics.0.len() > errors_before {
                 continue;
             }
@@ -525,6 +540,7 @@ impl Loader {
         c: &CredentialConfig,
         defaults: &DefaultsConfig,
         max_age: Option<&Spanned<Duration>>,
+        defaults_file: usize,
     ) -> Option<Schedule> {
         let span = c.schedule.span();
         let s = c.schedule.get_ref();
@@ -569,8 +585,14 @@ impl Loader {
         if let (Some(max_age), Some(longest)) = (max_age, schedule.longest_interval())
             && longest > *max_age.get_ref()
         {
+            // The max_age may come from [defaults] in another file: point at it there.
+            let max_age_file = if c.max_age.is_some() {
+                file
+            } else {
+                defaults_file
+            };
             self.error(
-                file,
+                max_age_file,
                 Some(max_age.span()),
                 format!(
                     "max_age {} is shorter than this schedule can honour: rotations may be up to {} apart \
@@ -579,7 +601,7 @@ impl Loader {
                     longest
                 ),
             );
-            // The max_age may come from [defaults] in another file: point at the schedule too.
+            // ...and at the schedule that cannot honour it.
             if c.max_age.is_none() {
                 self.error(
                     file,
@@ -635,9 +657,7 @@ fn name_problem(name: &str) -> Option<&'static str> {
 }
 
 fn rotator_problem(rotator: &RotatorConfig) -> Result<(), String> {
-    match rotator {
-        RotatorConfig::Generated(g) => g.validate(),
-    }
+    rotator.settings().validate()
 }
 
 fn store_url_problem(url: &str) -> Option<String> {

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rotor_rotators::{AnyRotator, Credential, ErrorClass, Rotator, RotatorError};
+use rotor_rotators::{
+    AnyRotator, Credential, ErrorClass, MintContext, Retired, Rotator, RotatorError,
+};
 use thiserror::Error;
 use tracing::Instrument;
 
@@ -18,7 +20,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Credential as CredentialConfig};
 use crate::failpoint;
 use crate::store::{AuditEntry, CredentialUpdate, RunRow, StepEnd, Store, StoreError};
-use crate::vault::{AnyVault, Vault, VaultError, Vaults};
+use crate::vault::{AnyVault, Vault, VaultError, VaultSecrets, Vaults};
 use state::{RunState, Step};
 
 /// Why a step failed, classified for the state machine. Messages name the credential's
@@ -97,24 +99,29 @@ pub enum Driven {
 /// Everything built from one config: rotators and vaults. Replaced whole on reload.
 pub struct Runtime {
     pub config: Config,
-    pub vaults: Vaults,
+    pub vaults: Arc<Vaults>,
     pub rotators: HashMap<String, AnyRotator>,
     pub alerter: Alerter,
 }
 
 impl Runtime {
     pub async fn build(config: Config) -> Result<Runtime, EngineError> {
-        let vaults = Vaults::open(&config)
-            .await
-            .map_err(|e| EngineError::NoVault {
-                credential: "(opening vaults)".into(),
-                vault: e.to_string(),
-            })?;
+        let vaults = Arc::new(
+            Vaults::open(&config)
+                .await
+                .map_err(|e| EngineError::NoVault {
+                    credential: "(opening vaults)".into(),
+                    vault: e.to_string(),
+                })?,
+        );
+        let secrets: rotor_rotators::Secrets = Arc::new(VaultSecrets(vaults.clone()));
         let mut rotators = HashMap::new();
         for c in &config.credentials {
-            let r = AnyRotator::build(&c.rotator).map_err(|source| EngineError::Rotator {
-                credential: c.id.clone(),
-                source,
+            let r = AnyRotator::build(&c.rotator, secrets.clone()).map_err(|source| {
+                EngineError::Rotator {
+                    credential: c.id.clone(),
+                    source,
+                }
             })?;
             rotators.insert(c.id.clone(), r);
         }
@@ -126,6 +133,14 @@ impl Runtime {
             alerter,
         })
     }
+}
+
+/// What a step's side effect came to.
+enum Performed {
+    /// Done; the credential's row changes like this in the same commit as the run.
+    Done(Option<CredentialUpdate>),
+    /// Not finished: the same step runs again at this time (ms), from the durable timer.
+    WaitUntil(i64),
 }
 
 /// Drives runs for one worker identity.
@@ -244,7 +259,35 @@ impl Engine {
             self.point(transition.step, "effect").await?;
             let now = self.now();
             match result {
-                Ok(update) => {
+                Ok(Performed::WaitUntil(until)) => {
+                    run.not_before = until;
+                    run.lease_owner = None;
+                    run.lease_until = None;
+                    let audit = self.audit(&run, transition.step.as_str()).detail(format!(
+                        "{state}: again at {}",
+                        crate::clock::rfc3339(until)
+                    ));
+                    let end = StepEnd {
+                        seq,
+                        outcome: "waiting",
+                        error: None,
+                    };
+                    self.store
+                        .save_run(
+                            &run,
+                            state,
+                            &self.worker,
+                            Some(&end),
+                            None,
+                            &audit,
+                            now,
+                            None,
+                        )
+                        .await?;
+                    tracing::info!(step = %transition.step, until = %crate::clock::rfc3339(until), "step waits");
+                    return Ok(Driven::Waiting(until));
+                }
+                Ok(Performed::Done(update)) => {
                     run.set_state(transition.to);
                     run.attempts = 0;
                     run.last_error = None;
@@ -387,6 +430,12 @@ impl Engine {
             _ => Condition::RolledBack,
         };
         let action = match to {
+            RunState::Stuck if state == RunState::RollingBack => format!(
+                "the rollback could not finish: consumers still read the current credential, but the \
+                 candidate may still be installed at the provider; fix the cause, then `rotor rotate {}` \
+                 resumes the rollback",
+                ctx.credential.id
+            ),
             RunState::Stuck => format!(
                 "the new credential is live; fix the cause, then `rotor rotate {}` resumes the run from {state}",
                 ctx.credential.id
@@ -432,7 +481,7 @@ impl Engine {
         ctx: &Ctx<'_>,
         step: Step,
         run: &mut RunRow,
-    ) -> Result<Option<CredentialUpdate>, StepError> {
+    ) -> Result<Performed, StepError> {
         let path = ctx.credential.vault_path.as_str();
         match step {
             Step::Mint => {
@@ -457,7 +506,11 @@ impl Engine {
                 let pending = match ctx.vault.read_pending(path).await? {
                     Some(p) if p.token.as_deref() == Some(run.token.as_str()) => p,
                     _ => {
-                        let candidate = ctx.rotator.mint().await?;
+                        let context = MintContext {
+                            token: &run.token,
+                            current: current.as_ref().map(|d| &d.current.credential),
+                        };
+                        let candidate = ctx.rotator.mint(context).await?;
                         ctx.vault
                             .write_pending(path, &run.token, &candidate)
                             .await?
@@ -467,7 +520,7 @@ impl Engine {
                 run.pending_fingerprint = Some(pending.fingerprint);
                 run.replaced_version = current.as_ref().map(|d| d.current.version.clone());
                 run.replaced_fingerprint = current.map(|d| d.current.fingerprint);
-                Ok(None)
+                Ok(Performed::Done(None))
             }
             Step::Apply => {
                 let candidate = self.own_pending(ctx, run).await?;
@@ -475,7 +528,7 @@ impl Engine {
                 ctx.rotator
                     .apply(&candidate, current.as_ref().map(|d| &d.current.credential))
                     .await?;
-                Ok(None)
+                Ok(Performed::Done(None))
             }
             Step::Verify => {
                 let candidate = self.own_pending(ctx, run).await?;
@@ -488,7 +541,7 @@ impl Engine {
                     )));
                 }
                 ctx.rotator.verify(&candidate).await?;
-                Ok(None)
+                Ok(Performed::Done(None))
             }
             Step::Promote => {
                 let version = ctx
@@ -510,20 +563,28 @@ impl Engine {
                     Some(crate::clock::to_datetime(now)),
                     crate::clock::to_datetime(now),
                 );
-                Ok(Some(CredentialUpdate {
+                Ok(Performed::Done(Some(CredentialUpdate {
                     current_version: Some(version),
                     current_fingerprint: run.pending_fingerprint.clone(),
                     current_since: Some(now),
                     next_due_at: Some(due.map(|d| d.at.timestamp_millis())),
                     due_reason: Some(due.map_or("manual", |d| d.reason.as_str()).to_owned()),
                     ..Default::default()
-                }))
+                })))
             }
-            Step::Grace => Ok(None),
+            Step::Grace => Ok(Performed::Done(None)),
             Step::Retire => {
                 let doc = ctx.vault.read_current(path).await?;
-                if let Some(previous) = doc.as_ref().and_then(|d| d.previous.as_ref()) {
-                    ctx.rotator.retire(&previous.credential).await?;
+                if let Some(doc) = &doc
+                    && let Some(previous) = &doc.previous
+                    && let Retired::Again(after) = ctx
+                        .rotator
+                        .retire(&previous.credential, Some(&doc.current.credential))
+                        .await?
+                {
+                    // A second stage is due later (an IAM key is deleted after
+                    // `delete_after`): the previous version stays until it is done.
+                    return Ok(Performed::WaitUntil(self.now() + after.as_millis() as i64));
                 }
                 // A versioned vault writes a new version without `previous`: record it, or the
                 // next rotation would take it for an out-of-band change.
@@ -544,13 +605,13 @@ impl Engine {
                         &ctx.credential.alerts,
                     );
                 }
-                Ok(Some(CredentialUpdate {
+                Ok(Performed::Done(Some(CredentialUpdate {
                     current_version,
                     last_success_at: Some(now),
                     last_error: Some(None),
                     failure: Some(false),
                     ..Default::default()
-                }))
+                })))
             }
             Step::Rollback => {
                 if let Some(pending) = ctx.vault.read_pending(path).await?
@@ -576,12 +637,12 @@ impl Engine {
                 let backoff =
                     ctx.credential.retry.max.as_millis() as i64 * (1i64 << failures.min(10));
                 let retry_at = now + backoff.clamp(60_000, 86_400_000);
-                Ok(Some(CredentialUpdate {
+                Ok(Performed::Done(Some(CredentialUpdate {
                     failure: Some(true),
                     next_due_at: Some(Some(retry_at)),
                     due_reason: Some("schedule".into()),
                     ..Default::default()
-                }))
+                })))
             }
         }
     }

@@ -240,6 +240,20 @@ pub async fn resolve(
     }
 }
 
+/// Resolves the secret references in rotator configs through the configured vaults.
+pub struct VaultSecrets(pub std::sync::Arc<Vaults>);
+
+impl rotor_rotators::SecretSource for VaultSecrets {
+    fn resolve<'a>(
+        &'a self,
+        reference: &'a SecretRef,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<SecretString, String>> + Send + 'a>,
+    > {
+        Box::pin(async move { resolve(reference, &self.0).await.map_err(|e| e.to_string()) })
+    }
+}
+
 /// The configured vaults, built.
 #[derive(Default)]
 pub struct Vaults {

@@ -17,9 +17,10 @@ mod with_failpoints {
     use rotor::store::Store;
     use rotor::vault::{Vault, Vaults};
     use rotor_rotators::Credential;
-    use secrecy::{ExposeSecret, SecretString};
+    use secrecy::ExposeSecret;
 
     use crate::generated_config;
+    use crate::providers::{self, Fixture, Provider};
     use crate::support::{Rotor, spawn_until};
 
     const GRACE_MS: i64 = 2000;
@@ -29,30 +30,48 @@ mod with_failpoints {
         File,
         OpenBao,
         Aws,
+        /// A real provider's rotator, with the file vault.
+        Provider(Provider),
     }
 
     /// What consumers read, through rotor's own vault code.
     struct Seen {
         version: String,
-        value: String,
-        previous: Option<String>,
+        current: Credential,
+        previous: Option<Credential>,
     }
 
-    fn config(backend: Backend, rotor_dir: &std::path::Path) -> String {
+    impl Seen {
+        fn fingerprint(&self) -> String {
+            self.current.fingerprint().to_hex()
+        }
+    }
+
+    fn config(
+        backend: Backend,
+        rotor_dir: &std::path::Path,
+        unique: &str,
+    ) -> (String, Option<Fixture>) {
         // Absolute paths: the test process opens the same vaults to look at them.
-        let base = generated_config(1, "2s")
-            .replace(
+        let absolute = |text: String| {
+            text.replace(
                 "dir = \"vault\"",
                 &format!("dir = \"{}/vault\"", rotor_dir.display()),
             )
             .replace(
                 "file = \"vault.key\"",
                 &format!("file = \"{}/vault.key\"", rotor_dir.display()),
-            );
+            )
+        };
+        let base = absolute(generated_config(1, "2s"));
         let credential_only =
             |vault: &str| base.replace("name = \"local\"", &format!("name = \"{vault}\""));
-        match backend {
+        let text = match backend {
             Backend::File => base.clone(),
+            Backend::Provider(provider) => {
+                let fixture = providers::setup(provider, unique, rotor_dir);
+                return (fixture.config("2s", rotor_dir), Some(fixture));
+            }
             Backend::OpenBao => {
                 let server = crate::support::openbao::shared();
                 let mount = format!(
@@ -90,16 +109,11 @@ mod with_failpoints {
                     moto.endpoint
                 )
             }
-        }
+        };
+        (text, None)
     }
 
-    fn block_on<T>(f: impl Future<Output = T>) -> T {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
+    use providers::block_on;
 
     fn read(rotor: &Rotor) -> (Option<Seen>, bool) {
         let config = rotor::config::load(std::slice::from_ref(&rotor.config)).unwrap();
@@ -107,7 +121,6 @@ mod with_failpoints {
         block_on(async {
             let vaults = Vaults::open(&config).await.unwrap();
             let vault = vaults.get(&credential.vault).unwrap();
-            let value = |c: &Credential| c.get("value").unwrap().expose_secret().to_owned();
             let doc = vault.read_current(&credential.vault_path).await.unwrap();
             let pending = vault
                 .read_pending(&credential.vault_path)
@@ -115,9 +128,9 @@ mod with_failpoints {
                 .unwrap()
                 .is_some();
             let seen = doc.map(|d| Seen {
-                version: d.current.version.clone(),
-                value: value(&d.current.credential),
-                previous: d.previous.as_ref().map(|p| value(&p.credential)),
+                version: d.current.version,
+                current: d.current.credential,
+                previous: d.previous.map(|p| p.credential),
             });
             (seen, pending)
         })
@@ -125,7 +138,9 @@ mod with_failpoints {
 
     fn crash_at(backend: Backend, point: &str) {
         let rotor = Rotor::new("");
-        std::fs::write(&rotor.config, config(backend, rotor.dir.path())).unwrap();
+        let unique = format!("crash_{}", point.replace(':', "_"));
+        let (text, fixture) = config(backend, rotor.dir.path(), &unique);
+        std::fs::write(&rotor.config, text).unwrap();
         rotor.ok(&["rotate", "app/key0", "--emergency"]);
         let first = read(&rotor).0.expect("a first version");
         rotor.ok(&["rotate", "app/key0", "--no-wait"]);
@@ -150,10 +165,18 @@ mod with_failpoints {
         // Right after the crash consumers read a verified credential: the old one, or the new
         // one (with the old one beside it until retirement).
         let seen = read(&rotor).0.expect("a current version");
-        if seen.value != first.value {
+        if seen.fingerprint() != first.fingerprint() {
             assert!(
-                seen.previous.as_deref() == Some(first.value.as_str()) || point.contains("retire"),
+                seen.previous.as_ref().map(|p| p.fingerprint().to_hex())
+                    == Some(first.fingerprint())
+                    || point.contains("retire"),
                 "{backend:?} {point}: the old credential is kept beside the new one during grace"
+            );
+        }
+        if let Some(fixture) = &fixture {
+            assert!(
+                fixture.accepts(&seen.current),
+                "{backend:?} {point}: what consumers read authenticates, even right after the crash"
             );
         }
 
@@ -176,23 +199,27 @@ mod with_failpoints {
         let seen = seen.expect("a current version");
         assert_ne!(seen.version, first.version, "{backend:?} {point}");
         assert_ne!(
-            seen.value, first.value,
+            seen.fingerprint(),
+            first.fingerprint(),
             "{backend:?} {point}: a new credential is current"
         );
-        assert!(
-            seen.value.len() == 40 && seen.value.chars().all(|c| c.is_ascii_alphanumeric()),
-            "{backend:?} {point}: current verifies"
-        );
+        match &fixture {
+            Some(fixture) => fixture.check_rotated(&seen.current, &first.current),
+            None => {
+                let value = seen.current.get("value").unwrap().expose_secret();
+                assert!(
+                    value.len() == 40 && value.chars().all(|c| c.is_ascii_alphanumeric()),
+                    "{backend:?} {point}: current verifies"
+                );
+            }
+        }
         assert!(
             seen.previous.is_none(),
             "{backend:?} {point}: previous retired"
         );
         assert!(!pending, "{backend:?} {point}: no orphaned pending version");
 
-        let fingerprint = Credential::new()
-            .with("value", SecretString::from(seen.value.clone()))
-            .fingerprint()
-            .to_hex();
+        let fingerprint = seen.fingerprint();
         let status = rotor.json(&["status", "--json"]);
         assert_eq!(
             status[0]["current_fingerprint"],
@@ -233,20 +260,20 @@ mod with_failpoints {
     }
 
     macro_rules! crash_points {
-        ($backend:ident: $($name:ident => $point:literal,)*) => {$(
+        ($backend:expr; $($name:ident => $point:literal,)*) => {$(
             #[test]
             fn $name() {
-                crash_at(Backend::$backend, $point);
+                crash_at($backend, $point);
             }
         )*};
     }
 
     /// Between steps, and between each step's side effect and its save.
     macro_rules! step_points {
-        ($module:ident, $backend:ident) => {
+        ($module:ident, $backend:expr) => {
             mod $module {
                 use super::*;
-                crash_points! { $backend:
+                crash_points! { $backend;
                     mint_before => "mint:before",
                     mint_effect => "mint:effect",
                     mint_after => "mint:after",
@@ -270,20 +297,21 @@ mod with_failpoints {
         };
     }
 
-    step_points!(file, File);
-    step_points!(openbao, OpenBao);
-    step_points!(aws, Aws);
+    step_points!(file, Backend::File);
+    step_points!(openbao, Backend::OpenBao);
+    step_points!(aws, Backend::Aws);
+    step_points!(postgres_password, Backend::Provider(Provider::Postgres));
 
     // Between two vault operations of one step.
-    crash_points! { File:
+    crash_points! { Backend::File;
         file_vault_promote_written => "vault:promote:written",
     }
-    crash_points! { OpenBao:
+    crash_points! { Backend::OpenBao;
         openbao_vault_promote_written => "vault:promote:written",
         openbao_vault_promote_labelled => "vault:promote:labelled",
         openbao_vault_retire_written => "vault:retire:written",
     }
-    crash_points! { Aws:
+    crash_points! { Backend::Aws;
         aws_vault_promote_written => "vault:promote:written",
         aws_vault_retire_written => "vault:retire:written",
         aws_vault_retire_labelled => "vault:retire:labelled",

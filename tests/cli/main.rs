@@ -4,9 +4,12 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod conformance;
 mod crash;
 mod daemon;
 mod leaks;
+mod postgres_password;
+mod providers;
 mod rotation;
 mod validate;
 

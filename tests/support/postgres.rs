@@ -96,6 +96,19 @@ fn start() -> Postgres {
         "initdb failed: {}",
         String::from_utf8_lossy(&initdb.stderr)
     );
+    // The harness's superuser `rotor` gets in without a password; every other role must
+    // present a real SCRAM password, so the rotator tests see wrong passwords refused.
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhost all rotor 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+    )
+    .expect("write pg_hba.conf");
+    if as_root {
+        let _ = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(data.join("pg_hba.conf"))
+            .status();
+    }
     let port = free_port();
     let server = format!(
         "{} -D {} -p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
@@ -126,6 +139,34 @@ fn is_root() -> bool {
 }
 
 impl Postgres {
+    /// Runs SQL as the superuser on database `db`; panics with psql's message on failure.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "rotor",
+                "-d",
+                db,
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-tA", "-c", sql])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run psql ({e}); install it with: apt-get install -y postgresql-client"
+                )
+            });
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// A new empty database on the shared server; returns its URL.
     pub fn database(&self, name: &str) -> String {
         let out = Command::new("psql")

@@ -1,0 +1,194 @@
+//! `postgres_password` through the binary, against the harness's PostgreSQL: preflight finds
+//! missing roles and grant drift by name, `verify_query` catches lost privileges before
+//! consumers see the new password, `single` rotates in place, `rotor policy` prints the
+//! admin role the fixtures use, and a refused admin login says what to do without leaking.
+
+use crate::providers::{Fixture, Provider, pg, setup};
+use crate::support::{Rotor, assert_secrets_absent};
+use rotor::vault::{Vault, Vaults};
+use secrecy::ExposeSecret;
+
+fn rotor_for(unique: &str) -> (Rotor, Fixture) {
+    let rotor = Rotor::new("");
+    let fixture = setup(Provider::Postgres, unique, rotor.dir.path());
+    std::fs::write(&rotor.config, fixture.config("0s", rotor.dir.path())).unwrap();
+    (rotor, fixture)
+}
+
+fn current(rotor: &Rotor) -> rotor_rotators::Credential {
+    let config = rotor::config::load(std::slice::from_ref(&rotor.config)).unwrap();
+    crate::providers::block_on(async {
+        let vaults = Vaults::open(&config).await.unwrap();
+        let doc = vaults
+            .get("local")
+            .unwrap()
+            .read_current("app/key0")
+            .await
+            .unwrap()
+            .expect("a current document");
+        doc.current.credential
+    })
+}
+
+#[test]
+fn validate_online_names_missing_roles_and_grant_drift() {
+    let (rotor, fixture) = rotor_for("drift");
+    let out = rotor.ok(&["validate", "--online"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok: app/key0 (postgres_password)"),
+        "{out:?}"
+    );
+
+    let b = &fixture.accounts[1];
+    pg::server().psql(
+        pg::DATABASE,
+        &format!("GRANT INSERT ON app.orders TO {b}; ALTER ROLE {b} CONNECTION LIMIT 3"),
+    );
+    let out = rotor.run(&["validate", "--online"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "{b} has `relation app.orders: INSERT` but {} has not",
+            fixture.accounts[0]
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("connection limit 3"), "{stdout}");
+
+    std::fs::write(
+        &rotor.config,
+        fixture
+            .config("0s", rotor.dir.path())
+            .replace(&format!("\"{b}\""), "\"drift_missing\""),
+    )
+    .unwrap();
+    let out = rotor.run(&["validate", "--online"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("role drift_missing does not exist"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn lost_privileges_fail_verification_and_roll_back() {
+    let (rotor, fixture) = rotor_for("privdrift");
+    rotor.ok(&["rotate", "app/key0"]);
+    let first = current(&rotor);
+    assert_eq!(
+        first.get("username").unwrap().expose_secret(),
+        &fixture.accounts[0]
+    );
+
+    // The next rotation uses the second role, which has lost its group membership.
+    let b = &fixture.accounts[1];
+    pg::server().psql(pg::DATABASE, &format!("REVOKE app_group FROM {b}"));
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    assert_eq!(history[0]["state"], "rolled_back", "{history}");
+    let verify = history[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "verify")
+        .unwrap()
+        .clone();
+    let error = verify["error"].as_str().unwrap();
+    assert!(
+        error.contains("verify_query")
+            && error.contains(b.as_str())
+            && error.contains("permission denied"),
+        "{error}"
+    );
+
+    // Consumers still hold a working credential, and the candidate's role has no password.
+    assert_eq!(current(&rotor).fingerprint(), first.fingerprint());
+    fixture.check_rotated(
+        &first,
+        &rotor_rotators::Credential::new()
+            .with("username", b.clone().into())
+            .with("password", "not-the-password".to_owned().into()),
+    );
+}
+
+#[test]
+fn single_strategy_rotates_in_place() {
+    let rotor = Rotor::new("");
+    let fixture = setup(Provider::Postgres, "single", rotor.dir.path());
+    let a = fixture.accounts[0].clone();
+    let rotator = fixture
+        .rotator
+        .replace("strategy = \"alternating\"", "strategy = \"single\"")
+        .replace(
+            &format!("users = [\"{a}\", \"{}\"]", fixture.accounts[1]),
+            &format!("users = [\"{a}\"]"),
+        );
+    let fixture = Fixture {
+        rotator,
+        accounts: vec![a.clone()],
+        ..fixture
+    };
+    std::fs::write(&rotor.config, fixture.config("0s", rotor.dir.path())).unwrap();
+    rotor.ok(&["rotate", "app/key0"]);
+    let first = current(&rotor);
+    rotor.ok(&["rotate", "app/key0"]);
+    let second = current(&rotor);
+    assert_eq!(second.get("username").unwrap().expose_secret(), &a);
+    assert_ne!(first.fingerprint(), second.fingerprint());
+    fixture.check_rotated(&second, &first);
+}
+
+#[test]
+fn policy_prints_the_admin_role_the_tests_use() {
+    let (rotor, fixture) = rotor_for("policy");
+    let out = rotor.ok(&["policy", "app/key0"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("CREATE ROLE \"rotor_admin\" LOGIN CREATEROLE;"),
+        "{text}"
+    );
+    for role in &fixture.accounts {
+        assert!(
+            text.contains(&format!(
+                "GRANT \"{role}\" TO \"rotor_admin\" WITH ADMIN OPTION"
+            )),
+            "{text}"
+        );
+    }
+    assert!(
+        text.contains("file vault"),
+        "the vault part follows: {text}"
+    );
+}
+
+#[test]
+fn a_refused_admin_login_says_what_to_do_and_leaks_nothing() {
+    let (rotor, _fixture) = rotor_for("badadmin");
+    let wrong = "wrong-admin-password-7f3a9c";
+    std::fs::write(rotor.path("pg-admin-password"), wrong).unwrap();
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    let apply = history[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "apply")
+        .unwrap()
+        .clone();
+    let error = apply["error"].as_str().unwrap();
+    assert!(
+        error.contains("admin role rotor_admin")
+            && error.contains("password authentication failed")
+            && error.contains("check the role and its password"),
+        "{error}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("app/key0"), "{stderr}");
+    std::fs::remove_file(rotor.path("pg-admin-password")).unwrap();
+    let mut output = out.stdout.clone();
+    output.extend_from_slice(&out.stderr);
+    assert_secrets_absent(&[wrong], &output, rotor.dir.path());
+}
