@@ -12,6 +12,8 @@ pub mod generated;
 pub mod password;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod secret_ref;
 
 use std::future::Future;
@@ -248,6 +250,8 @@ providers! {
         "A random secret rotor generates itself: webhook signing keys, API keys of your own services.";
     "postgres" "postgres_password" PostgresPassword postgres::PostgresConfig => postgres::PostgresPassword,
         "A PostgreSQL role's password, rotated across two alternating roles or in place.";
+    "redis" "redis_acl_password" RedisAclPassword redis::RedisConfig => redis::RedisAclPassword,
+        "A Redis ACL user's password; the user holds the old and the new one through grace.";
 }
 
 impl Rotator for AnyRotator {

@@ -301,6 +301,7 @@ mod with_failpoints {
     step_points!(openbao, Backend::OpenBao);
     step_points!(aws, Backend::Aws);
     step_points!(postgres_password, Backend::Provider(Provider::Postgres));
+    step_points!(redis_acl_password, Backend::Provider(Provider::Redis));
 
     // Between two vault operations of one step.
     crash_points! { Backend::File;

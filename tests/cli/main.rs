@@ -10,6 +10,7 @@ mod daemon;
 mod leaks;
 mod postgres_password;
 mod providers;
+mod redis_acl_password;
 mod rotation;
 mod validate;
 

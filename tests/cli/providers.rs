@@ -13,6 +13,7 @@ use crate::support::postgres;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Provider {
     Postgres,
+    Redis,
 }
 
 /// One rotated account at a provider.
@@ -43,6 +44,7 @@ fn field(c: &Credential, name: &str) -> String {
 pub fn setup(provider: Provider, unique: &str, dir: &Path) -> Fixture {
     match provider {
         Provider::Postgres => pg::setup(unique, dir),
+        Provider::Redis => redis::setup(unique, dir),
     }
 }
 
@@ -70,6 +72,7 @@ impl Fixture {
     pub fn check_rotated(&self, current: &Credential, old: &Credential) {
         match self.provider {
             Provider::Postgres => pg::check_rotated(self, current, old),
+            Provider::Redis => redis::check_rotated(self, current, old),
         }
     }
 
@@ -77,6 +80,7 @@ impl Fixture {
     pub async fn accepts_now(&self, credential: &Credential) -> bool {
         match self.provider {
             Provider::Postgres => pg::login(credential).await.is_ok(),
+            Provider::Redis => redis::accepts(credential),
         }
     }
 
@@ -175,6 +179,91 @@ pub mod pg {
             with_password,
             field(current, "username"),
             "only the current role has a password: nothing orphaned"
+        );
+    }
+}
+
+pub mod redis {
+    use super::*;
+    use crate::support::redis::{Redis, shared};
+    use sha2::{Digest, Sha256};
+
+    pub const ADMIN_PASSWORD: &str = "rotor-redis-admin-test-password-42";
+    /// rotor's admin user, with exactly the rule `rotor policy` prints.
+    pub const ADMIN_RULE: &str = "on resetkeys resetchannels -@all +ping +acl|getuser +acl|setuser";
+
+    pub fn server() -> &'static Redis {
+        static READY: OnceLock<()> = OnceLock::new();
+        let server = shared();
+        READY.get_or_init(|| {
+            let mut args = vec!["ACL", "SETUSER", "rotor"];
+            args.extend(ADMIN_RULE.split(' '));
+            let password = format!(">{ADMIN_PASSWORD}");
+            args.push(&password);
+            server.ok(&args);
+        });
+        server
+    }
+
+    pub fn setup(unique: &str, dir: &Path) -> Fixture {
+        let server = server();
+        // The application's user: its key and command rules are the operator's; it starts
+        // without any password, so nothing logs in until rotor adds one.
+        let keys = format!("~{unique}:*");
+        server.ok(&[
+            "ACL",
+            "SETUSER",
+            unique,
+            "on",
+            &keys,
+            "+get",
+            "+set",
+            "+ping",
+            "+acl|whoami",
+        ]);
+        let admin_file = dir.join("redis-admin-password");
+        std::fs::write(&admin_file, ADMIN_PASSWORD).unwrap();
+        Fixture {
+            provider: Provider::Redis,
+            rotator: format!(
+                "kind = \"redis_acl_password\"\nurl = \"{}\"\nuser = \"{unique}\"\nadmin_user = \"rotor\"\nadmin = {{ file = \"{}\" }}\n",
+                server.url(),
+                admin_file.display()
+            ),
+            accounts: vec![unique.to_owned()],
+        }
+    }
+
+    fn login(c: &Credential) -> (String, String) {
+        (field(c, "username"), field(c, "password"))
+    }
+
+    pub fn accepts(c: &Credential) -> bool {
+        let (user, password) = login(c);
+        server().cli(Some((&user, &password)), &["ACL", "WHOAMI"]) == Ok(user)
+    }
+
+    pub fn check_rotated(fixture: &Fixture, current: &Credential, old: &Credential) {
+        let server = server();
+        let (user, password) = login(current);
+        let key = format!("{user}:probe");
+        server
+            .cli(Some((&user, &password)), &["SET", &key, "1"])
+            .expect("the current credential logs in and keeps its key rules");
+        let (old_user, old_password) = login(old);
+        let refused = server
+            .cli(Some((&old_user, &old_password)), &["ACL", "WHOAMI"])
+            .expect_err("the old credential is refused");
+        assert!(refused.contains("WRONGPASS"), "{refused}");
+        let acl = server.ok(&["ACL", "GETUSER", &fixture.accounts[0]]);
+        let hashes: Vec<&str> = acl
+            .lines()
+            .filter(|l| l.len() == 64 && l.chars().all(|c| c.is_ascii_hexdigit()))
+            .collect();
+        assert_eq!(
+            hashes,
+            [hex::encode(Sha256::digest(password.as_bytes()))],
+            "the user holds exactly the current password: nothing orphaned"
         );
     }
 }

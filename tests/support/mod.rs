@@ -5,6 +5,7 @@
 pub mod moto;
 pub mod openbao;
 pub mod postgres;
+pub mod redis;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
