@@ -5,7 +5,9 @@
 //! that the test can SIGKILL it exactly there. `before`: the step is recorded as started but
 //! has done nothing; `effect`: its side effect is done but not saved; `after`: it is saved.
 //! Inside the vaults, `vault:<step>:<stage>` points sit between two operations of one step
-//! (after the write of a promotion, before its bookkeeping and cleanup).
+//! (after the write of a promotion, before its bookkeeping and cleanup). `mint:minted` sits
+//! between a rotator's mint and the vault write of its result (a provider-made secret that
+//! only this process knows).
 
 #[cfg(feature = "failpoints")]
 fn armed(name: &str) -> bool {

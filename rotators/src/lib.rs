@@ -4,6 +4,8 @@
 //! This crate cannot see the store, the vault or the scheduler: a rotator only talks to its
 //! provider. The engine decides when each step runs and persists what happened.
 
+#[cfg(feature = "aws_iam")]
+pub mod aws_iam;
 pub mod credential;
 pub mod duration;
 pub mod error;
@@ -250,6 +252,8 @@ providers! {
         "A random secret rotor generates itself: webhook signing keys, API keys of your own services.";
     "postgres" "postgres_password" PostgresPassword postgres::PostgresConfig => postgres::PostgresPassword,
         "A PostgreSQL role's password, rotated across two alternating roles or in place.";
+    "aws_iam" "aws_iam_access_key" AwsIamAccessKey aws_iam::AwsIamConfig => aws_iam::AwsIamAccessKey,
+        "An AWS IAM user's access key: a second key beside the old one, verified with STS.";
     "redis" "redis_acl_password" RedisAclPassword redis::RedisConfig => redis::RedisAclPassword,
         "A Redis ACL user's password; the user holds the old and the new one through grace.";
 }

@@ -98,6 +98,16 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
             );
             Ok(Exit::Ok)
         }
+        Driven::Waiting(until)
+            if after.state() == RunState::Retiring && after.last_error.is_none() =>
+        {
+            println!(
+                "rotated {}: new credential promoted, the previous one disabled; it is removed at {} (by `rotor run`)",
+                args.id,
+                rfc3339(until)
+            );
+            Ok(Exit::Ok)
+        }
         Driven::Waiting(until) => {
             println!(
                 "run {} of {} waits to retry at {}: {}",

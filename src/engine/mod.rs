@@ -511,6 +511,8 @@ impl Engine {
                             current: current.as_ref().map(|d| &d.current.credential),
                         };
                         let candidate = ctx.rotator.mint(context).await?;
+                        // A provider-made secret exists only in this process until stored.
+                        failpoint::pause_if_armed("mint:minted").await;
                         ctx.vault
                             .write_pending(path, &run.token, &candidate)
                             .await?

@@ -147,3 +147,8 @@ fn postgres_password_keeps_the_contract() {
 fn redis_acl_password_keeps_the_contract() {
     contract(Provider::Redis, "conformance");
 }
+
+#[test]
+fn aws_iam_access_key_keeps_the_contract() {
+    contract(Provider::Iam, "conformance");
+}

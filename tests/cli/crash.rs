@@ -302,6 +302,12 @@ mod with_failpoints {
     step_points!(aws, Backend::Aws);
     step_points!(postgres_password, Backend::Provider(Provider::Postgres));
     step_points!(redis_acl_password, Backend::Provider(Provider::Redis));
+    step_points!(aws_iam_access_key, Backend::Provider(Provider::Iam));
+
+    // Between IAM's CreateAccessKey, which shows the secret once, and the vault write.
+    crash_points! { Backend::Provider(Provider::Iam);
+        aws_iam_mint_minted => "mint:minted",
+    }
 
     // Between two vault operations of one step.
     crash_points! { Backend::File;

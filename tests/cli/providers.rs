@@ -14,6 +14,7 @@ use crate::support::postgres;
 pub enum Provider {
     Postgres,
     Redis,
+    Iam,
 }
 
 /// One rotated account at a provider.
@@ -45,6 +46,7 @@ pub fn setup(provider: Provider, unique: &str, dir: &Path) -> Fixture {
     match provider {
         Provider::Postgres => pg::setup(unique, dir),
         Provider::Redis => redis::setup(unique, dir),
+        Provider::Iam => iam::setup(unique, dir),
     }
 }
 
@@ -73,6 +75,7 @@ impl Fixture {
         match self.provider {
             Provider::Postgres => pg::check_rotated(self, current, old),
             Provider::Redis => redis::check_rotated(self, current, old),
+            Provider::Iam => iam::check_rotated(self, current, old),
         }
     }
 
@@ -81,6 +84,7 @@ impl Fixture {
         match self.provider {
             Provider::Postgres => pg::login(credential).await.is_ok(),
             Provider::Redis => redis::accepts(credential),
+            Provider::Iam => iam::identity(credential).await.is_ok(),
         }
     }
 
@@ -265,5 +269,141 @@ pub mod redis {
             [hex::encode(Sha256::digest(password.as_bytes()))],
             "the user holds exactly the current password: nothing orphaned"
         );
+    }
+}
+
+pub mod iam {
+    use super::*;
+    use crate::support::moto::{AuthenticatingMoto, authenticating, sts_client};
+
+    pub fn server() -> &'static AuthenticatingMoto {
+        authenticating()
+    }
+
+    /// A target user, and rotor's own IAM user holding exactly the policy `rotor policy`
+    /// prints for it (moto enforces it), with its key in files the config refers to. The
+    /// account id is moto's: moto checks the signature of a body holding `*` wrongly.
+    pub fn setup(unique: &str, dir: &Path) -> Fixture {
+        setup_with(unique, dir, "0s")
+    }
+
+    pub fn setup_with(unique: &str, dir: &Path, delete_after: &str) -> Fixture {
+        let moto = server();
+        let (id_file, secret_file) = (dir.join("aws-id"), dir.join("aws-secret"));
+        let rotator = format!(
+            "kind = \"aws_iam_access_key\"\nuser_name = \"{unique}\"\ndelete_after = \"{delete_after}\"\nendpoint = \"{}\"\nverify_within = \"5s\"\naccount_id = \"123456789012\"\ncredentials = {{ access_key_id = {{ file = \"{}\" }}, secret_access_key = {{ file = \"{}\" }} }}\n",
+            moto.endpoint,
+            id_file.display(),
+            secret_file.display()
+        );
+        let config: rotor_rotators::RotatorConfig = toml::from_str(&rotator).unwrap();
+        let printed = config.settings().least_privilege("test");
+        let policy: String = printed.lines().filter(|l| !l.starts_with("//")).collect();
+        // Compact: moto computes the signature of a form body with spaces differently.
+        let mut policy: serde_json::Value =
+            serde_json::from_str(&policy).expect("the policy is JSON");
+        let resource = &mut policy["Statement"][0]["Resource"];
+        assert_eq!(
+            *resource,
+            format!("arn:aws:iam::123456789012:user/{unique}")
+        );
+        // moto enforces the actions of a policy but cannot match IAM resource ARNs (it denies
+        // every specific one): the scoping is asserted above, the actions are enforced.
+        *resource = "*".into();
+        let policy = policy.to_string();
+        block_on(async {
+            let iam = moto.iam();
+            iam.create_user()
+                .user_name(unique)
+                .send()
+                .await
+                .expect("create the target user");
+            let admin = format!("{unique}-rotor");
+            iam.create_user()
+                .user_name(&admin)
+                .send()
+                .await
+                .expect("create rotor's user");
+            iam.put_user_policy()
+                .user_name(&admin)
+                .policy_name("rotor")
+                .policy_document(policy)
+                .send()
+                .await
+                .expect("attach rotor's policy");
+            let key = iam
+                .create_access_key()
+                .user_name(&admin)
+                .send()
+                .await
+                .unwrap();
+            let key = key.access_key().unwrap();
+            std::fs::write(&id_file, key.access_key_id()).unwrap();
+            std::fs::write(&secret_file, key.secret_access_key()).unwrap();
+        });
+        Fixture {
+            provider: Provider::Iam,
+            rotator,
+            accounts: vec![unique.to_owned()],
+        }
+    }
+
+    /// The ARN STS reports for a request signed by `c`.
+    pub async fn identity(c: &Credential) -> Result<String, String> {
+        let credentials = aws_sdk_sts::config::Credentials::new(
+            field(c, "access_key_id"),
+            field(c, "secret_access_key"),
+            None,
+            None,
+            "test",
+        );
+        sts_client(&server().endpoint, credentials)
+            .get_caller_identity()
+            .send()
+            .await
+            .map(|o| o.arn().unwrap_or_default().to_owned())
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    /// The user's keys as (id, active), as IAM lists them.
+    pub async fn keys(user: &str) -> Vec<(String, bool)> {
+        let out = server()
+            .iam()
+            .list_access_keys()
+            .user_name(user)
+            .send()
+            .await
+            .expect("list keys");
+        let mut keys: Vec<_> = out
+            .access_key_metadata()
+            .iter()
+            .map(|k| {
+                (
+                    k.access_key_id().unwrap().to_owned(),
+                    k.status() == Some(&aws_sdk_iam::types::StatusType::Active),
+                )
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    pub fn check_rotated(fixture: &Fixture, current: &Credential, old: &Credential) {
+        let user = &fixture.accounts[0];
+        block_on(async {
+            let arn = identity(current)
+                .await
+                .expect("the current key authenticates");
+            assert!(arn.ends_with(&format!("user/{user}")), "{arn}");
+            assert!(
+                identity(old).await.is_err(),
+                "the old key is refused (deleted)"
+            );
+            assert_eq!(
+                keys(user).await,
+                [(field(current, "access_key_id"), true)],
+                "the user holds exactly the current key: nothing orphaned"
+            );
+        });
     }
 }
