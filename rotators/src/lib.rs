@@ -11,6 +11,8 @@ pub mod duration;
 pub mod error;
 #[cfg(feature = "generated")]
 pub mod generated;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod password;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -182,6 +184,8 @@ macro_rules! providers {
         /// The rotator section of a `[[credential]]`, tagged by `kind`.
         #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
         #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+        // One per credential, read at load: its size does not matter.
+        #[allow(clippy::large_enum_variant)]
         pub enum RotatorConfig {
             $(
                 #[doc = $doc]
@@ -254,6 +258,8 @@ providers! {
         "A PostgreSQL role's password, rotated across two alternating roles or in place.";
     "aws_iam" "aws_iam_access_key" AwsIamAccessKey aws_iam::AwsIamConfig => aws_iam::AwsIamAccessKey,
         "An AWS IAM user's access key: a second key beside the old one, verified with STS.";
+    "http" "http" Http http::HttpConfig => http::HttpRotator,
+        "A generic provider driven by configured HTTP calls (SaaS API keys, in-house services).";
     "redis" "redis_acl_password" RedisAclPassword redis::RedisConfig => redis::RedisAclPassword,
         "A Redis ACL user's password; the user holds the old and the new one through grace.";
 }

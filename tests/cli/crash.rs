@@ -303,10 +303,14 @@ mod with_failpoints {
     step_points!(postgres_password, Backend::Provider(Provider::Postgres));
     step_points!(redis_acl_password, Backend::Provider(Provider::Redis));
     step_points!(aws_iam_access_key, Backend::Provider(Provider::Iam));
+    step_points!(http, Backend::Provider(Provider::Http));
 
     // Between IAM's CreateAccessKey, which shows the secret once, and the vault write.
     crash_points! { Backend::Provider(Provider::Iam);
         aws_iam_mint_minted => "mint:minted",
+    }
+    crash_points! { Backend::Provider(Provider::Http);
+        http_mint_minted => "mint:minted",
     }
 
     // Between two vault operations of one step.

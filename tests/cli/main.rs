@@ -8,6 +8,7 @@ mod aws_iam_access_key;
 mod conformance;
 mod crash;
 mod daemon;
+mod http;
 mod leaks;
 mod postgres_password;
 mod providers;

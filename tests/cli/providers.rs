@@ -15,6 +15,7 @@ pub enum Provider {
     Postgres,
     Redis,
     Iam,
+    Http,
 }
 
 /// One rotated account at a provider.
@@ -24,6 +25,8 @@ pub struct Fixture {
     pub rotator: String,
     /// Accounts of this fixture at the provider (role names, ...).
     pub accounts: Vec<String>,
+    /// A provider that lives in the test process (the fake SaaS), kept running.
+    pub service: Option<std::sync::Arc<crate::support::saas::Saas>>,
 }
 
 pub fn block_on<T>(f: impl Future<Output = T>) -> T {
@@ -47,6 +50,7 @@ pub fn setup(provider: Provider, unique: &str, dir: &Path) -> Fixture {
         Provider::Postgres => pg::setup(unique, dir),
         Provider::Redis => redis::setup(unique, dir),
         Provider::Iam => iam::setup(unique, dir),
+        Provider::Http => http::setup(unique, dir),
     }
 }
 
@@ -76,6 +80,7 @@ impl Fixture {
             Provider::Postgres => pg::check_rotated(self, current, old),
             Provider::Redis => redis::check_rotated(self, current, old),
             Provider::Iam => iam::check_rotated(self, current, old),
+            Provider::Http => http::check_rotated(self, current, old),
         }
     }
 
@@ -85,6 +90,7 @@ impl Fixture {
             Provider::Postgres => pg::login(credential).await.is_ok(),
             Provider::Redis => redis::accepts(credential),
             Provider::Iam => iam::identity(credential).await.is_ok(),
+            Provider::Http => http::accepts(self, credential),
         }
     }
 
@@ -145,6 +151,7 @@ pub mod pg {
                 admin_file.display()
             ),
             accounts: vec![a, b],
+            service: None,
         }
     }
 
@@ -235,6 +242,7 @@ pub mod redis {
                 admin_file.display()
             ),
             accounts: vec![unique.to_owned()],
+            service: None,
         }
     }
 
@@ -345,6 +353,7 @@ pub mod iam {
             provider: Provider::Iam,
             rotator,
             accounts: vec![unique.to_owned()],
+            service: None,
         }
     }
 
@@ -405,5 +414,62 @@ pub mod iam {
                 "the user holds exactly the current key: nothing orphaned"
             );
         });
+    }
+}
+
+pub mod http {
+    use super::*;
+    use crate::support::saas::{ADMIN_TOKEN, Saas};
+
+    /// A fresh SaaS for each fixture; the rotator is the documented API-key shape.
+    pub fn setup(unique: &str, dir: &Path) -> Fixture {
+        let saas = Saas::start();
+        let admin_file = dir.join("saas-admin-token");
+        std::fs::write(&admin_file, ADMIN_TOKEN).unwrap();
+        Fixture {
+            provider: Provider::Http,
+            rotator: format!(
+                r#"kind = "http"
+base_url = "{}"
+auth = {{ value = {{ file = "{}" }} }}
+mint = {{ method = "POST", path = "/v1/keys", body = '{{"name": "{unique} {{{{token}}}}"}}', secret = "/key", id = "/id" }}
+verify = {{ path = "/v1/whoami", headers = {{ Authorization = "Bearer {{{{secret}}}}" }} }}
+retire = {{ method = "DELETE", path = "/v1/keys/{{{{id}}}}", expect = [204, 404] }}
+list = {{ path = "/v1/keys", items = "/keys", id = "/id", name = "/name", active = "/active" }}
+"#,
+                saas.url(),
+                admin_file.display()
+            ),
+            accounts: vec![unique.to_owned()],
+            service: Some(saas),
+        }
+    }
+
+    fn saas(fixture: &Fixture) -> &Saas {
+        fixture
+            .service
+            .as_deref()
+            .expect("an http fixture has its service")
+    }
+
+    pub fn accepts(fixture: &Fixture, c: &Credential) -> bool {
+        saas(fixture).accepts(&field(c, "value"))
+    }
+
+    pub fn check_rotated(fixture: &Fixture, current: &Credential, old: &Credential) {
+        let saas = saas(fixture);
+        assert!(
+            saas.accepts(&field(current, "value")),
+            "the current key works"
+        );
+        assert!(
+            !saas.accepts(&field(old, "value")),
+            "the old key is revoked"
+        );
+        assert_eq!(
+            saas.key_ids(),
+            [field(current, "id")],
+            "only the current key exists: nothing orphaned"
+        );
     }
 }

@@ -6,6 +6,7 @@ pub mod moto;
 pub mod openbao;
 pub mod postgres;
 pub mod redis;
+pub mod saas;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,117 @@
+//! The `http` rotator through the binary, against the test's SaaS API-key service: a provider
+//! that fails for a while is retried until it answers, a refused admin credential rolls back
+//! with a message that names the call and leaks nothing, and the `apply` shape (rotor makes the
+//! secret, the provider imports it) rotates with overlap too.
+
+use std::time::Duration;
+
+use crate::providers::{Provider, setup};
+use crate::support::saas::ADMIN_TOKEN;
+use crate::support::{Rotor, assert_secrets_absent};
+
+fn current_fingerprint(rotor: &Rotor) -> String {
+    rotor.json(&["status", "--json"])[0]["current_fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn a_provider_that_fails_for_a_while_is_retried_until_it_answers() {
+    let rotor = Rotor::new("");
+    let fixture = setup(Provider::Http, "flaky", rotor.dir.path());
+    std::fs::write(&rotor.config, fixture.config("0s", rotor.dir.path())).unwrap();
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    let saas = fixture.service.clone().unwrap();
+    let first = saas.key_ids();
+
+    saas.state.lock().unwrap().fail_next = 2;
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("waits to retry"),
+        "{out:?}"
+    );
+    let mut state = String::new();
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(500));
+        rotor.ok(&["run", "--once"]);
+        state = rotor.json(&["history", "app/key0", "--json"])[0]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if state == "completed" {
+            break;
+        }
+    }
+    assert_eq!(state, "completed");
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    let retries = history[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["outcome"] == "retry")
+        .count();
+    assert!(retries >= 1, "{history}");
+    let keys = saas.key_ids();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_ne!(keys, first);
+}
+
+#[test]
+fn a_refused_admin_credential_rolls_back_and_says_which_call() {
+    let rotor = Rotor::new("");
+    let fixture = setup(Provider::Http, "badadmin", rotor.dir.path());
+    std::fs::write(&rotor.config, fixture.config("0s", rotor.dir.path())).unwrap();
+    let wrong = "wrong-saas-admin-token-91d2";
+    std::fs::write(rotor.path("saas-admin-token"), wrong).unwrap();
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    assert_eq!(history[0]["state"], "rolled_back");
+    let error = history[0]["steps"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("GET /v1/keys answered 401") && error.contains("refused rotor's credential"),
+        "{error}"
+    );
+    assert!(fixture.service.as_ref().unwrap().key_ids().is_empty());
+    std::fs::remove_file(rotor.path("saas-admin-token")).unwrap();
+    let mut output = out.stdout.clone();
+    output.extend_from_slice(&out.stderr);
+    assert_secrets_absent(&[wrong, ADMIN_TOKEN], &output, rotor.dir.path());
+}
+
+#[test]
+fn the_apply_shape_rotates_a_secret_rotor_makes() {
+    let rotor = Rotor::new("");
+    let fixture = setup(Provider::Http, "imported", rotor.dir.path());
+    let saas = fixture.service.clone().unwrap();
+    let rotator = format!(
+        r#"kind = "http"
+base_url = "{}"
+auth = {{ value = {{ file = "{}" }} }}
+apply = {{ method = "POST", path = "/v1/keys", body = '{{"name": "imported", "key": "{{{{secret}}}}"}}' }}
+verify = {{ path = "/v1/whoami", headers = {{ Authorization = "Bearer {{{{secret}}}}" }} }}
+retire = {{ method = "DELETE", path = "/v1/keys/by-secret", body = '{{"key": "{{{{secret}}}}"}}', expect = [204, 404] }}
+length = 48
+"#,
+        saas.url(),
+        rotor.path("saas-admin-token").display()
+    );
+    let fixture = crate::providers::Fixture { rotator, ..fixture };
+    std::fs::write(&rotor.config, fixture.config("0s", rotor.dir.path())).unwrap();
+    rotor.ok(&["rotate", "app/key0"]);
+    let first = current_fingerprint(&rotor);
+    assert_eq!(saas.key_ids().len(), 1);
+    rotor.ok(&["rotate", "app/key0"]);
+    assert_ne!(current_fingerprint(&rotor), first);
+    let keys = saas.state.lock().unwrap().keys.clone();
+    assert_eq!(keys.len(), 1, "the old secret was revoked: {keys:?}");
+    let secret = &keys.values().next().unwrap().secret;
+    assert_eq!(secret.len(), 48);
+    assert!(
+        !rotor.run(&["status"]).stdout.is_empty()
+            && !String::from_utf8_lossy(&rotor.run(&["status", "--json"]).stdout)
+                .contains(secret.as_str())
+    );
+}

@@ -1,0 +1,173 @@
+//! A small SaaS API-key service for the `http` rotator tests, served by wiremock on loopback
+//! with real state: keys are created (the secret shown once), listed, revoked, and used to call
+//! `/v1/whoami`. Failures can be injected. Each instance runs on wiremock's own thread, so the
+//! `rotor` processes a test starts can call it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::any};
+
+pub const ADMIN_TOKEN: &str = "saas-admin-token-for-rotor-tests";
+
+#[derive(Debug, Clone)]
+pub struct Key {
+    pub secret: String,
+    pub name: String,
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub keys: BTreeMap<String, Key>,
+    next: u64,
+    /// The next this many requests answer 503.
+    pub fail_next: u32,
+    /// Every request seen, as "METHOD /path".
+    pub calls: Vec<String>,
+}
+
+pub struct Saas {
+    pub server: MockServer,
+    pub state: Arc<Mutex<State>>,
+    // The runtime that started the server; wiremock serves from its own thread.
+    _runtime: tokio::runtime::Runtime,
+}
+
+struct Api(Arc<Mutex<State>>);
+
+fn bearer(request: &Request) -> Option<String> {
+    request
+        .headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::to_owned)
+}
+
+impl Respond for Api {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut state = self.0.lock().unwrap();
+        let path = request.url.path().to_owned();
+        state.calls.push(format!("{} {path}", request.method));
+        if state.fail_next > 0 {
+            state.fail_next -= 1;
+            return ResponseTemplate::new(503)
+                .set_body_json(serde_json::json!({"error": "service unavailable"}));
+        }
+        let unauthorized = || {
+            ResponseTemplate::new(401).set_body_json(serde_json::json!({"error": "unauthorized"}))
+        };
+        if path == "/v1/whoami" {
+            let presented = bearer(request);
+            return match state
+                .keys
+                .iter()
+                .find(|(_, k)| Some(&k.secret) == presented.as_ref())
+            {
+                Some((id, key)) => ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"id": id, "name": key.name})),
+                None => unauthorized(),
+            };
+        }
+        if bearer(request).as_deref() != Some(ADMIN_TOKEN) {
+            return unauthorized();
+        }
+        match (request.method.as_str(), path.as_str()) {
+            ("POST", "/v1/keys") => {
+                let Ok(body) = request.body_json::<serde_json::Value>() else {
+                    return ResponseTemplate::new(400);
+                };
+                state.next += 1;
+                let id = format!("key_{}", state.next);
+                // A key the client brings is imported; otherwise one is made and shown once.
+                let secret = match body["key"].as_str() {
+                    Some(imported) => imported.to_owned(),
+                    None => format!("sk_live_{}_{:016x}", state.next, rand::random::<u64>()),
+                };
+                let name = body["name"].as_str().unwrap_or("").to_owned();
+                state.keys.insert(
+                    id.clone(),
+                    Key {
+                        secret: secret.clone(),
+                        name: name.clone(),
+                    },
+                );
+                ResponseTemplate::new(201).set_body_json(
+                    serde_json::json!({"id": id, "key": secret, "name": name, "active": true}),
+                )
+            }
+            ("GET", "/v1/keys") => {
+                let keys: Vec<_> = state
+                    .keys
+                    .iter()
+                    .map(|(id, k)| serde_json::json!({"id": id, "name": k.name, "active": true}))
+                    .collect();
+                ResponseTemplate::new(200).set_body_json(serde_json::json!({ "keys": keys }))
+            }
+            ("DELETE", "/v1/keys/by-secret") => {
+                let Ok(body) = request.body_json::<serde_json::Value>() else {
+                    return ResponseTemplate::new(400);
+                };
+                let secret = body["key"].as_str().unwrap_or("");
+                let before = state.keys.len();
+                state.keys.retain(|_, k| k.secret != secret);
+                if state.keys.len() < before {
+                    ResponseTemplate::new(204)
+                } else {
+                    ResponseTemplate::new(404)
+                }
+            }
+            ("DELETE", p) if p.starts_with("/v1/keys/") => {
+                match state.keys.remove(p.trim_start_matches("/v1/keys/")) {
+                    Some(_) => ResponseTemplate::new(204),
+                    None => ResponseTemplate::new(404)
+                        .set_body_json(serde_json::json!({"error": "no such key"})),
+                }
+            }
+            _ => ResponseTemplate::new(404),
+        }
+    }
+}
+
+impl Saas {
+    pub fn start() -> Arc<Saas> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let state = Arc::new(Mutex::new(State::default()));
+        let server = runtime.block_on(async {
+            let server = MockServer::start().await;
+            Mock::given(any())
+                .respond_with(Api(state.clone()))
+                .mount(&server)
+                .await;
+            server
+        });
+        Arc::new(Saas {
+            server,
+            state,
+            _runtime: runtime,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        self.server.uri()
+    }
+
+    /// The ids of the keys that exist now.
+    pub fn key_ids(&self) -> Vec<String> {
+        self.state.lock().unwrap().keys.keys().cloned().collect()
+    }
+
+    /// Whether `secret` is accepted by `/v1/whoami`.
+    pub fn accepts(&self, secret: &str) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .keys
+            .values()
+            .any(|k| k.secret == secret)
+    }
+}
