@@ -22,6 +22,8 @@ pub struct RotatorError {
     pub message: String,
     #[source]
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// For a transient error: the provider said when to come back (a rate limit's reset).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl RotatorError {
@@ -30,6 +32,7 @@ impl RotatorError {
             class: ErrorClass::Transient,
             message: message.into(),
             source: None,
+            retry_after: None,
         }
     }
 
@@ -38,6 +41,7 @@ impl RotatorError {
             class: ErrorClass::Permanent,
             message: message.into(),
             source: None,
+            retry_after: None,
         }
     }
 
@@ -46,6 +50,7 @@ impl RotatorError {
             class: ErrorClass::Conflict,
             message: message.into(),
             source: None,
+            retry_after: None,
         }
     }
 

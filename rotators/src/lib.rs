@@ -11,6 +11,8 @@ pub mod duration;
 pub mod error;
 #[cfg(feature = "generated")]
 pub mod generated;
+#[cfg(feature = "github")]
+pub mod github;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod password;
@@ -135,6 +137,17 @@ pub trait Rotator: Send + Sync {
         candidate: &Credential,
     ) -> impl Future<Output = Result<(), RotatorError>> + Send;
 
+    /// Makes the provider use `current` once grace is over, before `retire`. For providers that
+    /// hold a single secret and must switch only after every consumer knows the new one (a
+    /// webhook signs with one secret; receivers accept both during grace). Most do nothing.
+    fn switch_over(
+        &self,
+        current: &Credential,
+    ) -> impl Future<Output = Result<(), RotatorError>> + Send {
+        let _ = current;
+        async { Ok(()) }
+    }
+
     /// Invalidates `old`, which `current` has replaced. "Already gone" is success.
     fn retire(
         &self,
@@ -258,6 +271,12 @@ providers! {
         "A PostgreSQL role's password, rotated across two alternating roles or in place.";
     "aws_iam" "aws_iam_access_key" AwsIamAccessKey aws_iam::AwsIamConfig => aws_iam::AwsIamAccessKey,
         "An AWS IAM user's access key: a second key beside the old one, verified with STS.";
+    "github" "github_deploy_key" GithubDeployKey github::DeployKeyConfig => github::GithubDeployKey,
+        "A repository deploy key: an ed25519 key pair made by rotor, registered at GitHub.";
+    "github" "github_webhook_secret" GithubWebhookSecret github::WebhookConfig => github::GithubWebhookSecret,
+        "A repository or organisation webhook's secret; receivers accept the old and new one during grace.";
+    "github" "github_app_installation_token" GithubAppInstallationToken github::InstallationTokenConfig => github::GithubAppInstallationToken,
+        "A GitHub App installation token (valid one hour), minted from the App's private key.";
     "http" "http" Http http::HttpConfig => http::HttpRotator,
         "A generic provider driven by configured HTTP calls (SaaS API keys, in-house services).";
     "redis" "redis_acl_password" RedisAclPassword redis::RedisConfig => redis::RedisAclPassword,
@@ -283,6 +302,9 @@ impl Rotator for AnyRotator {
     }
     async fn verify(&self, candidate: &Credential) -> Result<(), RotatorError> {
         dispatch!(self, r => r.verify(candidate).await)
+    }
+    async fn switch_over(&self, current: &Credential) -> Result<(), RotatorError> {
+        dispatch!(self, r => r.switch_over(current).await)
     }
     async fn retire(
         &self,

@@ -30,6 +30,8 @@ use state::{RunState, Step};
 pub struct StepError {
     pub class: ErrorClass,
     pub message: String,
+    /// The provider said when to come back (a rate limit's reset).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl From<RotatorError> for StepError {
@@ -37,6 +39,7 @@ impl From<RotatorError> for StepError {
         StepError {
             class: e.class,
             message: format!("provider: {}", e.message),
+            retry_after: e.retry_after,
         }
     }
 }
@@ -46,6 +49,7 @@ impl From<VaultError> for StepError {
         StepError {
             class: e.class,
             message: e.to_string(),
+            retry_after: None,
         }
     }
 }
@@ -55,6 +59,7 @@ impl StepError {
         StepError {
             class: ErrorClass::Permanent,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -62,6 +67,7 @@ impl StepError {
         StepError {
             class: ErrorClass::Conflict,
             message: message.into(),
+            retry_after: None,
         }
     }
 }
@@ -355,8 +361,13 @@ impl Engine {
     ) -> Result<Option<Driven>, EngineError> {
         let attempt = run.attempts + 1;
         let message = format!("{step} failed (attempt {attempt}): {}", error.message);
+        // Never sooner than the provider asked (a rate limit's reset).
         let retry_in = match error.class {
-            ErrorClass::Transient => ctx.credential.retry.delay(attempt as u32),
+            ErrorClass::Transient => ctx
+                .credential
+                .retry
+                .delay(attempt as u32)
+                .map(|d| d.max(error.retry_after.unwrap_or_default())),
             _ => None,
         };
         run.last_error = Some(message.clone());
@@ -577,6 +588,9 @@ impl Engine {
             Step::Grace => Ok(Performed::Done(None)),
             Step::Retire => {
                 let doc = ctx.vault.read_current(path).await?;
+                if let Some(doc) = &doc {
+                    ctx.rotator.switch_over(&doc.current.credential).await?;
+                }
                 if let Some(doc) = &doc
                     && let Some(previous) = &doc.previous
                     && let Retired::Again(after) = ctx
@@ -666,5 +680,6 @@ fn store_step_error(e: StoreError) -> StepError {
     StepError {
         class: ErrorClass::Transient,
         message: e.to_string(),
+        retry_after: None,
     }
 }

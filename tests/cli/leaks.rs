@@ -97,3 +97,119 @@ fn generated_secrets_appear_only_in_the_vault() {
         }
     }
 }
+
+/// Every provider rotator, at trace level (its SDK's and HTTP client's logs included): the
+/// secret fields of every credential it made are absent from logs, CLI output and the store.
+fn provider_secrets_stay_in_the_vault(provider: crate::providers::Provider) {
+    use crate::providers::setup;
+    use rotor::vault::{Vault, Vaults};
+    use secrecy::ExposeSecret;
+
+    let rotor = Rotor::new("");
+    let fixture = setup(provider, "leaks", rotor.dir.path());
+    std::fs::write(&rotor.config, fixture.config("0s", rotor.dir.path())).unwrap();
+    let mut output = Vec::new();
+    let mut secrets = Vec::new();
+    let config = rotor::config::load(std::slice::from_ref(&rotor.config)).unwrap();
+    let read = || {
+        crate::providers::block_on(async {
+            let vaults = Vaults::open(&config).await.unwrap();
+            let doc = vaults
+                .get("local")
+                .unwrap()
+                .read_current("app/key0")
+                .await
+                .unwrap()
+                .expect("a current document");
+            doc.current
+                .credential
+                .fields()
+                .filter(|(name, _)| {
+                    // Identifiers, not secrets: user names, key ids, public keys, expiry.
+                    ![
+                        "username",
+                        "access_key_id",
+                        "id",
+                        "public_key",
+                        "expires_at",
+                    ]
+                    .contains(name)
+                })
+                .map(|(_, value)| value.expose_secret().to_owned())
+                .collect::<Vec<_>>()
+        })
+    };
+    for _ in 0..2 {
+        let out = rotor.ok(&["--log", "trace", "rotate", "app/key0"]);
+        output.extend(out.stdout);
+        output.extend(out.stderr);
+        secrets.extend(read());
+    }
+    for args in [
+        vec!["status", "--json"],
+        vec!["history", "--json"],
+        vec!["--log", "trace", "validate", "--online"],
+    ] {
+        let out = rotor.run(&args);
+        output.extend(out.stdout);
+        output.extend(out.stderr);
+    }
+    assert!(secrets.len() >= 2, "{provider:?}: {}", secrets.len());
+    let logs = String::from_utf8_lossy(&output);
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "{provider:?}: the most detailed logs were captured"
+    );
+    for secret in &secrets {
+        assert!(
+            !contains(&output, secret.as_bytes()),
+            "{provider:?}: a secret value appears in logs or CLI output"
+        );
+        for (path, bytes) in all_bytes(rotor.dir.path()) {
+            assert!(
+                !contains(&bytes, secret.as_bytes()),
+                "{provider:?}: a secret value is in {}",
+                path.display()
+            );
+        }
+    }
+}
+
+mod providers {
+    use crate::providers::Provider;
+
+    #[test]
+    fn postgres_password() {
+        super::provider_secrets_stay_in_the_vault(Provider::Postgres);
+    }
+
+    #[test]
+    fn redis_acl_password() {
+        super::provider_secrets_stay_in_the_vault(Provider::Redis);
+    }
+
+    #[test]
+    fn aws_iam_access_key() {
+        super::provider_secrets_stay_in_the_vault(Provider::Iam);
+    }
+
+    #[test]
+    fn http() {
+        super::provider_secrets_stay_in_the_vault(Provider::Http);
+    }
+
+    #[test]
+    fn github_deploy_key() {
+        super::provider_secrets_stay_in_the_vault(Provider::GithubDeployKey);
+    }
+
+    #[test]
+    fn github_webhook_secret() {
+        super::provider_secrets_stay_in_the_vault(Provider::GithubWebhook);
+    }
+
+    #[test]
+    fn github_app_installation_token() {
+        super::provider_secrets_stay_in_the_vault(Provider::GithubAppToken);
+    }
+}

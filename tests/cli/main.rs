@@ -8,6 +8,7 @@ mod aws_iam_access_key;
 mod conformance;
 mod crash;
 mod daemon;
+mod github;
 mod http;
 mod leaks;
 mod postgres_password;

@@ -16,6 +16,9 @@ pub enum Provider {
     Redis,
     Iam,
     Http,
+    GithubDeployKey,
+    GithubWebhook,
+    GithubAppToken,
 }
 
 /// One rotated account at a provider.
@@ -27,6 +30,8 @@ pub struct Fixture {
     pub accounts: Vec<String>,
     /// A provider that lives in the test process (the fake SaaS), kept running.
     pub service: Option<std::sync::Arc<crate::support::saas::Saas>>,
+    /// The fake GitHub of a GitHub fixture, kept running.
+    pub github: Option<std::sync::Arc<crate::support::github::GitHub>>,
 }
 
 pub fn block_on<T>(f: impl Future<Output = T>) -> T {
@@ -51,10 +56,24 @@ pub fn setup(provider: Provider, unique: &str, dir: &Path) -> Fixture {
         Provider::Redis => redis::setup(unique, dir),
         Provider::Iam => iam::setup(unique, dir),
         Provider::Http => http::setup(unique, dir),
+        Provider::GithubDeployKey | Provider::GithubWebhook | Provider::GithubAppToken => {
+            github::setup(provider, dir)
+        }
     }
 }
 
 impl Fixture {
+    /// Whether the provider can list its credentials (GitHub installation tokens cannot).
+    pub fn lists(&self) -> bool {
+        self.provider != Provider::GithubAppToken
+    }
+
+    /// Whether the provider holds one secret and switches to the new one only after grace
+    /// (a webhook): the overlap is then on the consumers' side, not at the provider.
+    pub fn switches_after_grace(&self) -> bool {
+        self.provider == Provider::GithubWebhook
+    }
+
     /// A whole config rotating this fixture as credential `app/key0` into a file vault in
     /// `dir`, with absolute paths so the test process can open the same vault.
     pub fn config(&self, grace: &str, dir: &Path) -> String {
@@ -81,6 +100,7 @@ impl Fixture {
             Provider::Redis => redis::check_rotated(self, current, old),
             Provider::Iam => iam::check_rotated(self, current, old),
             Provider::Http => http::check_rotated(self, current, old),
+            _ => github::check_rotated(self, current, old),
         }
     }
 
@@ -91,6 +111,7 @@ impl Fixture {
             Provider::Redis => redis::accepts(credential),
             Provider::Iam => iam::identity(credential).await.is_ok(),
             Provider::Http => http::accepts(self, credential),
+            _ => github::accepts(self, credential),
         }
     }
 
@@ -152,6 +173,7 @@ pub mod pg {
             ),
             accounts: vec![a, b],
             service: None,
+            github: None,
         }
     }
 
@@ -243,6 +265,7 @@ pub mod redis {
             ),
             accounts: vec![unique.to_owned()],
             service: None,
+            github: None,
         }
     }
 
@@ -354,6 +377,7 @@ pub mod iam {
             rotator,
             accounts: vec![unique.to_owned()],
             service: None,
+            github: None,
         }
     }
 
@@ -442,6 +466,7 @@ list = {{ path = "/v1/keys", items = "/keys", id = "/id", name = "/name", active
             ),
             accounts: vec![unique.to_owned()],
             service: Some(saas),
+            github: None,
         }
     }
 
@@ -471,5 +496,140 @@ list = {{ path = "/v1/keys", items = "/keys", id = "/id", name = "/name", active
             [field(current, "id")],
             "only the current key exists: nothing orphaned"
         );
+    }
+}
+
+pub mod github {
+    use super::*;
+    use crate::support::github::{
+        ADMIN_TOKEN, APP_ID, GitHub, INSTALLATION_ID, OWNER, REPO, REPO_HOOK,
+    };
+
+    pub fn setup(provider: Provider, dir: &Path) -> Fixture {
+        let github = GitHub::start(dir);
+        let token_file = dir.join("github-token");
+        std::fs::write(&token_file, ADMIN_TOKEN).unwrap();
+        let access = format!(
+            "api_url = \"{}\"\ntoken = {{ file = \"{}\" }}\n",
+            github.url(),
+            token_file.display()
+        );
+        let (rotator, account) = match provider {
+            Provider::GithubDeployKey => (
+                format!(
+                    "kind = \"github_deploy_key\"\nowner = \"{OWNER}\"\nrepo = \"{REPO}\"\n{access}"
+                ),
+                format!("{OWNER}/{REPO}"),
+            ),
+            Provider::GithubWebhook => (
+                format!(
+                    "kind = \"github_webhook_secret\"\nowner = \"{OWNER}\"\nrepo = \"{REPO}\"\nhook_id = {REPO_HOOK}\n{access}"
+                ),
+                format!("webhook {REPO_HOOK}"),
+            ),
+            _ => (
+                format!(
+                    "kind = \"github_app_installation_token\"\napi_url = \"{}\"\napp_id = {APP_ID}\ninstallation_id = {INSTALLATION_ID}\nprivate_key = {{ file = \"{}\" }}\n",
+                    github.url(),
+                    dir.join("github-app.pem").display()
+                ),
+                format!("installation {INSTALLATION_ID}"),
+            ),
+        };
+        Fixture {
+            provider,
+            rotator,
+            accounts: vec![account],
+            service: None,
+            github: Some(github),
+        }
+    }
+
+    fn key_body(public: &str) -> String {
+        public
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    pub fn accepts(fixture: &Fixture, c: &Credential) -> bool {
+        let state = fixture.github.as_ref().unwrap().state.lock().unwrap();
+        match fixture.provider {
+            Provider::GithubDeployKey => {
+                let wanted = key_body(&field(c, "public_key"));
+                state.deploy_keys.values().any(|k| k.key == wanted)
+            }
+            Provider::GithubWebhook => {
+                state.hooks[&REPO_HOOK].secret.as_deref() == Some(field(c, "value").as_str())
+            }
+            _ => {
+                let token = field(c, "token");
+                state.tokens.iter().any(|t| t.value == token && !t.revoked)
+            }
+        }
+    }
+
+    pub fn check_rotated(fixture: &Fixture, current: &Credential, old: &Credential) {
+        assert!(
+            accepts(fixture, current),
+            "GitHub honours the current credential"
+        );
+        assert!(
+            !accepts(fixture, old),
+            "GitHub no longer honours the old one"
+        );
+        let state = fixture.github.as_ref().unwrap().state.lock().unwrap();
+        match fixture.provider {
+            Provider::GithubDeployKey => {
+                let keys: Vec<_> = state.deploy_keys.values().map(|k| k.key.clone()).collect();
+                assert_eq!(
+                    keys,
+                    [key_body(&field(current, "public_key"))],
+                    "only the current deploy key is registered: nothing orphaned"
+                );
+                assert!(
+                    state.deploy_keys.values().all(|k| k.read_only),
+                    "read-only by default"
+                );
+                // The private key is a real OpenSSH key whose public half is what GitHub holds.
+                let dir = tempfile::tempdir().unwrap();
+                let file = dir.path().join("id_ed25519");
+                std::fs::write(&file, field(current, "private_key")).unwrap();
+                std::fs::set_permissions(
+                    &file,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .unwrap();
+                let ssh_keygen = crate::support::require_program(
+                    "ssh-keygen",
+                    "apt-get install -y openssh-client",
+                );
+                let out = std::process::Command::new(ssh_keygen)
+                    .arg("-y")
+                    .arg("-f")
+                    .arg(&file)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "ssh-keygen -y: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert_eq!(
+                    key_body(String::from_utf8_lossy(&out.stdout).trim()),
+                    key_body(&field(current, "public_key"))
+                );
+            }
+            Provider::GithubWebhook => {}
+            _ => {
+                let live: Vec<_> = state.tokens.iter().filter(|t| !t.revoked).collect();
+                assert_eq!(
+                    live.len(),
+                    1,
+                    "only the current installation token is unrevoked"
+                );
+            }
+        }
     }
 }

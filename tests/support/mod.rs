@@ -2,6 +2,7 @@
 //! that drives the real `rotor` binary in a scratch folder.
 #![allow(dead_code)]
 
+pub mod github;
 pub mod moto;
 pub mod openbao;
 pub mod postgres;

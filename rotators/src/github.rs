@@ -1,0 +1,1005 @@
+//! GitHub: deploy keys, webhook secrets and App installation tokens, through GitHub's REST API
+//! (octocrab, `api_url` for GitHub Enterprise Server).
+//!
+//! - `github_deploy_key`: an ed25519 key pair made here; the public half is registered as a
+//!   deploy key beside the old one, verified by reading it back, and the old key is deleted at
+//!   retirement. The vault document holds the OpenSSH private key and the public key.
+//! - `github_webhook_secret`: a webhook holds one secret, so the overlap is on the receivers'
+//!   side. The new secret is promoted into the vault first (the document carries it and the
+//!   previous one, and receivers accept either); after grace, retirement switches the webhook to
+//!   the new secret and only then drops the old one from the vault. Before that GitHub keeps
+//!   signing with the old secret, which every receiver still accepts.
+//! - `github_app_installation_token`: a token minted from the App's private key. Tokens expire
+//!   after an hour, so schedule these in minutes; retirement revokes the old token early.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use octocrab::Octocrab;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::password::{Alphabet, random, random_bytes};
+use crate::{
+    Credential, LiveCredential, MintContext, Origin, Retired, Rotator, RotatorError,
+    RotatorSettings, SecretRef, Secrets, resolve_secret,
+};
+
+const DEFAULT_API: &str = "https://api.github.com";
+
+/// How rotor authenticates to GitHub for deploy keys and webhooks.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GithubAccess {
+    /// GitHub's API root; GitHub Enterprise Server: `https://HOST/api/v3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// A fine-grained token with the permission `rotor policy ID` prints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<SecretRef>,
+    /// Or act as a GitHub App installation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<AppIdentity>,
+}
+
+/// A GitHub App installation rotor acts as.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppIdentity {
+    pub app_id: u64,
+    pub installation_id: u64,
+    /// The App's private key (PEM), as a secret reference.
+    pub private_key: SecretRef,
+}
+
+impl GithubAccess {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.api_url {
+            let parsed = reqwest_free_url_check(url)?;
+            if parsed.contains('@') {
+                return Err(
+                    "`api_url` contains credentials; use `token = { env = \"NAME\" }`".into(),
+                );
+            }
+        }
+        match (&self.token, &self.app) {
+            (Some(_), Some(_)) => Err("set `token` or `app`, not both".into()),
+            (None, None) => Err("set `token` (a fine-grained token reference) or `app = { app_id, installation_id, private_key }`".into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn refs(&self) -> Vec<&SecretRef> {
+        self.token
+            .iter()
+            .chain(self.app.iter().map(|a| &a.private_key))
+            .collect()
+    }
+
+    fn api(&self) -> &str {
+        self.api_url.as_deref().unwrap_or(DEFAULT_API)
+    }
+}
+
+fn reqwest_free_url_check(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| {
+            format!("`api_url` {url} must start with https:// (or http:// for a local test server)")
+        })?;
+    Ok(rest.split('/').next().unwrap_or("").to_owned())
+}
+
+/// Builds a client authenticated as configured; references are read each time. (octocrab's
+/// builder is not `Send`: secrets are read before it exists.)
+async fn client(access: &GithubAccess, secrets: &Secrets) -> Result<Octocrab, RotatorError> {
+    if let Some(token) = &access.token {
+        let token = resolve_secret(secrets, token, "rotor's GitHub token").await?;
+        return token_client(access.api(), &token);
+    }
+    let app = access.app.as_ref().expect("validated: token or app");
+    let pem = resolve_secret(secrets, &app.private_key, "the GitHub App's private key").await?;
+    app_client(access.api(), app.app_id, &pem)?
+        .installation(octocrab::models::InstallationId(app.installation_id))
+        .map_err(|e| {
+            classify(
+                e,
+                &format!("acting as installation {}", app.installation_id),
+            )
+        })
+}
+
+fn token_client(api: &str, token: &SecretString) -> Result<Octocrab, RotatorError> {
+    Octocrab::builder()
+        .base_uri(api)
+        .map_err(|e| RotatorError::permanent(format!("`api_url` {api}: {e}")))?
+        .personal_token(token.expose_secret().to_owned())
+        .build()
+        .map_err(|e| RotatorError::permanent(format!("building the GitHub client: {e}")))
+}
+
+fn app_client(api: &str, app_id: u64, pem: &SecretString) -> Result<Octocrab, RotatorError> {
+    let key = octocrab::EncodingKey::from_rsa_pem(pem.expose_secret().as_bytes()).map_err(|e| {
+        RotatorError::permanent(format!(
+            "the GitHub App's private key is not an RSA PEM key: {e}"
+        ))
+    })?;
+    Octocrab::builder()
+        .base_uri(api)
+        .map_err(|e| RotatorError::permanent(format!("`api_url` {api}: {e}")))?
+        .app(octocrab::models::AppId(app_id), key)
+        .build()
+        .map_err(|e| RotatorError::permanent(format!("building the GitHub client: {e}")))
+}
+
+/// What a failed call means for the engine; GitHub's own message is kept (it holds no secret).
+fn classify(error: octocrab::Error, what: &str) -> RotatorError {
+    let octocrab::Error::GitHub { source, .. } = &error else {
+        return RotatorError::transient(format!(
+            "{what}: {error} (GitHub is unreachable; rotor retries)"
+        ));
+    };
+    let status = source.status_code.as_u16();
+    let remaining = source
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("x-ratelimit-remaining"))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let details: Vec<&str> = source
+        .errors
+        .iter()
+        .flatten()
+        .filter_map(|e| e.get("message").and_then(|m| m.as_str()))
+        .collect();
+    let message = if details.is_empty() {
+        format!("{what}: GitHub answered {status}: {}", source.message)
+    } else {
+        format!(
+            "{what}: GitHub answered {status}: {}: {}",
+            source.message,
+            details.join("; ")
+        )
+    };
+    if status == 429 || (status == 403 && remaining == Some(0)) {
+        let wait = source.rate_limit_reset_at().map(|at| {
+            (at - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(1)
+        });
+        let mut e = RotatorError::transient(format!(
+            "{message} (rate limited{}; rotor retries after the reset)",
+            source
+                .rate_limit_reset_at()
+                .map(|at| format!(
+                    " until {}",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ))
+                .unwrap_or_default()
+        ));
+        e.retry_after = wait;
+        return e;
+    }
+    match status {
+        500..=599 => RotatorError::transient(format!("{message} (rotor retries)")),
+        401 => RotatorError::permanent(format!(
+            "{message} (GitHub refused rotor's credential: check `token` or `app`)"
+        )),
+        403 => RotatorError::permanent(format!(
+            "{message} (permission denied: grant what `rotor policy ID` prints)"
+        )),
+        404 => RotatorError::permanent(format!(
+            "{message} (not found, or rotor's credential cannot see it: GitHub answers 404 for both)"
+        )),
+        _ => RotatorError::permanent(message),
+    }
+}
+
+fn field<'a>(credential: &'a Credential, name: &str) -> Result<&'a SecretString, RotatorError> {
+    credential
+        .get(name)
+        .ok_or_else(|| RotatorError::permanent(format!("the vault document has no `{name}` field")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// github_deploy_key
+
+pub const PRIVATE_KEY: &str = "private_key";
+pub const PUBLIC_KEY: &str = "public_key";
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployKeyConfig {
+    pub owner: String,
+    pub repo: String,
+    /// Write access for the key; read-only by default.
+    #[serde(default)]
+    pub read_write: bool,
+    /// The key's title at GitHub; the run token is appended.
+    #[serde(default = "default_title")]
+    pub title: String,
+    #[serde(flatten)]
+    pub access: GithubAccess,
+}
+
+fn default_title() -> String {
+    "rotor".into()
+}
+
+impl RotatorSettings for DeployKeyConfig {
+    fn validate(&self) -> Result<(), String> {
+        check_name("owner", &self.owner)?;
+        check_name("repo", &self.repo)?;
+        self.access.validate()
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretRef> {
+        self.access.refs()
+    }
+
+    fn least_privilege(&self, credential_id: &str) -> String {
+        format!(
+            "# rotor: least privilege at GitHub for credential \"{credential_id}\" (deploy key of {}/{}).\n\
+             # Fine-grained token or GitHub App, repository {}/{} only:\n\
+             #   Administration: Read and write   (deploy keys are repository administration)\n\
+             #   Metadata: Read-only              (always granted)\n",
+            self.owner, self.repo, self.owner, self.repo
+        )
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(format!(
+            "`{what}` `{name}` is not a GitHub account or repository name"
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct DeployKey {
+    id: u64,
+    key: String,
+    #[serde(default)]
+    read_only: bool,
+}
+
+pub struct GithubDeployKey {
+    config: DeployKeyConfig,
+    secrets: Secrets,
+}
+
+/// The SSH wire encoding of a string.
+fn ssh_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// An ed25519 key pair as OpenSSH writes it: the private key file (unencrypted, as
+/// `ssh-keygen -N ""` makes it) and the `ssh-ed25519 AAAA... comment` public line.
+pub fn ed25519_openssh(comment: &str) -> (Zeroizing<String>, String) {
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    let seed = random_bytes::<32>();
+    let pair = Ed25519KeyPair::from_seed_unchecked(seed.as_ref()).expect("a 32-byte seed is a key");
+    let public = pair.public_key().as_ref().to_vec();
+    let mut blob = Vec::new();
+    ssh_string(&mut blob, b"ssh-ed25519");
+    ssh_string(&mut blob, &public);
+
+    let check = u32::from_be_bytes(*random_bytes::<4>());
+    let mut private = Zeroizing::new(Vec::new());
+    private.extend_from_slice(&check.to_be_bytes());
+    private.extend_from_slice(&check.to_be_bytes());
+    ssh_string(&mut private, b"ssh-ed25519");
+    ssh_string(&mut private, &public);
+    let mut secret = Zeroizing::new(seed.to_vec());
+    secret.extend_from_slice(&public);
+    ssh_string(&mut private, &secret);
+    ssh_string(&mut private, comment.as_bytes());
+    let mut pad = 1u8;
+    while private.len() % 8 != 0 {
+        private.push(pad);
+        pad += 1;
+    }
+
+    let mut file = Zeroizing::new(b"openssh-key-v1\0".to_vec());
+    ssh_string(&mut file, b"none");
+    ssh_string(&mut file, b"none");
+    ssh_string(&mut file, b"");
+    file.extend_from_slice(&1u32.to_be_bytes());
+    ssh_string(&mut file, &blob);
+    ssh_string(&mut file, &private);
+    let encoded = Zeroizing::new(BASE64.encode(&*file));
+    let mut pem = Zeroizing::new(String::from("-----BEGIN OPENSSH PRIVATE KEY-----\n"));
+    for chunk in encoded.as_bytes().chunks(70) {
+        pem.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END OPENSSH PRIVATE KEY-----\n");
+    (
+        pem,
+        format!("ssh-ed25519 {} {comment}", BASE64.encode(&blob)),
+    )
+}
+
+/// `ssh-ed25519 AAAA...` without the comment: what GitHub stores and lists.
+fn key_body(public: &str) -> String {
+    public
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The SHA256 fingerprint OpenSSH shows for a public key line.
+fn ssh_fingerprint(public: &str) -> Option<String> {
+    let blob = BASE64.decode(public.split_whitespace().nth(1)?).ok()?;
+    let digest = Sha256::digest(&blob);
+    Some(format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
+    ))
+}
+
+impl GithubDeployKey {
+    pub fn build(config: DeployKeyConfig, secrets: Secrets) -> Result<Self, RotatorError> {
+        config.validate().map_err(RotatorError::permanent)?;
+        Ok(Self { config, secrets })
+    }
+
+    fn route(&self) -> String {
+        format!("/repos/{}/{}/keys", self.config.owner, self.config.repo)
+    }
+
+    async fn keys(&self, github: &Octocrab) -> Result<Vec<DeployKey>, RotatorError> {
+        let route = format!("{}?per_page=100", self.route());
+        github.get(&route, None::<&()>).await.map_err(|e| {
+            classify(
+                e,
+                &format!(
+                    "listing the deploy keys of {}/{}",
+                    self.config.owner, self.config.repo
+                ),
+            )
+        })
+    }
+
+    async fn find(
+        &self,
+        github: &Octocrab,
+        credential: &Credential,
+    ) -> Result<Option<DeployKey>, RotatorError> {
+        let wanted = key_body(field(credential, PUBLIC_KEY)?.expose_secret());
+        Ok(self
+            .keys(github)
+            .await?
+            .into_iter()
+            .find(|k| key_body(&k.key) == wanted))
+    }
+
+    async fn remove(&self, credential: &Credential, what: &str) -> Result<(), RotatorError> {
+        let github = client(&self.config.access, &self.secrets).await?;
+        let Some(key) = self.find(&github, credential).await? else {
+            return Ok(());
+        };
+        let route = format!("{}/{}", self.route(), key.id);
+        match github._delete(&route, None::<&()>).await {
+            Ok(response) if response.status().is_success() || response.status().as_u16() == 404 => {
+                Ok(())
+            }
+            Ok(response) => Err(RotatorError::transient(format!(
+                "{what} deploy key {} of {}/{}: GitHub answered {}",
+                key.id,
+                self.config.owner,
+                self.config.repo,
+                response.status()
+            ))),
+            Err(e) => Err(classify(e, &format!("{what} deploy key {}", key.id))),
+        }
+    }
+}
+
+impl Rotator for GithubDeployKey {
+    fn kind(&self) -> &'static str {
+        "github_deploy_key"
+    }
+
+    fn origin(&self) -> Origin {
+        Origin::Local
+    }
+
+    async fn mint(&self, context: MintContext<'_>) -> Result<Credential, RotatorError> {
+        let comment = format!("{} {}", self.config.title, context.token);
+        let (private, public) = ed25519_openssh(&comment);
+        Ok(Credential::new()
+            .with(PRIVATE_KEY, SecretString::from(private.as_str()))
+            .with(PUBLIC_KEY, SecretString::from(public)))
+    }
+
+    async fn apply(
+        &self,
+        candidate: &Credential,
+        _current: Option<&Credential>,
+    ) -> Result<(), RotatorError> {
+        let github = client(&self.config.access, &self.secrets).await?;
+        if self.find(&github, candidate).await?.is_some() {
+            return Ok(());
+        }
+        let public = field(candidate, PUBLIC_KEY)?.expose_secret();
+        let title = public
+            .splitn(3, ' ')
+            .nth(2)
+            .unwrap_or(&self.config.title)
+            .to_owned();
+        let body = serde_json::json!({
+            "title": title,
+            "key": key_body(public),
+            "read_only": !self.config.read_write,
+        });
+        let _: DeployKey = github.post(self.route(), Some(&body)).await.map_err(|e| {
+            classify(
+                e,
+                &format!(
+                    "adding a deploy key to {}/{}",
+                    self.config.owner, self.config.repo
+                ),
+            )
+        })?;
+        Ok(())
+    }
+
+    async fn verify(&self, candidate: &Credential) -> Result<(), RotatorError> {
+        let github = client(&self.config.access, &self.secrets).await?;
+        let fingerprint =
+            ssh_fingerprint(field(candidate, PUBLIC_KEY)?.expose_secret()).unwrap_or_default();
+        let key = self.find(&github, candidate).await?.ok_or_else(|| {
+            RotatorError::permanent(format!(
+                "deploy key {fingerprint} is not registered at {}/{}",
+                self.config.owner, self.config.repo
+            ))
+        })?;
+        if key.read_only == self.config.read_write {
+            return Err(RotatorError::permanent(format!(
+                "deploy key {} ({fingerprint}) of {}/{} is {} but the config asks for {}",
+                key.id,
+                self.config.owner,
+                self.config.repo,
+                if key.read_only {
+                    "read-only"
+                } else {
+                    "read-write"
+                },
+                if self.config.read_write {
+                    "read-write"
+                } else {
+                    "read-only"
+                }
+            )));
+        }
+        Ok(())
+    }
+
+    async fn retire(
+        &self,
+        old: &Credential,
+        current: Option<&Credential>,
+    ) -> Result<Retired, RotatorError> {
+        if let Some(current) = current
+            && key_body(field(current, PUBLIC_KEY)?.expose_secret())
+                == key_body(field(old, PUBLIC_KEY)?.expose_secret())
+        {
+            return Err(RotatorError::permanent(
+                "refusing to delete the current deploy key",
+            ));
+        }
+        self.remove(old, "deleting the old").await?;
+        Ok(Retired::Done)
+    }
+
+    async fn rollback(
+        &self,
+        candidate: &Credential,
+        current: Option<&Credential>,
+    ) -> Result<(), RotatorError> {
+        if current.is_some_and(|c| c.fingerprint() == candidate.fingerprint()) {
+            return Ok(());
+        }
+        self.remove(candidate, "deleting the rolled-back").await
+    }
+
+    async fn list_live(&self) -> Result<Vec<LiveCredential>, RotatorError> {
+        let github = client(&self.config.access, &self.secrets).await?;
+        Ok(self
+            .keys(&github)
+            .await?
+            .into_iter()
+            .filter_map(|k| {
+                Some(LiveCredential {
+                    provider_id: ssh_fingerprint(&k.key)?,
+                    active: true,
+                })
+            })
+            .collect())
+    }
+
+    fn provider_id(&self, credential: &Credential) -> Option<String> {
+        ssh_fingerprint(credential.get(PUBLIC_KEY)?.expose_secret())
+    }
+
+    async fn preflight(&self) -> Result<(), RotatorError> {
+        let github = client(&self.config.access, &self.secrets).await?;
+        self.keys(&github).await.map(drop)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// github_webhook_secret
+
+pub const VALUE: &str = "value";
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The repository owner (with `repo`) or the organisation (without it).
+    pub owner: String,
+    /// The repository; omit for an organisation webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    pub hook_id: u64,
+    /// Length of the secret (alphanumeric).
+    #[serde(default = "default_webhook_length")]
+    pub length: usize,
+    #[serde(flatten)]
+    pub access: GithubAccess,
+}
+
+fn default_webhook_length() -> usize {
+    40
+}
+
+impl RotatorSettings for WebhookConfig {
+    fn validate(&self) -> Result<(), String> {
+        check_name("owner", &self.owner)?;
+        if let Some(repo) = &self.repo {
+            check_name("repo", repo)?;
+        }
+        if !(20..=256).contains(&self.length) {
+            return Err(format!(
+                "length must be between 20 and 256, got {}",
+                self.length
+            ));
+        }
+        self.access.validate()
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretRef> {
+        self.access.refs()
+    }
+
+    fn least_privilege(&self, credential_id: &str) -> String {
+        match &self.repo {
+            Some(repo) => format!(
+                "# rotor: least privilege at GitHub for credential \"{credential_id}\" (webhook {} of {}/{repo}).\n\
+                 # Fine-grained token or GitHub App, repository {}/{repo} only:\n\
+                 #   Webhooks: Read and write\n#   Metadata: Read-only\n",
+                self.hook_id, self.owner, self.owner
+            ),
+            None => format!(
+                "# rotor: least privilege at GitHub for credential \"{credential_id}\" (webhook {} of organisation {}).\n\
+                 # Fine-grained token or GitHub App on organisation {}:\n#   Organization permissions: Webhooks: Read and write\n",
+                self.hook_id, self.owner, self.owner
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct HookConfig {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+pub struct GithubWebhookSecret {
+    config: WebhookConfig,
+    secrets: Secrets,
+}
+
+impl GithubWebhookSecret {
+    pub fn build(config: WebhookConfig, secrets: Secrets) -> Result<Self, RotatorError> {
+        config.validate().map_err(RotatorError::permanent)?;
+        Ok(Self { config, secrets })
+    }
+
+    fn route(&self) -> String {
+        match &self.config.repo {
+            Some(repo) => format!(
+                "/repos/{}/{repo}/hooks/{}/config",
+                self.config.owner, self.config.hook_id
+            ),
+            None => format!(
+                "/orgs/{}/hooks/{}/config",
+                self.config.owner, self.config.hook_id
+            ),
+        }
+    }
+
+    fn name(&self) -> String {
+        match &self.config.repo {
+            Some(repo) => format!(
+                "webhook {} of {}/{repo}",
+                self.config.hook_id, self.config.owner
+            ),
+            None => format!(
+                "webhook {} of organisation {}",
+                self.config.hook_id, self.config.owner
+            ),
+        }
+    }
+
+    async fn read(&self, github: &Octocrab) -> Result<HookConfig, RotatorError> {
+        github
+            .get(self.route(), None::<&()>)
+            .await
+            .map_err(|e| classify(e, &format!("reading the configuration of {}", self.name())))
+    }
+}
+
+impl Rotator for GithubWebhookSecret {
+    fn kind(&self) -> &'static str {
+        "github_webhook_secret"
+    }
+
+    fn origin(&self) -> Origin {
+        Origin::Local
+    }
+
+    async fn mint(&self, _context: MintContext<'_>) -> Result<Credential, RotatorError> {
+        Ok(Credential::new().with(VALUE, random(self.config.length, Alphabet::Alphanumeric)))
+    }
+
+    async fn apply(
+        &self,
+        _candidate: &Credential,
+        _current: Option<&Credential>,
+    ) -> Result<(), RotatorError> {
+        // GitHub switches at retirement, once receivers have read the new secret (module doc).
+        Ok(())
+    }
+
+    async fn verify(&self, candidate: &Credential) -> Result<(), RotatorError> {
+        let value = field(candidate, VALUE)?.expose_secret();
+        if value.len() != self.config.length || !value.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(RotatorError::permanent(
+                "the stored webhook secret is not what rotor generated",
+            ));
+        }
+        // The webhook exists and rotor may change it: the switch at retirement will work.
+        let github = client(&self.config.access, &self.secrets).await?;
+        let hook = self.read(&github).await?;
+        if hook.url.is_none() {
+            return Err(RotatorError::permanent(format!(
+                "{} has no delivery URL",
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn switch_over(&self, current: &Credential) -> Result<(), RotatorError> {
+        let github = client(&self.config.access, &self.secrets).await?;
+        let mut body = serde_json::json!({ "secret": field(current, VALUE)?.expose_secret() });
+        let hook: Result<HookConfig, _> = github.patch(self.route(), Some(&body)).await;
+        if let Some(serde_json::Value::String(secret)) = body.get_mut("secret") {
+            secret.zeroize();
+        }
+        let hook =
+            hook.map_err(|e| classify(e, &format!("switching {} to the new secret", self.name())))?;
+        if hook.secret.is_none() {
+            return Err(RotatorError::transient(format!(
+                "{} reports no secret after the switch; rotor retries",
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn retire(
+        &self,
+        _old: &Credential,
+        _current: Option<&Credential>,
+    ) -> Result<Retired, RotatorError> {
+        // The switch to the current secret replaced it at GitHub; the vault drops it next.
+        Ok(Retired::Done)
+    }
+
+    async fn rollback(
+        &self,
+        _candidate: &Credential,
+        _current: Option<&Credential>,
+    ) -> Result<(), RotatorError> {
+        // Nothing reached GitHub before promotion.
+        Ok(())
+    }
+
+    async fn list_live(&self) -> Result<Vec<LiveCredential>, RotatorError> {
+        let github = client(&self.config.access, &self.secrets).await?;
+        let hook = self.read(&github).await?;
+        Ok(vec![LiveCredential {
+            provider_id: format!("hook {}", self.config.hook_id),
+            active: hook.secret.is_some(),
+        }])
+    }
+
+    fn provider_id(&self, _credential: &Credential) -> Option<String> {
+        Some(format!("hook {}", self.config.hook_id))
+    }
+
+    async fn preflight(&self) -> Result<(), RotatorError> {
+        let github = client(&self.config.access, &self.secrets).await?;
+        self.read(&github).await.map(drop)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// github_app_installation_token
+
+pub const TOKEN: &str = "token";
+pub const EXPIRES_AT: &str = "expires_at";
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallationTokenConfig {
+    /// GitHub's API root; GitHub Enterprise Server: `https://HOST/api/v3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    pub app_id: u64,
+    pub installation_id: u64,
+    /// The App's private key (PEM), as a secret reference.
+    pub private_key: SecretRef,
+    /// Narrow the token to these repositories (names, not ids); all of the installation's when
+    /// omitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<String>,
+}
+
+impl RotatorSettings for InstallationTokenConfig {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.api_url {
+            reqwest_free_url_check(url)?;
+        }
+        for repo in &self.repositories {
+            check_name("repositories", repo)?;
+        }
+        Ok(())
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretRef> {
+        vec![&self.private_key]
+    }
+
+    fn least_privilege(&self, credential_id: &str) -> String {
+        format!(
+            "# rotor: credential \"{credential_id}\" is an installation token of GitHub App {} (installation {}).\n\
+             # rotor needs only the App's private key; the token carries the permissions the App was\n\
+             # granted on installation: grant the App no more than its consumers need.\n",
+            self.app_id, self.installation_id
+        )
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct InstallationToken {
+    token: String,
+    expires_at: String,
+}
+
+pub struct GithubAppInstallationToken {
+    config: InstallationTokenConfig,
+    secrets: Secrets,
+}
+
+impl GithubAppInstallationToken {
+    pub fn build(config: InstallationTokenConfig, secrets: Secrets) -> Result<Self, RotatorError> {
+        config.validate().map_err(RotatorError::permanent)?;
+        Ok(Self { config, secrets })
+    }
+
+    fn api(&self) -> &str {
+        self.config.api_url.as_deref().unwrap_or(DEFAULT_API)
+    }
+
+    /// A client authenticated as the installation token itself.
+    fn as_token(&self, token: &SecretString) -> Result<Octocrab, RotatorError> {
+        token_client(self.api(), token)
+    }
+
+    /// A client authenticated as the App (a JWT from its private key).
+    async fn as_app(&self) -> Result<Octocrab, RotatorError> {
+        let pem = resolve_secret(
+            &self.secrets,
+            &self.config.private_key,
+            "the GitHub App's private key",
+        )
+        .await?;
+        app_client(self.api(), self.config.app_id, &pem)
+    }
+}
+
+impl Rotator for GithubAppInstallationToken {
+    fn kind(&self) -> &'static str {
+        "github_app_installation_token"
+    }
+
+    fn origin(&self) -> Origin {
+        Origin::Provider
+    }
+
+    async fn mint(&self, _context: MintContext<'_>) -> Result<Credential, RotatorError> {
+        // GitHub can neither list nor revoke a token rotor never received; one lost to a crash
+        // here expires within the hour.
+        let app = self.as_app().await?;
+        let route = format!(
+            "/app/installations/{}/access_tokens",
+            self.config.installation_id
+        );
+        let body = if self.config.repositories.is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::json!({ "repositories": self.config.repositories })
+        };
+        let token: InstallationToken = app.post(route, Some(&body)).await.map_err(|e| {
+            classify(
+                e,
+                &format!(
+                    "creating a token for installation {} of App {}",
+                    self.config.installation_id, self.config.app_id
+                ),
+            )
+        })?;
+        let value = Zeroizing::new(token.token);
+        Ok(Credential::new()
+            .with(TOKEN, SecretString::from(value.as_str()))
+            .with(EXPIRES_AT, SecretString::from(token.expires_at)))
+    }
+
+    async fn apply(
+        &self,
+        _candidate: &Credential,
+        _current: Option<&Credential>,
+    ) -> Result<(), RotatorError> {
+        Ok(())
+    }
+
+    async fn verify(&self, candidate: &Credential) -> Result<(), RotatorError> {
+        let github = self.as_token(field(candidate, TOKEN)?)?;
+        let _: serde_json::Value = github
+            .get("/installation/repositories?per_page=1", None::<&()>)
+            .await
+            .map_err(|e| {
+                classify(
+                    e,
+                    &format!(
+                        "verifying the new token of installation {}",
+                        self.config.installation_id
+                    ),
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn retire(
+        &self,
+        old: &Credential,
+        _current: Option<&Credential>,
+    ) -> Result<Retired, RotatorError> {
+        // It would expire within the hour anyway; revoking it ends its use now.
+        let github = self.as_token(field(old, TOKEN)?)?;
+        match github._delete("/installation/token", None::<&()>).await {
+            Ok(_) => Ok(Retired::Done),
+            Err(e) => match &e {
+                octocrab::Error::GitHub { source, .. } if source.status_code.as_u16() == 401 => {
+                    Ok(Retired::Done)
+                }
+                _ => Err(classify(e, "revoking the old installation token")),
+            },
+        }
+    }
+
+    async fn rollback(
+        &self,
+        candidate: &Credential,
+        current: Option<&Credential>,
+    ) -> Result<(), RotatorError> {
+        if current.is_some_and(|c| c.fingerprint() == candidate.fingerprint()) {
+            return Ok(());
+        }
+        self.retire(candidate, current).await.map(drop)
+    }
+
+    async fn list_live(&self) -> Result<Vec<LiveCredential>, RotatorError> {
+        Ok(Vec::new())
+    }
+
+    fn provider_id(&self, credential: &Credential) -> Option<String> {
+        // Tokens have no id at GitHub: name one by a digest of the token.
+        let token = credential.get(TOKEN)?;
+        Some(format!(
+            "token sha256:{}",
+            &hex_prefix(token.expose_secret())
+        ))
+    }
+
+    async fn preflight(&self) -> Result<(), RotatorError> {
+        let app = self.as_app().await?;
+        let route = format!("/app/installations/{}", self.config.installation_id);
+        let _: serde_json::Value = app.get(route, None::<&()>).await.map_err(|e| {
+            classify(
+                e,
+                &format!(
+                    "reading installation {} of App {}",
+                    self.config.installation_id, self.config.app_id
+                ),
+            )
+        })?;
+        Ok(())
+    }
+}
+
+fn hex_prefix(value: &str) -> String {
+    Sha256::digest(value.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openssh_key_is_well_formed() {
+        let (private, public) = ed25519_openssh("rotor test");
+        assert!(private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\n"));
+        assert!(private.ends_with("-----END OPENSSH PRIVATE KEY-----\n"));
+        assert!(
+            public.starts_with("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5"),
+            "{public}"
+        );
+        assert!(public.ends_with(" rotor test"));
+        assert!(ssh_fingerprint(&public).unwrap().starts_with("SHA256:"));
+        let (_, other) = ed25519_openssh("rotor test");
+        assert_ne!(public, other);
+    }
+
+    #[test]
+    fn configs_validate() {
+        let c: DeployKeyConfig =
+            toml::from_str("owner = \"acme\"\nrepo = \"app\"\ntoken = { env = \"GH\" }").unwrap();
+        c.validate().unwrap();
+        let both: DeployKeyConfig = toml::from_str(
+            "owner = \"acme\"\nrepo = \"app\"\ntoken = { env = \"GH\" }\napp = { app_id = 1, installation_id = 2, private_key = { file = \"/k\" } }",
+        )
+        .unwrap();
+        assert!(both.validate().unwrap_err().contains("not both"));
+        let w: WebhookConfig =
+            toml::from_str("owner = \"acme\"\nhook_id = 7\ntoken = { env = \"GH\" }").unwrap();
+        w.validate().unwrap();
+        assert!(w.least_privilege("x").contains("organisation acme"));
+        assert!(
+            toml::from_str::<WebhookConfig>(
+                "owner = \"acme\"\nhook_id = 7\ntoken = \"ghp_literal\""
+            )
+            .is_err()
+        );
+    }
+}

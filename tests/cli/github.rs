@@ -1,0 +1,165 @@
+//! The GitHub rotators through the binary, against the fake GitHub API: the webhook keeps
+//! signing with the old secret until grace is over, a rate limit is waited out until its
+//! reset, and GitHub's 404 and 422 answers become errors that say what to do.
+
+use std::time::Duration;
+
+use crate::providers::{Provider, setup};
+use crate::support::Rotor;
+use crate::support::github::REPO_HOOK;
+
+fn rotor_for(provider: Provider, grace: &str) -> (Rotor, crate::providers::Fixture) {
+    let rotor = Rotor::new("");
+    let fixture = setup(provider, "github", rotor.dir.path());
+    std::fs::write(&rotor.config, fixture.config(grace, rotor.dir.path())).unwrap();
+    (rotor, fixture)
+}
+
+fn hook_secret(fixture: &crate::providers::Fixture) -> Option<String> {
+    fixture.github.as_ref().unwrap().state.lock().unwrap().hooks[&REPO_HOOK]
+        .secret
+        .clone()
+}
+
+#[test]
+fn the_webhook_switches_only_after_grace() {
+    let (rotor, fixture) = rotor_for(Provider::GithubWebhook, "2s");
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    let first = hook_secret(&fixture).expect("the first secret is set at once");
+
+    let out = rotor.ok(&["rotate", "app/key0"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("retired after grace"),
+        "{out:?}"
+    );
+    // Promoted: receivers read the new secret beside the old one, GitHub still signs with the
+    // old one, which every receiver accepts.
+    assert_eq!(hook_secret(&fixture).as_deref(), Some(first.as_str()));
+    let doc = crate::rotation::read_document(&rotor, "app/key0");
+    assert_eq!(doc["previous"]["value"], first.as_str());
+    let new = doc["value"].as_str().unwrap().to_owned();
+    assert_ne!(new, first);
+
+    std::thread::sleep(Duration::from_millis(2100));
+    rotor.ok(&["run", "--once"]);
+    assert_eq!(hook_secret(&fixture).as_deref(), Some(new.as_str()));
+    let doc = crate::rotation::read_document(&rotor, "app/key0");
+    assert!(doc.get("previous").is_none(), "{doc}");
+}
+
+#[test]
+fn a_rate_limit_is_waited_out_until_its_reset() {
+    let (rotor, fixture) = rotor_for(Provider::GithubDeployKey, "0s");
+    fixture
+        .github
+        .as_ref()
+        .unwrap()
+        .state
+        .lock()
+        .unwrap()
+        .rate_limited = 1;
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("waits to retry"), "{stdout}");
+    assert!(stdout.contains("rate limited until"), "{stdout}");
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    let retried = history[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["outcome"] == "retry")
+        .unwrap()
+        .clone();
+    assert!(
+        retried["error"]
+            .as_str()
+            .unwrap()
+            .contains("API rate limit exceeded"),
+        "{retried}"
+    );
+    let mut state = String::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(500));
+        rotor.ok(&["run", "--once"]);
+        state = rotor.json(&["history", "app/key0", "--json"])[0]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if state == "completed" {
+            break;
+        }
+    }
+    assert_eq!(state, "completed");
+}
+
+#[test]
+fn not_found_and_validation_failures_say_what_to_do() {
+    let (rotor, fixture) = rotor_for(Provider::GithubDeployKey, "0s");
+    std::fs::write(
+        &rotor.config,
+        fixture
+            .config("0s", rotor.dir.path())
+            .replace("repo = \"app\"", "repo = \"no-such-repo\""),
+    )
+    .unwrap();
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    let error = history[0]["steps"][1]["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains("acme/no-such-repo")
+            && error.contains("GitHub answered 404: Not Found")
+            && error.contains("cannot see it"),
+        "{error}"
+    );
+
+    // The rollback cannot reach the repository either: the run is stuck (rotor cannot tell
+    // "no such repository" from "no access"), and resumes once the config is fixed.
+    assert_eq!(history[0]["state"], "stuck", "{history:#}");
+    std::fs::write(&rotor.config, fixture.config("0s", rotor.dir.path())).unwrap();
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("resuming stuck run"),
+        "{out:?}"
+    );
+    assert_eq!(
+        rotor.json(&["history", "app/key0", "--json"])[0]["state"],
+        "rolled_back"
+    );
+    fixture
+        .github
+        .as_ref()
+        .unwrap()
+        .state
+        .lock()
+        .unwrap()
+        .keys_in_use_elsewhere = true;
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    // Both runs started within the same second: find the second by its error.
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    let refused = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|run| run["state"] == "rolled_back")
+        .flat_map(|run| run["steps"].as_array().unwrap().iter())
+        .filter_map(|step| step["error"].as_str())
+        .any(|e| e.contains("GitHub answered 422: Validation Failed: key is already in use"));
+    assert!(refused, "{history:#}");
+}
+
+#[test]
+fn policies_name_the_github_permissions() {
+    for (provider, expected) in [
+        (Provider::GithubDeployKey, "Administration: Read and write"),
+        (Provider::GithubWebhook, "Webhooks: Read and write"),
+        (Provider::GithubAppToken, "needs only the App's private key"),
+    ] {
+        let (rotor, _fixture) = rotor_for(provider, "0s");
+        let out = rotor.ok(&["policy", "app/key0"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(expected), "{provider:?}: {text}");
+    }
+}

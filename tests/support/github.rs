@@ -1,0 +1,396 @@
+//! GitHub has no local server: this is a fake of the REST endpoints rotor calls, served by
+//! wiremock on loopback with real state, whose request checks and response bodies follow
+//! GitHub's documentation (deploy keys, repository and organisation webhook configuration, App
+//! installation tokens), including its error bodies (401 "Bad credentials", 404 "Not Found",
+//! 422 "Validation Failed") and its rate-limit headers. App requests must carry a JWT signed
+//! with the App's RSA key (checked with the public key); token requests a known token.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::any};
+
+pub const OWNER: &str = "acme";
+pub const REPO: &str = "app";
+pub const ADMIN_TOKEN: &str = "github_pat_11ROTORTEST0123456789_admin";
+pub const APP_ID: u64 = 4242;
+pub const INSTALLATION_ID: u64 = 77;
+pub const REPO_HOOK: u64 = 12345678;
+pub const ORG_HOOK: u64 = 87654321;
+
+#[derive(Debug, Clone)]
+pub struct DeployKey {
+    pub key: String,
+    pub title: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Hook {
+    pub url: String,
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub value: String,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub deploy_keys: BTreeMap<u64, DeployKey>,
+    pub hooks: BTreeMap<u64, Hook>,
+    pub tokens: Vec<Token>,
+    next_id: u64,
+    /// The next this many requests are refused as rate limited (403, remaining 0).
+    pub rate_limited: u32,
+    /// New deploy keys are refused as "already in use" (registered in another repository).
+    pub keys_in_use_elsewhere: bool,
+    /// Every request, as "METHOD /path".
+    pub calls: Vec<String>,
+}
+
+pub struct GitHub {
+    pub server: MockServer,
+    pub state: Arc<Mutex<State>>,
+    /// The App's private key (PKCS#8 PEM), what its config refers to.
+    pub app_key_pem: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+struct Api {
+    state: Arc<Mutex<State>>,
+    app_public_pem: String,
+}
+
+fn json(status: u16, body: serde_json::Value) -> ResponseTemplate {
+    ResponseTemplate::new(status)
+        .insert_header("content-type", "application/json; charset=utf-8")
+        .insert_header("x-ratelimit-limit", "5000")
+        .insert_header("x-ratelimit-remaining", "4999")
+        .insert_header("x-github-api-version-selected", "2022-11-28")
+        .set_body_json(body)
+}
+
+fn error(status: u16, message: &str, docs: &str) -> ResponseTemplate {
+    json(
+        status,
+        serde_json::json!({
+            "message": message,
+            "documentation_url": format!("https://docs.github.com/rest/{docs}"),
+            "status": status.to_string(),
+        }),
+    )
+}
+
+fn bearer(request: &Request) -> Option<String> {
+    let value = request.headers.get("authorization")?.to_str().ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("token "))
+        .map(str::to_owned)
+}
+
+fn deploy_key_json(id: u64, key: &DeployKey) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "key": key.key,
+        "url": format!("https://api.github.com/repos/{OWNER}/{REPO}/keys/{id}"),
+        "title": key.title,
+        "verified": true,
+        "created_at": "2026-11-27T09:00:00Z",
+        "read_only": key.read_only,
+        "added_by": "rotor-bot",
+        "last_used": null,
+        "enabled": true
+    })
+}
+
+fn hook_config_json(hook: &Hook) -> serde_json::Value {
+    serde_json::json!({
+        "content_type": "json",
+        "insecure_ssl": "0",
+        "secret": hook.secret.as_ref().map(|_| "********"),
+        "url": hook.url,
+    })
+}
+
+impl Api {
+    fn app_jwt_valid(&self, request: &Request) -> bool {
+        let Some(jwt) = bearer(request) else {
+            return false;
+        };
+        let Ok(key) = jsonwebtoken::DecodingKey::from_rsa_pem(self.app_public_pem.as_bytes())
+        else {
+            return false;
+        };
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        // octocrab sends `iss` as a number, as GitHub accepts; it is checked below.
+        validation.set_required_spec_claims(&["exp"]);
+        match jsonwebtoken::decode::<serde_json::Value>(&jwt, &key, &validation) {
+            Ok(data) => {
+                let iss = &data.claims["iss"];
+                iss.as_str()
+                    .map(str::to_owned)
+                    .or_else(|| iss.as_u64().map(|n| n.to_string()))
+                    == Some(APP_ID.to_string())
+            }
+            Err(e) => {
+                eprintln!("fake GitHub: JWT refused: {e:?}");
+                false
+            }
+        }
+    }
+
+    fn route(&self, request: &Request, state: &mut State) -> ResponseTemplate {
+        let path = request.url.path().to_owned();
+        let method = request.method.as_str().to_owned();
+        let bad_credentials = || {
+            error(
+                401,
+                "Bad credentials",
+                "overview/authenticating-to-the-rest-api",
+            )
+        };
+
+        // App endpoints: a JWT signed with the App's key.
+        if path.starts_with("/app/") {
+            if !self.app_jwt_valid(request) {
+                return error(401, "A JSON web token could not be decoded", "apps/apps");
+            }
+            let installation = format!("/app/installations/{INSTALLATION_ID}");
+            return match (method.as_str(), path.as_str()) {
+                ("GET", p) if p == installation => json(
+                    200,
+                    serde_json::json!({"id": INSTALLATION_ID, "app_id": APP_ID, "account": {"login": OWNER}, "target_type": "Organization"}),
+                ),
+                ("POST", p) if p == format!("{installation}/access_tokens") => {
+                    state.next_id += 1;
+                    let value = format!(
+                        "ghs_{:036}",
+                        state.next_id as u128 * 7919 + rand::random::<u32>() as u128
+                    );
+                    state.tokens.push(Token {
+                        value: value.clone(),
+                        revoked: false,
+                    });
+                    json(
+                        201,
+                        serde_json::json!({
+                            "token": value,
+                            "expires_at": "2026-11-27T11:00:00Z",
+                            "permissions": {"contents": "read", "metadata": "read"},
+                            "repository_selection": "selected"
+                        }),
+                    )
+                }
+                _ => error(404, "Not Found", "apps/apps"),
+            };
+        }
+
+        // Installation-token endpoints.
+        if path.starts_with("/installation/") {
+            let presented = bearer(request);
+            let Some(token) = state
+                .tokens
+                .iter_mut()
+                .find(|t| Some(&t.value) == presented.as_ref() && !t.revoked)
+            else {
+                return bad_credentials();
+            };
+            return match (method.as_str(), path.as_str()) {
+                ("GET", "/installation/repositories") => json(
+                    200,
+                    serde_json::json!({"total_count": 1, "repositories": [{"id": 1, "name": REPO, "full_name": format!("{OWNER}/{REPO}")}]}),
+                ),
+                ("DELETE", "/installation/token") => {
+                    token.revoked = true;
+                    ResponseTemplate::new(204)
+                }
+                _ => error(404, "Not Found", "apps/installations"),
+            };
+        }
+
+        if bearer(request).as_deref() != Some(ADMIN_TOKEN) {
+            return bad_credentials();
+        }
+        let keys = format!("/repos/{OWNER}/{REPO}/keys");
+        let repo_hook = format!("/repos/{OWNER}/{REPO}/hooks/{REPO_HOOK}/config");
+        let org_hook = format!("/orgs/{OWNER}/hooks/{ORG_HOOK}/config");
+        match (method.as_str(), path.as_str()) {
+            ("GET", p) if p == keys => json(
+                200,
+                serde_json::Value::Array(
+                    state
+                        .deploy_keys
+                        .iter()
+                        .map(|(id, k)| deploy_key_json(*id, k))
+                        .collect(),
+                ),
+            ),
+            ("POST", p) if p == keys => {
+                let Ok(body) = request.body_json::<serde_json::Value>() else {
+                    return error(
+                        400,
+                        "Problems parsing JSON",
+                        "deploy-keys/deploy-keys#create-a-deploy-key",
+                    );
+                };
+                let key = body["key"].as_str().unwrap_or("").to_owned();
+                if !key.starts_with("ssh-ed25519 ") && !key.starts_with("ssh-rsa ") {
+                    return json(
+                        422,
+                        serde_json::json!({
+                            "message": "Validation Failed",
+                            "errors": [{"resource": "PublicKey", "code": "custom", "field": "key", "message": "key is invalid. You must supply a key in OpenSSH public key format"}],
+                            "documentation_url": "https://docs.github.com/rest/deploy-keys/deploy-keys#create-a-deploy-key",
+                            "status": "422"
+                        }),
+                    );
+                }
+                if state.keys_in_use_elsewhere || state.deploy_keys.values().any(|k| k.key == key) {
+                    return json(
+                        422,
+                        serde_json::json!({
+                            "message": "Validation Failed",
+                            "errors": [{"resource": "PublicKey", "code": "custom", "field": "key", "message": "key is already in use"}],
+                            "documentation_url": "https://docs.github.com/rest/deploy-keys/deploy-keys#create-a-deploy-key",
+                            "status": "422"
+                        }),
+                    );
+                }
+                state.next_id += 1;
+                let id = state.next_id;
+                let created = DeployKey {
+                    key,
+                    title: body["title"].as_str().unwrap_or("").to_owned(),
+                    read_only: body["read_only"].as_bool().unwrap_or(false),
+                };
+                let response = deploy_key_json(id, &created);
+                state.deploy_keys.insert(id, created);
+                json(201, response)
+            }
+            ("DELETE", p) if p.starts_with(&format!("{keys}/")) => {
+                let id: u64 = p[keys.len() + 1..].parse().unwrap_or(0);
+                match state.deploy_keys.remove(&id) {
+                    Some(_) => ResponseTemplate::new(204),
+                    None => error(
+                        404,
+                        "Not Found",
+                        "deploy-keys/deploy-keys#delete-a-deploy-key",
+                    ),
+                }
+            }
+            ("GET" | "PATCH", p) if p == repo_hook || p == org_hook => {
+                let id = if p == repo_hook { REPO_HOOK } else { ORG_HOOK };
+                let Some(hook) = state.hooks.get_mut(&id) else {
+                    return error(404, "Not Found", "webhooks/repo-config");
+                };
+                if method == "PATCH" {
+                    let Ok(body) = request.body_json::<serde_json::Value>() else {
+                        return error(400, "Problems parsing JSON", "webhooks/repo-config");
+                    };
+                    if let Some(secret) = body["secret"].as_str() {
+                        hook.secret = Some(secret.to_owned());
+                    }
+                    if let Some(url) = body["url"].as_str() {
+                        hook.url = url.to_owned();
+                    }
+                }
+                json(200, hook_config_json(hook))
+            }
+            _ => error(404, "Not Found", "overview/resources-in-the-rest-api"),
+        }
+    }
+}
+
+impl Respond for Api {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let mut state = self.state.lock().unwrap();
+        state
+            .calls
+            .push(format!("{} {}", request.method, request.url.path()));
+        if state.rate_limited > 0 {
+            state.rate_limited -= 1;
+            let reset = chrono::Utc::now().timestamp() + 2;
+            return error(403, "API rate limit exceeded for installation ID 77. If you reach out to GitHub Support for help, please include the request ID.", "overview/rate-limits-for-the-rest-api")
+                .insert_header("x-ratelimit-remaining", "0")
+                .insert_header("x-ratelimit-reset", reset.to_string().as_str())
+                .insert_header("x-ratelimit-resource", "core");
+        }
+        self.route(request, &mut state)
+    }
+}
+
+impl GitHub {
+    /// A fresh fake with a repository webhook and an organisation webhook (no secret yet), and
+    /// an App key pair made by the `openssl` tool.
+    pub fn start(dir: &std::path::Path) -> Arc<GitHub> {
+        let openssl = super::require_program("openssl", "apt-get install -y openssl");
+        let private = dir.join("github-app.pem");
+        let public = dir.join("github-app.pub.pem");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(&openssl)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            private.to_str().unwrap(),
+        ]);
+        run(&[
+            "pkey",
+            "-in",
+            private.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ]);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut state = State::default();
+        for id in [REPO_HOOK, ORG_HOOK] {
+            state.hooks.insert(
+                id,
+                Hook {
+                    url: "https://hooks.acme.example/github".into(),
+                    secret: None,
+                },
+            );
+        }
+        let state = Arc::new(Mutex::new(state));
+        let api = Api {
+            state: state.clone(),
+            app_public_pem: std::fs::read_to_string(&public).unwrap(),
+        };
+        let server = runtime.block_on(async {
+            let server = MockServer::start().await;
+            Mock::given(any()).respond_with(api).mount(&server).await;
+            server
+        });
+        Arc::new(GitHub {
+            server,
+            state,
+            app_key_pem: std::fs::read_to_string(&private).unwrap(),
+            _runtime: runtime,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        self.server.uri()
+    }
+}
