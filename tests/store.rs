@@ -300,3 +300,69 @@ async fn tamper(url: &str, sql: &str) {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn alerts_are_deduplicated_resolved_and_retried_from_the_outbox() {
+    for (label, url, _keep) in backends() {
+        let store = Store::connect(&url, None).await.unwrap();
+        let sinks = vec!["hook".to_owned(), "pager".to_owned()];
+        assert!(
+            store
+                .raise_alert("app/a", "rolled_back", "{}", &sinks, 1_000)
+                .await
+                .unwrap(),
+            "{label}"
+        );
+        assert!(
+            !store
+                .raise_alert("app/a", "rolled_back", "{}", &sinks, 2_000)
+                .await
+                .unwrap(),
+            "{label}: raised once until resolved"
+        );
+        assert!(
+            store
+                .raise_alert("app/a", "too_old", "{}", &sinks, 2_000)
+                .await
+                .unwrap()
+        );
+        let due = store.due_deliveries(2_000, 100).await.unwrap();
+        assert_eq!(due.len(), 4, "{label}: one delivery per sink and condition");
+        assert_eq!(store.active_alerts().await.unwrap().len(), 2);
+
+        // A sink that failed waits for its backoff; one that took it is done.
+        store
+            .delivery_failed(due[0].id, 10_000, "sink down")
+            .await
+            .unwrap();
+        for d in &due[1..] {
+            store.delivered(d.id, 2_000).await.unwrap();
+        }
+        assert!(store.due_deliveries(9_999, 100).await.unwrap().is_empty());
+        let retry = store.due_deliveries(10_000, 100).await.unwrap();
+        assert_eq!(retry.len(), 1, "{label}");
+        assert_eq!(retry[0].attempts, 1);
+        assert_eq!(store.next_delivery_at().await.unwrap(), Some(10_000));
+
+        let resolved = store
+            .resolve_alerts("app/a", None, &sinks, 20_000)
+            .await
+            .unwrap();
+        assert_eq!(resolved.len(), 2, "{label}");
+        assert!(store.active_alerts().await.unwrap().is_empty());
+        let due = store.due_deliveries(20_000, 100).await.unwrap();
+        assert_eq!(
+            due.iter().filter(|d| d.event == "resolve").count(),
+            4,
+            "{label}"
+        );
+        // Raised again after resolution: a new incident.
+        assert!(
+            store
+                .raise_alert("app/a", "rolled_back", "{}", &sinks, 30_000)
+                .await
+                .unwrap()
+        );
+        store.close().await;
+    }
+}

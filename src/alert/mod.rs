@@ -1,11 +1,26 @@
-//! Alerts: announcing that a rotation failed (and that it recovered) to the configured sinks.
-//! Every alert is also appended to the audit log by the caller.
+//! Alerts: telling people that a rotation failed, and that it recovered.
+//!
+//! Raising writes the alert to the store (deduplicated per credential and condition) with one
+//! outbox row per sink, in one transaction; delivery reads the outbox, sends, and retries a sink
+//! that is down with backoff, so an alert survives a restart. The next success resolves every
+//! condition of the credential. Alertmanager forgets an alert that is not repeated, so active
+//! alerts are re-sent to it periodically (`refresh`).
+
+mod sink;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::config::{AlertConfig, Config};
+use crate::store::{Store, StoreError};
+use crate::vault::Vaults;
 
 /// What went wrong, for whom, and what to do. Never carries secret material: `cause` is a
 /// rotor error message, which by construction names paths and steps, not values.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     pub credential_id: String,
     pub provider: String,
@@ -15,77 +30,236 @@ pub struct Alert {
     pub run_id: String,
     pub cause: String,
     pub action: String,
+    /// When it was first raised (RFC 3339).
+    #[serde(default)]
+    pub raised_at: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Condition {
+    /// A failure before promotion: the candidate was removed, the current credential kept.
     RolledBack,
+    /// Transient failures went on until the retry budget ran out.
+    RetriesExhausted,
+    /// A failure after promotion, or a rollback that could not finish: a person must act.
     Stuck,
+    /// Someone changed the provider or vault out of band.
     Conflict,
+    /// The current credential is older than its `max_age`.
+    TooOld,
 }
 
 impl Condition {
     pub fn as_str(self) -> &'static str {
         match self {
             Condition::RolledBack => "rolled_back",
+            Condition::RetriesExhausted => "retries_exhausted",
             Condition::Stuck => "stuck",
             Condition::Conflict => "conflict",
+            Condition::TooOld => "too_old",
+        }
+    }
+
+    /// The alert's name in Alertmanager and the Prometheus rules.
+    pub fn alertname(self) -> &'static str {
+        match self {
+            Condition::RolledBack | Condition::RetriesExhausted | Condition::Conflict => {
+                "RotorRotationFailed"
+            }
+            Condition::Stuck => "RotorStuckRun",
+            Condition::TooOld => "RotorCredentialTooOld",
+        }
+    }
+
+    pub fn summary(self) -> &'static str {
+        match self {
+            Condition::RolledBack => "rotation failed and was rolled back",
+            Condition::RetriesExhausted => "rotation failed: retries exhausted, rolled back",
+            Condition::Stuck => "rotation is stuck and needs a person",
+            Condition::Conflict => "rotation stopped: the credential was changed outside rotor",
+            Condition::TooOld => "credential is older than its max_age",
         }
     }
 }
 
-/// Sends alerts to the sinks a credential is routed to.
-#[derive(Debug, Clone, Default)]
+/// Raises, resolves and delivers alerts for one config.
+#[derive(Clone)]
 pub struct Alerter {
-    sinks: std::collections::BTreeMap<String, AlertConfig>,
+    sinks: BTreeMap<String, AlertConfig>,
+    /// Each credential's routes, for reminders.
+    routes: BTreeMap<String, Vec<String>>,
+    vaults: Arc<Vaults>,
+    client: reqwest::Client,
 }
+
+impl std::fmt::Debug for Alerter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerter")
+            .field("sinks", &self.sinks.keys())
+            .finish()
+    }
+}
+
+/// The sinks an alert goes to: the credential's routes, or `log` when it has none (a failure
+/// must never pass in silence).
+fn sinks_for(routes: &[String]) -> Vec<String> {
+    if routes.is_empty() {
+        vec![DEFAULT_SINK.to_owned()]
+    } else {
+        routes.to_vec()
+    }
+}
+
+/// The implicit sink of credentials without routes: rotor's log.
+const DEFAULT_SINK: &str = "(log)";
+
+/// One delivery attempt may take this long before the sink counts as down.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Alerter {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, vaults: Arc<Vaults>) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(DELIVERY_TIMEOUT)
+            .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds");
         Self {
             sinks: config.alerts.clone(),
+            routes: config
+                .credentials
+                .iter()
+                .map(|c| (c.id.clone(), c.alerts.clone()))
+                .collect(),
+            vaults,
+            client,
         }
     }
 
-    /// Raises `alert` on each of `routes`. A credential with no routes still logs: a failure
-    /// must never pass in silence.
-    pub fn raise(&self, alert: &Alert, routes: &[String]) {
-        let mut delivered = false;
-        for name in routes {
-            match self.sinks.get(name) {
-                Some(AlertConfig::Log(_)) => {
-                    log_alert(name, alert);
-                    delivered = true;
+    /// Raises `alert` on the credential's routes (once per credential and condition until it
+    /// is resolved), then tries to deliver at once. Returns whether it was newly raised.
+    pub async fn raise(
+        &self,
+        store: &Store,
+        alert: &Alert,
+        routes: &[String],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut alert = alert.clone();
+        alert.raised_at = crate::clock::rfc3339(now);
+        let payload = serde_json::to_string(&alert).expect("an alert serializes");
+        let raised = store
+            .raise_alert(
+                &alert.credential_id,
+                alert.condition.as_str(),
+                &payload,
+                &sinks_for(routes),
+                now,
+            )
+            .await?;
+        if raised {
+            self.deliver_due(store, now).await?;
+        } else {
+            tracing::debug!(credential = %alert.credential_id, condition = alert.condition.as_str(), "alert already raised");
+        }
+        Ok(raised)
+    }
+
+    /// Resolves the credential's raised conditions (all, or one), then tries to deliver.
+    pub async fn resolve(
+        &self,
+        store: &Store,
+        credential_id: &str,
+        condition: Option<Condition>,
+        routes: &[String],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let resolved = store
+            .resolve_alerts(
+                credential_id,
+                condition.map(Condition::as_str),
+                &sinks_for(routes),
+                now,
+            )
+            .await?;
+        if !resolved.is_empty() {
+            tracing::info!(credential = credential_id, conditions = ?resolved, "alerts resolved");
+            self.deliver_due(store, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends every delivery that is due; a sink that fails is retried later with backoff.
+    /// Returns how many were delivered.
+    pub async fn deliver_due(&self, store: &Store, now: i64) -> Result<usize, StoreError> {
+        let mut delivered = 0;
+        for delivery in store.due_deliveries(now, 100).await? {
+            let alert: Alert = match serde_json::from_str(&delivery.payload) {
+                Ok(alert) => alert,
+                Err(e) => {
+                    tracing::error!(id = delivery.id, error = %e, "undecodable alert in the outbox; dropped");
+                    store.delivered(delivery.id, now).await?;
+                    continue;
                 }
-                None => tracing::warn!(sink = %name, "alert sink is not configured"),
+            };
+            let resolve = delivery.event == "resolve";
+            let outcome = match self.sinks.get(&delivery.sink) {
+                _ if delivery.sink == DEFAULT_SINK => {
+                    sink::log(&delivery.sink, &alert, resolve);
+                    Ok(())
+                }
+                Some(config) => {
+                    sink::send(
+                        &self.client,
+                        &self.vaults,
+                        &delivery.sink,
+                        config,
+                        &alert,
+                        resolve,
+                        now,
+                    )
+                    .await
+                }
+                None => Err(format!(
+                    "alert sink `{}` is no longer configured; add it back or the delivery waits",
+                    delivery.sink
+                )),
+            };
+            match outcome {
+                Ok(()) => {
+                    store.delivered(delivery.id, now).await?;
+                    delivered += 1;
+                }
+                Err(error) => {
+                    let attempts = delivery.attempts + 1;
+                    // 2 s, 4 s, 8 s ... capped at 5 minutes.
+                    let backoff = (1_000i64 << attempts.min(9) as u32).min(300_000);
+                    tracing::warn!(sink = %delivery.sink, credential = %delivery.credential_id, attempts, retry_in_ms = backoff, error = %error, "alert delivery failed; will retry");
+                    store
+                        .delivery_failed(delivery.id, now + backoff, &error)
+                        .await?;
+                }
             }
         }
-        if !delivered {
-            log_alert("(default)", alert);
-        }
+        Ok(delivered)
     }
 
-    /// Announces that a credential that had failed rotated successfully.
-    pub fn resolve(&self, credential_id: &str, run_id: &str, routes: &[String]) {
-        for name in routes {
-            if let Some(AlertConfig::Log(_)) = self.sinks.get(name) {
-                tracing::info!(sink = %name, credential = credential_id, run = run_id, "alert resolved: rotation succeeded");
+    /// Re-sends raised alerts to Alertmanager sinks, which drop alerts that are not repeated.
+    pub async fn refresh(&self, store: &Store, now: i64) -> Result<(), StoreError> {
+        for active in store.active_alerts().await? {
+            let Ok(alert) = serde_json::from_str::<Alert>(&active.payload) else {
+                continue;
+            };
+            for name in self.routes.get(&active.credential_id).into_iter().flatten() {
+                if let Some(config @ AlertConfig::Alertmanager(_)) = self.sinks.get(name)
+                    && let Err(e) =
+                        sink::send(&self.client, &self.vaults, name, config, &alert, false, now)
+                            .await
+                {
+                    tracing::warn!(sink = %name, error = %e, "could not remind Alertmanager");
+                }
             }
         }
+        Ok(())
     }
-}
-
-fn log_alert(sink: &str, a: &Alert) {
-    tracing::error!(
-        sink,
-        credential = %a.credential_id,
-        provider = %a.provider,
-        condition = a.condition.as_str(),
-        step = %a.step,
-        attempt = a.attempt,
-        run = %a.run_id,
-        cause = %a.cause,
-        action = %a.action,
-        "ALERT: rotation failed"
-    );
 }

@@ -209,6 +209,13 @@ impl Loader {
                 ) else {
                     continue;
                 };
+                if let Some(problem) = config.problem() {
+                    self.error(
+                        file,
+                        Some(name_span.clone()),
+                        format!("alert `{name}`: {problem}"),
+                    );
+                }
                 if let Some((_, first)) = self.alerts.get(&name) {
                     let at = self.position(first);
                     self.error(

@@ -154,15 +154,28 @@ pub struct FileVaultConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AlertConfig {
+    /// POST a JSON event to a URL, optionally signed with HMAC-SHA256.
+    Webhook(WebhookAlertConfig),
+    /// A Slack incoming webhook.
+    Slack(SlackAlertConfig),
+    /// Prometheus Alertmanager, API v2 (`POST /api/v2/alerts`).
+    Alertmanager(AlertmanagerAlertConfig),
+    /// PagerDuty Events API v2 (trigger and resolve with a dedup key).
+    Pagerduty(PagerdutyAlertConfig),
     /// Write alerts to rotor's own log at error level (and resolutions at info level).
     Log(LogAlertConfig),
 }
 
 impl AlertConfig {
-    pub const KINDS: &'static [&'static str] = &["log"];
+    pub const KINDS: &'static [&'static str] =
+        &["webhook", "slack", "alertmanager", "pagerduty", "log"];
 
     pub fn kind(&self) -> &'static str {
         match self {
+            AlertConfig::Webhook(_) => "webhook",
+            AlertConfig::Slack(_) => "slack",
+            AlertConfig::Alertmanager(_) => "alertmanager",
+            AlertConfig::Pagerduty(_) => "pagerduty",
             AlertConfig::Log(_) => "log",
         }
     }
@@ -172,10 +185,74 @@ impl AlertConfig {
         fields: D,
     ) -> Result<Option<Self>, D::Error> {
         Ok(Some(match kind {
+            "webhook" => AlertConfig::Webhook(WebhookAlertConfig::deserialize(fields)?),
+            "slack" => AlertConfig::Slack(SlackAlertConfig::deserialize(fields)?),
+            "alertmanager" => {
+                AlertConfig::Alertmanager(AlertmanagerAlertConfig::deserialize(fields)?)
+            }
+            "pagerduty" => AlertConfig::Pagerduty(PagerdutyAlertConfig::deserialize(fields)?),
             "log" => AlertConfig::Log(LogAlertConfig::deserialize(fields)?),
             _ => return Ok(None),
         }))
     }
+
+    /// What serde cannot check: URLs that parse and hold no credentials.
+    pub fn problem(&self) -> Option<String> {
+        let url = match self {
+            AlertConfig::Webhook(c) => &c.url,
+            AlertConfig::Alertmanager(c) => &c.url,
+            AlertConfig::Pagerduty(c) => &c.url,
+            AlertConfig::Slack(_) | AlertConfig::Log(_) => return None,
+        };
+        match reqwest::Url::parse(url) {
+            Err(e) => Some(format!("`url` {url:?} is not a URL: {e}")),
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                Some("`url` holds credentials; a config file holds no secrets".into())
+            }
+            Ok(u) if !["http", "https"].contains(&u.scheme()) => {
+                Some(format!("`url` must be http or https, not {}", u.scheme()))
+            }
+            Ok(_) => None,
+        }
+    }
+}
+
+/// `webhook`: a JSON event per alert and resolution.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookAlertConfig {
+    pub url: String,
+    /// Signs each body: `X-Rotor-Signature: sha256=HEX(HMAC-SHA256(secret, body))`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretRef>,
+}
+
+/// `slack`: the incoming-webhook URL is itself a secret.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlackAlertConfig {
+    pub webhook_url: SecretRef,
+}
+
+/// `alertmanager`: the base URL (`http://alertmanager:9093`).
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerAlertConfig {
+    pub url: String,
+}
+
+/// `pagerduty`: an Events API v2 integration.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PagerdutyAlertConfig {
+    /// The integration's routing key.
+    pub routing_key: SecretRef,
+    #[serde(default = "default_pagerduty_url")]
+    pub url: String,
+}
+
+fn default_pagerduty_url() -> String {
+    "https://events.pagerduty.com/v2/enqueue".into()
 }
 
 /// The `log` alert sink has no settings.

@@ -131,7 +131,7 @@ impl Runtime {
             })?;
             rotators.insert(c.id.clone(), r);
         }
-        let alerter = Alerter::new(&config);
+        let alerter = Alerter::new(&config, vaults.clone());
         Ok(Runtime {
             config,
             vaults,
@@ -438,6 +438,7 @@ impl Engine {
         let condition = match (error.class, to) {
             (ErrorClass::Conflict, _) => Condition::Conflict,
             (_, RunState::Stuck) => Condition::Stuck,
+            (ErrorClass::Transient, _) => Condition::RetriesExhausted,
             _ => Condition::RolledBack,
         };
         let action = match to {
@@ -464,8 +465,12 @@ impl Engine {
             run_id: run.id.clone(),
             cause: message,
             action,
+            raised_at: String::new(),
         };
-        ctx.runtime.alerter.raise(&alert, &ctx.credential.alerts);
+        ctx.runtime
+            .alerter
+            .raise(&self.store, &alert, &ctx.credential.alerts, self.now())
+            .await?;
         self.store
             .audit(
                 &self
@@ -609,18 +614,18 @@ impl Engine {
                     None => None,
                 };
                 let now = self.now();
-                let recorded = self
-                    .store
-                    .credential(&ctx.credential.id)
+                // A success resolves whatever was raised for this credential.
+                ctx.runtime
+                    .alerter
+                    .resolve(
+                        &self.store,
+                        &ctx.credential.id,
+                        None,
+                        &ctx.credential.alerts,
+                        now,
+                    )
                     .await
                     .map_err(store_step_error)?;
-                if recorded.is_some_and(|c| c.consecutive_failures > 0) {
-                    ctx.runtime.alerter.resolve(
-                        &ctx.credential.id,
-                        &run.id,
-                        &ctx.credential.alerts,
-                    );
-                }
                 Ok(Performed::Done(Some(CredentialUpdate {
                     current_version,
                     last_success_at: Some(now),

@@ -183,6 +183,9 @@ impl Daemon {
         let store = self.engine.store.clone();
         let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
         let heartbeat = spawn_heartbeat(self.engine.clone(), in_flight.clone(), self.options.lease);
+        let (runtime_tx, runtime_rx) = tokio::sync::watch::channel(self.runtime.clone());
+        let alerts =
+            (!self.options.once).then(|| spawn_alert_loop(self.engine.clone(), runtime_rx));
         let mut tasks: JoinSet<(String, Result<Driven, EngineError>)> = JoinSet::new();
         let mut summary = RunSummary::default();
         let result = loop {
@@ -271,6 +274,7 @@ impl Daemon {
                             match reconcile(&store, &runtime.config, self.engine.clock.as_ref()).await {
                                 Ok(_) => {
                                     self.runtime = Arc::new(runtime);
+                                    let _ = runtime_tx.send(self.runtime.clone());
                                     tracing::info!("config reloaded");
                                 }
                                 Err(e) => tracing::error!(error = %e, "config reload failed; keeping the previous config"),
@@ -287,8 +291,87 @@ impl Daemon {
             summary.record(&id, result);
         }
         heartbeat.abort();
+        if let Some(alerts) = alerts {
+            alerts.abort();
+        }
+        // What could not be delivered when it was raised gets one more try before exit; the
+        // rest waits in the outbox for the next start.
+        let now = self.engine.clock.now_ms();
+        if let Err(e) = self.runtime.alerter.deliver_due(&store, now).await {
+            tracing::warn!(error = %e, "could not deliver pending alerts");
+        }
         result.map(|()| summary)
     }
+}
+
+/// How often the outbox is retried, and how often raised alerts are re-sent to Alertmanager and
+/// credential ages are checked.
+const DELIVERY_EVERY: Duration = Duration::from_secs(5);
+const REMIND_EVERY: Duration = Duration::from_secs(60);
+
+/// Delivers queued alerts, reminds Alertmanager of raised ones, and raises `too_old` for a
+/// credential older than its `max_age`, in the background of the daemon.
+fn spawn_alert_loop(
+    engine: Arc<Engine>,
+    runtime: tokio::sync::watch::Receiver<Arc<Runtime>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last_remind = None::<tokio::time::Instant>;
+        loop {
+            let runtime = runtime.borrow().clone();
+            let now = engine.clock.now_ms();
+            if let Err(e) = runtime.alerter.deliver_due(&engine.store, now).await {
+                tracing::warn!(error = %e, "alert delivery pass failed");
+            }
+            if last_remind.is_none_or(|at| at.elapsed() >= REMIND_EVERY) {
+                last_remind = Some(tokio::time::Instant::now());
+                if let Err(e) = check_ages(&engine, &runtime, now).await {
+                    tracing::warn!(error = %e, "credential age check failed");
+                }
+                if let Err(e) = runtime.alerter.refresh(&engine.store, now).await {
+                    tracing::warn!(error = %e, "alert reminder pass failed");
+                }
+            }
+            tokio::time::sleep(DELIVERY_EVERY).await;
+        }
+    })
+}
+
+/// Raises `too_old` for every credential whose current version is older than its `max_age`.
+async fn check_ages(engine: &Engine, runtime: &Runtime, now: i64) -> Result<(), StoreError> {
+    for row in engine.store.credentials().await? {
+        let Some(credential) = runtime.config.credential(&row.id) else {
+            continue;
+        };
+        let (Some(max_age), Some(since)) = (credential.schedule.max_age, row.current_since) else {
+            continue;
+        };
+        let age = now - since;
+        if age > max_age.as_secs() as i64 * 1000 {
+            let alert = crate::alert::Alert {
+                credential_id: row.id.clone(),
+                provider: credential.provider().to_owned(),
+                condition: crate::alert::Condition::TooOld,
+                step: "schedule".into(),
+                attempt: 0,
+                run_id: String::new(),
+                cause: format!(
+                    "the current version is {} old; max_age is {max_age}",
+                    crate::config::Duration::from_secs((age / 1000) as u64)
+                ),
+                action: format!(
+                    "find out why it has not rotated (`rotor history {}`), then `rotor rotate {}`",
+                    row.id, row.id
+                ),
+                raised_at: String::new(),
+            };
+            runtime
+                .alerter
+                .raise(&engine.store, &alert, &credential.alerts, now)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 fn spawn_heartbeat(

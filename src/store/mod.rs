@@ -120,6 +120,9 @@ macro_rules! append_audit {
     }};
 }
 
+// After the macros above, which it uses.
+pub mod outbox;
+
 /// A credential as the store keeps it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CredentialRow {

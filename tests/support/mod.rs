@@ -2,6 +2,7 @@
 //! that drives the real `rotor` binary in a scratch folder.
 #![allow(dead_code)]
 
+pub mod alertmanager;
 pub mod github;
 pub mod moto;
 pub mod openbao;
@@ -219,4 +220,17 @@ pub fn spawn_watchdog(mut shell: Command, what: &str) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+}
+
+/// A GET with rotor's own HTTP client: the status and body, or `None` when nothing answers.
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let response = reqwest::get(url).await.ok()?;
+            let status = response.status().as_u16();
+            Some((status, response.text().await.ok()?))
+        })
 }

@@ -1,0 +1,223 @@
+//! The wire formats of the alert sinks, each as its service documents it.
+
+use hmac::{Hmac, KeyInit, Mac};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use sha2::Sha256;
+
+use super::{Alert, Condition};
+use crate::config::AlertConfig;
+use crate::vault::{Vaults, resolve};
+
+/// The key a sink deduplicates on: one incident per credential and condition.
+pub fn dedup_key(alert: &Alert) -> String {
+    format!("rotor/{}/{}", alert.credential_id, alert.condition.as_str())
+}
+
+fn severity(condition: Condition) -> &'static str {
+    match condition {
+        Condition::TooOld => "warning",
+        _ => "critical",
+    }
+}
+
+pub fn log(sink: &str, a: &Alert, resolve: bool) {
+    if resolve {
+        tracing::info!(sink, credential = %a.credential_id, condition = a.condition.as_str(), "alert resolved: rotation succeeded");
+        return;
+    }
+    tracing::error!(
+        sink,
+        credential = %a.credential_id,
+        provider = %a.provider,
+        condition = a.condition.as_str(),
+        step = %a.step,
+        attempt = a.attempt,
+        run = %a.run_id,
+        cause = %a.cause,
+        action = %a.action,
+        "ALERT: {}",
+        a.condition.summary()
+    );
+}
+
+/// The `webhook` body: the alert's fields, what happened, and when.
+pub fn webhook_body(a: &Alert, resolve: bool, now: i64) -> serde_json::Value {
+    json!({
+        "event": if resolve { "alert.resolved" } else { "alert.raised" },
+        "dedup_key": dedup_key(a),
+        "credential_id": a.credential_id,
+        "provider": a.provider,
+        "condition": a.condition.as_str(),
+        "summary": a.condition.summary(),
+        "step": a.step,
+        "attempt": a.attempt,
+        "run_id": a.run_id,
+        "cause": a.cause,
+        "action": a.action,
+        "raised_at": a.raised_at,
+        "sent_at": crate::clock::rfc3339(now),
+    })
+}
+
+/// Slack's incoming-webhook format: `text` (the fallback) and `blocks`.
+pub fn slack_body(a: &Alert, resolve: bool) -> serde_json::Value {
+    let text = if resolve {
+        format!(
+            ":white_check_mark: rotor: `{}` rotated successfully; {} is resolved",
+            a.credential_id,
+            a.condition.as_str()
+        )
+    } else {
+        format!(
+            ":rotating_light: rotor: `{}` ({}): {} at step {} (attempt {}, run {})",
+            a.credential_id,
+            a.provider,
+            a.condition.summary(),
+            a.step,
+            a.attempt,
+            a.run_id
+        )
+    };
+    let mut blocks = vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})];
+    if !resolve {
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Cause:* {}\n*What to do:* {}", a.cause, a.action)}}));
+    }
+    json!({ "text": text, "blocks": blocks })
+}
+
+/// Alertmanager API v2: a list of postable alerts; `endsAt` in the past resolves.
+pub fn alertmanager_body(a: &Alert, resolve: bool, now: i64) -> serde_json::Value {
+    let mut alert = json!({
+        "labels": {
+            "alertname": a.condition.alertname(),
+            "service": "rotor",
+            "credential": a.credential_id,
+            "provider": a.provider,
+            "condition": a.condition.as_str(),
+            "severity": severity(a.condition),
+        },
+        "annotations": {
+            "summary": format!("{}: {}", a.credential_id, a.condition.summary()),
+            "description": a.cause,
+            "action": a.action,
+            "run_id": a.run_id,
+            "step": a.step,
+            "attempt": a.attempt.to_string(),
+        },
+        "startsAt": a.raised_at,
+    });
+    if resolve {
+        alert["endsAt"] = json!(crate::clock::rfc3339(now));
+    }
+    json!([alert])
+}
+
+/// PagerDuty Events API v2: trigger with a dedup key, resolve with the same key.
+pub fn pagerduty_body(a: &Alert, resolve: bool, routing_key: &str) -> serde_json::Value {
+    if resolve {
+        return json!({
+            "routing_key": routing_key,
+            "event_action": "resolve",
+            "dedup_key": dedup_key(a),
+        });
+    }
+    json!({
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": dedup_key(a),
+        "payload": {
+            "summary": format!("rotor: {}: {}", a.credential_id, a.condition.summary()),
+            "source": "rotor",
+            "severity": severity(a.condition),
+            "timestamp": a.raised_at,
+            "component": a.credential_id,
+            "group": a.provider,
+            "class": a.condition.as_str(),
+            "custom_details": {
+                "cause": a.cause,
+                "action": a.action,
+                "step": a.step,
+                "attempt": a.attempt,
+                "run_id": a.run_id,
+            }
+        }
+    })
+}
+
+/// `sha256=HEX` of HMAC-SHA256 over the body, as the `X-Rotor-Signature` header carries it.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Sends one alert (or its resolution) to one sink. The error names the sink and the cause,
+/// never a URL that is itself a secret.
+pub async fn send(
+    client: &reqwest::Client,
+    vaults: &Vaults,
+    name: &str,
+    config: &AlertConfig,
+    alert: &Alert,
+    resolve: bool,
+    now: i64,
+) -> Result<(), String> {
+    let secret = |reference| async move {
+        self::resolve(reference, vaults)
+            .await
+            .map_err(|e| format!("alert sink `{name}`: {e}"))
+    };
+    let request = match config {
+        AlertConfig::Log(_) => {
+            log(name, alert, resolve);
+            return Ok(());
+        }
+        AlertConfig::Webhook(c) => {
+            let body = serde_json::to_vec(&webhook_body(alert, resolve, now)).expect("JSON");
+            let mut request = client
+                .post(&c.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json");
+            if let Some(reference) = &c.secret {
+                let key = secret(reference).await?;
+                request = request.header(
+                    "X-Rotor-Signature",
+                    signature(key.expose_secret().as_bytes(), &body),
+                );
+            }
+            request.body(body)
+        }
+        AlertConfig::Slack(c) => {
+            let url = secret(&c.webhook_url).await?;
+            client
+                .post(url.expose_secret())
+                .json(&slack_body(alert, resolve))
+        }
+        AlertConfig::Alertmanager(c) => client
+            .post(format!("{}/api/v2/alerts", c.url.trim_end_matches('/')))
+            .json(&alertmanager_body(alert, resolve, now)),
+        AlertConfig::Pagerduty(c) => {
+            let key = secret(&c.routing_key).await?;
+            client
+                .post(&c.url)
+                .json(&pagerduty_body(alert, resolve, key.expose_secret()))
+        }
+    };
+    let response = request.send().await.map_err(|e| {
+        format!(
+            "alert sink `{name}` ({}) is unreachable: {}",
+            config.kind(),
+            e.without_url()
+        )
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        tracing::info!(sink = name, kind = config.kind(), credential = %alert.credential_id, condition = alert.condition.as_str(), resolve, "alert delivered");
+        Ok(())
+    } else {
+        Err(format!(
+            "alert sink `{name}` ({}) answered {status}",
+            config.kind()
+        ))
+    }
+}

@@ -1,0 +1,201 @@
+//! Alerts in the store: which conditions are raised (deduplicated per credential and
+//! condition, resolved by the next success) and a durable outbox of deliveries, one row per
+//! sink, retried with backoff until the sink takes it. An alert raised just before a crash is
+//! delivered after the restart.
+
+use super::{Pool, Store, StoreError};
+
+/// Queues one delivery inside transaction `$tx` (a macro: the same text for both backends).
+macro_rules! queue {
+    ($tx:expr, $sink:expr, $credential:expr, $condition:expr, $event:expr, $payload:expr, $now:expr) => {
+        sqlx::query(
+            "INSERT INTO alert_outbox (sink, credential_id, condition, event, payload, created_at, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind($sink)
+        .bind($credential)
+        .bind($condition)
+        .bind($event)
+        .bind($payload)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
+/// One delivery to make.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Delivery {
+    pub id: i64,
+    pub sink: String,
+    pub credential_id: String,
+    pub condition: String,
+    /// `trigger` or `resolve`.
+    pub event: String,
+    /// The alert as JSON (never a secret).
+    pub payload: String,
+    pub created_at: i64,
+    pub attempts: i64,
+}
+
+/// A condition that is raised now.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ActiveAlert {
+    pub credential_id: String,
+    pub condition: String,
+    pub raised_at: i64,
+    pub payload: String,
+}
+
+impl Store {
+    /// Raises `condition` for a credential and queues a delivery to each sink, unless it is
+    /// already raised (then nothing is queued: one page per problem, not per attempt).
+    /// Returns whether it was newly raised.
+    pub async fn raise_alert(
+        &self,
+        credential_id: &str,
+        condition: &str,
+        payload: &str,
+        sinks: &[String],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let active: Option<i64> = sqlx::query_scalar(
+                "SELECT active FROM alert_state WHERE credential_id = $1 AND condition = $2",
+            )
+            .bind(credential_id)
+            .bind(condition)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if active == Some(1) {
+                tx.commit().await?;
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO alert_state (credential_id, condition, active, raised_at, resolved_at, payload) \
+                 VALUES ($1, $2, 1, $3, NULL, $4) \
+                 ON CONFLICT (credential_id, condition) DO UPDATE SET active = 1, raised_at = $3, resolved_at = NULL, payload = $4",
+            )
+            .bind(credential_id)
+            .bind(condition)
+            .bind(now)
+            .bind(payload)
+            .execute(&mut *tx)
+            .await?;
+            for sink in sinks {
+                queue!(tx, sink, credential_id, condition, "trigger", payload, now);
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Resolves every raised condition of a credential, or only `condition`, queueing a
+    /// `resolve` delivery to each sink. Returns the conditions resolved.
+    pub async fn resolve_alerts(
+        &self,
+        credential_id: &str,
+        condition: Option<&str>,
+        sinks: &[String],
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let raised: Vec<(String, String)> = sqlx::query_as(
+                "SELECT condition, payload FROM alert_state WHERE credential_id = $1 AND active = 1",
+            )
+            .bind(credential_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut resolved = Vec::new();
+            for (cond, payload) in raised {
+                if condition.is_some_and(|c| c != cond) {
+                    continue;
+                }
+                sqlx::query(
+                    "UPDATE alert_state SET active = 0, resolved_at = $3 WHERE credential_id = $1 AND condition = $2",
+                )
+                .bind(credential_id)
+                .bind(&cond)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                for sink in sinks {
+                    queue!(tx, sink, credential_id, &cond, "resolve", &payload, now);
+                }
+                resolved.push(cond);
+            }
+            tx.commit().await?;
+            Ok(resolved)
+        })
+    }
+
+    /// The conditions raised now, for sinks that must be reminded (Alertmanager) and status.
+    pub async fn active_alerts(&self) -> Result<Vec<ActiveAlert>, StoreError> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(
+                "SELECT credential_id, condition, raised_at, payload FROM alert_state WHERE active = 1 \
+                 ORDER BY credential_id, condition",
+            )
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    /// Deliveries due now, oldest first.
+    pub async fn due_deliveries(&self, now: i64, limit: i64) -> Result<Vec<Delivery>, StoreError> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(
+                "SELECT id, sink, credential_id, condition, event, payload, created_at, attempts \
+                 FROM alert_outbox WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
+                 ORDER BY id LIMIT $2",
+            )
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    /// When the next undelivered delivery is due, if any.
+    pub async fn next_delivery_at(&self) -> Result<Option<i64>, StoreError> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_scalar(
+                "SELECT MIN(next_attempt_at) FROM alert_outbox WHERE delivered_at IS NULL",
+            )
+            .fetch_one(pool)
+            .await?)
+        })
+    }
+
+    pub async fn delivered(&self, id: i64, now: i64) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query("UPDATE alert_outbox SET delivered_at = $2, attempts = attempts + 1, last_error = NULL WHERE id = $1")
+                .bind(id)
+                .bind(now)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    pub async fn delivery_failed(
+        &self,
+        id: i64,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE alert_outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(next_attempt_at)
+            .bind(error)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+}
