@@ -99,6 +99,8 @@ async fn run_daemon(
         engine: engine.clone(),
         runtime: runtime.clone(),
         options,
+        published: tokio::sync::watch::channel(runtime.clone()).0,
+        lag: Default::default(),
     };
     daemon
         .run(rx, || async {

@@ -22,6 +22,9 @@ pub struct Args {
     /// How often to look for due work.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub poll: Duration,
+    /// Serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -46,6 +49,25 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         once = args.once,
         "rotor started"
     );
+    let runtime = Arc::new(runtime);
+    let (published, subscribed) = tokio::sync::watch::channel(runtime.clone());
+    let lag = Arc::new(crate::telemetry::metrics::Lag::default());
+    if let Some(addr) = args.listen {
+        crate::telemetry::server::serve(
+            addr,
+            store.clone(),
+            subscribed,
+            lag.clone(),
+            clock.clone(),
+        )
+        .await
+        .map_err(|e| {
+            Failure::new(
+                Exit::Usage,
+                anyhow::anyhow!("cannot listen on {addr}: {e} (is another process using it?)"),
+            )
+        })?;
+    }
     let engine = Arc::new(Engine::new(store.clone(), clock, worker));
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     spawn_signal_handlers(tx);
@@ -65,8 +87,10 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     };
     let summary = Daemon {
         engine,
-        runtime: Arc::new(runtime),
+        runtime,
         options,
+        published,
+        lag,
     }
     .run(rx, reload)
     .await

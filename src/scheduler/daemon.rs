@@ -159,6 +159,10 @@ pub struct Daemon {
     pub engine: Arc<Engine>,
     pub runtime: Arc<Runtime>,
     pub options: DaemonOptions,
+    /// Where the current runtime is published (to the metrics server and the alert loop).
+    pub published: tokio::sync::watch::Sender<Arc<Runtime>>,
+    /// Scheduler lag of this process, for `/metrics`.
+    pub lag: Arc<crate::telemetry::metrics::Lag>,
 }
 
 /// What the daemon loop was asked to do from outside.
@@ -183,9 +187,9 @@ impl Daemon {
         let store = self.engine.store.clone();
         let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
         let heartbeat = spawn_heartbeat(self.engine.clone(), in_flight.clone(), self.options.lease);
-        let (runtime_tx, runtime_rx) = tokio::sync::watch::channel(self.runtime.clone());
-        let alerts =
-            (!self.options.once).then(|| spawn_alert_loop(self.engine.clone(), runtime_rx));
+        self.published.send_replace(self.runtime.clone());
+        let alerts = (!self.options.once)
+            .then(|| spawn_alert_loop(self.engine.clone(), self.published.subscribe()));
         let mut tasks: JoinSet<(String, Result<Driven, EngineError>)> = JoinSet::new();
         let mut summary = RunSummary::default();
         let result = loop {
@@ -215,6 +219,7 @@ impl Daemon {
                         summary.claimed += 1;
                         let lag = now - run.not_before;
                         summary.lag_ms.push(lag.max(0));
+                        self.lag.record(lag);
                         in_flight
                             .lock()
                             .expect("in-flight lock")
@@ -274,7 +279,7 @@ impl Daemon {
                             match reconcile(&store, &runtime.config, self.engine.clock.as_ref()).await {
                                 Ok(_) => {
                                     self.runtime = Arc::new(runtime);
-                                    let _ = runtime_tx.send(self.runtime.clone());
+                                    self.published.send_replace(self.runtime.clone());
                                     tracing::info!("config reloaded");
                                 }
                                 Err(e) => tracing::error!(error = %e, "config reload failed; keeping the previous config"),

@@ -762,6 +762,48 @@ impl Store {
         ).bind(credential_id).bind(limit).fetch_all(p).await?))
     }
 
+    /// How many runs of each credential ended in each terminal state (metrics).
+    pub async fn run_outcomes(
+        &self,
+    ) -> Result<std::collections::HashMap<(String, String), i64>, StoreError> {
+        with_pool!(self, pool => {
+            let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT credential_id, state, COUNT(*) FROM runs \
+                 WHERE state IN ('completed', 'rolled_back', 'stuck') GROUP BY credential_id, state",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(|(c, s, n)| ((c, s), n)).collect())
+        })
+    }
+
+    /// The duration (ms) of every completed run, per credential (metrics).
+    pub async fn completed_durations(
+        &self,
+    ) -> Result<std::collections::HashMap<String, Vec<i64>>, StoreError> {
+        with_pool!(self, pool => {
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT credential_id, finished_at - created_at FROM runs \
+                 WHERE state = 'completed' AND finished_at IS NOT NULL",
+            )
+            .fetch_all(pool)
+            .await?;
+            let mut by: std::collections::HashMap<String, Vec<i64>> = Default::default();
+            for (c, ms) in rows {
+                by.entry(c).or_default().push(ms);
+            }
+            Ok(by)
+        })
+    }
+
+    /// A cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            sqlx::query("SELECT 1").execute(pool).await?;
+            Ok(())
+        })
+    }
+
     pub async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError> {
         Ok(
             with_pool!(self, p => sqlx::query_as("SELECT * FROM run_steps WHERE run_id = $1 ORDER BY seq")

@@ -1,5 +1,9 @@
-//! Logs (tracing, human-readable or JSON on stderr). Fields carry ids, steps and fingerprints,
+//! Logs (tracing, human-readable or JSON on stderr) and metrics (`metrics`, served by
+//! `server`). Fields carry ids, steps and fingerprints,
 //! never secret values: secrets live in `secrecy` types whose `Debug` prints no value.
+
+pub mod metrics;
+pub mod server;
 
 use std::io::IsTerminal;
 

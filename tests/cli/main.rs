@@ -12,6 +12,7 @@ mod daemon;
 mod github;
 mod http;
 mod leaks;
+mod metrics;
 mod postgres_password;
 mod providers;
 mod redis_acl_password;

@@ -7,6 +7,7 @@ pub mod github;
 pub mod moto;
 pub mod openbao;
 pub mod postgres;
+pub mod prometheus;
 pub mod redis;
 pub mod saas;
 

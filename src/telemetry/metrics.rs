@@ -1,0 +1,259 @@
+//! Prometheus metrics, rendered from the store on each scrape, so every replica reports the
+//! same state and a restarted process loses nothing. Labels come only from config (credential
+//! id, provider) and fixed sets (outcome, condition): cardinality is bounded by the config.
+//! A series exists for every configured credential from startup, not only after an event.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+
+/// Scheduler lag (due time to claim) of this process, as a histogram.
+#[derive(Debug, Default)]
+pub struct Lag {
+    buckets: [AtomicU64; LAG_BUCKETS.len()],
+    count: AtomicU64,
+    sum_ms: AtomicU64,
+}
+
+const LAG_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0, 120.0];
+
+impl Lag {
+    pub fn record(&self, lag_ms: i64) {
+        let lag_ms = lag_ms.max(0) as u64;
+        let seconds = lag_ms as f64 / 1000.0;
+        for (bucket, le) in self.buckets.iter().zip(LAG_BUCKETS) {
+            if seconds <= le {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ms.fetch_add(lag_ms, Ordering::Relaxed);
+    }
+}
+
+/// Rotation durations (run start to completion, grace included).
+const DURATION_BUCKETS: [f64; 10] = [
+    1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0, 259200.0, 604800.0,
+];
+
+/// `"` `\` and newlines escaped, as the text format requires of label values.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn seconds(ms: i64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+/// The whole exposition, in the Prometheus text format (0.0.4).
+pub async fn render(
+    store: &Store,
+    config: &Config,
+    lag: &Lag,
+    now: i64,
+) -> Result<String, StoreError> {
+    let rows: BTreeMap<String, _> = store
+        .credentials()
+        .await?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+    let outcomes = store.run_outcomes().await?;
+    let durations = store.completed_durations().await?;
+    let in_flight = store.live_runs().await?.len();
+    let alerts = store.active_alerts().await?;
+    let mut out = String::with_capacity(256 * config.credentials.len() + 4096);
+
+    let ids: Vec<(String, String)> = config
+        .credentials
+        .iter()
+        .map(|c| (label(&c.id), label(c.provider())))
+        .collect();
+
+    header(
+        &mut out,
+        "rotor_rotations_total",
+        "counter",
+        "Rotation runs that ended, by outcome.",
+    );
+    for ((id, provider), c) in ids.iter().zip(&config.credentials) {
+        for outcome in ["completed", "rolled_back", "stuck"] {
+            let n = outcomes
+                .get(&(c.id.clone(), outcome.to_owned()))
+                .copied()
+                .unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "rotor_rotations_total{{credential=\"{id}\",provider=\"{provider}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+    }
+
+    header(
+        &mut out,
+        "rotor_rotation_duration_seconds",
+        "histogram",
+        "Time from the start of a rotation to its completion, grace included.",
+    );
+    for ((id, provider), c) in ids.iter().zip(&config.credentials) {
+        let mine: &[i64] = durations.get(&c.id).map(Vec::as_slice).unwrap_or(&[]);
+        for le in DURATION_BUCKETS {
+            let n = mine.iter().filter(|&&ms| seconds(ms) <= le).count();
+            let _ = writeln!(
+                out,
+                "rotor_rotation_duration_seconds_bucket{{credential=\"{id}\",provider=\"{provider}\",le=\"{le}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "rotor_rotation_duration_seconds_bucket{{credential=\"{id}\",provider=\"{provider}\",le=\"+Inf\"}} {}",
+            mine.len()
+        );
+        let _ = writeln!(
+            out,
+            "rotor_rotation_duration_seconds_sum{{credential=\"{id}\",provider=\"{provider}\"}} {}",
+            seconds(mine.iter().sum())
+        );
+        let _ = writeln!(
+            out,
+            "rotor_rotation_duration_seconds_count{{credential=\"{id}\",provider=\"{provider}\"}} {}",
+            mine.len()
+        );
+    }
+
+    type Pick = fn(&crate::store::CredentialRow, i64) -> Option<f64>;
+    let gauges: [(&str, &str, Pick); 5] = [
+        (
+            "rotor_credential_age_seconds",
+            "Age of the current version (absent until the first rotation: -1).",
+            |r, now| r.current_since.map(|s| seconds(now - s)),
+        ),
+        (
+            "rotor_next_rotation_timestamp_seconds",
+            "When the credential rotates next (0 when only by hand).",
+            |r, _| r.next_due_at.map(seconds),
+        ),
+        (
+            "rotor_last_success_timestamp_seconds",
+            "When the last rotation completed (0: never).",
+            |r, _| r.last_success_at.map(seconds),
+        ),
+        (
+            "rotor_consecutive_failures",
+            "Failed rotations since the last success.",
+            |r, _| Some(r.consecutive_failures as f64),
+        ),
+        (
+            "rotor_last_drill_timestamp_seconds",
+            "When the last rotation drill of the credential ran (0: never).",
+            |r, _| r.last_drill_at.map(seconds),
+        ),
+    ];
+    for (name, help, pick) in gauges {
+        header(&mut out, name, "gauge", help);
+        for ((id, provider), c) in ids.iter().zip(&config.credentials) {
+            let fallback = if name == "rotor_credential_age_seconds" {
+                -1.0
+            } else {
+                0.0
+            };
+            let value = rows
+                .get(&c.id)
+                .and_then(|r| pick(r, now))
+                .unwrap_or(fallback);
+            let _ = writeln!(
+                out,
+                "{name}{{credential=\"{id}\",provider=\"{provider}\"}} {value}"
+            );
+        }
+    }
+
+    header(
+        &mut out,
+        "rotor_runs_in_flight",
+        "gauge",
+        "Runs started and not yet finished.",
+    );
+    let _ = writeln!(out, "rotor_runs_in_flight {in_flight}");
+
+    header(
+        &mut out,
+        "rotor_alerts_active",
+        "gauge",
+        "Alert conditions raised and not yet resolved.",
+    );
+    for ((id, provider), c) in ids.iter().zip(&config.credentials) {
+        for condition in [
+            "rolled_back",
+            "retries_exhausted",
+            "stuck",
+            "conflict",
+            "too_old",
+        ] {
+            let raised = alerts
+                .iter()
+                .any(|a| a.credential_id == c.id && a.condition == condition);
+            let _ = writeln!(
+                out,
+                "rotor_alerts_active{{credential=\"{id}\",provider=\"{provider}\",condition=\"{condition}\"}} {}",
+                u8::from(raised)
+            );
+        }
+    }
+
+    header(
+        &mut out,
+        "rotor_scheduler_lag_seconds",
+        "histogram",
+        "Time from a run's due time to its claim by this process.",
+    );
+    for (bucket, le) in lag.buckets.iter().zip(LAG_BUCKETS) {
+        let _ = writeln!(
+            out,
+            "rotor_scheduler_lag_seconds_bucket{{le=\"{le}\"}} {}",
+            bucket.load(Ordering::Relaxed)
+        );
+    }
+    let count = lag.count.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "rotor_scheduler_lag_seconds_bucket{{le=\"+Inf\"}} {count}"
+    );
+    let _ = writeln!(
+        out,
+        "rotor_scheduler_lag_seconds_sum {}",
+        lag.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0
+    );
+    let _ = writeln!(out, "rotor_scheduler_lag_seconds_count {count}");
+
+    header(
+        &mut out,
+        "rotor_credentials",
+        "gauge",
+        "Credentials in the loaded config.",
+    );
+    let _ = writeln!(out, "rotor_credentials {}", config.credentials.len());
+    header(
+        &mut out,
+        "rotor_build_info",
+        "gauge",
+        "The running rotor's version.",
+    );
+    let _ = writeln!(
+        out,
+        "rotor_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    Ok(out)
+}

@@ -1,0 +1,109 @@
+//! `/metrics`, `/healthz` and `/readyz` of a running daemon, scraped by a real Prometheus: a
+//! series for every configured credential from startup, then a success and a failure seen
+//! through Prometheus's query API; `promtool check metrics` accepts the exposition.
+
+use std::time::Duration;
+
+use crate::generated_config;
+use crate::support::prometheus::Prometheus;
+use crate::support::{Rotor, http_get, postgres::free_port, require_program};
+
+#[test]
+fn prometheus_scrapes_rotations_and_failures() {
+    let rotor = Rotor::new(&generated_config(2, "0s"));
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut daemon = rotor
+        .command(&["run", "--listen", &addr, "--poll", "1s"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics_url = format!("http://{addr}/metrics");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        if let Some((200, body)) = http_get(&metrics_url) {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never served /metrics"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Every configured credential has its series from the first scrape.
+    for id in ["app/key0", "app/key1"] {
+        assert!(
+            first.contains(&format!(
+                "rotor_rotations_total{{credential=\"{id}\",provider=\"generated\",outcome=\"rolled_back\"}}"
+            )),
+            "{first}"
+        );
+    }
+    assert_eq!(http_get(&format!("http://{addr}/healthz")).unwrap().0, 200);
+    assert_eq!(http_get(&format!("http://{addr}/readyz")).unwrap().0, 200);
+
+    let prometheus = Prometheus::scraping(&addr);
+    // The daemon mints both on its first pass; then app/key1 fails once.
+    prometheus.wait_for(
+        "rotor_rotations_total{credential=\"app/key0\",outcome=\"completed\"}",
+        |v| v >= 1.0,
+    );
+    let file = rotor.path("vault/app/key1.age");
+    let good = std::fs::read(&file).unwrap();
+    std::fs::write(&file, b"garbage").unwrap();
+    rotor.ok(&["rotate", "app/key1", "--no-wait"]);
+    prometheus.wait_for(
+        "rotor_rotations_total{credential=\"app/key1\",outcome=\"rolled_back\"}",
+        |v| v >= 1.0,
+    );
+    prometheus.wait_for(
+        "rotor_alerts_active{credential=\"app/key1\",condition=\"rolled_back\"}",
+        |v| v == 1.0,
+    );
+    prometheus.wait_for("rotor_consecutive_failures{credential=\"app/key1\"}", |v| {
+        v == 1.0
+    });
+    let age = prometheus.wait_for(
+        "rotor_credential_age_seconds{credential=\"app/key0\"}",
+        |v| v >= 0.0,
+    );
+    assert!(age < 600.0, "{age}");
+    prometheus.wait_for("rotor_scheduler_lag_seconds_count", |v| v >= 2.0);
+    std::fs::write(&file, good).unwrap();
+
+    // The exposition passes Prometheus's own linter.
+    let (_, body) = http_get(&metrics_url).unwrap();
+    let promtool = require_program("promtool", "apt-get install -y prometheus");
+    let mut check = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let status = daemon.wait().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM stops the daemon cleanly: {status:?}"
+    );
+}
