@@ -181,6 +181,20 @@ pub async fn render(
 
     header(
         &mut out,
+        "rotor_credential_max_age_seconds",
+        "gauge",
+        "The configured max_age (0: none), to alert on independently of rotor.",
+    );
+    for ((id, provider), c) in ids.iter().zip(&config.credentials) {
+        let max_age = c.schedule.max_age.map_or(0, |m| m.as_secs());
+        let _ = writeln!(
+            out,
+            "rotor_credential_max_age_seconds{{credential=\"{id}\",provider=\"{provider}\"}} {max_age}"
+        );
+    }
+
+    header(
+        &mut out,
         "rotor_runs_in_flight",
         "gauge",
         "Runs started and not yet finished.",

@@ -9,6 +9,7 @@ mod aws_iam_access_key;
 mod conformance;
 mod crash;
 mod daemon;
+mod deploy;
 mod github;
 mod http;
 mod leaks;
