@@ -69,6 +69,7 @@ identity = {{ file = "{dir}/vault.key" }}
 [[credential]]
 id = "app/key"
 schedule = {{ every = "30d" }}
+max_age = "45d"
 vault = {{ name = "local", path = "app/key" }}
 rotator = {{ kind = "generated", length = 24 }}
 "#,
@@ -255,6 +256,44 @@ rotator = {{ kind = "generated", length = 24 }}
         fn any_sequence_of_crashes_ends_with_one_verified_current(points in prop::collection::vec(prop::sample::select(POINTS.to_vec()), 0..5)) {
             tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(scenario(points));
         }
+    }
+
+    #[tokio::test]
+    async fn an_old_credential_and_a_missed_window_are_alerted_once_until_rotated() {
+        use rotor::clock::Clock;
+        let mut world = World::new().await;
+        world.finish().await;
+        world.clock.advance_ms(GRACE_MS + 1);
+        world.finish().await;
+        let engine = world.engine(None);
+        daemon::check_ages(&engine, &world.runtime, world.clock.now_ms())
+            .await
+            .unwrap();
+        assert!(world.store.active_alerts().await.unwrap().is_empty());
+
+        // 46 days later nothing has rotated it: older than max_age, and due 16 days ago.
+        world.clock.advance_ms(46 * 86_400_000);
+        for _ in 0..2 {
+            daemon::check_ages(&engine, &world.runtime, world.clock.now_ms())
+                .await
+                .unwrap();
+        }
+        let active: Vec<String> = world
+            .store
+            .active_alerts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.condition)
+            .collect();
+        assert_eq!(active, ["overdue", "too_old"]);
+
+        // The next rotation (planned now: it is due) resolves both.
+        world.work(None).await;
+        world.finish().await;
+        world.clock.advance_ms(GRACE_MS + 1);
+        world.finish().await;
+        assert!(world.store.active_alerts().await.unwrap().is_empty());
     }
 
     #[tokio::test]

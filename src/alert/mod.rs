@@ -48,6 +48,9 @@ pub enum Condition {
     Conflict,
     /// The current credential is older than its `max_age`.
     TooOld,
+    /// The credential was due over an hour ago and no rotation has started: its window was
+    /// missed (no replica running, or runs that cannot start).
+    Overdue,
 }
 
 impl Condition {
@@ -58,6 +61,7 @@ impl Condition {
             Condition::Stuck => "stuck",
             Condition::Conflict => "conflict",
             Condition::TooOld => "too_old",
+            Condition::Overdue => "overdue",
         }
     }
 
@@ -69,6 +73,7 @@ impl Condition {
             }
             Condition::Stuck => "RotorStuckRun",
             Condition::TooOld => "RotorCredentialTooOld",
+            Condition::Overdue => "RotorRotationOverdue",
         }
     }
 
@@ -79,6 +84,7 @@ impl Condition {
             Condition::Stuck => "rotation is stuck and needs a person",
             Condition::Conflict => "rotation stopped: the credential was changed outside rotor",
             Condition::TooOld => "credential is older than its max_age",
+            Condition::Overdue => "rotation window missed: due over an hour ago, not started",
         }
     }
 }

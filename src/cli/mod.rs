@@ -93,6 +93,10 @@ pub struct Cli {
     /// Log filter (tracing env-filter syntax); RUST_LOG also works.
     #[arg(long, global = true, env = "ROTOR_LOG", default_value = "info")]
     pub log: String,
+    /// Send traces (a trace per run, a span per step) over OTLP/HTTP to this collector, e.g.
+    /// http://otel-collector:4318. OTEL_EXPORTER_OTLP_ENDPOINT works too.
+    #[arg(long, global = true, env = "ROTOR_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -134,7 +138,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { Exit::Usage as u8 } else { 0 });
         }
     };
-    crate::telemetry::init_logs(cli.log_format, &cli.log);
+    let telemetry = crate::telemetry::init(cli.log_format, &cli.log, cli.otlp_endpoint.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -146,6 +150,8 @@ pub fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(dispatch(cli));
+    // Buffered spans go out before the runtime and the process end.
+    drop(telemetry);
     match outcome {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(failure) => {

@@ -261,7 +261,18 @@ impl Engine {
             };
             self.point(transition.step, "before").await?;
             tracing::debug!(step = %transition.step, attempt = run.attempts + 1, "step starts");
-            let result = self.perform(ctx, transition.step, &mut run).await;
+            let span = tracing::info_span!(
+                "step",
+                step = %transition.step,
+                attempt = run.attempts + 1,
+                credential = %ctx.credential.id,
+                run = %run.id,
+                provider = ctx.credential.provider(),
+            );
+            let result = self
+                .perform(ctx, transition.step, &mut run)
+                .instrument(span)
+                .await;
             self.point(transition.step, "effect").await?;
             let now = self.now();
             match result {

@@ -342,12 +342,49 @@ fn spawn_alert_loop(
     })
 }
 
-/// Raises `too_old` for every credential whose current version is older than its `max_age`.
-async fn check_ages(engine: &Engine, runtime: &Runtime, now: i64) -> Result<(), StoreError> {
+/// A credential due longer ago than this without a run is `overdue` (its window was missed).
+const OVERDUE_AFTER_MS: i64 = 3_600_000;
+
+/// Raises `too_old` for every credential whose current version is older than its `max_age`,
+/// and `overdue` for one due over an hour ago that has no run.
+pub async fn check_ages(engine: &Engine, runtime: &Runtime, now: i64) -> Result<(), StoreError> {
+    let live: HashSet<String> = engine
+        .store
+        .live_runs()
+        .await?
+        .into_iter()
+        .map(|r| r.credential_id)
+        .collect();
     for row in engine.store.credentials().await? {
         let Some(credential) = runtime.config.credential(&row.id) else {
             continue;
         };
+        if let Some(due) = row.next_due_at
+            && now - due > OVERDUE_AFTER_MS
+            && !live.contains(&row.id)
+        {
+            let alert = crate::alert::Alert {
+                credential_id: row.id.clone(),
+                provider: credential.provider().to_owned(),
+                condition: crate::alert::Condition::Overdue,
+                step: "schedule".into(),
+                attempt: 0,
+                run_id: String::new(),
+                cause: format!(
+                    "due at {} and no rotation has started",
+                    crate::clock::rfc3339(due)
+                ),
+                action: format!(
+                    "check that a rotor replica is running and claiming work (`rotor plan`), or `rotor rotate {}`",
+                    row.id
+                ),
+                raised_at: String::new(),
+            };
+            runtime
+                .alerter
+                .raise(&engine.store, &alert, &credential.alerts, now)
+                .await?;
+        }
         let (Some(max_age), Some(since)) = (credential.schedule.max_age, row.current_since) else {
             continue;
         };

@@ -18,6 +18,7 @@ mod postgres_password;
 mod providers;
 mod redis_acl_password;
 mod rotation;
+mod traces;
 mod validate;
 
 /// A config with `n` generated credentials in a file vault, with the given grace.
