@@ -62,6 +62,8 @@ mod with_failpoints {
 [defaults]
 grace = "10s"
 retry = {{ max_attempts = 3, initial = "1s", max = "2s" }}
+[drill]
+every = "90d"
 [vaults.local]
 kind = "file"
 dir = "{dir}/vault"
@@ -294,6 +296,31 @@ rotator = {{ kind = "generated", length = 24 }}
         world.clock.advance_ms(GRACE_MS + 1);
         world.finish().await;
         assert!(world.store.active_alerts().await.unwrap().is_empty());
+
+        // Never drilled in 90 days: only a drill resolves that, not a rotation.
+        world.clock.advance_ms(45 * 86_400_000);
+        daemon::check_ages(&engine, &world.runtime, world.clock.now_ms())
+            .await
+            .unwrap();
+        let active = world.store.active_alerts().await.unwrap();
+        let drill = active
+            .iter()
+            .find(|a| a.condition == "drill_overdue")
+            .expect("drill_overdue is raised");
+        assert!(drill.payload.contains("never drilled"), "{}", drill.payload);
+        world.work(None).await;
+        world.finish().await;
+        world.clock.advance_ms(GRACE_MS + 1);
+        world.finish().await;
+        let active: Vec<String> = world
+            .store
+            .active_alerts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.condition)
+            .collect();
+        assert_eq!(active, ["drill_overdue"]);
     }
 
     #[tokio::test]

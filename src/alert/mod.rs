@@ -51,6 +51,8 @@ pub enum Condition {
     /// The credential was due over an hour ago and no rotation has started: its window was
     /// missed (no replica running, or runs that cannot start).
     Overdue,
+    /// No drill for longer than `[drill] every`: only a drill resolves it.
+    DrillOverdue,
 }
 
 impl Condition {
@@ -62,6 +64,7 @@ impl Condition {
             Condition::Conflict => "conflict",
             Condition::TooOld => "too_old",
             Condition::Overdue => "overdue",
+            Condition::DrillOverdue => "drill_overdue",
         }
     }
 
@@ -74,6 +77,7 @@ impl Condition {
             Condition::Stuck => "RotorStuckRun",
             Condition::TooOld => "RotorCredentialTooOld",
             Condition::Overdue => "RotorRotationOverdue",
+            Condition::DrillOverdue => "RotorDrillOverdue",
         }
     }
 
@@ -85,6 +89,7 @@ impl Condition {
             Condition::Conflict => "rotation stopped: the credential was changed outside rotor",
             Condition::TooOld => "credential is older than its max_age",
             Condition::Overdue => "rotation window missed: due over an hour ago, not started",
+            Condition::DrillOverdue => "no rotation drill within `[drill] every`",
         }
     }
 }

@@ -17,6 +17,7 @@ pub fn dedup_key(alert: &Alert) -> String {
 fn severity(condition: Condition) -> &'static str {
     match condition {
         Condition::TooOld | Condition::Overdue => "warning",
+        Condition::DrillOverdue => "info",
         _ => "critical",
     }
 }

@@ -17,8 +17,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::{
     AlertConfig, Config, ConfigFile, Credential, CredentialConfig, DEFAULT_GRACE,
-    DEFAULT_STORE_URL, DefaultsConfig, Diagnostics, Duration, RetryConfig, SourceFile, StoreConfig,
-    VaultConfig,
+    DEFAULT_STORE_URL, DefaultsConfig, Diagnostics, DrillConfig, Duration, RetryConfig, SourceFile,
+    StoreConfig, VaultConfig,
 };
 use crate::scheduler::policy::{Cadence, RetryPolicy, Schedule, Window};
 
@@ -33,6 +33,7 @@ struct Loader {
     files: Vec<SourceFile>,
     diagnostics: Diagnostics,
     store: Option<(StoreConfig, Declared)>,
+    drill: Option<(DrillConfig, Declared)>,
     defaults: Option<(DefaultsConfig, Declared)>,
     vaults: BTreeMap<String, (VaultConfig, Declared)>,
     alerts: BTreeMap<String, (AlertConfig, Declared)>,
@@ -101,10 +102,11 @@ impl Loader {
                 "vaults" => self.add_named(index, value, "vault"),
                 "alerts" => self.add_named(index, value, "alert"),
                 "credential" => self.add_credentials(index, value),
+                "drill" => self.add_drill(index, value),
                 other => self.error(
                     index,
                     Some(key_span),
-                    format!("unknown key `{other}`; expected one of: store, defaults, vaults, alerts, credential"),
+                    format!("unknown key `{other}`; expected one of: store, defaults, vaults, alerts, credential, drill"),
                 ),
             }
         }
@@ -122,6 +124,29 @@ impl Loader {
                 None
             }
         }
+    }
+
+    fn add_drill(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
+        let span = value.span();
+        let Some(drill) = self.deserialize::<DrillConfig>(file, value) else {
+            return;
+        };
+        if drill.every == Some(Duration::ZERO) {
+            self.error(
+                file,
+                Some(span.clone()),
+                "drill.every must be longer than 0s",
+            );
+        }
+        if let Some((_, first)) = &self.drill {
+            let at = self.position(first);
+            return self.error(
+                file,
+                Some(span),
+                format!("[drill] is declared twice (first at {at})"),
+            );
+        }
+        self.drill = Some((drill, Declared { file, span }));
     }
 
     fn add_store(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
@@ -532,13 +557,15 @@ impl Loader {
             url: DEFAULT_STORE_URL.into(),
             password: None,
         });
-        Ok(Config::new(
+        let mut config = Config::new(
             store,
             self.vaults.into_iter().map(|(k, (v, _))| (k, v)).collect(),
             self.alerts.into_iter().map(|(k, (v, _))| (k, v)).collect(),
             credentials,
             self.files.iter().map(|f| f.path.clone()).collect(),
-        ))
+        );
+        config.drill = self.drill.map(|(d, _)| d).unwrap_or_default();
+        Ok(config)
     }
 
     fn schedule(

@@ -47,6 +47,18 @@ pub struct ConfigFile {
     /// The credentials rotor rotates.
     #[serde(default)]
     pub credential: Vec<CredentialConfig>,
+    /// Rotation drills: how often each credential must be drilled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillConfig>,
+}
+
+/// `[drill]`: operators prove every credential can still be rotated by drilling it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    /// A credential not drilled for this long raises a `drill_overdue` alert ("90d").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<Duration>,
 }
 
 /// The state store.
@@ -318,6 +330,8 @@ pub struct Config {
     pub alerts: BTreeMap<String, AlertConfig>,
     pub credentials: Vec<Credential>,
     pub sources: Vec<PathBuf>,
+    /// `[drill]`, if any file declares it.
+    pub drill: DrillConfig,
     /// Position of each credential in `credentials`, by id: lookups are on every hot path.
     index: std::collections::HashMap<String, usize>,
 }
@@ -362,6 +376,7 @@ impl Config {
             alerts,
             credentials,
             sources,
+            drill: DrillConfig::default(),
             index,
         }
     }

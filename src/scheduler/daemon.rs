@@ -346,7 +346,8 @@ fn spawn_alert_loop(
 const OVERDUE_AFTER_MS: i64 = 3_600_000;
 
 /// Raises `too_old` for every credential whose current version is older than its `max_age`,
-/// and `overdue` for one due over an hour ago that has no run.
+/// `overdue` for one due over an hour ago that has no run, and `drill_overdue` for one not
+/// drilled within `[drill] every`.
 pub async fn check_ages(engine: &Engine, runtime: &Runtime, now: i64) -> Result<(), StoreError> {
     let live: HashSet<String> = engine
         .store
@@ -359,6 +360,35 @@ pub async fn check_ages(engine: &Engine, runtime: &Runtime, now: i64) -> Result<
         let Some(credential) = runtime.config.credential(&row.id) else {
             continue;
         };
+        if let Some(every) = runtime.config.drill.every {
+            let since = row.last_drill_at.unwrap_or(row.created_at);
+            if now - since > every.as_secs() as i64 * 1000 {
+                let alert = crate::alert::Alert {
+                    credential_id: row.id.clone(),
+                    provider: credential.provider().to_owned(),
+                    condition: crate::alert::Condition::DrillOverdue,
+                    step: "drill".into(),
+                    attempt: 0,
+                    run_id: String::new(),
+                    cause: match row.last_drill_at {
+                        Some(at) => format!(
+                            "last drilled at {}; [drill] every is {every}",
+                            crate::clock::rfc3339(at)
+                        ),
+                        None => format!(
+                            "never drilled since rotor began managing it at {}; [drill] every is {every}",
+                            crate::clock::rfc3339(row.created_at)
+                        ),
+                    },
+                    action: format!("run `rotor drill --select {}`", row.id),
+                    raised_at: String::new(),
+                };
+                runtime
+                    .alerter
+                    .raise(&engine.store, &alert, &credential.alerts, now)
+                    .await?;
+            }
+        }
         if let Some(due) = row.next_due_at
             && now - due > OVERDUE_AFTER_MS
             && !live.contains(&row.id)

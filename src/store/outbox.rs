@@ -91,8 +91,8 @@ impl Store {
         })
     }
 
-    /// Resolves every raised condition of a credential, or only `condition`, queueing a
-    /// `resolve` delivery to each sink. Returns the conditions resolved.
+    /// Resolves every raised condition of a credential (but `drill_overdue`), or only
+    /// `condition`, queueing a `resolve` delivery to each sink. Returns the conditions resolved.
     pub async fn resolve_alerts(
         &self,
         credential_id: &str,
@@ -111,6 +111,10 @@ impl Store {
             let mut resolved = Vec::new();
             for (cond, payload) in raised {
                 if condition.is_some_and(|c| c != cond) {
+                    continue;
+                }
+                // A rotation is not a drill: only a drill resolves an overdue drill.
+                if condition.is_none() && cond == "drill_overdue" {
                     continue;
                 }
                 sqlx::query(
