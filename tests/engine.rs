@@ -324,6 +324,118 @@ rotator = {{ kind = "generated", length = 24 }}
     }
 
     #[tokio::test]
+    async fn a_credential_rotated_by_hand_is_reminded_then_overdue_until_confirmed() {
+        use rotor::clock::Clock;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rotor.toml");
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[vaults.local]
+kind = "file"
+dir = "{dir}/vault"
+identity = {{ file = "{dir}/vault.key" }}
+[[credential]]
+id = "vendor/console-key"
+schedule = {{ manual = true }}
+max_age = "90d"
+vault = {{ name = "local", path = "vendor/console-key" }}
+rotator = {{ kind = "manual", remind_before = "14d", instructions = "https://console.vendor.example/keys" }}
+"#,
+                dir = dir.path().display()
+            ),
+        )
+        .unwrap();
+        let config = rotor::config::load(&[path]).unwrap();
+        let store = Store::connect(&format!("sqlite://{}/rotor.db", dir.path().display()), None)
+            .await
+            .unwrap();
+        let clock = ManualClock::new(1_800_000_000_000);
+        daemon::reconcile(&store, &config, &clock).await.unwrap();
+        let runtime = Runtime::build(config).await.unwrap();
+        let engine = Engine::new(store.clone(), Arc::new(clock.clone()), "w".into());
+        let active = || async {
+            store
+                .active_alerts()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| a.condition)
+                .collect::<Vec<_>>()
+        };
+        // Never planned: rotor does not rotate it.
+        assert!(
+            daemon::plan_due(&store, &runtime.config, clock.now_ms(), 10)
+                .await
+                .unwrap()
+                == 0
+        );
+
+        clock.advance_ms(75 * 86_400_000);
+        daemon::check_ages(&engine, &runtime, clock.now_ms())
+            .await
+            .unwrap();
+        assert!(
+            active().await.is_empty(),
+            "15 days before the deadline: quiet"
+        );
+        clock.advance_ms(2 * 86_400_000);
+        daemon::check_ages(&engine, &runtime, clock.now_ms())
+            .await
+            .unwrap();
+        assert_eq!(active().await, ["manual_due"], "13 days before: a reminder");
+        clock.advance_ms(14 * 86_400_000);
+        daemon::check_ages(&engine, &runtime, clock.now_ms())
+            .await
+            .unwrap();
+        daemon::check_ages(&engine, &runtime, clock.now_ms())
+            .await
+            .unwrap();
+        assert_eq!(active().await, ["manual_due", "manual_overdue"]);
+        let overdue = store.active_alerts().await.unwrap().remove(1);
+        assert!(
+            overdue.payload.contains("console.vendor.example"),
+            "{}",
+            overdue.payload
+        );
+
+        // Confirmed: the age starts again and the alerts resolve.
+        let now = clock.now_ms();
+        let audit = rotor::store::AuditEntry::new("cli:alice", "confirm")
+            .credential("vendor/console-key")
+            .detail("rotated by hand");
+        store
+            .confirm_manual("vendor/console-key", None, &audit, now)
+            .await
+            .unwrap();
+        runtime
+            .alerter
+            .resolve(&store, "vendor/console-key", None, &[], now)
+            .await
+            .unwrap();
+        assert!(active().await.is_empty());
+        let row = store
+            .credential("vendor/console-key")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.current_since, Some(now));
+        clock.advance_ms(60 * 86_400_000);
+        daemon::check_ages(&engine, &runtime, clock.now_ms())
+            .await
+            .unwrap();
+        assert!(
+            active().await.is_empty(),
+            "60 days after confirmation: quiet"
+        );
+        assert!(
+            store.run_outcomes().await.unwrap().is_empty(),
+            "no run ever"
+        );
+    }
+
+    #[tokio::test]
     async fn a_candidate_that_fails_verification_is_rolled_back_and_current_is_untouched() {
         use rotor::clock::Clock;
         let mut world = World::new().await;

@@ -15,6 +15,8 @@ pub mod generated;
 pub mod github;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "manual")]
+pub mod manual;
 pub mod password;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -279,6 +281,8 @@ providers! {
         "A GitHub App installation token (valid one hour), minted from the App's private key.";
     "http" "http" Http http::HttpConfig => http::HttpRotator,
         "A generic provider driven by configured HTTP calls (SaaS API keys, in-house services).";
+    "manual" "manual" Manual manual::ManualConfig => manual::Manual,
+        "A credential people rotate by hand; rotor tracks its age or expiry and reminds them.";
     "redis" "redis_acl_password" RedisAclPassword redis::RedisConfig => redis::RedisAclPassword,
         "A Redis ACL user's password; the user holds the old and the new one through grace.";
 }

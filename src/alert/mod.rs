@@ -53,6 +53,10 @@ pub enum Condition {
     Overdue,
     /// No drill for longer than `[drill] every`: only a drill resolves it.
     DrillOverdue,
+    /// A credential rotated by hand is due soon (`remind_before` its deadline).
+    ManualDue,
+    /// A credential rotated by hand is past its deadline.
+    ManualOverdue,
 }
 
 impl Condition {
@@ -65,6 +69,8 @@ impl Condition {
             Condition::TooOld => "too_old",
             Condition::Overdue => "overdue",
             Condition::DrillOverdue => "drill_overdue",
+            Condition::ManualDue => "manual_due",
+            Condition::ManualOverdue => "manual_overdue",
         }
     }
 
@@ -78,6 +84,8 @@ impl Condition {
             Condition::TooOld => "RotorCredentialTooOld",
             Condition::Overdue => "RotorRotationOverdue",
             Condition::DrillOverdue => "RotorDrillOverdue",
+            Condition::ManualDue => "RotorManualRotationDue",
+            Condition::ManualOverdue => "RotorManualRotationOverdue",
         }
     }
 
@@ -90,6 +98,8 @@ impl Condition {
             Condition::TooOld => "credential is older than its max_age",
             Condition::Overdue => "rotation window missed: due over an hour ago, not started",
             Condition::DrillOverdue => "no rotation drill within `[drill] every`",
+            Condition::ManualDue => "must be rotated by hand soon",
+            Condition::ManualOverdue => "is past due: it must be rotated by hand now",
         }
     }
 }

@@ -16,7 +16,7 @@ pub fn dedup_key(alert: &Alert) -> String {
 
 fn severity(condition: Condition) -> &'static str {
     match condition {
-        Condition::TooOld | Condition::Overdue => "warning",
+        Condition::TooOld | Condition::Overdue | Condition::ManualDue => "warning",
         Condition::DrillOverdue => "info",
         _ => "critical",
     }

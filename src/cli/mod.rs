@@ -2,6 +2,7 @@
 //! become messages for a person and exit codes for scripts.
 
 mod audit;
+mod confirm;
 mod history;
 mod plan;
 mod policy;
@@ -117,6 +118,8 @@ pub enum Command {
     Plan(plan::Args),
     /// Rotate one credential now.
     Rotate(rotate::Args),
+    /// Record that a credential rotated by hand (`manual` rotator) was rotated.
+    Confirm(confirm::Args),
     /// Show each credential's state, version, age and last error.
     Status(status::Args),
     /// Show past runs and their steps, newest first.
@@ -179,6 +182,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Plan(args) => plan::run(&ctx, args).await,
         Command::Rotate(args) => rotate::run(&ctx, args).await,
         Command::Status(args) => status::run(&ctx, args).await,
+        Command::Confirm(args) => confirm::run(&ctx, args).await,
         Command::History(args) => history::run(&ctx, args).await,
         Command::Audit(args) => audit::run(&ctx, args).await,
         Command::Policy(args) => policy::run(&ctx, args),

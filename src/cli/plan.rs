@@ -20,6 +20,9 @@ pub struct PlanEntry {
     pub id: String,
     pub next_due_at: Option<String>,
     pub reason: String,
+    /// `automatic` (rotor rotates it) or `by_hand` (people do; rotor reminds them): the
+    /// inventory auditors ask for.
+    pub rotation: &'static str,
 }
 
 pub async fn run(ctx: &Context, args: Args) -> CliResult {
@@ -44,6 +47,18 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         .iter()
         .map(|c| {
             let row = rows.get(&c.id);
+            if c.by_hand().is_some() {
+                let due = row.and_then(|r| crate::scheduler::by_hand::deadline(c, r));
+                return PlanEntry {
+                    id: c.id.clone(),
+                    next_due_at: due.map(rfc3339),
+                    reason: match due {
+                        Some(at) if at <= now => "by_hand_overdue".into(),
+                        _ => "by_hand".into(),
+                    },
+                    rotation: "by_hand",
+                };
+            }
             let (due, reason) = match row {
                 Some(r) if r.schedule_hash == c.schedule_hash => {
                     (r.next_due_at, r.due_reason.clone().unwrap_or_default())
@@ -67,6 +82,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
                 id: c.id.clone(),
                 next_due_at: due.map(rfc3339),
                 reason,
+                rotation: "automatic",
             }
         })
         .collect();
@@ -81,12 +97,13 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         print_json(&entries)?;
         return Ok(Exit::Ok);
     }
-    println!("{:<40} {:<22} REASON", "ID", "NEXT DUE");
+    println!("{:<40} {:<22} {:<10} REASON", "ID", "NEXT DUE", "ROTATION");
     for e in &entries {
         println!(
-            "{:<40} {:<22} {}",
+            "{:<40} {:<22} {:<10} {}",
             e.id,
             e.next_due_at.as_deref().unwrap_or("-"),
+            e.rotation,
             e.reason
         );
     }

@@ -29,6 +29,16 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
             anyhow::anyhow!("no credential `{}` in {:?}", args.id, ctx.config_paths),
         )
     })?;
+    if credential.by_hand().is_some() {
+        return Err(Failure::new(
+            Exit::Usage,
+            anyhow::anyhow!(
+                "`{}` is rotated by hand (`manual` rotator): rotate it at its provider, then `rotor confirm {}`",
+                args.id,
+                args.id
+            ),
+        ));
+    }
     let store = ctx.open_store(&config).await?;
     let clock = Arc::new(SystemClock);
     daemon::reconcile(&store, &config, clock.as_ref()).await?;

@@ -33,6 +33,8 @@ pub struct CredentialStatus {
     pub last_error: Option<String>,
     pub last_drill_at: Option<String>,
     pub run_id: Option<String>,
+    /// `automatic`, or `by_hand` for a `manual` credential (then `next_due_at` is its deadline).
+    pub rotation: &'static str,
 }
 
 pub fn state_name(row: &CredentialRow, live: Option<&RunRow>) -> &'static str {
@@ -76,6 +78,10 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         .iter()
         .map(|row| {
             let run = live.get(&row.id);
+            let by_hand = config
+                .credential(&row.id)
+                .filter(|c| c.by_hand().is_some())
+                .map(|c| crate::scheduler::by_hand::deadline(c, row));
             CredentialStatus {
                 id: row.id.clone(),
                 provider: row.provider.clone(),
@@ -87,7 +93,10 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
                     .as_ref()
                     .map(|f| format!("sha256:{f}")),
                 age_seconds: row.current_since.map(|s| (now - s) / 1000),
-                next_due_at: row.next_due_at.map(rfc3339),
+                next_due_at: match by_hand {
+                    Some(deadline) => deadline.map(rfc3339),
+                    None => row.next_due_at.map(rfc3339),
+                },
                 last_success_at: row.last_success_at.map(rfc3339),
                 last_error: row
                     .last_error
@@ -95,6 +104,11 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
                     .or_else(|| run.and_then(|r| r.last_error.clone())),
                 last_drill_at: row.last_drill_at.map(rfc3339),
                 run_id: run.map(|r| r.id.clone()),
+                rotation: if by_hand.is_some() {
+                    "by_hand"
+                } else {
+                    "automatic"
+                },
             }
         })
         .collect();
@@ -104,14 +118,15 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         return Ok(Exit::Ok);
     }
     println!(
-        "{:<32} {:<10} {:<12} {:>8} {:>10}  {:<20}  LAST ERROR",
-        "ID", "PROVIDER", "STATE", "VERSION", "AGE", "NEXT DUE"
+        "{:<32} {:<10} {:<9} {:<12} {:>8} {:>10}  {:<20}  LAST ERROR",
+        "ID", "PROVIDER", "ROTATION", "STATE", "VERSION", "AGE", "NEXT DUE"
     );
     for s in &statuses {
         println!(
-            "{:<32} {:<10} {:<12} {:>8} {:>10}  {:<20}  {}",
+            "{:<32} {:<10} {:<9} {:<12} {:>8} {:>10}  {:<20}  {}",
             s.id,
             s.provider,
+            s.rotation,
             s.state,
             s.current_version.as_deref().unwrap_or("-"),
             s.age_seconds.map_or("-".into(), human_age),

@@ -520,6 +520,24 @@ impl Loader {
                 continue;
             }
             let Some(schedule) = schedule else { continue };
+            if let RotatorConfig::Manual(manual) = &rotator {
+                if !matches!(schedule.cadence, Cadence::Manual) {
+                    self.error(
+                        file,
+                        Some(c.schedule.span()),
+                        format!("`{id}` has a `manual` rotator: people rotate it, so write `schedule = {{ manual = true }}` (rotor reminds them from `max_age` or `expires_at`)"),
+                    );
+                    continue;
+                }
+                if schedule.max_age.is_none() && manual.expires_at.is_none() {
+                    self.error(
+                        file,
+                        Some(c.id.span()),
+                        format!("`{id}` has a `manual` rotator but neither `max_age` nor `rotator.expires_at`: rotor cannot tell when it is due"),
+                    );
+                    continue;
+                }
+            }
             let retry = c
                 .retry
                 .as_ref()

@@ -355,6 +355,14 @@ impl Credential {
     pub fn provider(&self) -> &'static str {
         self.rotator.kind()
     }
+
+    /// The settings of a credential people rotate by hand (`manual` rotator).
+    pub fn by_hand(&self) -> Option<&rotor_rotators::manual::ManualConfig> {
+        match &self.rotator {
+            RotatorConfig::Manual(m) => Some(m),
+            _ => None,
+        }
+    }
 }
 
 impl Config {

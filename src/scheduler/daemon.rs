@@ -76,6 +76,10 @@ pub async fn reconcile(
             let c = config
                 .credential(id)
                 .expect("desired credentials come from config");
+            if c.by_hand().is_some() {
+                // People rotate it; rotor only reminds them.
+                return (None, "by_hand".to_owned());
+            }
             let due = c
                 .schedule
                 .next_due(id, since.map(to_datetime), to_datetime(now));
@@ -360,6 +364,10 @@ pub async fn check_ages(engine: &Engine, runtime: &Runtime, now: i64) -> Result<
         let Some(credential) = runtime.config.credential(&row.id) else {
             continue;
         };
+        if let Some(manual) = credential.by_hand() {
+            check_by_hand(engine, runtime, credential, manual, &row, now).await?;
+            continue;
+        }
         if let Some(every) = runtime.config.drill.every {
             let since = row.last_drill_at.unwrap_or(row.created_at);
             if now - since > every.as_secs() as i64 * 1000 {
@@ -443,6 +451,54 @@ pub async fn check_ages(engine: &Engine, runtime: &Runtime, now: i64) -> Result<
                 .await?;
         }
     }
+    Ok(())
+}
+
+/// Reminds people of a credential they rotate by hand: `manual_due` from `remind_before` its
+/// deadline, `manual_overdue` past it. `rotor confirm` resolves both.
+async fn check_by_hand(
+    engine: &Engine,
+    runtime: &Runtime,
+    credential: &crate::config::Credential,
+    manual: &rotor_rotators::manual::ManualConfig,
+    row: &crate::store::CredentialRow,
+    now: i64,
+) -> Result<(), StoreError> {
+    use super::by_hand::{deadline, reminder};
+    let (Some(deadline), Some(remind)) = (deadline(credential, row), reminder(credential, row))
+    else {
+        return Ok(());
+    };
+    let condition = if now >= deadline {
+        crate::alert::Condition::ManualOverdue
+    } else if now >= remind {
+        crate::alert::Condition::ManualDue
+    } else {
+        return Ok(());
+    };
+    let how = manual
+        .instructions
+        .as_deref()
+        .map(|i| format!(" ({i})"))
+        .unwrap_or_default();
+    let alert = crate::alert::Alert {
+        credential_id: row.id.clone(),
+        provider: credential.provider().to_owned(),
+        condition,
+        step: "by_hand".into(),
+        attempt: 0,
+        run_id: String::new(),
+        cause: format!("due by {}", crate::clock::rfc3339(deadline)),
+        action: format!(
+            "rotate it at its provider{how}, store the new value, then `rotor confirm {} [--expires-at TIME]`",
+            row.id
+        ),
+        raised_at: String::new(),
+    };
+    runtime
+        .alerter
+        .raise(&engine.store, &alert, &credential.alerts, now)
+        .await?;
     Ok(())
 }
 

@@ -141,6 +141,8 @@ pub struct CredentialRow {
     pub last_drill_at: Option<i64>,
     pub consecutive_failures: i64,
     pub removed_at: Option<i64>,
+    /// For a credential rotated by hand: when the current one expires, as a person recorded.
+    pub expires_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -793,6 +795,35 @@ impl Store {
                 by.entry(c).or_default().push(ms);
             }
             Ok(by)
+        })
+    }
+
+    /// Records that a person rotated a credential by hand (`rotor confirm`), with its audit row.
+    pub async fn confirm_manual(
+        &self,
+        id: &str,
+        expires_at: Option<i64>,
+        audit: &AuditEntry,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE credentials SET current_since = $2, last_success_at = $2, expires_at = $3, \
+                 current_version = CAST($2 AS TEXT), current_fingerprint = NULL, last_error = NULL, \
+                 consecutive_failures = 0, updated_at = $2 WHERE id = $1 AND removed_at IS NULL",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                return Err(StoreError::UnknownCredential(id.to_owned()));
+            }
+            append_audit!(tx, now, audit);
+            tx.commit().await?;
+            Ok(())
         })
     }
 

@@ -181,6 +181,23 @@ pub async fn render(
 
     header(
         &mut out,
+        "rotor_credential_due_by_hand_timestamp_seconds",
+        "gauge",
+        "For a credential rotated by hand: when it is due (its expiry, or max_age after its last confirmation); 0 for the others.",
+    );
+    for ((id, provider), c) in ids.iter().zip(&config.credentials) {
+        let due = rows
+            .get(&c.id)
+            .and_then(|r| crate::scheduler::by_hand::deadline(c, r))
+            .map_or(0.0, seconds);
+        let _ = writeln!(
+            out,
+            "rotor_credential_due_by_hand_timestamp_seconds{{credential=\"{id}\",provider=\"{provider}\"}} {due}"
+        );
+    }
+
+    header(
+        &mut out,
         "rotor_credential_max_age_seconds",
         "gauge",
         "The configured max_age (0: none), to alert on independently of rotor.",

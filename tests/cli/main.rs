@@ -13,6 +13,7 @@ mod deploy;
 mod github;
 mod http;
 mod leaks;
+mod manual;
 mod metrics;
 mod postgres_password;
 mod providers;
