@@ -149,16 +149,11 @@ struct Key {
     active: bool,
 }
 
-fn field<'a>(credential: &'a Credential, name: &str) -> Result<&'a SecretString, RotatorError> {
-    credential.get(name).ok_or_else(|| {
-        RotatorError::permanent(format!(
-            "the vault document has no `{name}` field; an aws_iam_access_key document holds `{ACCESS_KEY_ID}` and `{SECRET_ACCESS_KEY}`"
-        ))
-    })
-}
-
 fn key_id(credential: &Credential) -> Result<String, RotatorError> {
-    Ok(field(credential, ACCESS_KEY_ID)?.expose_secret().to_owned())
+    Ok(credential
+        .require(ACCESS_KEY_ID)?
+        .expose_secret()
+        .to_owned())
 }
 
 /// Classifies an SDK error; the message names the operation, the user and AWS's error code.
@@ -483,7 +478,7 @@ impl Rotator for AwsIamAccessKey {
         let id = key_id(candidate)?;
         let credentials = aws_sdk_sts::config::Credentials::new(
             id.clone(),
-            field(candidate, SECRET_ACCESS_KEY)?.expose_secret(),
+            candidate.require(SECRET_ACCESS_KEY)?.expose_secret(),
             None,
             None,
             "rotor-candidate",

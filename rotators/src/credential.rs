@@ -28,6 +28,18 @@ impl Credential {
         self.fields.insert(name.to_owned(), value);
     }
 
+    /// The field `name`, or a permanent error naming the fields the document does have
+    /// (names only, never values).
+    pub fn require(&self, name: &str) -> Result<&SecretString, crate::RotatorError> {
+        self.get(name).ok_or_else(|| {
+            let present: Vec<&str> = self.fields().map(|(n, _)| n).collect();
+            crate::RotatorError::permanent(format!(
+                "the vault document has no `{name}` field (it has: {}); was it written by hand or by another rotator kind?",
+                if present.is_empty() { "none".to_owned() } else { present.join(", ") }
+            ))
+        })
+    }
+
     pub fn get(&self, name: &str) -> Option<&SecretString> {
         self.fields.get(name)
     }

@@ -197,12 +197,6 @@ fn classify(error: octocrab::Error, what: &str) -> RotatorError {
     }
 }
 
-fn field<'a>(credential: &'a Credential, name: &str) -> Result<&'a SecretString, RotatorError> {
-    credential
-        .get(name)
-        .ok_or_else(|| RotatorError::permanent(format!("the vault document has no `{name}` field")))
-}
-
 // ---------------------------------------------------------------------------------------------
 // github_deploy_key
 
@@ -376,7 +370,7 @@ impl GithubDeployKey {
         github: &Octocrab,
         credential: &Credential,
     ) -> Result<Option<DeployKey>, RotatorError> {
-        let wanted = key_body(field(credential, PUBLIC_KEY)?.expose_secret());
+        let wanted = key_body(credential.require(PUBLIC_KEY)?.expose_secret());
         Ok(self
             .keys(github)
             .await?
@@ -432,7 +426,7 @@ impl Rotator for GithubDeployKey {
         if self.find(&github, candidate).await?.is_some() {
             return Ok(());
         }
-        let public = field(candidate, PUBLIC_KEY)?.expose_secret();
+        let public = candidate.require(PUBLIC_KEY)?.expose_secret();
         let title = public
             .splitn(3, ' ')
             .nth(2)
@@ -458,7 +452,7 @@ impl Rotator for GithubDeployKey {
     async fn verify(&self, candidate: &Credential) -> Result<(), RotatorError> {
         let github = client(&self.config.access, &self.secrets).await?;
         let fingerprint =
-            ssh_fingerprint(field(candidate, PUBLIC_KEY)?.expose_secret()).unwrap_or_default();
+            ssh_fingerprint(candidate.require(PUBLIC_KEY)?.expose_secret()).unwrap_or_default();
         let key = self.find(&github, candidate).await?.ok_or_else(|| {
             RotatorError::permanent(format!(
                 "deploy key {fingerprint} is not registered at {}/{}",
@@ -492,8 +486,8 @@ impl Rotator for GithubDeployKey {
         current: Option<&Credential>,
     ) -> Result<Retired, RotatorError> {
         if let Some(current) = current
-            && key_body(field(current, PUBLIC_KEY)?.expose_secret())
-                == key_body(field(old, PUBLIC_KEY)?.expose_secret())
+            && key_body(current.require(PUBLIC_KEY)?.expose_secret())
+                == key_body(old.require(PUBLIC_KEY)?.expose_secret())
         {
             return Err(RotatorError::permanent(
                 "refusing to delete the current deploy key",
@@ -676,7 +670,7 @@ impl Rotator for GithubWebhookSecret {
     }
 
     async fn verify(&self, candidate: &Credential) -> Result<(), RotatorError> {
-        let value = field(candidate, VALUE)?.expose_secret();
+        let value = candidate.require(VALUE)?.expose_secret();
         if value.len() != self.config.length || !value.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(RotatorError::permanent(
                 "the stored webhook secret is not what rotor generated",
@@ -696,7 +690,7 @@ impl Rotator for GithubWebhookSecret {
 
     async fn switch_over(&self, current: &Credential) -> Result<(), RotatorError> {
         let github = client(&self.config.access, &self.secrets).await?;
-        let mut body = serde_json::json!({ "secret": field(current, VALUE)?.expose_secret() });
+        let mut body = serde_json::json!({ "secret": current.require(VALUE)?.expose_secret() });
         let hook: Result<HookConfig, _> = github.patch(self.route(), Some(&body)).await;
         if let Some(serde_json::Value::String(secret)) = body.get_mut("secret") {
             secret.zeroize();
@@ -880,7 +874,7 @@ impl Rotator for GithubAppInstallationToken {
     }
 
     async fn verify(&self, candidate: &Credential) -> Result<(), RotatorError> {
-        let github = self.as_token(field(candidate, TOKEN)?)?;
+        let github = self.as_token(candidate.require(TOKEN)?)?;
         let _: serde_json::Value = github
             .get("/installation/repositories?per_page=1", None::<&()>)
             .await
@@ -902,7 +896,7 @@ impl Rotator for GithubAppInstallationToken {
         _current: Option<&Credential>,
     ) -> Result<Retired, RotatorError> {
         // It would expire within the hour anyway; revoking it ends its use now.
-        let github = self.as_token(field(old, TOKEN)?)?;
+        let github = self.as_token(old.require(TOKEN)?)?;
         match github._delete("/installation/token", None::<&()>).await {
             Ok(_) => Ok(Retired::Done),
             Err(e) => match &e {

@@ -266,12 +266,6 @@ struct Values<'a> {
     secret: Option<&'a SecretString>,
 }
 
-fn field<'a>(credential: &'a Credential, name: &str) -> Result<&'a SecretString, RotatorError> {
-    credential
-        .get(name)
-        .ok_or_else(|| RotatorError::permanent(format!("the vault document has no `{name}` field")))
-}
-
 fn json_escaped(value: &str) -> Zeroizing<String> {
     let quoted = Zeroizing::new(serde_json::to_string(value).expect("a string serializes"));
     Zeroizing::new(quoted[1..quoted.len() - 1].to_owned())
@@ -574,7 +568,7 @@ impl Rotator for HttpRotator {
         };
         let values = Values {
             id: current.and_then(Self::id_of),
-            secret: Some(field(candidate, VALUE)?),
+            secret: Some(candidate.require(VALUE)?),
             token: None,
         };
         self.send("apply", apply, &values, true).await.map(drop)
@@ -583,7 +577,7 @@ impl Rotator for HttpRotator {
     async fn verify(&self, candidate: &Credential) -> Result<(), RotatorError> {
         let values = Values {
             id: Self::id_of(candidate),
-            secret: Some(field(candidate, VALUE)?),
+            secret: Some(candidate.require(VALUE)?),
             token: None,
         };
         self.send("verify", &self.config.verify, &values, false)

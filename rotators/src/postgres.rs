@@ -272,16 +272,8 @@ fn classify(error: sqlx::Error, what: &str) -> RotatorError {
     e.with_source(error)
 }
 
-fn field<'a>(credential: &'a Credential, name: &str) -> Result<&'a SecretString, RotatorError> {
-    credential.get(name).ok_or_else(|| {
-        RotatorError::permanent(format!(
-            "the vault document has no `{name}` field; a postgres_password document holds `{USERNAME}` and `{PASSWORD}`"
-        ))
-    })
-}
-
 fn username(credential: &Credential) -> Result<String, RotatorError> {
-    Ok(field(credential, USERNAME)?.expose_secret().to_owned())
+    Ok(credential.require(USERNAME)?.expose_secret().to_owned())
 }
 
 impl PostgresPassword {
@@ -458,7 +450,7 @@ impl Rotator for PostgresPassword {
                 "the candidate would re-password role {user}, which consumers use now; the alternating strategy never does that"
             )));
         }
-        self.set_password(&user, Some(field(candidate, PASSWORD)?))
+        self.set_password(&user, Some(candidate.require(PASSWORD)?))
             .await
     }
 
@@ -468,7 +460,7 @@ impl Rotator for PostgresPassword {
             .options
             .clone()
             .username(&user)
-            .password(field(candidate, PASSWORD)?.expose_secret());
+            .password(candidate.require(PASSWORD)?.expose_secret());
         let mut conn = self
             .connect(options, &format!("the new credential of role {user}"))
             .await?;
@@ -527,7 +519,7 @@ impl Rotator for PostgresPassword {
         match (self.config.strategy, current) {
             // In place: put the current password back so its consumers work again.
             (Strategy::Single, Some(current)) => {
-                self.set_password(&user, Some(field(current, PASSWORD)?))
+                self.set_password(&user, Some(current.require(PASSWORD)?))
                     .await
             }
             (Strategy::Alternating, Some(current)) if username(current)? == user => Ok(()),

@@ -160,18 +160,10 @@ fn classify(error: redis::RedisError, what: &str) -> RotatorError {
     }
 }
 
-fn field<'a>(credential: &'a Credential, name: &str) -> Result<&'a SecretString, RotatorError> {
-    credential.get(name).ok_or_else(|| {
-        RotatorError::permanent(format!(
-            "the vault document has no `{name}` field; a redis_acl_password document holds `{USERNAME}` and `{PASSWORD}`"
-        ))
-    })
-}
-
 /// The SHA-256 of a password as `ACL GETUSER` reports it: lowercase hex.
 fn password_hash(credential: &Credential) -> Result<String, RotatorError> {
     Ok(hex::encode(Sha256::digest(
-        field(credential, PASSWORD)?.expose_secret().as_bytes(),
+        credential.require(PASSWORD)?.expose_secret().as_bytes(),
     )))
 }
 
@@ -372,11 +364,11 @@ impl Rotator for RedisAclPassword {
     }
 
     async fn verify(&self, candidate: &Credential) -> Result<(), RotatorError> {
-        let user = field(candidate, USERNAME)?.expose_secret().to_owned();
+        let user = candidate.require(USERNAME)?.expose_secret().to_owned();
         let mut conn = self
             .connect(
                 &user,
-                Some(field(candidate, PASSWORD)?),
+                Some(candidate.require(PASSWORD)?),
                 &format!("the new credential of ACL user {user}"),
             )
             .await?;

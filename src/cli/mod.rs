@@ -201,6 +201,20 @@ impl Context {
         Ok(config::load(&self.config_paths)?)
     }
 
+    /// The configured credential `id`, or a usage error naming where rotor looked.
+    pub fn credential<'a>(
+        &self,
+        config: &'a Config,
+        id: &str,
+    ) -> Result<&'a config::Credential, Failure> {
+        config.credential(id).ok_or_else(|| {
+            Failure::new(
+                Exit::Usage,
+                anyhow::anyhow!("no credential `{id}` in {:?}", self.config_paths),
+            )
+        })
+    }
+
     pub async fn open_store(&self, config: &Config) -> Result<Store, Failure> {
         let url = self
             .database

@@ -1,7 +1,7 @@
 //! `rotor policy ID`: the least privilege rotor needs to rotate a credential: at the provider
 //! (from the rotator) and in the vault, each in its own policy language, ready to apply.
 
-use super::{CliResult, Context, Exit, Failure};
+use super::{CliResult, Context, Exit};
 use crate::config::VaultConfig;
 
 #[derive(Debug, clap::Args)]
@@ -12,12 +12,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> CliResult {
     let config = ctx.load_config()?;
-    let credential = config.credential(&args.id).ok_or_else(|| {
-        Failure::new(
-            Exit::Usage,
-            anyhow::anyhow!("no credential `{}` in {:?}", args.id, ctx.config_paths),
-        )
-    })?;
+    let credential = ctx.credential(&config, &args.id)?;
     let vault = &config.vaults[&credential.vault];
     println!(
         "{}",

@@ -23,12 +23,7 @@ pub struct Args {
 
 pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let config = ctx.load_config()?;
-    let credential = config.credential(&args.id).cloned().ok_or_else(|| {
-        Failure::new(
-            Exit::Usage,
-            anyhow::anyhow!("no credential `{}` in {:?}", args.id, ctx.config_paths),
-        )
-    })?;
+    let credential = ctx.credential(&config, &args.id)?.clone();
     if credential.by_hand().is_some() {
         return Err(Failure::new(
             Exit::Usage,

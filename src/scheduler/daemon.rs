@@ -371,87 +371,101 @@ pub async fn check_ages(engine: &Engine, runtime: &Runtime, now: i64) -> Result<
         if let Some(every) = runtime.config.drill.every {
             let since = row.last_drill_at.unwrap_or(row.created_at);
             if now - since > every.as_secs() as i64 * 1000 {
-                let alert = crate::alert::Alert {
-                    credential_id: row.id.clone(),
-                    provider: credential.provider().to_owned(),
-                    condition: crate::alert::Condition::DrillOverdue,
-                    step: "drill".into(),
-                    attempt: 0,
-                    run_id: String::new(),
-                    cause: match row.last_drill_at {
-                        Some(at) => format!(
-                            "last drilled at {}; [drill] every is {every}",
-                            crate::clock::rfc3339(at)
-                        ),
-                        None => format!(
-                            "never drilled since rotor began managing it at {}; [drill] every is {every}",
-                            crate::clock::rfc3339(row.created_at)
-                        ),
-                    },
-                    action: format!("run `rotor drill --select {}`", row.id),
-                    raised_at: String::new(),
+                let cause = match row.last_drill_at {
+                    Some(at) => format!(
+                        "last drilled at {}; [drill] every is {every}",
+                        crate::clock::rfc3339(at)
+                    ),
+                    None => format!(
+                        "never drilled since rotor began managing it at {}; [drill] every is {every}",
+                        crate::clock::rfc3339(row.created_at)
+                    ),
                 };
-                runtime
-                    .alerter
-                    .raise(&engine.store, &alert, &credential.alerts, now)
-                    .await?;
+                let action = format!("run `rotor drill --select {}`", row.id);
+                let condition = crate::alert::Condition::DrillOverdue;
+                raise_found(
+                    engine, runtime, credential, condition, "drill", cause, action, now,
+                )
+                .await?;
             }
         }
         if let Some(due) = row.next_due_at
             && now - due > OVERDUE_AFTER_MS
             && !live.contains(&row.id)
         {
-            let alert = crate::alert::Alert {
-                credential_id: row.id.clone(),
-                provider: credential.provider().to_owned(),
-                condition: crate::alert::Condition::Overdue,
-                step: "schedule".into(),
-                attempt: 0,
-                run_id: String::new(),
-                cause: format!(
+            raise_found(
+                engine,
+                runtime,
+                credential,
+                crate::alert::Condition::Overdue,
+                "schedule",
+                format!(
                     "due at {} and no rotation has started",
                     crate::clock::rfc3339(due)
                 ),
-                action: format!(
+                format!(
                     "check that a rotor replica is running and claiming work (`rotor plan`), or `rotor rotate {}`",
                     row.id
                 ),
-                raised_at: String::new(),
-            };
-            runtime
-                .alerter
-                .raise(&engine.store, &alert, &credential.alerts, now)
-                .await?;
+                now,
+            )
+            .await?;
         }
         let (Some(max_age), Some(since)) = (credential.schedule.max_age, row.current_since) else {
             continue;
         };
         let age = now - since;
         if age > max_age.as_secs() as i64 * 1000 {
-            let alert = crate::alert::Alert {
-                credential_id: row.id.clone(),
-                provider: credential.provider().to_owned(),
-                condition: crate::alert::Condition::TooOld,
-                step: "schedule".into(),
-                attempt: 0,
-                run_id: String::new(),
-                cause: format!(
+            raise_found(
+                engine,
+                runtime,
+                credential,
+                crate::alert::Condition::TooOld,
+                "schedule",
+                format!(
                     "the current version is {} old; max_age is {max_age}",
                     crate::config::Duration::from_secs((age / 1000) as u64)
                 ),
-                action: format!(
+                format!(
                     "find out why it has not rotated (`rotor history {}`), then `rotor rotate {}`",
                     row.id, row.id
                 ),
-                raised_at: String::new(),
-            };
-            runtime
-                .alerter
-                .raise(&engine.store, &alert, &credential.alerts, now)
-                .await?;
+                now,
+            )
+            .await?;
         }
     }
     Ok(())
+}
+
+/// Raises a condition found by looking at the schedule, not at a run.
+#[allow(clippy::too_many_arguments)]
+async fn raise_found(
+    engine: &Engine,
+    runtime: &Runtime,
+    credential: &crate::config::Credential,
+    condition: crate::alert::Condition,
+    step: &str,
+    cause: String,
+    action: String,
+    now: i64,
+) -> Result<(), StoreError> {
+    let alert = crate::alert::Alert {
+        credential_id: credential.id.clone(),
+        provider: credential.provider().to_owned(),
+        condition,
+        step: step.to_owned(),
+        attempt: 0,
+        run_id: String::new(),
+        cause,
+        action,
+        raised_at: String::new(),
+    };
+    runtime
+        .alerter
+        .raise(&engine.store, &alert, &credential.alerts, now)
+        .await
+        .map(drop)
 }
 
 /// Reminds people of a credential they rotate by hand: `manual_due` from `remind_before` its
@@ -481,24 +495,15 @@ async fn check_by_hand(
         .as_deref()
         .map(|i| format!(" ({i})"))
         .unwrap_or_default();
-    let alert = crate::alert::Alert {
-        credential_id: row.id.clone(),
-        provider: credential.provider().to_owned(),
-        condition,
-        step: "by_hand".into(),
-        attempt: 0,
-        run_id: String::new(),
-        cause: format!("due by {}", crate::clock::rfc3339(deadline)),
-        action: format!(
-            "rotate it at its provider{how}, store the new value, then `rotor confirm {} [--expires-at TIME]`",
-            row.id
-        ),
-        raised_at: String::new(),
-    };
-    runtime
-        .alerter
-        .raise(&engine.store, &alert, &credential.alerts, now)
-        .await?;
+    let cause = format!("due by {}", crate::clock::rfc3339(deadline));
+    let action = format!(
+        "rotate it at its provider{how}, store the new value, then `rotor confirm {} [--expires-at TIME]`",
+        row.id
+    );
+    raise_found(
+        engine, runtime, credential, condition, "by_hand", cause, action, now,
+    )
+    .await?;
     Ok(())
 }
 

@@ -102,7 +102,6 @@ fn generated_secrets_appear_only_in_the_vault() {
 /// secret fields of every credential it made are absent from logs, CLI output and the store.
 fn provider_secrets_stay_in_the_vault(provider: crate::providers::Provider) {
     use crate::providers::setup;
-    use rotor::vault::{Vault, Vaults};
     use secrecy::ExposeSecret;
 
     let rotor = Rotor::new("");
@@ -110,34 +109,22 @@ fn provider_secrets_stay_in_the_vault(provider: crate::providers::Provider) {
     std::fs::write(&rotor.config, fixture.config("0s", rotor.dir.path())).unwrap();
     let mut output = Vec::new();
     let mut secrets = Vec::new();
-    let config = rotor::config::load(std::slice::from_ref(&rotor.config)).unwrap();
     let read = || {
-        crate::providers::block_on(async {
-            let vaults = Vaults::open(&config).await.unwrap();
-            let doc = vaults
-                .get("local")
-                .unwrap()
-                .read_current("app/key0")
-                .await
-                .unwrap()
-                .expect("a current document");
-            doc.current
-                .credential
-                .fields()
-                .filter(|(name, _)| {
-                    // Identifiers, not secrets: user names, key ids, public keys, expiry.
-                    ![
-                        "username",
-                        "access_key_id",
-                        "id",
-                        "public_key",
-                        "expires_at",
-                    ]
-                    .contains(name)
-                })
-                .map(|(_, value)| value.expose_secret().to_owned())
-                .collect::<Vec<_>>()
-        })
+        crate::providers::current(&rotor)
+            .fields()
+            .filter(|(name, _)| {
+                // Identifiers, not secrets: user names, key ids, public keys, expiry.
+                ![
+                    "username",
+                    "access_key_id",
+                    "id",
+                    "public_key",
+                    "expires_at",
+                ]
+                .contains(name)
+            })
+            .map(|(_, value)| value.expose_secret().to_owned())
+            .collect::<Vec<_>>()
     };
     for _ in 0..2 {
         let out = rotor.ok(&["--log", "trace", "rotate", "app/key0"]);

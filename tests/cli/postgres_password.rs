@@ -3,9 +3,8 @@
 //! consumers see the new password, `single` rotates in place, `rotor policy` prints the
 //! admin role the fixtures use, and a refused admin login says what to do without leaking.
 
-use crate::providers::{Fixture, Provider, pg, setup};
+use crate::providers::{Fixture, Provider, current, pg, setup};
 use crate::support::{Rotor, assert_secrets_absent};
-use rotor::vault::{Vault, Vaults};
 use secrecy::ExposeSecret;
 
 fn rotor_for(unique: &str) -> (Rotor, Fixture) {
@@ -13,21 +12,6 @@ fn rotor_for(unique: &str) -> (Rotor, Fixture) {
     let fixture = setup(Provider::Postgres, unique, rotor.dir.path());
     std::fs::write(&rotor.config, fixture.config("0s", rotor.dir.path())).unwrap();
     (rotor, fixture)
-}
-
-fn current(rotor: &Rotor) -> rotor_rotators::Credential {
-    let config = rotor::config::load(std::slice::from_ref(&rotor.config)).unwrap();
-    crate::providers::block_on(async {
-        let vaults = Vaults::open(&config).await.unwrap();
-        let doc = vaults
-            .get("local")
-            .unwrap()
-            .read_current("app/key0")
-            .await
-            .unwrap()
-            .expect("a current document");
-        doc.current.credential
-    })
 }
 
 #[test]

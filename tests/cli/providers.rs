@@ -34,6 +34,24 @@ pub struct Fixture {
     pub github: Option<std::sync::Arc<crate::support::github::GitHub>>,
 }
 
+/// The credential consumers read now at `app/key0` in the file vault `local` of `rotor`'s config.
+pub fn current(rotor: &crate::support::Rotor) -> Credential {
+    use rotor::vault::{Vault, Vaults};
+    let config = rotor::config::load(std::slice::from_ref(&rotor.config)).unwrap();
+    block_on(async {
+        let vaults = Vaults::open(&config).await.unwrap();
+        vaults
+            .get("local")
+            .unwrap()
+            .read_current("app/key0")
+            .await
+            .unwrap()
+            .expect("a current document")
+            .current
+            .credential
+    })
+}
+
 pub fn block_on<T>(f: impl Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
