@@ -192,6 +192,16 @@ impl Daemon {
         let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
         let heartbeat = spawn_heartbeat(self.engine.clone(), in_flight.clone(), self.options.lease);
         self.published.send_replace(self.runtime.clone());
+        // Idle replicas sleep until due work or `poll`; a NOTIFY from `rotor rotate` or another
+        // replica wakes them at once (PostgreSQL only).
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let listener = match store.listen_for_work(wake.clone()).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for work notifications; polling only");
+                None
+            }
+        };
         let alerts = (!self.options.once)
             .then(|| spawn_alert_loop(self.engine.clone(), self.published.subscribe()));
         let mut tasks: JoinSet<(String, Result<Driven, EngineError>)> = JoinSet::new();
@@ -293,6 +303,7 @@ impl Daemon {
                     },
                 },
                 _ = tokio::time::sleep(poll) => { summary.idle_polls += 1; }
+                _ = wake.notified() => { tracing::debug!("woken by a work notification"); }
             }
         };
         while let Some(done) = tasks.join_next().await {
@@ -300,6 +311,9 @@ impl Daemon {
             summary.record(&id, result);
         }
         heartbeat.abort();
+        if let Some(listener) = listener {
+            listener.abort();
+        }
         if let Some(alerts) = alerts {
             alerts.abort();
         }

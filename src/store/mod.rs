@@ -724,8 +724,47 @@ impl Store {
             let detail = format!("requested{}", if run.emergency { " (emergency, grace 0)" } else { "" });
             append_audit!(tx, now, &AuditEntry::new(actor, "rotate").credential(&run.credential_id).run(&run.id).detail(detail));
             tx.commit().await?;
+            self.announce_work().await?;
             Ok(outcome)
         })
+    }
+
+    /// The channel idle PostgreSQL replicas listen on for new work.
+    pub const WORK_CHANNEL: &str = "rotor_work";
+
+    /// Wakes idle replicas (PostgreSQL `NOTIFY`); with SQLite there is only one process.
+    pub async fn announce_work(&self) -> Result<(), StoreError> {
+        if let Pool::Postgres(pool) = &self.pool {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(Self::WORK_CHANNEL)
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Listens for `announce_work` of other processes; `None` for SQLite. Each notification is
+    /// passed on to `wake`. The listener reconnects by itself after the database restarts.
+    pub async fn listen_for_work(
+        &self,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(None);
+        };
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen(Self::WORK_CHANNEL).await?;
+        Ok(Some(tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(_) => wake.notify_one(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lost the work notifications; reconnecting");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        })))
     }
 
     pub async fn credentials(&self) -> Result<Vec<CredentialRow>, StoreError> {

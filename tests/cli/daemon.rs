@@ -102,3 +102,36 @@ fn the_same_rotation_works_on_a_postgresql_store() {
     let history = rotor.json(&["history", "--json"]);
     assert_eq!(history.as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn an_idle_replica_on_postgresql_is_woken_by_a_requested_rotation() {
+    let mut rotor = Rotor::new(&generated_config(1, "0s"));
+    let name = format!("wake_{}", std::process::id());
+    rotor.database = Some(crate::support::postgres::shared().database(&name));
+    rotor.ok(&["run", "--once"]);
+    // Nothing is due for 30 days and the daemon polls every 10 minutes: only the NOTIFY that
+    // `rotor rotate --no-wait` sends can make it rotate within the deadline below.
+    let (mut child, _) = spawn_until(
+        rotor.command(&["run", "--poll", "10m"]),
+        "rotor started",
+        Duration::from_secs(30),
+    )
+    .expect("the daemon starts");
+    std::thread::sleep(Duration::from_millis(500));
+    rotor.ok(&["rotate", "app/key0", "--no-wait"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let history = rotor.json(&["history", "app/key0", "--json"]);
+        if history.as_array().unwrap().len() == 2 && history[0]["state"] == "completed" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the idle daemon was not woken: {history}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal(&child, "TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0));
+}
