@@ -48,7 +48,11 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         .map(|c| {
             let row = rows.get(&c.id);
             if c.by_hand().is_some() {
-                let due = row.and_then(|r| crate::scheduler::by_hand::deadline(c, r));
+                // Not yet in the store (never reconciled): only a configured expiry is known.
+                let due = match row {
+                    Some(r) => crate::scheduler::by_hand::deadline(c, r),
+                    None => c.by_hand().and_then(|m| m.expires_at_ms()),
+                };
                 return PlanEntry {
                     id: c.id.clone(),
                     next_due_at: due.map(rfc3339),
