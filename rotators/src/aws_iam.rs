@@ -28,7 +28,7 @@ pub const SECRET_ACCESS_KEY: &str = "secret_access_key";
 
 /// The user tag holding the run token and the keys that existed before its `CreateAccessKey`.
 const MINTING_TAG: &str = "rotor:minting";
-/// Prefix of the user tags holding when rotor deactivated a key (`rotor:deactivated:AKIA...`).
+/// Prefix of the user tags holding when rotor deactivated a key (`rotor:deactivated:KEYID`).
 const DEACTIVATED_TAG: &str = "rotor:deactivated:";
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]

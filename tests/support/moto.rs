@@ -87,7 +87,7 @@ pub fn authenticating() -> &'static AuthenticatingMoto {
     SERVER.get_or_init(|| {
         let port = launch(&format!("INITIAL_NO_AUTH_ACTION_COUNT={NO_AUTH}"));
         let endpoint = format!("http://127.0.0.1:{port}");
-        let anyone = aws_sdk_iam::config::Credentials::new("AKIAHARNESS", "harness", None, None, "harness");
+        let anyone = aws_sdk_iam::config::Credentials::new("HARNESS-SETUP", "harness", None, None, "harness");
         let root = block_on(async {
             let iam = iam_client(&endpoint, anyone);
             // Exactly NO_AUTH requests.
