@@ -58,12 +58,7 @@ pub struct AppIdentity {
 impl GithubAccess {
     fn validate(&self) -> Result<(), String> {
         if let Some(url) = &self.api_url {
-            let parsed = reqwest_free_url_check(url)?;
-            if parsed.contains('@') {
-                return Err(
-                    "`api_url` contains credentials; use `token = { env = \"NAME\" }`".into(),
-                );
-            }
+            api_url_problem(url)?;
         }
         match (&self.token, &self.app) {
             (Some(_), Some(_)) => Err("set `token` or `app`, not both".into()),
@@ -84,14 +79,18 @@ impl GithubAccess {
     }
 }
 
-fn reqwest_free_url_check(url: &str) -> Result<String, String> {
+/// An `api_url` must be http(s) and hold no credentials (they belong in `token` or `app`).
+fn api_url_problem(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
         .ok_or_else(|| {
             format!("`api_url` {url} must start with https:// (or http:// for a local test server)")
         })?;
-    Ok(rest.split('/').next().unwrap_or("").to_owned())
+    if rest.split('/').next().unwrap_or("").contains('@') {
+        return Err("`api_url` contains credentials; use `token = { env = \"NAME\" }`".into());
+    }
+    Ok(())
 }
 
 /// Builds a client authenticated as configured; references are read each time. (octocrab's
@@ -768,7 +767,7 @@ pub struct InstallationTokenConfig {
 impl RotatorSettings for InstallationTokenConfig {
     fn validate(&self) -> Result<(), String> {
         if let Some(url) = &self.api_url {
-            reqwest_free_url_check(url)?;
+            api_url_problem(url)?;
         }
         for repo in &self.repositories {
             check_name("repositories", repo)?;

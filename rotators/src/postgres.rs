@@ -113,7 +113,7 @@ impl RotatorSettings for PostgresConfig {
                 "`dsn` names no user: write the admin role as postgres://ROLE@host/db".into(),
             );
         }
-        if dsn_has_password(&self.dsn) {
+        if crate::secret_ref::postgres_url_has_password(&self.dsn) {
             return Err("`dsn` contains a password; a config file holds no secrets: remove it and set `admin = { env = \"NAME\" }` (or { file = ... } or { vault = ... })".into());
         }
         if self.users.iter().any(|u| u == options.get_username()) {
@@ -155,18 +155,6 @@ impl RotatorSettings for PostgresConfig {
         }
         sql
     }
-}
-
-fn dsn_has_password(dsn: &str) -> bool {
-    let rest = dsn
-        .strip_prefix("postgres://")
-        .or_else(|| dsn.strip_prefix("postgresql://"))
-        .unwrap_or(dsn);
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    authority
-        .rsplit_once('@')
-        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
-        || dsn.contains("password=")
 }
 
 /// `"name"` with inner quotes doubled, for identifiers that cannot be bound as parameters.

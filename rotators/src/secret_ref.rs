@@ -50,6 +50,20 @@ impl fmt::Display for SecretRef {
     }
 }
 
+/// Whether a PostgreSQL URL carries a password (in its user info or as `password=`): config
+/// files hold references to secrets, never the values.
+pub fn postgres_url_has_password(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .unwrap_or(url);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        || url.contains("password=")
+}
+
 const EXPECTED: &str = "a secret reference: { env = \"NAME\" }, { file = \"/path\" } or \
                         { vault = \"NAME\", path = \"...\", field = \"...\" }";
 

@@ -713,15 +713,8 @@ fn rotator_problem(rotator: &RotatorConfig) -> Result<(), String> {
 }
 
 fn store_url_problem(url: &str) -> Option<String> {
-    if let Some(rest) = url
-        .strip_prefix("postgres://")
-        .or_else(|| url.strip_prefix("postgresql://"))
-    {
-        let authority = rest.split(['/', '?']).next().unwrap_or("");
-        if authority
-            .rsplit_once('@')
-            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
-        {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if rotor_rotators::secret_ref::postgres_url_has_password(url) {
             return Some("the store URL contains a password; a config file holds no secrets: remove it and set `password = { env = \"NAME\" }` (or { file = ... })".into());
         }
         return None;
