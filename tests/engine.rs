@@ -411,7 +411,13 @@ rotator = {{ kind = "manual", remind_before = "14d", instructions = "https://con
             .unwrap();
         runtime
             .alerter
-            .resolve(&store, "vendor/console-key", None, &[], now)
+            .resolve(
+                &store,
+                "vendor/console-key",
+                rotor::alert::Condition::RESOLVED_BY_ROTATION,
+                &[],
+                now,
+            )
             .await
             .unwrap();
         assert!(active().await.is_empty());

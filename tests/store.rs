@@ -345,7 +345,7 @@ async fn alerts_are_deduplicated_resolved_and_retried_from_the_outbox() {
         assert_eq!(store.next_delivery_at().await.unwrap(), Some(10_000));
 
         let resolved = store
-            .resolve_alerts("app/a", None, &sinks, 20_000)
+            .resolve_alerts("app/a", &["rolled_back", "too_old"], &sinks, 20_000)
             .await
             .unwrap();
         assert_eq!(resolved.len(), 2, "{label}");

@@ -60,6 +60,19 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// What a completed rotation (or a confirmed one by hand) puts right: everything but an
+    /// overdue drill, which only a drill resolves.
+    pub const RESOLVED_BY_ROTATION: &'static [Condition] = &[
+        Condition::RolledBack,
+        Condition::RetriesExhausted,
+        Condition::Stuck,
+        Condition::Conflict,
+        Condition::TooOld,
+        Condition::Overdue,
+        Condition::ManualDue,
+        Condition::ManualOverdue,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Condition::RolledBack => "rolled_back",
@@ -186,22 +199,18 @@ impl Alerter {
         Ok(raised)
     }
 
-    /// Resolves the credential's raised conditions (all, or one), then tries to deliver.
+    /// Resolves those of `conditions` raised for the credential, then tries to deliver.
     pub async fn resolve(
         &self,
         store: &Store,
         credential_id: &str,
-        condition: Option<Condition>,
+        conditions: &[Condition],
         routes: &[String],
         now: i64,
     ) -> Result<(), StoreError> {
+        let names: Vec<&str> = conditions.iter().map(|c| c.as_str()).collect();
         let resolved = store
-            .resolve_alerts(
-                credential_id,
-                condition.map(Condition::as_str),
-                &sinks_for(routes),
-                now,
-            )
+            .resolve_alerts(credential_id, &names, &sinks_for(routes), now)
             .await?;
         if !resolved.is_empty() {
             tracing::info!(credential = credential_id, conditions = ?resolved, "alerts resolved");

@@ -81,7 +81,13 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         .map_err(|e| Failure::new(Exit::ConfigInvalid, e))?;
     runtime
         .alerter
-        .resolve(&store, &args.id, None, &credential.alerts, now)
+        .resolve(
+            &store,
+            &args.id,
+            crate::alert::Condition::RESOLVED_BY_ROTATION,
+            &credential.alerts,
+            now,
+        )
         .await?;
     store.close().await;
     println!(

@@ -625,13 +625,12 @@ impl Engine {
                     None => None,
                 };
                 let now = self.now();
-                // A success resolves whatever was raised for this credential.
                 ctx.runtime
                     .alerter
                     .resolve(
                         &self.store,
                         &ctx.credential.id,
-                        None,
+                        Condition::RESOLVED_BY_ROTATION,
                         &ctx.credential.alerts,
                         now,
                     )

@@ -91,12 +91,12 @@ impl Store {
         })
     }
 
-    /// Resolves every raised condition of a credential (but `drill_overdue`), or only
-    /// `condition`, queueing a `resolve` delivery to each sink. Returns the conditions resolved.
+    /// Resolves those of `conditions` that are raised for a credential, queueing a `resolve`
+    /// delivery to each sink. Returns the conditions resolved.
     pub async fn resolve_alerts(
         &self,
         credential_id: &str,
-        condition: Option<&str>,
+        conditions: &[&str],
         sinks: &[String],
         now: i64,
     ) -> Result<Vec<String>, StoreError> {
@@ -110,11 +110,7 @@ impl Store {
             .await?;
             let mut resolved = Vec::new();
             for (cond, payload) in raised {
-                if condition.is_some_and(|c| c != cond) {
-                    continue;
-                }
-                // A rotation is not a drill: only a drill resolves an overdue drill.
-                if condition.is_none() && cond == "drill_overdue" {
+                if !conditions.contains(&cond.as_str()) {
                     continue;
                 }
                 sqlx::query(
