@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod failpoint;
+pub mod notify;
 pub mod scheduler;
 pub mod store;
 pub mod telemetry;

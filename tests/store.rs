@@ -366,3 +366,89 @@ async fn alerts_are_deduplicated_resolved_and_retried_from_the_outbox() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn notifications_queue_once_in_order_are_claimed_once_and_superseded() {
+    for (label, url, _keep) in backends() {
+        let store = Store::connect(&url, None).await.unwrap();
+        let hooks = vec!["hook".to_owned(), "rollout".to_owned()];
+        for _ in 0..2 {
+            // A step repeated after a crash queues nothing twice.
+            store
+                .queue_notifications("run_1", "app/a", "promoted", &hooks, "{}", 1_000)
+                .await
+                .unwrap();
+        }
+        store
+            .queue_notifications("run_1", "app/a", "retired", &hooks[..1], "{}", 1_000)
+            .await
+            .unwrap();
+        let due = store.due_notifications(1_000, 100).await.unwrap();
+        assert_eq!(
+            due.iter()
+                .map(|n| (&*n.hook, &*n.event))
+                .collect::<Vec<_>>(),
+            [("hook", "promoted"), ("rollout", "promoted")],
+            "{label}: `retired` waits for `promoted` to the same hook"
+        );
+        assert!(
+            !store
+                .notifications_settled("run_1", "promoted")
+                .await
+                .unwrap()
+        );
+
+        // One claim per attempt: a second process finds it taken.
+        assert!(store.claim_notification(&due[0], 50_000).await.unwrap());
+        assert!(!store.claim_notification(&due[0], 50_000).await.unwrap());
+        store
+            .notification_failed(&due[0], "HTTP 503", "hook down", 3_000)
+            .await
+            .unwrap();
+        assert!(
+            store.notifications_failing("app/a").await.unwrap(),
+            "{label}"
+        );
+        assert!(store.claim_notification(&due[1], 50_000).await.unwrap());
+        store
+            .notification_delivered(&due[1], "HTTP 200", true, 2_000)
+            .await
+            .unwrap();
+        let retry = store.due_notifications(3_000, 100).await.unwrap();
+        assert_eq!(retry.len(), 1, "{label}");
+        assert_eq!((retry[0].failures, retry[0].attempts), (1, 1));
+
+        // A newer run supersedes what the older one could not deliver.
+        store
+            .queue_notifications("run_2", "app/a", "promoted", &hooks[..1], "{}", 4_000)
+            .await
+            .unwrap();
+        let due = store.due_notifications(4_000, 100).await.unwrap();
+        assert_eq!(due.len(), 1, "{label}");
+        assert_eq!(due[0].run_id, "run_2");
+        assert!(!store.notifications_failing("app/a").await.unwrap());
+        let states = store.hook_states().await.unwrap();
+        let hook = states.iter().find(|s| s.hook == "hook").unwrap();
+        assert_eq!((hook.run_id.as_str(), hook.undelivered), ("run_2", 1));
+
+        // Its last hook took it: the run's `promoted` notifications are settled.
+        store.claim_notification(&due[0], 50_000).await.unwrap();
+        store
+            .notification_delivered(&due[0], "HTTP 200", true, 5_000)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .notifications_settled("run_2", "promoted")
+                .await
+                .unwrap()
+        );
+        let counts = store.hook_counts().await.unwrap();
+        let hook = counts.iter().find(|c| c.hook == "hook").unwrap();
+        assert_eq!((hook.succeeded, hook.failed), (1, 1), "{label}");
+        let rollout = counts.iter().find(|c| c.hook == "rollout").unwrap();
+        assert_eq!((rollout.succeeded, rollout.failed), (1, 0), "{label}");
+        assert_eq!(store.next_notification_at().await.unwrap(), None);
+        store.close().await;
+    }
+}

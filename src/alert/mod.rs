@@ -8,6 +8,8 @@
 
 mod sink;
 
+pub use sink::signature;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,11 +59,14 @@ pub enum Condition {
     ManualDue,
     /// A credential rotated by hand is past its deadline.
     ManualOverdue,
+    /// A `notify` hook keeps failing: consumers may still use the previous credential.
+    NotifyFailed,
 }
 
 impl Condition {
     /// What a completed rotation (or a confirmed one by hand) puts right: everything but an
-    /// overdue drill, which only a drill resolves.
+    /// overdue drill, which only a drill resolves, and a failing hook, which only its
+    /// delivery resolves.
     pub const RESOLVED_BY_ROTATION: &'static [Condition] = &[
         Condition::RolledBack,
         Condition::RetriesExhausted,
@@ -84,6 +89,7 @@ impl Condition {
             Condition::DrillOverdue => "drill_overdue",
             Condition::ManualDue => "manual_due",
             Condition::ManualOverdue => "manual_overdue",
+            Condition::NotifyFailed => "notify_failed",
         }
     }
 
@@ -99,6 +105,7 @@ impl Condition {
             Condition::DrillOverdue => "RotorDrillOverdue",
             Condition::ManualDue => "RotorManualRotationDue",
             Condition::ManualOverdue => "RotorManualRotationOverdue",
+            Condition::NotifyFailed => "RotorNotifyFailed",
         }
     }
 
@@ -113,6 +120,7 @@ impl Condition {
             Condition::DrillOverdue => "no rotation drill within `[drill] every`",
             Condition::ManualDue => "must be rotated by hand soon",
             Condition::ManualOverdue => "is past due: it must be rotated by hand now",
+            Condition::NotifyFailed => "rotated, but a consumer hook keeps failing",
         }
     }
 }

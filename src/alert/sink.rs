@@ -16,7 +16,9 @@ pub fn dedup_key(alert: &Alert) -> String {
 
 fn severity(condition: Condition) -> &'static str {
     match condition {
-        Condition::TooOld | Condition::Overdue | Condition::ManualDue => "warning",
+        Condition::TooOld | Condition::Overdue | Condition::ManualDue | Condition::NotifyFailed => {
+            "warning"
+        }
         Condition::DrillOverdue => "info",
         _ => "critical",
     }

@@ -81,10 +81,47 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         eprintln!("run {} is being driven by another rotor process", live.id);
         return Ok(Exit::Ok);
     };
-    let driven = engine
-        .drive(&runtime, claimed)
-        .await
-        .map_err(|e| Failure::new(Exit::Internal, e))?;
+    let mut claimed = claimed;
+    let driven = loop {
+        let driven = engine
+            .drive(&runtime, claimed)
+            .await
+            .map_err(|e| Failure::new(Exit::Internal, e))?;
+        // Consumers hear of the change now; the daemon retries whatever fails.
+        let pass = runtime
+            .notifier
+            .deliver_due(
+                &store,
+                &runtime.config,
+                &runtime.alerter,
+                || clock.now_ms(),
+                Some(&args.id),
+            )
+            .await?;
+        if pass.failed > 0 {
+            eprintln!(
+                "a notify hook of {} failed; `rotor run` retries it (see `rotor status {}`)",
+                args.id, args.id
+            );
+        }
+        // `retire_after = "notified"`: every hook took the promotion, so grace is over.
+        let notified =
+            pass.woken > 0 || matches!(driven, Driven::Waiting(at) if at <= clock.now_ms());
+        if !notified {
+            break driven;
+        }
+        match store
+            .claim_run(&live.id, &engine.worker, clock.now_ms(), lease_until)
+            .await?
+        {
+            Some(run) if run.state() == RunState::Promoted => claimed = run,
+            Some(_) => {
+                store.release(&live.id, &engine.worker).await?;
+                break driven;
+            }
+            None => break driven,
+        }
+    };
     let after = store
         .run(&live.id)
         .await?

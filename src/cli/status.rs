@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::{CliResult, Context, Exit, Failure, print_json};
 use crate::clock::{Clock, SystemClock, rfc3339};
 use crate::engine::state::RunState;
+use crate::store::notify::{DROPPED, HookState, SUPERSEDED};
 use crate::store::{CredentialRow, RunRow};
 
 #[derive(Debug, clap::Args)]
@@ -35,6 +36,51 @@ pub struct CredentialStatus {
     pub run_id: Option<String>,
     /// `automatic`, or `by_hand` for a `manual` credential (then `next_due_at` is its deadline).
     pub rotation: &'static str,
+    /// The latest notification to each of its hooks.
+    pub hooks: Vec<HookStatus>,
+}
+
+/// The latest notification of a credential to one hook.
+#[derive(Debug, Serialize)]
+pub struct HookStatus {
+    pub hook: String,
+    /// `promoted` or `retired`.
+    pub event: String,
+    pub run_id: String,
+    /// `delivered`, `superseded` (a newer run's event replaced it), `dropped` (its hook left
+    /// the config), `retrying` after a failure, or `queued`.
+    pub state: &'static str,
+    pub attempts: i64,
+    pub last_outcome: Option<String>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<String>,
+    pub next_attempt_at: Option<String>,
+    /// Notifications to this hook still waiting.
+    pub undelivered: i64,
+}
+
+impl From<HookState> for HookStatus {
+    fn from(h: HookState) -> Self {
+        let delivered = h.delivered_at.is_some();
+        HookStatus {
+            state: match (delivered, h.last_error.is_some()) {
+                (true, _) if h.last_outcome.as_deref() == Some(SUPERSEDED) => "superseded",
+                (true, _) if h.last_outcome.as_deref() == Some(DROPPED) => "dropped",
+                (true, _) => "delivered",
+                (false, true) => "retrying",
+                (false, false) => "queued",
+            },
+            hook: h.hook,
+            event: h.event,
+            run_id: h.run_id,
+            attempts: h.attempts,
+            last_outcome: h.last_outcome,
+            last_error: h.last_error,
+            delivered_at: h.delivered_at.map(rfc3339),
+            next_attempt_at: (!delivered).then(|| rfc3339(h.next_attempt_at)),
+            undelivered: h.undelivered,
+        }
+    }
 }
 
 pub fn state_name(row: &CredentialRow, live: Option<&RunRow>) -> &'static str {
@@ -64,6 +110,13 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         .into_iter()
         .map(|r| (r.credential_id.clone(), r))
         .collect();
+    let mut hooks: HashMap<String, Vec<HookStatus>> = HashMap::new();
+    for h in store.hook_states().await? {
+        hooks
+            .entry(h.credential_id.clone())
+            .or_default()
+            .push(h.into());
+    }
     let mut rows = store.credentials().await?;
     if let Some(id) = &args.id {
         rows.retain(|r| &r.id == id);
@@ -109,6 +162,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
                 } else {
                     "automatic"
                 },
+                hooks: hooks.remove(&row.id).unwrap_or_default(),
             }
         })
         .collect();
@@ -135,6 +189,26 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
                 .unwrap_or(if s.run_id.is_some() { "-" } else { "manual" }),
             s.last_error.as_deref().unwrap_or("")
         );
+    }
+    if statuses.iter().any(|s| !s.hooks.is_empty()) {
+        println!(
+            "\n{:<32} {:<20} {:<9} {:<10} {:>8} {:>7}  LAST ERROR",
+            "NOTIFIED", "HOOK", "EVENT", "STATE", "OUTCOME", "WAITING"
+        );
+        for s in &statuses {
+            for h in &s.hooks {
+                println!(
+                    "{:<32} {:<20} {:<9} {:<10} {:>8} {:>7}  {}",
+                    s.id,
+                    h.hook,
+                    h.event,
+                    h.state,
+                    h.last_outcome.as_deref().unwrap_or("-"),
+                    h.undelivered,
+                    h.last_error.as_deref().unwrap_or("")
+                );
+            }
+        }
     }
     Ok(Exit::Ok)
 }

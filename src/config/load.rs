@@ -37,6 +37,7 @@ struct Loader {
     defaults: Option<(DefaultsConfig, Declared)>,
     vaults: BTreeMap<String, (VaultConfig, Declared)>,
     alerts: BTreeMap<String, (AlertConfig, Declared)>,
+    hooks: BTreeMap<String, (crate::notify::HookConfig, Declared)>,
     credentials: Vec<(CredentialConfig, usize)>,
 }
 
@@ -101,12 +102,13 @@ impl Loader {
                 "defaults" => self.add_defaults(index, value),
                 "vaults" => self.add_named(index, value, "vault"),
                 "alerts" => self.add_named(index, value, "alert"),
+                "hooks" => self.add_named(index, value, "hook"),
                 "credential" => self.add_credentials(index, value),
                 "drill" => self.add_drill(index, value),
                 other => self.error(
                     index,
                     Some(key_span),
-                    format!("unknown key `{other}`; expected one of: store, defaults, vaults, alerts, credential, drill"),
+                    format!("unknown key `{other}`; expected one of: store, defaults, vaults, alerts, hooks, credential, drill"),
                 ),
             }
         }
@@ -187,7 +189,7 @@ impl Loader {
         self.defaults = Some((defaults, Declared { file, span }));
     }
 
-    /// `[vaults.NAME]` or `[alerts.NAME]`: a table of tagged tables.
+    /// `[vaults.NAME]`, `[alerts.NAME]` or `[hooks.NAME]`: a table of tagged tables.
     fn add_named(&mut self, file: usize, value: Spanned<DeValue<'_>>, what: &str) {
         let span = value.span();
         let DeValue::Table(table) = value.into_inner() else {
@@ -223,6 +225,40 @@ impl Loader {
                     );
                 } else {
                     self.vaults.insert(name, (config, declared));
+                }
+            } else if what == "hook" {
+                let Some(config) = self.tagged(
+                    file,
+                    body,
+                    what,
+                    crate::notify::HookConfig::KINDS,
+                    crate::notify::HookConfig::deserialize_kind,
+                ) else {
+                    continue;
+                };
+                if let Some(problem) = config.problem() {
+                    self.error(
+                        file,
+                        Some(name_span.clone()),
+                        format!("hook `{name}`: {problem}"),
+                    );
+                }
+                if let Some(problem) = name_problem(&name) {
+                    self.error(
+                        file,
+                        Some(name_span.clone()),
+                        format!("invalid hook name `{name}`: {problem}"),
+                    );
+                }
+                if let Some((_, first)) = self.hooks.get(&name) {
+                    let at = self.position(first);
+                    self.error(
+                        file,
+                        Some(name_span),
+                        format!("hook `{name}` is declared twice (first at {at})"),
+                    );
+                } else {
+                    self.hooks.insert(name, (config, declared));
                 }
             } else {
                 let Some(config) = self.tagged(
@@ -409,6 +445,60 @@ impl Loader {
         }
     }
 
+    /// A hook's secret reference names a declared vault.
+    fn check_hook_secrets(&mut self) {
+        let mut problems = Vec::new();
+        for (name, (hook, declared)) in &self.hooks {
+            for reference in hook.secret_refs() {
+                if let SecretRef::Vault { vault, .. } = reference
+                    && !self.vaults.contains_key(vault)
+                {
+                    let known = self.vaults.keys().cloned().collect::<Vec<_>>().join(", ");
+                    problems.push((
+                        declared.file,
+                        declared.span.clone(),
+                        format!(
+                            "hook `{name}` refers to unknown vault `{vault}`; declared vaults: {}",
+                            or_none(&known)
+                        ),
+                    ));
+                }
+            }
+        }
+        for (file, span, message) in problems {
+            self.error(file, Some(span), message);
+        }
+    }
+
+    /// `notify` names declared hooks; `retire_after = "notified"` needs at least one.
+    fn check_notify(&mut self, file: usize, c: &CredentialConfig) {
+        let names = c.notify.as_deref().unwrap_or_default();
+        for name in names {
+            if !self.hooks.contains_key(name.get_ref()) {
+                let declared = self.hooks.keys().cloned().collect::<Vec<_>>().join(", ");
+                self.error(
+                    file,
+                    Some(name.span()),
+                    format!(
+                        "unknown hook `{}`; declared hooks: {}",
+                        name.get_ref(),
+                        or_none(&declared)
+                    ),
+                );
+            }
+        }
+        if let Some(after) = &c.retire_after
+            && *after.get_ref() == crate::notify::RetireAfter::Notified
+            && names.is_empty()
+        {
+            self.error(
+                file,
+                Some(after.span()),
+                "`retire_after = \"notified\"` waits for the credential's hooks, but it has no `notify`; add `notify = [\"HOOK\"]` or remove `retire_after`",
+            );
+        }
+    }
+
     fn finish(mut self) -> Result<Config, Diagnostics> {
         let defaults = self
             .defaults
@@ -419,6 +509,7 @@ impl Loader {
         if let Some(names) = &defaults.alerts {
             self.check_alert_names(defaults_file, names);
         }
+        self.check_hook_secrets();
         let mut seen_ids: BTreeMap<String, Declared> = BTreeMap::new();
         let mut seen_paths: BTreeMap<(String, String), Declared> = BTreeMap::new();
         let mut credentials = Vec::new();
@@ -488,6 +579,7 @@ impl Loader {
             if let Some(names) = &c.alerts {
                 self.check_alert_names(file, names);
             }
+            self.check_notify(file, &c);
             if let Some(retry) = &c.retry {
                 self.check_retry(file, retry);
             }
@@ -561,6 +653,18 @@ impl Loader {
                 schedule,
                 grace: c.grace.or(defaults.grace).unwrap_or(DEFAULT_GRACE),
                 alerts,
+                notify: c
+                    .notify
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|n| n.get_ref().clone())
+                    .collect(),
+                retire_after: c
+                    .retire_after
+                    .as_ref()
+                    .map(|a| *a.get_ref())
+                    .unwrap_or_default(),
                 retry,
                 schedule_hash,
             });
@@ -583,6 +687,7 @@ impl Loader {
             self.files.iter().map(|f| f.path.clone()).collect(),
         );
         config.drill = self.drill.map(|(d, _)| d).unwrap_or_default();
+        config.hooks = self.hooks.into_iter().map(|(k, (v, _))| (k, v)).collect();
         Ok(config)
     }
 

@@ -44,6 +44,9 @@ pub struct ConfigFile {
     /// Named alert sinks.
     #[serde(default)]
     pub alerts: BTreeMap<String, AlertConfig>,
+    /// Named hooks that tell consumers a credential changed (`notify` of a credential).
+    #[serde(default)]
+    pub hooks: BTreeMap<String, crate::notify::HookConfig>,
     /// The credentials rotor rotates.
     #[serde(default)]
     pub credential: Vec<CredentialConfig>,
@@ -317,6 +320,15 @@ pub struct CredentialConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<RetryConfig>")]
     pub retry: Option<Spanned<RetryConfig>>,
+    /// Hooks (names of `[hooks.*]`) told after promotion and after retirement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub notify: Option<Vec<Spanned<String>>>,
+    /// `grace` (default) or `notified`: retire as soon as every `notify` hook took the
+    /// promotion, after `grace` at the latest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::notify::RetireAfter>")]
+    pub retire_after: Option<Spanned<crate::notify::RetireAfter>>,
     /// Free text for people: what uses this credential, who owns it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -328,6 +340,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub vaults: BTreeMap<String, VaultConfig>,
     pub alerts: BTreeMap<String, AlertConfig>,
+    pub hooks: BTreeMap<String, crate::notify::HookConfig>,
     pub credentials: Vec<Credential>,
     pub sources: Vec<PathBuf>,
     /// `[drill]`, if any file declares it.
@@ -346,6 +359,9 @@ pub struct Credential {
     pub schedule: Schedule,
     pub grace: Duration,
     pub alerts: Vec<String>,
+    /// Hooks told of its changes.
+    pub notify: Vec<String>,
+    pub retire_after: crate::notify::RetireAfter,
     pub retry: RetryPolicy,
     /// SHA-256 of the settings that decide when it is due: a change recomputes `next_due_at`.
     pub schedule_hash: String,
@@ -382,6 +398,7 @@ impl Config {
             store,
             vaults,
             alerts,
+            hooks: BTreeMap::new(),
             credentials,
             sources,
             drill: DrillConfig::default(),

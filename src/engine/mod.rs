@@ -19,6 +19,7 @@ use crate::alert::{Alert, Alerter, Condition};
 use crate::clock::Clock;
 use crate::config::{Config, Credential as CredentialConfig};
 use crate::failpoint;
+use crate::notify::{Event, EventKind, Notifier, RetireAfter};
 use crate::store::{AuditEntry, CredentialUpdate, RunRow, StepEnd, Store, StoreError};
 use crate::vault::{AnyVault, Vault, VaultError, VaultSecrets, Vaults};
 use state::{RunState, Step};
@@ -108,6 +109,7 @@ pub struct Runtime {
     pub vaults: Arc<Vaults>,
     pub rotators: HashMap<String, AnyRotator>,
     pub alerter: Alerter,
+    pub notifier: Notifier,
 }
 
 impl Runtime {
@@ -132,11 +134,13 @@ impl Runtime {
             rotators.insert(c.id.clone(), r);
         }
         let alerter = Alerter::new(&config, vaults.clone());
+        let notifier = Notifier::new(&config, vaults.clone());
         Ok(Runtime {
             config,
             vaults,
             rotators,
             alerter,
+            notifier,
         })
     }
 }
@@ -236,8 +240,18 @@ impl Engine {
                 return Ok(Driven::Stopped);
             }
             let now = self.now();
+            let notified = || async {
+                Ok::<_, StoreError>(
+                    ctx.credential.retire_after == RetireAfter::Notified
+                        && self
+                            .store
+                            .notifications_settled(&run.id, EventKind::Promoted.as_str())
+                            .await?,
+                )
+            };
             if transition.step == Step::Grace
                 && let Some(until) = run.grace_until.filter(|&until| until > now)
+                && !notified().await?
             {
                 // The durable timer: the wake-up time is in the store, not in this process.
                 run.not_before = until;
@@ -249,6 +263,11 @@ impl Engine {
                 self.store
                     .save_run(&run, state, &self.worker, None, None, &audit, now, None)
                     .await?;
+                // The last hook may have succeeded between the check and the save, and its
+                // wake-up found the run still leased: look once more, now that it is saved.
+                if notified().await? && self.store.wake_promoted_run(&run.id, now).await? {
+                    return Ok(Driven::Waiting(now));
+                }
                 return Ok(Driven::Waiting(until));
             }
             let seq = match begun.take() {
@@ -583,6 +602,12 @@ impl Engine {
                     )
                     .await?;
                 let now = self.now();
+                let event = self.event(ctx, run, EventKind::Promoted, Some(version.clone()), now);
+                ctx.runtime
+                    .notifier
+                    .queue(&self.store, ctx.credential, &event, now)
+                    .await
+                    .map_err(store_step_error)?;
                 let grace = if run.emergency != 0 { 0 } else { run.grace_ms };
                 run.grace_until = Some(now + grace);
                 // The next rotation counts from this promotion; the scheduler does not start it
@@ -625,6 +650,24 @@ impl Engine {
                     None => None,
                 };
                 let now = self.now();
+                let version = match &current_version {
+                    Some(v) => Some(v.clone()),
+                    None => self
+                        .store
+                        .credential(&ctx.credential.id)
+                        .await
+                        .map_err(store_step_error)?
+                        .and_then(|c| c.current_version),
+                };
+                // A first version replaced nothing: there is no retirement to tell of.
+                if run.replaced_version.is_some() {
+                    let event = self.event(ctx, run, EventKind::Retired, version, now);
+                    ctx.runtime
+                        .notifier
+                        .queue(&self.store, ctx.credential, &event, now)
+                        .await
+                        .map_err(store_step_error)?;
+                }
                 ctx.runtime
                     .alerter
                     .resolve(
@@ -675,6 +718,31 @@ impl Engine {
                     ..Default::default()
                 })))
             }
+        }
+    }
+
+    /// The event hooks hear of a run's promotion or retirement.
+    fn event(
+        &self,
+        ctx: &Ctx<'_>,
+        run: &RunRow,
+        kind: EventKind,
+        version: Option<String>,
+        now: i64,
+    ) -> Event {
+        let fingerprint = |f: &Option<String>| f.as_ref().map(|f| format!("sha256:{f}"));
+        Event {
+            event: kind,
+            credential_id: ctx.credential.id.clone(),
+            provider: ctx.credential.provider().to_owned(),
+            vault: ctx.credential.vault.clone(),
+            vault_path: ctx.credential.vault_path.clone(),
+            version,
+            fingerprint: fingerprint(&run.pending_fingerprint),
+            previous_version: run.replaced_version.clone(),
+            previous_fingerprint: fingerprint(&run.replaced_fingerprint),
+            run_id: run.id.clone(),
+            occurred_at: crate::clock::rfc3339(now),
         }
     }
 

@@ -202,8 +202,18 @@ impl Daemon {
                 None
             }
         };
-        let alerts = (!self.options.once)
-            .then(|| spawn_alert_loop(self.engine.clone(), self.published.subscribe()));
+        // Alerts and notifications are delivered beside the runs; a run that finished a step
+        // kicks the loop so that its hooks hear of it at once.
+        let kick = Arc::new(tokio::sync::Notify::new());
+        let (stop_outbox, outbox_stopping) = tokio::sync::watch::channel(false);
+        let outbox = spawn_outbox_loop(
+            self.engine.clone(),
+            self.published.subscribe(),
+            wake.clone(),
+            kick.clone(),
+            outbox_stopping,
+            self.options.once,
+        );
         let mut tasks: JoinSet<(String, Result<Driven, EngineError>)> = JoinSet::new();
         let mut summary = RunSummary::default();
         let result = loop {
@@ -282,6 +292,7 @@ impl Daemon {
                     let (id, result) = done.expect("drive tasks do not panic");
                     in_flight.lock().expect("in-flight lock").remove(&id);
                     summary.record(&id, result);
+                    kick.notify_one();
                 }
                 Some(signal) = signals.recv() => match signal {
                     Signal::Stop => {
@@ -314,13 +325,27 @@ impl Daemon {
         if let Some(listener) = listener {
             listener.abort();
         }
-        if let Some(alerts) = alerts {
-            alerts.abort();
+        // Let a delivery in flight finish (its claim would otherwise hold it back for a while).
+        let _ = stop_outbox.send(true);
+        let _ = outbox.await;
+        // What could not be delivered yet gets one more try before exit; the rest waits in
+        // the outbox for the next start.
+        let runtime = &self.runtime;
+        let clock = self.engine.clock.clone();
+        if let Err(e) = runtime
+            .notifier
+            .deliver_due(
+                &store,
+                &runtime.config,
+                &runtime.alerter,
+                || clock.now_ms(),
+                None,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "could not deliver pending notifications");
         }
-        // What could not be delivered when it was raised gets one more try before exit; the
-        // rest waits in the outbox for the next start.
-        let now = self.engine.clock.now_ms();
-        if let Err(e) = self.runtime.alerter.deliver_due(&store, now).await {
+        if let Err(e) = runtime.alerter.deliver_due(&store, clock.now_ms()).await {
             tracing::warn!(error = %e, "could not deliver pending alerts");
         }
         result.map(|()| summary)
@@ -332,21 +357,42 @@ impl Daemon {
 const DELIVERY_EVERY: Duration = Duration::from_secs(5);
 const REMIND_EVERY: Duration = Duration::from_secs(60);
 
-/// Delivers queued alerts, reminds Alertmanager of raised ones, and raises `too_old` for a
-/// credential older than its `max_age`, in the background of the daemon.
-fn spawn_alert_loop(
+/// Delivers queued notifications and alerts, wakes the daemon loop when a run's hooks were all
+/// notified, and (unless `once`) reminds Alertmanager of raised alerts and raises `too_old` for
+/// a credential older than its `max_age`, in the background of the daemon.
+fn spawn_outbox_loop(
     engine: Arc<Engine>,
     runtime: tokio::sync::watch::Receiver<Arc<Runtime>>,
+    wake: Arc<tokio::sync::Notify>,
+    kick: Arc<tokio::sync::Notify>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+    once: bool,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut last_remind = None::<tokio::time::Instant>;
-        loop {
+        while !*stopping.borrow() {
             let runtime = runtime.borrow().clone();
+            let clock = engine.clock.clone();
+            match runtime
+                .notifier
+                .deliver_due(
+                    &engine.store,
+                    &runtime.config,
+                    &runtime.alerter,
+                    || clock.now_ms(),
+                    None,
+                )
+                .await
+            {
+                Ok(pass) if pass.woken > 0 => wake.notify_one(),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "notification pass failed"),
+            }
             let now = engine.clock.now_ms();
             if let Err(e) = runtime.alerter.deliver_due(&engine.store, now).await {
                 tracing::warn!(error = %e, "alert delivery pass failed");
             }
-            if last_remind.is_none_or(|at| at.elapsed() >= REMIND_EVERY) {
+            if !once && last_remind.is_none_or(|at| at.elapsed() >= REMIND_EVERY) {
                 last_remind = Some(tokio::time::Instant::now());
                 if let Err(e) = check_ages(&engine, &runtime, now).await {
                     tracing::warn!(error = %e, "credential age check failed");
@@ -355,7 +401,11 @@ fn spawn_alert_loop(
                     tracing::warn!(error = %e, "alert reminder pass failed");
                 }
             }
-            tokio::time::sleep(DELIVERY_EVERY).await;
+            tokio::select! {
+                _ = tokio::time::sleep(DELIVERY_EVERY) => {}
+                _ = kick.notified() => {}
+                _ = stopping.changed() => {}
+            }
         }
     })
 }

@@ -121,6 +121,7 @@ macro_rules! append_audit {
 }
 
 // After the macros above, which it uses.
+pub mod notify;
 pub mod outbox;
 
 /// A credential as the store keeps it.

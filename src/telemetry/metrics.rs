@@ -73,6 +73,12 @@ pub async fn render(
     let durations = store.completed_durations().await?;
     let in_flight = store.live_runs().await?.len();
     let alerts = store.active_alerts().await?;
+    let notified: BTreeMap<(String, String), crate::store::notify::HookCounts> = store
+        .hook_counts()
+        .await?
+        .into_iter()
+        .map(|c| ((c.credential_id.clone(), c.hook.clone()), c))
+        .collect();
     let mut out = String::with_capacity(256 * config.credentials.len() + 4096);
 
     let ids: Vec<(String, String)> = config
@@ -231,6 +237,7 @@ pub async fn render(
             "stuck",
             "conflict",
             "too_old",
+            "notify_failed",
         ] {
             let raised = alerts
                 .iter()
@@ -240,6 +247,28 @@ pub async fn render(
                 "rotor_alerts_active{{credential=\"{id}\",provider=\"{provider}\",condition=\"{condition}\"}} {}",
                 u8::from(raised)
             );
+        }
+    }
+
+    header(
+        &mut out,
+        "rotor_notifications_total",
+        "counter",
+        "Attempts to notify a credential's consumers, by hook and outcome (success, failure).",
+    );
+    for ((id, _), c) in ids.iter().zip(&config.credentials) {
+        for hook in &c.notify {
+            let counts = notified.get(&(c.id.clone(), hook.clone()));
+            for (outcome, n) in [
+                ("success", counts.map_or(0, |c| c.succeeded)),
+                ("failure", counts.map_or(0, |c| c.failed)),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "rotor_notifications_total{{credential=\"{id}\",hook=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    label(hook)
+                );
+            }
         }
     }
 

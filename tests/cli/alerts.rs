@@ -12,18 +12,18 @@ use crate::generated_config;
 use crate::support::{Rotor, alertmanager, require_program};
 
 /// A local receiver that records what it is sent.
-struct Receiver {
-    server: MockServer,
-    seen: Arc<Mutex<Vec<Request>>>,
+pub struct Receiver {
+    pub server: MockServer,
+    pub seen: Arc<Mutex<Vec<Request>>>,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl Receiver {
-    fn start(status: u16) -> Receiver {
+    pub fn start(status: u16) -> Receiver {
         Self::start_on(None, status)
     }
 
-    fn start_on(port: Option<u16>, status: u16) -> Receiver {
+    pub fn start_on(port: Option<u16>, status: u16) -> Receiver {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -55,7 +55,7 @@ impl Receiver {
         }
     }
 
-    fn bodies(&self) -> Vec<serde_json::Value> {
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
         self.seen
             .lock()
             .unwrap()

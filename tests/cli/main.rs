@@ -15,6 +15,7 @@ mod http;
 mod leaks;
 mod manual;
 mod metrics;
+mod notify;
 mod postgres_password;
 mod providers;
 mod redis_acl_password;

@@ -4,6 +4,7 @@
 
 pub mod alertmanager;
 pub mod github;
+pub mod kubernetes;
 pub mod moto;
 pub mod openbao;
 pub mod postgres;
