@@ -488,7 +488,8 @@ impl Notifier {
                 pass.delivered += 1;
                 return Ok(());
             };
-            let claimed_until = now() + hook.timeout().as_millis() as i64 + 30_000;
+            // Past the attempt's own timeout: a process that died mid-attempt holds it no longer.
+            let claimed_until = now() + hook.timeout().as_millis() as i64 + 5_000;
             if !store.claim_notification(&n, claimed_until).await? {
                 return Ok(());
             }

@@ -28,6 +28,8 @@ mod with_failpoints {
     #[derive(Clone, Copy, Debug)]
     enum Backend {
         File,
+        /// The file vault, and a webhook hook told of each change.
+        FileNotifying,
         OpenBao,
         Aws,
         /// A real provider's rotator, with the file vault.
@@ -67,7 +69,7 @@ mod with_failpoints {
         let credential_only =
             |vault: &str| base.replace("name = \"local\"", &format!("name = \"{vault}\""));
         let text = match backend {
-            Backend::File => base.clone(),
+            Backend::File | Backend::FileNotifying => base.clone(),
             Backend::Provider(provider) => {
                 let fixture = providers::setup(provider, unique, rotor_dir);
                 return (fixture.config("2s", rotor_dir), Some(fixture));
@@ -139,7 +141,20 @@ mod with_failpoints {
     fn crash_at(backend: Backend, point: &str) {
         let rotor = Rotor::new("");
         let unique = format!("crash_{}", point.replace(':', "_"));
-        let (text, fixture) = config(backend, rotor.dir.path(), &unique);
+        let (mut text, fixture) = config(backend, rotor.dir.path(), &unique);
+        let receiver = matches!(backend, Backend::FileNotifying).then(|| {
+            let receiver = crate::alerts::Receiver::start(200);
+            std::fs::write(rotor.path("hook.key"), "crash-hook-key").unwrap();
+            text = text.replace(
+                "rotator = { kind = \"generated\"",
+                "notify = [\"consumer\"]\nrotator = { kind = \"generated\"",
+            ) + &format!(
+                "\n[hooks.consumer]\nkind = \"webhook\"\nurl = \"{}/events\"\nsecret = {{ file = \"{}\" }}\n",
+                receiver.server.uri(),
+                rotor.path("hook.key").display()
+            );
+            receiver
+        });
         std::fs::write(&rotor.config, text).unwrap();
         rotor.ok(&["rotate", "app/key0", "--emergency"]);
         let first = read(&rotor).0.expect("a first version");
@@ -261,6 +276,45 @@ mod with_failpoints {
             retire_started - promoted_at
         );
         rotor.ok(&["audit", "verify"]);
+
+        if let Some(receiver) = receiver {
+            // Each change reaches the hook, however the worker died: at least once, with a
+            // delivery id that stays the same across a repeat (receivers deduplicate on it).
+            let runs = rotor.json(&["history", "app/key0", "--json"]);
+            let (second, first) = (
+                runs[0]["run_id"].as_str().unwrap().to_owned(),
+                runs[1]["run_id"].as_str().unwrap().to_owned(),
+            );
+            let expected: std::collections::BTreeSet<String> = [
+                format!("{first}/promoted/consumer"),
+                format!("{second}/promoted/consumer"),
+                format!("{second}/retired/consumer"),
+            ]
+            .into();
+            let mut received = std::collections::BTreeSet::new();
+            for _ in 0..120 {
+                received = receiver
+                    .bodies()
+                    .iter()
+                    .map(|b| b["delivery_id"].as_str().unwrap().to_owned())
+                    .collect();
+                if received == expected {
+                    break;
+                }
+                rotor.ok(&["run", "--once", "--lease", "1s"]);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            assert_eq!(
+                received, expected,
+                "{point}: every event, of these runs only"
+            );
+            let promoted = receiver
+                .bodies()
+                .into_iter()
+                .find(|b| b["delivery_id"] == format!("{second}/promoted/consumer"))
+                .unwrap();
+            assert_eq!(promoted["fingerprint"], format!("sha256:{fingerprint}"));
+        }
     }
 
     macro_rules! crash_points {
@@ -302,6 +356,7 @@ mod with_failpoints {
     }
 
     step_points!(file, Backend::File);
+    step_points!(file_notifying, Backend::FileNotifying);
     step_points!(openbao, Backend::OpenBao);
     step_points!(aws, Backend::Aws);
     step_points!(postgres_password, Backend::Provider(Provider::Postgres));

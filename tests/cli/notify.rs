@@ -528,3 +528,29 @@ fn retire_after_notified_ends_grace_when_hooks_succeed_and_grace_bounds_a_failin
     assert_eq!(current(&rotor).fingerprint().to_hex(), promoted);
     assert_eq!(hooks_of(&rotor)[0]["state"], "retrying");
 }
+
+#[test]
+fn the_daemon_ends_grace_once_every_hook_took_the_promotion() {
+    let rotor = Rotor::new("");
+    let ok = script(&rotor, "ok.sh", "cat >/dev/null");
+    let hook = format!("kind = \"command\"\ncommand = [\"{ok}\"]");
+    write_config(
+        &rotor,
+        &config("1h", &[("reload", hook)], "retire_after = \"notified\""),
+    );
+    let (mut daemon, _) = spawn_until(
+        rotor.command(&["run", "--poll", "30s"]),
+        "rotor started",
+        Duration::from_secs(30),
+    )
+    .expect("rotor run starts");
+    // Grace is an hour and the poll 30 s: only the hook's delivery can end the wait this soon.
+    wait_for("the run to complete", Duration::from_secs(20), || {
+        rotor.json(&["history", "app/key0", "--json"])[0]["state"] == "completed"
+    });
+    assert_eq!(hooks_of(&rotor)[0]["state"], "delivered");
+    let _ = std::process::Command::new("kill")
+        .arg(daemon.id().to_string())
+        .status();
+    assert!(daemon.wait().unwrap().success());
+}
