@@ -1,5 +1,6 @@
 //! Traces over OTLP/HTTP: a local receiver (the collector's `/v1/traces` endpoint) gets the
-//! spans of a rotation, one per step, carrying the credential id and the run id.
+//! spans of a rotation, one per step, carrying the credential id and the run id, and one per
+//! notification of a consumer hook.
 
 use std::sync::{Arc, Mutex};
 
@@ -27,7 +28,12 @@ fn a_rotation_sends_a_span_per_step_with_its_ids() {
             .await;
         server
     });
-    let rotor = Rotor::new(&generated_config(1, "0s"));
+    // With a hook, whose delivery is a span of its own.
+    let config = generated_config(1, "0s").replace(
+        "rotator = { kind = \"generated\"",
+        "notify = [\"reload-app\"]\nrotator = { kind = \"generated\"",
+    ) + "\n[hooks.reload-app]\nkind = \"command\"\ncommand = [\"/bin/true\"]\n";
+    let rotor = Rotor::new(&config);
     rotor.ok(&["--otlp-endpoint", &collector.uri(), "rotate", "app/key0"]);
     let run_id = rotor.json(&["history", "app/key0", "--json"])[0]["run_id"]
         .as_str()
@@ -56,6 +62,9 @@ fn a_rotation_sends_a_span_per_step_with_its_ids() {
         "retire",
         "credential",
         "run",
+        "notify",
+        "reload-app",
+        "promoted",
     ] {
         assert!(
             contains(&body, expected.as_bytes()),
