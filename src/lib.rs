@@ -9,6 +9,7 @@ pub mod alert;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod drill;
 pub mod engine;
 pub mod failpoint;
 pub mod notify;

@@ -42,6 +42,7 @@ fn run_for(credential: &str, n: usize) -> NewRun {
         emergency: false,
         grace_ms: 1000,
         not_before: 0,
+        drill: None,
     }
 }
 

@@ -172,6 +172,12 @@ pub trait Rotator: Send + Sync {
 
     /// Checks reachability and permissions without changing anything.
     fn preflight(&self) -> impl Future<Output = Result<(), RotatorError>> + Send;
+
+    /// Whether `apply` changes what consumers of the current credential use (a single role
+    /// re-passworded in place). A dry-run drill then stops after minting.
+    fn apply_disturbs_current(&self) -> bool {
+        false
+    }
 }
 
 /// What every rotator's config section can say about itself without contacting anything.
@@ -332,5 +338,8 @@ impl Rotator for AnyRotator {
     }
     async fn preflight(&self) -> Result<(), RotatorError> {
         dispatch!(self, r => r.preflight().await)
+    }
+    fn apply_disturbs_current(&self) -> bool {
+        dispatch!(self, r => r.apply_disturbs_current())
     }
 }

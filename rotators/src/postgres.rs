@@ -538,6 +538,10 @@ impl Rotator for PostgresPassword {
         username(credential).ok()
     }
 
+    fn apply_disturbs_current(&self) -> bool {
+        self.config.strategy == Strategy::Single
+    }
+
     async fn preflight(&self) -> Result<(), RotatorError> {
         let mut conn = self.admin().await?;
         let mut problems = Vec::new();

@@ -3,6 +3,7 @@
 
 mod audit;
 mod confirm;
+mod drill;
 mod history;
 mod plan;
 mod policy;
@@ -118,6 +119,8 @@ pub enum Command {
     Plan(plan::Args),
     /// Rotate one credential now.
     Rotate(rotate::Args),
+    /// Drill rotations: prove that credentials rotate, consumers survive and alerts arrive.
+    Drill(drill::Args),
     /// Record that a credential rotated by hand (`manual` rotator) was rotated.
     Confirm(confirm::Args),
     /// Show each credential's state, version, age and last error.
@@ -183,6 +186,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Rotate(args) => rotate::run(&ctx, args).await,
         Command::Status(args) => status::run(&ctx, args).await,
         Command::Confirm(args) => confirm::run(&ctx, args).await,
+        Command::Drill(args) => drill::run(&ctx, args).await,
         Command::History(args) => history::run(&ctx, args).await,
         Command::Audit(args) => audit::run(&ctx, args).await,
         Command::Policy(args) => policy::run(&ctx, args),

@@ -32,7 +32,10 @@ pub struct CredentialStatus {
     pub next_due_at: Option<String>,
     pub last_success_at: Option<String>,
     pub last_error: Option<String>,
+    /// When the credential last passed a drill.
     pub last_drill_at: Option<String>,
+    /// `passed` or `failed`: the latest drill of the credential.
+    pub last_drill_outcome: Option<String>,
     pub run_id: Option<String>,
     /// `automatic`, or `by_hand` for a `manual` credential (then `next_due_at` is its deadline).
     pub rotation: &'static str,
@@ -156,6 +159,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
                     .clone()
                     .or_else(|| run.and_then(|r| r.last_error.clone())),
                 last_drill_at: row.last_drill_at.map(rfc3339),
+                last_drill_outcome: row.last_drill_outcome.clone(),
                 run_id: run.map(|r| r.id.clone()),
                 rotation: if by_hand.is_some() {
                     "by_hand"
@@ -172,12 +176,17 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         return Ok(Exit::Ok);
     }
     println!(
-        "{:<32} {:<10} {:<9} {:<12} {:>8} {:>10}  {:<20}  LAST ERROR",
-        "ID", "PROVIDER", "ROTATION", "STATE", "VERSION", "AGE", "NEXT DUE"
+        "{:<32} {:<10} {:<9} {:<12} {:>8} {:>10}  {:<20}  {:<12}  LAST ERROR",
+        "ID", "PROVIDER", "ROTATION", "STATE", "VERSION", "AGE", "NEXT DUE", "LAST DRILL"
     );
     for s in &statuses {
+        let drill = match (&s.last_drill_outcome, &s.last_drill_at) {
+            (None, _) => "-".to_owned(),
+            (Some(outcome), Some(at)) if outcome == "passed" => format!("passed {}", &at[..10]),
+            (Some(outcome), _) => outcome.clone(),
+        };
         println!(
-            "{:<32} {:<10} {:<9} {:<12} {:>8} {:>10}  {:<20}  {}",
+            "{:<32} {:<10} {:<9} {:<12} {:>8} {:>10}  {:<20}  {:<12}  {}",
             s.id,
             s.provider,
             s.rotation,
@@ -187,6 +196,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
             s.next_due_at
                 .as_deref()
                 .unwrap_or(if s.run_id.is_some() { "-" } else { "manual" }),
+            drill,
             s.last_error.as_deref().unwrap_or("")
         );
     }

@@ -18,6 +18,7 @@ use tracing::Instrument;
 use crate::alert::{Alert, Alerter, Condition};
 use crate::clock::Clock;
 use crate::config::{Config, Credential as CredentialConfig};
+use crate::drill::Fault;
 use crate::failpoint;
 use crate::notify::{Event, EventKind, Notifier, RetireAfter};
 use crate::store::{AuditEntry, CredentialUpdate, RunRow, StepEnd, Store, StoreError};
@@ -145,6 +146,9 @@ impl Runtime {
     }
 }
 
+/// `runs.drill` of a dry-run drill.
+pub const DRY_RUN: &str = "dry_run";
+
 /// What a step's side effect came to.
 enum Performed {
     /// Done; the credential's row changes like this in the same commit as the run.
@@ -160,6 +164,8 @@ pub struct Engine {
     pub worker: String,
     /// Set on shutdown: the run in hand stops after its current step.
     pub stopping: Arc<AtomicBool>,
+    /// A fault `rotor drill --inject` makes this worker suffer in drill runs.
+    pub fault: Option<Fault>,
     /// Test-only in-process crash point (`step:when`), see `failpoint`.
     #[cfg(any(test, feature = "failpoints"))]
     pub crash_at: std::sync::Mutex<Option<String>>,
@@ -179,6 +185,7 @@ impl Engine {
             clock,
             worker,
             stopping: Arc::new(AtomicBool::new(false)),
+            fault: None,
             #[cfg(any(test, feature = "failpoints"))]
             crash_at: std::sync::Mutex::new(None),
         }
@@ -190,6 +197,10 @@ impl Engine {
 
     async fn point(&self, step: Step, when: &str) -> Result<(), EngineError> {
         let name = format!("{step}:{when}");
+        if self.fault.as_ref() == Some(&Fault::Crash(name.clone())) {
+            tracing::warn!(point = %name, "drill: this worker dies here, as injected");
+            return Err(EngineError::Crashed(name));
+        }
         #[cfg(any(test, feature = "failpoints"))]
         {
             let mut armed = self.crash_at.lock().expect("crash point lock");
@@ -231,7 +242,7 @@ impl Engine {
         let mut begun: Option<(Step, i64)> = None;
         loop {
             let state = run.state();
-            let Some(transition) = state.next() else {
+            let Some(transition) = next_transition(&run, state) else {
                 self.store.release(&run.id, &self.worker).await?;
                 return Ok(Driven::Finished(state));
             };
@@ -343,9 +354,7 @@ impl Engine {
                     };
                     // Begin the next step in the same commit when it runs right away (the
                     // grace step usually waits for its timer, and a stopping worker stops).
-                    let next = transition
-                        .to
-                        .next()
+                    let next = next_transition(&run, transition.to)
                         .filter(|t| t.step != Step::Grace && !self.stopping.load(Ordering::SeqCst));
                     let next_seq = self
                         .store
@@ -432,8 +441,9 @@ impl Engine {
         }
         let to = state.on_failure();
         let exhausted = error.class == ErrorClass::Transient;
+        // A drill's failure is the drill's, not the credential's.
         let mut credential_update = CredentialUpdate {
-            last_error: Some(Some(message.clone())),
+            last_error: run.drill.is_none().then(|| Some(message.clone())),
             ..Default::default()
         };
         run.set_state(to);
@@ -529,6 +539,16 @@ impl Engine {
         run: &mut RunRow,
     ) -> Result<Performed, StepError> {
         let path = ctx.credential.vault_path.as_str();
+        if run.drill.is_some() {
+            self.inject(ctx, step)?;
+            if run.drill.as_deref() == Some(DRY_RUN)
+                && matches!(step, Step::Apply | Step::Verify)
+                && ctx.rotator.apply_disturbs_current()
+            {
+                tracing::info!(step = %step, "dry run: skipped, applying would change what consumers use");
+                return Ok(Performed::Done(None));
+            }
+        }
         match step {
             Step::Mint => {
                 let current = ctx.vault.read_current(path).await?;
@@ -706,6 +726,20 @@ impl Engine {
                     .credential(&ctx.credential.id)
                     .await
                     .map_err(store_step_error)?;
+                if run.drill.is_some() {
+                    // A drill's run is not the credential's failure: its schedule stands.
+                    let since = recorded.and_then(|c| c.current_since);
+                    let due = ctx.credential.schedule.next_due(
+                        &ctx.credential.id,
+                        since.map(crate::clock::to_datetime),
+                        crate::clock::to_datetime(now),
+                    );
+                    return Ok(Performed::Done(Some(CredentialUpdate {
+                        next_due_at: Some(due.map(|d| d.at.timestamp_millis())),
+                        due_reason: Some(due.map_or("manual", |d| d.reason.as_str()).to_owned()),
+                        ..Default::default()
+                    })));
+                }
                 let failures = recorded.map_or(0, |c| c.consecutive_failures) + 1;
                 // Try again later, backing off with the failures, but never wait past a day.
                 let backoff =
@@ -719,6 +753,31 @@ impl Engine {
                 })))
             }
         }
+    }
+
+    /// Fails a drill run's step as `--inject` asked.
+    fn inject(&self, ctx: &Ctx<'_>, step: Step) -> Result<(), StepError> {
+        let message = match (&self.fault, step) {
+            (Some(Fault::VerifyFail), Step::Verify) => {
+                return Err(StepError::permanent(
+                    "the candidate did not authenticate (injected by the drill)",
+                ));
+            }
+            (Some(Fault::VaultDown), Step::Mint) => format!(
+                "vault {} is unreachable (injected by the drill)",
+                ctx.vault.name()
+            ),
+            (Some(Fault::ProviderTimeout), Step::Apply) => format!(
+                "provider: {} did not answer in time (injected by the drill)",
+                ctx.credential.provider()
+            ),
+            _ => return Ok(()),
+        };
+        Err(StepError {
+            class: ErrorClass::Transient,
+            message,
+            retry_after: None,
+        })
     }
 
     /// The event hooks hear of a run's promotion or retirement.
@@ -756,6 +815,21 @@ impl Engine {
                 ctx.credential.vault_path
             ))),
         }
+    }
+}
+
+/// The step that leaves `state` for this run: the state machine's, except that a dry-run
+/// drill discards the verified candidate instead of promoting it.
+fn next_transition(run: &RunRow, state: RunState) -> Option<state::Transition> {
+    match state.next() {
+        Some(t) if t.step == Step::Promote && run.drill.as_deref() == Some(DRY_RUN) => {
+            Some(state::Transition {
+                from: state,
+                step: Step::Rollback,
+                to: RunState::RolledBack,
+            })
+        }
+        other => other,
     }
 }
 

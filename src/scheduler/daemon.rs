@@ -156,6 +156,7 @@ pub fn new_run(
         emergency,
         grace_ms: if emergency { 0 } else { grace_ms },
         not_before: now,
+        drill: None,
     }
 }
 

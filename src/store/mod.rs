@@ -121,6 +121,7 @@ macro_rules! append_audit {
 }
 
 // After the macros above, which it uses.
+pub mod drill;
 pub mod notify;
 pub mod outbox;
 
@@ -140,6 +141,8 @@ pub struct CredentialRow {
     pub last_success_at: Option<i64>,
     pub last_error: Option<String>,
     pub last_drill_at: Option<i64>,
+    /// `passed` or `failed`.
+    pub last_drill_outcome: Option<String>,
     pub consecutive_failures: i64,
     pub removed_at: Option<i64>,
     /// For a credential rotated by hand: when the current one expires, as a person recorded.
@@ -171,6 +174,8 @@ pub struct RunRow {
     pub error_class: Option<String>,
     /// The state a stuck run was in, where `rotor rotate` resumes it.
     pub stuck_from: Option<String>,
+    /// `dry_run` or `live` for a run of `rotor drill`.
+    pub drill: Option<String>,
     pub created_at: i64,
     pub finished_at: Option<i64>,
     pub updated_at: i64,
@@ -238,6 +243,8 @@ pub struct NewRun {
     pub emergency: bool,
     pub grace_ms: i64,
     pub not_before: i64,
+    /// `dry_run` or `live` for a run of `rotor drill`.
+    pub drill: Option<&'static str>,
 }
 
 /// How the step that is being saved ended.
@@ -709,11 +716,11 @@ impl Store {
             } else {
                 let done = sqlx::query(
                     "INSERT INTO runs (id, credential_id, token, state, reason, emergency, grace_ms, attempts, \
-                     not_before, created_at, updated_at) VALUES ($1, $2, $3, 'planned', $4, $5, $6, 0, $7, $7, $7) \
+                     not_before, created_at, updated_at, drill) VALUES ($1, $2, $3, 'planned', $4, $5, $6, 0, $7, $7, $7, $8) \
                      ON CONFLICT DO NOTHING",
                 )
                 .bind(&run.id).bind(&run.credential_id).bind(&run.token).bind(&run.reason)
-                .bind(run.emergency as i64).bind(run.grace_ms).bind(now)
+                .bind(run.emergency as i64).bind(run.grace_ms).bind(now).bind(run.drill)
                 .execute(&mut *tx).await?.rows_affected();
                 if done == 0 {
                     return Err(StoreError::RunInFlight(run.credential_id.clone()));
@@ -811,7 +818,8 @@ impl Store {
         with_pool!(self, pool => {
             let rows: Vec<(String, String, i64)> = sqlx::query_as(
                 "SELECT credential_id, state, COUNT(*) FROM runs \
-                 WHERE state IN ('completed', 'rolled_back', 'stuck') GROUP BY credential_id, state",
+                 WHERE state IN ('completed', 'rolled_back', 'stuck') AND (drill IS NULL OR drill <> 'dry_run') \
+                 GROUP BY credential_id, state",
             )
             .fetch_all(pool)
             .await?;
