@@ -269,7 +269,7 @@ impl Driller {
                 continue;
             };
             bar.state(&run.state);
-            let watch = self.watch(run_id, bar);
+            let watch = self.watch(run_id, &engine.worker, bar);
             let driven = engine.drive(&self.runtime, run).await;
             watch.abort();
             self.notify(credential).await?;
@@ -322,13 +322,36 @@ impl Driller {
         }
     }
 
-    /// Shows the run's state as the engine moves it, step by step.
-    fn watch(&self, run_id: &str, bar: &Arc<dyn progress::Bar>) -> tokio::task::JoinHandle<()> {
-        let (store, run_id, bar) = (self.store.clone(), run_id.to_owned(), bar.clone());
+    /// Shows the run's state as the engine moves it, step by step, and keeps the worker's
+    /// lease alive while it drives (a slow provider step must not lose it).
+    fn watch(
+        &self,
+        run_id: &str,
+        worker: &str,
+        bar: &Arc<dyn progress::Bar>,
+    ) -> tokio::task::JoinHandle<()> {
+        let (store, run_id, worker, bar) = (
+            self.store.clone(),
+            run_id.to_owned(),
+            worker.to_owned(),
+            bar.clone(),
+        );
+        let clock = self.clock.clone();
         tokio::spawn(async move {
+            let mut beat = tokio::time::Instant::now();
             loop {
                 if let Ok(Some(run)) = store.run(&run_id).await {
                     bar.state(&run.state);
+                }
+                if beat.elapsed() >= DRILL_LEASE / 3 {
+                    beat = tokio::time::Instant::now();
+                    let until = clock.now_ms() + DRILL_LEASE.as_millis() as i64;
+                    if let Err(e) = store
+                        .heartbeat(&worker, std::slice::from_ref(&run_id), until)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "drill heartbeat failed; the lease may expire");
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

@@ -10,6 +10,7 @@ mod conformance;
 mod crash;
 mod daemon;
 mod deploy;
+mod drill;
 mod github;
 mod http;
 mod leaks;
