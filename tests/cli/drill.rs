@@ -295,7 +295,7 @@ fn normalized(report: &str, rotor: &Rotor) -> String {
         ] {
             while let Some(at) = line.find(prefix) {
                 let end = line[at..]
-                    .find(|c: char| c == ' ' || c == '|' || c == ')' || c == ',')
+                    .find([' ', '|', ')', ','])
                     .map_or(line.len(), |e| at + e);
                 if line[at..end] == *name {
                     break;
