@@ -461,9 +461,16 @@ impl Driller {
         alerter.deliver_due(&self.store, self.now()).await?;
         let deliveries = self.store.deliveries_since(&credential.id, since).await?;
         if let Some(condition) = expected {
-            if credential.alerts.is_empty() {
+            let pages = credential.alerts.iter().any(|name| {
+                self.runtime
+                    .config
+                    .alerts
+                    .get(name)
+                    .is_some_and(|sink| sink.kind() != "log")
+            });
+            if !pages {
                 report.problem(format!(
-                    "{} was raised, but only rotor's log heard of it: route the credential to the on-call sinks (`alerts = [...]`)",
+                    "{} was raised, but only rotor's log heard of it: route the credential to a sink that reaches people (`alerts = [...]` naming a webhook, slack, alertmanager or pagerduty sink)",
                     condition.as_str()
                 ));
             }

@@ -379,3 +379,47 @@ fn ctrl_c_stops_the_drill_and_leaves_its_run_resumable() {
     assert_eq!(history[0]["reason"], "drill");
     assert_eq!(history[0]["state"], "completed");
 }
+
+#[test]
+fn the_quickstart_schedule_drills_and_its_log_only_alerts_page_nobody() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules/quickstart.toml"),
+    )
+    .unwrap();
+    let rotor = Rotor::new(&text);
+    let ids = [
+        "quickstart/webhook-signing",
+        "quickstart/api-key",
+        "quickstart/break-glass",
+    ];
+    for id in ids {
+        rotor.ok(&["rotate", id, "--emergency"]);
+    }
+    let before: Vec<String> = ids
+        .iter()
+        .map(|id| rotor.json(&["status", id, "--json"])[0]["current_fingerprint"].to_string())
+        .collect();
+    let out = rotor.run(&["drill", "--dry-run", "--select", "quickstart/*"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    for id in ids {
+        assert!(
+            report.contains(&format!("| {id} | generated | dry run | passed |")),
+            "{report}"
+        );
+    }
+    let after: Vec<String> = ids
+        .iter()
+        .map(|id| rotor.json(&["status", id, "--json"])[0]["current_fingerprint"].to_string())
+        .collect();
+    assert_eq!(before, after, "a dry run changes no current version");
+
+    // Its alerts go to rotor's log only: a drill of a failure says nobody would be paged.
+    let out = rotor.run(&["drill", "--inject", "verify-fail", "--select", "generated"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{report}");
+    assert!(
+        report.contains("rolled_back was raised, but only rotor's log heard of it"),
+        "{report}"
+    );
+}
