@@ -453,3 +453,49 @@ async fn notifications_queue_once_in_order_are_claimed_once_and_superseded() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn limited_claims_respect_provider_concurrency_and_buckets_refill() {
+    use rotor::store::limits::ClaimLimits;
+    for (label, url, _keep) in backends() {
+        let store = Store::connect(&url, None).await.unwrap();
+        let desired: Vec<DesiredCredential> =
+            (0..5).map(|i| desired(&format!("c{i}"), "h")).collect();
+        store
+            .reconcile(&desired, 0, |_, _| (Some(0), "schedule".to_string()))
+            .await
+            .unwrap();
+        let runs: Vec<NewRun> = (0..5).map(|i| run_for(&format!("c{i}"), 0)).collect();
+        store.insert_runs(&runs, 0).await.unwrap();
+        let limits = ClaimLimits {
+            global: None,
+            per_provider: [("generated".to_owned(), 2)].into(),
+        };
+        let first = store
+            .claim_within("w1", 10, 10_000, 5, &limits)
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 2, "{label}: the provider's limit");
+        let second = store
+            .claim_within("w2", 10, 10_000, 5, &limits)
+            .await
+            .unwrap();
+        assert!(second.is_empty(), "{label}: counted across workers");
+        assert!(store.lease_held(&first[0].id, "w1").await.unwrap());
+        assert!(!store.lease_held(&first[0].id, "w2").await.unwrap());
+        // Expired leases free their slots.
+        let third = store
+            .claim_within("w2", 20_000, 30_000, 5, &limits)
+            .await
+            .unwrap();
+        assert_eq!(third.len(), 2, "{label}");
+
+        // A bucket of 2, refilled at 10 per second.
+        assert_eq!(store.take_token("p", 10.0, 2.0, 1_000).await.unwrap(), None);
+        assert_eq!(store.take_token("p", 10.0, 2.0, 1_000).await.unwrap(), None);
+        let wait = store.take_token("p", 10.0, 2.0, 1_000).await.unwrap();
+        assert_eq!(wait, Some(100), "{label}");
+        assert_eq!(store.take_token("p", 10.0, 2.0, 1_100).await.unwrap(), None);
+        store.close().await;
+    }
+}

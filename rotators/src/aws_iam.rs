@@ -433,6 +433,7 @@ impl Rotator for AwsIamAccessKey {
     async fn mint(&self, context: MintContext<'_>) -> Result<Credential, RotatorError> {
         let iam = self.iam().await?;
         let current = context.current.map(key_id).transpose()?;
+        context.still_owned().await?;
         let keys = self
             .make_room(&iam, context.token, current.as_deref())
             .await?;

@@ -173,6 +173,7 @@ mod tests {
             let context = MintContext {
                 token: "t",
                 current: None,
+                fence: None,
             };
             let a = r.mint(context).await.unwrap();
             let b = r.mint(context).await.unwrap();

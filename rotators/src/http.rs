@@ -292,12 +292,23 @@ fn text_at(value: &serde_json::Value, pointer: &str) -> Option<String> {
 impl HttpRotator {
     pub fn build(config: HttpConfig, secrets: Secrets) -> Result<Self, RotatorError> {
         config.validate().map_err(RotatorError::permanent)?;
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout.as_std())
-            .connect_timeout(config.timeout.as_std().min(Duration::from_secs(10)))
-            .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| RotatorError::permanent(format!("cannot build the HTTP client: {e}")))?;
+        // One client for every `http` credential: building one loads the system's root
+        // certificates, which thousands of credentials must not do each. Each request carries
+        // its credential's own timeout.
+        static SHARED: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+        let client = match SHARED.get() {
+            Some(client) => client.clone(),
+            None => {
+                let client = reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| {
+                        RotatorError::permanent(format!("cannot build the HTTP client: {e}"))
+                    })?;
+                SHARED.get_or_init(|| client).clone()
+            }
+        };
         Ok(Self {
             config,
             secrets,
@@ -350,7 +361,10 @@ impl HttpRotator {
             self.config.base_url.trim_end_matches('/'),
             path.as_str()
         );
-        let mut request = self.client.request(method, &url);
+        let mut request = self
+            .client
+            .request(method, &url)
+            .timeout(self.config.timeout.as_std());
         if as_rotor && let Some(auth) = &self.config.auth {
             let value = resolve_secret(
                 &self.secrets,
@@ -519,6 +533,7 @@ impl Rotator for HttpRotator {
                 if name.as_deref().is_some_and(|n| n.contains(context.token))
                     && Some(id.as_str()) != current
                 {
+                    context.still_owned().await?;
                     tracing::warn!(id = %id, "revoking the key an interrupted mint of this run created");
                     let values = Values {
                         id: Some(&id),

@@ -55,12 +55,43 @@ pub struct LiveCredential {
 }
 
 /// What `mint` knows about the rotation it serves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct MintContext<'a> {
     /// The run's token: the same on every attempt of this run, different for every run.
     pub token: &'a str,
     /// The credential consumers use now, if there is one.
     pub current: Option<&'a Credential>,
+    /// Whether the run is still this worker's, asked before `mint` destroys anything (what an
+    /// interrupted attempt of the run left): a worker paused past its lease must not remove
+    /// what the worker that took over made.
+    pub fence: Option<&'a dyn Fence>,
+}
+
+impl std::fmt::Debug for MintContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MintContext")
+            .field("token", &self.token)
+            .field("current", &self.current)
+            .field("fenced", &self.fence.is_some())
+            .finish()
+    }
+}
+
+impl MintContext<'_> {
+    /// Fails with a conflict when another worker took the run over.
+    pub async fn still_owned(&self) -> Result<(), RotatorError> {
+        match self.fence {
+            Some(fence) if !fence.still_owned().await => Err(RotatorError::conflict(
+                "another worker took this run over; this worker stops before changing anything",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The engine's answer to "is this run still mine?".
+pub trait Fence: Send + Sync {
+    fn still_owned(&self) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>>;
 }
 
 /// How far `retire` got.

@@ -34,6 +34,7 @@ struct Loader {
     diagnostics: Diagnostics,
     store: Option<(StoreConfig, Declared)>,
     drill: Option<(DrillConfig, Declared)>,
+    limits: Option<(crate::config::LimitsConfig, Declared)>,
     defaults: Option<(DefaultsConfig, Declared)>,
     vaults: BTreeMap<String, (VaultConfig, Declared)>,
     alerts: BTreeMap<String, (AlertConfig, Declared)>,
@@ -105,10 +106,11 @@ impl Loader {
                 "hooks" => self.add_named(index, value, "hook"),
                 "credential" => self.add_credentials(index, value),
                 "drill" => self.add_drill(index, value),
+                "limits" => self.add_limits(index, value),
                 other => self.error(
                     index,
                     Some(key_span),
-                    format!("unknown key `{other}`; expected one of: store, defaults, vaults, alerts, hooks, credential, drill"),
+                    format!("unknown key `{other}`; expected one of: store, defaults, vaults, alerts, hooks, credential, drill, limits"),
                 ),
             }
         }
@@ -149,6 +151,55 @@ impl Loader {
             );
         }
         self.drill = Some((drill, Declared { file, span }));
+    }
+
+    fn add_limits(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
+        let span = value.span();
+        let Some(limits) = self.deserialize::<crate::config::LimitsConfig>(file, value) else {
+            return;
+        };
+        if limits.concurrency == Some(0) {
+            self.error(
+                file,
+                Some(span.clone()),
+                "limits.concurrency must be at least 1",
+            );
+        }
+        for (kind, l) in &limits.provider {
+            if !RotatorConfig::KINDS.contains(&kind.as_str()) {
+                self.error(
+                    file,
+                    Some(span.clone()),
+                    format!(
+                        "[limits.provider.{kind}]: unknown provider kind; expected one of: {}",
+                        RotatorConfig::KINDS.join(", ")
+                    ),
+                );
+            }
+            if l.concurrency == Some(0) {
+                self.error(
+                    file,
+                    Some(span.clone()),
+                    format!("[limits.provider.{kind}]: concurrency must be at least 1"),
+                );
+            }
+            if l.per_second.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+                self.error(
+                    file,
+                    Some(span.clone()),
+                    format!("[limits.provider.{kind}]: per_second must be a number above 0"),
+                );
+            }
+        }
+        if let Some((_, first)) = &self.limits {
+            let at = self.position(first);
+            return self.error(
+                file,
+                Some(span),
+                format!("[limits] is declared twice (first at {at})"),
+            );
+        }
+        self.limits = Some((limits, Declared { file, span }));
     }
 
     fn add_store(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
@@ -687,6 +738,7 @@ impl Loader {
             self.files.iter().map(|f| f.path.clone()).collect(),
         );
         config.drill = self.drill.map(|(d, _)| d).unwrap_or_default();
+        config.limits = self.limits.map(|(l, _)| l).unwrap_or_default();
         config.hooks = self.hooks.into_iter().map(|(k, (v, _))| (k, v)).collect();
         Ok(config)
     }

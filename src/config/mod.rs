@@ -53,6 +53,48 @@ pub struct ConfigFile {
     /// Rotation drills: how often each credential must be drilled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillConfig>,
+    /// How much work every replica together may do at once, and how fast, per provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsConfig>,
+}
+
+/// `[limits]`: bounds that hold across every replica sharing the store (they are counted in
+/// the store), so that three replicas do not triple the calls to a provider.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Runs driven at once by all replicas together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Per provider kind (`[limits.provider.aws_iam_access_key]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub provider: BTreeMap<String, ProviderLimits>,
+}
+
+/// The limits of one provider kind, across every replica.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderLimits {
+    /// Runs of this provider driven at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Steps that call the provider, started per second (a token bucket in the store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_second: Option<f64>,
+    /// How many such steps may start at once after a quiet spell. Default: `per_second`,
+    /// rounded up (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+impl ProviderLimits {
+    pub fn burst(&self) -> f64 {
+        match (self.burst, self.per_second) {
+            (Some(b), _) => f64::from(b.max(1)),
+            (None, Some(rate)) => rate.ceil().max(1.0),
+            (None, None) => 1.0,
+        }
+    }
 }
 
 /// `[drill]`: operators prove every credential can still be rotated by drilling it.
@@ -345,6 +387,8 @@ pub struct Config {
     pub sources: Vec<PathBuf>,
     /// `[drill]`, if any file declares it.
     pub drill: DrillConfig,
+    /// `[limits]`, if any file declares it.
+    pub limits: LimitsConfig,
     /// Position of each credential in `credentials`, by id: lookups are on every hot path.
     index: std::collections::HashMap<String, usize>,
 }
@@ -402,6 +446,7 @@ impl Config {
             credentials,
             sources,
             drill: DrillConfig::default(),
+            limits: LimitsConfig::default(),
             index,
         }
     }

@@ -146,6 +146,25 @@ impl Runtime {
     }
 }
 
+/// A run's fence for its rotator: is the run still this worker's?
+struct RunFence<'a> {
+    store: &'a Store,
+    run_id: &'a str,
+    worker: &'a str,
+}
+
+impl rotor_rotators::Fence for RunFence<'_> {
+    fn still_owned(&self) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        // A store that cannot answer is not a yes: the rotator stops and the step is retried.
+        Box::pin(async move {
+            self.store
+                .lease_held(self.run_id, self.worker)
+                .await
+                .unwrap_or(false)
+        })
+    }
+}
+
 /// `runs.drill` of a dry-run drill.
 pub const DRY_RUN: &str = "dry_run";
 
@@ -290,6 +309,15 @@ impl Engine {
                 }
             };
             self.point(transition.step, "before").await?;
+            self.rate_limit(ctx, transition.step).await?;
+            // A worker that was paused past its lease must not act on a run another took over
+            // (its save would be refused, but a side effect would not).
+            if !self.store.lease_held(&run.id, &self.worker).await? {
+                return Err(EngineError::Store(StoreError::LeaseLost {
+                    run_id: run.id.clone(),
+                    expected: state.as_str(),
+                }));
+            }
             tracing::debug!(step = %transition.step, attempt = run.attempts + 1, "step starts");
             let span = tracing::info_span!(
                 "step",
@@ -572,13 +600,33 @@ impl Engine {
                 let pending = match ctx.vault.read_pending(path).await? {
                     Some(p) if p.token.as_deref() == Some(run.token.as_str()) => p,
                     _ => {
+                        let fence = RunFence {
+                            store: &self.store,
+                            run_id: &run.id,
+                            worker: &self.worker,
+                        };
                         let context = MintContext {
                             token: &run.token,
                             current: current.as_ref().map(|d| &d.current.credential),
+                            fence: Some(&fence),
                         };
                         let candidate = ctx.rotator.mint(context).await?;
                         // A provider-made secret exists only in this process until stored.
                         failpoint::pause_if_armed("mint:minted").await;
+                        // A worker paused past its lease (a stopped process, a long GC, a
+                        // partition) must not write over the pending version of the worker
+                        // that took the run over.
+                        if !self
+                            .store
+                            .lease_held(&run.id, &self.worker)
+                            .await
+                            .map_err(store_step_error)?
+                        {
+                            return Err(StepError::conflict(format!(
+                                "another worker took run {} over while this one minted; it owns the run now",
+                                run.id
+                            )));
+                        }
                         ctx.vault
                             .write_pending(path, &run.token, &candidate)
                             .await?
@@ -612,6 +660,17 @@ impl Engine {
                 Ok(Performed::Done(None))
             }
             Step::Promote => {
+                // The pending version must still be the one verified (a fenced-off worker
+                // could have written over it); after a crash it may be promoted already.
+                if let Some(pending) = ctx.vault.read_pending(path).await?
+                    && pending.token.as_deref() == Some(run.token.as_str())
+                    && Some(&pending.fingerprint) != run.pending_fingerprint.as_ref()
+                {
+                    return Err(StepError::permanent(format!(
+                        "the pending version in vault {} path {path} is not the one verified (fingerprint differs); it is not promoted",
+                        ctx.vault.name()
+                    )));
+                }
                 let version = ctx
                     .vault
                     .promote_run(
@@ -753,6 +812,34 @@ impl Engine {
                 })))
             }
         }
+    }
+
+    /// Waits for a token of the provider's rate limit (`[limits.provider.KIND] per_second`,
+    /// shared by every replica through the store) before a step that calls the provider.
+    async fn rate_limit(&self, ctx: &Ctx<'_>, step: Step) -> Result<(), EngineError> {
+        let provider = ctx.credential.provider();
+        let Some(limits) = ctx.runtime.config.limits.provider.get(provider) else {
+            return Ok(());
+        };
+        let Some(per_second) = limits.per_second else {
+            return Ok(());
+        };
+        let calls_provider = match step {
+            Step::Mint => ctx.rotator.origin() == rotor_rotators::Origin::Provider,
+            Step::Apply | Step::Verify | Step::Retire | Step::Rollback => true,
+            Step::Promote | Step::Grace => false,
+        };
+        if !calls_provider {
+            return Ok(());
+        }
+        while let Some(wait) = self
+            .store
+            .take_token(provider, per_second, limits.burst(), self.now())
+            .await?
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(wait.clamp(5, 1000) as u64)).await;
+        }
+        Ok(())
     }
 
     /// Fails a drill run's step as `--inject` asked.

@@ -108,6 +108,19 @@ pub async fn reconcile(
     Ok(changes)
 }
 
+/// The concurrency limits of `[limits]`, which every replica's claims respect together.
+pub fn claim_limits(config: &Config) -> crate::store::limits::ClaimLimits {
+    crate::store::limits::ClaimLimits {
+        global: config.limits.concurrency.map(i64::from),
+        per_provider: config
+            .limits
+            .provider
+            .iter()
+            .filter_map(|(kind, l)| l.concurrency.map(|c| (kind.clone(), i64::from(c))))
+            .collect(),
+    }
+}
+
 /// Due credentials turned into runs per store round trip.
 const PLAN_BATCH: i64 = 1000;
 
@@ -217,24 +230,50 @@ impl Daemon {
         );
         let mut tasks: JoinSet<(String, Result<Driven, EngineError>)> = JoinSet::new();
         let mut summary = RunSummary::default();
+        // A daemon outlives a store that goes away (a restart, a failover): it waits and tries
+        // again, while runs in flight keep or lose their leases. `--once` reports the error.
+        let tolerant = !self.options.once;
+        let stopping = self.engine.stopping.clone();
+        let mut store_failures: u32 = 0;
+        macro_rules! or_retry {
+            ($result:expr) => {
+                match $result {
+                    Ok(value) => {
+                        store_failures = 0;
+                        value
+                    }
+                    Err(e) if tolerant && !stopping.load(Ordering::SeqCst) => {
+                        store_failures += 1;
+                        let wait = Duration::from_millis((250u64 << store_failures.min(6)).min(10_000));
+                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "store unavailable; waiting, then trying again");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    Err(e) => break Err(e.into()),
+                }
+            };
+        }
         let result = loop {
             let now = self.engine.clock.now_ms();
             let mut planned_all = None;
             if !self.engine.stopping.load(Ordering::SeqCst) {
-                match plan_due(&store, &self.runtime.config, now, PLAN_BATCH).await {
-                    Ok(found) => planned_all = Some(found < PLAN_BATCH as usize),
-                    Err(e) => break Err(e.into()),
-                }
+                let found =
+                    or_retry!(plan_due(&store, &self.runtime.config, now, PLAN_BATCH).await);
+                planned_all = Some(found < PLAN_BATCH as usize);
                 let free = self.options.concurrency.saturating_sub(tasks.len());
                 if free > 0 {
                     let lease_until = now + self.options.lease.as_millis() as i64;
-                    let claimed = match store
-                        .claim(&self.engine.worker, now, lease_until, free as i64)
-                        .await
-                    {
-                        Ok(c) => c,
-                        Err(e) => break Err(e.into()),
-                    };
+                    let claimed = or_retry!(
+                        store
+                            .claim_within(
+                                &self.engine.worker,
+                                now,
+                                lease_until,
+                                free as i64,
+                                &claim_limits(&self.runtime.config),
+                            )
+                            .await
+                    );
                     for run in claimed {
                         if self.runtime.config.credential(&run.credential_id).is_none() {
                             tracing::warn!(credential = %run.credential_id, run = %run.id, "run of a credential not in config; left alone");
@@ -279,10 +318,7 @@ impl Daemon {
             } else if planned_all == Some(false) {
                 Duration::ZERO
             } else {
-                let wake = match store.next_wakeup(now).await {
-                    Ok(w) => w,
-                    Err(e) => break Err(e.into()),
-                };
+                let wake = or_retry!(store.next_wakeup(now).await);
                 wake.map_or(self.options.poll, |t| {
                     Duration::from_millis((t - now).clamp(1, i64::MAX) as u64)
                         .min(self.options.poll)
@@ -307,6 +343,10 @@ impl Daemon {
                                     self.runtime = Arc::new(runtime);
                                     self.published.send_replace(self.runtime.clone());
                                     tracing::info!("config reloaded");
+                                    // New or rescheduled credentials may be due: wake the others.
+                                    if let Err(e) = store.announce_work().await {
+                                        tracing::warn!(error = %e, "could not wake the other replicas");
+                                    }
                                 }
                                 Err(e) => tracing::error!(error = %e, "config reload failed; keeping the previous config"),
                             }

@@ -122,6 +122,7 @@ macro_rules! append_audit {
 
 // After the macros above, which it uses.
 pub mod drill;
+pub mod limits;
 pub mod notify;
 pub mod outbox;
 
@@ -271,6 +272,9 @@ pub struct CredentialUpdate {
     pub due_reason: Option<String>,
 }
 
+/// Serialises `reconcile` across PostgreSQL replicas (an arbitrary, fixed key).
+const RECONCILE_LOCK: i64 = 0x726f_746f_725f_7263;
+
 const MIGRATOR_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 const MIGRATOR_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -390,14 +394,23 @@ impl Store {
         recompute: impl Fn(&str, Option<i64>) -> (Option<i64>, String),
     ) -> Result<Vec<ReconcileChange>, StoreError> {
         let mut changes = Vec::new();
+        let postgres = self.backend() == Backend::Postgres;
         with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            // Replicas starting together reconcile one after the other, each seeing what the
+            // one before it wrote.
+            if postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(RECONCILE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let existing: Vec<(String, String, Option<i64>, Option<i64>)> =
                 sqlx::query_as("SELECT id, schedule_hash, current_since, removed_at FROM credentials")
-                    .fetch_all(p)
+                    .fetch_all(&mut *tx)
                     .await?;
             let existing: std::collections::HashMap<_, _> =
                 existing.into_iter().map(|(id, hash, since, removed)| (id, (hash, since, removed))).collect();
-            let mut tx = p.begin().await?;
             let mut added = Vec::new();
             for d in desired {
                 match existing.get(&d.id) {
@@ -568,6 +581,19 @@ impl Store {
         Ok(
             with_pool!(self, p => sqlx::query_as(sql).bind(worker).bind(lease_until).bind(run_id).bind(now).fetch_optional(p).await?),
         )
+    }
+
+    /// Whether `worker` still owns a run: no other worker took it over (a lease that expired
+    /// without a taker is still this worker's, as the fenced save sees it).
+    pub async fn lease_held(&self, run_id: &str, worker: &str) -> Result<bool, StoreError> {
+        let held: i64 = with_pool!(self, p => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM runs WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(run_id)
+        .bind(worker)
+        .fetch_one(p)
+        .await?);
+        Ok(held > 0)
     }
 
     /// The live run of a credential, if any.

@@ -52,3 +52,34 @@ UPDATE credentials SET
     due_reason = COALESCE($11, due_reason),
     updated_at = $12
 WHERE id = $1";
+
+/// Take one token from a provider's bucket if it holds one after refilling ($2 tokens per
+/// second up to $3); `$4` is now (ms). A clock behind the last writer's refills nothing.
+pub const TAKE_TOKEN_POSTGRES: &str = "\
+UPDATE provider_buckets
+SET tokens = LEAST($3, tokens + GREATEST(0, $4 - updated_at) * $2 / 1000.0) - 1,
+    updated_at = GREATEST(updated_at, $4)
+WHERE provider = $1 AND LEAST($3, tokens + GREATEST(0, $4 - updated_at) * $2 / 1000.0) >= 1
+RETURNING tokens";
+
+pub const TAKE_TOKEN_SQLITE: &str = "\
+UPDATE provider_buckets
+SET tokens = MIN($3, tokens + MAX(0, $4 - updated_at) * $2 / 1000.0) - 1,
+    updated_at = MAX(updated_at, $4)
+WHERE provider = $1 AND MIN($3, tokens + MAX(0, $4 - updated_at) * $2 / 1000.0) >= 1
+RETURNING tokens";
+
+/// Runs held by a live lease, per provider: what the concurrency limits count.
+pub const IN_FLIGHT_BY_PROVIDER: &str = "\
+SELECT c.provider, COUNT(*) FROM runs r JOIN credentials c ON c.id = r.credential_id
+WHERE r.lease_owner IS NOT NULL AND r.lease_until >= $1
+  AND r.state NOT IN ('completed', 'rolled_back', 'stuck')
+GROUP BY c.provider";
+
+/// Ready runs with their provider, oldest due first.
+pub const READY_WITH_PROVIDER: &str = "\
+SELECT r.id, c.provider FROM runs r JOIN credentials c ON c.id = r.credential_id
+WHERE r.state NOT IN ('completed', 'rolled_back', 'stuck') AND r.not_before <= $1
+  AND (r.lease_owner IS NULL OR r.lease_until < $1)
+ORDER BY r.not_before
+LIMIT $2";

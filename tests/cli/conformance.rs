@@ -56,6 +56,7 @@ fn contract(provider: Provider, unique: &str) {
         let first = MintContext {
             token: "conformance-token-1",
             current: None,
+            fence: None,
         };
         let discarded = rotator.mint(first).await.expect("mint");
         let one = rotator.mint(first).await.expect("mint again");
@@ -94,6 +95,7 @@ fn contract(provider: Provider, unique: &str) {
         let second = MintContext {
             token: "conformance-token-2",
             current: Some(&one),
+            fence: None,
         };
         let two = rotator.mint(second).await.expect("mint");
         rotator.apply(&two, Some(&one)).await.expect("apply");
@@ -118,6 +120,7 @@ fn contract(provider: Provider, unique: &str) {
         let third = MintContext {
             token: "conformance-token-3",
             current: Some(&two),
+            fence: None,
         };
         let three = rotator.mint(third).await.expect("mint");
         rotator.apply(&three, Some(&two)).await.expect("apply");

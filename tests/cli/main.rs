@@ -21,6 +21,7 @@ mod postgres_password;
 mod providers;
 mod redis_acl_password;
 mod rotation;
+mod scale;
 mod traces;
 mod validate;
 

@@ -11,6 +11,9 @@ pub struct Postgres {
     pub port: u16,
     pub dir: PathBuf,
     pub bin: PathBuf,
+    /// The server's command line and whether it runs as the `postgres` user, to restart it.
+    command: String,
+    as_root: bool,
 }
 
 const INSTALL: &str = "apt-get install -y postgresql";
@@ -116,18 +119,20 @@ fn start() -> Postgres {
         data.display(),
         dir.display(),
     );
-    let script = super::watchdog_script(&server, "INT");
-    super::spawn_watchdog(run(vec!["sh".into(), "-c".into(), script]), "postgres");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "PostgreSQL did not start on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    Postgres { port, dir, bin }
+    let postgres = Postgres {
+        port,
+        dir,
+        bin,
+        command: server,
+        as_root,
+    };
+    postgres.launch();
+    postgres
+}
+
+/// A server of its own, for a test that restarts it.
+pub fn dedicated() -> Postgres {
+    start()
 }
 
 fn is_root() -> bool {
@@ -139,6 +144,59 @@ fn is_root() -> bool {
 }
 
 impl Postgres {
+    /// Starts the server process (stopped with the test process by a watchdog) and waits
+    /// until it accepts connections.
+    fn launch(&self) {
+        let script = super::watchdog_script(&self.command, "INT");
+        let shell = if self.as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", "sh", "-c", &script]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", &script]);
+            c
+        };
+        super::spawn_watchdog(shell, "postgres");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not start on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// Stops the server (fast shutdown: every connection is cut), keeps it down for `down`,
+    /// and starts it again on the same port and data.
+    pub fn restart(&self, down: Duration) {
+        let pid_file = self.dir.join("data/postmaster.pid");
+        let pid = std::fs::read_to_string(&pid_file)
+            .expect("postmaster.pid")
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .to_owned();
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pid_file.exists() {
+            assert!(Instant::now() < deadline, "PostgreSQL did not stop");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(down);
+        self.launch();
+    }
+
     /// Runs SQL as the superuser on database `db`; panics with psql's message on failure.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = Command::new("psql")

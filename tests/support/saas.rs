@@ -24,6 +24,10 @@ pub struct State {
     pub fail_next: u32,
     /// Every request seen, as "METHOD /path".
     pub calls: Vec<String>,
+    /// When each request of `calls` arrived.
+    pub times: Vec<std::time::Instant>,
+    /// Creating a key answers this much later (a slow provider).
+    pub mint_delay: std::time::Duration,
 }
 
 pub struct Saas {
@@ -50,6 +54,7 @@ impl Respond for Api {
         let mut state = self.0.lock().unwrap();
         let path = request.url.path().to_owned();
         state.calls.push(format!("{} {path}", request.method));
+        state.times.push(std::time::Instant::now());
         if state.fail_next > 0 {
             state.fail_next -= 1;
             return ResponseTemplate::new(503)
@@ -93,9 +98,11 @@ impl Respond for Api {
                         name: name.clone(),
                     },
                 );
-                ResponseTemplate::new(201).set_body_json(
-                    serde_json::json!({"id": id, "key": secret, "name": name, "active": true}),
-                )
+                ResponseTemplate::new(201)
+                    .set_body_json(
+                        serde_json::json!({"id": id, "key": secret, "name": name, "active": true}),
+                    )
+                    .set_delay(state.mint_delay)
             }
             ("GET", "/v1/keys") => {
                 let keys: Vec<_> = state
