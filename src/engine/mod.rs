@@ -622,6 +622,14 @@ impl Engine {
                             .await
                             .map_err(store_step_error)?
                         {
+                            // What this worker just made is its own (the vault never saw it):
+                            // it undoes it rather than leave it orphaned at the provider.
+                            let current = current.as_ref().map(|d| &d.current.credential);
+                            if ctx.rotator.origin() == rotor_rotators::Origin::Provider
+                                && let Err(e) = ctx.rotator.rollback(&candidate, current).await
+                            {
+                                tracing::warn!(error = %e, "could not remove the credential minted after the run was taken over");
+                            }
                             return Err(StepError::conflict(format!(
                                 "another worker took run {} over while this one minted; it owns the run now",
                                 run.id

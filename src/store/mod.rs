@@ -322,7 +322,13 @@ impl Store {
                 .map_err(unavailable)?;
             (Pool::Sqlite(pool), &MIGRATOR_SQLITE)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let mut options = PgConnectOptions::from_str(url).map_err(bad_url)?;
+            // A replica paused inside a transaction (SIGSTOP, a VM freeze) would hold its row
+            // locks, and SKIP LOCKED claims would pass its runs by however long its lease ran
+            // out: the server ends such a session. rotor's transactions last milliseconds and
+            // never span a network call.
+            let mut options = PgConnectOptions::from_str(url)
+                .map_err(bad_url)?
+                .options([("idle_in_transaction_session_timeout", "5s")]);
             if let Some(password) = password {
                 options = options.password(password.expose_secret());
             }

@@ -1,15 +1,17 @@
 //! The statements whose text differs between SQLite and PostgreSQL, or that are long enough
 //! to deserve a name. Placeholders are `$N` in both dialects.
 
-/// Claim ready runs. PostgreSQL locks the candidate rows and skips those another replica is
-/// claiming at the same moment; SQLite has a single writer, so the sub-select cannot race.
+/// Claim ready runs: those a dead or paused worker left (an expired lease: a rotation half
+/// done) first, then the oldest due. PostgreSQL locks the candidate rows and skips those
+/// another replica is claiming at the same moment; SQLite has a single writer, so the
+/// sub-select cannot race.
 pub const CLAIM_POSTGRES: &str = "\
 UPDATE runs SET lease_owner = $1, lease_until = $2
 WHERE id IN (
     SELECT id FROM runs
     WHERE state NOT IN ('completed', 'rolled_back', 'stuck') AND not_before <= $3
       AND (lease_owner IS NULL OR lease_until < $3)
-    ORDER BY not_before
+    ORDER BY (lease_owner IS NOT NULL) DESC, not_before
     LIMIT $4
     FOR UPDATE SKIP LOCKED)
 RETURNING *";
@@ -20,7 +22,7 @@ WHERE id IN (
     SELECT id FROM runs
     WHERE state NOT IN ('completed', 'rolled_back', 'stuck') AND not_before <= $3
       AND (lease_owner IS NULL OR lease_until < $3)
-    ORDER BY not_before
+    ORDER BY (lease_owner IS NOT NULL) DESC, not_before
     LIMIT $4)
 RETURNING *";
 
@@ -81,5 +83,5 @@ pub const READY_WITH_PROVIDER: &str = "\
 SELECT r.id, c.provider FROM runs r JOIN credentials c ON c.id = r.credential_id
 WHERE r.state NOT IN ('completed', 'rolled_back', 'stuck') AND r.not_before <= $1
   AND (r.lease_owner IS NULL OR r.lease_until < $1)
-ORDER BY r.not_before
+ORDER BY (r.lease_owner IS NOT NULL) DESC, r.not_before
 LIMIT $2";
