@@ -89,14 +89,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
             .map_err(|e| Failure::new(Exit::Internal, e))?;
         // Consumers hear of the change now; the daemon retries whatever fails.
         let pass = runtime
-            .notifier
-            .deliver_due(
-                &store,
-                &runtime.config,
-                &runtime.alerter,
-                || clock.now_ms(),
-                Some(&args.id),
-            )
+            .notify_due(&store, || clock.now_ms(), Some(&args.id))
             .await?;
         if pass.failed > 0 {
             eprintln!(

@@ -257,87 +257,88 @@ impl Loader {
                 file,
                 span: name_span.clone(),
             };
-            if what == "vault" {
-                let Some(config) = self.tagged(
-                    file,
-                    body,
-                    what,
-                    VaultConfig::KINDS,
-                    VaultConfig::deserialize_kind,
-                ) else {
-                    continue;
-                };
-                if let Some((_, first)) = self.vaults.get(&name) {
-                    let at = self.position(first);
-                    self.error(
+            match what {
+                "vault" => {
+                    if let Some(config) = self.tagged(
                         file,
-                        Some(name_span),
-                        format!("vault `{name}` is declared twice (first at {at})"),
-                    );
-                } else {
-                    self.vaults.insert(name, (config, declared));
+                        body,
+                        what,
+                        VaultConfig::KINDS,
+                        VaultConfig::deserialize_kind,
+                    ) {
+                        self.declare(|l| &mut l.vaults, what, name, config, declared);
+                    }
                 }
-            } else if what == "hook" {
-                let Some(config) = self.tagged(
-                    file,
-                    body,
-                    what,
-                    crate::notify::HookConfig::KINDS,
-                    crate::notify::HookConfig::deserialize_kind,
-                ) else {
-                    continue;
-                };
-                if let Some(problem) = config.problem() {
-                    self.error(
+                "hook" => {
+                    let Some(config) = self.tagged(
                         file,
-                        Some(name_span.clone()),
-                        format!("hook `{name}`: {problem}"),
-                    );
+                        body,
+                        what,
+                        crate::notify::HookConfig::KINDS,
+                        crate::notify::HookConfig::deserialize_kind,
+                    ) else {
+                        continue;
+                    };
+                    let problems = [
+                        config.problem(),
+                        name_problem(&name).map(|p| format!("invalid name: {p}")),
+                    ];
+                    for problem in problems.into_iter().flatten() {
+                        self.error(
+                            file,
+                            Some(name_span.clone()),
+                            format!("hook `{name}`: {problem}"),
+                        );
+                    }
+                    self.declare(|l| &mut l.hooks, what, name, config, declared);
                 }
-                if let Some(problem) = name_problem(&name) {
-                    self.error(
+                _ => {
+                    let Some(config) = self.tagged(
                         file,
-                        Some(name_span.clone()),
-                        format!("invalid hook name `{name}`: {problem}"),
-                    );
+                        body,
+                        what,
+                        AlertConfig::KINDS,
+                        AlertConfig::deserialize_kind,
+                    ) else {
+                        continue;
+                    };
+                    if let Some(problem) = config.problem() {
+                        self.error(
+                            file,
+                            Some(name_span.clone()),
+                            format!("alert `{name}`: {problem}"),
+                        );
+                    }
+                    self.declare(|l| &mut l.alerts, what, name, config, declared);
                 }
-                if let Some((_, first)) = self.hooks.get(&name) {
-                    let at = self.position(first);
-                    self.error(
-                        file,
-                        Some(name_span),
-                        format!("hook `{name}` is declared twice (first at {at})"),
-                    );
-                } else {
-                    self.hooks.insert(name, (config, declared));
-                }
-            } else {
-                let Some(config) = self.tagged(
-                    file,
-                    body,
-                    what,
-                    AlertConfig::KINDS,
-                    AlertConfig::deserialize_kind,
-                ) else {
-                    continue;
-                };
-                if let Some(problem) = config.problem() {
-                    self.error(
-                        file,
-                        Some(name_span.clone()),
-                        format!("alert `{name}`: {problem}"),
-                    );
-                }
-                if let Some((_, first)) = self.alerts.get(&name) {
-                    let at = self.position(first);
-                    self.error(
-                        file,
-                        Some(name_span),
-                        format!("alert `{name}` is declared twice (first at {at})"),
-                    );
-                } else {
-                    self.alerts.insert(name, (config, declared));
-                }
+            }
+        }
+    }
+
+    /// Records a named table, unless the name is taken: then an error names the first place.
+    fn declare<T>(
+        &mut self,
+        table: fn(&mut Self) -> &mut BTreeMap<String, (T, Declared)>,
+        what: &str,
+        name: String,
+        config: T,
+        declared: Declared,
+    ) {
+        let first = table(self).get(&name).map(|(_, first)| Declared {
+            file: first.file,
+            span: first.span.clone(),
+        });
+        match first {
+            Some(first) => {
+                let at = self.position(&first);
+                self.error(
+                    declared.file,
+                    Some(declared.span),
+                    format!("{what} `{name}` is declared twice (first at {at})"),
+                );
+            }
+            None => {
+                table(self).insert(name, (config, declared));
             }
         }
     }

@@ -362,14 +362,7 @@ impl Driller {
     async fn notify(&self, credential: &Credential) -> Result<(), StoreError> {
         let runtime = &self.runtime;
         runtime
-            .notifier
-            .deliver_due(
-                &self.store,
-                &runtime.config,
-                &runtime.alerter,
-                || self.now(),
-                Some(&credential.id),
-            )
+            .notify_due(&self.store, || self.now(), Some(&credential.id))
             .await
             .map(drop)
     }

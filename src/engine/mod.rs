@@ -114,6 +114,18 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Tells consumers what is due (of one credential with `only`); see `Notifier`.
+    pub async fn notify_due(
+        &self,
+        store: &Store,
+        now: impl Fn() -> i64,
+        only: Option<&str>,
+    ) -> Result<crate::notify::Pass, StoreError> {
+        self.notifier
+            .deliver_due(store, &self.config, &self.alerter, now, only)
+            .await
+    }
+
     pub async fn build(config: Config) -> Result<Runtime, EngineError> {
         let vaults = Arc::new(
             Vaults::open(&config)

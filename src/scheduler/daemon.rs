@@ -373,17 +373,7 @@ impl Daemon {
         // the outbox for the next start.
         let runtime = &self.runtime;
         let clock = self.engine.clock.clone();
-        if let Err(e) = runtime
-            .notifier
-            .deliver_due(
-                &store,
-                &runtime.config,
-                &runtime.alerter,
-                || clock.now_ms(),
-                None,
-            )
-            .await
-        {
+        if let Err(e) = runtime.notify_due(&store, || clock.now_ms(), None).await {
             tracing::warn!(error = %e, "could not deliver pending notifications");
         }
         if let Err(e) = runtime.alerter.deliver_due(&store, clock.now_ms()).await {
@@ -415,14 +405,7 @@ fn spawn_outbox_loop(
             let runtime = runtime.borrow().clone();
             let clock = engine.clock.clone();
             match runtime
-                .notifier
-                .deliver_due(
-                    &engine.store,
-                    &runtime.config,
-                    &runtime.alerter,
-                    || clock.now_ms(),
-                    None,
-                )
+                .notify_due(&engine.store, || clock.now_ms(), None)
                 .await
             {
                 Ok(pass) if pass.woken > 0 => wake.notify_one(),
