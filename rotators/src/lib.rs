@@ -236,13 +236,13 @@ macro_rules! providers {
         /// The rotator section of a `[[credential]]`, tagged by `kind`.
         #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
         #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-        // One per credential, read at load: its size does not matter.
-        #[allow(clippy::large_enum_variant)]
+        // Boxed: one per credential, and 100,000 credentials must not each pay for the
+        // largest provider's settings.
         pub enum RotatorConfig {
             $(
                 #[doc = $doc]
                 #[cfg(feature = $feature)]
-                $variant($config),
+                $variant(Box<$config>),
             )*
         }
 
@@ -258,7 +258,7 @@ macro_rules! providers {
 
             pub fn settings(&self) -> &dyn RotatorSettings {
                 match self {
-                    $( #[cfg(feature = $feature)] RotatorConfig::$variant(c) => c, )*
+                    $( #[cfg(feature = $feature)] RotatorConfig::$variant(c) => c.as_ref(), )*
                 }
             }
 
@@ -273,7 +273,7 @@ macro_rules! providers {
                 use serde::Deserialize;
                 #[allow(unreachable_code)]
                 Ok(Some(match kind {
-                    $( #[cfg(feature = $feature)] $kind => RotatorConfig::$variant(<$config>::deserialize(fields)?), )*
+                    $( #[cfg(feature = $feature)] $kind => RotatorConfig::$variant(Box::new(<$config>::deserialize(fields)?)), )*
                     _ => { let _ = fields; return Ok(None) }
                 }))
             }
@@ -288,7 +288,7 @@ macro_rules! providers {
             pub fn build(config: &RotatorConfig, secrets: Secrets) -> Result<Self, RotatorError> {
                 let _ = &secrets;
                 Ok(match config {
-                    $( #[cfg(feature = $feature)] RotatorConfig::$variant(c) => AnyRotator::$variant(Box::new(<$rotator>::build(c.clone(), secrets)?)), )*
+                    $( #[cfg(feature = $feature)] RotatorConfig::$variant(c) => AnyRotator::$variant(Box::new(<$rotator>::build(c.as_ref().clone(), secrets)?)), )*
                 })
             }
         }

@@ -24,13 +24,21 @@ pub struct Diagnostic {
 pub struct SourceFile {
     pub path: PathBuf,
     pub text: Arc<str>,
+    /// Lines of the file before `text` (a file is parsed in parts, one per `[[credential]]`).
+    pub lines_before: usize,
 }
 
 impl SourceFile {
     pub fn new(path: &Path, text: String) -> Self {
+        Self::part(path, text, 0)
+    }
+
+    /// A part of a file that starts after `lines_before` lines.
+    pub fn part(path: &Path, text: String, lines_before: usize) -> Self {
         Self {
             path: path.to_owned(),
             text: text.into(),
+            lines_before,
         }
     }
 
@@ -43,7 +51,7 @@ impl SourceFile {
         let line_end = self.text[start..]
             .find('\n')
             .map_or(self.text.len(), |i| start + i);
-        let line = self.text[..start].matches('\n').count() + 1;
+        let line = self.lines_before + self.text[..start].matches('\n').count() + 1;
         let column = self.text[line_start..start].chars().count() + 1;
         let mut source_line = self.text[line_start..line_end]
             .trim_end_matches('\r')

@@ -42,6 +42,45 @@ struct Loader {
     credentials: Vec<(CredentialConfig, usize)>,
 }
 
+/// Credentials per part of a file parsed on its own: small enough that the part's TOML tree
+/// is small, large enough that parsing a part costs little beyond its text.
+const CREDENTIALS_PER_PART: usize = 256;
+
+/// Splits a file's text into parts that are each a TOML document, cut before every
+/// `CREDENTIALS_PER_PART`-th `[[credential]]` header (a header inside a multi-line string is
+/// not one). Returns (start, end, lines before start).
+fn parts(text: &str) -> Vec<(usize, usize, usize)> {
+    let mut starts = vec![(0, 0)];
+    let mut open: Option<&str> = None;
+    let mut offset = 0;
+    let mut headers = 0;
+    for (line_no, line) in text.split_inclusive('\n').enumerate() {
+        if open.is_none() && line.trim_start().starts_with("[[") {
+            let header: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+            if header.starts_with("[[credential]]") {
+                if headers > 0 && headers % CREDENTIALS_PER_PART == 0 {
+                    starts.push((offset, line_no));
+                }
+                headers += 1;
+            }
+        }
+        for quotes in ["\"\"\"", "\'\'\'"] {
+            if open.is_none_or(|q| q == quotes) && line.matches(quotes).count() % 2 == 1 {
+                open = if open.is_some() { None } else { Some(quotes) };
+            }
+        }
+        offset += line.len();
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, &(start, lines))| {
+            let end = starts.get(i + 1).map_or(text.len(), |next| next.0);
+            (start, end, lines)
+        })
+        .collect()
+}
+
 /// Loads and validates config from files and folders (folders: every `*.toml` below them, in
 /// name order). Returns every problem found, not only the first.
 pub fn load(paths: &[PathBuf]) -> Result<Config, Diagnostics> {
@@ -86,7 +125,19 @@ impl Loader {
             Ok(text) => text,
             Err(e) => return self.io_error(path, format!("cannot read config file: {e}")),
         };
-        self.files.push(SourceFile::new(path, text));
+        // Parsed a few hundred `[[credential]]` at a time: a TOML tree costs tens of bytes per
+        // byte of text, and a file of 100,000 credentials must not be held whole as one.
+        for (start, end, lines_before) in parts(&text) {
+            self.add_part(SourceFile::part(
+                path,
+                text[start..end].to_owned(),
+                lines_before,
+            ));
+        }
+    }
+
+    fn add_part(&mut self, part: SourceFile) {
+        self.files.push(part);
         let index = self.files.len() - 1;
         let text = self.files[index].text.clone();
         let (root, syntax_errors) = DeTable::parse_recoverable(&text);
@@ -736,7 +787,11 @@ impl Loader {
             self.vaults.into_iter().map(|(k, (v, _))| (k, v)).collect(),
             self.alerts.into_iter().map(|(k, (v, _))| (k, v)).collect(),
             credentials,
-            self.files.iter().map(|f| f.path.clone()).collect(),
+            {
+                let mut paths: Vec<PathBuf> = self.files.iter().map(|f| f.path.clone()).collect();
+                paths.dedup();
+                paths
+            },
         );
         config.drill = self.drill.map(|(d, _)| d).unwrap_or_default();
         config.limits = self.limits.map(|(l, _)| l).unwrap_or_default();
@@ -930,6 +985,35 @@ pub fn schema() -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_file_is_parsed_in_parts_and_errors_keep_their_lines() {
+        let mut text = String::from(
+            "[vaults.local]\nkind = \"file\"\ndir = \"v\"\nidentity = { file = \"k\" }\n",
+        );
+        for i in 0..600 {
+            let every = if i == 555 { "often" } else { "30d" };
+            text.push_str(&format!(
+                "\n[[credential]]\nid = \"c{i}\"\nschedule = {{ every = \"{every}\" }}\nvault = {{ name = \"local\", path = \"c{i}\" }}\n[credential.rotator]\nkind = \"generated\"\n"
+            ));
+        }
+        assert_eq!(parts(&text).len(), 3);
+        let errors = load_text(&text).unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        // 4 lines of vault, then 7 lines per credential; #555's schedule is its 4th line.
+        assert_eq!(errors.0[0].line, 4 + 555 * 7 + 4, "{errors}");
+        assert!(errors.0[0].source_line.contains("often"));
+        let fixed = text.replace("\"often\"", "\"30d\"");
+        let config = load_text(&fixed).unwrap();
+        assert_eq!(config.credentials.len(), 600);
+        assert_eq!(config.sources.len(), 1);
+    }
+
+    #[test]
+    fn a_header_inside_a_multi_line_string_does_not_split() {
+        let text = "a = \"\"\"\n[[credential]]\n\"\"\"\n".repeat(300);
+        assert_eq!(parts(&text).len(), 1);
+    }
 
     fn load_text(text: &str) -> Result<Config, Diagnostics> {
         let dir = tempfile::tempdir().unwrap();

@@ -419,7 +419,7 @@ impl Credential {
     /// The settings of a credential people rotate by hand (`manual` rotator).
     pub fn by_hand(&self) -> Option<&rotor_rotators::manual::ManualConfig> {
         match &self.rotator {
-            RotatorConfig::Manual(m) => Some(m),
+            RotatorConfig::Manual(m) => Some(m.as_ref()),
             _ => None,
         }
     }
