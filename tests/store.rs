@@ -499,3 +499,42 @@ async fn limited_claims_respect_provider_concurrency_and_buckets_refill() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn a_save_never_shortens_a_lease_the_heartbeat_extended() {
+    for (label, url, _keep) in backends() {
+        let store = Store::connect(&url, None).await.unwrap();
+        store
+            .reconcile(&[desired("a", "h")], 0, |_, _| {
+                (Some(0), "schedule".to_string())
+            })
+            .await
+            .unwrap();
+        store.insert_runs(&[run_for("a", 0)], 0).await.unwrap();
+        let mut run = store.claim("w", 10, 1_000, 1).await.unwrap().remove(0);
+        assert_eq!(
+            store
+                .heartbeat("w", std::slice::from_ref(&run.id), 50_000)
+                .await
+                .unwrap(),
+            1
+        );
+        run.set_state(RunState::PendingStored);
+        store
+            .save_run(
+                &run,
+                RunState::Planned,
+                "w",
+                None,
+                None,
+                &AuditEntry::new("w", "mint"),
+                20,
+                None,
+            )
+            .await
+            .unwrap();
+        let saved = store.run(&run.id).await.unwrap().unwrap();
+        assert_eq!(saved.lease_until, Some(50_000), "{label}");
+        store.close().await;
+    }
+}

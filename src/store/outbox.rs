@@ -101,6 +101,16 @@ impl Store {
         now: i64,
     ) -> Result<Vec<String>, StoreError> {
         with_pool!(self, pool => {
+            // Nearly every successful rotation has nothing to resolve: one read, no transaction.
+            let any: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM alert_state WHERE credential_id = $1 AND active = 1",
+            )
+            .bind(credential_id)
+            .fetch_one(pool)
+            .await?;
+            if any == 0 {
+                return Ok(Vec::new());
+            }
             let mut tx = pool.begin().await?;
             let raised: Vec<(String, String)> = sqlx::query_as(
                 "SELECT condition, payload FROM alert_state WHERE credential_id = $1 AND active = 1",

@@ -33,8 +33,10 @@ SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, 'running' FROM run_steps W
 RETURNING seq";
 
 /// Save a run, fenced: only if it is still in the state the worker read and still leased to it.
+/// A lease the heartbeat extended is never shortened by the claim-time value the worker holds.
 pub const SAVE_RUN: &str = "\
-UPDATE runs SET state = $4, attempts = $5, not_before = $6, lease_owner = $7, lease_until = $8,
+UPDATE runs SET state = $4, attempts = $5, not_before = $6, lease_owner = $7,
+    lease_until = CASE WHEN $7 IS NULL THEN NULL WHEN lease_until > $8 THEN lease_until ELSE $8 END,
     pending_version = $9, pending_fingerprint = $10, replaced_version = $11, replaced_fingerprint = $12,
     grace_until = $13, last_error = $14, error_class = $15, stuck_from = $16, finished_at = $17, updated_at = $18
 WHERE id = $1 AND state = $2 AND lease_owner = $3";
