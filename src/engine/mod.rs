@@ -749,17 +749,17 @@ impl Engine {
                     None => None,
                 };
                 let now = self.now();
-                let version = match &current_version {
-                    Some(v) => Some(v.clone()),
-                    None => self
-                        .store
-                        .credential(&ctx.credential.id)
-                        .await
-                        .map_err(store_step_error)?
-                        .and_then(|c| c.current_version),
-                };
                 // A first version replaced nothing: there is no retirement to tell of.
-                if run.replaced_version.is_some() {
+                if run.replaced_version.is_some() && !ctx.credential.notify.is_empty() {
+                    let version = match &current_version {
+                        Some(v) => Some(v.clone()),
+                        None => self
+                            .store
+                            .credential(&ctx.credential.id)
+                            .await
+                            .map_err(store_step_error)?
+                            .and_then(|c| c.current_version),
+                    };
                     let event = self.event(ctx, run, EventKind::Retired, version, now);
                     ctx.runtime
                         .notifier
