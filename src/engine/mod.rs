@@ -177,6 +177,9 @@ impl rotor_rotators::Fence for RunFence<'_> {
     }
 }
 
+/// How far before its claimed expiry a lease is checked in the store before a side effect.
+const LEASE_MARGIN_MS: i64 = 5_000;
+
 /// `runs.drill` of a dry-run drill.
 pub const DRY_RUN: &str = "dry_run";
 
@@ -324,7 +327,9 @@ impl Engine {
             self.rate_limit(ctx, transition.step).await?;
             // A worker that was paused past its lease must not act on a run another took over
             // (its save would be refused, but a side effect would not).
-            if !self.store.lease_held(&run.id, &self.worker).await? {
+            if self.lease_may_have_lapsed(&run)
+                && !self.store.lease_held(&run.id, &self.worker).await?
+            {
                 return Err(EngineError::Store(StoreError::LeaseLost {
                     run_id: run.id.clone(),
                     expected: state.as_str(),
@@ -628,11 +633,12 @@ impl Engine {
                         // A worker paused past its lease (a stopped process, a long GC, a
                         // partition) must not write over the pending version of the worker
                         // that took the run over.
-                        if !self
-                            .store
-                            .lease_held(&run.id, &self.worker)
-                            .await
-                            .map_err(store_step_error)?
+                        if self.lease_may_have_lapsed(run)
+                            && !self
+                                .store
+                                .lease_held(&run.id, &self.worker)
+                                .await
+                                .map_err(store_step_error)?
                         {
                             // What this worker just made is its own (the vault never saw it):
                             // it undoes it rather than leave it orphaned at the provider.
@@ -832,6 +838,15 @@ impl Engine {
                 })))
             }
         }
+    }
+
+    /// Whether another worker could have taken the run over by now. The lease this worker
+    /// claimed lasts at least until `run.lease_until` (a save never shortens it, a heartbeat
+    /// only extends it), and no other worker claims it before then: before that, minus a margin
+    /// for clocks that disagree, asking the store is not needed.
+    fn lease_may_have_lapsed(&self, run: &RunRow) -> bool {
+        run.lease_until
+            .is_none_or(|until| self.now() + LEASE_MARGIN_MS >= until)
     }
 
     /// Waits for a token of the provider's rate limit (`[limits.provider.KIND] per_second`,
