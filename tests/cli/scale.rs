@@ -32,6 +32,16 @@ struct Replica {
     log: PathBuf,
 }
 
+/// A replica a failed test leaves behind is killed, not left running.
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Replica {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
