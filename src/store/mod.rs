@@ -317,6 +317,12 @@ impl Store {
             // in its busy handler's sleeps, where sqlx's queue would hand over at once.
             let pool = SqlitePoolOptions::new()
                 .max_connections(1)
+                // Never recycled: with an idle timeout sqlx 0.9.0 runs a maintenance task,
+                // seen spinning at 100% CPU on the runtime's only worker (its idle count had
+                // wrapped) once a process lived past the 10-minute default, starving every
+                // other task. Without a timeout that task is not started.
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .connect_with(options)
                 .await
                 .map_err(unavailable)?;
@@ -334,6 +340,10 @@ impl Store {
             }
             let pool = PgPoolOptions::new()
                 .max_connections(8)
+                // Never recycled, as the SQLite pool above; a connection the server dropped
+                // is found by the ping before each acquire.
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await
