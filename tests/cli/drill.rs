@@ -6,30 +6,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use rotor::vault::{Vault, Vaults};
-use rotor_rotators::Credential;
-
 use crate::alerts::Receiver;
 use crate::generated_config;
-use crate::providers::{self, Provider, block_on};
+use crate::providers::{self, Provider, current_at as current};
 use crate::support::{Rotor, postgres::free_port, spawn_until};
-
-/// What consumers read at `id` now.
-fn current(rotor: &Rotor, id: &str) -> Credential {
-    let config = rotor::config::load(std::slice::from_ref(&rotor.config)).unwrap();
-    let c = config.credential(id).unwrap().clone();
-    block_on(async {
-        let vaults = Vaults::open(&config).await.unwrap();
-        let vault = vaults.get(&c.vault).unwrap();
-        vault
-            .read_current(&c.vault_path)
-            .await
-            .unwrap()
-            .expect("a current document")
-            .current
-            .credential
-    })
-}
 
 const PROVIDERS: [(Provider, &str); 7] = [
     (Provider::Postgres, "drill/postgres"),

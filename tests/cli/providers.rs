@@ -36,14 +36,20 @@ pub struct Fixture {
 
 /// The credential consumers read now at `app/key0` in the file vault `local` of `rotor`'s config.
 pub fn current(rotor: &crate::support::Rotor) -> Credential {
+    current_at(rotor, "app/key0")
+}
+
+/// The credential consumers read now for credential `id` of `rotor`'s config.
+pub fn current_at(rotor: &crate::support::Rotor, id: &str) -> Credential {
     use rotor::vault::{Vault, Vaults};
     let config = rotor::config::load(std::slice::from_ref(&rotor.config)).unwrap();
+    let c = config.credential(id).unwrap().clone();
     block_on(async {
         let vaults = Vaults::open(&config).await.unwrap();
         vaults
-            .get("local")
+            .get(&c.vault)
             .unwrap()
-            .read_current("app/key0")
+            .read_current(&c.vault_path)
             .await
             .unwrap()
             .expect("a current document")
