@@ -481,8 +481,12 @@ async fn limited_claims_respect_provider_concurrency_and_buckets_refill() {
             .await
             .unwrap();
         assert!(second.is_empty(), "{label}: counted across workers");
-        assert!(store.lease_held(&first[0].id, "w1").await.unwrap());
-        assert!(!store.lease_held(&first[0].id, "w2").await.unwrap());
+        assert!(store.lease_held(&first[0].id, "w1", 9_000).await.unwrap());
+        assert!(!store.lease_held(&first[0].id, "w2", 9_000).await.unwrap());
+        assert!(
+            !store.lease_held(&first[0].id, "w1", 10_001).await.unwrap(),
+            "{label}: a lease ending before the time asked is not held"
+        );
         // Expired leases free their slots.
         let third = store
             .claim_within("w2", 20_000, 30_000, 5, &limits)

@@ -34,6 +34,10 @@ pub struct StepError {
     pub message: String,
     /// The provider said when to come back (a rate limit's reset).
     pub retry_after: Option<std::time::Duration>,
+    /// This worker must stop driving the run and save nothing: rotor's own store went away
+    /// mid-step (not the credential's failure, so it spends none of its retries), or its lease
+    /// lapsed. The run is resumed from this step by whoever claims it next.
+    pub abandon: Option<StoreError>,
 }
 
 impl From<RotatorError> for StepError {
@@ -42,6 +46,7 @@ impl From<RotatorError> for StepError {
             class: e.class,
             message: format!("provider: {}", e.message),
             retry_after: e.retry_after,
+            abandon: None,
         }
     }
 }
@@ -52,6 +57,7 @@ impl From<VaultError> for StepError {
             class: e.class,
             message: e.to_string(),
             retry_after: None,
+            abandon: None,
         }
     }
 }
@@ -62,6 +68,7 @@ impl StepError {
             class: ErrorClass::Permanent,
             message: message.into(),
             retry_after: None,
+            abandon: None,
         }
     }
 
@@ -70,6 +77,7 @@ impl StepError {
             class: ErrorClass::Conflict,
             message: message.into(),
             retry_after: None,
+            abandon: None,
         }
     }
 }
@@ -161,8 +169,10 @@ impl Runtime {
 /// A run's fence for its rotator: is the run still this worker's?
 struct RunFence<'a> {
     store: &'a Store,
+    clock: &'a dyn Clock,
     run_id: &'a str,
     worker: &'a str,
+    margin_ms: i64,
 }
 
 impl rotor_rotators::Fence for RunFence<'_> {
@@ -170,14 +180,19 @@ impl rotor_rotators::Fence for RunFence<'_> {
         // A store that cannot answer is not a yes: the rotator stops and the step is retried.
         Box::pin(async move {
             self.store
-                .lease_held(self.run_id, self.worker)
+                .lease_held(
+                    self.run_id,
+                    self.worker,
+                    self.clock.now_ms() + self.margin_ms,
+                )
                 .await
                 .unwrap_or(false)
         })
     }
 }
 
-/// How far before its claimed expiry a lease is checked in the store before a side effect.
+/// How far before its claimed expiry a lease is checked in the store before a side effect,
+/// and at most how long it must have left then (see `Ctx::lease_margin_ms`).
 const LEASE_MARGIN_MS: i64 = 5_000;
 
 /// `runs.drill` of a dry-run drill.
@@ -210,6 +225,10 @@ struct Ctx<'a> {
     rotator: &'a AnyRotator,
     vault: &'a AnyVault,
     runtime: &'a Runtime,
+    /// A side effect starts only while the lease has this long left in the store: a worker
+    /// that lost it unawares (its heartbeats failed) then has this long to finish writing
+    /// before another may claim the run. A quarter of the lease: heartbeats keep two thirds.
+    lease_margin_ms: i64,
 }
 
 impl Engine {
@@ -261,11 +280,15 @@ impl Engine {
                 vault: credential.vault.clone(),
             })?;
         let rotator = &runtime.rotators[&credential.id];
+        let lease_margin_ms = run.lease_until.map_or(0, |until| {
+            ((until - self.now()) / 4).clamp(0, LEASE_MARGIN_MS)
+        });
         let ctx = Ctx {
             credential,
             rotator,
             vault,
             runtime,
+            lease_margin_ms,
         };
         let span = tracing::info_span!("run", credential = %credential.id, run = %run.id);
         self.drive_steps(&ctx, run).instrument(span).await
@@ -328,7 +351,10 @@ impl Engine {
             // A worker that was paused past its lease must not act on a run another took over
             // (its save would be refused, but a side effect would not).
             if self.lease_may_have_lapsed(&run)
-                && !self.store.lease_held(&run.id, &self.worker).await?
+                && !self
+                    .store
+                    .lease_held(&run.id, &self.worker, self.now() + ctx.lease_margin_ms)
+                    .await?
             {
                 return Err(EngineError::Store(StoreError::LeaseLost {
                     run_id: run.id.clone(),
@@ -416,6 +442,12 @@ impl Engine {
                         .await?;
                     begun = next.zip(next_seq).map(|(t, seq)| (t.step, seq));
                     tracing::info!(step = %transition.step, state = %transition.to, "step done");
+                }
+                Err(StepError {
+                    abandon: Some(e), ..
+                }) => {
+                    tracing::warn!(step = %transition.step, error = %e, "run abandoned mid-step; it resumes from this step when claimed again");
+                    return Err(EngineError::Store(e));
                 }
                 Err(error) => {
                     if let Some(driven) = self
@@ -619,8 +651,10 @@ impl Engine {
                     _ => {
                         let fence = RunFence {
                             store: &self.store,
+                            clock: self.clock.as_ref(),
                             run_id: &run.id,
                             worker: &self.worker,
+                            margin_ms: ctx.lease_margin_ms,
                         };
                         let context = MintContext {
                             token: &run.token,
@@ -636,7 +670,7 @@ impl Engine {
                         if self.lease_may_have_lapsed(run)
                             && !self
                                 .store
-                                .lease_held(&run.id, &self.worker)
+                                .lease_held(&run.id, &self.worker, self.now() + ctx.lease_margin_ms)
                                 .await
                                 .map_err(store_step_error)?
                         {
@@ -648,10 +682,18 @@ impl Engine {
                             {
                                 tracing::warn!(error = %e, "could not remove the credential minted after the run was taken over");
                             }
-                            return Err(StepError::conflict(format!(
-                                "another worker took run {} over while this one minted; it owns the run now",
-                                run.id
-                            )));
+                            // Nothing is saved: the run resumes at mint under its next owner
+                            // (perhaps this worker again), never rolled back for this.
+                            return Err(StepError {
+                                abandon: Some(StoreError::LeaseLost {
+                                    run_id: run.id.clone(),
+                                    expected: RunState::Planned.as_str(),
+                                }),
+                                ..StepError::conflict(format!(
+                                    "the lease on run {} lapsed while this worker minted",
+                                    run.id
+                                ))
+                            });
                         }
                         ctx.vault
                             .write_pending(path, &run.token, &candidate)
@@ -899,6 +941,7 @@ impl Engine {
             class: ErrorClass::Transient,
             message,
             retry_after: None,
+            abandon: None,
         })
     }
 
@@ -960,5 +1003,6 @@ fn store_step_error(e: StoreError) -> StepError {
         class: ErrorClass::Transient,
         message: e.to_string(),
         retry_after: None,
+        abandon: e.is_outage().then_some(e),
     }
 }

@@ -599,14 +599,21 @@ impl Store {
         )
     }
 
-    /// Whether `worker` still owns a run: no other worker took it over (a lease that expired
-    /// without a taker is still this worker's, as the fenced save sees it).
-    pub async fn lease_held(&self, run_id: &str, worker: &str) -> Result<bool, StoreError> {
+    /// Whether `worker` still owns a run with a lease lasting at least `until`. A lease that
+    /// expired without a taker is no longer held here (any worker may claim it at any moment),
+    /// although the fenced save would still accept it.
+    pub async fn lease_held(
+        &self,
+        run_id: &str,
+        worker: &str,
+        until: i64,
+    ) -> Result<bool, StoreError> {
         let held: i64 = with_pool!(self, p => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM runs WHERE id = $1 AND lease_owner = $2",
+            "SELECT COUNT(*) FROM runs WHERE id = $1 AND lease_owner = $2 AND lease_until >= $3",
         )
         .bind(run_id)
         .bind(worker)
+        .bind(until)
         .fetch_one(p)
         .await?);
         Ok(held > 0)
@@ -985,6 +992,24 @@ fn placeholders(backend: Backend, rows: usize, columns: usize) -> String {
         text.push(')');
     }
     text
+}
+
+impl StoreError {
+    /// The store could not be reached (down, restarting, failing over), as opposed to a
+    /// statement it refused: waiting and trying again is the cure.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            StoreError::Unavailable { .. } => true,
+            StoreError::Query(e) => {
+                is_connection_error(e)
+                    || matches!(e, sqlx::Error::Database(d)
+                        // connection_exception (08...), admin_shutdown, crash_shutdown,
+                        // cannot_connect_now (57P01..57P03)
+                        if d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")))
+            }
+            _ => false,
+        }
+    }
 }
 
 fn is_connection_error(e: &sqlx::Error) -> bool {

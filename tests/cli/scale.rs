@@ -207,15 +207,21 @@ retire = {{ method = "DELETE", path = "/v1/keys/{{{{id}}}}", expect = [204, 404]
                 self.sql("SELECT COUNT(*) FROM runs WHERE state IN ('rolled_back', 'stuck')");
             assert!(
                 Instant::now() < deadline && failed == "0",
-                "{} of {count} runs completed ({failed} failed) in {timeout:?}; replica logs:\n{}",
+                "{} of {count} runs completed ({failed} failed: {}) in {timeout:?}; replica logs:\n{}",
                 self.completed(),
+                self.sql(
+                    "SELECT string_agg(r.credential_id || ' ' || s.step || ' ' || s.outcome || ' by ' || s.worker \
+                     || ': ' || COALESCE(s.error, ''), '; ' ORDER BY s.run_id, s.seq) \
+                     FROM runs r JOIN run_steps s ON s.run_id = r.id WHERE r.state IN ('rolled_back', 'stuck')"
+                ),
                 replicas
                     .iter()
                     .map(|r| r
                         .log()
                         .lines()
                         .rev()
-                        .take(15)
+                        .filter(|l| !l.contains(" INFO "))
+                        .take(40)
                         .collect::<Vec<_>>()
                         .join("\n"))
                     .collect::<Vec<_>>()
