@@ -37,7 +37,7 @@ pub struct StepError {
     /// This worker must stop driving the run and save nothing: rotor's own store went away
     /// mid-step (not the credential's failure, so it spends none of its retries), or its lease
     /// lapsed. The run is resumed from this step by whoever claims it next.
-    pub abandon: Option<StoreError>,
+    pub abandon: Option<Box<StoreError>>,
 }
 
 impl From<RotatorError> for StepError {
@@ -447,7 +447,7 @@ impl Engine {
                     abandon: Some(e), ..
                 }) => {
                     tracing::warn!(step = %transition.step, error = %e, "run abandoned mid-step; it resumes from this step when claimed again");
-                    return Err(EngineError::Store(e));
+                    return Err(EngineError::Store(*e));
                 }
                 Err(error) => {
                     if let Some(driven) = self
@@ -685,10 +685,10 @@ impl Engine {
                             // Nothing is saved: the run resumes at mint under its next owner
                             // (perhaps this worker again), never rolled back for this.
                             return Err(StepError {
-                                abandon: Some(StoreError::LeaseLost {
+                                abandon: Some(Box::new(StoreError::LeaseLost {
                                     run_id: run.id.clone(),
                                     expected: RunState::Planned.as_str(),
-                                }),
+                                })),
                                 ..StepError::conflict(format!(
                                     "the lease on run {} lapsed while this worker minted",
                                     run.id
@@ -1003,6 +1003,6 @@ fn store_step_error(e: StoreError) -> StepError {
         class: ErrorClass::Transient,
         message: e.to_string(),
         retry_after: None,
-        abandon: e.is_outage().then_some(e),
+        abandon: e.is_outage().then(|| Box::new(e)),
     }
 }
