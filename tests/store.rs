@@ -215,6 +215,10 @@ async fn one_live_run_per_credential_and_each_claim_goes_to_one_worker() {
             RunState::PendingStored,
             "{label}"
         );
+        assert!(
+            store.verify_audit().await.unwrap().is_ok(),
+            "{label}: the audit chain holds across fenced and accepted saves"
+        );
         store.close().await;
     }
 }

@@ -97,26 +97,22 @@ macro_rules! with_pool {
 macro_rules! append_audit {
     ($tx:expr, $now:expr, $entry:expr) => {{
         let entry: &AuditEntry = $entry;
-        let (seq, prev): (i64, String) =
-            sqlx::query_as("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
-                .fetch_one(&mut *$tx)
-                .await?;
+        let (seq, prev): (i64, String) = sqlx::query_as($crate::store::sql::ADVANCE_AUDIT_HEAD)
+            .fetch_one(&mut *$tx)
+            .await?;
         let hash = audit::row_hash(&prev, seq, $now, entry);
-        sqlx::query(
-            "INSERT INTO audit (seq, at, actor, action, credential_id, run_id, detail, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(seq)
-        .bind($now)
-        .bind(&entry.actor)
-        .bind(&entry.action)
-        .bind(&entry.credential_id)
-        .bind(&entry.run_id)
-        .bind(&entry.detail)
-        .bind(&prev)
-        .bind(&hash)
-        .execute(&mut *$tx)
-        .await?;
+        sqlx::query($crate::store::sql::INSERT_AUDIT)
+            .bind(seq)
+            .bind($now)
+            .bind(&entry.actor)
+            .bind(&entry.action)
+            .bind(&entry.credential_id)
+            .bind(&entry.run_id)
+            .bind(&entry.detail)
+            .bind(&prev)
+            .bind(&hash)
+            .execute(&mut *$tx)
+            .await?;
     }};
 }
 
@@ -682,36 +678,73 @@ impl Store {
         now: i64,
         begin_next: Option<&str>,
     ) -> Result<Option<i64>, StoreError> {
-        let next_seq = with_pool!(self, p => {
+        let p = match &self.pool {
+            Pool::Sqlite(p) => {
+                return save_run_sqlite(
+                    p, run, expected, worker, step, credential, audit, now, begin_next,
+                )
+                .await;
+            }
+            Pool::Postgres(p) => p,
+        };
+        let next_seq = {
             let mut tx = p.begin().await?;
             let changed = sqlx::query(sql::SAVE_RUN)
-                .bind(&run.id).bind(expected.as_str()).bind(worker)
-                .bind(&run.state).bind(run.attempts).bind(run.not_before).bind(&run.lease_owner).bind(run.lease_until)
-                .bind(&run.pending_version).bind(&run.pending_fingerprint)
-                .bind(&run.replaced_version).bind(&run.replaced_fingerprint)
-                .bind(run.grace_until).bind(&run.last_error).bind(&run.error_class).bind(&run.stuck_from)
-                .bind(run.finished_at).bind(now)
-                .execute(&mut *tx).await?.rows_affected();
+                .bind(&run.id)
+                .bind(expected.as_str())
+                .bind(worker)
+                .bind(&run.state)
+                .bind(run.attempts)
+                .bind(run.not_before)
+                .bind(&run.lease_owner)
+                .bind(run.lease_until)
+                .bind(&run.pending_version)
+                .bind(&run.pending_fingerprint)
+                .bind(&run.replaced_version)
+                .bind(&run.replaced_fingerprint)
+                .bind(run.grace_until)
+                .bind(&run.last_error)
+                .bind(&run.error_class)
+                .bind(&run.stuck_from)
+                .bind(run.finished_at)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             if changed == 0 {
-                return Err(StoreError::LeaseLost { run_id: run.id.clone(), expected: expected.as_str() });
+                return Err(StoreError::LeaseLost {
+                    run_id: run.id.clone(),
+                    expected: expected.as_str(),
+                });
             }
             if let Some(step) = step {
-                sqlx::query("UPDATE run_steps SET finished_at = $3, outcome = $4, error = $5 WHERE run_id = $1 AND seq = $2")
-                    .bind(&run.id).bind(step.seq).bind(now).bind(step.outcome).bind(&step.error)
-                    .execute(&mut *tx).await?;
+                sqlx::query(sql::END_STEP)
+                    .bind(&run.id)
+                    .bind(step.seq)
+                    .bind(now)
+                    .bind(step.outcome)
+                    .bind(&step.error)
+                    .execute(&mut *tx)
+                    .await?;
             }
             if let Some(c) = credential {
                 let set_error = c.last_error.is_some() as i64;
                 let set_due = c.next_due_at.is_some() as i64;
                 sqlx::query(sql::UPDATE_CREDENTIAL)
                     .bind(&run.credential_id)
-                    .bind(&c.current_version).bind(&c.current_fingerprint).bind(c.current_since)
+                    .bind(&c.current_version)
+                    .bind(&c.current_fingerprint)
+                    .bind(c.current_since)
                     .bind(c.last_success_at)
-                    .bind(set_error).bind(c.last_error.clone().flatten())
+                    .bind(set_error)
+                    .bind(c.last_error.clone().flatten())
                     .bind(c.failure.map(i64::from))
-                    .bind(set_due).bind(c.next_due_at.flatten()).bind(&c.due_reason)
+                    .bind(set_due)
+                    .bind(c.next_due_at.flatten())
+                    .bind(&c.due_reason)
                     .bind(now)
-                    .execute(&mut *tx).await?;
+                    .execute(&mut *tx)
+                    .await?;
             }
             append_audit!(tx, now, audit);
             // The next step's "started" record rides in the same transaction as this step's
@@ -719,15 +752,20 @@ impl Store {
             let next_seq = match begin_next {
                 Some(step) => {
                     let (seq,): (i64,) = sqlx::query_as(sql::BEGIN_STEP)
-                        .bind(&run.id).bind(step).bind(run.attempts + 1).bind(worker).bind(now)
-                        .fetch_one(&mut *tx).await?;
+                        .bind(&run.id)
+                        .bind(step)
+                        .bind(run.attempts + 1)
+                        .bind(worker)
+                        .bind(now)
+                        .fetch_one(&mut *tx)
+                        .await?;
                     Some(seq)
                 }
                 None => None,
             };
             tx.commit().await?;
             next_seq
-        });
+        };
         Ok(next_seq)
     }
 
@@ -1010,6 +1048,106 @@ impl StoreError {
             _ => false,
         }
     }
+}
+
+/// `Store::save_run` on SQLite: the same statements in two batches, so that a save is four
+/// hand-overs to SQLite's worker thread (begin, two batches, commit) instead of eight; on
+/// its one connection those hand-overs, not SQLite, bound how many saves a second it takes.
+#[allow(clippy::too_many_arguments)]
+async fn save_run_sqlite(
+    p: &SqlitePool,
+    run: &RunRow,
+    expected: RunState,
+    worker: &str,
+    step: Option<&StepEnd>,
+    credential: Option<&CredentialUpdate>,
+    audit: &AuditEntry,
+    now: i64,
+    begin_next: Option<&str>,
+) -> Result<Option<i64>, StoreError> {
+    let mut tx = p.begin().await?;
+    let head: Result<(i64, String), sqlx::Error> = sqlx::query_as(sql::save_run_fenced_sqlite())
+        .bind(&run.id)
+        .bind(expected.as_str())
+        .bind(worker)
+        .bind(&run.state)
+        .bind(run.attempts)
+        .bind(run.not_before)
+        .bind(&run.lease_owner)
+        .bind(run.lease_until)
+        .bind(&run.pending_version)
+        .bind(&run.pending_fingerprint)
+        .bind(&run.replaced_version)
+        .bind(&run.replaced_fingerprint)
+        .bind(run.grace_until)
+        .bind(&run.last_error)
+        .bind(&run.error_class)
+        .bind(&run.stuck_from)
+        .bind(run.finished_at)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await;
+    let (seq, prev) = match head {
+        Ok(head) => head,
+        // Dropping the transaction rolls it back.
+        Err(sqlx::Error::Database(e)) if e.message().contains("rotor fence") => {
+            return Err(StoreError::LeaseLost {
+                run_id: run.id.clone(),
+                expected: expected.as_str(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let hash = audit::row_hash(&prev, seq, now, audit);
+    let mut rest = sqlx::query_as::<_, (i64,)>(sql::save_rest_sqlite(
+        step.is_some(),
+        credential.is_some(),
+        begin_next.is_some(),
+    ));
+    if let Some(step) = step {
+        rest = rest
+            .bind(&run.id)
+            .bind(step.seq)
+            .bind(now)
+            .bind(step.outcome)
+            .bind(&step.error);
+    }
+    if let Some(c) = credential {
+        rest = rest
+            .bind(&run.credential_id)
+            .bind(&c.current_version)
+            .bind(&c.current_fingerprint)
+            .bind(c.current_since)
+            .bind(c.last_success_at)
+            .bind(c.last_error.is_some() as i64)
+            .bind(c.last_error.clone().flatten())
+            .bind(c.failure.map(i64::from))
+            .bind(c.next_due_at.is_some() as i64)
+            .bind(c.next_due_at.flatten())
+            .bind(&c.due_reason)
+            .bind(now);
+    }
+    rest = rest
+        .bind(seq)
+        .bind(now)
+        .bind(&audit.actor)
+        .bind(&audit.action)
+        .bind(&audit.credential_id)
+        .bind(&audit.run_id)
+        .bind(&audit.detail)
+        .bind(&prev)
+        .bind(&hash);
+    if let Some(next) = begin_next {
+        rest = rest
+            .bind(&run.id)
+            .bind(next)
+            .bind(run.attempts + 1)
+            .bind(worker)
+            .bind(now);
+    }
+    let next_seq = rest.fetch_optional(&mut *tx).await?.map(|(seq,)| seq);
+    tx.commit().await?;
+    Ok(next_seq)
 }
 
 fn is_connection_error(e: &sqlx::Error) -> bool {

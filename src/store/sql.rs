@@ -87,3 +87,87 @@ WHERE r.state NOT IN ('completed', 'rolled_back', 'stuck') AND r.not_before <= $
   AND (r.lease_owner IS NULL OR r.lease_until < $1)
 ORDER BY (r.lease_owner IS NOT NULL) DESC, r.not_before
 LIMIT $2";
+
+/// Append one audit row (its hash computed by rotor from the head's).
+pub const INSERT_AUDIT: &str = "\
+INSERT INTO audit (seq, at, actor, action, credential_id, run_id, detail, prev_hash, hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+/// Record how a step ended.
+pub const END_STEP: &str = "UPDATE run_steps SET finished_at = $3, outcome = $4, error = $5 WHERE run_id = $1 AND seq = $2";
+
+/// Move the audit chain's head on by one row; returns the new row's `seq` and the hash it
+/// follows.
+pub const ADVANCE_AUDIT_HEAD: &str =
+    "UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash";
+
+/// SQLite, first batch of a save: the fenced save (`SAVE_RUN`; the batch stops at `fence`
+/// when it changed nothing), then the audit head moved on for this save's row.
+pub fn save_run_fenced_sqlite() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        format!(
+            "{SAVE_RUN};\nINSERT INTO fence (reason) SELECT 'lease' WHERE changes() = 0;\n{ADVANCE_AUDIT_HEAD}"
+        )
+    })
+}
+
+/// SQLite, second batch of a save: the step's end, the credential's update, the audit row and
+/// the next step's start, each present or not, as one text with its parameters numbered on.
+pub fn save_rest_sqlite(step: bool, credential: bool, begin_next: bool) -> &'static str {
+    static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let texts = TEXTS.get_or_init(|| {
+        (0..8)
+            .map(|bits| {
+                let parts = [
+                    (bits & 1 != 0).then_some(END_STEP),
+                    (bits & 2 != 0).then_some(UPDATE_CREDENTIAL),
+                    Some(INSERT_AUDIT),
+                    (bits & 4 != 0).then_some(BEGIN_STEP),
+                ];
+                batch(parts.into_iter().flatten())
+            })
+            .collect()
+    });
+    &texts[step as usize | (credential as usize) << 1 | (begin_next as usize) << 2]
+}
+
+/// Statements joined into one batch, each one's `$N` placeholders moved past the previous
+/// ones' so that they bind in order.
+fn batch<'a>(statements: impl Iterator<Item = &'a str>) -> String {
+    let mut text = String::new();
+    let mut offset = 0;
+    for statement in statements {
+        let mut highest = 0;
+        let mut chars = statement.chars().peekable();
+        while let Some(c) = chars.next() {
+            text.push(c);
+            if c != '$' {
+                continue;
+            }
+            let mut n = 0;
+            while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                n = n * 10 + d as usize;
+                chars.next();
+            }
+            highest = highest.max(n);
+            text.push_str(&(n + offset).to_string());
+        }
+        text.push_str(";\n");
+        offset += highest;
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_batch_numbers_each_statements_parameters_on() {
+        let text =
+            super::batch(["SELECT $1, $2, $1", "UPDATE t SET a = $2 WHERE b = $1"].into_iter());
+        assert_eq!(
+            text,
+            "SELECT $1, $2, $1;\nUPDATE t SET a = $4 WHERE b = $3;\n"
+        );
+    }
+}
