@@ -130,7 +130,24 @@ async fn rollover_contract(vault: &AnyVault) {
         "two",
         "a retried mint keeps the first value"
     );
-    let v2 = vault.promote(path, &tok("t2"), Some(&v1)).await.unwrap();
+    // A pending version other than the one the run verified (a worker that lost the run wrote
+    // over it) is refused, and nothing moves.
+    let other = cred("other").fingerprint().to_hex();
+    let refused = vault
+        .promote_run(path, &tok("t2"), None, Some(&v1), Some(&other))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.class, ErrorClass::Permanent, "{refused}");
+    assert!(
+        refused.to_string().contains("not the one verified"),
+        "{refused}"
+    );
+    assert_eq!(current_value(vault, path).await, "one", "nothing promoted");
+    let verified = cred("two").fingerprint().to_hex();
+    let v2 = vault
+        .promote_run(path, &tok("t2"), None, Some(&v1), Some(&verified))
+        .await
+        .unwrap();
     assert_eq!(
         vault.promote(path, &tok("t2"), Some(&v1)).await.unwrap(),
         v2,

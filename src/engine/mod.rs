@@ -729,16 +729,7 @@ impl Engine {
             }
             Step::Promote => {
                 // The pending version must still be the one verified (a fenced-off worker
-                // could have written over it); after a crash it may be promoted already.
-                if let Some(pending) = ctx.vault.read_pending(path).await?
-                    && pending.token.as_deref() == Some(run.token.as_str())
-                    && Some(&pending.fingerprint) != run.pending_fingerprint.as_ref()
-                {
-                    return Err(StepError::permanent(format!(
-                        "the pending version in vault {} path {path} is not the one verified (fingerprint differs); it is not promoted",
-                        ctx.vault.name()
-                    )));
-                }
+                // could have written over it): the vault checks as it promotes.
                 let version = ctx
                     .vault
                     .promote_run(
@@ -746,6 +737,7 @@ impl Engine {
                         &run.token,
                         Some(&run.id),
                         run.replaced_version.as_deref(),
+                        run.pending_fingerprint.as_deref(),
                     )
                     .await?;
                 let now = self.now();

@@ -289,13 +289,15 @@ impl Vault for AwsSecretsManager {
         token: &str,
         _run_id: Option<&str>,
         expected_current: Option<&str>,
+        verified: Option<&str>,
     ) -> Result<String, VaultError> {
         let labelled = self.get(path, CURRENT).await?;
         let placeholder = labelled.as_ref().map(|(v, _)| v.clone());
         let current = labelled
             .filter(|(_, d)| !d.fields.is_empty())
             .map(|(v, _)| v);
-        let pending = self.get(path, PENDING).await?.map(|(v, _)| v);
+        let pending_doc = self.get(path, PENDING).await?;
+        let pending = pending_doc.as_ref().map(|(v, _)| v.clone());
         if current.as_deref() == Some(token) {
             if pending.as_deref() == Some(token) {
                 self.move_stage(path, PENDING, None, Some(token)).await?;
@@ -320,6 +322,11 @@ impl Vault for AwsSecretsManager {
                 path,
                 "this run has no AWSPENDING version to promote; it will be rolled back",
             ));
+        }
+        if let (Some(verified), Some((_, doc))) = (verified, &pending_doc)
+            && doc.fields.fingerprint().to_hex() != verified
+        {
+            return Err(super::not_verified(&self.name, path));
         }
         // Off the old current version, or off the empty first version of a new secret.
         self.move_stage(path, CURRENT, Some(token), placeholder.as_deref())

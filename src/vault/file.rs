@@ -338,9 +338,11 @@ impl Vault for FileVault {
         token: &str,
         _run_id: Option<&str>,
         expected_current: Option<&str>,
+        verified: Option<&str>,
     ) -> Result<String, VaultError> {
         let token = token.to_owned();
         let expected = expected_current.map(str::to_owned);
+        let verified = verified.map(str::to_owned);
         self.blocking(path, move |v, path| {
             let current = v.load(path, CURRENT_SUFFIX)?;
             if let Some(c) = &current
@@ -371,6 +373,9 @@ impl Vault for FileVault {
                 .ok_or_else(|| {
                     v.err(ErrorClass::Permanent, path, "this run has no pending version to promote; it will be rolled back")
                 })?;
+            if verified.as_ref().is_some_and(|f| *f != pending.meta.fingerprint) {
+                return Err(super::not_verified(&v.name, path));
+            }
             let mut meta = pending.meta.clone();
             let previous = current.map(|c| {
                 meta.previous_version = Some(c.meta.version.clone());

@@ -104,16 +104,19 @@ pub trait Vault: Send + Sync {
         token: &str,
         expected_current: Option<&str>,
     ) -> impl Future<Output = Result<String, VaultError>> + Send {
-        self.promote_run(path, token, None, expected_current)
+        self.promote_run(path, token, None, expected_current, None)
     }
 
-    /// `promote`, naming the run, for vaults that record it beside the version.
+    /// `promote`, naming the run, for vaults that record it beside the version. With
+    /// `verified`, a pending version of this token whose fingerprint is another (a worker that
+    /// lost the run wrote over it) is not promoted: a `Permanent` error.
     fn promote_run(
         &self,
         path: &str,
         token: &str,
         run_id: Option<&str>,
         expected_current: Option<&str>,
+        verified: Option<&str>,
     ) -> impl Future<Output = Result<String, VaultError>> + Send;
 
     /// Removes run `token`'s pending version; absent is success.
@@ -174,8 +177,9 @@ impl Vault for AnyVault {
         token: &str,
         run_id: Option<&str>,
         expected_current: Option<&str>,
+        verified: Option<&str>,
     ) -> Result<String, VaultError> {
-        dispatch!(self, v => v.promote_run(path, token, run_id, expected_current).await)
+        dispatch!(self, v => v.promote_run(path, token, run_id, expected_current, verified).await)
     }
     async fn discard_pending(&self, path: &str, token: &str) -> Result<(), VaultError> {
         dispatch!(self, v => v.discard_pending(path, token).await)
@@ -289,4 +293,14 @@ impl Vaults {
     pub fn get(&self, name: &str) -> Option<&AnyVault> {
         self.vaults.get(name)
     }
+}
+
+/// The error of a pending version that is not the one the run verified.
+pub(crate) fn not_verified(vault: &str, path: &str) -> VaultError {
+    VaultError::new(
+        ErrorClass::Permanent,
+        vault,
+        path,
+        "the pending version is not the one verified (fingerprint differs); it is not promoted",
+    )
 }

@@ -809,6 +809,7 @@ impl Vault for OpenbaoVault {
         token: &str,
         run_id: Option<&str>,
         expected_current: Option<&str>,
+        verified: Option<&str>,
     ) -> Result<String, VaultError> {
         let pending = self
             .pending(path)
@@ -853,6 +854,9 @@ impl Vault for OpenbaoVault {
                 "this run has no pending version to promote; it will be rolled back",
             )
         })?;
+        if verified.is_some_and(|f| f != pending.fields.fingerprint().to_hex()) {
+            return Err(super::not_verified(&self.name, path));
+        }
         let cas = expected_current
             .map_or(Ok(0), |v| v.parse::<u64>())
             .map_err(|_| {
