@@ -130,6 +130,10 @@ impl Rotator for Generated {
         Ok(Retired::Done)
     }
 
+    fn vault_only(&self) -> bool {
+        true
+    }
+
     async fn rollback(
         &self,
         _candidate: &Credential,

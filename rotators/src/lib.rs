@@ -209,6 +209,13 @@ pub trait Rotator: Send + Sync {
     fn apply_disturbs_current(&self) -> bool {
         false
     }
+
+    /// Whether the credential lives only in the vault (a generated secret): `apply`,
+    /// `switch_over` and `retire` then have nothing to do, and the engine skips reading the
+    /// vault for them.
+    fn vault_only(&self) -> bool {
+        false
+    }
 }
 
 /// What every rotator's config section can say about itself without contacting anything.
@@ -372,5 +379,8 @@ impl Rotator for AnyRotator {
     }
     fn apply_disturbs_current(&self) -> bool {
         dispatch!(self, r => r.apply_disturbs_current())
+    }
+    fn vault_only(&self) -> bool {
+        dispatch!(self, r => r.vault_only())
     }
 }

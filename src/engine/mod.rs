@@ -706,6 +706,7 @@ impl Engine {
                 run.replaced_fingerprint = current.map(|d| d.current.fingerprint);
                 Ok(Performed::Done(None))
             }
+            Step::Apply if ctx.rotator.vault_only() => Ok(Performed::Done(None)),
             Step::Apply => {
                 let candidate = self.own_pending(ctx, run).await?;
                 let current = ctx.vault.read_current(path).await?;
@@ -767,7 +768,12 @@ impl Engine {
             }
             Step::Grace => Ok(Performed::Done(None)),
             Step::Retire => {
-                let doc = ctx.vault.read_current(path).await?;
+                // Nothing at a provider to switch or retire: no need to read what the vault holds.
+                let doc = if ctx.rotator.vault_only() {
+                    None
+                } else {
+                    ctx.vault.read_current(path).await?
+                };
                 if let Some(doc) = &doc {
                     ctx.rotator.switch_over(&doc.current.credential).await?;
                 }
@@ -784,9 +790,10 @@ impl Engine {
                 }
                 // A versioned vault writes a new version without `previous`: record it, or the
                 // next rotation would take it for an out-of-band change.
-                let current_version = match doc {
-                    Some(_) => ctx.vault.drop_previous(path, &run.token).await?,
-                    None => None,
+                let current_version = if doc.is_some() || ctx.rotator.vault_only() {
+                    ctx.vault.drop_previous(path, &run.token).await?
+                } else {
+                    None
                 };
                 let now = self.now();
                 // A first version replaced nothing: there is no retirement to tell of.
