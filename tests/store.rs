@@ -47,6 +47,63 @@ fn run_for(credential: &str, n: usize) -> NewRun {
 }
 
 #[tokio::test]
+async fn claims_take_expired_leases_first_then_the_oldest_due() {
+    for (label, url, _keep) in backends() {
+        let store = Store::connect(&url, None).await.unwrap();
+        let ids = ["a", "b", "c"];
+        let desired: Vec<_> = ids.iter().map(|id| desired(id, "h")).collect();
+        store
+            .reconcile(&desired, 0, |_, _| (Some(0), "initial".into()))
+            .await
+            .unwrap();
+        let runs: Vec<NewRun> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| NewRun {
+                not_before: i as i64 + 1,
+                ..run_for(id, 1)
+            })
+            .collect();
+        assert_eq!(store.insert_runs(&runs, 1).await.unwrap(), 3, "{label}");
+        let claimed = |worker: &'static str, now: i64, limit: i64| {
+            let store = store.clone();
+            async move {
+                let mut ids: Vec<String> = store
+                    .claim(worker, now, now + 10, limit)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.id)
+                    .collect();
+                ids.sort();
+                ids
+            }
+        };
+        assert_eq!(
+            claimed("w1", 10, 1).await,
+            ["run_a_1"],
+            "{label}: oldest due"
+        );
+        assert_eq!(
+            claimed("w2", 30, 1).await,
+            ["run_a_1"],
+            "{label}: the expired lease (a run half done) before runs due longer ago"
+        );
+        assert_eq!(
+            claimed("w3", 30, 5).await,
+            ["run_b_1", "run_c_1"],
+            "{label}: then the rest; a live lease is not taken"
+        );
+        assert_eq!(
+            store.next_wakeup(30).await.unwrap(),
+            Some(40),
+            "{label}: the earliest lease expiry"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
 async fn reconcile_adds_recomputes_marks_removed_and_restores() {
     for (label, url, _keep) in backends() {
         let store = Store::connect(&url, None).await.unwrap();

@@ -506,9 +506,11 @@ impl Store {
         let sql = "SELECT MIN(t) FROM ( \
                    SELECT MIN(next_due_at) AS t FROM credentials WHERE removed_at IS NULL AND next_due_at > $1 \
                    UNION ALL \
-                   SELECT MIN(CASE WHEN lease_owner IS NULL THEN not_before ELSE lease_until END) AS t FROM runs \
-                   WHERE state NOT IN ('completed', 'rolled_back', 'stuck') \
-                   AND (CASE WHEN lease_owner IS NULL THEN not_before ELSE lease_until END) > $1) wake";
+                   SELECT MIN(not_before) AS t FROM runs \
+                   WHERE lease_owner IS NULL AND state NOT IN ('completed', 'rolled_back', 'stuck') AND not_before > $1 \
+                   UNION ALL \
+                   SELECT MIN(lease_until) AS t FROM runs \
+                   WHERE lease_owner IS NOT NULL AND state NOT IN ('completed', 'rolled_back', 'stuck') AND lease_until > $1) wake";
         let (t,): (Option<i64>,) =
             with_pool!(self, p => sqlx::query_as(sql).bind(now).fetch_one(p).await?);
         Ok(t)

@@ -2,28 +2,46 @@
 //! to deserve a name. Placeholders are `$N` in both dialects.
 
 /// Claim ready runs: those a dead or paused worker left (an expired lease: a rotation half
-/// done) first, then the oldest due. PostgreSQL locks the candidate rows and skips those
+/// done) first, oldest expiry first, then the oldest due. Each kind is read in the order of its
+/// own index (`runs_leased`, `runs_claimable`), at most `$4` of each, so that a claim costs the
+/// same with 20 or 20,000 runs waiting. PostgreSQL locks the candidate rows and skips those
 /// another replica is claiming at the same moment; SQLite has a single writer, so the
-/// sub-select cannot race.
+/// sub-selects cannot race.
 pub const CLAIM_POSTGRES: &str = "\
+WITH expired AS (
+    SELECT id, lease_until AS t FROM runs
+    WHERE lease_owner IS NOT NULL AND state NOT IN ('completed', 'rolled_back', 'stuck')
+      AND lease_until < $3 AND not_before <= $3
+    ORDER BY lease_until LIMIT $4
+    FOR UPDATE SKIP LOCKED),
+fresh AS (
+    SELECT id, not_before AS t FROM runs
+    WHERE lease_owner IS NULL AND state NOT IN ('completed', 'rolled_back', 'stuck')
+      AND not_before <= $3
+    ORDER BY not_before LIMIT $4
+    FOR UPDATE SKIP LOCKED)
 UPDATE runs SET lease_owner = $1, lease_until = $2
 WHERE id IN (
-    SELECT id FROM runs
-    WHERE state NOT IN ('completed', 'rolled_back', 'stuck') AND not_before <= $3
-      AND (lease_owner IS NULL OR lease_until < $3)
-    ORDER BY (lease_owner IS NOT NULL) DESC, not_before
-    LIMIT $4
-    FOR UPDATE SKIP LOCKED)
+    SELECT id FROM (SELECT id, 0 AS k, t FROM expired UNION ALL SELECT id, 1 AS k, t FROM fresh) ready
+    ORDER BY k, t LIMIT $4)
 RETURNING *";
 
 pub const CLAIM_SQLITE: &str = "\
 UPDATE runs SET lease_owner = $1, lease_until = $2
 WHERE id IN (
-    SELECT id FROM runs
-    WHERE state NOT IN ('completed', 'rolled_back', 'stuck') AND not_before <= $3
-      AND (lease_owner IS NULL OR lease_until < $3)
-    ORDER BY (lease_owner IS NOT NULL) DESC, not_before
-    LIMIT $4)
+    SELECT id FROM (
+        SELECT * FROM (
+            SELECT id, 0 AS k, lease_until AS t FROM runs
+            WHERE lease_owner IS NOT NULL AND state NOT IN ('completed', 'rolled_back', 'stuck')
+              AND lease_until < $3 AND not_before <= $3
+            ORDER BY lease_until LIMIT $4)
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, 1 AS k, not_before AS t FROM runs
+            WHERE lease_owner IS NULL AND state NOT IN ('completed', 'rolled_back', 'stuck')
+              AND not_before <= $3
+            ORDER BY not_before LIMIT $4))
+    ORDER BY k, t LIMIT $4)
 RETURNING *";
 
 /// Record that a step starts: the next `seq` of the run's history, outcome `running`.
@@ -80,12 +98,22 @@ WHERE r.lease_owner IS NOT NULL AND r.lease_until >= $1
   AND r.state NOT IN ('completed', 'rolled_back', 'stuck')
 GROUP BY c.provider";
 
-/// Ready runs with their provider, oldest due first.
+/// Ready runs with their provider: expired leases first, then the oldest due, each kind read
+/// in its index's order (as in the claims above).
 pub const READY_WITH_PROVIDER: &str = "\
-SELECT r.id, c.provider FROM runs r JOIN credentials c ON c.id = r.credential_id
-WHERE r.state NOT IN ('completed', 'rolled_back', 'stuck') AND r.not_before <= $1
-  AND (r.lease_owner IS NULL OR r.lease_until < $1)
-ORDER BY (r.lease_owner IS NOT NULL) DESC, r.not_before
+SELECT id, provider FROM (
+    SELECT * FROM (
+        SELECT r.id, c.provider, 0 AS k, r.lease_until AS t FROM runs r JOIN credentials c ON c.id = r.credential_id
+        WHERE r.lease_owner IS NOT NULL AND r.state NOT IN ('completed', 'rolled_back', 'stuck')
+          AND r.lease_until < $1 AND r.not_before <= $1
+        ORDER BY r.lease_until LIMIT $2) expired
+    UNION ALL
+    SELECT * FROM (
+        SELECT r.id, c.provider, 1 AS k, r.not_before AS t FROM runs r JOIN credentials c ON c.id = r.credential_id
+        WHERE r.lease_owner IS NULL AND r.state NOT IN ('completed', 'rolled_back', 'stuck')
+          AND r.not_before <= $1
+        ORDER BY r.not_before LIMIT $2) fresh) ready
+ORDER BY k, t
 LIMIT $2";
 
 /// Append one audit row (its hash computed by rotor from the head's).
