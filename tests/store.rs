@@ -238,6 +238,14 @@ async fn one_live_run_per_credential_and_each_claim_goes_to_one_worker() {
             matches!(err, StoreError::LeaseLost { .. }),
             "{label}: {err}"
         );
+        let err = store
+            .begin_step(&run, "mint", &old_owner, 10_002)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::LeaseLost { .. }),
+            "{label}: a step does not begin under a lost lease: {err}"
+        );
         assert_eq!(
             store.run("run_c0_1").await.unwrap().unwrap().state(),
             RunState::Planned,

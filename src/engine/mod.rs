@@ -300,7 +300,10 @@ impl Engine {
         loop {
             let state = run.state();
             let Some(transition) = next_transition(&run, state) else {
-                self.store.release(&run.id, &self.worker).await?;
+                // The save that ended the run gave its lease up already.
+                if run.lease_owner.is_some() {
+                    self.store.release(&run.id, &self.worker).await?;
+                }
                 return Ok(Driven::Finished(state));
             };
             if self.stopping.load(Ordering::SeqCst) {

@@ -649,12 +649,37 @@ impl Store {
         worker: &str,
         now: i64,
     ) -> Result<i64, StoreError> {
+        let lost = || StoreError::LeaseLost {
+            run_id: run.id.clone(),
+            expected: run.state().as_str(),
+        };
+        if let Pool::Sqlite(p) = &self.pool {
+            // One batch in a transaction: three hand-overs to SQLite's worker instead of four.
+            let mut tx = p.begin().await?;
+            let seq = sqlx::query_as::<_, (i64,)>(sql::BEGIN_STEP_FENCED_SQLITE)
+                .bind(&run.id)
+                .bind(step)
+                .bind(run.attempts + 1)
+                .bind(worker)
+                .bind(now)
+                .bind(&run.state)
+                .fetch_one(&mut *tx)
+                .await;
+            let (seq,) = match seq {
+                Err(sqlx::Error::Database(e)) if e.message().contains("rotor fence") => {
+                    return Err(lost());
+                }
+                other => other?,
+            };
+            tx.commit().await?;
+            return Ok(seq);
+        }
         let seq = with_pool!(self, p => {
             let mut tx = p.begin().await?;
             let owned = sqlx::query("UPDATE runs SET updated_at = $4 WHERE id = $1 AND state = $2 AND lease_owner = $3")
                 .bind(&run.id).bind(&run.state).bind(worker).bind(now).execute(&mut *tx).await?.rows_affected();
             if owned == 0 {
-                return Err(StoreError::LeaseLost { run_id: run.id.clone(), expected: run.state() .as_str() });
+                return Err(lost());
             }
             let (seq,): (i64,) = sqlx::query_as(sql::BEGIN_STEP)
             .bind(&run.id).bind(step).bind(run.attempts + 1).bind(worker).bind(now)

@@ -50,6 +50,15 @@ INSERT INTO run_steps (run_id, seq, step, attempt, worker, started_at, outcome)
 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, 'running' FROM run_steps WHERE run_id = $1
 RETURNING seq";
 
+/// Record that a step starts, fenced by the lease (the batch stops at `fence` when the run is
+/// no longer this worker's in the state it read): SQLite, one batch.
+pub const BEGIN_STEP_FENCED_SQLITE: &str = "\
+UPDATE runs SET updated_at = $5 WHERE id = $1 AND state = $6 AND lease_owner = $4;
+INSERT INTO fence (reason) SELECT 'lease' WHERE changes() = 0;
+INSERT INTO run_steps (run_id, seq, step, attempt, worker, started_at, outcome)
+SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, 'running' FROM run_steps WHERE run_id = $1
+RETURNING seq";
+
 /// Save a run, fenced: only if it is still in the state the worker read and still leased to it.
 /// A lease the heartbeat extended is never shortened by the claim-time value the worker holds.
 pub const SAVE_RUN: &str = "\
