@@ -54,7 +54,7 @@ fn start() -> Alertmanager {
         dir.display()
     );
     let mut shell = Command::new("sh");
-    shell.args(["-c", &super::watchdog_script(&line, "TERM")]);
+    shell.args(["-c", &super::watchdog_script(&line, "TERM", Some(&dir))]);
     super::spawn_watchdog(shell, "alertmanager");
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);

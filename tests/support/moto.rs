@@ -31,7 +31,7 @@ fn launch(env: &str) -> u16 {
         moto.display()
     );
     let mut shell = Command::new("sh");
-    shell.args(["-c", &super::watchdog_script(&server, "TERM")]);
+    shell.args(["-c", &super::watchdog_script(&server, "TERM", None)]);
     super::spawn_watchdog(shell, "moto_server");
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

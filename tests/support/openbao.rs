@@ -130,7 +130,7 @@ fn start_with_config(config: Option<&std::path::Path>) -> OpenBao {
         bao.display(),
     );
     let mut shell = Command::new("sh");
-    shell.args(["-c", &super::watchdog_script(&server, "TERM")]);
+    shell.args(["-c", &super::watchdog_script(&server, "TERM", None)]);
     super::spawn_watchdog(shell, "bao");
     let server = OpenBao { address };
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -147,7 +147,7 @@ impl Postgres {
     /// Starts the server process (stopped with the test process by a watchdog) and waits
     /// until it accepts connections.
     fn launch(&self) {
-        let script = super::watchdog_script(&self.command, "INT");
+        let script = super::watchdog_script(&self.command, "INT", Some(&self.dir));
         let shell = if self.as_root {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--", "sh", "-c", &script]);

@@ -35,7 +35,7 @@ impl Prometheus {
             dir.path().display()
         );
         let mut shell = Command::new("sh");
-        shell.args(["-c", &super::watchdog_script(&line, "TERM")]);
+        shell.args(["-c", &super::watchdog_script(&line, "TERM", None)]);
         super::spawn_watchdog(shell, "prometheus");
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -31,7 +31,7 @@ fn start() -> Redis {
         server.display()
     );
     let mut shell = Command::new("sh");
-    shell.args(["-c", &super::watchdog_script(&line, "TERM")]);
+    shell.args(["-c", &super::watchdog_script(&line, "TERM", None)]);
     super::spawn_watchdog(shell, "redis-server");
     let deadline = Instant::now() + Duration::from_secs(30);
     let redis = Redis { port };
