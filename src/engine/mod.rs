@@ -353,12 +353,7 @@ impl Engine {
             self.rate_limit(ctx, transition.step).await?;
             // A worker that was paused past its lease must not act on a run another took over
             // (its save would be refused, but a side effect would not).
-            if self.lease_may_have_lapsed(&run)
-                && !self
-                    .store
-                    .lease_held(&run.id, &self.worker, self.now() + ctx.lease_margin_ms)
-                    .await?
-            {
+            if !self.holds_lease(ctx, &run).await? {
                 return Err(EngineError::Store(StoreError::LeaseLost {
                     run_id: run.id.clone(),
                     expected: state.as_str(),
@@ -670,13 +665,7 @@ impl Engine {
                         // A worker paused past its lease (a stopped process, a long GC, a
                         // partition) must not write over the pending version of the worker
                         // that took the run over.
-                        if self.lease_may_have_lapsed(run)
-                            && !self
-                                .store
-                                .lease_held(&run.id, &self.worker, self.now() + ctx.lease_margin_ms)
-                                .await
-                                .map_err(store_step_error)?
-                        {
+                        if !self.holds_lease(ctx, run).await.map_err(store_step_error)? {
                             // What this worker just made is its own (the vault never saw it):
                             // it undoes it rather than leave it orphaned at the provider.
                             let current = current.as_ref().map(|d| &d.current.credential);
@@ -891,6 +880,16 @@ impl Engine {
     fn lease_may_have_lapsed(&self, run: &RunRow) -> bool {
         run.lease_until
             .is_none_or(|until| self.now() + LEASE_MARGIN_MS >= until)
+    }
+
+    /// Whether this worker may still make a side effect for the run: its lease cannot have
+    /// lapsed yet, or the store says it holds it with `ctx.lease_margin_ms` still to run.
+    async fn holds_lease(&self, ctx: &Ctx<'_>, run: &RunRow) -> Result<bool, StoreError> {
+        Ok(!self.lease_may_have_lapsed(run)
+            || self
+                .store
+                .lease_held(&run.id, &self.worker, self.now() + ctx.lease_margin_ms)
+                .await?)
     }
 
     /// Waits for a token of the provider's rate limit (`[limits.provider.KIND] per_second`,

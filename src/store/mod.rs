@@ -92,6 +92,87 @@ macro_rules! with_pool {
     };
 }
 
+/// The parameters of the run-saving statements, bound in their placeholders' order onto a
+/// query of either dialect: each statement's list is written once, whether it runs alone
+/// (PostgreSQL) or in a SQLite batch whose later statements are numbered on (`sql::batch`).
+macro_rules! bind_save_run {
+    ($q:expr, $run:expr, $expected:expr, $worker:expr, $now:expr) => {
+        $q.bind(&$run.id)
+            .bind($expected.as_str())
+            .bind($worker)
+            .bind(&$run.state)
+            .bind($run.attempts)
+            .bind($run.not_before)
+            .bind(&$run.lease_owner)
+            .bind($run.lease_until)
+            .bind(&$run.pending_version)
+            .bind(&$run.pending_fingerprint)
+            .bind(&$run.replaced_version)
+            .bind(&$run.replaced_fingerprint)
+            .bind($run.grace_until)
+            .bind(&$run.last_error)
+            .bind(&$run.error_class)
+            .bind(&$run.stuck_from)
+            .bind($run.finished_at)
+            .bind($now)
+    };
+}
+
+/// `sql::END_STEP`'s parameters.
+macro_rules! bind_end_step {
+    ($q:expr, $run:expr, $step:expr, $now:expr) => {
+        $q.bind(&$run.id)
+            .bind($step.seq)
+            .bind($now)
+            .bind($step.outcome)
+            .bind(&$step.error)
+    };
+}
+
+/// `sql::UPDATE_CREDENTIAL`'s parameters.
+macro_rules! bind_credential_update {
+    ($q:expr, $run:expr, $c:expr, $now:expr) => {
+        $q.bind(&$run.credential_id)
+            .bind(&$c.current_version)
+            .bind(&$c.current_fingerprint)
+            .bind($c.current_since)
+            .bind($c.last_success_at)
+            .bind($c.last_error.is_some() as i64)
+            .bind($c.last_error.clone().flatten())
+            .bind($c.failure.map(i64::from))
+            .bind($c.next_due_at.is_some() as i64)
+            .bind($c.next_due_at.flatten())
+            .bind(&$c.due_reason)
+            .bind($now)
+    };
+}
+
+/// `sql::INSERT_AUDIT`'s parameters: the row `seq` that follows the head's `prev` hash.
+macro_rules! bind_audit_row {
+    ($q:expr, $seq:expr, $now:expr, $entry:expr, $prev:expr, $hash:expr) => {
+        $q.bind($seq)
+            .bind($now)
+            .bind(&$entry.actor)
+            .bind(&$entry.action)
+            .bind(&$entry.credential_id)
+            .bind(&$entry.run_id)
+            .bind(&$entry.detail)
+            .bind($prev)
+            .bind($hash)
+    };
+}
+
+/// `sql::BEGIN_STEP`'s parameters.
+macro_rules! bind_begin_step {
+    ($q:expr, $run:expr, $step:expr, $worker:expr, $now:expr) => {
+        $q.bind(&$run.id)
+            .bind($step)
+            .bind($run.attempts + 1)
+            .bind($worker)
+            .bind($now)
+    };
+}
+
 /// Appends an audit row inside transaction `$tx`, serialised by the update of `audit_head`
 /// (a trigger moves the head's hash along with each insert).
 macro_rules! append_audit {
@@ -101,18 +182,16 @@ macro_rules! append_audit {
             .fetch_one(&mut *$tx)
             .await?;
         let hash = audit::row_hash(&prev, seq, $now, entry);
-        sqlx::query($crate::store::sql::INSERT_AUDIT)
-            .bind(seq)
-            .bind($now)
-            .bind(&entry.actor)
-            .bind(&entry.action)
-            .bind(&entry.credential_id)
-            .bind(&entry.run_id)
-            .bind(&entry.detail)
-            .bind(&prev)
-            .bind(&hash)
-            .execute(&mut *$tx)
-            .await?;
+        bind_audit_row!(
+            sqlx::query($crate::store::sql::INSERT_AUDIT),
+            seq,
+            $now,
+            entry,
+            &prev,
+            &hash
+        )
+        .execute(&mut *$tx)
+        .await?;
     }};
 }
 
@@ -656,19 +735,13 @@ impl Store {
         if let Pool::Sqlite(p) = &self.pool {
             // One batch in a transaction: three hand-overs to SQLite's worker instead of four.
             let mut tx = p.begin().await?;
-            let seq = sqlx::query_as::<_, (i64,)>(sql::BEGIN_STEP_FENCED_SQLITE)
-                .bind(&run.id)
-                .bind(step)
-                .bind(run.attempts + 1)
-                .bind(worker)
-                .bind(now)
+            let query = sqlx::query_as::<_, (i64,)>(sql::begin_step_fenced_sqlite());
+            let seq = bind_begin_step!(query, run, step, worker, now)
                 .bind(&run.state)
                 .fetch_one(&mut *tx)
                 .await;
             let (seq,) = match seq {
-                Err(sqlx::Error::Database(e)) if e.message().contains("rotor fence") => {
-                    return Err(lost());
-                }
+                Err(e) if fence_refused(&e) => return Err(lost()),
                 other => other?,
             };
             tx.commit().await?;
@@ -681,9 +754,8 @@ impl Store {
             if owned == 0 {
                 return Err(lost());
             }
-            let (seq,): (i64,) = sqlx::query_as(sql::BEGIN_STEP)
-            .bind(&run.id).bind(step).bind(run.attempts + 1).bind(worker).bind(now)
-            .fetch_one(&mut *tx).await?;
+            let (seq,): (i64,) = bind_begin_step!(sqlx::query_as(sql::BEGIN_STEP), run, step, worker, now)
+                .fetch_one(&mut *tx).await?;
             tx.commit().await?;
             seq
         });
@@ -716,25 +788,7 @@ impl Store {
         };
         let next_seq = {
             let mut tx = p.begin().await?;
-            let changed = sqlx::query(sql::SAVE_RUN)
-                .bind(&run.id)
-                .bind(expected.as_str())
-                .bind(worker)
-                .bind(&run.state)
-                .bind(run.attempts)
-                .bind(run.not_before)
-                .bind(&run.lease_owner)
-                .bind(run.lease_until)
-                .bind(&run.pending_version)
-                .bind(&run.pending_fingerprint)
-                .bind(&run.replaced_version)
-                .bind(&run.replaced_fingerprint)
-                .bind(run.grace_until)
-                .bind(&run.last_error)
-                .bind(&run.error_class)
-                .bind(&run.stuck_from)
-                .bind(run.finished_at)
-                .bind(now)
+            let changed = bind_save_run!(sqlx::query(sql::SAVE_RUN), run, expected, worker, now)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -745,31 +799,12 @@ impl Store {
                 });
             }
             if let Some(step) = step {
-                sqlx::query(sql::END_STEP)
-                    .bind(&run.id)
-                    .bind(step.seq)
-                    .bind(now)
-                    .bind(step.outcome)
-                    .bind(&step.error)
+                bind_end_step!(sqlx::query(sql::END_STEP), run, step, now)
                     .execute(&mut *tx)
                     .await?;
             }
             if let Some(c) = credential {
-                let set_error = c.last_error.is_some() as i64;
-                let set_due = c.next_due_at.is_some() as i64;
-                sqlx::query(sql::UPDATE_CREDENTIAL)
-                    .bind(&run.credential_id)
-                    .bind(&c.current_version)
-                    .bind(&c.current_fingerprint)
-                    .bind(c.current_since)
-                    .bind(c.last_success_at)
-                    .bind(set_error)
-                    .bind(c.last_error.clone().flatten())
-                    .bind(c.failure.map(i64::from))
-                    .bind(set_due)
-                    .bind(c.next_due_at.flatten())
-                    .bind(&c.due_reason)
-                    .bind(now)
+                bind_credential_update!(sqlx::query(sql::UPDATE_CREDENTIAL), run, c, now)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -778,14 +813,10 @@ impl Store {
             // "finished" one: persisted before it runs, one commit fewer.
             let next_seq = match begin_next {
                 Some(step) => {
-                    let (seq,): (i64,) = sqlx::query_as(sql::BEGIN_STEP)
-                        .bind(&run.id)
-                        .bind(step)
-                        .bind(run.attempts + 1)
-                        .bind(worker)
-                        .bind(now)
-                        .fetch_one(&mut *tx)
-                        .await?;
+                    let (seq,): (i64,) =
+                        bind_begin_step!(sqlx::query_as(sql::BEGIN_STEP), run, step, worker, now)
+                            .fetch_one(&mut *tx)
+                            .await?;
                     Some(seq)
                 }
                 None => None,
@@ -1093,31 +1124,19 @@ async fn save_run_sqlite(
     begin_next: Option<&str>,
 ) -> Result<Option<i64>, StoreError> {
     let mut tx = p.begin().await?;
-    let head: Result<(i64, String), sqlx::Error> = sqlx::query_as(sql::save_run_fenced_sqlite())
-        .bind(&run.id)
-        .bind(expected.as_str())
-        .bind(worker)
-        .bind(&run.state)
-        .bind(run.attempts)
-        .bind(run.not_before)
-        .bind(&run.lease_owner)
-        .bind(run.lease_until)
-        .bind(&run.pending_version)
-        .bind(&run.pending_fingerprint)
-        .bind(&run.replaced_version)
-        .bind(&run.replaced_fingerprint)
-        .bind(run.grace_until)
-        .bind(&run.last_error)
-        .bind(&run.error_class)
-        .bind(&run.stuck_from)
-        .bind(run.finished_at)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await;
+    let head: Result<(i64, String), sqlx::Error> = bind_save_run!(
+        sqlx::query_as(sql::save_run_fenced_sqlite()),
+        run,
+        expected,
+        worker,
+        now
+    )
+    .fetch_one(&mut *tx)
+    .await;
     let (seq, prev) = match head {
         Ok(head) => head,
         // Dropping the transaction rolls it back.
-        Err(sqlx::Error::Database(e)) if e.message().contains("rotor fence") => {
+        Err(e) if fence_refused(&e) => {
             return Err(StoreError::LeaseLost {
                 run_id: run.id.clone(),
                 expected: expected.as_str(),
@@ -1132,49 +1151,23 @@ async fn save_run_sqlite(
         begin_next.is_some(),
     ));
     if let Some(step) = step {
-        rest = rest
-            .bind(&run.id)
-            .bind(step.seq)
-            .bind(now)
-            .bind(step.outcome)
-            .bind(&step.error);
+        rest = bind_end_step!(rest, run, step, now);
     }
     if let Some(c) = credential {
-        rest = rest
-            .bind(&run.credential_id)
-            .bind(&c.current_version)
-            .bind(&c.current_fingerprint)
-            .bind(c.current_since)
-            .bind(c.last_success_at)
-            .bind(c.last_error.is_some() as i64)
-            .bind(c.last_error.clone().flatten())
-            .bind(c.failure.map(i64::from))
-            .bind(c.next_due_at.is_some() as i64)
-            .bind(c.next_due_at.flatten())
-            .bind(&c.due_reason)
-            .bind(now);
+        rest = bind_credential_update!(rest, run, c, now);
     }
-    rest = rest
-        .bind(seq)
-        .bind(now)
-        .bind(&audit.actor)
-        .bind(&audit.action)
-        .bind(&audit.credential_id)
-        .bind(&audit.run_id)
-        .bind(&audit.detail)
-        .bind(&prev)
-        .bind(&hash);
+    rest = bind_audit_row!(rest, seq, now, audit, &prev, &hash);
     if let Some(next) = begin_next {
-        rest = rest
-            .bind(&run.id)
-            .bind(next)
-            .bind(run.attempts + 1)
-            .bind(worker)
-            .bind(now);
+        rest = bind_begin_step!(rest, run, next, worker, now);
     }
     let next_seq = rest.fetch_optional(&mut *tx).await?.map(|(seq,)| seq);
     tx.commit().await?;
     Ok(next_seq)
+}
+
+/// The `fence` view stopped a SQLite batch: its compare-and-swap changed nothing.
+fn fence_refused(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.message().contains("rotor fence"))
 }
 
 fn is_connection_error(e: &sqlx::Error) -> bool {

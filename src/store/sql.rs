@@ -50,14 +50,21 @@ INSERT INTO run_steps (run_id, seq, step, attempt, worker, started_at, outcome)
 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, 'running' FROM run_steps WHERE run_id = $1
 RETURNING seq";
 
-/// Record that a step starts, fenced by the lease (the batch stops at `fence` when the run is
-/// no longer this worker's in the state it read): SQLite, one batch.
-pub const BEGIN_STEP_FENCED_SQLITE: &str = "\
-UPDATE runs SET updated_at = $5 WHERE id = $1 AND state = $6 AND lease_owner = $4;
-INSERT INTO fence (reason) SELECT 'lease' WHERE changes() = 0;
-INSERT INTO run_steps (run_id, seq, step, attempt, worker, started_at, outcome)
-SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, 'running' FROM run_steps WHERE run_id = $1
-RETURNING seq";
+/// SQLite: stops the batch it is in (see migration 0007) when the statement before it
+/// changed nothing.
+const FENCE_IF_UNCHANGED: &str = "INSERT INTO fence (reason) SELECT 'lease' WHERE changes() = 0";
+
+/// SQLite, one batch: `BEGIN_STEP`, fenced by the lease (the run still this worker's, `$4`, in
+/// the state it read, `$6`).
+pub fn begin_step_fenced_sqlite() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        format!(
+            "UPDATE runs SET updated_at = $5 WHERE id = $1 AND state = $6 AND lease_owner = $4;\n\
+             {FENCE_IF_UNCHANGED};\n{BEGIN_STEP}"
+        )
+    })
+}
 
 /// Save a run, fenced: only if it is still in the state the worker read and still leased to it.
 /// A lease the heartbeat extended is never shortened by the claim-time value the worker holds.
@@ -142,11 +149,7 @@ pub const ADVANCE_AUDIT_HEAD: &str =
 /// when it changed nothing), then the audit head moved on for this save's row.
 pub fn save_run_fenced_sqlite() -> &'static str {
     static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TEXT.get_or_init(|| {
-        format!(
-            "{SAVE_RUN};\nINSERT INTO fence (reason) SELECT 'lease' WHERE changes() = 0;\n{ADVANCE_AUDIT_HEAD}"
-        )
-    })
+    TEXT.get_or_init(|| format!("{SAVE_RUN};\n{FENCE_IF_UNCHANGED};\n{ADVANCE_AUDIT_HEAD}"))
 }
 
 /// SQLite, second batch of a save: the step's end, the credential's update, the audit row and
