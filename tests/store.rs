@@ -6,7 +6,9 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rotor::engine::state::RunState;
-use rotor::store::{AuditEntry, DesiredCredential, NewRun, ReconcileChange, Store, StoreError};
+use rotor::store::{
+    AuditEntry, DesiredCredential, NewRun, ReconcileChange, StepEnd, Store, StoreError,
+};
 
 static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
 
@@ -283,6 +285,121 @@ async fn one_live_run_per_credential_and_each_claim_goes_to_one_worker() {
         assert!(
             store.verify_audit().await.unwrap().is_ok(),
             "{label}: the audit chain holds across fenced and accepted saves"
+        );
+        store.close().await;
+    }
+}
+
+/// Many workers saving at once (SQLite writes them as groups in one transaction): each write
+/// keeps its own compare-and-swap, a fenced one among them costs the others nothing, audit rows
+/// written meanwhile by other statements keep the chain whole, and every step's `seq` goes
+/// back to the worker that asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saves_arriving_together_keep_their_own_fences_and_one_audit_chain() {
+    for (label, url, _keep) in backends() {
+        let store = Store::connect(&url, None).await.unwrap();
+        let ids: Vec<String> = (0..60).map(|i| format!("g{i}")).collect();
+        let desired: Vec<_> = ids.iter().map(|id| desired(id, "h")).collect();
+        store
+            .reconcile(&desired, 0, |_, _| (Some(0), "initial".into()))
+            .await
+            .unwrap();
+        let runs: Vec<NewRun> = ids[..40].iter().map(|id| run_for(id, 1)).collect();
+        store.insert_runs(&runs, 1).await.unwrap();
+        let claimed = store.claim("w", 10, 100_000, 100).await.unwrap();
+        assert_eq!(claimed.len(), 40, "{label}");
+        let before = store.verify_audit().await.unwrap().unwrap();
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(claimed.len() + 1));
+        let mut tasks = Vec::new();
+        for (i, run) in claimed.into_iter().enumerate() {
+            let (store, start) = (store.clone(), start.clone());
+            // Every fourth run is saved by a worker that does not hold it.
+            let worker = if i % 4 == 0 { "intruder" } else { "w" };
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                let begun = store.begin_step(&run, "mint", worker, 20).await;
+                let seq = match begun {
+                    Ok(seq) => seq,
+                    Err(e) => return (run.id, worker, Err(e)),
+                };
+                let mut saved = run.clone();
+                saved.set_state(RunState::PendingStored);
+                let end = StepEnd {
+                    seq,
+                    outcome: "ok",
+                    error: None,
+                };
+                let audit = AuditEntry::new(worker, "mint").run(&run.id).detail("test");
+                let outcome = store
+                    .save_run(
+                        &saved,
+                        RunState::Planned,
+                        worker,
+                        Some(&end),
+                        None,
+                        &audit,
+                        30,
+                        Some("apply"),
+                    )
+                    .await
+                    .map(|next| (seq, next));
+                (run.id, worker, outcome)
+            }));
+        }
+        // Audit rows written by other statements while the saves are in flight.
+        let planner = {
+            let (store, start) = (store.clone(), start.clone());
+            let later: Vec<NewRun> = ids[40..].iter().map(|id| run_for(id, 1)).collect();
+            tokio::spawn(async move {
+                start.wait().await;
+                for run in later {
+                    store.insert_runs(&[run], 25).await.unwrap();
+                }
+            })
+        };
+        for task in tasks {
+            let (id, worker, outcome) = task.await.unwrap();
+            match (worker, outcome) {
+                ("w", Ok((seq, next))) => {
+                    assert_eq!(
+                        (seq, next),
+                        (1, Some(2)),
+                        "{label}: {id}'s own step numbers"
+                    );
+                    let steps = store.steps(&id).await.unwrap();
+                    assert_eq!(
+                        steps
+                            .iter()
+                            .map(|s| (s.step.as_str(), s.outcome.as_str()))
+                            .collect::<Vec<_>>(),
+                        [("mint", "ok"), ("apply", "running")],
+                        "{label}: {id}"
+                    );
+                    assert_eq!(
+                        store.run(&id).await.unwrap().unwrap().state(),
+                        RunState::PendingStored
+                    );
+                }
+                ("intruder", Err(StoreError::LeaseLost { run_id, .. })) => {
+                    assert_eq!(run_id, id, "{label}");
+                    assert!(
+                        store.steps(&id).await.unwrap().is_empty(),
+                        "{label}: {id}: fenced, nothing written"
+                    );
+                    assert_eq!(
+                        store.run(&id).await.unwrap().unwrap().state(),
+                        RunState::Planned
+                    );
+                }
+                (worker, outcome) => panic!("{label}: {id} by {worker}: {outcome:?}"),
+            }
+        }
+        planner.await.unwrap();
+        // 20 runs planned meanwhile, 30 saves.
+        assert_eq!(
+            store.verify_audit().await.unwrap(),
+            Ok(before + 50),
+            "{label}: one whole chain"
         );
         store.close().await;
     }

@@ -256,44 +256,47 @@ impl Daemon {
         let result = loop {
             let now = self.engine.clock.now_ms();
             let mut planned_all = None;
-            if !self.engine.stopping.load(Ordering::SeqCst) {
+            // Planning and claiming cost a few statements whatever their size, and this loop
+            // is the only one doing them: under load it waits until a quarter of the slots
+            // are free and fills them at once, rather than one run per finished one.
+            let free = self.options.concurrency.saturating_sub(tasks.len());
+            let claims =
+                free > 0 && (free >= self.options.concurrency.div_ceil(4) || tasks.is_empty());
+            if claims && !self.engine.stopping.load(Ordering::SeqCst) {
                 let found =
                     or_retry!(plan_due(&store, &self.runtime.config, now, PLAN_BATCH).await);
                 planned_all = Some(found < PLAN_BATCH as usize);
-                let free = self.options.concurrency.saturating_sub(tasks.len());
-                if free > 0 {
-                    let lease_until = now + self.options.lease.as_millis() as i64;
-                    let claimed = or_retry!(
-                        store
-                            .claim_within(
-                                &self.engine.worker,
-                                now,
-                                lease_until,
-                                free as i64,
-                                &claim_limits(&self.runtime.config),
-                            )
-                            .await
-                    );
-                    for run in claimed {
-                        if self.runtime.config.credential(&run.credential_id).is_none() {
-                            tracing::warn!(credential = %run.credential_id, run = %run.id, "run of a credential not in config; left alone");
-                            let _ = store.release(&run.id, &self.engine.worker).await;
-                            continue;
-                        }
-                        summary.claimed += 1;
-                        let lag = now - run.not_before;
-                        summary.lag_ms.push(lag.max(0));
-                        self.lag.record(lag);
-                        in_flight
-                            .lock()
-                            .expect("in-flight lock")
-                            .insert(run.id.clone());
-                        let (engine, runtime) = (self.engine.clone(), self.runtime.clone());
-                        tasks.spawn(async move {
-                            let id = run.id.clone();
-                            (id, engine.drive(&runtime, run).await)
-                        });
+                let lease_until = now + self.options.lease.as_millis() as i64;
+                let claimed = or_retry!(
+                    store
+                        .claim_within(
+                            &self.engine.worker,
+                            now,
+                            lease_until,
+                            free as i64,
+                            &claim_limits(&self.runtime.config),
+                        )
+                        .await
+                );
+                for run in claimed {
+                    if self.runtime.config.credential(&run.credential_id).is_none() {
+                        tracing::warn!(credential = %run.credential_id, run = %run.id, "run of a credential not in config; left alone");
+                        let _ = store.release(&run.id, &self.engine.worker).await;
+                        continue;
                     }
+                    summary.claimed += 1;
+                    let lag = now - run.not_before;
+                    summary.lag_ms.push(lag.max(0));
+                    self.lag.record(lag);
+                    in_flight
+                        .lock()
+                        .expect("in-flight lock")
+                        .insert(run.id.clone());
+                    let (engine, runtime) = (self.engine.clone(), self.runtime.clone());
+                    tasks.spawn(async move {
+                        let id = run.id.clone();
+                        (id, engine.drive(&runtime, run).await)
+                    });
                 }
             }
             if self.options.once && tasks.is_empty() {
@@ -315,6 +318,9 @@ impl Daemon {
             }
             let poll = if self.options.once {
                 Duration::from_millis(20)
+            } else if !claims {
+                // Nothing to claim before a run ends.
+                self.options.poll
             } else if planned_all == Some(false) {
                 Duration::ZERO
             } else {
@@ -326,9 +332,12 @@ impl Daemon {
             };
             tokio::select! {
                 Some(done) = tasks.join_next() => {
-                    let (id, result) = done.expect("drive tasks do not panic");
-                    in_flight.lock().expect("in-flight lock").remove(&id);
-                    summary.record(&id, result);
+                    // Those that ended meanwhile free their slots in the same turn.
+                    for done in std::iter::once(done).chain(std::iter::from_fn(|| tasks.try_join_next())) {
+                        let (id, result) = done.expect("drive tasks do not panic");
+                        in_flight.lock().expect("in-flight lock").remove(&id);
+                        summary.record(&id, result);
+                    }
                     kick.notify_one();
                 }
                 Some(signal) = signals.recv() => match signal {

@@ -87,15 +87,10 @@ impl Store {
                 .bind(now)
                 .fetch_optional(&mut *tx)
                 .await?;
-                if let Some(run) = run {
-                    let entry = AuditEntry::new(worker, "claim")
-                        .credential(&run.credential_id)
-                        .run(&run.id)
-                        .detail(format!("in state {}", run.state));
-                    append_audit!(tx, now, &entry);
-                    claimed.push(run);
-                }
+                claimed.extend(run);
             }
+            let entries: Vec<AuditEntry> = claimed.iter().map(|run| super::claim_entry(worker, run)).collect();
+            append_audits!(tx, now, &entries);
             tx.commit().await?;
             Ok(claimed)
         })

@@ -57,6 +57,10 @@ pub enum StoreError {
         run_id: String,
         expected: &'static str,
     },
+    #[error(
+        "the store's writer task stopped (the runtime that started it is gone); nothing was saved"
+    )]
+    WriterGone,
     #[error("credential {0} has a live run already (one live run per credential)")]
     RunInFlight(String),
     #[error("credential {0} is not in the store; is it in the config?")]
@@ -80,6 +84,8 @@ enum Pool {
 pub struct Store {
     pool: Pool,
     url: String,
+    /// SQLite: saves and step starts are written in groups (see `group_commit`).
+    saves: Option<std::sync::Arc<group_commit::GroupCommit>>,
 }
 
 /// Runs `$body` with `$p` bound to whichever pool the store has: the SQL is the same.
@@ -194,6 +200,38 @@ macro_rules! append_audit {
         .await?;
     }};
 }
+
+/// Appends the audit rows `$entries` (a slice, in order) inside transaction `$tx`: the head
+/// moved on by all of them at once, the rows inserted by one statement per `AUDIT_CHUNK`.
+macro_rules! append_audits {
+    ($tx:expr, $now:expr, $entries:expr) => {{
+        let entries: &[AuditEntry] = $entries;
+        if !entries.is_empty() {
+            let (last, mut prev): (i64, String) =
+                sqlx::query_as($crate::store::sql::ADVANCE_AUDIT_HEAD_BY)
+                    .bind(entries.len() as i64)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+            let first = last - entries.len() as i64 + 1;
+            let mut rows = Vec::with_capacity(entries.len());
+            for (seq, entry) in (first..).zip(entries) {
+                let hash = audit::row_hash(&prev, seq, $now, entry);
+                rows.push((seq, entry, std::mem::replace(&mut prev, hash.clone()), hash));
+            }
+            for chunk in rows.chunks($crate::store::sql::AUDIT_CHUNK) {
+                let mut insert = sqlx::query(sqlx::AssertSqlSafe(
+                    $crate::store::sql::insert_audit_rows(chunk.len()),
+                ));
+                for (seq, entry, prev, hash) in chunk {
+                    insert = bind_audit_row!(insert, *seq, $now, entry, prev, hash);
+                }
+                insert.execute(&mut *$tx).await?;
+            }
+        }
+    }};
+}
+
+mod group_commit;
 
 // After the macros above, which it uses.
 pub mod drill;
@@ -430,7 +468,15 @@ impl Store {
                 message: "expected sqlite:// or postgres://".into(),
             });
         };
-        let store = Store { pool, url: shown };
+        let saves = match &pool {
+            Pool::Sqlite(p) => Some(group_commit::GroupCommit::new(p.clone())),
+            Pool::Postgres(_) => None,
+        };
+        let store = Store {
+            pool,
+            url: shown,
+            saves,
+        };
         store.migrate(migrator).await?;
         Ok(store)
     }
@@ -601,6 +647,7 @@ impl Store {
         let mut inserted = 0;
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
+            let mut planned = Vec::new();
             for r in runs {
                 let done = sqlx::query(
                     "INSERT INTO runs (id, credential_id, token, state, reason, emergency, grace_ms, attempts, \
@@ -616,10 +663,10 @@ impl Store {
                     sqlx::query("UPDATE credentials SET next_due_at = NULL WHERE id = $1")
                         .bind(&r.credential_id).execute(&mut *tx).await?;
                     let detail = format!("reason {}{}", r.reason, if r.emergency { ", emergency" } else { "" });
-                    let entry = AuditEntry::new("rotor", "run_planned").credential(&r.credential_id).run(&r.id).detail(detail);
-                    append_audit!(tx, now, &entry);
+                    planned.push(AuditEntry::new("rotor", "run_planned").credential(&r.credential_id).run(&r.id).detail(detail));
                 }
             }
+            append_audits!(tx, now, &planned);
             tx.commit().await?;
         });
         Ok(inserted)
@@ -647,13 +694,8 @@ impl Store {
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?;
-            for run in &claimed {
-                let entry = AuditEntry::new(worker, "claim")
-                    .credential(&run.credential_id)
-                    .run(&run.id)
-                    .detail(format!("in state {}", run.state));
-                append_audit!(tx, now, &entry);
-            }
+            let entries: Vec<AuditEntry> = claimed.iter().map(|run| claim_entry(worker, run)).collect();
+            append_audits!(tx, now, &entries);
             tx.commit().await?;
             claimed
         });
@@ -732,20 +774,17 @@ impl Store {
             run_id: run.id.clone(),
             expected: run.state().as_str(),
         };
-        if let Pool::Sqlite(p) = &self.pool {
-            // One batch in a transaction: three hand-overs to SQLite's worker instead of four.
-            let mut tx = p.begin().await?;
-            let query = sqlx::query_as::<_, (i64,)>(sql::begin_step_fenced_sqlite());
-            let seq = bind_begin_step!(query, run, step, worker, now)
-                .bind(&run.state)
-                .fetch_one(&mut *tx)
-                .await;
-            let (seq,) = match seq {
-                Err(e) if fence_refused(&e) => return Err(lost()),
-                other => other?,
+        if let Some(writes) = &self.saves {
+            let begin = group_commit::Write::Begin {
+                run: run.clone(),
+                step: step.to_owned(),
+                worker: worker.to_owned(),
+                now,
             };
-            tx.commit().await?;
-            return Ok(seq);
+            return writes
+                .write(begin)
+                .await?
+                .ok_or_else(|| StoreError::Query(sqlx::Error::RowNotFound));
         }
         let seq = with_pool!(self, p => {
             let mut tx = p.begin().await?;
@@ -778,11 +817,23 @@ impl Store {
         begin_next: Option<&str>,
     ) -> Result<Option<i64>, StoreError> {
         let p = match &self.pool {
-            Pool::Sqlite(p) => {
-                return save_run_sqlite(
-                    p, run, expected, worker, step, credential, audit, now, begin_next,
-                )
-                .await;
+            Pool::Sqlite(_) => {
+                let saves = self
+                    .saves
+                    .as_ref()
+                    .expect("a SQLite store writes in groups");
+                return saves
+                    .write(group_commit::Write::Save {
+                        run: run.clone(),
+                        expected,
+                        worker: worker.to_owned(),
+                        step: step.cloned(),
+                        credential: credential.cloned(),
+                        audit: audit.clone(),
+                        now,
+                        begin_next: begin_next.map(str::to_owned),
+                    })
+                    .await;
             }
             Pool::Postgres(p) => p,
         };
@@ -1112,7 +1163,7 @@ impl StoreError {
 /// hand-overs to SQLite's worker thread (begin, two batches, commit) instead of eight; on
 /// its one connection those hand-overs, not SQLite, bound how many saves a second it takes.
 #[allow(clippy::too_many_arguments)]
-async fn save_run_sqlite(
+pub(super) async fn save_run_sqlite(
     p: &SqlitePool,
     run: &RunRow,
     expected: RunState,
@@ -1165,8 +1216,43 @@ async fn save_run_sqlite(
     Ok(next_seq)
 }
 
+/// The audit row of a claim.
+fn claim_entry(worker: &str, run: &RunRow) -> AuditEntry {
+    AuditEntry::new(worker, "claim")
+        .credential(&run.credential_id)
+        .run(&run.id)
+        .detail(format!("in state {}", run.state))
+}
+
+/// A step's start on SQLite, alone: one batch in a transaction, fenced by the lease.
+pub(super) async fn begin_step_sqlite(
+    p: &SqlitePool,
+    run: &RunRow,
+    step: &str,
+    worker: &str,
+    now: i64,
+) -> Result<i64, StoreError> {
+    let mut tx = p.begin().await?;
+    let query = sqlx::query_as::<_, (i64,)>(sql::begin_step_fenced_sqlite());
+    let seq = bind_begin_step!(query, run, step, worker, now)
+        .bind(&run.state)
+        .fetch_one(&mut *tx)
+        .await;
+    let (seq,) = match seq {
+        Err(e) if fence_refused(&e) => {
+            return Err(StoreError::LeaseLost {
+                run_id: run.id.clone(),
+                expected: run.state().as_str(),
+            });
+        }
+        other => other?,
+    };
+    tx.commit().await?;
+    Ok(seq)
+}
+
 /// The `fence` view stopped a SQLite batch: its compare-and-swap changed nothing.
-fn fence_refused(e: &sqlx::Error) -> bool {
+pub(super) fn fence_refused(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.message().contains("rotor fence"))
 }
 

@@ -52,7 +52,8 @@ RETURNING seq";
 
 /// SQLite: stops the batch it is in (see migration 0007) when the statement before it
 /// changed nothing.
-const FENCE_IF_UNCHANGED: &str = "INSERT INTO fence (reason) SELECT 'lease' WHERE changes() = 0";
+pub const FENCE_IF_UNCHANGED: &str =
+    "INSERT INTO fence (reason) SELECT 'lease' WHERE changes() = 0";
 
 /// SQLite, one batch: `BEGIN_STEP`, fenced by the lease (the run still this worker's, `$4`, in
 /// the state it read, `$6`).
@@ -145,6 +146,37 @@ pub const END_STEP: &str = "UPDATE run_steps SET finished_at = $3, outcome = $4,
 pub const ADVANCE_AUDIT_HEAD: &str =
     "UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash";
 
+/// Move the audit chain's head on by `$1` rows; returns the last one's `seq` and the hash the
+/// first follows.
+pub const ADVANCE_AUDIT_HEAD_BY: &str =
+    "UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash";
+
+/// Audit rows inserted by one statement (9 parameters each: both backends take 500 at once).
+pub const AUDIT_CHUNK: usize = 500;
+
+/// `INSERT_AUDIT` for `rows` rows, their parameters numbered on row after row.
+pub fn insert_audit_rows(rows: usize) -> String {
+    let (head, values) = INSERT_AUDIT
+        .split_once("VALUES")
+        .expect("INSERT_AUDIT has a VALUES list");
+    let mut text = format!("{head}VALUES ");
+    for row in 0..rows {
+        if row > 0 {
+            text.push_str(", ");
+        }
+        text.push('(');
+        text.push_str(
+            &(1..=9)
+                .map(|n| format!("${}", row * 9 + n))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        text.push(')');
+    }
+    debug_assert_eq!(values.trim(), "($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+    text
+}
+
 /// SQLite, first batch of a save: the fenced save (`SAVE_RUN`; the batch stops at `fence`
 /// when it changed nothing), then the audit head moved on for this save's row.
 pub fn save_run_fenced_sqlite() -> &'static str {
@@ -174,7 +206,7 @@ pub fn save_rest_sqlite(step: bool, credential: bool, begin_next: bool) -> &'sta
 
 /// Statements joined into one batch, each one's `$N` placeholders moved past the previous
 /// ones' so that they bind in order.
-fn batch<'a>(statements: impl Iterator<Item = &'a str>) -> String {
+pub fn batch<'a>(statements: impl Iterator<Item = &'a str>) -> String {
     let mut text = String::new();
     let mut offset = 0;
     for statement in statements {
@@ -201,6 +233,17 @@ fn batch<'a>(statements: impl Iterator<Item = &'a str>) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn audit_rows_inserted_together_number_their_parameters_on() {
+        let text = super::insert_audit_rows(2);
+        assert!(
+            text.ends_with(
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9), ($10, $11, $12, $13, $14, $15, $16, $17, $18)"
+            ),
+            "{text}"
+        );
+    }
+
     #[test]
     fn a_batch_numbers_each_statements_parameters_on() {
         let text =

@@ -1,0 +1,315 @@
+//! SQLite group commit: the saves and step starts that arrive while one transaction is
+//! writing are written together by the next, as one batch of statements.
+//!
+//! SQLite has one writer and rotor one connection to it. Each hand-over to sqlx's worker
+//! thread and back costs more than the statements it carries, and a transaction holds the
+//! connection across every hand-over: a save alone took four. A group, however large, takes
+//! one: `BEGIN IMMEDIATE`, every write, `COMMIT`, in one batch. The audit rows of the group
+//! follow the head this writer last wrote (checked in the batch: another writer may have
+//! moved it, then the head is read and the group written again). Each write keeps its own
+//! compare-and-swap: when one of a group is refused (its lease was lost) or anything else
+//! fails, the group is rolled back and its writes are made one by one, so that each learns
+//! its own outcome and none is lost.
+
+use std::sync::{Arc, Mutex};
+
+use sqlx::SqlitePool;
+use sqlx::pool::PoolConnection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{AuditEntry, CredentialUpdate, RunRow, StepEnd, StoreError, audit, sql};
+use crate::engine::state::RunState;
+
+/// A bound on one transaction's size and parameters (about 60 a save; SQLite takes 32,766).
+const MOST_IN_A_GROUP: usize = 128;
+
+/// One write, owned so that the writer can hold it past the caller's borrow.
+// A queue holds one per run in flight, each moved once: boxing would only add allocations.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Write {
+    /// `Store::save_run`: returns the next step's `seq` if one was begun.
+    Save {
+        run: RunRow,
+        expected: RunState,
+        worker: String,
+        step: Option<StepEnd>,
+        credential: Option<CredentialUpdate>,
+        audit: AuditEntry,
+        now: i64,
+        begin_next: Option<String>,
+    },
+    /// `Store::begin_step`: returns the step's `seq`.
+    Begin {
+        run: RunRow,
+        step: String,
+        worker: String,
+        now: i64,
+    },
+}
+
+struct Queued {
+    write: Write,
+    done: oneshot::Sender<Result<Option<i64>, StoreError>>,
+}
+
+/// The queue of writes and the task that writes them, started on the first write (on the
+/// runtime of its caller) and again if that runtime has gone.
+pub(super) struct GroupCommit {
+    pool: SqlitePool,
+    queue: Mutex<Option<mpsc::UnboundedSender<Queued>>>,
+}
+
+impl GroupCommit {
+    pub fn new(pool: SqlitePool) -> Arc<Self> {
+        Arc::new(GroupCommit {
+            pool,
+            queue: Mutex::new(None),
+        })
+    }
+
+    pub async fn write(&self, write: Write) -> Result<Option<i64>, StoreError> {
+        let (done, outcome) = oneshot::channel();
+        let mut queued = Queued { write, done };
+        for _ in 0..2 {
+            let sender = {
+                let mut queue = self.queue.lock().expect("group commit queue lock");
+                match &*queue {
+                    Some(sender) if !sender.is_closed() => sender.clone(),
+                    _ => {
+                        let (sender, receiver) = mpsc::unbounded_channel();
+                        tokio::spawn(write_groups(self.pool.clone(), receiver));
+                        *queue = Some(sender.clone());
+                        sender
+                    }
+                }
+            };
+            match sender.send(queued) {
+                Ok(()) => return outcome.await.map_err(|_| StoreError::WriterGone)?,
+                Err(mpsc::error::SendError(back)) => queued = back,
+            }
+        }
+        Err(StoreError::WriterGone)
+    }
+}
+
+/// The audit chain's head as this writer last left it: `(seq, hash)`.
+type Head = Option<(i64, String)>;
+
+async fn write_groups(pool: SqlitePool, mut queue: mpsc::UnboundedReceiver<Queued>) {
+    let mut head: Head = None;
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < MOST_IN_A_GROUP {
+            match queue.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        if group.len() > 1 {
+            match commit_together(&pool, &mut head, &group).await {
+                Ok(seqs) => {
+                    for (queued, seq) in group.into_iter().zip(seqs) {
+                        let _ = queued.done.send(Ok(seq));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, writes = group.len(), "group commit refused; writing one by one");
+                }
+            }
+        }
+        // Written alone, these move the head past what this writer knows.
+        head = None;
+        for queued in group {
+            let outcome = write_alone(&pool, &queued.write).await;
+            let _ = queued.done.send(outcome);
+        }
+    }
+}
+
+async fn write_alone(pool: &SqlitePool, write: &Write) -> Result<Option<i64>, StoreError> {
+    match write {
+        Write::Save {
+            run,
+            expected,
+            worker,
+            step,
+            credential,
+            audit,
+            now,
+            begin_next,
+        } => {
+            super::save_run_sqlite(
+                pool,
+                run,
+                *expected,
+                worker,
+                step.as_ref(),
+                credential.as_ref(),
+                audit,
+                *now,
+                begin_next.as_deref(),
+            )
+            .await
+        }
+        Write::Begin {
+            run,
+            step,
+            worker,
+            now,
+        } => super::begin_step_sqlite(pool, run, step, worker, *now)
+            .await
+            .map(Some),
+    }
+}
+
+/// Writes every write of `group` in one transaction, or none. Returns each one's `seq`.
+async fn commit_together(
+    pool: &SqlitePool,
+    head: &mut Head,
+    group: &[Queued],
+) -> Result<Vec<Option<i64>>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    loop {
+        let (seq, hash) = match head.take() {
+            Some(known) => known,
+            None => read_head(&mut conn).await?,
+        };
+        match commit_batch(&mut conn, (seq, &hash), group).await {
+            Ok((seqs, moved)) => {
+                *head = Some(moved);
+                return Ok(seqs);
+            }
+            Err(e) => {
+                rollback(&mut conn).await;
+                // Another writer (a claim, `rotor rotate`, another process) moved the head:
+                // write the group again after it.
+                if super::fence_refused(&e) && read_head(&mut conn).await? != (seq, hash) {
+                    continue;
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+async fn read_head(conn: &mut PoolConnection<sqlx::Sqlite>) -> Result<(i64, String), sqlx::Error> {
+    sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_one(&mut **conn)
+        .await
+}
+
+/// A batch that failed part-way left its transaction open (sqlx does not know of it).
+async fn rollback(conn: &mut PoolConnection<sqlx::Sqlite>) {
+    if let Err(e) = sqlx::raw_sql("ROLLBACK").execute(&mut **conn).await
+        && !e.to_string().contains("no transaction is active")
+    {
+        tracing::warn!(error = %e, "could not roll back a failed group commit; closing its connection");
+        conn.close_on_drop();
+    }
+}
+
+/// One batch: the group's writes between `BEGIN IMMEDIATE` and `COMMIT`, after a check that
+/// the audit head is still `head`. Returns each write's `seq` and the head it leaves.
+async fn commit_batch(
+    conn: &mut PoolConnection<sqlx::Sqlite>,
+    head: (i64, &str),
+    group: &[Queued],
+) -> Result<(Vec<Option<i64>>, (i64, String)), sqlx::Error> {
+    let mut statements = vec![
+        "BEGIN IMMEDIATE",
+        "UPDATE audit_head SET seq = $1 WHERE id = 1 AND seq = $2 AND hash = $3",
+        sql::FENCE_IF_UNCHANGED,
+    ];
+    let (mut seq, mut prev) = (head.0, head.1.to_owned());
+    let mut rows = Vec::with_capacity(group.len());
+    for Queued { write, .. } in group {
+        match write {
+            Write::Save {
+                step,
+                credential,
+                audit,
+                now,
+                begin_next,
+                ..
+            } => {
+                statements.extend([sql::SAVE_RUN, sql::FENCE_IF_UNCHANGED]);
+                statements.extend(step.is_some().then_some(sql::END_STEP));
+                statements.extend(credential.is_some().then_some(sql::UPDATE_CREDENTIAL));
+                statements.push(sql::INSERT_AUDIT);
+                statements.extend(begin_next.is_some().then_some(sql::BEGIN_STEP));
+                seq += 1;
+                let hash = audit::row_hash(&prev, seq, *now, audit);
+                rows.push(Some((
+                    seq,
+                    std::mem::replace(&mut prev, hash.clone()),
+                    hash,
+                )));
+            }
+            Write::Begin { .. } => {
+                statements.push(sql::begin_step_fenced_sqlite());
+                rows.push(None);
+            }
+        }
+    }
+    // The trigger on `audit` moved the head's hash along with each row.
+    statements.push("COMMIT");
+    let text = sql::batch(statements.into_iter());
+    let mut query = sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(text))
+        .persistent(false)
+        .bind(seq)
+        .bind(head.0)
+        .bind(head.1);
+    for (Queued { write, .. }, row) in group.iter().zip(&rows) {
+        match (write, row) {
+            (
+                Write::Save {
+                    run,
+                    expected,
+                    worker,
+                    step,
+                    credential,
+                    audit,
+                    now,
+                    begin_next,
+                },
+                Some((seq, prev, hash)),
+            ) => {
+                query = bind_save_run!(query, run, expected, worker, *now);
+                if let Some(step) = step {
+                    query = bind_end_step!(query, run, step, *now);
+                }
+                if let Some(c) = credential {
+                    query = bind_credential_update!(query, run, c, *now);
+                }
+                query = bind_audit_row!(query, *seq, *now, audit, prev, hash);
+                if let Some(next) = begin_next {
+                    query = bind_begin_step!(query, run, next.as_str(), worker, *now);
+                }
+            }
+            (
+                Write::Begin {
+                    run,
+                    step,
+                    worker,
+                    now,
+                },
+                _,
+            ) => {
+                query = bind_begin_step!(query, run, step.as_str(), worker, *now).bind(&run.state);
+            }
+            (Write::Save { .. }, None) => unreachable!("every save has its audit row"),
+        }
+    }
+    let mut begun = query.fetch_all(&mut **conn).await?.into_iter();
+    let seqs = group
+        .iter()
+        .map(|q| match &q.write {
+            Write::Save { begin_next, .. } => {
+                begin_next.as_ref().and_then(|_| begun.next()).map(|r| r.0)
+            }
+            Write::Begin { .. } => begun.next().map(|r| r.0),
+        })
+        .collect();
+    Ok((seqs, (seq, prev)))
+}
