@@ -264,6 +264,58 @@ fn username(credential: &Credential) -> Result<String, RotatorError> {
     Ok(credential.require(USERNAME)?.expose_secret().to_owned())
 }
 
+/// Admin sessions kept between steps, per server and admin password (at most
+/// `KEPT_SESSIONS` in all, so that a thousand credentials on a hundred servers hold no more).
+struct KeptSessions(std::sync::Mutex<Vec<([u8; 32], PgConnection)>>);
+
+const KEPT_SESSIONS: usize = 32;
+
+fn kept_sessions() -> &'static KeptSessions {
+    static KEPT: std::sync::OnceLock<KeptSessions> = std::sync::OnceLock::new();
+    KEPT.get_or_init(|| KeptSessions(std::sync::Mutex::new(Vec::new())))
+}
+
+impl KeptSessions {
+    fn take(&self, key: &[u8; 32]) -> Option<PgConnection> {
+        let mut kept = self.0.lock().expect("kept sessions lock");
+        let at = kept.iter().rposition(|(k, _)| k == key)?;
+        Some(kept.swap_remove(at).1)
+    }
+
+    fn put(&self, key: [u8; 32], conn: PgConnection) {
+        let mut kept = self.0.lock().expect("kept sessions lock");
+        if kept.len() < KEPT_SESSIONS {
+            kept.push((key, conn));
+        }
+    }
+}
+
+/// A session as the admin role. Dropped, it is closed; `keep` hands it to the next step, only
+/// after the step's statements succeeded (a failed session may be broken).
+struct AdminSession {
+    conn: PgConnection,
+    key: [u8; 32],
+}
+
+impl AdminSession {
+    fn keep(self) {
+        kept_sessions().put(self.key, self.conn);
+    }
+}
+
+impl std::ops::Deref for AdminSession {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for AdminSession {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+}
+
 impl PostgresPassword {
     pub fn build(config: PostgresConfig, secrets: Secrets) -> Result<Self, RotatorError> {
         config.validate().map_err(RotatorError::permanent)?;
@@ -301,15 +353,33 @@ impl PostgresPassword {
         }
     }
 
-    async fn admin(&self) -> Result<PgConnection, RotatorError> {
+    /// A session as the admin role: one this process kept from an earlier step (still
+    /// answering) or a new login. A SCRAM login costs both sides thousands of hash rounds:
+    /// more than the statement a step sends.
+    async fn admin(&self) -> Result<AdminSession, RotatorError> {
         let mut options = self.options.clone();
+        let mut key = Sha256::new();
+        key.update(self.config.dsn.as_bytes());
         if let Some(reference) = &self.config.admin {
             let password =
                 resolve_secret(&self.secrets, reference, "the PostgreSQL admin password").await?;
+            key.update([0]);
+            key.update(password.expose_secret().as_bytes());
             options = options.password(password.expose_secret());
         }
-        self.connect(options, &format!("admin role {}", self.admin_name()))
-            .await
+        // Sessions are kept per server and admin password: a changed password logs in anew.
+        let key: [u8; 32] = key.finalize().into();
+        while let Some(mut conn) = kept_sessions().take(&key) {
+            let answered =
+                tokio::time::timeout(self.config.connect_timeout.as_std(), conn.ping()).await;
+            if matches!(answered, Ok(Ok(()))) {
+                return Ok(AdminSession { conn, key });
+            }
+        }
+        let conn = self
+            .connect(options, &format!("admin role {}", self.admin_name()))
+            .await?;
+        Ok(AdminSession { conn, key })
     }
 
     /// Sets `role`'s password (`None` removes it, so no password logs in).
@@ -332,10 +402,10 @@ impl PostgresPassword {
             None => format!("removing the password of role {role}"),
         };
         sqlx::raw_sql(sqlx::AssertSqlSafe(statement.as_str()))
-            .execute(&mut conn)
+            .execute(&mut *conn)
             .await
             .map_err(|e| classify(e, &what))?;
-        conn.close().await.ok();
+        conn.keep();
         Ok(())
     }
 
@@ -522,9 +592,10 @@ impl Rotator for PostgresPassword {
             "SELECT rolname::text AS name, rolcanlogin AND (rolvaliduntil IS NULL OR rolvaliduntil > now()) AS active FROM pg_roles WHERE rolname = ANY($1)",
         )
         .bind(&self.config.users)
-        .fetch_all(&mut conn)
+        .fetch_all(&mut *conn)
         .await
         .map_err(|e| classify(e, "listing the rotated roles"))?;
+        conn.keep();
         Ok(rows
             .iter()
             .map(|r| LiveCredential {
@@ -564,7 +635,7 @@ impl Rotator for PostgresPassword {
         let may: bool = sqlx::query_scalar(
             "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user",
         )
-        .fetch_one(&mut conn)
+        .fetch_one(&mut *conn)
         .await
         .map_err(|e| classify(e, "reading the admin role's attributes"))?;
         if !may {
@@ -573,7 +644,7 @@ impl Rotator for PostgresPassword {
                 self.admin_name()
             ));
         }
-        conn.close().await.ok();
+        conn.keep();
         if problems.is_empty() {
             Ok(())
         } else {
