@@ -4,6 +4,7 @@
 //!   cargo bench --bench scale                      # N = 100,000
 //!   ROTOR_BENCH_N=10000 cargo bench --bench scale  # smaller
 //!   ROTOR_BENCH_FILES=100 cargo bench --bench scale # credentials spread over 100 files
+//!   ROTOR_BENCH_STORE=postgres://... cargo bench --bench scale # an empty PostgreSQL database
 //!
 //! Figures: config load, reconcile, plan (read + next-due computation for every credential),
 //! sustained full rotations per second (mint, apply, verify, promote, grace 0, retire: every
@@ -37,13 +38,13 @@ fn peak_rss_mib() -> f64 {
 
 /// Writes the config into `dir/config/`: the shared tables in one file and the credentials
 /// spread over `files` files (operators with many credentials keep one file per team).
-fn write_config(dir: &std::path::Path, n: usize, files: usize) -> std::path::PathBuf {
+fn write_config(dir: &std::path::Path, url: &str, n: usize, files: usize) -> std::path::PathBuf {
     let folder = dir.join("config");
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(
         folder.join("00-main.toml"),
         format!(
-            "[store]\nurl = \"sqlite://{dir}/rotor.db\"\n\n[defaults]\ngrace = \"0s\"\n\n[vaults.local]\nkind = \"file\"\n\
+            "[store]\nurl = \"{url}\"\n\n[defaults]\ngrace = \"0s\"\n\n[vaults.local]\nkind = \"file\"\n\
              dir = \"{dir}/vault\"\nidentity = {{ file = \"{dir}/vault.key\" }}\n",
             dir = dir.display()
         ),
@@ -64,13 +65,44 @@ fn write_config(dir: &std::path::Path, n: usize, files: usize) -> std::path::Pat
     folder
 }
 
+/// Runs `statement` on the store (SQLite or PostgreSQL: the statements here suit both).
 async fn sql(url: &str, statement: &str) {
     use sqlx::Connection;
-    let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
-        .execute(&mut c)
-        .await
-        .unwrap();
+    let statement = sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()));
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        statement.execute(&mut c).await.unwrap();
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        statement.execute(&mut c).await.unwrap();
+    }
+}
+
+/// `SET` for the credentials numbered 1, 2 ... in id order (`k` in `expression`) up to `last`.
+fn update_first(last: usize, set: &str) -> String {
+    format!(
+        "UPDATE credentials SET {set} FROM (SELECT id AS numbered_id, ROW_NUMBER() OVER (ORDER BY id) AS k \
+         FROM credentials) numbered WHERE credentials.id = numbered.numbered_id AND numbered.k <= {last}"
+    )
+}
+
+/// This process's CPU time so far (user + system), in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start after its ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the command name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -117,9 +149,10 @@ async fn main() {
     let concurrency = env_usize("ROTOR_BENCH_CONCURRENCY", 32);
     let dir = tempfile::tempdir_in(std::env::var("ROTOR_BENCH_DIR").unwrap_or_else(|_| ".".into()))
         .unwrap();
-    let url = format!("sqlite://{}/rotor.db", dir.path().display());
+    let url = std::env::var("ROTOR_BENCH_STORE")
+        .unwrap_or_else(|_| format!("sqlite://{}/rotor.db", dir.path().display()));
     let files = env_usize("ROTOR_BENCH_FILES", 1);
-    let path = write_config(dir.path(), n, files);
+    let path = write_config(dir.path(), &url, n, files);
     let clock = SystemClock;
 
     let started = Instant::now();
@@ -149,9 +182,11 @@ async fn main() {
 
     // Only `rotations` credentials are due; the rest wait a month.
     let far = clock.now_ms() + 30 * 86_400_000;
+    sql(&url, &format!("UPDATE credentials SET next_due_at = {far}")).await;
+    let now = clock.now_ms();
     sql(
         &url,
-        &format!("UPDATE credentials SET next_due_at = {far} WHERE rowid > {rotations}"),
+        &update_first(rotations, &format!("next_due_at = {now}")),
     )
     .await;
     let runtime = Arc::new(Runtime::build(config).await.unwrap());
@@ -166,9 +201,10 @@ async fn main() {
         poll: Duration::from_secs(5),
         once: true,
     };
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), cpu_seconds());
     let summary = run_daemon(&engine, &runtime, options.clone(), None).await;
     let rotate = started.elapsed();
+    let cpu_per_rotation_ms = (cpu_seconds() - cpu_before) * 1000.0 / rotations as f64;
     assert_eq!(summary.completed, rotations, "every due credential rotated");
     let per_second = rotations as f64 / rotate.as_secs_f64();
 
@@ -180,8 +216,11 @@ async fn main() {
     let start = clock.now_ms() + 2_000;
     sql(
         &url,
-        &format!(
-            "UPDATE credentials SET next_due_at = {start} + CAST(((rowid - 1) * 1000.0 / {rate}) AS INTEGER) WHERE rowid <= {count}"
+        &update_first(
+            count,
+            &format!(
+                "next_due_at = {start} + CAST(((numbered.k - 1) * 1000.0 / {rate}) AS BIGINT)"
+            ),
         ),
     )
     .await;
@@ -199,8 +238,13 @@ async fn main() {
     let mut lag = summary.lag_ms.clone();
     lag.sort_unstable();
 
+    let backend = if url.starts_with("sqlite:") {
+        "SQLite (WAL)"
+    } else {
+        "PostgreSQL"
+    };
     println!(
-        "rotor scale benchmark: {n} credentials in {files} file(s), generated rotator, file vault, SQLite (WAL)"
+        "rotor scale benchmark: {n} credentials in {files} file(s), generated rotator, file vault, {backend} store"
     );
     println!("{:<52} {:>12}", "figure", "value");
     println!(
@@ -222,6 +266,10 @@ async fn main() {
         "{:<52} {:>10.0} /s",
         format!("full rotations, {rotations} due at once, concurrency {concurrency}"),
         per_second
+    );
+    println!(
+        "{:<52} {:>10.2} ms",
+        "rotor's CPU (user + system) per rotation", cpu_per_rotation_ms
     );
     println!(
         "{:<52} {:>10} ms",
