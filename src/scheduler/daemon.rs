@@ -254,6 +254,12 @@ impl Daemon {
             };
         }
         let result = loop {
+            // Runs that ended since the last turn free their slots (and their ids) first.
+            while let Some(done) = tasks.try_join_next() {
+                let (id, result) = done.expect("drive tasks do not panic");
+                in_flight.lock().expect("in-flight lock").remove(&id);
+                summary.record(&id, result);
+            }
             let now = self.engine.clock.now_ms();
             let mut planned_all = None;
             // Planning and claiming cost a few statements whatever their size, and this loop
@@ -284,14 +290,22 @@ impl Daemon {
                         let _ = store.release(&run.id, &self.engine.worker).await;
                         continue;
                     }
+                    // A run this process still drives comes back when its lease ran out while
+                    // the store was away: the claim renewed the lease for the task driving it.
+                    // A second task would share this worker's name, which the store's fences
+                    // cannot tell apart, and both would mint.
+                    if !in_flight
+                        .lock()
+                        .expect("in-flight lock")
+                        .insert(run.id.clone())
+                    {
+                        tracing::info!(run = %run.id, "lease renewed for a run still driven here");
+                        continue;
+                    }
                     summary.claimed += 1;
                     let lag = now - run.not_before;
                     summary.lag_ms.push(lag.max(0));
                     self.lag.record(lag);
-                    in_flight
-                        .lock()
-                        .expect("in-flight lock")
-                        .insert(run.id.clone());
                     let (engine, runtime) = (self.engine.clone(), self.runtime.clone());
                     tasks.spawn(async move {
                         let id = run.id.clone();
@@ -332,12 +346,9 @@ impl Daemon {
             };
             tokio::select! {
                 Some(done) = tasks.join_next() => {
-                    // Those that ended meanwhile free their slots in the same turn.
-                    for done in std::iter::once(done).chain(std::iter::from_fn(|| tasks.try_join_next())) {
-                        let (id, result) = done.expect("drive tasks do not panic");
-                        in_flight.lock().expect("in-flight lock").remove(&id);
-                        summary.record(&id, result);
-                    }
+                    let (id, result) = done.expect("drive tasks do not panic");
+                    in_flight.lock().expect("in-flight lock").remove(&id);
+                    summary.record(&id, result);
                     kick.notify_one();
                 }
                 Some(signal) = signals.recv() => match signal {
