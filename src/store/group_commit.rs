@@ -28,16 +28,7 @@ const MOST_IN_A_GROUP: usize = 128;
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Write {
     /// `Store::save_run`: returns the next step's `seq` if one was begun.
-    Save {
-        run: RunRow,
-        expected: RunState,
-        worker: String,
-        step: Option<StepEnd>,
-        credential: Option<CredentialUpdate>,
-        audit: AuditEntry,
-        now: i64,
-        begin_next: Option<String>,
-    },
+    Save(Save),
     /// `Store::begin_step`: returns the step's `seq`.
     Begin {
         run: RunRow,
@@ -45,6 +36,18 @@ pub(super) enum Write {
         worker: String,
         now: i64,
     },
+}
+
+/// `Store::save_run`'s arguments.
+pub(super) struct Save {
+    pub run: RunRow,
+    pub expected: RunState,
+    pub worker: String,
+    pub step: Option<StepEnd>,
+    pub credential: Option<CredentialUpdate>,
+    pub audit: AuditEntry,
+    pub now: i64,
+    pub begin_next: Option<String>,
 }
 
 struct Queued {
@@ -129,26 +132,17 @@ async fn write_groups(pool: SqlitePool, mut queue: mpsc::UnboundedReceiver<Queue
 
 async fn write_alone(pool: &SqlitePool, write: &Write) -> Result<Option<i64>, StoreError> {
     match write {
-        Write::Save {
-            run,
-            expected,
-            worker,
-            step,
-            credential,
-            audit,
-            now,
-            begin_next,
-        } => {
+        Write::Save(s) => {
             super::save_run_sqlite(
                 pool,
-                run,
-                *expected,
-                worker,
-                step.as_ref(),
-                credential.as_ref(),
-                audit,
-                *now,
-                begin_next.as_deref(),
+                &s.run,
+                s.expected,
+                &s.worker,
+                s.step.as_ref(),
+                s.credential.as_ref(),
+                &s.audit,
+                s.now,
+                s.begin_next.as_deref(),
             )
             .await
         }
@@ -222,34 +216,22 @@ async fn commit_batch(
         sql::FENCE_IF_UNCHANGED,
     ];
     let (mut seq, mut prev) = (head.0, head.1.to_owned());
-    let mut rows = Vec::with_capacity(group.len());
+    // Each save's audit row: its `seq`, the hash it follows and its own.
+    let mut audit_rows = Vec::with_capacity(group.len());
     for Queued { write, .. } in group {
         match write {
-            Write::Save {
-                step,
-                credential,
-                audit,
-                now,
-                begin_next,
-                ..
-            } => {
+            Write::Save(s) => {
                 statements.extend([sql::SAVE_RUN, sql::FENCE_IF_UNCHANGED]);
-                statements.extend(step.is_some().then_some(sql::END_STEP));
-                statements.extend(credential.is_some().then_some(sql::UPDATE_CREDENTIAL));
-                statements.push(sql::INSERT_AUDIT);
-                statements.extend(begin_next.is_some().then_some(sql::BEGIN_STEP));
+                statements.extend(sql::save_rest_statements(
+                    s.step.is_some(),
+                    s.credential.is_some(),
+                    s.begin_next.is_some(),
+                ));
                 seq += 1;
-                let hash = audit::row_hash(&prev, seq, *now, audit);
-                rows.push(Some((
-                    seq,
-                    std::mem::replace(&mut prev, hash.clone()),
-                    hash,
-                )));
+                let hash = audit::row_hash(&prev, seq, s.now, &s.audit);
+                audit_rows.push((seq, std::mem::replace(&mut prev, hash.clone()), hash));
             }
-            Write::Begin { .. } => {
-                statements.push(sql::begin_step_fenced_sqlite());
-                rows.push(None);
-            }
+            Write::Begin { .. } => statements.push(sql::begin_step_fenced_sqlite()),
         }
     }
     // The trigger on `audit` moved the head's hash along with each row.
@@ -260,54 +242,43 @@ async fn commit_batch(
         .bind(seq)
         .bind(head.0)
         .bind(head.1);
-    for (Queued { write, .. }, row) in group.iter().zip(&rows) {
-        match (write, row) {
-            (
-                Write::Save {
-                    run,
-                    expected,
-                    worker,
-                    step,
-                    credential,
-                    audit,
-                    now,
-                    begin_next,
-                },
-                Some((seq, prev, hash)),
-            ) => {
-                query = bind_save_run!(query, run, expected, worker, *now);
-                if let Some(step) = step {
-                    query = bind_end_step!(query, run, step, *now);
-                }
-                if let Some(c) = credential {
-                    query = bind_credential_update!(query, run, c, *now);
-                }
-                query = bind_audit_row!(query, *seq, *now, audit, prev, hash);
-                if let Some(next) = begin_next {
-                    query = bind_begin_step!(query, run, next.as_str(), worker, *now);
-                }
+    let mut rows = audit_rows.iter();
+    for Queued { write, .. } in group {
+        query = match write {
+            Write::Save(s) => {
+                let (seq, prev, hash) = rows.next().expect("one audit row per save");
+                let query = bind_save_run!(query, s.run, s.expected, &s.worker, s.now);
+                bind_save_rest!(
+                    query,
+                    &s.run,
+                    &s.step,
+                    &s.credential,
+                    &s.audit,
+                    *seq,
+                    prev,
+                    hash,
+                    s.begin_next.as_deref(),
+                    &s.worker,
+                    s.now
+                )
             }
-            (
-                Write::Begin {
-                    run,
-                    step,
-                    worker,
-                    now,
-                },
-                _,
-            ) => {
-                query = bind_begin_step!(query, run, step.as_str(), worker, *now).bind(&run.state);
-            }
-            (Write::Save { .. }, None) => unreachable!("every save has its audit row"),
-        }
+            Write::Begin {
+                run,
+                step,
+                worker,
+                now,
+            } => bind_begin_step!(query, run, step.as_str(), worker, *now).bind(&run.state),
+        };
     }
     let mut begun = query.fetch_all(&mut **conn).await?.into_iter();
     let seqs = group
         .iter()
         .map(|q| match &q.write {
-            Write::Save { begin_next, .. } => {
-                begin_next.as_ref().and_then(|_| begun.next()).map(|r| r.0)
-            }
+            Write::Save(s) => s
+                .begin_next
+                .as_ref()
+                .and_then(|_| begun.next())
+                .map(|r| r.0),
             Write::Begin { .. } => begun.next().map(|r| r.0),
         })
         .collect();

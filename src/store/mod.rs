@@ -179,28 +179,6 @@ macro_rules! bind_begin_step {
     };
 }
 
-/// Appends an audit row inside transaction `$tx`, serialised by the update of `audit_head`
-/// (a trigger moves the head's hash along with each insert).
-macro_rules! append_audit {
-    ($tx:expr, $now:expr, $entry:expr) => {{
-        let entry: &AuditEntry = $entry;
-        let (seq, prev): (i64, String) = sqlx::query_as($crate::store::sql::ADVANCE_AUDIT_HEAD)
-            .fetch_one(&mut *$tx)
-            .await?;
-        let hash = audit::row_hash(&prev, seq, $now, entry);
-        bind_audit_row!(
-            sqlx::query($crate::store::sql::INSERT_AUDIT),
-            seq,
-            $now,
-            entry,
-            &prev,
-            &hash
-        )
-        .execute(&mut *$tx)
-        .await?;
-    }};
-}
-
 /// Appends the audit rows `$entries` (a slice, in order) inside transaction `$tx`: the head
 /// moved on by all of them at once, the rows inserted by one statement per `AUDIT_CHUNK`.
 macro_rules! append_audits {
@@ -228,6 +206,34 @@ macro_rules! append_audits {
                 insert.execute(&mut *$tx).await?;
             }
         }
+    }};
+}
+
+/// Appends one audit row inside transaction `$tx`, serialised by the update of `audit_head`
+/// (a trigger moves the head's hash along with each insert).
+macro_rules! append_audit {
+    ($tx:expr, $now:expr, $entry:expr) => {{
+        let entry: &AuditEntry = $entry;
+        append_audits!($tx, $now, std::slice::from_ref(entry))
+    }};
+}
+
+/// The parameters of `sql::save_rest_statements` for one save whose audit row is `$seq`,
+/// following the hash `$prev`.
+macro_rules! bind_save_rest {
+    ($q:expr, $run:expr, $step:expr, $credential:expr, $audit:expr, $seq:expr, $prev:expr, $hash:expr, $begin_next:expr, $worker:expr, $now:expr) => {{
+        let mut q = $q;
+        if let Some(step) = $step {
+            q = bind_end_step!(q, $run, step, $now);
+        }
+        if let Some(c) = $credential {
+            q = bind_credential_update!(q, $run, c, $now);
+        }
+        q = bind_audit_row!(q, $seq, $now, $audit, $prev, $hash);
+        if let Some(next) = $begin_next {
+            q = bind_begin_step!(q, $run, next, $worker, $now);
+        }
+        q
     }};
 }
 
@@ -823,7 +829,7 @@ impl Store {
                     .as_ref()
                     .expect("a SQLite store writes in groups");
                 return saves
-                    .write(group_commit::Write::Save {
+                    .write(group_commit::Write::Save(group_commit::Save {
                         run: run.clone(),
                         expected,
                         worker: worker.to_owned(),
@@ -832,7 +838,7 @@ impl Store {
                         audit: audit.clone(),
                         now,
                         begin_next: begin_next.map(str::to_owned),
-                    })
+                    }))
                     .await;
             }
             Pool::Postgres(p) => p,
@@ -1196,21 +1202,14 @@ pub(super) async fn save_run_sqlite(
         Err(e) => return Err(e.into()),
     };
     let hash = audit::row_hash(&prev, seq, now, audit);
-    let mut rest = sqlx::query_as::<_, (i64,)>(sql::save_rest_sqlite(
+    let rest = sqlx::query_as::<_, (i64,)>(sql::save_rest_sqlite(
         step.is_some(),
         credential.is_some(),
         begin_next.is_some(),
     ));
-    if let Some(step) = step {
-        rest = bind_end_step!(rest, run, step, now);
-    }
-    if let Some(c) = credential {
-        rest = bind_credential_update!(rest, run, c, now);
-    }
-    rest = bind_audit_row!(rest, seq, now, audit, &prev, &hash);
-    if let Some(next) = begin_next {
-        rest = bind_begin_step!(rest, run, next, worker, now);
-    }
+    let rest = bind_save_rest!(
+        rest, run, step, credential, audit, seq, &prev, &hash, begin_next, worker, now
+    );
     let next_seq = rest.fetch_optional(&mut *tx).await?.map(|(seq,)| seq);
     tx.commit().await?;
     Ok(next_seq)

@@ -191,17 +191,32 @@ pub fn save_rest_sqlite(step: bool, credential: bool, begin_next: bool) -> &'sta
     let texts = TEXTS.get_or_init(|| {
         (0..8)
             .map(|bits| {
-                let parts = [
-                    (bits & 1 != 0).then_some(END_STEP),
-                    (bits & 2 != 0).then_some(UPDATE_CREDENTIAL),
-                    Some(INSERT_AUDIT),
-                    (bits & 4 != 0).then_some(BEGIN_STEP),
-                ];
-                batch(parts.into_iter().flatten())
+                batch(save_rest_statements(
+                    bits & 1 != 0,
+                    bits & 2 != 0,
+                    bits & 4 != 0,
+                ))
             })
             .collect()
     });
     &texts[step as usize | (credential as usize) << 1 | (begin_next as usize) << 2]
+}
+
+/// What a save writes after its compare-and-swap: the step's end, the credential's update,
+/// the audit row and the next step's start, each present or not.
+pub fn save_rest_statements(
+    step: bool,
+    credential: bool,
+    begin_next: bool,
+) -> impl Iterator<Item = &'static str> {
+    [
+        step.then_some(END_STEP),
+        credential.then_some(UPDATE_CREDENTIAL),
+        Some(INSERT_AUDIT),
+        begin_next.then_some(BEGIN_STEP),
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// Statements joined into one batch, each one's `$N` placeholders moved past the previous
