@@ -202,6 +202,40 @@ pub fn save_rest_sqlite(step: bool, credential: bool, begin_next: bool) -> &'sta
     &texts[step as usize | (credential as usize) << 1 | (begin_next as usize) << 2]
 }
 
+/// SQLite, the start of a group commit: the transaction, and the audit head moved to `$1`
+/// only if it is still where this writer left it (`$2`, `$3`), else the batch stops at `fence`.
+pub fn begin_group_sqlite() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        format!(
+            "BEGIN IMMEDIATE;\nUPDATE audit_head SET seq = $1 WHERE id = 1 AND seq = $2 AND hash = $3;\n\
+             {FENCE_IF_UNCHANGED};\n"
+        )
+    })
+}
+
+/// SQLite, one save of a group commit: the fenced save and the rest of its statements, its
+/// audit row's `seq` and hashes given (the group moved the head on for all of its rows).
+pub fn save_grouped_sqlite(step: bool, credential: bool, begin_next: bool) -> &'static str {
+    static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let texts = TEXTS.get_or_init(|| {
+        (0..8)
+            .map(|bits| {
+                batch(
+                    [SAVE_RUN, FENCE_IF_UNCHANGED]
+                        .into_iter()
+                        .chain(save_rest_statements(
+                            bits & 1 != 0,
+                            bits & 2 != 0,
+                            bits & 4 != 0,
+                        )),
+                )
+            })
+            .collect()
+    });
+    &texts[step as usize | (credential as usize) << 1 | (begin_next as usize) << 2]
+}
+
 /// What a save writes after its compare-and-swap: the step's end, the credential's update,
 /// the audit row and the next step's start, each present or not.
 pub fn save_rest_statements(
