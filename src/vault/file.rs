@@ -446,9 +446,10 @@ impl Vault for FileVault {
 /// Makes the vault's writes durable together. Each write is a temporary file renamed over
 /// its target, durable only once the file's data is on disk before the rename and the rename
 /// after it: an fsync of the file and one of its folder, each its own flush of the disk's
-/// cache, seven a rotation. Writers that arrive while a flush is under way share the next
-/// one instead: a `syncfs` of the vault's filesystem makes every write finished before it
-/// started durable, the temporary files' data and the renames alike. Measured on this
+/// cache, seven a rotation that replaces a version. Writers that arrive while a flush is
+/// under way share the next one instead: a `syncfs` of the vault's filesystem makes every
+/// write finished before it started durable, the temporary files' data and the renames
+/// alike. Measured on this
 /// machine's virtio disk, one writer alone fsynced 440 file-and-folder pairs a second and
 /// sixteen together 640; batches of eight through `syncfs` made 4,000.
 struct SyncBatch {
