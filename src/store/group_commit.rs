@@ -1,13 +1,13 @@
 //! SQLite group commit: the saves and step starts that arrive while one transaction is
-//! writing are written together by the next, as one batch of statements.
+//! writing are written together by the next, in one transaction.
 //!
 //! SQLite has one writer and rotor one connection to it, and a transaction holds that
 //! connection across every hand-over to sqlx's worker thread: a save alone took four. A group
 //! takes one per write and two more (`BEGIN IMMEDIATE` with the audit head's check, `COMMIT`),
 //! each write by the prepared statements of its kind. (One batch text for the whole group took
 //! one hand-over, but SQLite parsed every statement of it again each time: parsing cost more
-//! than the hand-overs it saved, 5.6 ms of CPU a rotation against 3.5.) The audit rows of the group
-//! follow the head this writer last wrote (checked in the batch: another writer may have
+//! than the hand-overs it saved, 5.6 ms of CPU a rotation against 3.5.) The audit rows of the
+//! group follow the head this writer last wrote (checked as it begins: another writer may have
 //! moved it, then the head is read and the group written again). Each write keeps its own
 //! compare-and-swap: when one of a group is refused (its lease was lost) or anything else
 //! fails, the group is rolled back and its writes are made one by one, so that each learns

@@ -262,7 +262,7 @@ impl Inner {
             Ok(()) => self
                 .durable
                 .wait()
-                .map_err(|e| self.io_err(path, "sync folder of", &file, e)),
+                .map_err(|e| self.io_err(path, "flush the removal of", &file, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.io_err(path, "remove", &file, e)),
         }
@@ -449,9 +449,8 @@ impl Vault for FileVault {
 /// cache, seven a rotation that replaces a version. Writers that arrive while a flush is
 /// under way share the next one instead: a `syncfs` of the vault's filesystem makes every
 /// write finished before it started durable, the temporary files' data and the renames
-/// alike. Measured on this
-/// machine's virtio disk, one writer alone fsynced 440 file-and-folder pairs a second and
-/// sixteen together 640; batches of eight through `syncfs` made 4,000.
+/// alike. Measured on this machine's virtio disk, one writer alone fsynced 440 file-and-folder
+/// pairs a second and sixteen together 640; batches of eight through `syncfs` made 4,000.
 struct SyncBatch {
     /// The vault's folder, the handle `syncfs` names the filesystem by.
     folder: std::fs::File,
@@ -467,6 +466,9 @@ struct SyncState {
     running: bool,
     /// The recent flushes that failed, by number, with their error.
     failed: std::collections::VecDeque<(u64, std::io::ErrorKind, String)>,
+    /// The number of the last failure dropped from `failed` to bound it: a writer covered by a
+    /// flush that old cannot learn it succeeded, so it is told it failed.
+    forgotten: u64,
 }
 
 impl SyncBatch {
@@ -506,8 +508,10 @@ impl SyncBatch {
             if let Err(e) = outcome {
                 let e = std::io::Error::from(e);
                 state.failed.push_back((number, e.kind(), e.to_string()));
-                if state.failed.len() > 64 {
-                    state.failed.pop_front();
+                if state.failed.len() > 64
+                    && let Some((dropped, ..)) = state.failed.pop_front()
+                {
+                    state.forgotten = dropped;
                 }
             }
             self.finished.notify_all();
@@ -516,6 +520,9 @@ impl SyncBatch {
             Some((_, kind, message)) => Err(std::io::Error::new(
                 *kind,
                 format!("flushing the vault's filesystem failed: {message}"),
+            )),
+            None if mine <= state.forgotten => Err(std::io::Error::other(
+                "flushing the vault's filesystem failed again and again",
             )),
             None => Ok(()),
         }
