@@ -256,9 +256,7 @@ impl Daemon {
         let result = loop {
             // Runs that ended since the last turn free their slots (and their ids) first.
             while let Some(done) = tasks.try_join_next() {
-                let (id, result) = done.expect("drive tasks do not panic");
-                in_flight.lock().expect("in-flight lock").remove(&id);
-                summary.record(&id, result);
+                summary.task_ended(done, &in_flight);
             }
             let now = self.engine.clock.now_ms();
             let mut planned_all = None;
@@ -346,9 +344,7 @@ impl Daemon {
             };
             tokio::select! {
                 Some(done) = tasks.join_next() => {
-                    let (id, result) = done.expect("drive tasks do not panic");
-                    in_flight.lock().expect("in-flight lock").remove(&id);
-                    summary.record(&id, result);
+                    summary.task_ended(done, &in_flight);
                     kick.notify_one();
                 }
                 Some(signal) = signals.recv() => match signal {
@@ -379,8 +375,7 @@ impl Daemon {
             }
         };
         while let Some(done) = tasks.join_next().await {
-            let (id, result) = done.expect("drive tasks do not panic");
-            summary.record(&id, result);
+            summary.task_ended(done, &in_flight);
         }
         heartbeat.abort();
         if let Some(listener) = listener {
@@ -663,6 +658,18 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    /// A drive task ended: its run leaves `in_flight` (freeing its slot, and its id for a
+    /// later claim) and its outcome is counted.
+    fn task_ended(
+        &mut self,
+        done: Result<(String, Result<Driven, EngineError>), tokio::task::JoinError>,
+        in_flight: &Mutex<HashSet<String>>,
+    ) {
+        let (id, result) = done.expect("drive tasks do not panic");
+        in_flight.lock().expect("in-flight lock").remove(&id);
+        self.record(&id, result);
+    }
+
     fn record(&mut self, run_id: &str, result: Result<Driven, EngineError>) {
         use crate::engine::state::RunState;
         match result {

@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{AuditEntry, CredentialUpdate, RunRow, StepEnd, StoreError, audit, sql};
 use crate::engine::state::RunState;
 
-/// A bound on one transaction's size and parameters (about 60 a save; SQLite takes 32,766).
+/// A bound on one transaction's writes: how long the writer holds SQLite's lock, and how many
+/// writes go back to one-by-one when one of them is refused.
 const MOST_IN_A_GROUP: usize = 128;
 
 /// One write, owned so that the writer can hold it past the caller's borrow.

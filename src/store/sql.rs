@@ -188,18 +188,7 @@ pub fn save_run_fenced_sqlite() -> &'static str {
 /// the next step's start, each present or not, as one text with its parameters numbered on.
 pub fn save_rest_sqlite(step: bool, credential: bool, begin_next: bool) -> &'static str {
     static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let texts = TEXTS.get_or_init(|| {
-        (0..8)
-            .map(|bits| {
-                batch(save_rest_statements(
-                    bits & 1 != 0,
-                    bits & 2 != 0,
-                    bits & 4 != 0,
-                ))
-            })
-            .collect()
-    });
-    &texts[step as usize | (credential as usize) << 1 | (begin_next as usize) << 2]
+    pick_save_text(&TEXTS, &[], step, credential, begin_next)
 }
 
 /// SQLite, the start of a group commit: the transaction, and the audit head moved to `$1`
@@ -218,18 +207,29 @@ pub fn begin_group_sqlite() -> &'static str {
 /// audit row's `seq` and hashes given (the group moved the head on for all of its rows).
 pub fn save_grouped_sqlite(step: bool, credential: bool, begin_next: bool) -> &'static str {
     static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let texts = TEXTS.get_or_init(|| {
+    pick_save_text(
+        &TEXTS,
+        &[SAVE_RUN, FENCE_IF_UNCHANGED],
+        step,
+        credential,
+        begin_next,
+    )
+}
+
+/// The text of `first` followed by a save's rest (`save_rest_statements`), one per
+/// combination of the flags, built once into `texts`.
+fn pick_save_text(
+    texts: &'static std::sync::OnceLock<Vec<String>>,
+    first: &[&'static str],
+    step: bool,
+    credential: bool,
+    begin_next: bool,
+) -> &'static str {
+    let texts = texts.get_or_init(|| {
         (0..8)
             .map(|bits| {
-                batch(
-                    [SAVE_RUN, FENCE_IF_UNCHANGED]
-                        .into_iter()
-                        .chain(save_rest_statements(
-                            bits & 1 != 0,
-                            bits & 2 != 0,
-                            bits & 4 != 0,
-                        )),
-                )
+                let rest = save_rest_statements(bits & 1 != 0, bits & 2 != 0, bits & 4 != 0);
+                batch(first.iter().copied().chain(rest))
             })
             .collect()
     });
