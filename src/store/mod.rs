@@ -57,9 +57,7 @@ pub enum StoreError {
         run_id: String,
         expected: &'static str,
     },
-    #[error(
-        "the store's writer task stopped (the runtime that started it is gone); nothing was saved"
-    )]
+    #[error("the store's writer thread stopped; nothing was saved")]
     WriterGone,
     #[error("credential {0} has a live run already (one live run per credential)")]
     RunInFlight(String),
@@ -424,7 +422,16 @@ impl Store {
             url: shown.clone(),
             source: e,
         };
+        let mut sqlite_file = None;
         let (pool, migrator) = if url.starts_with("sqlite:") {
+            if url.contains(":memory:") || url.contains("mode=memory") {
+                return Err(StoreError::BadUrl {
+                    url: shown,
+                    message: "an in-memory database keeps nothing across a restart: name a file, \
+                              such as sqlite://rotor.db"
+                        .into(),
+                });
+            }
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(bad_url)?
                 .create_if_missing(true)
@@ -432,6 +439,7 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(true);
+            sqlite_file = Some(options.get_filename().to_owned());
             // One connection: SQLite has one writer, and writers contending for its lock wait
             // in its busy handler's sleeps, where sqlx's queue would hand over at once.
             let pool = SqlitePoolOptions::new()
@@ -442,6 +450,9 @@ impl Store {
                 // other task. Without a timeout that task is not started.
                 .idle_timeout(None)
                 .max_lifetime(None)
+                // A local file: no network to have dropped it, and a ping is a hand-over to
+                // the connection's thread and back each time the group commit takes its turn.
+                .test_before_acquire(false)
                 .connect_with(options)
                 .await
                 .map_err(unavailable)?;
@@ -474,9 +485,16 @@ impl Store {
                 message: "expected sqlite:// or postgres://".into(),
             });
         };
-        let saves = match &pool {
-            Pool::Sqlite(p) => Some(group_commit::GroupCommit::new(p.clone())),
-            Pool::Postgres(_) => None,
+        let saves = match (&pool, sqlite_file) {
+            (Pool::Sqlite(p), Some(file)) => Some(
+                group_commit::GroupCommit::start(p.clone(), file).map_err(|e| {
+                    StoreError::Unavailable {
+                        url: shown.clone(),
+                        source: sqlx::Error::Io(e),
+                    }
+                })?,
+            ),
+            _ => None,
         };
         let store = Store {
             pool,
@@ -794,7 +812,7 @@ impl Store {
         }
         let seq = with_pool!(self, p => {
             let mut tx = p.begin().await?;
-            let owned = sqlx::query("UPDATE runs SET updated_at = $4 WHERE id = $1 AND state = $2 AND lease_owner = $3")
+            let owned = sqlx::query(sql::TOUCH_LEASED_RUN)
                 .bind(&run.id).bind(&run.state).bind(worker).bind(now).execute(&mut *tx).await?.rows_affected();
             if owned == 0 {
                 return Err(lost());

@@ -191,30 +191,14 @@ pub fn save_rest_sqlite(step: bool, credential: bool, begin_next: bool) -> &'sta
     pick_save_text(&TEXTS, &[], step, credential, begin_next)
 }
 
-/// SQLite, the start of a group commit: the transaction, and the audit head moved to `$1`
-/// only if it is still where this writer left it (`$2`, `$3`), else the batch stops at `fence`.
-pub fn begin_group_sqlite() -> &'static str {
-    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TEXT.get_or_init(|| {
-        format!(
-            "BEGIN IMMEDIATE;\nUPDATE audit_head SET seq = $1 WHERE id = 1 AND seq = $2 AND hash = $3;\n\
-             {FENCE_IF_UNCHANGED};\n"
-        )
-    })
-}
+/// SQLite group commit: the audit head moved to `$1` only if it is still where the writer
+/// left it (`$2`, `$3`).
+pub const MOVE_AUDIT_HEAD_FROM: &str =
+    "UPDATE audit_head SET seq = $1 WHERE id = 1 AND seq = $2 AND hash = $3";
 
-/// SQLite, one save of a group commit: the fenced save and the rest of its statements, its
-/// audit row's `seq` and hashes given (the group moved the head on for all of its rows).
-pub fn save_grouped_sqlite(step: bool, credential: bool, begin_next: bool) -> &'static str {
-    static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    pick_save_text(
-        &TEXTS,
-        &[SAVE_RUN, FENCE_IF_UNCHANGED],
-        step,
-        credential,
-        begin_next,
-    )
-}
+/// Mark a run as touched, only if it is still in the state the worker read and leased to it.
+pub const TOUCH_LEASED_RUN: &str =
+    "UPDATE runs SET updated_at = $4 WHERE id = $1 AND state = $2 AND lease_owner = $3";
 
 /// The text of `first` followed by a save's rest (`save_rest_statements`), one per
 /// combination of the flags, built once into `texts`.
