@@ -7,7 +7,15 @@
 //! flushes shared with the other writes in flight: [`SyncBatch`]), so a crash leaves either the
 //! old or the new document, never a torn one. The files are ordinary age files:
 //! `age -d -i IDENTITY DIR/PATH.age` prints the document.
+//!
+//! Each step of a rotation reads back what the step before wrote. Decrypting is an X25519
+//! Diffie-Hellman, so the vault remembers, for the files of the runs in flight, the bytes it
+//! wrote or read and what they decrypt to: a file whose bytes are still those is not decrypted
+//! again. What a file holds is still read from disk each time; only the arithmetic is saved.
+//! The plaintexts are zeroized when forgotten: at the end of each run (retire or rollback) and
+//! past [`MOST_REMEMBERED`] files.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -25,6 +33,9 @@ use crate::config::{FileVaultConfig, SecretRef};
 const CURRENT_SUFFIX: &str = ".age";
 const PENDING_SUFFIX: &str = ".age.pending";
 
+/// A bound on the remembered plaintexts, past the runs a daemon keeps in flight.
+const MOST_REMEMBERED: usize = 1024;
+
 pub struct FileVault {
     inner: Arc<Inner>,
 }
@@ -35,6 +46,13 @@ struct Inner {
     identity: age::x25519::Identity,
     recipient: age::x25519::Recipient,
     durable: SyncBatch,
+    /// By file: the bytes last written or read there and what they decrypt to.
+    remembered: std::sync::Mutex<HashMap<PathBuf, Remembered>>,
+}
+
+struct Remembered {
+    encrypted: Vec<u8>,
+    plain: Arc<Zeroizing<Vec<u8>>>,
 }
 
 /// rotor's bookkeeping inside a document. Not secret.
@@ -136,6 +154,7 @@ impl FileVault {
                 identity,
                 recipient,
                 durable,
+                remembered: Default::default(),
             }),
         })
     }
@@ -204,17 +223,20 @@ impl Inner {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.io_err(path, "read", &file, e)),
         };
-        let plain = Zeroizing::new(age::decrypt(&self.identity, &bytes).map_err(|e| {
-            self.err(
-                ErrorClass::Permanent,
-                path,
-                format!(
-                    "cannot decrypt {}: {e}; the file is corrupt or was encrypted to another identity. \
-                     Nothing was changed: restore the file or the identity",
-                    file.display()
-                ),
-            )
-        })?);
+        let plain = match self.recall(&file, &bytes) {
+            Some(plain) => plain,
+            None => Arc::new(Zeroizing::new(age::decrypt(&self.identity, &bytes).map_err(|e| {
+                self.err(
+                    ErrorClass::Permanent,
+                    path,
+                    format!(
+                        "cannot decrypt {}: {e}; the file is corrupt or was encrypted to another identity. \
+                         Nothing was changed: restore the file or the identity",
+                        file.display()
+                    ),
+                )
+            })?)),
+        };
         let not_ours = |why: String| {
             self.err(
                 ErrorClass::Permanent,
@@ -230,6 +252,7 @@ impl Inner {
         let meta = wire
             .meta
             .ok_or_else(|| not_ours(format!("no `{META_KEY}` object")))?;
+        self.remember(file, bytes, plain);
         Ok(Some(FileDocument {
             fields: wire.fields,
             previous: wire.previous,
@@ -244,20 +267,62 @@ impl Inner {
             previous: doc.previous.clone(),
             meta: Some(doc.meta.clone()),
         };
-        let plain = to_zeroized_json(&wire, wire.json_capacity());
+        let plain = Arc::new(to_zeroized_json(&wire, wire.json_capacity()));
         let encrypted = age::encrypt(&self.recipient, &plain)
             .map_err(|e| self.err(ErrorClass::Permanent, path, format!("cannot encrypt: {e}")))?;
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| self.io_err(path, "create folder", parent, e))?;
         }
-        self.durable
-            .replace(&file, &encrypted)
-            .map_err(|e| self.io_err(path, "write", &file, e))
+        match self.durable.replace(&file, &encrypted) {
+            Ok(()) => {
+                self.remember(file, encrypted, plain);
+                Ok(())
+            }
+            Err(e) => {
+                self.forget(&file);
+                Err(self.io_err(path, "write", &file, e))
+            }
+        }
+    }
+
+    /// What `encrypted`, read from `file`, decrypts to, if the vault wrote or read those very
+    /// bytes there last.
+    fn recall(&self, file: &Path, encrypted: &[u8]) -> Option<Arc<Zeroizing<Vec<u8>>>> {
+        let remembered = self.remembered.lock().expect("vault memory lock");
+        remembered
+            .get(file)
+            .filter(|r| r.encrypted == encrypted)
+            .map(|r| r.plain.clone())
+    }
+
+    fn remember(&self, file: PathBuf, encrypted: Vec<u8>, plain: Arc<Zeroizing<Vec<u8>>>) {
+        let mut remembered = self.remembered.lock().expect("vault memory lock");
+        if remembered.len() >= MOST_REMEMBERED
+            && !remembered.contains_key(&file)
+            && let Some(any) = remembered.keys().next().cloned()
+        {
+            remembered.remove(&any);
+        }
+        remembered.insert(file, Remembered { encrypted, plain });
+    }
+
+    fn forget(&self, file: &Path) {
+        self.remembered
+            .lock()
+            .expect("vault memory lock")
+            .remove(file);
+    }
+
+    /// The end of a run: neither of the path's files is read again before the next.
+    fn forget_path(&self, path: &str) {
+        self.forget(&self.file(path, CURRENT_SUFFIX));
+        self.forget(&self.file(path, PENDING_SUFFIX));
     }
 
     fn remove(&self, path: &str, suffix: &str) -> Result<(), VaultError> {
         let file = self.file(path, suffix);
+        self.forget(&file);
         match std::fs::remove_file(&file) {
             Ok(()) => self
                 .durable
@@ -408,12 +473,16 @@ impl Vault for FileVault {
 
     async fn discard_pending(&self, path: &str, token: &str) -> Result<(), VaultError> {
         let token = token.to_owned();
-        self.blocking(path, move |v, path| match v.load(path, PENDING_SUFFIX) {
-            Ok(Some(p)) if p.meta.token.as_deref() == Some(token.as_str()) => {
-                v.remove(path, PENDING_SUFFIX)
-            }
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
+        self.blocking(path, move |v, path| {
+            let outcome = match v.load(path, PENDING_SUFFIX) {
+                Ok(Some(p)) if p.meta.token.as_deref() == Some(token.as_str()) => {
+                    v.remove(path, PENDING_SUFFIX)
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
+            v.forget_path(path);
+            outcome
         })
         .await
     }
@@ -437,6 +506,7 @@ impl Vault for FileVault {
                 doc.meta.previous_fingerprint = None;
                 v.store(path, CURRENT_SUFFIX, &doc)?;
             }
+            v.forget_path(path);
             Ok(Some(doc.meta.version))
         })
         .await
@@ -677,6 +747,43 @@ mod tests {
             "{err}"
         );
         assert_eq!(std::fs::read(&file).unwrap(), b"not an age file");
+    }
+
+    #[tokio::test]
+    async fn a_file_changed_behind_the_vault_is_read_as_it_is_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        v.write_pending("x", "t1", &cred("one")).await.unwrap();
+        v.promote("x", "t1", None).await.unwrap();
+        // Another process on the same folder and identity rotates it.
+        let other = vault(dir.path()).await;
+        other.write_pending("x", "t2", &cred("two")).await.unwrap();
+        other.promote("x", "t2", Some("1")).await.unwrap();
+        let doc = v.read_current("x").await.unwrap().unwrap();
+        assert_eq!(
+            doc.current.credential.get("value").unwrap().expose_secret(),
+            "two"
+        );
+        std::fs::write(dir.path().join("v/x.age"), b"not an age file").unwrap();
+        let err = v.read_current("x").await.unwrap_err();
+        assert!(err.to_string().contains("cannot decrypt"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn plaintexts_are_forgotten_when_a_run_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        let remembered = |v: &FileVault| v.inner.remembered.lock().unwrap().len();
+        v.write_pending("x", "t1", &cred("one")).await.unwrap();
+        v.promote("x", "t1", None).await.unwrap();
+        assert_eq!(remembered(&v), 1, "the current file, for the steps to come");
+        v.drop_previous("x", "t1").await.unwrap();
+        assert_eq!(remembered(&v), 0, "retired: nothing kept");
+        v.write_pending("x", "t2", &cred("two")).await.unwrap();
+        v.read_pending("x").await.unwrap();
+        assert_eq!(remembered(&v), 2);
+        v.discard_pending("x", "t2").await.unwrap();
+        assert_eq!(remembered(&v), 0, "rolled back: nothing kept");
     }
 
     #[tokio::test]
