@@ -11,8 +11,8 @@
 //! order instead of in SQLite's busy handler's sleeps, and never find the database locked by
 //! their own process.
 //!
-//! The audit rows of the group follow the head this writer last wrote (checked as it begins:
-//! another writer may have moved it, then the head is read and the group written again).
+//! The audit rows of the group follow the chain's head, read once the transaction holds
+//! the write lock (an in-thread read: no need to remember it between groups).
 //! Each write keeps its own compare-and-swap: when one of a group is refused (its lease was
 //! lost) or anything else fails, the group is rolled back and its writes are made one by one
 //! through sqlx, so that each learns its own outcome and none is lost.
@@ -93,14 +93,9 @@ impl GroupCommit {
     }
 }
 
-/// The audit chain's head as this writer last left it: `(seq, hash)`.
-type Head = Option<(i64, String)>;
-
 /// Why a group was not written together.
 #[derive(Debug, thiserror::Error)]
 enum GroupError {
-    #[error("the audit head moved")]
-    HeadMoved,
     #[error("a write's compare-and-swap changed nothing")]
     Refused,
     #[error(transparent)]
@@ -111,7 +106,6 @@ enum GroupError {
 
 async fn write_groups(pool: SqlitePool, file: PathBuf, mut queue: mpsc::UnboundedReceiver<Queued>) {
     let mut db: Option<Connection> = None;
-    let mut head: Head = None;
     while let Some(first) = queue.recv().await {
         let mut group = vec![first];
         while group.len() < MOST_IN_A_GROUP {
@@ -120,7 +114,7 @@ async fn write_groups(pool: SqlitePool, file: PathBuf, mut queue: mpsc::Unbounde
                 Err(_) => break,
             }
         }
-        match commit_together(&pool, &file, &mut db, &mut head, &group).await {
+        match commit_together(&pool, &file, &mut db, &group).await {
             Ok(seqs) => {
                 for (queued, seq) in group.into_iter().zip(seqs) {
                     let _ = queued.done.send(Ok(seq));
@@ -131,8 +125,6 @@ async fn write_groups(pool: SqlitePool, file: PathBuf, mut queue: mpsc::Unbounde
                 tracing::debug!(error = %e, writes = group.len(), "group commit refused; writing one by one");
             }
         }
-        // Written alone, these move the head past what this writer knows.
-        head = None;
         for queued in group {
             let outcome = write_alone(&pool, &queued.write).await;
             let _ = queued.done.send(outcome);
@@ -173,7 +165,6 @@ async fn commit_together(
     pool: &SqlitePool,
     file: &PathBuf,
     db: &mut Option<Connection>,
-    head: &mut Head,
     group: &[Queued],
 ) -> Result<Vec<Option<i64>>, GroupError> {
     let _turn = pool.acquire().await?;
@@ -181,30 +172,12 @@ async fn commit_together(
         Some(conn) => conn,
         None => db.insert(open(file)?),
     };
-    // Other processes (`rotor rotate`, another daemon on the file) move the head too.
-    for _ in 0..3 {
-        let (seq, hash) = match head.take() {
-            Some(known) => known,
-            None => read_head(conn)?,
-        };
-        match commit_batch(conn, (seq, &hash), group) {
-            Ok((seqs, moved)) => {
-                *head = moved;
-                return Ok(seqs);
-            }
-            Err(e) => {
-                if conn.execute_batch("ROLLBACK").is_err() && !conn.is_autocommit() {
-                    // A connection stuck in a transaction would hold the database's lock.
-                    *db = None;
-                    return Err(e);
-                }
-                if !matches!(e, GroupError::HeadMoved) {
-                    return Err(e);
-                }
-            }
-        }
+    let outcome = commit_batch(conn, group);
+    if outcome.is_err() && conn.execute_batch("ROLLBACK").is_err() && !conn.is_autocommit() {
+        // A connection stuck in a transaction would hold the database's lock.
+        *db = None;
     }
-    Err(GroupError::HeadMoved)
+    outcome
 }
 
 /// The writer's connection, set as sqlx sets its own.
@@ -219,29 +192,23 @@ fn open(file: &PathBuf) -> Result<Connection, rusqlite::Error> {
     Ok(db)
 }
 
-fn read_head(db: &Connection) -> Result<(i64, String), rusqlite::Error> {
-    db.prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
-}
-
-/// One transaction: `BEGIN IMMEDIATE`, the audit head moved past the group's rows if it is
-/// still `head`, each write by its statements (each prepared once), `COMMIT`. Returns each
-/// write's `seq` and the head it leaves.
-fn commit_batch(
-    db: &Connection,
-    head: (i64, &str),
-    group: &[Queued],
-) -> Result<(Vec<Option<i64>>, Head), GroupError> {
+/// One transaction: `BEGIN IMMEDIATE`, the audit head moved past the group's rows, each
+/// write by its statements (each prepared once), `COMMIT`. Returns each write's `seq`.
+fn commit_batch(db: &Connection, group: &[Queued]) -> Result<Vec<Option<i64>>, GroupError> {
     let saves = group
         .iter()
         .filter(|q| matches!(q.write, Write::Save(_)))
         .count() as i64;
     execute(db, "BEGIN IMMEDIATE", Params::new())?;
-    let moved = Params::new().bind(head.0 + saves).bind(head.0).bind(head.1);
-    if execute(db, sql::MOVE_AUDIT_HEAD_FROM, moved)? == 0 {
-        return Err(GroupError::HeadMoved);
-    }
-    let (mut seq, mut prev) = (head.0, head.1.to_owned());
+    let (mut seq, mut prev): (i64, String) =
+        prepare(db, sql::ADVANCE_AUDIT_HEAD_BY, &Params::new().bind(saves))?
+            .raw_query()
+            .next()?
+            .map(|row| Ok::<_, rusqlite::Error>((row.get(0)?, row.get(1)?)))
+            .transpose()?
+            .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    // The head now names the group's last row; its first follows the hash it held.
+    seq -= saves;
     let mut seqs = Vec::with_capacity(group.len());
     for Queued { write, .. } in group {
         let begun = match write {
@@ -297,7 +264,7 @@ fn commit_batch(
     }
     // The trigger on `audit` moved the head's hash along with each row.
     execute(db, "COMMIT", Params::new())?;
-    Ok((seqs, Some((seq, prev))))
+    Ok(seqs)
 }
 
 /// The parameters of one statement, bound by the same `bind_*!` macros as sqlx's queries:

@@ -191,11 +191,6 @@ pub fn save_rest_sqlite(step: bool, credential: bool, begin_next: bool) -> &'sta
     pick_save_text(&TEXTS, &[], step, credential, begin_next)
 }
 
-/// SQLite group commit: the audit head moved to `$1` only if it is still where the writer
-/// left it (`$2`, `$3`).
-pub const MOVE_AUDIT_HEAD_FROM: &str =
-    "UPDATE audit_head SET seq = $1 WHERE id = 1 AND seq = $2 AND hash = $3";
-
 /// Mark a run as touched, only if it is still in the state the worker read and leased to it.
 pub const TOUCH_LEASED_RUN: &str =
     "UPDATE runs SET updated_at = $4 WHERE id = $1 AND state = $2 AND lease_owner = $3";
