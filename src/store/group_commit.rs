@@ -17,7 +17,7 @@
 //! lost) or anything else fails, the group is rolled back and its writes are made one by one
 //! through sqlx, so that each learns its own outcome and none is lost.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -163,7 +163,7 @@ async fn write_alone(pool: &SqlitePool, write: &Write) -> Result<Option<i64>, St
 /// connection. Returns each one's `seq`.
 async fn commit_together(
     pool: &SqlitePool,
-    file: &PathBuf,
+    file: &Path,
     db: &mut Option<Connection>,
     group: &[Queued],
 ) -> Result<Vec<Option<i64>>, GroupError> {
@@ -181,7 +181,7 @@ async fn commit_together(
 }
 
 /// The writer's connection, set as sqlx sets its own.
-fn open(file: &PathBuf) -> Result<Connection, rusqlite::Error> {
+fn open(file: &Path) -> Result<Connection, rusqlite::Error> {
     let db = Connection::open_with_flags(
         file,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
