@@ -1282,3 +1282,14 @@ fn is_connection_error(e: &sqlx::Error) -> bool {
             | sqlx::Error::PoolClosed
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn an_in_memory_store_is_refused() {
+        for url in ["sqlite::memory:", "sqlite://rotor.db?mode=memory"] {
+            let err = super::Store::connect(url, None).await.err().unwrap();
+            assert!(err.to_string().contains("in-memory"), "{url}: {err}");
+        }
+    }
+}

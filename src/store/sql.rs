@@ -185,35 +185,27 @@ pub fn save_run_fenced_sqlite() -> &'static str {
 }
 
 /// SQLite, second batch of a save: the step's end, the credential's update, the audit row and
-/// the next step's start, each present or not, as one text with its parameters numbered on.
+/// the next step's start, each present or not, as one text with its parameters numbered on
+/// (one text per combination of the flags, built once).
 pub fn save_rest_sqlite(step: bool, credential: bool, begin_next: bool) -> &'static str {
     static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    pick_save_text(&TEXTS, &[], step, credential, begin_next)
-}
-
-/// Mark a run as touched, only if it is still in the state the worker read and leased to it.
-pub const TOUCH_LEASED_RUN: &str =
-    "UPDATE runs SET updated_at = $4 WHERE id = $1 AND state = $2 AND lease_owner = $3";
-
-/// The text of `first` followed by a save's rest (`save_rest_statements`), one per
-/// combination of the flags, built once into `texts`.
-fn pick_save_text(
-    texts: &'static std::sync::OnceLock<Vec<String>>,
-    first: &[&'static str],
-    step: bool,
-    credential: bool,
-    begin_next: bool,
-) -> &'static str {
-    let texts = texts.get_or_init(|| {
+    let texts = TEXTS.get_or_init(|| {
         (0..8)
             .map(|bits| {
-                let rest = save_rest_statements(bits & 1 != 0, bits & 2 != 0, bits & 4 != 0);
-                batch(first.iter().copied().chain(rest))
+                batch(save_rest_statements(
+                    bits & 1 != 0,
+                    bits & 2 != 0,
+                    bits & 4 != 0,
+                ))
             })
             .collect()
     });
     &texts[step as usize | (credential as usize) << 1 | (begin_next as usize) << 2]
 }
+
+/// Mark a run as touched, only if it is still in the state the worker read and leased to it.
+pub const TOUCH_LEASED_RUN: &str =
+    "UPDATE runs SET updated_at = $4 WHERE id = $1 AND state = $2 AND lease_owner = $3";
 
 /// What a save writes after its compare-and-swap: the step's end, the credential's update,
 /// the audit row and the next step's start, each present or not.

@@ -670,6 +670,17 @@ mod tests {
         Credential::new().with("value", SecretString::from(value))
     }
 
+    /// The `value` field of what consumers read at `path`.
+    async fn current_value(v: &FileVault, path: &str) -> String {
+        let doc = v.read_current(path).await.unwrap().unwrap();
+        doc.current
+            .credential
+            .get("value")
+            .unwrap()
+            .expose_secret()
+            .to_owned()
+    }
+
     #[tokio::test]
     async fn a_rollover_moves_pending_to_current_and_current_to_previous() {
         let dir = tempfile::tempdir().unwrap();
@@ -727,11 +738,7 @@ mod tests {
         v.write_pending("x", "t2", &cred("two")).await.unwrap();
         let err = v.promote("x", "t2", Some("7")).await.unwrap_err();
         assert_eq!(err.class, ErrorClass::Conflict);
-        let doc = v.read_current("x").await.unwrap().unwrap();
-        assert_eq!(
-            doc.current.credential.get("value").unwrap().expose_secret(),
-            "one"
-        );
+        assert_eq!(current_value(&v, "x").await, "one");
     }
 
     #[tokio::test]
@@ -759,11 +766,7 @@ mod tests {
         let other = vault(dir.path()).await;
         other.write_pending("x", "t2", &cred("two")).await.unwrap();
         other.promote("x", "t2", Some("1")).await.unwrap();
-        let doc = v.read_current("x").await.unwrap().unwrap();
-        assert_eq!(
-            doc.current.credential.get("value").unwrap().expose_secret(),
-            "two"
-        );
+        assert_eq!(current_value(&v, "x").await, "two");
         std::fs::write(dir.path().join("v/x.age"), b"not an age file").unwrap();
         let err = v.read_current("x").await.unwrap_err();
         assert!(err.to_string().contains("cannot decrypt"), "{err}");
