@@ -9,8 +9,9 @@
 //! Figures: config load, reconcile, plan (read + next-due computation for every credential),
 //! sustained full rotations per second (mint, apply, verify, promote, grace 0, retire: every
 //! vault write durable), first rotations and then the same credentials again (replacing a
-//! version: one vault write more), scheduler lag from due time to claim (p50/p99) under a steady load
-//! below capacity, claims per second (runs handed out, none run), and peak RSS of the process.
+//! version: one vault write more), scheduler lag from due time to claim (p50/p99) under a
+//! steady load below capacity, claims per second (runs handed out, none run), and peak RSS of
+//! the process.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

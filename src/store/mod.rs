@@ -422,8 +422,7 @@ impl Store {
             url: shown.clone(),
             source: e,
         };
-        let mut sqlite_file = None;
-        let (pool, migrator) = if url.starts_with("sqlite:") {
+        let (pool, migrator, saves) = if url.starts_with("sqlite:") {
             if url.contains(":memory:") || url.contains("mode=memory") {
                 return Err(StoreError::BadUrl {
                     url: shown,
@@ -439,7 +438,7 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(true);
-            sqlite_file = Some(options.get_filename().to_owned());
+            let file = options.get_filename().to_owned();
             // One connection: SQLite has one writer, and writers contending for its lock wait
             // in its busy handler's sleeps, where sqlx's queue would hand over at once.
             let pool = SqlitePoolOptions::new()
@@ -456,7 +455,13 @@ impl Store {
                 .connect_with(options)
                 .await
                 .map_err(unavailable)?;
-            (Pool::Sqlite(pool), &MIGRATOR_SQLITE)
+            let saves = group_commit::GroupCommit::start(pool.clone(), file).map_err(|e| {
+                StoreError::Unavailable {
+                    url: shown.clone(),
+                    source: sqlx::Error::Io(e),
+                }
+            })?;
+            (Pool::Sqlite(pool), &MIGRATOR_SQLITE, Some(saves))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             // A replica paused inside a transaction (SIGSTOP, a VM freeze) would hold its row
             // locks, and SKIP LOCKED claims would pass its runs by however long its lease ran
@@ -478,23 +483,12 @@ impl Store {
                 .connect_with(options)
                 .await
                 .map_err(unavailable)?;
-            (Pool::Postgres(pool), &MIGRATOR_POSTGRES)
+            (Pool::Postgres(pool), &MIGRATOR_POSTGRES, None)
         } else {
             return Err(StoreError::BadUrl {
                 url: shown,
                 message: "expected sqlite:// or postgres://".into(),
             });
-        };
-        let saves = match (&pool, sqlite_file) {
-            (Pool::Sqlite(p), Some(file)) => Some(
-                group_commit::GroupCommit::start(p.clone(), file).map_err(|e| {
-                    StoreError::Unavailable {
-                        url: shown.clone(),
-                        source: sqlx::Error::Io(e),
-                    }
-                })?,
-            ),
-            _ => None,
         };
         let store = Store {
             pool,

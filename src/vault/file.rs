@@ -223,7 +223,9 @@ impl Inner {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.io_err(path, "read", &file, e)),
         };
-        let plain = match self.recall(&file, &bytes) {
+        let recalled = self.recall(&file, &bytes);
+        let decrypted = recalled.is_none();
+        let plain = match recalled {
             Some(plain) => plain,
             None => Arc::new(Zeroizing::new(age::decrypt(&self.identity, &bytes).map_err(|e| {
                 self.err(
@@ -252,7 +254,9 @@ impl Inner {
         let meta = wire
             .meta
             .ok_or_else(|| not_ours(format!("no `{META_KEY}` object")))?;
-        self.remember(file, bytes, plain);
+        if decrypted {
+            self.remember(file, bytes, plain);
+        }
         Ok(Some(FileDocument {
             fields: wire.fields,
             previous: wire.previous,
