@@ -421,10 +421,14 @@ impl Engine {
                         outcome: "ok",
                         error: None,
                     };
-                    // Begin the next step in the same commit when it runs right away (the
-                    // grace step usually waits for its timer, and a stopping worker stops).
-                    let next = next_transition(&run, transition.to)
-                        .filter(|t| t.step != Step::Grace && !self.stopping.load(Ordering::SeqCst));
+                    // Begin the next step in the same commit when it runs right away: not a
+                    // grace that waits for its timer or for hooks, not when the worker stops.
+                    let grace_over = run.grace_until.is_some_and(|until| until <= now)
+                        && ctx.credential.retire_after != RetireAfter::Notified;
+                    let next = next_transition(&run, transition.to).filter(|t| {
+                        (t.step != Step::Grace || grace_over)
+                            && !self.stopping.load(Ordering::SeqCst)
+                    });
                     let next_seq = self
                         .store
                         .save_run(

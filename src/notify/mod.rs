@@ -373,6 +373,8 @@ pub struct Notifier {
     hooks: Arc<BTreeMap<String, HookConfig>>,
     vaults: Arc<Vaults>,
     client: reqwest::Client,
+    /// Signalled when notifications were queued, so that the outbox delivers them at once.
+    queued: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -403,7 +405,13 @@ impl Notifier {
             hooks: Arc::new(config.hooks.clone()),
             vaults,
             client,
+            queued: Arc::default(),
         }
+    }
+
+    /// Completes when notifications were queued since the last time it completed.
+    pub async fn queued(&self) {
+        self.queued.notified().await
     }
 
     /// Queues `event` for each of the credential's hooks that wants it. Idempotent.
@@ -434,6 +442,7 @@ impl Notifier {
                 now,
             )
             .await?;
+        self.queued.notify_one();
         tracing::debug!(credential = %credential.id, event = event.event.as_str(), hooks = ?hooks, "notifications queued");
         Ok(())
     }

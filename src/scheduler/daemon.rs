@@ -216,15 +216,13 @@ impl Daemon {
                 None
             }
         };
-        // Alerts and notifications are delivered beside the runs; a run that finished a step
-        // kicks the loop so that its hooks hear of it at once.
-        let kick = Arc::new(tokio::sync::Notify::new());
+        // Alerts and notifications are delivered beside the runs; a notification queued by a
+        // run wakes the loop so that its hooks hear of it at once.
         let (stop_outbox, outbox_stopping) = tokio::sync::watch::channel(false);
         let outbox = spawn_outbox_loop(
             self.engine.clone(),
             self.published.subscribe(),
             wake.clone(),
-            kick.clone(),
             outbox_stopping,
             self.options.once,
         );
@@ -345,7 +343,6 @@ impl Daemon {
             tokio::select! {
                 Some(done) = tasks.join_next() => {
                     summary.task_ended(done, &in_flight);
-                    kick.notify_one();
                 }
                 Some(signal) = signals.recv() => match signal {
                     Signal::Stop => {
@@ -410,7 +407,6 @@ fn spawn_outbox_loop(
     engine: Arc<Engine>,
     runtime: tokio::sync::watch::Receiver<Arc<Runtime>>,
     wake: Arc<tokio::sync::Notify>,
-    kick: Arc<tokio::sync::Notify>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
     once: bool,
 ) -> tokio::task::JoinHandle<()> {
@@ -442,7 +438,7 @@ fn spawn_outbox_loop(
             }
             tokio::select! {
                 _ = tokio::time::sleep(DELIVERY_EVERY) => {}
-                _ = kick.notified() => {}
+                _ = runtime.notifier.queued() => {}
                 _ = stopping.changed() => {}
             }
         }
