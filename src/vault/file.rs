@@ -265,6 +265,20 @@ impl Inner {
     }
 
     fn store(&self, path: &str, suffix: &str, doc: &FileDocument) -> Result<(), VaultError> {
+        self.store_removing(path, suffix, doc, None)
+    }
+
+    /// [`Self::store`], then the removal of the path's `remove` file once the new one is in
+    /// place, both made durable by the same flush (a promotion: the current file written, the
+    /// pending one gone). Should only the removal outlive a power loss, the run finds no
+    /// pending version to promote and rolls back, its current version untouched.
+    fn store_removing(
+        &self,
+        path: &str,
+        suffix: &str,
+        doc: &FileDocument,
+        remove: Option<&str>,
+    ) -> Result<(), VaultError> {
         let file = self.file(path, suffix);
         let wire = WireDocument {
             fields: doc.fields.clone(),
@@ -278,10 +292,26 @@ impl Inner {
             std::fs::create_dir_all(parent)
                 .map_err(|e| self.io_err(path, "create folder", parent, e))?;
         }
-        match self.durable.replace(&file, &encrypted) {
+        let removed = remove.map(|suffix| self.file(path, suffix));
+        let mut removing = Ok(());
+        let remove_after_rename = || {
+            let Some(removed) = &removed else {
+                return Ok(());
+            };
+            crate::failpoint::pause_if_armed_blocking("vault:promote:written");
+            self.forget(removed);
+            match std::fs::remove_file(removed) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    removing = Err(self.io_err(path, "remove", removed, e));
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        };
+        match self.durable.replace(&file, &encrypted, remove_after_rename) {
             Ok(()) => {
                 self.remember(file, encrypted, plain);
-                Ok(())
+                removing
             }
             Err(e) => {
                 self.forget(&file);
@@ -467,9 +497,7 @@ impl Vault for FileVault {
                 c.fields
             });
             let doc = FileDocument { fields: pending.fields, previous, meta };
-            v.store(path, CURRENT_SUFFIX, &doc)?;
-            crate::failpoint::pause_if_armed_blocking("vault:promote:written");
-            v.remove(path, PENDING_SUFFIX)?;
+            v.store_removing(path, CURRENT_SUFFIX, &doc, Some(PENDING_SUFFIX))?;
             Ok(doc.meta.version)
         })
         .await
@@ -520,7 +548,8 @@ impl Vault for FileVault {
 /// Makes the vault's writes durable together. Each write is a temporary file renamed over
 /// its target, durable only once the file's data is on disk before the rename and the rename
 /// after it: an fsync of the file and one of its folder, each its own flush of the disk's
-/// cache, seven a rotation that replaces a version. Writers that arrive while a flush is
+/// cache, six a rotation that replaces a version (the promotion's removal of the pending file
+/// shares its rename's). Writers that arrive while a flush is
 /// under way share the next one instead: a `syncfs` of the vault's filesystem makes every
 /// write finished before it started durable, the temporary files' data and the renames
 /// alike. Measured on this machine's virtio disk, one writer alone fsynced 440 file-and-folder
@@ -556,9 +585,24 @@ impl SyncBatch {
 
     /// Writes `bytes` to `target` so that readers see the old or the new file, never a mix,
     /// and returns once the new one is durable: temporary file in the same folder, a shared
-    /// flush, rename, another shared flush.
-    fn replace(&self, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        write_atomically_with(target, bytes, 0o600, |_| self.wait(), || self.wait())
+    /// flush, rename, `after_rename`, another shared flush (which makes what `after_rename`
+    /// did durable too).
+    fn replace(
+        &self,
+        target: &Path,
+        bytes: &[u8],
+        after_rename: impl FnOnce() -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        write_atomically_with(
+            target,
+            bytes,
+            0o600,
+            |_| self.wait(),
+            || {
+                after_rename()?;
+                self.wait()
+            },
+        )
     }
 
     /// Returns once what this thread wrote before the call is on disk: after the first flush
