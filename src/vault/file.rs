@@ -354,6 +354,24 @@ impl Inner {
         self.forget(&self.file(path, PENDING_SUFFIX));
     }
 
+    /// Renames the path's `from` file over its `to` file (in one step: readers see either),
+    /// and returns once that is durable.
+    fn rename(&self, path: &str, from: &str, to: &str) -> Result<(), VaultError> {
+        let (source, target) = (self.file(path, from), self.file(path, to));
+        std::fs::rename(&source, &target).map_err(|e| self.io_err(path, "rename", &source, e))?;
+        crate::failpoint::pause_if_armed_blocking("vault:promote:written");
+        {
+            let mut remembered = self.remembered.lock().expect("vault memory lock");
+            match remembered.remove(&source) {
+                Some(moved) => remembered.insert(target.clone(), moved),
+                None => remembered.remove(&target),
+            };
+        }
+        self.durable
+            .wait()
+            .map_err(|e| self.io_err(path, "flush the rename of", &target, e))
+    }
+
     fn remove(&self, path: &str, suffix: &str) -> Result<(), VaultError> {
         let file = self.file(path, suffix);
         self.forget(&file);
@@ -428,15 +446,23 @@ impl Vault for FileVault {
                 .and_then(|c| c.meta.version.parse::<u64>().ok())
                 .unwrap_or(0)
                 + 1;
-            let meta = Meta {
+            let mut meta = Meta {
                 version: next.to_string(),
                 token: Some(token),
                 fingerprint: credential.fingerprint().to_hex(),
                 ..Meta::default()
             };
+            // The pending file is the current one to be: with the current fields as `previous`,
+            // promotion renames it into place (no new file, no encryption, one flush).
+            let previous = current.map(|c| {
+                meta.previous_version = Some(c.meta.version);
+                meta.previous_token = c.meta.token;
+                meta.previous_fingerprint = Some(c.meta.fingerprint);
+                c.fields
+            });
             let doc = FileDocument {
                 fields: credential,
-                previous: None,
+                previous,
                 meta,
             };
             v.store(path, PENDING_SUFFIX, &doc)?;
@@ -461,9 +487,12 @@ impl Vault for FileVault {
             if let Some(c) = &current
                 && c.meta.token.as_deref() == Some(token.as_str())
             {
-                // Promoted before a crash: only the pending file may be left to clean up.
+                // Promoted before a crash or a failed flush: the pending file may be left to
+                // clean up, and the promotion may not be on disk yet.
                 if v.load(path, PENDING_SUFFIX)?.is_some_and(|p| p.meta.token.as_deref() == Some(token.as_str())) {
                     v.remove(path, PENDING_SUFFIX)?;
+                } else {
+                    v.durable.wait().map_err(|e| v.io_err(path, "flush the promotion of", &v.file(path, CURRENT_SUFFIX), e))?;
                 }
                 return Ok(c.meta.version.clone());
             }
@@ -489,6 +518,14 @@ impl Vault for FileVault {
             if verified.as_ref().is_some_and(|f| *f != pending.meta.fingerprint) {
                 return Err(super::not_verified(&v.name, path));
             }
+            let replaced = current.as_ref().map(|c| (&c.meta.version, &c.meta.fingerprint));
+            if replaced == pending.meta.previous_version.as_ref().zip(pending.meta.previous_fingerprint.as_ref()) {
+                v.rename(path, PENDING_SUFFIX, CURRENT_SUFFIX)?;
+                return Ok(pending.meta.version);
+            }
+            // A pending file written before pending files carried the current fields (by an
+            // older rotor), or a current file changed under the same version: the current
+            // document is written anew, with the fields it replaces as `previous`.
             let mut meta = pending.meta.clone();
             let previous = current.map(|c| {
                 meta.previous_version = Some(c.meta.version.clone());
@@ -775,6 +812,66 @@ mod tests {
                 .previous
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn a_pending_file_carries_the_current_fields_and_is_renamed_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        let p1 = v.write_pending("r", "t1", &cred("one")).await.unwrap();
+        v.promote("r", "t1", None).await.unwrap();
+        v.write_pending("r", "t2", &cred("two")).await.unwrap();
+        let pending = v.inner.load("r", PENDING_SUFFIX).unwrap().unwrap();
+        assert_eq!(pending.meta.previous_version.as_ref(), Some(&p1.version));
+        let inode = |suffix| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(v.inner.file("r", suffix)).unwrap().ino()
+        };
+        let pending_inode = inode(PENDING_SUFFIX);
+        v.promote("r", "t2", Some(&p1.version)).await.unwrap();
+        assert_eq!(
+            inode(CURRENT_SUFFIX),
+            pending_inode,
+            "promotion renamed the pending file"
+        );
+        let doc = v.read_current("r").await.unwrap().unwrap();
+        let previous = doc.previous.unwrap();
+        assert_eq!(previous.version, p1.version);
+        assert_eq!(
+            previous.credential.get("value").unwrap().expose_secret(),
+            "one"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pending_file_without_the_current_fields_is_promoted_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        let p1 = v.write_pending("o", "t1", &cred("one")).await.unwrap();
+        v.promote("o", "t1", None).await.unwrap();
+        // What an older rotor left mid-run: the pending fields alone.
+        let old = FileDocument {
+            fields: cred("two"),
+            previous: None,
+            meta: Meta {
+                version: "2".into(),
+                token: Some("t2".into()),
+                fingerprint: cred("two").fingerprint().to_hex(),
+                ..Meta::default()
+            },
+        };
+        v.inner.store("o", PENDING_SUFFIX, &old).unwrap();
+        v.promote("o", "t2", Some(&p1.version)).await.unwrap();
+        assert_eq!(current_value(&v, "o").await, "two");
+        let doc = v.read_current("o").await.unwrap().unwrap();
+        let previous = doc
+            .previous
+            .expect("the replaced fields are kept through grace");
+        assert_eq!(
+            previous.credential.get("value").unwrap().expose_secret(),
+            "one"
+        );
+        assert!(v.read_pending("o").await.unwrap().is_none());
     }
 
     #[tokio::test]
