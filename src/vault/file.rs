@@ -265,20 +265,6 @@ impl Inner {
     }
 
     fn store(&self, path: &str, suffix: &str, doc: &FileDocument) -> Result<(), VaultError> {
-        self.store_removing(path, suffix, doc, None)
-    }
-
-    /// [`Self::store`], then the removal of the path's `remove` file once the new one is in
-    /// place, both made durable by the same flush (a promotion: the current file written, the
-    /// pending one gone). Should only the removal outlive a power loss, the run finds no
-    /// pending version to promote and rolls back, its current version untouched.
-    fn store_removing(
-        &self,
-        path: &str,
-        suffix: &str,
-        doc: &FileDocument,
-        remove: Option<&str>,
-    ) -> Result<(), VaultError> {
         let file = self.file(path, suffix);
         let wire = WireDocument {
             fields: doc.fields.clone(),
@@ -292,26 +278,10 @@ impl Inner {
             std::fs::create_dir_all(parent)
                 .map_err(|e| self.io_err(path, "create folder", parent, e))?;
         }
-        let removed = remove.map(|suffix| self.file(path, suffix));
-        let mut removing = Ok(());
-        let remove_after_rename = || {
-            let Some(removed) = &removed else {
-                return Ok(());
-            };
-            crate::failpoint::pause_if_armed_blocking("vault:promote:written");
-            self.forget(removed);
-            match std::fs::remove_file(removed) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    removing = Err(self.io_err(path, "remove", removed, e));
-                    Ok(())
-                }
-                _ => Ok(()),
-            }
-        };
-        match self.durable.replace(&file, &encrypted, remove_after_rename) {
+        match self.durable.replace(&file, &encrypted) {
             Ok(()) => {
                 self.remember(file, encrypted, plain);
-                removing
+                Ok(())
             }
             Err(e) => {
                 self.forget(&file);
@@ -534,7 +504,9 @@ impl Vault for FileVault {
                 c.fields
             });
             let doc = FileDocument { fields: pending.fields, previous, meta };
-            v.store_removing(path, CURRENT_SUFFIX, &doc, Some(PENDING_SUFFIX))?;
+            v.store(path, CURRENT_SUFFIX, &doc)?;
+            crate::failpoint::pause_if_armed_blocking("vault:promote:written");
+            v.remove(path, PENDING_SUFFIX)?;
             Ok(doc.meta.version)
         })
         .await
@@ -621,24 +593,9 @@ impl SyncBatch {
 
     /// Writes `bytes` to `target` so that readers see the old or the new file, never a mix,
     /// and returns once the new one is durable: temporary file in the same folder, a shared
-    /// flush, rename, `after_rename`, another shared flush (which makes what `after_rename`
-    /// did durable too).
-    fn replace(
-        &self,
-        target: &Path,
-        bytes: &[u8],
-        after_rename: impl FnOnce() -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
-        write_atomically_with(
-            target,
-            bytes,
-            0o600,
-            |_| self.wait(),
-            || {
-                after_rename()?;
-                self.wait()
-            },
-        )
+    /// flush, rename, another shared flush.
+    fn replace(&self, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        write_atomically_with(target, bytes, 0o600, |_| self.wait(), || self.wait())
     }
 
     /// Returns once what this thread wrote before the call is on disk: after the first flush
@@ -754,6 +711,14 @@ mod tests {
         Credential::new().with("value", SecretString::from(value))
     }
 
+    /// A vault whose `path` holds a first version, promoted from run `t1`: `one`.
+    async fn promoted_once(dir: &Path, path: &str) -> (FileVault, StoredVersion) {
+        let v = vault(dir).await;
+        let first = v.write_pending(path, "t1", &cred("one")).await.unwrap();
+        v.promote(path, "t1", None).await.unwrap();
+        (v, first)
+    }
+
     /// The `value` field of what consumers read at `path`.
     async fn current_value(v: &FileVault, path: &str) -> String {
         let doc = v.read_current(path).await.unwrap().unwrap();
@@ -816,9 +781,7 @@ mod tests {
     #[tokio::test]
     async fn a_pending_file_carries_the_current_fields_and_is_renamed_into_place() {
         let dir = tempfile::tempdir().unwrap();
-        let v = vault(dir.path()).await;
-        let p1 = v.write_pending("r", "t1", &cred("one")).await.unwrap();
-        v.promote("r", "t1", None).await.unwrap();
+        let (v, p1) = promoted_once(dir.path(), "r").await;
         v.write_pending("r", "t2", &cred("two")).await.unwrap();
         let pending = v.inner.load("r", PENDING_SUFFIX).unwrap().unwrap();
         assert_eq!(pending.meta.previous_version.as_ref(), Some(&p1.version));
@@ -845,9 +808,7 @@ mod tests {
     #[tokio::test]
     async fn a_pending_file_without_the_current_fields_is_promoted_with_them() {
         let dir = tempfile::tempdir().unwrap();
-        let v = vault(dir.path()).await;
-        let p1 = v.write_pending("o", "t1", &cred("one")).await.unwrap();
-        v.promote("o", "t1", None).await.unwrap();
+        let (v, p1) = promoted_once(dir.path(), "o").await;
         // What an older rotor left mid-run: the pending fields alone.
         let old = FileDocument {
             fields: cred("two"),
@@ -876,9 +837,7 @@ mod tests {
     #[tokio::test]
     async fn an_out_of_band_change_is_a_conflict_and_is_not_overwritten() {
         let dir = tempfile::tempdir().unwrap();
-        let v = vault(dir.path()).await;
-        v.write_pending("x", "t1", &cred("one")).await.unwrap();
-        v.promote("x", "t1", None).await.unwrap();
+        let (v, _) = promoted_once(dir.path(), "x").await;
         v.write_pending("x", "t2", &cred("two")).await.unwrap();
         let err = v.promote("x", "t2", Some("7")).await.unwrap_err();
         assert_eq!(err.class, ErrorClass::Conflict);
@@ -903,9 +862,7 @@ mod tests {
     #[tokio::test]
     async fn a_file_changed_behind_the_vault_is_read_as_it_is_now() {
         let dir = tempfile::tempdir().unwrap();
-        let v = vault(dir.path()).await;
-        v.write_pending("x", "t1", &cred("one")).await.unwrap();
-        v.promote("x", "t1", None).await.unwrap();
+        let (v, _) = promoted_once(dir.path(), "x").await;
         // Another process on the same folder and identity rotates it.
         let other = vault(dir.path()).await;
         other.write_pending("x", "t2", &cred("two")).await.unwrap();
