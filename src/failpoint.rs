@@ -30,20 +30,6 @@ pub async fn pause_if_armed(name: &str) {
     }
 }
 
-/// The same, for code on a blocking thread (the file vault).
-#[cfg(feature = "failpoints")]
-pub fn pause_if_armed_blocking(name: &str) {
-    if armed(name) {
-        loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
-        }
-    }
-}
-
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub async fn pause_if_armed(_name: &str) {}
-
-#[cfg(not(feature = "failpoints"))]
-#[inline(always)]
-pub fn pause_if_armed_blocking(_name: &str) {}

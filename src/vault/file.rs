@@ -158,25 +158,6 @@ impl FileVault {
             }),
         })
     }
-
-    async fn blocking<T: Send + 'static>(
-        &self,
-        path: &str,
-        work: impl FnOnce(&Inner, &str) -> Result<T, VaultError> + Send + 'static,
-    ) -> Result<T, VaultError> {
-        let inner = self.inner.clone();
-        let path = path.to_owned();
-        tokio::task::spawn_blocking(move || work(&inner, &path))
-            .await
-            .map_err(|e| {
-                VaultError::new(
-                    ErrorClass::Transient,
-                    &self.inner.name,
-                    "",
-                    format!("vault task failed: {e}"),
-                )
-            })?
-    }
 }
 
 fn holds_vault_files(dir: &Path) -> bool {
@@ -264,7 +245,7 @@ impl Inner {
         }))
     }
 
-    fn store(&self, path: &str, suffix: &str, doc: &FileDocument) -> Result<(), VaultError> {
+    async fn store(&self, path: &str, suffix: &str, doc: &FileDocument) -> Result<(), VaultError> {
         let file = self.file(path, suffix);
         let wire = WireDocument {
             fields: doc.fields.clone(),
@@ -278,7 +259,7 @@ impl Inner {
             std::fs::create_dir_all(parent)
                 .map_err(|e| self.io_err(path, "create folder", parent, e))?;
         }
-        match self.durable.replace(&file, &encrypted) {
+        match self.durable.replace(&file, &encrypted).await {
             Ok(()) => {
                 self.remember(file, encrypted, plain);
                 Ok(())
@@ -326,10 +307,10 @@ impl Inner {
 
     /// Renames the path's `from` file over its `to` file (in one step: readers see either),
     /// and returns once that is durable. A promotion: the failpoint is the promotion's.
-    fn rename(&self, path: &str, from: &str, to: &str) -> Result<(), VaultError> {
+    async fn rename(&self, path: &str, from: &str, to: &str) -> Result<(), VaultError> {
         let (source, target) = (self.file(path, from), self.file(path, to));
         std::fs::rename(&source, &target).map_err(|e| self.io_err(path, "rename", &source, e))?;
-        crate::failpoint::pause_if_armed_blocking("vault:promote:written");
+        crate::failpoint::pause_if_armed("vault:promote:written").await;
         {
             let mut remembered = self.remembered.lock().expect("vault memory lock");
             match remembered.remove(&source) {
@@ -338,17 +319,19 @@ impl Inner {
             };
         }
         self.durable
-            .wait()
+            .flushed()
+            .await
             .map_err(|e| self.io_err(path, "flush the rename of", &target, e))
     }
 
-    fn remove(&self, path: &str, suffix: &str) -> Result<(), VaultError> {
+    async fn remove(&self, path: &str, suffix: &str) -> Result<(), VaultError> {
         let file = self.file(path, suffix);
         self.forget(&file);
         match std::fs::remove_file(&file) {
             Ok(()) => self
                 .durable
-                .wait()
+                .flushed()
+                .await
                 .map_err(|e| self.io_err(path, "flush the removal of", &file, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.io_err(path, "remove", &file, e)),
@@ -370,30 +353,29 @@ impl Vault for FileVault {
         &self.inner.name
     }
 
+    // The files are small and in the page cache, so each step reads and writes them on the
+    // task's own thread (a hand-over to a blocking thread and back cost more than the I/O);
+    // only the flushes, shared with the other writes in flight, wait on the flusher's thread.
     async fn read_current(&self, path: &str) -> Result<Option<Document>, VaultError> {
-        self.blocking(path, |v, path| {
-            Ok(v.load(path, CURRENT_SUFFIX)?.map(|doc| {
-                let previous = doc.previous.map(|p| StoredVersion {
-                    version: doc.meta.previous_version.clone().unwrap_or_default(),
-                    token: doc.meta.previous_token.clone(),
-                    fingerprint: doc.meta.previous_fingerprint.clone().unwrap_or_default(),
-                    credential: p,
-                });
-                Document {
-                    current: stored(doc.fields, &doc.meta),
-                    previous,
-                }
-            }))
-        })
-        .await
+        Ok(self.inner.load(path, CURRENT_SUFFIX)?.map(|doc| {
+            let previous = doc.previous.map(|p| StoredVersion {
+                version: doc.meta.previous_version.clone().unwrap_or_default(),
+                token: doc.meta.previous_token.clone(),
+                fingerprint: doc.meta.previous_fingerprint.clone().unwrap_or_default(),
+                credential: p,
+            });
+            Document {
+                current: stored(doc.fields, &doc.meta),
+                previous,
+            }
+        }))
     }
 
     async fn read_pending(&self, path: &str) -> Result<Option<StoredVersion>, VaultError> {
-        self.blocking(path, |v, path| {
-            Ok(v.load(path, PENDING_SUFFIX)?
-                .map(|doc| stored(doc.fields, &doc.meta)))
-        })
-        .await
+        Ok(self
+            .inner
+            .load(path, PENDING_SUFFIX)?
+            .map(|doc| stored(doc.fields, &doc.meta)))
     }
 
     async fn write_pending(
@@ -402,43 +384,39 @@ impl Vault for FileVault {
         token: &str,
         credential: &Credential,
     ) -> Result<StoredVersion, VaultError> {
-        let token = token.to_owned();
-        let credential = credential.clone();
-        self.blocking(path, move |v, path| {
-            if let Some(existing) = v.load(path, PENDING_SUFFIX)?
-                && existing.meta.token.as_deref() == Some(token.as_str())
-            {
-                return Ok(stored(existing.fields, &existing.meta));
-            }
-            let current = v.load(path, CURRENT_SUFFIX)?;
-            let next = current
-                .as_ref()
-                .and_then(|c| c.meta.version.parse::<u64>().ok())
-                .unwrap_or(0)
-                + 1;
-            let mut meta = Meta {
-                version: next.to_string(),
-                token: Some(token),
-                fingerprint: credential.fingerprint().to_hex(),
-                ..Meta::default()
-            };
-            // The pending file is the current one to be: with the current fields as `previous`,
-            // promotion renames it into place (no new file, no encryption, one flush).
-            let previous = current.map(|c| {
-                meta.previous_version = Some(c.meta.version);
-                meta.previous_token = c.meta.token;
-                meta.previous_fingerprint = Some(c.meta.fingerprint);
-                c.fields
-            });
-            let doc = FileDocument {
-                fields: credential,
-                previous,
-                meta,
-            };
-            v.store(path, PENDING_SUFFIX, &doc)?;
-            Ok(stored(doc.fields, &doc.meta))
-        })
-        .await
+        let v = &*self.inner;
+        if let Some(existing) = v.load(path, PENDING_SUFFIX)?
+            && existing.meta.token.as_deref() == Some(token)
+        {
+            return Ok(stored(existing.fields, &existing.meta));
+        }
+        let current = v.load(path, CURRENT_SUFFIX)?;
+        let next = current
+            .as_ref()
+            .and_then(|c| c.meta.version.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        let mut meta = Meta {
+            version: next.to_string(),
+            token: Some(token.to_owned()),
+            fingerprint: credential.fingerprint().to_hex(),
+            ..Meta::default()
+        };
+        // The pending file is the current one to be: with the current fields as `previous`,
+        // promotion renames it into place (no new file, no encryption, one flush).
+        let previous = current.map(|c| {
+            meta.previous_version = Some(c.meta.version);
+            meta.previous_token = c.meta.token;
+            meta.previous_fingerprint = Some(c.meta.fingerprint);
+            c.fields
+        });
+        let doc = FileDocument {
+            fields: credential.clone(),
+            previous,
+            meta,
+        };
+        v.store(path, PENDING_SUFFIX, &doc).await?;
+        Ok(stored(doc.fields, &doc.meta))
     }
 
     async fn promote_run(
@@ -449,108 +427,124 @@ impl Vault for FileVault {
         expected_current: Option<&str>,
         verified: Option<&str>,
     ) -> Result<String, VaultError> {
-        let token = token.to_owned();
-        let expected = expected_current.map(str::to_owned);
-        let verified = verified.map(str::to_owned);
-        self.blocking(path, move |v, path| {
-            let current = v.load(path, CURRENT_SUFFIX)?;
-            if let Some(c) = &current
-                && c.meta.token.as_deref() == Some(token.as_str())
+        let v = &*self.inner;
+        let current = v.load(path, CURRENT_SUFFIX)?;
+        if let Some(c) = &current
+            && c.meta.token.as_deref() == Some(token)
+        {
+            // Promoted before a crash or a failed flush: the pending file may be left to
+            // clean up, and the promotion may not be on disk yet.
+            if v.load(path, PENDING_SUFFIX)?
+                .is_some_and(|p| p.meta.token.as_deref() == Some(token))
             {
-                // Promoted before a crash or a failed flush: the pending file may be left to
-                // clean up, and the promotion may not be on disk yet.
-                if v.load(path, PENDING_SUFFIX)?.is_some_and(|p| p.meta.token.as_deref() == Some(token.as_str())) {
-                    v.remove(path, PENDING_SUFFIX)?;
-                } else {
-                    v.durable.wait().map_err(|e| v.io_err(path, "flush the promotion of", &v.file(path, CURRENT_SUFFIX), e))?;
-                }
-                return Ok(c.meta.version.clone());
-            }
-            let found = current.as_ref().map(|c| c.meta.version.clone());
-            if found != expected {
-                return Err(v.err(
-                    ErrorClass::Conflict,
-                    path,
-                    format!(
-                        "the current version is {} but rotor last saw {}: it was changed outside rotor. \
-                         rotor will not overwrite it; check who changed it, then run `rotor rotate` again",
-                        found.as_deref().unwrap_or("(none)"),
-                        expected.as_deref().unwrap_or("(none)")
-                    ),
-                ));
-            }
-            let pending = v
-                .load(path, PENDING_SUFFIX)?
-                .filter(|p| p.meta.token.as_deref() == Some(token.as_str()))
-                .ok_or_else(|| {
-                    v.err(ErrorClass::Permanent, path, "this run has no pending version to promote; it will be rolled back")
+                v.remove(path, PENDING_SUFFIX).await?;
+            } else {
+                v.durable.flushed().await.map_err(|e| {
+                    v.io_err(
+                        path,
+                        "flush the promotion of",
+                        &v.file(path, CURRENT_SUFFIX),
+                        e,
+                    )
                 })?;
-            if verified.as_ref().is_some_and(|f| *f != pending.meta.fingerprint) {
-                return Err(super::not_verified(&v.name, path));
             }
-            let replaced = current.as_ref().map(|c| (&c.meta.version, &c.meta.fingerprint));
-            if replaced == pending.meta.previous_version.as_ref().zip(pending.meta.previous_fingerprint.as_ref()) {
-                v.rename(path, PENDING_SUFFIX, CURRENT_SUFFIX)?;
-                return Ok(pending.meta.version);
-            }
-            // A pending file written before pending files carried the current fields (by an
-            // older rotor), or a current file changed under the same version: the current
-            // document is written anew, with the fields it replaces as `previous`.
-            let mut meta = pending.meta.clone();
-            let previous = current.map(|c| {
-                meta.previous_version = Some(c.meta.version.clone());
-                meta.previous_token = c.meta.token.clone();
-                meta.previous_fingerprint = Some(c.meta.fingerprint.clone());
-                c.fields
-            });
-            let doc = FileDocument { fields: pending.fields, previous, meta };
-            v.store(path, CURRENT_SUFFIX, &doc)?;
-            crate::failpoint::pause_if_armed_blocking("vault:promote:written");
-            v.remove(path, PENDING_SUFFIX)?;
-            Ok(doc.meta.version)
-        })
-        .await
+            return Ok(c.meta.version.clone());
+        }
+        let found = current.as_ref().map(|c| c.meta.version.as_str());
+        if found != expected_current {
+            return Err(v.err(
+                ErrorClass::Conflict,
+                path,
+                format!(
+                    "the current version is {} but rotor last saw {}: it was changed outside rotor. \
+                     rotor will not overwrite it; check who changed it, then run `rotor rotate` again",
+                    found.unwrap_or("(none)"),
+                    expected_current.unwrap_or("(none)")
+                ),
+            ));
+        }
+        let pending = v
+            .load(path, PENDING_SUFFIX)?
+            .filter(|p| p.meta.token.as_deref() == Some(token))
+            .ok_or_else(|| {
+                v.err(
+                    ErrorClass::Permanent,
+                    path,
+                    "this run has no pending version to promote; it will be rolled back",
+                )
+            })?;
+        if verified.is_some_and(|f| f != pending.meta.fingerprint) {
+            return Err(super::not_verified(&v.name, path));
+        }
+        let replaced = current
+            .as_ref()
+            .map(|c| (&c.meta.version, &c.meta.fingerprint));
+        if replaced
+            == pending
+                .meta
+                .previous_version
+                .as_ref()
+                .zip(pending.meta.previous_fingerprint.as_ref())
+        {
+            v.rename(path, PENDING_SUFFIX, CURRENT_SUFFIX).await?;
+            return Ok(pending.meta.version);
+        }
+        // A pending file written before pending files carried the current fields (by an
+        // older rotor), or a current file changed under the same version: the current
+        // document is written anew, with the fields it replaces as `previous`.
+        let mut meta = pending.meta.clone();
+        let previous = current.map(|c| {
+            meta.previous_version = Some(c.meta.version.clone());
+            meta.previous_token = c.meta.token.clone();
+            meta.previous_fingerprint = Some(c.meta.fingerprint.clone());
+            c.fields
+        });
+        let doc = FileDocument {
+            fields: pending.fields,
+            previous,
+            meta,
+        };
+        v.store(path, CURRENT_SUFFIX, &doc).await?;
+        crate::failpoint::pause_if_armed("vault:promote:written").await;
+        v.remove(path, PENDING_SUFFIX).await?;
+        Ok(doc.meta.version)
     }
 
     async fn discard_pending(&self, path: &str, token: &str) -> Result<(), VaultError> {
-        let token = token.to_owned();
-        self.blocking(path, move |v, path| {
-            let outcome = match v.load(path, PENDING_SUFFIX) {
-                Ok(Some(p)) if p.meta.token.as_deref() == Some(token.as_str()) => {
-                    v.remove(path, PENDING_SUFFIX)
-                }
-                Ok(_) => Ok(()),
-                Err(e) => Err(e),
-            };
-            v.forget_path(path);
-            outcome
-        })
-        .await
+        let v = &*self.inner;
+        let outcome = match v.load(path, PENDING_SUFFIX) {
+            Ok(Some(p)) if p.meta.token.as_deref() == Some(token) => {
+                v.remove(path, PENDING_SUFFIX).await
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        v.forget_path(path);
+        outcome
     }
 
     async fn drop_previous(&self, path: &str, token: &str) -> Result<Option<String>, VaultError> {
-        let token = token.to_owned();
-        self.blocking(path, move |v, path| {
-            let Some(mut doc) = v.load(path, CURRENT_SUFFIX)? else { return Ok(None) };
-            if doc.meta.token.as_deref() != Some(token.as_str()) {
-                return Err(v.err(
-                    ErrorClass::Conflict,
-                    path,
-                    "the current version is no longer the one this run promoted: it was changed outside rotor; \
-                     the previous credential is left in place",
-                ));
-            }
-            if doc.previous.is_some() {
-                doc.previous = None;
-                doc.meta.previous_version = None;
-                doc.meta.previous_token = None;
-                doc.meta.previous_fingerprint = None;
-                v.store(path, CURRENT_SUFFIX, &doc)?;
-            }
-            v.forget_path(path);
-            Ok(Some(doc.meta.version))
-        })
-        .await
+        let v = &*self.inner;
+        let Some(mut doc) = v.load(path, CURRENT_SUFFIX)? else {
+            return Ok(None);
+        };
+        if doc.meta.token.as_deref() != Some(token) {
+            return Err(v.err(
+                ErrorClass::Conflict,
+                path,
+                "the current version is no longer the one this run promoted: it was changed outside rotor; \
+                 the previous credential is left in place",
+            ));
+        }
+        if doc.previous.is_some() {
+            doc.previous = None;
+            doc.meta.previous_version = None;
+            doc.meta.previous_token = None;
+            doc.meta.previous_fingerprint = None;
+            v.store(path, CURRENT_SUFFIX, &doc).await?;
+        }
+        v.forget_path(path);
+        Ok(Some(doc.meta.version))
     }
 }
 
@@ -558,75 +552,92 @@ impl Vault for FileVault {
 /// its target, durable only once the file's data is on disk before the rename and the rename
 /// after it: an fsync of the file and one of its folder, each its own flush of the disk's
 /// cache (a rotation that replaces a version writes twice and renames once: five flushes).
-/// Writers that arrive while a flush is under way share the next one instead: a `syncfs` of the vault's filesystem makes every
-/// write finished before it started durable, the temporary files' data and the renames
-/// alike. Measured on this machine's virtio disk, one writer alone fsynced 440 file-and-folder
-/// pairs a second and sixteen together 640; batches of eight through `syncfs` made 4,000.
+/// Writers that arrive while a flush is under way share the next one instead: a `syncfs` of the
+/// vault's filesystem makes every write finished before it started durable, the temporary
+/// files' data and the renames alike. Measured on this machine's virtio disk, one writer alone
+/// fsynced 440 file-and-folder pairs a second and sixteen together 640; batches of eight
+/// through `syncfs` made 4,000.
+///
+/// The flushes run on a thread of their own, one at a time; a writer asks for the next one and
+/// awaits its number, so no task holds a thread while it waits.
 struct SyncBatch {
+    shared: Arc<SyncShared>,
+    /// The number of the last flush finished.
+    done: tokio::sync::watch::Receiver<u64>,
+}
+
+struct SyncShared {
     /// The vault's folder, the handle `syncfs` names the filesystem by.
     folder: std::fs::File,
     state: std::sync::Mutex<SyncState>,
-    finished: std::sync::Condvar,
+    asked: std::sync::Condvar,
+    done: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
 struct SyncState {
-    /// Flushes started and finished so far; one runs at a time.
+    /// The highest flush number a writer awaits, and the flushes started so far.
+    wanted: u64,
     started: u64,
-    done: u64,
-    running: bool,
     /// The recent flushes that failed, by number, with their error.
     failed: std::collections::VecDeque<(u64, std::io::ErrorKind, String)>,
     /// The number of the last failure dropped from `failed` to bound it: a writer covered by a
     /// flush that old cannot learn it succeeded, so it is told it failed.
     forgotten: u64,
+    /// The vault is gone: the flusher ends once no flush is wanted.
+    closed: bool,
 }
 
 impl SyncBatch {
     fn open(folder: &Path) -> std::io::Result<SyncBatch> {
-        Ok(SyncBatch {
+        let (done_tx, done) = tokio::sync::watch::channel(0);
+        let shared = Arc::new(SyncShared {
             folder: std::fs::File::open(folder)?,
             state: Default::default(),
-            finished: std::sync::Condvar::new(),
-        })
+            asked: std::sync::Condvar::new(),
+            done: done_tx,
+        });
+        let flusher = shared.clone();
+        std::thread::Builder::new()
+            .name("rotor-vault-sync".into())
+            .spawn(move || flusher.run())?;
+        Ok(SyncBatch { shared, done })
     }
 
     /// Writes `bytes` to `target` so that readers see the old or the new file, never a mix,
     /// and returns once the new one is durable: temporary file in the same folder, a shared
     /// flush, rename, another shared flush.
-    fn replace(&self, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        write_atomically_with(target, bytes, 0o600, |_| self.wait(), || self.wait())
+    async fn replace(&self, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let temp = temporary_beside(target);
+        let result = async {
+            write_new_file(&temp, bytes, 0o600)?;
+            self.flushed().await?;
+            std::fs::rename(&temp, target)?;
+            self.flushed().await
+        }
+        .await;
+        if result.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        result
     }
 
-    /// Returns once what this thread wrote before the call is on disk: after the first flush
-    /// that starts from now on, run by this thread or by another that got there first.
-    fn wait(&self) -> std::io::Result<()> {
-        let mut state = self.state.lock().expect("vault sync lock");
-        let mine = state.started + 1;
-        while state.done < mine {
-            if state.running {
-                state = self.finished.wait(state).expect("vault sync lock");
-                continue;
-            }
-            state.running = true;
-            state.started += 1;
-            let number = state.started;
-            drop(state);
-            let outcome = rustix::fs::syncfs(&self.folder);
-            state = self.state.lock().expect("vault sync lock");
-            state.running = false;
-            state.done = number;
-            if let Err(e) = outcome {
-                let e = std::io::Error::from(e);
-                state.failed.push_back((number, e.kind(), e.to_string()));
-                if state.failed.len() > 64
-                    && let Some((dropped, ..)) = state.failed.pop_front()
-                {
-                    state.forgotten = dropped;
-                }
-            }
-            self.finished.notify_all();
-        }
+    /// Returns once what this task wrote before the call is on disk: after the first flush
+    /// that starts from now on.
+    async fn flushed(&self) -> std::io::Result<()> {
+        let mine = {
+            let mut state = self.shared.state.lock().expect("vault sync lock");
+            let mine = state.started + 1;
+            state.wanted = state.wanted.max(mine);
+            mine
+        };
+        self.shared.asked.notify_one();
+        self.done
+            .clone()
+            .wait_for(|&done| done >= mine)
+            .await
+            .map_err(|_| std::io::Error::other("the vault's flusher thread ended"))?;
+        let state = self.shared.state.lock().expect("vault sync lock");
         match state.failed.iter().find(|(n, ..)| *n == mine) {
             Some((_, kind, message)) => Err(std::io::Error::new(
                 *kind,
@@ -640,24 +651,62 @@ impl SyncBatch {
     }
 }
 
+impl Drop for SyncBatch {
+    fn drop(&mut self) {
+        self.shared.state.lock().expect("vault sync lock").closed = true;
+        self.shared.asked.notify_one();
+    }
+}
+
+impl SyncShared {
+    /// The flusher: one `syncfs` after another while writers want one.
+    fn run(&self) {
+        let mut state = self.state.lock().expect("vault sync lock");
+        loop {
+            while state.wanted <= state.started {
+                if state.closed {
+                    return;
+                }
+                state = self.asked.wait(state).expect("vault sync lock");
+            }
+            state.started += 1;
+            let number = state.started;
+            drop(state);
+            let outcome = rustix::fs::syncfs(&self.folder);
+            state = self.state.lock().expect("vault sync lock");
+            if let Err(e) = outcome {
+                let e = std::io::Error::from(e);
+                state.failed.push_back((number, e.kind(), e.to_string()));
+                if state.failed.len() > 64
+                    && let Some((dropped, ..)) = state.failed.pop_front()
+                {
+                    state.forgotten = dropped;
+                }
+            }
+            // Under the lock: a writer that sees its number finds its failure recorded.
+            self.done.send_replace(number);
+        }
+    }
+}
+
 /// Writes `bytes` to `target` so that readers see the old or the new file, never a mix:
 /// temporary file in the same folder, fsync, rename, fsync of the folder.
 pub fn write_atomically(target: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    write_atomically_with(target, bytes, mode, std::fs::File::sync_all, || {
+    let temp = temporary_beside(target);
+    let result = (|| {
+        write_new_file(&temp, bytes, mode)?.sync_all()?;
+        std::fs::rename(&temp, target)?;
         sync_parent(target)
-    })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
 }
 
-/// [`write_atomically`] with its two waits given: for the temporary file's data before the
-/// rename, and for the rename after it.
-fn write_atomically_with(
-    target: &Path,
-    bytes: &[u8],
-    mode: u32,
-    data_durable: impl FnOnce(&std::fs::File) -> std::io::Result<()>,
-    rename_durable: impl FnOnce() -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// The temporary file a write of `target` goes to before its rename: in the same folder (a
+/// rename does not cross filesystems), hidden, one per process.
+fn temporary_beside(target: &Path) -> PathBuf {
     let dir = target
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -666,23 +715,19 @@ fn write_atomically_with(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&temp)?;
-        f.write_all(bytes)?;
-        data_durable(&f)?;
-        std::fs::rename(&temp, target)?;
-        rename_durable()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
+    dir.join(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+fn write_new_file(file: &Path, bytes: &[u8], mode: u32) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(file)?;
+    f.write_all(bytes)?;
+    Ok(f)
 }
 
 fn sync_parent(file: &Path) -> std::io::Result<()> {
@@ -820,7 +865,7 @@ mod tests {
                 ..Meta::default()
             },
         };
-        v.inner.store("o", PENDING_SUFFIX, &old).unwrap();
+        v.inner.store("o", PENDING_SUFFIX, &old).await.unwrap();
         v.promote("o", "t2", Some(&p1.version)).await.unwrap();
         assert_eq!(current_value(&v, "o").await, "two");
         let doc = v.read_current("o").await.unwrap().unwrap();
