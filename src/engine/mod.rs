@@ -631,12 +631,11 @@ impl Engine {
         match step {
             Step::Mint => {
                 let current = ctx.vault.read_current(path).await?;
-                let recorded = self
+                let recorded_version = self
                     .store
-                    .credential(&ctx.credential.id)
+                    .current_version(&ctx.credential.id)
                     .await
                     .map_err(store_step_error)?;
-                let recorded_version = recorded.and_then(|c| c.current_version);
                 let found = current.as_ref().map(|d| d.current.version.clone());
                 if found != recorded_version {
                     return Err(StepError::conflict(format!(

@@ -59,6 +59,8 @@ pub enum StoreError {
     },
     #[error("the store's writer thread stopped; nothing was saved")]
     WriterGone,
+    #[error("reading the store failed: {0}")]
+    Read(#[from] rusqlite::Error),
     #[error("credential {0} has a live run already (one live run per credential)")]
     RunInFlight(String),
     #[error("credential {0} is not in the store; is it in the config?")]
@@ -84,6 +86,8 @@ pub struct Store {
     url: String,
     /// SQLite: saves and step starts are written in groups (see `group_commit`).
     saves: Option<std::sync::Arc<group_commit::GroupCommit>>,
+    /// SQLite: the point reads of a rotation's steps (see `reader`).
+    reads: Option<std::sync::Arc<reader::Reader>>,
 }
 
 /// Runs `$body` with `$p` bound to whichever pool the store has: the SQL is the same.
@@ -236,6 +240,7 @@ macro_rules! bind_save_rest {
 }
 
 mod group_commit;
+mod reader;
 
 // After the macros above, which it uses.
 pub mod drill;
@@ -422,7 +427,7 @@ impl Store {
             url: shown.clone(),
             source: e,
         };
-        let (pool, migrator, saves) = if url.starts_with("sqlite:") {
+        let (pool, migrator, saves, reads) = if url.starts_with("sqlite:") {
             if url.contains(":memory:") || url.contains("mode=memory") {
                 return Err(StoreError::BadUrl {
                     url: shown,
@@ -455,13 +460,19 @@ impl Store {
                 .connect_with(options)
                 .await
                 .map_err(unavailable)?;
+            let reads = std::sync::Arc::new(reader::Reader::new(&file));
             let saves = group_commit::GroupCommit::start(pool.clone(), file).map_err(|e| {
                 StoreError::Unavailable {
                     url: shown.clone(),
                     source: sqlx::Error::Io(e),
                 }
             })?;
-            (Pool::Sqlite(pool), &MIGRATOR_SQLITE, Some(saves))
+            (
+                Pool::Sqlite(pool),
+                &MIGRATOR_SQLITE,
+                Some(saves),
+                Some(reads),
+            )
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             // A replica paused inside a transaction (SIGSTOP, a VM freeze) would hold its row
             // locks, and SKIP LOCKED claims would pass its runs by however long its lease ran
@@ -483,7 +494,7 @@ impl Store {
                 .connect_with(options)
                 .await
                 .map_err(unavailable)?;
-            (Pool::Postgres(pool), &MIGRATOR_POSTGRES, None)
+            (Pool::Postgres(pool), &MIGRATOR_POSTGRES, None, None)
         } else {
             return Err(StoreError::BadUrl {
                 url: shown,
@@ -494,6 +505,7 @@ impl Store {
             pool,
             url: shown,
             saves,
+            reads,
         };
         store.migrate(migrator).await?;
         Ok(store)
@@ -1001,6 +1013,27 @@ impl Store {
         )
     }
 
+    /// The version the store last recorded as the credential's current one.
+    pub async fn current_version(&self, id: &str) -> Result<Option<String>, StoreError> {
+        match (&self.reads, &self.pool) {
+            (Some(reads), _) => reads.current_version(id),
+            (None, Pool::Postgres(p)) => Ok(sqlx::query_scalar::<_, Option<String>>(
+                "SELECT current_version FROM credentials WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await?
+            .flatten()),
+            (None, Pool::Sqlite(p)) => Ok(sqlx::query_scalar::<_, Option<String>>(
+                "SELECT current_version FROM credentials WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await?
+            .flatten()),
+        }
+    }
+
     pub async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError> {
         Ok(
             with_pool!(self, p => sqlx::query_as("SELECT * FROM runs WHERE id = $1").bind(id).fetch_optional(p).await?),
@@ -1172,6 +1205,15 @@ impl StoreError {
                         // cannot_connect_now (57P01..57P03)
                         if d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")))
             }
+            StoreError::Read(e) => matches!(
+                e.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::CannotOpen
+                        | rusqlite::ErrorCode::SystemIoFailure
+                )
+            ),
             _ => false,
         }
     }

@@ -100,17 +100,20 @@ impl Store {
         sinks: &[String],
         now: i64,
     ) -> Result<Vec<String>, StoreError> {
-        with_pool!(self, pool => {
-            // Nearly every successful rotation has nothing to resolve: one read, no transaction.
-            let any: i64 = sqlx::query_scalar(
+        // Nearly every successful rotation has nothing to resolve: one read, no transaction.
+        let any = match &self.reads {
+            Some(reads) => reads.any_active_alert(credential_id)?,
+            None => with_pool!(self, pool => sqlx::query_scalar::<_, i64>(
                 "SELECT COUNT(*) FROM alert_state WHERE credential_id = $1 AND active = 1",
             )
             .bind(credential_id)
             .fetch_one(pool)
-            .await?;
-            if any == 0 {
-                return Ok(Vec::new());
-            }
+            .await? > 0),
+        };
+        if !any {
+            return Ok(Vec::new());
+        }
+        with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let raised: Vec<(String, String)> = sqlx::query_as(
                 "SELECT condition, payload FROM alert_state WHERE credential_id = $1 AND active = 1",
