@@ -678,23 +678,30 @@ impl Store {
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
             let mut planned = Vec::new();
-            for r in runs {
-                let done = sqlx::query(
-                    "INSERT INTO runs (id, credential_id, token, state, reason, emergency, grace_ms, attempts, \
-                     not_before, created_at, updated_at) VALUES ($1, $2, $3, 'planned', $4, $5, $6, 0, $7, $8, $8) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(&r.id).bind(&r.credential_id).bind(&r.token).bind(&r.reason)
-                .bind(r.emergency as i64).bind(r.grace_ms).bind(r.not_before).bind(now)
-                .execute(&mut *tx).await?;
-                if done.rows_affected() == 1 {
-                    inserted += 1;
-                    // Out of the due set while the run is live; promotion or rollback sets it anew.
-                    sqlx::query("UPDATE credentials SET next_due_at = NULL WHERE id = $1")
-                        .bind(&r.credential_id).execute(&mut *tx).await?;
-                    let detail = format!("reason {}{}", r.reason, if r.emergency { ", emergency" } else { "" });
-                    planned.push(AuditEntry::new("rotor", "run_planned").credential(&r.credential_id).run(&r.id).detail(detail));
+            // A statement per chunk, not two per run: each statement is a round trip (a
+            // hand-over to SQLite's thread), and on SQLite the group commit waits for them.
+            for chunk in runs.chunks(sql::RUN_CHUNK) {
+                let mut insert = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql::insert_runs(chunk.len())));
+                for r in chunk {
+                    insert = insert.bind(&r.id).bind(&r.credential_id).bind(&r.token).bind(&r.reason)
+                        .bind(r.emergency as i64).bind(r.grace_ms).bind(r.not_before).bind(now);
                 }
+                let ids = insert.fetch_all(&mut *tx).await?;
+                if ids.is_empty() {
+                    continue;
+                }
+                let fresh: Vec<&NewRun> = chunk.iter().filter(|r| ids.contains(&r.id)).collect();
+                inserted += fresh.len();
+                // Out of the due set while the run is live; promotion or rollback sets it anew.
+                let mut clear = sqlx::query(sqlx::AssertSqlSafe(sql::clear_next_due(fresh.len())));
+                for r in &fresh {
+                    clear = clear.bind(&r.credential_id);
+                }
+                clear.execute(&mut *tx).await?;
+                planned.extend(fresh.iter().map(|r| {
+                    let detail = format!("reason {}{}", r.reason, if r.emergency { ", emergency" } else { "" });
+                    AuditEntry::new("rotor", "run_planned").credential(&r.credential_id).run(&r.id).detail(detail)
+                }));
             }
             append_audits!(tx, now, &planned);
             tx.commit().await?;

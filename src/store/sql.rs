@@ -157,6 +157,47 @@ pub const ADVANCE_AUDIT_HEAD_BY: &str =
 /// (two 500-row inserts per 1,000 runs planned: 3 % of rotor's CPU while it rotated).
 pub const AUDIT_CHUNK: usize = 50;
 
+/// Runs planned by one statement (8 parameters each), bounded as `AUDIT_CHUNK` is.
+pub const RUN_CHUNK: usize = 50;
+
+/// Inserts `rows` planned runs, their parameters numbered on row after row; a credential that
+/// has a live run already is skipped. Returns the ids of the runs inserted.
+pub fn insert_runs(rows: usize) -> String {
+    let mut text = String::from(
+        "INSERT INTO runs (id, credential_id, token, state, reason, emergency, grace_ms, attempts, \
+         not_before, created_at, updated_at) VALUES ",
+    );
+    for row in 0..rows {
+        let n = |k: usize| format!("${}", row * 8 + k);
+        if row > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(&format!(
+            "({}, {}, {}, 'planned', {}, {}, {}, 0, {}, {}, {})",
+            n(1),
+            n(2),
+            n(3),
+            n(4),
+            n(5),
+            n(6),
+            n(7),
+            n(8),
+            n(8)
+        ));
+    }
+    text.push_str(" ON CONFLICT DO NOTHING RETURNING id");
+    text
+}
+
+/// Takes `rows` credentials (`$1`..) out of the due set.
+pub fn clear_next_due(rows: usize) -> String {
+    let list = (1..=rows)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("UPDATE credentials SET next_due_at = NULL WHERE id IN ({list})")
+}
+
 /// `INSERT_AUDIT` for `rows` rows, their parameters numbered on row after row.
 pub fn insert_audit_rows(rows: usize) -> String {
     let (head, values) = INSERT_AUDIT
