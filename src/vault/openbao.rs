@@ -580,6 +580,25 @@ impl OpenbaoVault {
         cas: Option<u64>,
         path: &str,
     ) -> Result<u64, VaultError> {
+        self.write_unless_changed(kv_path, doc, cas, path)
+            .await?
+            .ok_or_else(|| {
+                self.err(
+                    ErrorClass::Conflict,
+                    path,
+                    "another version was written since rotor read this path (check-and-set failed); rotor will not overwrite it",
+                )
+            })
+    }
+
+    /// `write`, with `None` when the check-and-set refused it.
+    async fn write_unless_changed<M: Serialize>(
+        &self,
+        kv_path: &str,
+        doc: &WireDocument<M>,
+        cas: Option<u64>,
+        path: &str,
+    ) -> Result<Option<u64>, VaultError> {
         let options = cas
             .map(|cas| json!({ "cas": cas }))
             .unwrap_or_else(|| json!({}));
@@ -588,23 +607,22 @@ impl OpenbaoVault {
             .call(Method::POST, &self.data_path(kv_path), Some(body), path)
             .await?;
         if reply.status == StatusCode::BAD_REQUEST && errors_of(&reply).contains("check-and-set") {
-            return Err(self.err(
-                ErrorClass::Conflict,
-                path,
-                "another version was written since rotor read this path (check-and-set failed); rotor will not overwrite it",
-            ));
+            return Ok(None);
         }
         if !reply.status.is_success() {
             return Err(self.refused(path, "writing", &reply));
         }
         let written: serde_json::Value = self.json(&reply, path, "write")?;
-        written["data"]["version"].as_u64().ok_or_else(|| {
-            self.err(
-                ErrorClass::Transient,
-                path,
-                "the write reply carries no version",
-            )
-        })
+        written["data"]["version"]
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| {
+                self.err(
+                    ErrorClass::Transient,
+                    path,
+                    "the write reply carries no version",
+                )
+            })
     }
 
     async fn set_custom_metadata(
@@ -784,11 +802,6 @@ impl Vault for OpenbaoVault {
         token: &str,
         credential: &Credential,
     ) -> Result<StoredVersion, VaultError> {
-        if let Some((version, doc)) = self.pending(path).await?
-            && doc.meta.as_ref().is_some_and(|m| m.token == token)
-        {
-            return Ok(stored(version, Some(token.to_owned()), doc.fields));
-        }
         let doc = WireDocument {
             fields: credential.clone(),
             previous: None,
@@ -797,9 +810,22 @@ impl Vault for OpenbaoVault {
                 fingerprint: credential.fingerprint().to_hex(),
             }),
         };
-        let version = self
-            .write(&self.pending_path(path), &doc, None, path)
-            .await?;
+        // Promotion and rollback delete the pending key, so it nearly never exists: one
+        // request, whose check-and-set (0: only a new key) refuses to write over one that does.
+        let pending_path = self.pending_path(path);
+        if let Some(version) = self
+            .write_unless_changed(&pending_path, &doc, Some(0), path)
+            .await?
+        {
+            return Ok(stored(version, Some(token.to_owned()), doc.fields));
+        }
+        // This run's own, written before a crash, or another run's left behind.
+        if let Some((version, existing)) = self.pending(path).await?
+            && existing.meta.as_ref().is_some_and(|m| m.token == token)
+        {
+            return Ok(stored(version, Some(token.to_owned()), existing.fields));
+        }
+        let version = self.write(&pending_path, &doc, None, path).await?;
         Ok(stored(version, Some(token.to_owned()), doc.fields))
     }
 
