@@ -206,6 +206,15 @@ enum Performed {
     WaitUntil(i64),
 }
 
+/// What a drive of a run holds from its own earlier steps: the candidate it stored and the
+/// credential that candidate replaces. A provider's apply and retire in the same drive use
+/// them instead of asking the vault again (nothing else writes the path while the run is
+/// live, and promotion checks that); a drive resumed after a crash or a wait reads them back.
+struct Known {
+    candidate: Credential,
+    replaced: Option<Credential>,
+}
+
 /// Drives runs for one worker identity.
 pub struct Engine {
     pub store: Store,
@@ -297,6 +306,7 @@ impl Engine {
     async fn drive_steps(&self, ctx: &Ctx<'_>, mut run: RunRow) -> Result<Driven, EngineError> {
         // A step whose start was already recorded by the previous step's save.
         let mut begun: Option<(Step, i64)> = None;
+        let mut known: Option<Known> = None;
         loop {
             let state = run.state();
             let Some(transition) = next_transition(&run, state) else {
@@ -369,7 +379,7 @@ impl Engine {
                 provider = ctx.credential.provider(),
             );
             let result = self
-                .perform(ctx, transition.step, &mut run)
+                .perform(ctx, transition.step, &mut run, &mut known)
                 .instrument(span)
                 .await;
             self.point(transition.step, "effect").await?;
@@ -616,6 +626,7 @@ impl Engine {
         ctx: &Ctx<'_>,
         step: Step,
         run: &mut RunRow,
+        known: &mut Option<Known>,
     ) -> Result<Performed, StepError> {
         let path = ctx.credential.vault_path.as_str();
         if run.drill.is_some() {
@@ -695,6 +706,12 @@ impl Engine {
                             .await?
                     }
                 };
+                if !ctx.rotator.vault_only() {
+                    *known = Some(Known {
+                        candidate: pending.credential.clone(),
+                        replaced: current.as_ref().map(|d| d.current.credential.clone()),
+                    });
+                }
                 run.pending_version = Some(pending.version);
                 run.pending_fingerprint = Some(pending.fingerprint);
                 run.replaced_version = current.as_ref().map(|d| d.current.version.clone());
@@ -703,11 +720,26 @@ impl Engine {
             }
             Step::Apply if ctx.rotator.vault_only() => Ok(Performed::Done(None)),
             Step::Apply => {
-                let candidate = self.own_pending(ctx, run).await?;
-                let current = ctx.vault.read_current(path).await?;
-                ctx.rotator
-                    .apply(&candidate, current.as_ref().map(|d| &d.current.credential))
-                    .await?;
+                let Known {
+                    candidate,
+                    replaced,
+                } = match known.take() {
+                    Some(known) => known,
+                    None => Known {
+                        candidate: self.own_pending(ctx, run).await?,
+                        replaced: ctx
+                            .vault
+                            .read_current(path)
+                            .await?
+                            .map(|d| d.current.credential),
+                    },
+                };
+                let applied = ctx.rotator.apply(&candidate, replaced.as_ref()).await;
+                *known = Some(Known {
+                    candidate,
+                    replaced,
+                });
+                applied?;
                 Ok(Performed::Done(None))
             }
             Step::Verify => {
@@ -764,20 +796,26 @@ impl Engine {
             Step::Grace => Ok(Performed::Done(None)),
             Step::Retire => {
                 // Nothing at a provider to switch or retire: no need to read what the vault holds.
+                // In the drive that promoted, the current credential is the candidate and the
+                // previous one the credential it replaced.
                 let doc = if ctx.rotator.vault_only() {
                     None
                 } else {
-                    ctx.vault.read_current(path).await?
+                    match known.take() {
+                        Some(known) => Some((known.candidate, known.replaced)),
+                        None => ctx
+                            .vault
+                            .read_current(path)
+                            .await?
+                            .map(|d| (d.current.credential, d.previous.map(|p| p.credential))),
+                    }
                 };
-                if let Some(doc) = &doc {
-                    ctx.rotator.switch_over(&doc.current.credential).await?;
+                if let Some((current, _)) = &doc {
+                    ctx.rotator.switch_over(current).await?;
                 }
-                if let Some(doc) = &doc
-                    && let Some(previous) = &doc.previous
-                    && let Retired::Again(after) = ctx
-                        .rotator
-                        .retire(&previous.credential, Some(&doc.current.credential))
-                        .await?
+                if let Some((current, Some(previous))) = &doc
+                    && let Retired::Again(after) =
+                        ctx.rotator.retire(previous, Some(current)).await?
                 {
                     // A second stage is due later (an IAM key is deleted after
                     // `delete_after`): the previous version stays until it is done.
