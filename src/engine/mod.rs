@@ -658,7 +658,16 @@ impl Engine {
                         ctx.credential.id
                     )));
                 }
-                let pending = match ctx.vault.read_pending(path).await? {
+                // A credential the provider makes must not be made twice: a run resumed after
+                // a crash takes the one it stored. One rotor makes is made again at no cost,
+                // and `write_pending` keeps the version this run stored before, so the vault
+                // is not asked twice.
+                let stored_before = if ctx.rotator.origin() == rotor_rotators::Origin::Provider {
+                    ctx.vault.read_pending(path).await?
+                } else {
+                    None
+                };
+                let pending = match stored_before {
                     Some(p) if p.token.as_deref() == Some(run.token.as_str()) => p,
                     _ => {
                         let fence = RunFence {
