@@ -148,7 +148,7 @@ async fn run_daemon(
 async fn main() {
     let n = env_usize("ROTOR_BENCH_N", 100_000);
     let rotations = env_usize("ROTOR_BENCH_ROTATIONS", 20_000).min(n);
-    let concurrency = env_usize("ROTOR_BENCH_CONCURRENCY", 32);
+    let concurrency = env_usize("ROTOR_BENCH_CONCURRENCY", 64);
     let dir = tempfile::tempdir_in(std::env::var("ROTOR_BENCH_DIR").unwrap_or_else(|_| ".".into()))
         .unwrap();
     let url = std::env::var("ROTOR_BENCH_STORE")
