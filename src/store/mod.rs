@@ -1022,22 +1022,17 @@ impl Store {
 
     /// The version the store last recorded as the credential's current one.
     pub async fn current_version(&self, id: &str) -> Result<Option<String>, StoreError> {
-        match (&self.reads, &self.pool) {
-            (Some(reads), _) => reads.current_version(id),
-            (None, Pool::Postgres(p)) => Ok(sqlx::query_scalar::<_, Option<String>>(
+        match &self.reads {
+            Some(reads) => reads.current_version(id),
+            None => Ok(
+                with_pool!(self, p => sqlx::query_scalar::<_, Option<String>>(
                 "SELECT current_version FROM credentials WHERE id = $1",
             )
             .bind(id)
             .fetch_optional(p)
-            .await?
-            .flatten()),
-            (None, Pool::Sqlite(p)) => Ok(sqlx::query_scalar::<_, Option<String>>(
-                "SELECT current_version FROM credentials WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(p)
-            .await?
-            .flatten()),
+            .await?)
+                .flatten(),
+            ),
         }
     }
 

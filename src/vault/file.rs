@@ -529,12 +529,7 @@ impl Vault for FileVault {
             return Ok(None);
         };
         if doc.meta.token.as_deref() != Some(token) {
-            return Err(v.err(
-                ErrorClass::Conflict,
-                path,
-                "the current version is no longer the one this run promoted: it was changed outside rotor; \
-                 the previous credential is left in place",
-            ));
+            return Err(super::changed_since_promoted(&v.name, path));
         }
         if doc.previous.is_some() {
             doc.previous = None;

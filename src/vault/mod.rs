@@ -304,3 +304,14 @@ pub(crate) fn not_verified(vault: &str, path: &str) -> VaultError {
         "the pending version is not the one verified (fingerprint differs); it is not promoted",
     )
 }
+
+/// `drop_previous` found a current version other than the one its run promoted.
+pub(crate) fn changed_since_promoted(vault: &str, path: &str) -> VaultError {
+    VaultError::new(
+        ErrorClass::Conflict,
+        vault,
+        path,
+        "the current version is no longer the one this run promoted: it was changed outside rotor; \
+         the previous credential is left in place",
+    )
+}

@@ -935,12 +935,7 @@ impl Vault for OpenbaoVault {
             } => (version, doc, custom),
         };
         if custom.get("rotor_token").map(String::as_str) != Some(token) {
-            return Err(self.err(
-                ErrorClass::Conflict,
-                path,
-                "the current version is no longer the one this run promoted: it was changed outside rotor; \
-                 the previous credential is left in place",
-            ));
+            return Err(super::changed_since_promoted(&self.name, path));
         }
         if doc.previous.is_none() {
             return Ok(Some(version.to_string()));
