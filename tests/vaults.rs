@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rotor::config::{FileVaultConfig, SecretRef};
 use rotor::vault::file::FileVault;
 use rotor::vault::openbao::{OpenbaoAuthConfig, OpenbaoVault, OpenbaoVaultConfig};
-use rotor::vault::{AnyVault, Vault};
+use rotor::vault::{AnyVault, Held, Vault};
 use rotor_rotators::{Credential, ErrorClass};
 use secrecy::{ExposeSecret, SecretString};
 use support::moto;
@@ -221,16 +221,101 @@ async fn rollover_contract(vault: &AnyVault) {
     vault.drop_previous(path, &tok("t4")).await.unwrap();
 }
 
+/// Promotion and retirement by the drive that holds what it stored: the same documents as
+/// the reading path's; retried after their write landed, the same answers.
+async fn held_contract(vault: &AnyVault) {
+    let path = "team/app/held";
+    vault
+        .write_pending(path, &tok("t1"), &cred("one"))
+        .await
+        .unwrap();
+    let first = Held {
+        candidate: &cred("one"),
+        replaced: None,
+    };
+    let v1 = vault
+        .promote_held(path, &tok("t1"), Some("run-1"), None, first)
+        .await
+        .unwrap();
+    assert_eq!(
+        vault
+            .promote_held(path, &tok("t1"), Some("run-1"), None, first)
+            .await
+            .unwrap(),
+        v1,
+        "a retried held promotion answers the version it wrote"
+    );
+    assert!(vault.read_pending(path).await.unwrap().is_none());
+    let one = vault.read_current(path).await.unwrap().unwrap().current;
+    assert_eq!(value(&one.credential), "one");
+    assert_eq!(one.token.as_deref(), Some(tok("t1").as_str()));
+
+    vault
+        .write_pending(path, &tok("t2"), &cred("two"))
+        .await
+        .unwrap();
+    let second = Held {
+        candidate: &cred("two"),
+        replaced: Some(&one),
+    };
+    let v2 = vault
+        .promote_held(path, &tok("t2"), Some("run-2"), Some(&v1), second)
+        .await
+        .unwrap();
+    assert_eq!(
+        vault
+            .promote_held(path, &tok("t2"), Some("run-2"), Some(&v1), second)
+            .await
+            .unwrap(),
+        v2
+    );
+    assert!(vault.read_pending(path).await.unwrap().is_none());
+    let doc = vault.read_current(path).await.unwrap().unwrap();
+    assert_eq!(value(&doc.current.credential), "two");
+    assert_eq!(doc.current.version, v2);
+    assert_eq!(doc.current.token.as_deref(), Some(tok("t2").as_str()));
+    let previous = doc.previous.expect("the previous version during grace");
+    assert_eq!(value(&previous.credential), "one");
+
+    let after = vault
+        .drop_previous_held(path, &tok("t2"), &v2, &cred("two"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        vault
+            .drop_previous_held(path, &tok("t2"), &v2, &cred("two"))
+            .await
+            .unwrap()
+            .unwrap(),
+        after,
+        "a retried held retirement answers the version it wrote"
+    );
+    let doc = vault.read_current(path).await.unwrap().unwrap();
+    assert!(doc.previous.is_none());
+    assert_eq!(doc.current.version, after);
+    assert_eq!(value(&doc.current.credential), "two");
+    // The next rotation's reading path takes what the held one recorded for its own.
+    vault
+        .write_pending(path, &tok("t3"), &cred("three"))
+        .await
+        .unwrap();
+    vault.promote(path, &tok("t3"), Some(&after)).await.unwrap();
+    assert_eq!(current_value(vault, path).await, "three");
+}
+
 #[tokio::test]
 async fn file_vault_keeps_the_rollover_contract() {
     let (_dir, vault) = file_vault().await;
     rollover_contract(&vault).await;
+    held_contract(&vault).await;
 }
 
 #[tokio::test]
 async fn openbao_keeps_the_rollover_contract_and_records_custom_metadata() {
     let (mount, vault) = bao_vault();
     rollover_contract(&vault).await;
+    held_contract(&vault).await;
     let server = openbao::shared();
     let got = server.kv_get(&mount, "team/app/key");
     assert!(
@@ -289,6 +374,71 @@ async fn an_out_of_band_write_is_a_conflict_and_survives() {
     );
     assert!(
         !err.to_string().contains("by-hand") && !err.to_string().contains("two"),
+        "no secret in the error: {err}"
+    );
+}
+
+/// The held path writes without reading first: its check-and-set is what keeps a human's
+/// write, at promotion and at retirement.
+#[tokio::test]
+async fn an_out_of_band_write_is_a_conflict_for_a_held_promotion_and_retirement() {
+    let (mount, vault) = bao_vault();
+    let server = openbao::shared();
+    let by_hand = |value: &str| {
+        server.ok(&[
+            "kv",
+            "put",
+            &format!("-mount={mount}"),
+            "db",
+            &format!("value={value}"),
+        ])
+    };
+    vault.write_pending("db", "t1", &cred("one")).await.unwrap();
+    let v1 = vault.promote("db", "t1", None).await.unwrap();
+    let one = vault.read_current("db").await.unwrap().unwrap().current;
+    vault.write_pending("db", "t2", &cred("two")).await.unwrap();
+    by_hand("by-hand");
+    let held = Held {
+        candidate: &cred("two"),
+        replaced: Some(&one),
+    };
+    let err = vault
+        .promote_held("db", "t2", None, Some(&v1), held)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Conflict, "{err}");
+    assert_eq!(
+        server.kv_get(&mount, "db")["data"]["data"]["value"],
+        "by-hand",
+        "the human's write is kept"
+    );
+
+    let now = vault.read_current("db").await.unwrap().unwrap().current;
+    vault
+        .write_pending("db", "t3", &cred("three"))
+        .await
+        .unwrap();
+    let held = Held {
+        candidate: &cred("three"),
+        replaced: Some(&now),
+    };
+    let v3 = vault
+        .promote_held("db", "t3", None, Some(&now.version), held)
+        .await
+        .unwrap();
+    by_hand("again");
+    let err = vault
+        .drop_previous_held("db", "t3", &v3, &cred("three"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Conflict, "{err}");
+    assert_eq!(
+        server.kv_get(&mount, "db")["data"]["data"]["value"],
+        "again",
+        "the human's write is kept"
+    );
+    assert!(
+        !err.to_string().contains("again") && !err.to_string().contains("three"),
         "no secret in the error: {err}"
     );
 }
@@ -481,6 +631,7 @@ async fn aws_vault() -> AnyVault {
 async fn aws_secrets_manager_keeps_the_rollover_contract_with_native_labels() {
     let vault = aws_vault().await;
     rollover_contract(&vault).await;
+    held_contract(&vault).await;
     // What AWS-native consumers see: AWSCURRENT is the document, no AWSPENDING is left.
     let client = moto::shared().client().await;
     let current = client

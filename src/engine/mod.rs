@@ -22,7 +22,7 @@ use crate::drill::Fault;
 use crate::failpoint;
 use crate::notify::{Event, EventKind, Notifier, RetireAfter};
 use crate::store::{AuditEntry, CredentialUpdate, RunRow, StepEnd, Store, StoreError};
-use crate::vault::{AnyVault, Vault, VaultError, VaultSecrets, Vaults};
+use crate::vault::{AnyVault, Held, StoredVersion, Vault, VaultError, VaultSecrets, Vaults};
 use state::{RunState, Step};
 
 /// Why a step failed, classified for the state machine. Messages name the credential's
@@ -206,13 +206,15 @@ enum Performed {
     WaitUntil(i64),
 }
 
-/// What a drive of a run holds from its own earlier steps: the candidate it stored and the
-/// credential that candidate replaces. A provider's apply and retire in the same drive use
-/// them instead of asking the vault again (nothing else writes the path while the run is
-/// live, and promotion checks that); a drive resumed after a crash or a wait reads them back.
+/// What a drive of a run holds from its own earlier steps: the candidate it stored, the
+/// version that candidate replaces and, once promoted, the candidate's version. A provider's
+/// apply, verify, promotion and retire in the same drive use them instead of asking the vault
+/// again (nothing else writes the path while the run is live, and the vault's check-and-set
+/// catches anyone who did); a drive resumed after a crash or a wait reads them back.
 struct Known {
     candidate: Credential,
-    replaced: Option<Credential>,
+    replaced: Option<StoredVersion>,
+    promoted: Option<String>,
 }
 
 /// Drives runs for one worker identity.
@@ -718,7 +720,8 @@ impl Engine {
                 if !ctx.rotator.vault_only() {
                     *known = Some(Known {
                         candidate: pending.credential.clone(),
-                        replaced: current.as_ref().map(|d| d.current.credential.clone()),
+                        replaced: current.as_ref().map(|d| d.current.clone()),
+                        promoted: None,
                     });
                 }
                 run.pending_version = Some(pending.version);
@@ -729,30 +732,29 @@ impl Engine {
             }
             Step::Apply if ctx.rotator.vault_only() => Ok(Performed::Done(None)),
             Step::Apply => {
-                let Known {
-                    candidate,
-                    replaced,
-                } = match known.take() {
-                    Some(known) => known,
-                    None => Known {
+                if known.is_none() {
+                    *known = Some(Known {
                         candidate: self.own_pending(ctx, run).await?,
-                        replaced: ctx
-                            .vault
-                            .read_current(path)
-                            .await?
-                            .map(|d| d.current.credential),
-                    },
-                };
-                let applied = ctx.rotator.apply(&candidate, replaced.as_ref()).await;
-                *known = Some(Known {
-                    candidate,
-                    replaced,
-                });
-                applied?;
+                        replaced: ctx.vault.read_current(path).await?.map(|d| d.current),
+                        promoted: None,
+                    });
+                }
+                let held = known.as_ref().expect("set above");
+                let replaced = held.replaced.as_ref().map(|r| &r.credential);
+                ctx.rotator.apply(&held.candidate, replaced).await?;
                 Ok(Performed::Done(None))
             }
             Step::Verify => {
-                let candidate = self.own_pending(ctx, run).await?;
+                // A vault-only credential's check is of what the vault gives back; a provider's
+                // is a login with what this drive stored, or with what a resumed one reads.
+                let read_back;
+                let candidate = match known.as_ref() {
+                    Some(held) => &held.candidate,
+                    None => {
+                        read_back = self.own_pending(ctx, run).await?;
+                        &read_back
+                    }
+                };
                 let fingerprint = candidate.fingerprint().to_hex();
                 if Some(&fingerprint) != run.pending_fingerprint.as_ref() {
                     return Err(StepError::permanent(format!(
@@ -761,22 +763,42 @@ impl Engine {
                         ctx.vault.name()
                     )));
                 }
-                ctx.rotator.verify(&candidate).await?;
+                ctx.rotator.verify(candidate).await?;
                 Ok(Performed::Done(None))
             }
             Step::Promote => {
                 // The pending version must still be the one verified (a fenced-off worker
                 // could have written over it): the vault checks as it promotes.
-                let version = ctx
-                    .vault
-                    .promote_run(
-                        path,
-                        &run.token,
-                        Some(&run.id),
-                        run.replaced_version.as_deref(),
-                        run.pending_fingerprint.as_deref(),
-                    )
-                    .await?;
+                let version = match known.as_mut() {
+                    Some(held) => {
+                        let version = ctx
+                            .vault
+                            .promote_held(
+                                path,
+                                &run.token,
+                                Some(&run.id),
+                                run.replaced_version.as_deref(),
+                                Held {
+                                    candidate: &held.candidate,
+                                    replaced: held.replaced.as_ref(),
+                                },
+                            )
+                            .await?;
+                        held.promoted = Some(version.clone());
+                        version
+                    }
+                    None => {
+                        ctx.vault
+                            .promote_run(
+                                path,
+                                &run.token,
+                                Some(&run.id),
+                                run.replaced_version.as_deref(),
+                                run.pending_fingerprint.as_deref(),
+                            )
+                            .await?
+                    }
+                };
                 let now = self.now();
                 let event = self.event(ctx, run, EventKind::Promoted, Some(version.clone()), now);
                 ctx.runtime
@@ -807,11 +829,13 @@ impl Engine {
                 // Nothing at a provider to switch or retire: no need to read what the vault holds.
                 // In the drive that promoted, the current credential is the candidate and the
                 // previous one the credential it replaced.
+                let held = known.take();
+                let promoted = held.as_ref().and_then(|h| h.promoted.clone());
                 let doc = if ctx.rotator.vault_only() {
                     None
                 } else {
-                    match known.take() {
-                        Some(known) => Some((known.candidate, known.replaced)),
+                    match held {
+                        Some(held) => Some((held.candidate, held.replaced.map(|r| r.credential))),
                         None => ctx
                             .vault
                             .read_current(path)
@@ -832,11 +856,16 @@ impl Engine {
                 }
                 // A versioned vault writes a new version without `previous`: record it, or the
                 // next rotation would take it for an out-of-band change.
-                let current_version = if doc.is_some() || ctx.rotator.vault_only() {
-                    ctx.vault.drop_previous(path, &run.token).await?
-                } else {
-                    None
-                };
+                let current_version =
+                    if let (Some(promoted), Some((current, _))) = (&promoted, &doc) {
+                        ctx.vault
+                            .drop_previous_held(path, &run.token, promoted, current)
+                            .await?
+                    } else if doc.is_some() || ctx.rotator.vault_only() {
+                        ctx.vault.drop_previous(path, &run.token).await?
+                    } else {
+                        None
+                    };
                 let now = self.now();
                 // A first version replaced nothing: there is no retirement to tell of.
                 if run.replaced_version.is_some() && !ctx.credential.notify.is_empty() {

@@ -119,6 +119,25 @@ pub trait Vault: Send + Sync {
         verified: Option<&str>,
     ) -> impl Future<Output = Result<String, VaultError>> + Send;
 
+    /// `promote_run` by the drive that stored and verified `held.candidate` itself: a vault
+    /// that can promote without reading pending and current back does so, and takes the
+    /// reading path when its check-and-set finds the path changed (a retried promotion whose
+    /// write landed, or someone's edit).
+    fn promote_held(
+        &self,
+        path: &str,
+        token: &str,
+        run_id: Option<&str>,
+        expected_current: Option<&str>,
+        held: Held<'_>,
+    ) -> impl Future<Output = Result<String, VaultError>> + Send {
+        async move {
+            let verified = held.candidate.fingerprint().to_hex();
+            self.promote_run(path, token, run_id, expected_current, Some(&verified))
+                .await
+        }
+    }
+
     /// Removes run `token`'s pending version; absent is success.
     fn discard_pending(
         &self,
@@ -134,6 +153,28 @@ pub trait Vault: Send + Sync {
         path: &str,
         token: &str,
     ) -> impl Future<Output = Result<Option<String>, VaultError>> + Send;
+
+    /// `drop_previous` by the drive that promoted `current` as version `promoted`: a vault
+    /// that can write without reading the document back does so, and takes the reading path
+    /// when its check-and-set finds the path changed.
+    fn drop_previous_held(
+        &self,
+        path: &str,
+        token: &str,
+        promoted: &str,
+        current: &Credential,
+    ) -> impl Future<Output = Result<Option<String>, VaultError>> + Send {
+        let _ = (promoted, current);
+        self.drop_previous(path, token)
+    }
+}
+
+/// What a drive holds of the rotation it promotes: the candidate it stored as pending and
+/// verified, and the version that candidate replaces as it read it at mint.
+#[derive(Clone, Copy)]
+pub struct Held<'a> {
+    pub candidate: &'a Credential,
+    pub replaced: Option<&'a StoredVersion>,
 }
 
 /// A built vault of any kind.
@@ -181,11 +222,30 @@ impl Vault for AnyVault {
     ) -> Result<String, VaultError> {
         dispatch!(self, v => v.promote_run(path, token, run_id, expected_current, verified).await)
     }
+    async fn promote_held(
+        &self,
+        path: &str,
+        token: &str,
+        run_id: Option<&str>,
+        expected_current: Option<&str>,
+        held: Held<'_>,
+    ) -> Result<String, VaultError> {
+        dispatch!(self, v => v.promote_held(path, token, run_id, expected_current, held).await)
+    }
     async fn discard_pending(&self, path: &str, token: &str) -> Result<(), VaultError> {
         dispatch!(self, v => v.discard_pending(path, token).await)
     }
     async fn drop_previous(&self, path: &str, token: &str) -> Result<Option<String>, VaultError> {
         dispatch!(self, v => v.drop_previous(path, token).await)
+    }
+    async fn drop_previous_held(
+        &self,
+        path: &str,
+        token: &str,
+        promoted: &str,
+        current: &Credential,
+    ) -> Result<Option<String>, VaultError> {
+        dispatch!(self, v => v.drop_previous_held(path, token, promoted, current).await)
     }
 }
 

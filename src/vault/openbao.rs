@@ -21,7 +21,7 @@ use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
 use super::wire::{WireDocument, describe_json_error, to_zeroized_json};
-use super::{Document, StoredVersion, Vault, VaultError};
+use super::{Document, Held, StoredVersion, Vault, VaultError};
 use crate::config::{Duration as ConfigDuration, SecretRef};
 
 /// An OpenBao / HashiCorp Vault KV v2 mount.
@@ -883,32 +883,68 @@ impl Vault for OpenbaoVault {
         if verified.is_some_and(|f| f != pending.fields.fingerprint().to_hex()) {
             return Err(super::not_verified(&self.name, path));
         }
-        let cas = expected_current
-            .map_or(Ok(0), |v| v.parse::<u64>())
-            .map_err(|_| {
-                self.err(
-                    ErrorClass::Permanent,
-                    path,
-                    format!("version {expected_current:?} is not a KV version number"),
-                )
-            })?;
+        let cas = cas_for(expected_current).ok_or_else(|| {
+            self.err(
+                ErrorClass::Permanent,
+                path,
+                format!("version {expected_current:?} is not a KV version number"),
+            )
+        })?;
         let doc = WireDocument::<()> {
             fields: pending.fields,
             previous: current.as_ref().map(|c| c.current.credential.clone()),
             meta: None,
         };
         let version = self.write(path, &doc, Some(cas), path).await?;
-        crate::failpoint::pause_if_armed("vault:promote:written").await;
-        let promoted = Document {
-            current: stored(version, Some(token.to_owned()), doc.fields),
-            previous: current.map(|c| c.current),
+        self.label_promoted(
+            path,
+            token,
+            run_id,
+            version,
+            doc.fields,
+            current.map(|c| c.current),
+        )
+        .await
+    }
+
+    async fn promote_held(
+        &self,
+        path: &str,
+        token: &str,
+        run_id: Option<&str>,
+        expected_current: Option<&str>,
+        held: Held<'_>,
+    ) -> Result<String, VaultError> {
+        let read_back = || async {
+            let verified = held.candidate.fingerprint().to_hex();
+            self.promote_run(path, token, run_id, expected_current, Some(&verified))
+                .await
         };
-        self.set_custom_metadata(path, current_metadata(token, run_id, &promoted))
-            .await?;
-        crate::failpoint::pause_if_armed("vault:promote:labelled").await;
-        self.delete_all_versions(&self.pending_path(path), path)
-            .await?;
-        Ok(version.to_string())
+        let Some(cas) = cas_for(expected_current) else {
+            return read_back().await;
+        };
+        let doc = WireDocument::<()> {
+            fields: held.candidate.clone(),
+            previous: held.replaced.map(|r| r.credential.clone()),
+            meta: None,
+        };
+        match self
+            .write_unless_changed(path, &doc, Some(cas), path)
+            .await?
+        {
+            Some(version) => {
+                self.label_promoted(
+                    path,
+                    token,
+                    run_id,
+                    version,
+                    doc.fields,
+                    held.replaced.cloned(),
+                )
+                .await
+            }
+            None => read_back().await,
+        }
     }
 
     async fn discard_pending(&self, path: &str, token: &str) -> Result<(), VaultError> {
@@ -934,7 +970,16 @@ impl Vault for OpenbaoVault {
                 custom,
             } => (version, doc, custom),
         };
-        if custom.get("rotor_token").map(String::as_str) != Some(token) {
+        // custom_metadata belongs to the key, not the version: a `kv put` by hand leaves
+        // rotor's token there. The version it names is rotor's, or, after a retirement that
+        // crashed before relabelling, one more with the promoted fields and no previous.
+        let labelled = custom.get("rotor_version") == Some(&version.to_string());
+        let relabel_pending = doc.previous.is_none()
+            && custom.get("rotor_fingerprint").map(String::as_str)
+                == Some(format!("sha256:{}", doc.fields.fingerprint().to_hex()).as_str());
+        if custom.get("rotor_token").map(String::as_str) != Some(token)
+            || !(labelled || relabel_pending)
+        {
             return Err(super::changed_since_promoted(&self.name, path));
         }
         if doc.previous.is_none() {
@@ -946,15 +991,86 @@ impl Vault for OpenbaoVault {
             meta: None,
         };
         let version = self.write(path, &fresh, Some(version), path).await?;
+        self.label_without_previous(path, token, version, fresh.fields)
+            .await
+    }
+
+    async fn drop_previous_held(
+        &self,
+        path: &str,
+        token: &str,
+        promoted: &str,
+        current: &Credential,
+    ) -> Result<Option<String>, VaultError> {
+        let Some(cas) = cas_for(Some(promoted)) else {
+            return self.drop_previous(path, token).await;
+        };
+        let fresh = WireDocument::<()> {
+            fields: current.clone(),
+            previous: None,
+            meta: None,
+        };
+        match self
+            .write_unless_changed(path, &fresh, Some(cas), path)
+            .await?
+        {
+            Some(version) => {
+                self.label_without_previous(path, token, version, fresh.fields)
+                    .await
+            }
+            None => self.drop_previous(path, token).await,
+        }
+    }
+}
+
+impl OpenbaoVault {
+    /// After promotion's write: rotor's bookkeeping in custom_metadata, then the pending key
+    /// goes (consumers never saw it).
+    async fn label_promoted(
+        &self,
+        path: &str,
+        token: &str,
+        run_id: Option<&str>,
+        version: u64,
+        fields: Credential,
+        previous: Option<StoredVersion>,
+    ) -> Result<String, VaultError> {
+        crate::failpoint::pause_if_armed("vault:promote:written").await;
+        let promoted = Document {
+            current: stored(version, Some(token.to_owned()), fields),
+            previous,
+        };
+        self.set_custom_metadata(path, current_metadata(token, run_id, &promoted))
+            .await?;
+        crate::failpoint::pause_if_armed("vault:promote:labelled").await;
+        self.delete_all_versions(&self.pending_path(path), path)
+            .await?;
+        Ok(version.to_string())
+    }
+
+    /// After retirement's write: the bookkeeping forgets the previous version.
+    async fn label_without_previous(
+        &self,
+        path: &str,
+        token: &str,
+        version: u64,
+        fields: Credential,
+    ) -> Result<Option<String>, VaultError> {
         crate::failpoint::pause_if_armed("vault:retire:written").await;
         let after = Document {
-            current: stored(version, Some(token.to_owned()), fresh.fields),
+            current: stored(version, Some(token.to_owned()), fields),
             previous: None,
         };
         self.set_custom_metadata(path, current_metadata(token, None, &after))
             .await?;
         Ok(Some(version.to_string()))
     }
+}
+
+/// The check-and-set value that writes only over `version` (0: only a new key); `None` for
+/// a version id that is not a KV version number.
+fn cas_for(version: Option<&str>) -> Option<u64> {
+    version.map_or(Some(0), |v| v.parse().ok())
 }
 
 /// What rotor records about the current version in the key's custom_metadata.
