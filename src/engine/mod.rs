@@ -763,7 +763,9 @@ impl Engine {
                         ctx.vault.name()
                     )));
                 }
-                ctx.rotator.verify(candidate).await?;
+                if !unverified_bench() {
+                    ctx.rotator.verify(candidate).await?;
+                }
                 Ok(Performed::Done(None))
             }
             Step::Promote => {
@@ -1076,6 +1078,30 @@ fn next_transition(run: &RunRow, state: RunState) -> Option<state::Transition> {
         }
         other => other,
     }
+}
+
+/// Benchmark builds only (`--features bench-unverified`): with `ROTOR_BENCH_UNVERIFIED=1`
+/// the verify step does not ask the provider, so that `benches/postgres-ceiling.sh` can
+/// measure rotations doing the work a peer that never verifies does. Release builds have no
+/// such switch: rotor never promotes what it has not verified.
+#[cfg(feature = "bench-unverified")]
+fn unverified_bench() -> bool {
+    static UNVERIFIED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *UNVERIFIED.get_or_init(|| {
+        let on = std::env::var("ROTOR_BENCH_UNVERIFIED").is_ok_and(|v| v == "1");
+        if on {
+            tracing::warn!(
+                "ROTOR_BENCH_UNVERIFIED=1: new credentials are NOT verified (benchmark build)"
+            );
+        }
+        on
+    })
+}
+
+#[cfg(not(feature = "bench-unverified"))]
+#[inline(always)]
+fn unverified_bench() -> bool {
+    false
 }
 
 fn store_step_error(e: StoreError) -> StepError {
