@@ -131,11 +131,7 @@ pub trait Vault: Send + Sync {
         expected_current: Option<&str>,
         held: Held<'_>,
     ) -> impl Future<Output = Result<String, VaultError>> + Send {
-        async move {
-            let verified = held.candidate.fingerprint().to_hex();
-            self.promote_run(path, token, run_id, expected_current, Some(&verified))
-                .await
-        }
+        promote_reading_back(self, path, token, run_id, expected_current, held)
     }
 
     /// Removes run `token`'s pending version; absent is success.
@@ -167,6 +163,22 @@ pub trait Vault: Send + Sync {
         let _ = (promoted, current);
         self.drop_previous(path, token)
     }
+}
+
+/// `promote_held` by reading pending and current back: `promote_run`, checking that the
+/// pending version is the held candidate.
+pub(crate) async fn promote_reading_back<V: Vault + ?Sized>(
+    vault: &V,
+    path: &str,
+    token: &str,
+    run_id: Option<&str>,
+    expected_current: Option<&str>,
+    held: Held<'_>,
+) -> Result<String, VaultError> {
+    let verified = held.candidate.fingerprint().to_hex();
+    vault
+        .promote_run(path, token, run_id, expected_current, Some(&verified))
+        .await
 }
 
 /// What a drive holds of the rotation it promotes: the candidate it stored as pending and

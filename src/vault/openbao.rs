@@ -915,11 +915,8 @@ impl Vault for OpenbaoVault {
         expected_current: Option<&str>,
         held: Held<'_>,
     ) -> Result<String, VaultError> {
-        let read_back = || async {
-            let verified = held.candidate.fingerprint().to_hex();
-            self.promote_run(path, token, run_id, expected_current, Some(&verified))
-                .await
-        };
+        let read_back =
+            || super::promote_reading_back(self, path, token, run_id, expected_current, held);
         let Some(cas) = cas_for(expected_current) else {
             return read_back().await;
         };
