@@ -16,6 +16,7 @@
 #   promote, retire), with and without verification, at concurrency 1, 8, 16 and 32 (the best
 #   is reported); rotations per second from the run's wall time, and rotor's CPU (user +
 #   system) per rotation.
+# - `generated` + file vault at concurrency 1, 16, 64 and 128 (the scale bench at 20,000).
 # - the scheduler at scale: `cargo bench --bench scale` on a SQLite and on a PostgreSQL store
 #   (ROTOR_BENCH_SCALE_N credentials, default 100,000; due at once 20,000 on SQLite and
 #   ROTOR_BENCH_SCALE_PG_ROTATIONS, default 4,000, on PostgreSQL, whose store is slower).
@@ -184,6 +185,7 @@ login1=$(pgbench_tps 1 -C); login=$(pgbench_tps 8 -C)
 
 # The scheduler at scale, SQLite and PostgreSQL store (`generated` + file vault, as
 # `cargo bench --bench scale`), before the peer's static roles load the machine.
+generated_concurrencies=(1 16 64 128)
 # Each store's figures are the medians of $runs runs, line by line.
 scale_n=${ROTOR_BENCH_SCALE_N:-100000}
 cargo bench --quiet --locked --bench scale --no-run 2>/dev/null
@@ -215,6 +217,18 @@ print(f"(each figure the median of {len(runs)} runs)")
 PY
 done
 unset ROTOR_BENCH_STORE
+
+# `generated` + file vault by concurrency (SQLite store, 20,000 credentials; 8,000 due at once,
+# 1,000 at concurrency 1): the first rotations and the ones replacing a version.
+declare -A generated
+for c in "${generated_concurrencies[@]}"; do
+  due=8000; [ "$c" = 1 ] && due=1000
+  generated[$c]=$(for _ in $(seq "$runs"); do
+    ROTOR_BENCH_DIR=$work ROTOR_BENCH_N=20000 ROTOR_BENCH_ROTATIONS=$due ROTOR_BENCH_CLAIMS=1000 \
+      ROTOR_BENCH_CONCURRENCY=$c cargo bench --quiet --locked --bench scale 2>/dev/null \
+      | awk '/^full rotations/ {first=$(NF-1)} /^the same credentials again/ {again=$(NF-1)} END {print first, again}'
+  done | python3 -c "import statistics,sys; rows=[l.split() for l in sys.stdin if l.strip()]; print(*(round(statistics.median(float(r[i]) for r in rows)) for i in (0, 1)))")
+done
 
 # The peer: OpenBao's database secrets engine, a static role on each of the same roles at the
 # 5 s minimum rotation period: it is asked for 2 x credentials / 5 rotations per second. Its
@@ -267,6 +281,12 @@ peer_rss=$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$bao_pid/status")
 
 echo
 cat "$work/scale.txt"
+echo
+echo "generated + file vault, SQLite store, 20,000 credentials, median of $runs runs"
+for c in "${generated_concurrencies[@]}"; do
+  read -r first again <<<"${generated[$c]}"
+  printf '%-64s %10s\n' "rotations, concurrency $c: first / replacing a version" "$first / $again /s"
+done
 echo
 echo "PostgreSQL password rotation, $(date -u +%F), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), PostgreSQL $(postgres -V | awk '{print $3}'), $credentials credentials, median of $runs runs"
 printf '%-64s %10s\n' "figure" "value"
