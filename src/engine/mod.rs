@@ -769,8 +769,12 @@ impl Engine {
                 Ok(Performed::Done(None))
             }
             Step::Promote => {
-                // The pending version must still be the one verified (a fenced-off worker
-                // could have written over it): the vault checks as it promotes.
+                // The drive that verified promotes the candidate it holds, which is the one it
+                // verified (a worker fenced off before this drive's claim finished its side
+                // effects inside its lease margin, so nothing it wrote follows). A resumed drive
+                // promotes the pending version only if it is still the one verified (a
+                // fenced-off worker could have written over it): the vault checks as it
+                // promotes.
                 let version = match known.as_mut() {
                     Some(held) => {
                         let version = ctx
