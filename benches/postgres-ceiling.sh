@@ -15,7 +15,8 @@
 #   roles, OpenBao KV vault, grace 0: mint, apply, store pending, verify by a SCRAM login,
 #   promote, retire), with and without verification, at concurrency 1, 8, 16 and 32 (the best
 #   is reported); rotations per second from the run's wall time, and rotor's CPU (user +
-#   system) per rotation.
+#   system) per rotation; and the CPU PostgreSQL and OpenBao spend meanwhile per rotation,
+#   which bounds the rate on these cores whatever rotor spends.
 # - `generated` + file vault at concurrency 1, 16, 64 and 128 (the scale bench at 20,000).
 # - the scheduler at scale: `cargo bench --bench scale` on a SQLite and on a PostgreSQL store
 #   (ROTOR_BENCH_SCALE_N credentials, default 100,000; due at once 20,000 on SQLite and
@@ -158,25 +159,40 @@ rotor_once() { # concurrency [env assignments]: every due credential rotated, or
     exit 1
   fi
 }
-rotor_run() { # concurrency [env assignments]; prints "rotations/s cpu-ms-per-rotation"
+# CPU time (ticks) of OpenBao, and of PostgreSQL: its live processes and the exited backends
+# the postmaster has reaped (their time is in its children's fields).
+bao_cpu() { awk '{print $14 + $15}' "/proc/$bao_pid/stat"; }
+pg_ticks() {
+  local postmaster
+  postmaster=$(head -1 "$work/pg/postmaster.pid")
+  { awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat"
+    for child in $(pgrep -P "$postmaster"); do awk '{print $14 + $15}' "/proc/$child/stat" 2>/dev/null; done
+  } | awk '{s += $1} END {print s}'
+}
+rotor_run() { # concurrency [env assignments]; prints "rotations/s" and CPU ms per rotation of
+  # rotor, PostgreSQL and OpenBao
   make_all_due
-  local start end
-  start=$(date +%s.%N)
+  local start end pg0 pg1 bao0 bao1
+  pg0=$(pg_ticks); bao0=$(bao_cpu); start=$(date +%s.%N)
   rotor_once "$@"
   end=$(date +%s.%N)
-  python3 -c "import sys; n,s,e,u,k=int(sys.argv[1]),*map(float,sys.argv[2:]); print(f'{n/(e-s):.0f} {(u+k)*1000/n:.2f}')" \
-    "$credentials" "$start" "$end" $(cat "$work/time")
+  sleep 0.5 # rotor's sessions end and the postmaster reaps their backends
+  pg1=$(pg_ticks); bao1=$(bao_cpu)
+  python3 -c "import sys; n,s,e,u,k,p,b,hz=int(sys.argv[1]),*map(float,sys.argv[2:]); print(f'{n/(e-s):.0f} {(u+k)*1000/n:.2f} {p*1000/hz/n:.2f} {b*1000/hz/n:.2f}')" \
+    "$credentials" "$start" "$end" $(cat "$work/time") $((pg1 - pg0)) $((bao1 - bao0)) "$(getconf CLK_TCK)"
 }
 rotor_once 16 # the first versions
 
 concurrencies=(1 8 16 32)
-declare -A rate cpu best
+declare -A rate cpu pgcpu baocpu best
 for verify in on off; do
   switch=(ROTOR_BENCH_UNVERIFIED=0); [ $verify = off ] && switch=(ROTOR_BENCH_UNVERIFIED=1)
   for c in "${concurrencies[@]}"; do
     results=$(for _ in $(seq "$runs"); do rotor_run "$c" "${switch[@]}"; done)
     rate[$verify$c]=$(awk '{print $1}' <<<"$results" | median)
     cpu[$verify$c]=$(awk '{print $2}' <<<"$results" | median)
+    pgcpu[$verify$c]=$(awk '{print $3}' <<<"$results" | median)
+    baocpu[$verify$c]=$(awk '{print $4}' <<<"$results" | median)
   done
   best[$verify]=$(for c in "${concurrencies[@]}"; do echo "${rate[$verify$c]} $c"; done | sort -g | tail -1 | awk '{print $2}')
 done
@@ -254,7 +270,6 @@ for side in "ab":
         urllib.request.urlopen(req).read()
 PY
 sleep 15 # every role rotated at creation and settled into its period
-bao_cpu() { awk '{print $14 + $15}' "/proc/$bao_pid/stat"; }
 window=30
 log_from=$(wc -c <"$work/pg.log"); cpu_from=$(bao_cpu)
 sleep "$window"
@@ -303,6 +318,17 @@ done
 ratio() { python3 -c "import sys; print(f'{sys.argv[1]:<64} {float(sys.argv[2])/float(sys.argv[3]):9.0%}')" "$@"; }
 ratio "rotor, verification on, c. ${best[on]} / ceiling with login, 8 clients" "${rate[on${best[on]}]}" "$login"
 ratio "rotor, verification off, c. ${best[off]} / ceiling, 8 clients" "${rate[off${best[off]}]}" "$kept"
+# Where the machine's CPU goes in rotor's runs: what PostgreSQL and the OpenBao KV vault spend on
+# each rotation bounds the rate on these cores even if rotor itself took no CPU.
+for verify in on off; do
+  c=${best[$verify]}
+  printf '%-64s %8.2f ms\n' "budget, verification $verify, c. $c: PostgreSQL CPU per rotation" "${pgcpu[$verify$c]}"
+  printf '%-64s %8.2f ms\n' "budget, verification $verify, c. $c: OpenBao KV CPU per rotation" "${baocpu[$verify$c]}"
+  bound=$(python3 -c "import sys; print(f'{int(sys.argv[1]) * 1000 / (float(sys.argv[2]) + float(sys.argv[3])):.0f}')" \
+    "$(nproc)" "${pgcpu[$verify$c]}" "${baocpu[$verify$c]}")
+  printf '%-64s %8.0f /s\n' "budget, verification $verify: the cores / (PostgreSQL + OpenBao)" "$bound"
+  ratio "rotor, verification $verify, c. $c / that bound" "${rate[$verify$c]}" "$bound"
+done
 printf '%-64s %8.0f /s\n' "peer: OpenBao static roles, $roles roles at 5 s (asked $((roles / 5)) /s)" "$peer_rate"
 printf '%-64s %10s\n' "peer: OpenBao lag behind each role's 5 s, p50 / p99" "$peer_p50 / $peer_p99 ms"
 printf '%-64s %8.2f ms\n' "peer: OpenBao CPU (user + system) per rotation" "$peer_cpu"
