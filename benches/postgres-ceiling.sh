@@ -39,6 +39,8 @@ cargo build --release --quiet --locked --features bench-unverified
 rotor=$(realpath "${CARGO_TARGET_DIR:-target}/release/rotor")
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/rotor-ceiling.XXXXXX")
+# A copy: `cargo bench` below rebuilds target/release/rotor without `bench-unverified`.
+cp "$rotor" "$work/rotor" && rotor=$work/rotor
 bao_pid=""
 as_pg=()
 cleanup() {
