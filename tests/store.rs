@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rotor::engine::state::RunState;
 use rotor::store::{
-    AuditEntry, DesiredCredential, NewRun, ReconcileChange, StepEnd, Store, StoreError,
+    AuditEntry, DesiredCredential, NewRun, ReconcileChange, StepEnd, Store, StoreError, Then,
 };
 
 static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
@@ -232,7 +232,7 @@ async fn one_live_run_per_credential_and_each_claim_goes_to_one_worker() {
                 None,
                 &AuditEntry::new("t", "step"),
                 10_002,
-                Some("apply"),
+                Then::begin("apply"),
             )
             .await
             .unwrap_err();
@@ -262,7 +262,7 @@ async fn one_live_run_per_credential_and_each_claim_goes_to_one_worker() {
                 None,
                 &AuditEntry::new("t", "step"),
                 10_003,
-                Some("apply"),
+                Then::begin("apply"),
             )
             .await
             .unwrap();
@@ -339,7 +339,7 @@ async fn saves_arriving_together_keep_their_own_fences_and_one_audit_chain() {
                         None,
                         &audit,
                         30,
-                        Some("apply"),
+                        Then::begin("apply"),
                     )
                     .await
                     .map(|next| (seq, next));
@@ -719,7 +719,7 @@ async fn a_save_never_shortens_a_lease_the_heartbeat_extended() {
                 None,
                 &AuditEntry::new("w", "mint"),
                 20,
-                None,
+                Then::default(),
             )
             .await
             .unwrap();

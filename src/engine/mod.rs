@@ -21,7 +21,7 @@ use crate::config::{Config, Credential as CredentialConfig};
 use crate::drill::Fault;
 use crate::failpoint;
 use crate::notify::{Event, EventKind, Notifier, RetireAfter};
-use crate::store::{AuditEntry, CredentialUpdate, RunRow, StepEnd, Store, StoreError};
+use crate::store::{AuditEntry, CredentialUpdate, RunRow, StepEnd, Store, StoreError, Then};
 use crate::vault::{AnyVault, Held, StoredVersion, Vault, VaultError, VaultSecrets, Vaults};
 use state::{RunState, Step};
 
@@ -344,7 +344,16 @@ impl Engine {
                     .audit(&run, "grace_wait")
                     .detail(format!("grace until {}", crate::clock::rfc3339(until)));
                 self.store
-                    .save_run(&run, state, &self.worker, None, None, &audit, now, None)
+                    .save_run(
+                        &run,
+                        state,
+                        &self.worker,
+                        None,
+                        None,
+                        &audit,
+                        now,
+                        Then::default(),
+                    )
                     .await?;
                 // The last hook may have succeeded between the check and the save, and its
                 // wake-up found the run still leased: look once more, now that it is saved.
@@ -409,7 +418,7 @@ impl Engine {
                             None,
                             &audit,
                             now,
-                            None,
+                            Then::default(),
                         )
                         .await?;
                     tracing::info!(step = %transition.step, until = %crate::clock::rfc3339(until), "step waits");
@@ -420,27 +429,39 @@ impl Engine {
                     run.attempts = 0;
                     run.last_error = None;
                     run.error_class = None;
-                    if transition.to.is_terminal() {
+                    // Begin the next step in the same commit when it runs right away: not a
+                    // grace that waits for its timer or for hooks, not when the worker stops.
+                    let grace_over = run.grace_until.is_some_and(|until| until <= now)
+                        && ctx.credential.retire_after != RetireAfter::Notified;
+                    let runs_now = |t: &state::Transition| {
+                        (t.step != Step::Grace || grace_over)
+                            && !self.stopping.load(Ordering::SeqCst)
+                    };
+                    let mut next = next_transition(&run, transition.to).filter(runs_now);
+                    // A next step with nothing to do passes in this commit too, and the one
+                    // after it begins there.
+                    let passed = next.filter(|t| nothing_to_do(ctx, &run, t.step));
+                    let mut detail = format!("{state} -> {}", transition.to);
+                    if let Some(p) = passed {
+                        run.set_state(p.to);
+                        next = next_transition(&run, p.to).filter(runs_now);
+                        detail.push_str(&format!(", {} (nothing to do) -> {}", p.step, p.to));
+                    }
+                    if run.state().is_terminal() {
                         run.finished_at = Some(now);
                         run.lease_owner = None;
                         run.lease_until = None;
                     }
-                    let audit = self
-                        .audit(&run, transition.step.as_str())
-                        .detail(format!("{state} -> {}", transition.to));
+                    let audit = self.audit(&run, transition.step.as_str()).detail(detail);
                     let end = StepEnd {
                         seq,
                         outcome: "ok",
                         error: None,
                     };
-                    // Begin the next step in the same commit when it runs right away: not a
-                    // grace that waits for its timer or for hooks, not when the worker stops.
-                    let grace_over = run.grace_until.is_some_and(|until| until <= now)
-                        && ctx.credential.retire_after != RetireAfter::Notified;
-                    let next = next_transition(&run, transition.to).filter(|t| {
-                        (t.step != Step::Grace || grace_over)
-                            && !self.stopping.load(Ordering::SeqCst)
-                    });
+                    let then = Then {
+                        passed: passed.map(|p| p.step.as_str()),
+                        begin: next.map(|t| t.step.as_str()),
+                    };
                     let next_seq = self
                         .store
                         .save_run(
@@ -451,11 +472,22 @@ impl Engine {
                             update.as_ref(),
                             &audit,
                             now,
-                            next.map(|t| t.step.as_str()),
+                            then,
                         )
                         .await?;
                     begun = next.zip(next_seq).map(|(t, seq)| (t.step, seq));
                     tracing::info!(step = %transition.step, state = %transition.to, "step done");
+                    if let Some(p) = passed {
+                        tracing::info!(step = %p.step, state = %p.to, "step done: nothing to do");
+                        // Crash points stay where a step runs, though a passed step's record
+                        // was saved with the step before it: a crash at any of them is one
+                        // right after that save.
+                        self.point(transition.step, "after").await?;
+                        self.point(p.step, "before").await?;
+                        self.point(p.step, "effect").await?;
+                        self.point(p.step, "after").await?;
+                        continue;
+                    }
                 }
                 Err(StepError {
                     abandon: Some(e), ..
@@ -525,7 +557,7 @@ impl Engine {
                     None,
                     &audit,
                     now,
-                    None,
+                    Then::default(),
                 )
                 .await?;
             return Ok(Some(Driven::Waiting(run.not_before)));
@@ -563,7 +595,7 @@ impl Engine {
                 Some(&credential_update),
                 &audit,
                 now,
-                None,
+                Then::default(),
             )
             .await?;
         let condition = match (error.class, to) {
@@ -1067,6 +1099,19 @@ impl Engine {
             ))),
         }
     }
+}
+
+/// Whether `step` would do nothing at all in this run, so that it passes in the save of the
+/// step before it (`Then::passed`): a vault-only credential's apply (nothing at a provider) and
+/// a grace already over (its timer elapsed, nothing to wait for). A drill's run performs each
+/// step, so that a fault it injects hits the step it names.
+fn nothing_to_do(ctx: &Ctx<'_>, run: &RunRow, step: Step) -> bool {
+    run.drill.is_none()
+        && match step {
+            Step::Apply => ctx.rotator.vault_only(),
+            Step::Grace => true,
+            _ => false,
+        }
 }
 
 /// The step that leaves `state` for this run: the state machine's, except that a dry-run

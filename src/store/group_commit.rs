@@ -56,7 +56,17 @@ pub(super) struct Save {
     pub credential: Option<CredentialUpdate>,
     pub audit: AuditEntry,
     pub now: i64,
+    pub passed: Option<String>,
     pub begin_next: Option<String>,
+}
+
+impl Save {
+    fn then(&self) -> super::Then<'_> {
+        super::Then {
+            passed: self.passed.as_deref(),
+            begin: self.begin_next.as_deref(),
+        }
+    }
 }
 
 struct Queued {
@@ -144,7 +154,7 @@ async fn write_alone(pool: &SqlitePool, write: &Write) -> Result<Option<i64>, St
                 s.credential.as_ref(),
                 &s.audit,
                 s.now,
-                s.begin_next.as_deref(),
+                s.then(),
             )
             .await
         }
@@ -233,6 +243,11 @@ fn commit_batch(db: &Connection, group: &[Queued]) -> Result<Vec<Option<i64>>, G
                 let follows = std::mem::replace(&mut prev, hash.clone());
                 let row = bind_audit_row!(Params::new(), seq, s.now, &s.audit, &follows, &hash);
                 execute(db, sql::INSERT_AUDIT, row)?;
+                if let Some(passed) = &s.passed {
+                    let step =
+                        bind_begin_step!(Params::new(), s.run, passed.as_str(), &s.worker, s.now);
+                    execute(db, sql::PASS_STEP, step)?;
+                }
                 match &s.begin_next {
                     Some(next) => {
                         let step =

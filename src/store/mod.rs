@@ -223,7 +223,7 @@ macro_rules! append_audit {
 /// The parameters of `sql::save_rest_statements` for one save whose audit row is `$seq`,
 /// following the hash `$prev`.
 macro_rules! bind_save_rest {
-    ($q:expr, $run:expr, $step:expr, $credential:expr, $audit:expr, $seq:expr, $prev:expr, $hash:expr, $begin_next:expr, $worker:expr, $now:expr) => {{
+    ($q:expr, $run:expr, $step:expr, $credential:expr, $audit:expr, $seq:expr, $prev:expr, $hash:expr, $then:expr, $worker:expr, $now:expr) => {{
         let mut q = $q;
         if let Some(step) = $step {
             q = bind_end_step!(q, $run, step, $now);
@@ -232,7 +232,10 @@ macro_rules! bind_save_rest {
             q = bind_credential_update!(q, $run, c, $now);
         }
         q = bind_audit_row!(q, $seq, $now, $audit, $prev, $hash);
-        if let Some(next) = $begin_next {
+        if let Some(passed) = $then.passed {
+            q = bind_begin_step!(q, $run, passed, $worker, $now);
+        }
+        if let Some(next) = $then.begin {
             q = bind_begin_step!(q, $run, next, $worker, $now);
         }
         q
@@ -376,6 +379,26 @@ pub struct StepEnd {
     pub seq: i64,
     pub outcome: &'static str,
     pub error: Option<String>,
+}
+
+/// What a save records after the end of the step it saves, in the same commit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Then<'a> {
+    /// A step with nothing to do (no provider call, no vault write): recorded as started and
+    /// finished, its state reached by this save. Nothing happens between its start and its
+    /// end, so a commit of its own would record nothing a crash could need.
+    pub passed: Option<&'a str>,
+    /// The step that runs next: its start, persisted before it runs.
+    pub begin: Option<&'a str>,
+}
+
+impl<'a> Then<'a> {
+    pub fn begin(step: &'a str) -> Self {
+        Then {
+            passed: None,
+            begin: Some(step),
+        }
+    }
 }
 
 /// Changes to a credential's row that a run's save carries atomically.
@@ -851,7 +874,7 @@ impl Store {
         credential: Option<&CredentialUpdate>,
         audit: &AuditEntry,
         now: i64,
-        begin_next: Option<&str>,
+        then: Then<'_>,
     ) -> Result<Option<i64>, StoreError> {
         let p = match &self.pool {
             Pool::Sqlite(_) => {
@@ -868,7 +891,8 @@ impl Store {
                         credential: credential.cloned(),
                         audit: audit.clone(),
                         now,
-                        begin_next: begin_next.map(str::to_owned),
+                        passed: then.passed.map(str::to_owned),
+                        begin_next: then.begin.map(str::to_owned),
                     }))
                     .await;
             }
@@ -897,9 +921,14 @@ impl Store {
                     .await?;
             }
             append_audit!(tx, now, audit);
+            if let Some(passed) = then.passed {
+                bind_begin_step!(sqlx::query(sql::PASS_STEP), run, passed, worker, now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             // The next step's "started" record rides in the same transaction as this step's
             // "finished" one: persisted before it runs, one commit fewer.
-            let next_seq = match begin_next {
+            let next_seq = match then.begin {
                 Some(step) => {
                     let (seq,): (i64,) =
                         bind_begin_step!(sqlx::query_as(sql::BEGIN_STEP), run, step, worker, now)
@@ -1234,7 +1263,7 @@ pub(super) async fn save_run_sqlite(
     credential: Option<&CredentialUpdate>,
     audit: &AuditEntry,
     now: i64,
-    begin_next: Option<&str>,
+    then: Then<'_>,
 ) -> Result<Option<i64>, StoreError> {
     let mut tx = p.begin().await?;
     let head: Result<(i64, String), sqlx::Error> = bind_save_run!(
@@ -1261,10 +1290,11 @@ pub(super) async fn save_run_sqlite(
     let rest = sqlx::query_as::<_, (i64,)>(sql::save_rest_sqlite(
         step.is_some(),
         credential.is_some(),
-        begin_next.is_some(),
+        then.passed.is_some(),
+        then.begin.is_some(),
     ));
     let rest = bind_save_rest!(
-        rest, run, step, credential, audit, seq, &prev, &hash, begin_next, worker, now
+        rest, run, step, credential, audit, seq, &prev, &hash, then, worker, now
     );
     let next_seq = rest.fetch_optional(&mut *tx).await?.map(|(seq,)| seq);
     tx.commit().await?;

@@ -50,6 +50,12 @@ INSERT INTO run_steps (run_id, seq, step, attempt, worker, started_at, outcome)
 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, 'running' FROM run_steps WHERE run_id = $1
 RETURNING seq";
 
+/// Record a step that had nothing to do (see `Then::passed`) as started and finished at `$5`,
+/// in the same commit as the save of the step before it.
+pub const PASS_STEP: &str = "\
+INSERT INTO run_steps (run_id, seq, step, attempt, worker, started_at, finished_at, outcome)
+SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $5, 'ok' FROM run_steps WHERE run_id = $1";
+
 /// SQLite: stops the batch it is in (see migration 0007) when the statement before it
 /// changed nothing.
 pub const FENCE_IF_UNCHANGED: &str =
@@ -228,23 +234,32 @@ pub fn save_run_fenced_sqlite() -> &'static str {
     TEXT.get_or_init(|| format!("{SAVE_RUN};\n{FENCE_IF_UNCHANGED};\n{ADVANCE_AUDIT_HEAD}"))
 }
 
-/// SQLite, second batch of a save: the step's end, the credential's update, the audit row and
-/// the next step's start, each present or not, as one text with its parameters numbered on
-/// (one text per combination of the flags, built once).
-pub fn save_rest_sqlite(step: bool, credential: bool, begin_next: bool) -> &'static str {
+/// SQLite, second batch of a save: the step's end, the credential's update, the audit row, a
+/// passed step and the next step's start, each present or not, as one text with its
+/// parameters numbered on (one text per combination of the flags, built once).
+pub fn save_rest_sqlite(
+    step: bool,
+    credential: bool,
+    passed: bool,
+    begin_next: bool,
+) -> &'static str {
     static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let texts = TEXTS.get_or_init(|| {
-        (0..8)
+        (0..16)
             .map(|bits| {
                 batch(save_rest_statements(
                     bits & 1 != 0,
                     bits & 2 != 0,
                     bits & 4 != 0,
+                    bits & 8 != 0,
                 ))
             })
             .collect()
     });
-    &texts[step as usize | (credential as usize) << 1 | (begin_next as usize) << 2]
+    &texts[step as usize
+        | (credential as usize) << 1
+        | (passed as usize) << 2
+        | (begin_next as usize) << 3]
 }
 
 /// Mark a run as touched, only if it is still in the state the worker read and leased to it.
@@ -252,16 +267,18 @@ pub const TOUCH_LEASED_RUN: &str =
     "UPDATE runs SET updated_at = $4 WHERE id = $1 AND state = $2 AND lease_owner = $3";
 
 /// What a save writes after its compare-and-swap: the step's end, the credential's update,
-/// the audit row and the next step's start, each present or not.
+/// the audit row, a passed step and the next step's start, each present or not.
 pub fn save_rest_statements(
     step: bool,
     credential: bool,
+    passed: bool,
     begin_next: bool,
 ) -> impl Iterator<Item = &'static str> {
     [
         step.then_some(END_STEP),
         credential.then_some(UPDATE_CREDENTIAL),
         Some(INSERT_AUDIT),
+        passed.then_some(PASS_STEP),
         begin_next.then_some(BEGIN_STEP),
     ]
     .into_iter()
