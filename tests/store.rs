@@ -728,3 +728,69 @@ async fn a_save_never_shortens_a_lease_the_heartbeat_extended() {
         store.close().await;
     }
 }
+
+#[tokio::test]
+async fn a_passed_step_is_recorded_started_and_finished_between_the_saved_step_and_the_next() {
+    for (label, url, _keep) in backends() {
+        let store = Store::connect(&url, None).await.unwrap();
+        store
+            .reconcile(&[desired("a", "h")], 0, |_, _| {
+                (Some(0), "schedule".to_string())
+            })
+            .await
+            .unwrap();
+        store.insert_runs(&[run_for("a", 0)], 0).await.unwrap();
+        let mut run = store.claim("w", 10, 60_000, 1).await.unwrap().remove(0);
+        let mint = store.begin_step(&run, "mint", "w", 20).await.unwrap();
+        run.set_state(RunState::Applied);
+        let end = StepEnd {
+            seq: mint,
+            outcome: "ok",
+            error: None,
+        };
+        let verify = store
+            .save_run(
+                &run,
+                RunState::Planned,
+                "w",
+                Some(&end),
+                None,
+                &AuditEntry::new("w", "mint"),
+                30,
+                Then {
+                    passed: Some("apply"),
+                    begin: Some("verify"),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(verify, Some(mint + 2), "{label}");
+        let steps = store.steps(&run.id).await.unwrap();
+        let seen: Vec<_> = steps
+            .iter()
+            .map(|s| {
+                (
+                    s.step.as_str(),
+                    s.outcome.as_str(),
+                    s.started_at,
+                    s.finished_at,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("mint", "ok", 20, Some(30)),
+                ("apply", "ok", 30, Some(30)),
+                ("verify", "running", 30, None),
+            ],
+            "{label}"
+        );
+        assert_eq!(
+            store.run(&run.id).await.unwrap().unwrap().state(),
+            RunState::Applied,
+            "{label}"
+        );
+        store.close().await;
+    }
+}

@@ -326,6 +326,28 @@ mod tests {
     }
 
     #[test]
+    fn a_save_alone_records_a_passed_step_before_the_next_steps_start() {
+        let text = super::save_rest_sqlite(false, false, true, true);
+        let passed = text
+            .find("'ok' FROM run_steps")
+            .expect("the passed step's insert");
+        let begun = text
+            .find("'running' FROM run_steps")
+            .expect("the next step's start");
+        assert!(passed < begun, "{text}");
+        // The audit row's 9 parameters, then 5 for each step row.
+        assert!(
+            text.contains("SELECT $10, COALESCE(MAX(seq), 0) + 1, $11, $12, $13, $14, $14, 'ok'"),
+            "{text}"
+        );
+        assert!(
+            text.contains("SELECT $15, COALESCE(MAX(seq), 0) + 1, $16, $17, $18, $19, 'running'"),
+            "{text}"
+        );
+        assert!(!super::save_rest_sqlite(false, false, false, true).contains("'ok' FROM"));
+    }
+
+    #[test]
     fn a_batch_numbers_each_statements_parameters_on() {
         let text =
             super::batch(["SELECT $1, $2, $1", "UPDATE t SET a = $2 WHERE b = $1"].into_iter());
