@@ -173,20 +173,28 @@ struct RunFence<'a> {
     run_id: &'a str,
     worker: &'a str,
     margin_ms: i64,
+    /// Whether the fence said no: the rotator's error is then the fence's, not the step's.
+    refused: AtomicBool,
 }
 
 impl rotor_rotators::Fence for RunFence<'_> {
     fn still_owned(&self) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>> {
-        // A store that cannot answer is not a yes: the rotator stops and the step is retried.
+        // A store that cannot answer is not a yes: the rotator stops, and the run is
+        // abandoned to be resumed at this step (see `refused`).
         Box::pin(async move {
-            self.store
+            let owned = self
+                .store
                 .lease_held(
                     self.run_id,
                     self.worker,
                     self.clock.now_ms() + self.margin_ms,
                 )
                 .await
-                .unwrap_or(false)
+                .unwrap_or(false);
+            if !owned {
+                self.refused.store(true, Ordering::SeqCst);
+            }
+            owned
         })
     }
 }
@@ -710,13 +718,30 @@ impl Engine {
                             run_id: &run.id,
                             worker: &self.worker,
                             margin_ms: ctx.lease_margin_ms,
+                            refused: AtomicBool::new(false),
                         };
                         let context = MintContext {
                             token: &run.token,
                             current: current.as_ref().map(|d| &d.current.credential),
                             fence: Some(&fence),
                         };
-                        let candidate = ctx.rotator.mint(context).await?;
+                        let candidate = match ctx.rotator.mint(context).await {
+                            Ok(candidate) => candidate,
+                            // The rotator stopped at the fence: the lease lapsed, or the store
+                            // could not say (a database restart). Neither is the credential's
+                            // failure, so nothing is saved and nothing rolled back: the run
+                            // resumes at mint under whoever claims it next.
+                            Err(e) if fence.refused.load(Ordering::SeqCst) => {
+                                return Err(StepError {
+                                    abandon: Some(Box::new(StoreError::LeaseLost {
+                                        run_id: run.id.clone(),
+                                        expected: RunState::Planned.as_str(),
+                                    })),
+                                    ..StepError::from(e)
+                                });
+                            }
+                            Err(e) => return Err(e.into()),
+                        };
                         // A provider-made secret exists only in this process until stored.
                         failpoint::pause_if_armed("mint:minted").await;
                         // A worker paused past its lease (a stopped process, a long GC, a
