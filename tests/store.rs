@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rotor::engine::state::RunState;
 use rotor::store::{
-    AuditEntry, DesiredCredential, NewRun, ReconcileChange, StepEnd, Store, StoreError, Then,
+    AuditEntry, DesiredCredential, NewRun, ReconcileChange, RunRow, StepEnd, Store, StoreError,
+    Then,
 };
 
 static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
@@ -690,18 +691,29 @@ async fn limited_claims_respect_provider_concurrency_and_buckets_refill() {
     }
 }
 
+/// A store with one credential, `a`, whose planned run worker `w` claimed at 10 with a lease
+/// until `lease_until`.
+async fn one_claimed_run(url: &str, lease_until: i64) -> (Store, RunRow) {
+    let store = Store::connect(url, None).await.unwrap();
+    store
+        .reconcile(&[desired("a", "h")], 0, |_, _| {
+            (Some(0), "schedule".to_string())
+        })
+        .await
+        .unwrap();
+    store.insert_runs(&[run_for("a", 0)], 0).await.unwrap();
+    let run = store
+        .claim("w", 10, lease_until, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    (store, run)
+}
+
 #[tokio::test]
 async fn a_save_never_shortens_a_lease_the_heartbeat_extended() {
     for (label, url, _keep) in backends() {
-        let store = Store::connect(&url, None).await.unwrap();
-        store
-            .reconcile(&[desired("a", "h")], 0, |_, _| {
-                (Some(0), "schedule".to_string())
-            })
-            .await
-            .unwrap();
-        store.insert_runs(&[run_for("a", 0)], 0).await.unwrap();
-        let mut run = store.claim("w", 10, 1_000, 1).await.unwrap().remove(0);
+        let (store, mut run) = one_claimed_run(&url, 1_000).await;
         assert_eq!(
             store
                 .heartbeat("w", std::slice::from_ref(&run.id), 50_000)
@@ -732,15 +744,7 @@ async fn a_save_never_shortens_a_lease_the_heartbeat_extended() {
 #[tokio::test]
 async fn a_passed_step_is_recorded_started_and_finished_between_the_saved_step_and_the_next() {
     for (label, url, _keep) in backends() {
-        let store = Store::connect(&url, None).await.unwrap();
-        store
-            .reconcile(&[desired("a", "h")], 0, |_, _| {
-                (Some(0), "schedule".to_string())
-            })
-            .await
-            .unwrap();
-        store.insert_runs(&[run_for("a", 0)], 0).await.unwrap();
-        let mut run = store.claim("w", 10, 60_000, 1).await.unwrap().remove(0);
+        let (store, mut run) = one_claimed_run(&url, 60_000).await;
         let mint = store.begin_step(&run, "mint", "w", 20).await.unwrap();
         run.set_state(RunState::Applied);
         let end = StepEnd {

@@ -397,6 +397,7 @@ impl Engine {
                 run = %run.id,
                 provider = ctx.credential.provider(),
             );
+            let mut passed_step = None;
             let result = self
                 .perform(ctx, transition.step, &mut run, &mut known)
                 .instrument(span)
@@ -487,14 +488,7 @@ impl Engine {
                     tracing::info!(step = %transition.step, state = %transition.to, "step done");
                     if let Some(p) = passed {
                         tracing::info!(step = %p.step, state = %p.to, "step done: nothing to do");
-                        // Crash points stay where a step runs, though a passed step's record
-                        // was saved with the step before it: a crash at any of them is one
-                        // right after that save.
-                        self.point(transition.step, "after").await?;
-                        self.point(p.step, "before").await?;
-                        self.point(p.step, "effect").await?;
-                        self.point(p.step, "after").await?;
-                        continue;
+                        passed_step = Some(p.step);
                     }
                 }
                 Err(StepError {
@@ -513,6 +507,13 @@ impl Engine {
                 }
             }
             self.point(transition.step, "after").await?;
+            // Crash points stay where a step runs, though a passed step's record was saved
+            // with the step before it: a crash at any of them is one right after that save.
+            if let Some(step) = passed_step {
+                for when in ["before", "effect", "after"] {
+                    self.point(step, when).await?;
+                }
+            }
         }
     }
 
@@ -732,13 +733,7 @@ impl Engine {
                             // failure, so nothing is saved and nothing rolled back: the run
                             // resumes at mint under whoever claims it next.
                             Err(e) if fence.refused.load(Ordering::SeqCst) => {
-                                return Err(StepError {
-                                    abandon: Some(Box::new(StoreError::LeaseLost {
-                                        run_id: run.id.clone(),
-                                        expected: RunState::Planned.as_str(),
-                                    })),
-                                    ..StepError::from(e)
-                                });
+                                return Err(abandoned_at_mint(run, e.into()));
                             }
                             Err(e) => return Err(e.into()),
                         };
@@ -758,16 +753,13 @@ impl Engine {
                             }
                             // Nothing is saved: the run resumes at mint under its next owner
                             // (perhaps this worker again), never rolled back for this.
-                            return Err(StepError {
-                                abandon: Some(Box::new(StoreError::LeaseLost {
-                                    run_id: run.id.clone(),
-                                    expected: RunState::Planned.as_str(),
-                                })),
-                                ..StepError::conflict(format!(
+                            return Err(abandoned_at_mint(
+                                run,
+                                StepError::conflict(format!(
                                     "the lease on run {} lapsed while this worker minted",
                                     run.id
-                                ))
-                            });
+                                )),
+                            ));
                         }
                         ctx.vault
                             .write_pending(path, &run.token, &candidate)
@@ -1176,6 +1168,18 @@ fn unverified_bench() -> bool {
 #[inline(always)]
 fn unverified_bench() -> bool {
     false
+}
+
+/// `error`, made to abandon the run: this worker lost it (or could not tell) during mint, so
+/// it saves nothing and the run resumes at mint under whoever claims it next.
+fn abandoned_at_mint(run: &RunRow, error: StepError) -> StepError {
+    StepError {
+        abandon: Some(Box::new(StoreError::LeaseLost {
+            run_id: run.id.clone(),
+            expected: RunState::Planned.as_str(),
+        })),
+        ..error
+    }
 }
 
 fn store_step_error(e: StoreError) -> StepError {
