@@ -21,7 +21,7 @@ mod with_failpoints {
     use rotor::engine::{Driven, Engine, EngineError, Runtime};
     use rotor::scheduler::daemon;
     use rotor::store::Store;
-    use rotor::vault::Vault;
+    use rotor::vault::{Previous, Vault};
 
     const POINTS: [&str; 18] = [
         "mint:before",
@@ -467,7 +467,7 @@ rotator = {{ kind = "manual", remind_before = "14d", instructions = "https://con
         let other = rotor_rotators::Credential::new()
             .with("value", secrecy::SecretString::from("X".repeat(24)));
         vault
-            .write_pending("app/key", &token, &other)
+            .write_pending("app/key", &token, &other, Previous::Kept)
             .await
             .unwrap();
         world.clock.advance_ms(LEASE_MS + 1);

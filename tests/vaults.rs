@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rotor::config::{FileVaultConfig, SecretRef};
 use rotor::vault::file::FileVault;
 use rotor::vault::openbao::{OpenbaoAuthConfig, OpenbaoVault, OpenbaoVaultConfig};
-use rotor::vault::{AnyVault, Held, Vault};
+use rotor::vault::{AnyVault, Held, Previous, Vault};
 use rotor_rotators::{Credential, ErrorClass};
 use secrecy::{ExposeSecret, SecretString};
 use support::moto;
@@ -91,7 +91,7 @@ async fn rollover_contract(vault: &AnyVault) {
     let path = "team/app/key";
     assert!(vault.read_current(path).await.unwrap().is_none());
     let p1 = vault
-        .write_pending(path, &tok("t1"), &cred("one"))
+        .write_pending(path, &tok("t1"), &cred("one"), Previous::Kept)
         .await
         .unwrap();
     assert!(
@@ -118,11 +118,11 @@ async fn rollover_contract(vault: &AnyVault) {
     assert_eq!(p1.fingerprint, cred("one").fingerprint().to_hex());
 
     vault
-        .write_pending(path, &tok("t2"), &cred("two"))
+        .write_pending(path, &tok("t2"), &cred("two"), Previous::Kept)
         .await
         .unwrap();
     let again = vault
-        .write_pending(path, &tok("t2"), &cred("other"))
+        .write_pending(path, &tok("t2"), &cred("other"), Previous::Kept)
         .await
         .unwrap();
     assert_eq!(
@@ -183,7 +183,7 @@ async fn rollover_contract(vault: &AnyVault) {
 
     // A run that is rolled back leaves nothing behind.
     vault
-        .write_pending(path, &tok("t3"), &cred("three"))
+        .write_pending(path, &tok("t3"), &cred("three"), Previous::Kept)
         .await
         .unwrap();
     vault.discard_pending(path, &tok("t3")).await.unwrap();
@@ -193,7 +193,7 @@ async fn rollover_contract(vault: &AnyVault) {
     // Values round-trip byte for byte, whatever they hold.
     let odd = "quote\" back\\slash\nnewline\ttab ünïcødé 🔑 {\"json\": true} ";
     vault
-        .write_pending(path, &tok("t4"), &cred(odd))
+        .write_pending(path, &tok("t4"), &cred(odd), Previous::Kept)
         .await
         .unwrap();
     assert_eq!(
@@ -226,12 +226,13 @@ async fn rollover_contract(vault: &AnyVault) {
 async fn held_contract(vault: &AnyVault) {
     let path = "team/app/held";
     vault
-        .write_pending(path, &tok("t1"), &cred("one"))
+        .write_pending(path, &tok("t1"), &cred("one"), Previous::Kept)
         .await
         .unwrap();
     let first = Held {
         candidate: &cred("one"),
         replaced: None,
+        previous: Previous::Kept,
     };
     let v1 = vault
         .promote_held(path, &tok("t1"), Some("run-1"), None, first)
@@ -251,12 +252,13 @@ async fn held_contract(vault: &AnyVault) {
     assert_eq!(one.token.as_deref(), Some(tok("t1").as_str()));
 
     vault
-        .write_pending(path, &tok("t2"), &cred("two"))
+        .write_pending(path, &tok("t2"), &cred("two"), Previous::Kept)
         .await
         .unwrap();
     let second = Held {
         candidate: &cred("two"),
         replaced: Some(&one),
+        previous: Previous::Kept,
     };
     let v2 = vault
         .promote_held(path, &tok("t2"), Some("run-2"), Some(&v1), second)
@@ -297,11 +299,94 @@ async fn held_contract(vault: &AnyVault) {
     assert_eq!(value(&doc.current.credential), "two");
     // The next rotation's reading path takes what the held one recorded for its own.
     vault
-        .write_pending(path, &tok("t3"), &cred("three"))
+        .write_pending(path, &tok("t3"), &cred("three"), Previous::Kept)
         .await
         .unwrap();
     vault.promote(path, &tok("t3"), Some(&after)).await.unwrap();
     assert_eq!(current_value(vault, path).await, "three");
+}
+
+/// A credential only the vault holds, retired as soon as it is promoted: its promoted
+/// document goes without the version it replaces, and retirement then has nothing to write
+/// (the version stays the promoted one). A promotion resumed by another drive may keep it;
+/// retirement drops it then, and the next rotation, with a grace, keeps its own.
+async fn omitted_previous_contract(vault: &AnyVault) {
+    let path = "team/app/omitted";
+    let t = |n: &str| tok(&format!("o{n}"));
+    vault
+        .write_pending(path, &t("1"), &cred("one"), Previous::Omitted)
+        .await
+        .unwrap();
+    let v1 = vault.promote(path, &t("1"), None).await.unwrap();
+    assert_eq!(
+        vault.drop_previous(path, &t("1")).await.unwrap(),
+        Some(v1.clone())
+    );
+    let one = vault.read_current(path).await.unwrap().unwrap().current;
+
+    vault
+        .write_pending(path, &t("2"), &cred("two"), Previous::Omitted)
+        .await
+        .unwrap();
+    let held = Held {
+        candidate: &cred("two"),
+        replaced: Some(&one),
+        previous: Previous::Omitted,
+    };
+    let v2 = vault
+        .promote_held(path, &t("2"), Some("run-2"), Some(&v1), held)
+        .await
+        .unwrap();
+    let doc = vault.read_current(path).await.unwrap().unwrap();
+    assert_eq!(value(&doc.current.credential), "two");
+    assert_eq!(doc.current.version, v2);
+    assert!(
+        doc.previous.is_none(),
+        "{}: the promoted document goes without the version it replaced",
+        vault.name()
+    );
+    // The engine retires a credential only the vault holds without holding the document.
+    for _ in 0..2 {
+        assert_eq!(
+            vault.drop_previous(path, &t("2")).await.unwrap(),
+            Some(v2.clone()),
+            "{}: retirement writes nothing",
+            vault.name()
+        );
+    }
+    assert_eq!(
+        vault
+            .read_current(path)
+            .await
+            .unwrap()
+            .unwrap()
+            .current
+            .version,
+        v2
+    );
+
+    // Promoted by a drive that resumed the run: it reads pending and current back.
+    vault
+        .write_pending(path, &t("3"), &cred("three"), Previous::Omitted)
+        .await
+        .unwrap();
+    let v3 = vault.promote(path, &t("3"), Some(&v2)).await.unwrap();
+    let after = vault.drop_previous(path, &t("3")).await.unwrap().unwrap();
+    let doc = vault.read_current(path).await.unwrap().unwrap();
+    assert_eq!(value(&doc.current.credential), "three");
+    assert!(doc.previous.is_none(), "{}: retired", vault.name());
+    assert_eq!(doc.current.version, after);
+
+    vault
+        .write_pending(path, &t("4"), &cred("four"), Previous::Kept)
+        .await
+        .unwrap();
+    vault.promote(path, &t("4"), Some(&after)).await.unwrap();
+    let doc = vault.read_current(path).await.unwrap().unwrap();
+    assert_eq!(value(&doc.current.credential), "four");
+    let previous = doc.previous.expect("the previous version during grace");
+    assert_eq!(value(&previous.credential), "three");
+    assert!(v3 != v2);
 }
 
 #[tokio::test]
@@ -309,6 +394,7 @@ async fn file_vault_keeps_the_rollover_contract() {
     let (_dir, vault) = file_vault().await;
     rollover_contract(&vault).await;
     held_contract(&vault).await;
+    omitted_previous_contract(&vault).await;
 }
 
 #[tokio::test]
@@ -316,6 +402,7 @@ async fn openbao_keeps_the_rollover_contract_and_records_custom_metadata() {
     let (mount, vault) = bao_vault();
     rollover_contract(&vault).await;
     held_contract(&vault).await;
+    omitted_previous_contract(&vault).await;
     let server = openbao::shared();
     let got = server.kv_get(&mount, "team/app/key");
     assert!(
@@ -354,9 +441,15 @@ async fn openbao_keeps_the_rollover_contract_and_records_custom_metadata() {
 async fn an_out_of_band_write_is_a_conflict_and_survives() {
     let (mount, vault) = bao_vault();
     let server = openbao::shared();
-    vault.write_pending("db", "t1", &cred("one")).await.unwrap();
+    vault
+        .write_pending("db", "t1", &cred("one"), Previous::Kept)
+        .await
+        .unwrap();
     let v1 = vault.promote("db", "t1", None).await.unwrap();
-    vault.write_pending("db", "t2", &cred("two")).await.unwrap();
+    vault
+        .write_pending("db", "t2", &cred("two"), Previous::Kept)
+        .await
+        .unwrap();
     server.ok(&[
         "kv",
         "put",
@@ -393,14 +486,21 @@ async fn an_out_of_band_write_is_a_conflict_for_a_held_promotion_and_retirement(
             &format!("value={value}"),
         ])
     };
-    vault.write_pending("db", "t1", &cred("one")).await.unwrap();
+    vault
+        .write_pending("db", "t1", &cred("one"), Previous::Kept)
+        .await
+        .unwrap();
     let v1 = vault.promote("db", "t1", None).await.unwrap();
     let one = vault.read_current("db").await.unwrap().unwrap().current;
-    vault.write_pending("db", "t2", &cred("two")).await.unwrap();
+    vault
+        .write_pending("db", "t2", &cred("two"), Previous::Kept)
+        .await
+        .unwrap();
     by_hand("by-hand");
     let held = Held {
         candidate: &cred("two"),
         replaced: Some(&one),
+        previous: Previous::Kept,
     };
     let err = vault
         .promote_held("db", "t2", None, Some(&v1), held)
@@ -415,12 +515,13 @@ async fn an_out_of_band_write_is_a_conflict_for_a_held_promotion_and_retirement(
 
     let now = vault.read_current("db").await.unwrap().unwrap().current;
     vault
-        .write_pending("db", "t3", &cred("three"))
+        .write_pending("db", "t3", &cred("three"), Previous::Kept)
         .await
         .unwrap();
     let held = Held {
         candidate: &cred("three"),
         replaced: Some(&now),
+        previous: Previous::Kept,
     };
     let v3 = vault
         .promote_held("db", "t3", None, Some(&now.version), held)
@@ -447,7 +548,10 @@ async fn an_out_of_band_write_is_a_conflict_for_a_held_promotion_and_retirement(
 async fn a_deleted_or_destroyed_latest_version_is_a_conflict() {
     let (mount, vault) = bao_vault();
     let server = openbao::shared();
-    vault.write_pending("a", "t1", &cred("one")).await.unwrap();
+    vault
+        .write_pending("a", "t1", &cred("one"), Previous::Kept)
+        .await
+        .unwrap();
     vault.promote("a", "t1", None).await.unwrap();
     server.ok(&["kv", "delete", &format!("-mount={mount}"), "a"]);
     let err = vault.read_current("a").await.unwrap_err();
@@ -545,7 +649,7 @@ async fn approle_tokens_are_renewed_and_replaced_when_they_expire() {
     for i in 0..5 {
         let token = format!("t{i}");
         vault
-            .write_pending("svc", &token, &cred(&format!("v{i}")))
+            .write_pending("svc", &token, &cred(&format!("v{i}")), Previous::Kept)
             .await
             .unwrap();
         expected = Some(
@@ -632,6 +736,7 @@ async fn aws_secrets_manager_keeps_the_rollover_contract_with_native_labels() {
     let vault = aws_vault().await;
     rollover_contract(&vault).await;
     held_contract(&vault).await;
+    omitted_previous_contract(&vault).await;
     // What AWS-native consumers see: AWSCURRENT is the document, no AWSPENDING is left.
     let client = moto::shared().client().await;
     let current = client
@@ -660,12 +765,12 @@ async fn aws_promotion_moves_awscurrent_and_awsprevious_follows() {
     let client = moto::shared().client().await;
     let path = "svc/labels";
     vault
-        .write_pending(path, &tok("a1"), &cred("one"))
+        .write_pending(path, &tok("a1"), &cred("one"), Previous::Kept)
         .await
         .unwrap();
     let v1 = vault.promote(path, &tok("a1"), None).await.unwrap();
     vault
-        .write_pending(path, &tok("a2"), &cred("two"))
+        .write_pending(path, &tok("a2"), &cred("two"), Previous::Kept)
         .await
         .unwrap();
     // Pending is AWSPENDING on the run's own version; AWSCURRENT has not moved.
@@ -712,7 +817,7 @@ async fn a_stale_awspending_of_someone_else_is_a_conflict_and_is_left_alone() {
     let client = moto::shared().client().await;
     let path = "svc/stale";
     vault
-        .write_pending(path, &tok("s1"), &cred("one"))
+        .write_pending(path, &tok("s1"), &cred("one"), Previous::Kept)
         .await
         .unwrap();
     vault.promote(path, &tok("s1"), None).await.unwrap();
@@ -727,7 +832,7 @@ async fn a_stale_awspending_of_someone_else_is_a_conflict_and_is_left_alone() {
         .await
         .unwrap();
     let err = vault
-        .write_pending(path, &tok("s2"), &cred("two"))
+        .write_pending(path, &tok("s2"), &cred("two"), Previous::Kept)
         .await
         .unwrap_err();
     assert_eq!(err.class, ErrorClass::Conflict, "{err}");

@@ -22,7 +22,9 @@ use crate::drill::Fault;
 use crate::failpoint;
 use crate::notify::{Event, EventKind, Notifier, RetireAfter};
 use crate::store::{AuditEntry, CredentialUpdate, RunRow, StepEnd, Store, StoreError, Then};
-use crate::vault::{AnyVault, Held, StoredVersion, Vault, VaultError, VaultSecrets, Vaults};
+use crate::vault::{
+    AnyVault, Held, Previous, StoredVersion, Vault, VaultError, VaultSecrets, Vaults,
+};
 use state::{RunState, Step};
 
 /// Why a step failed, classified for the state machine. Messages name the credential's
@@ -762,7 +764,7 @@ impl Engine {
                             ));
                         }
                         ctx.vault
-                            .write_pending(path, &run.token, &candidate)
+                            .write_pending(path, &run.token, &candidate, previous_kept(ctx, run))
                             .await?
                     }
                 };
@@ -836,6 +838,7 @@ impl Engine {
                                 Held {
                                     candidate: &held.candidate,
                                     replaced: held.replaced.as_ref(),
+                                    previous: previous_kept(ctx, run),
                                 },
                             )
                             .await?;
@@ -861,8 +864,7 @@ impl Engine {
                     .queue(&self.store, ctx.credential, &event, now)
                     .await
                     .map_err(store_step_error)?;
-                let grace = if run.emergency != 0 { 0 } else { run.grace_ms };
-                run.grace_until = Some(now + grace);
+                run.grace_until = Some(now + grace_ms(run));
                 // The next rotation counts from this promotion; the scheduler does not start it
                 // while this run is live, so it can never begin before retirement.
                 let due = ctx.credential.schedule.next_due(
@@ -1129,6 +1131,28 @@ fn nothing_to_do(ctx: &Ctx<'_>, run: &RunRow, step: Step) -> bool {
             Step::Grace => true,
             _ => false,
         }
+}
+
+/// The run's grace: none for an emergency rotation.
+fn grace_ms(run: &RunRow) -> i64 {
+    if run.emergency != 0 { 0 } else { run.grace_ms }
+}
+
+/// Whether the document this run promotes keeps the version it replaces as `previous`. It
+/// does, unless the credential lives only in the vault and is retired as soon as it is
+/// promoted (no grace, no hooks to wait for): then nobody reads it, and dropping it at
+/// retirement would rewrite the document a moment after promotion wrote it. A provider's
+/// credential keeps it even so: a retirement resumed after a crash reads the old credential
+/// there to retire it at the provider.
+fn previous_kept(ctx: &Ctx<'_>, run: &RunRow) -> Previous {
+    if ctx.rotator.vault_only()
+        && grace_ms(run) == 0
+        && ctx.credential.retire_after != RetireAfter::Notified
+    {
+        Previous::Omitted
+    } else {
+        Previous::Kept
+    }
 }
 
 /// The step that leaves `state` for this run: the state machine's, except that a dry-run

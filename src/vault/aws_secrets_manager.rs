@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::wire::{WireDocument, describe_json_error, to_zeroized_json};
-use super::{Document, StoredVersion, Vault, VaultError};
+use super::{Document, Previous, StoredVersion, Vault, VaultError};
 
 const CURRENT: &str = "AWSCURRENT";
 const PENDING: &str = "AWSPENDING";
@@ -258,6 +258,7 @@ impl Vault for AwsSecretsManager {
         path: &str,
         token: &str,
         credential: &Credential,
+        previous: Previous,
     ) -> Result<StoredVersion, VaultError> {
         if let Some((version, doc)) = self.get(path, PENDING).await? {
             if version == token {
@@ -276,7 +277,7 @@ impl Vault for AwsSecretsManager {
         let current = self.current(path).await?;
         let doc = WireDocument {
             fields: credential.clone(),
-            previous: current.map(|(_, c)| c.fields),
+            previous: previous.of(current.map(|(_, c)| c.fields)),
             meta: None,
         };
         self.put(path, token, &doc, PENDING).await?;

@@ -1,7 +1,9 @@
 //! The `file` vault, the embedded default: one age-encrypted JSON document per credential.
 //!
 //! `DIR/PATH.age` is what consumers read: the credential's fields, `previous` (the same fields
-//! of the previous version) during grace, and `_rotor` (version ids, run token, fingerprints).
+//! of the previous version) during grace, and `_rotor` (version ids, run token, fingerprints;
+//! `previous_*` name the version a document replaced, and stay when it is promoted without its
+//! fields: [`Previous::Omitted`]).
 //! `DIR/PATH.age.pending` holds a version being rotated in. Each write goes to a temporary file
 //! that is made durable and renamed over the target, and the rename is made durable (both by
 //! flushes shared with the other writes in flight: [`SyncBatch`]), so a crash leaves either the
@@ -27,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::wire::{META_KEY, WireDocument, describe_json_error, to_zeroized_json};
-use super::{Document, StoredVersion, Vault, VaultError};
+use super::{Document, Previous, StoredVersion, Vault, VaultError};
 use crate::config::{FileVaultConfig, SecretRef};
 
 const CURRENT_SUFFIX: &str = ".age";
@@ -383,6 +385,7 @@ impl Vault for FileVault {
         path: &str,
         token: &str,
         credential: &Credential,
+        previous: Previous,
     ) -> Result<StoredVersion, VaultError> {
         let v = &*self.inner;
         if let Some(existing) = v.load(path, PENDING_SUFFIX)?
@@ -403,8 +406,10 @@ impl Vault for FileVault {
             ..Meta::default()
         };
         // The pending file is the current one to be: with the current fields as `previous`,
-        // promotion renames it into place (no new file, no encryption, one flush).
-        let previous = current.map(|c| {
+        // promotion renames it into place (no new file, no encryption, one flush). Promotion
+        // checks the version and fingerprint it names against the current file, so they are
+        // there even when the fields are omitted.
+        let replaced = current.map(|c| {
             meta.previous_version = Some(c.meta.version);
             meta.previous_token = c.meta.token;
             meta.previous_fingerprint = Some(c.meta.fingerprint);
@@ -412,7 +417,7 @@ impl Vault for FileVault {
         });
         let doc = FileDocument {
             fields: credential.clone(),
-            previous,
+            previous: previous.of(replaced),
             meta,
         };
         v.store(path, PENDING_SUFFIX, &doc).await?;
@@ -754,7 +759,10 @@ mod tests {
     /// A vault whose `path` holds a first version, promoted from run `t1`: `one`.
     async fn promoted_once(dir: &Path, path: &str) -> (FileVault, StoredVersion) {
         let v = vault(dir).await;
-        let first = v.write_pending(path, "t1", &cred("one")).await.unwrap();
+        let first = v
+            .write_pending(path, "t1", &cred("one"), Previous::Kept)
+            .await
+            .unwrap();
         v.promote(path, "t1", None).await.unwrap();
         (v, first)
     }
@@ -774,15 +782,23 @@ mod tests {
     async fn a_rollover_moves_pending_to_current_and_current_to_previous() {
         let dir = tempfile::tempdir().unwrap();
         let v = vault(dir.path()).await;
-        let p1 = v.write_pending("a/b", "t1", &cred("one")).await.unwrap();
+        let p1 = v
+            .write_pending("a/b", "t1", &cred("one"), Previous::Kept)
+            .await
+            .unwrap();
         assert!(
             v.read_current("a/b").await.unwrap().is_none(),
             "pending is not visible to consumers"
         );
         assert_eq!(v.promote("a/b", "t1", None).await.unwrap(), p1.version);
-        v.write_pending("a/b", "t2", &cred("two")).await.unwrap();
+        v.write_pending("a/b", "t2", &cred("two"), Previous::Kept)
+            .await
+            .unwrap();
         // Idempotent mint: the same token keeps the first value.
-        let again = v.write_pending("a/b", "t2", &cred("other")).await.unwrap();
+        let again = v
+            .write_pending("a/b", "t2", &cred("other"), Previous::Kept)
+            .await
+            .unwrap();
         assert_eq!(again.fingerprint, cred("two").fingerprint().to_hex());
         let v2 = v.promote("a/b", "t2", Some(&p1.version)).await.unwrap();
         assert_eq!(
@@ -822,7 +838,9 @@ mod tests {
     async fn a_pending_file_carries_the_current_fields_and_is_renamed_into_place() {
         let dir = tempfile::tempdir().unwrap();
         let (v, p1) = promoted_once(dir.path(), "r").await;
-        v.write_pending("r", "t2", &cred("two")).await.unwrap();
+        v.write_pending("r", "t2", &cred("two"), Previous::Kept)
+            .await
+            .unwrap();
         let pending = v.inner.load("r", PENDING_SUFFIX).unwrap().unwrap();
         assert_eq!(pending.meta.previous_version.as_ref(), Some(&p1.version));
         let inode = |suffix| {
@@ -878,7 +896,9 @@ mod tests {
     async fn an_out_of_band_change_is_a_conflict_and_is_not_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let (v, _) = promoted_once(dir.path(), "x").await;
-        v.write_pending("x", "t2", &cred("two")).await.unwrap();
+        v.write_pending("x", "t2", &cred("two"), Previous::Kept)
+            .await
+            .unwrap();
         let err = v.promote("x", "t2", Some("7")).await.unwrap_err();
         assert_eq!(err.class, ErrorClass::Conflict);
         assert_eq!(current_value(&v, "x").await, "one");
@@ -905,7 +925,10 @@ mod tests {
         let (v, _) = promoted_once(dir.path(), "x").await;
         // Another process on the same folder and identity rotates it.
         let other = vault(dir.path()).await;
-        other.write_pending("x", "t2", &cred("two")).await.unwrap();
+        other
+            .write_pending("x", "t2", &cred("two"), Previous::Kept)
+            .await
+            .unwrap();
         other.promote("x", "t2", Some("1")).await.unwrap();
         assert_eq!(current_value(&v, "x").await, "two");
         std::fs::write(dir.path().join("v/x.age"), b"not an age file").unwrap();
@@ -918,12 +941,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let v = vault(dir.path()).await;
         let remembered = |v: &FileVault| v.inner.remembered.lock().unwrap().len();
-        v.write_pending("x", "t1", &cred("one")).await.unwrap();
+        v.write_pending("x", "t1", &cred("one"), Previous::Kept)
+            .await
+            .unwrap();
         v.promote("x", "t1", None).await.unwrap();
         assert_eq!(remembered(&v), 1, "the current file, for the steps to come");
         v.drop_previous("x", "t1").await.unwrap();
         assert_eq!(remembered(&v), 0, "retired: nothing kept");
-        v.write_pending("x", "t2", &cred("two")).await.unwrap();
+        v.write_pending("x", "t2", &cred("two"), Previous::Kept)
+            .await
+            .unwrap();
         v.read_pending("x").await.unwrap();
         assert_eq!(remembered(&v), 2);
         v.discard_pending("x", "t2").await.unwrap();
@@ -934,7 +961,9 @@ mod tests {
     async fn a_missing_identity_is_not_replaced_when_files_exist() {
         let dir = tempfile::tempdir().unwrap();
         let v = vault(dir.path()).await;
-        v.write_pending("x", "t", &cred("one")).await.unwrap();
+        v.write_pending("x", "t", &cred("one"), Previous::Kept)
+            .await
+            .unwrap();
         v.promote("x", "t", None).await.unwrap();
         std::fs::remove_file(dir.path().join("key")).unwrap();
         let config = FileVaultConfig {

@@ -85,14 +85,16 @@ pub trait Vault: Send + Sync {
         path: &str,
     ) -> impl Future<Output = Result<Option<StoredVersion>, VaultError>> + Send;
 
-    /// Stores `credential` as pending for run `token`. If a pending version of this token is
-    /// there already it is kept and returned: a retried mint must not replace the secret
-    /// that a crashed attempt may already have applied.
+    /// Stores `credential` as pending for run `token`, to be promoted with or without the
+    /// current version as `previous`. If a pending version of this token is there already it
+    /// is kept and returned: a retried mint must not replace the secret that a crashed attempt
+    /// may already have applied.
     fn write_pending(
         &self,
         path: &str,
         token: &str,
         credential: &Credential,
+        previous: Previous,
     ) -> impl Future<Output = Result<StoredVersion, VaultError>> + Send;
 
     /// Makes run `token`'s pending version current and the current one previous, only if the
@@ -182,11 +184,34 @@ pub(crate) async fn promote_reading_back<V: Vault + ?Sized>(
 }
 
 /// What a drive holds of the rotation it promotes: the candidate it stored as pending and
-/// verified, and the version that candidate replaces as it read it at mint.
+/// verified, the version that candidate replaces as it read it at mint, and whether the
+/// promoted document keeps that version.
 #[derive(Clone, Copy)]
 pub struct Held<'a> {
     pub candidate: &'a Credential,
     pub replaced: Option<&'a StoredVersion>,
+    pub previous: Previous,
+}
+
+/// Whether a promotion puts the version it replaces in the document as `previous`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Previous {
+    /// Consumers accept both until retirement; a provider's retirement, resumed after a
+    /// crash, reads the old credential from there.
+    Kept,
+    /// Nobody would read it: a credential only the vault holds, retired as soon as it is
+    /// promoted. Written, it would only be rewritten away a moment later.
+    Omitted,
+}
+
+impl Previous {
+    /// `replaced`, if it is kept.
+    pub fn of<T>(self, replaced: Option<T>) -> Option<T> {
+        match self {
+            Previous::Kept => replaced,
+            Previous::Omitted => None,
+        }
+    }
 }
 
 /// A built vault of any kind.
@@ -221,8 +246,9 @@ impl Vault for AnyVault {
         path: &str,
         token: &str,
         credential: &Credential,
+        previous: Previous,
     ) -> Result<StoredVersion, VaultError> {
-        dispatch!(self, v => v.write_pending(path, token, credential).await)
+        dispatch!(self, v => v.write_pending(path, token, credential, previous).await)
     }
     async fn promote_run(
         &self,

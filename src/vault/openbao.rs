@@ -21,7 +21,7 @@ use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
 use super::wire::{WireDocument, describe_json_error, to_zeroized_json};
-use super::{Document, Held, StoredVersion, Vault, VaultError};
+use super::{Document, Held, Previous, StoredVersion, Vault, VaultError};
 use crate::config::{Duration as ConfigDuration, SecretRef};
 
 /// An OpenBao / HashiCorp Vault KV v2 mount.
@@ -801,6 +801,8 @@ impl Vault for OpenbaoVault {
         path: &str,
         token: &str,
         credential: &Credential,
+        // Promotion writes the current document: `Held::previous` says what it keeps there.
+        _previous: Previous,
     ) -> Result<StoredVersion, VaultError> {
         let doc = WireDocument {
             fields: credential.clone(),
@@ -920,9 +922,10 @@ impl Vault for OpenbaoVault {
         let Some(cas) = cas_for(expected_current) else {
             return read_back().await;
         };
+        let previous = held.previous.of(held.replaced);
         let doc = WireDocument::<()> {
             fields: held.candidate.clone(),
-            previous: held.replaced.map(|r| r.credential.clone()),
+            previous: previous.map(|r| r.credential.clone()),
             meta: None,
         };
         match self
@@ -930,15 +933,8 @@ impl Vault for OpenbaoVault {
             .await?
         {
             Some(version) => {
-                self.label_promoted(
-                    path,
-                    token,
-                    run_id,
-                    version,
-                    doc.fields,
-                    held.replaced.cloned(),
-                )
-                .await
+                self.label_promoted(path, token, run_id, version, doc.fields, previous.cloned())
+                    .await
             }
             None => read_back().await,
         }
