@@ -9,7 +9,8 @@
 //! Figures: config load, reconcile, plan (read + next-due computation for every credential),
 //! sustained full rotations per second (mint, apply, verify, promote, grace 0, retire: every
 //! vault write durable), first rotations and then the same credentials again (replacing a
-//! version: one vault write more), scheduler lag from due time to claim (p50/p99) under a
+//! version: the current file read and decrypted at mint, and overwritten at promotion),
+//! scheduler lag from due time to claim (p50/p99) under a
 //! steady load below capacity, claims per second (runs handed out, none run), and peak RSS of
 //! the process.
 
@@ -210,8 +211,9 @@ async fn main() {
     assert_eq!(summary.completed, rotations, "every due credential rotated");
     let per_second = rotations as f64 / rotate.as_secs_f64();
 
-    // The same credentials again: each rotation now replaces a version, so it keeps the
-    // previous one through grace and drops it at retire (a third vault write).
+    // The same credentials again: each rotation now replaces a version. With grace 0 the
+    // promoted file goes without it (`Previous::Omitted`), so retirement writes nothing; what
+    // is left over a first rotation is reading the current file at mint.
     let now = clock.now_ms();
     sql(
         &url,

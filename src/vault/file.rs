@@ -311,7 +311,7 @@ impl Inner {
     /// and returns once that is durable. A promotion: the failpoint is the promotion's.
     async fn rename(&self, path: &str, from: &str, to: &str) -> Result<(), VaultError> {
         let (source, target) = (self.file(path, from), self.file(path, to));
-        std::fs::rename(&source, &target).map_err(|e| self.io_err(path, "rename", &source, e))?;
+        rename_over(&source, &target).map_err(|e| self.io_err(path, "rename", &source, e))?;
         crate::failpoint::pause_if_armed("vault:promote:written").await;
         {
             let mut remembered = self.remembered.lock().expect("vault memory lock");
@@ -329,7 +329,7 @@ impl Inner {
     async fn remove(&self, path: &str, suffix: &str) -> Result<(), VaultError> {
         let file = self.file(path, suffix);
         self.forget(&file);
-        match std::fs::remove_file(&file) {
+        match remove_elsewhere(&file) {
             Ok(()) => self
                 .durable
                 .flushed()
@@ -612,7 +612,7 @@ impl SyncBatch {
         let result = async {
             write_new_file(&temp, bytes, 0o600)?;
             self.flushed().await?;
-            std::fs::rename(&temp, target)?;
+            rename_over(&temp, target)?;
             self.flushed().await
         }
         .await;
@@ -686,6 +686,39 @@ impl SyncShared {
             // Under the lock: a writer that sees its number finds its failure recorded.
             self.done.send_replace(number);
         }
+    }
+}
+
+/// Renames `source` over `target`, leaving the freeing of the file it replaces to a blocking
+/// thread ([`free_elsewhere`]).
+fn rename_over(source: &Path, target: &Path) -> std::io::Result<()> {
+    let replaced = std::fs::File::open(target).ok();
+    std::fs::rename(source, target)?;
+    free_elsewhere(replaced);
+    Ok(())
+}
+
+/// Removes `file`, leaving the freeing of its blocks to a blocking thread.
+fn remove_elsewhere(file: &Path) -> std::io::Result<()> {
+    let removed = std::fs::File::open(file).ok();
+    std::fs::remove_file(file)?;
+    free_elsewhere(removed);
+    Ok(())
+}
+
+/// Closes a file whose last name is gone on one of the runtime's blocking threads. The close
+/// frees its blocks, and on a filesystem mounted with online `discard` (common on cloud VMs,
+/// this project's among them) freeing waits for the disk to discard them: in the benchmark the
+/// runtime's two threads spent 18 % of the rotations that replace a version blocked there, in
+/// the promotion's rename, while every other task waited. Holding the replaced file open
+/// across the rename moves that wait off them; the rename itself stays where it was.
+fn free_elsewhere(file: Option<std::fs::File>) {
+    let Some(file) = file else { return };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(move || drop(file));
+        }
+        Err(_) => drop(file),
     }
 }
 
@@ -955,6 +988,48 @@ mod tests {
         assert_eq!(remembered(&v), 2);
         v.discard_pending("x", "t2").await.unwrap();
         assert_eq!(remembered(&v), 0, "rolled back: nothing kept");
+    }
+
+    /// The files replaced or removed are closed on a blocking thread, each one: none stays
+    /// open (a leaked handle would keep a deleted file's blocks, and a descriptor, forever).
+    #[tokio::test]
+    async fn replaced_and_removed_files_are_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        for i in 0..20 {
+            let token = format!("t{i}");
+            v.write_pending("p", &token, &cred(&format!("v{i}")), Previous::Kept)
+                .await
+                .unwrap();
+            v.promote("p", &token, (i > 0).then(|| i.to_string()).as_deref())
+                .await
+                .unwrap();
+            v.drop_previous("p", &token).await.unwrap();
+        }
+        v.write_pending("p", "gone", &cred("x"), Previous::Kept)
+            .await
+            .unwrap();
+        v.discard_pending("p", "gone").await.unwrap();
+        let deleted_ours = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter(|target| {
+                    target.starts_with(dir.path())
+                        && target.to_string_lossy().ends_with("(deleted)")
+                })
+                .count()
+        };
+        let mut open = deleted_ours();
+        for _ in 0..100 {
+            if open == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            open = deleted_ours();
+        }
+        assert_eq!(open, 0, "replaced files still open");
+        assert_eq!(current_value(&v, "p").await, "v19");
     }
 
     #[tokio::test]
