@@ -798,3 +798,43 @@ async fn a_passed_step_is_recorded_started_and_finished_between_the_saved_step_a
         store.close().await;
     }
 }
+
+/// A replica idles on its work notifications: when the database restarts under it, it must
+/// listen again, and look for work once, since what was announced before it was back is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_work_listener_comes_back_after_a_database_restart_and_wakes_its_replica() {
+    let server = std::sync::Arc::new(support::postgres::dedicated());
+    let url = server.database("listener");
+    let store = Store::connect(&url, None).await.unwrap();
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let listening = store.listen_for_work(wake.clone()).await.unwrap().unwrap();
+    let within = |secs| tokio::time::timeout(std::time::Duration::from_secs(secs), wake.notified());
+
+    let announcer = Store::connect(&url, None).await.unwrap();
+    announcer.announce_work().await.unwrap();
+    within(10)
+        .await
+        .expect("an announcement wakes the listener");
+    drop(announcer);
+
+    let restarting = server.clone();
+    tokio::task::spawn_blocking(move || restarting.restart(std::time::Duration::from_secs(2)))
+        .await
+        .unwrap();
+    within(60)
+        .await
+        .expect("the listener wakes its replica once it is back, with nothing announced");
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified())
+            .await
+            .is_err(),
+        "one wake for one reconnection"
+    );
+
+    let announcer = Store::connect(&url, None).await.unwrap();
+    announcer.announce_work().await.unwrap();
+    within(10)
+        .await
+        .expect("announcements after the restart arrive: the listener listens again");
+    listening.abort();
+}

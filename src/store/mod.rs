@@ -1014,7 +1014,8 @@ impl Store {
     }
 
     /// Listens for `announce_work` of other processes; `None` for SQLite. Each notification is
-    /// passed on to `wake`. The listener reconnects by itself after the database restarts.
+    /// passed on to `wake`. The listener reconnects by itself after the database restarts, and
+    /// wakes `wake` then too: what was announced while it was away never arrives.
     pub async fn listen_for_work(
         &self,
         wake: std::sync::Arc<tokio::sync::Notify>,
@@ -1022,14 +1023,44 @@ impl Store {
         let Pool::Postgres(pool) = &self.pool else {
             return Ok(None);
         };
-        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-        listener.listen(Self::WORK_CHANNEL).await?;
+        async fn listen(pool: &sqlx::PgPool) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+            let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+            listener.listen(Store::WORK_CHANNEL).await?;
+            Ok(listener)
+        }
+        let mut listener = Some(listen(pool).await?);
+        let pool = pool.clone();
         Ok(Some(tokio::spawn(async move {
             loop {
-                match listener.recv().await {
-                    Ok(_) => wake.notify_one(),
+                let current = match listener.as_mut() {
+                    Some(current) => current,
+                    None => match listen(&pool).await {
+                        Ok(fresh) => {
+                            tracing::info!("listening for work notifications again");
+                            wake.notify_one();
+                            listener.insert(fresh)
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "lost the work notifications; reconnecting");
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    },
+                };
+                // `recv` would reconnect without a word; `try_recv` says when it did, so that
+                // what was announced while the connection was down is looked for.
+                match current.try_recv().await {
+                    Ok(Some(_)) => wake.notify_one(),
+                    Ok(None) => {
+                        tracing::warn!(
+                            "the work notifications' connection dropped and is back; looking for work announced meanwhile"
+                        );
+                        wake.notify_one();
+                    }
+                    // Any other error may leave the listener on a dead connection: start over.
                     Err(e) => {
                         tracing::warn!(error = %e, "lost the work notifications; reconnecting");
+                        listener = None;
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     }
                 }

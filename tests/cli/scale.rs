@@ -450,6 +450,7 @@ fn replicas_ride_out_a_database_restart_and_finish() {
         logs.iter().any(|l| {
             l.contains("store unavailable; waiting, then trying again")
                 || l.contains("lost the work notifications; reconnecting")
+                || l.contains("the work notifications' connection dropped and is back")
         }),
         "the replicas saw the database go away:\n{}",
         logs.join("\n-----\n")
