@@ -17,7 +17,7 @@
 #   is reported); rotations per second from the run's wall time, and rotor's CPU (user +
 #   system) per rotation; and the CPU PostgreSQL and OpenBao spend meanwhile per rotation,
 #   which bounds the rate on these cores whatever rotor spends.
-# - `generated` + file vault at concurrency 1, 16, 64 and 128 (the scale bench at 20,000).
+# - `generated` + file vault at concurrency 1, 16, 64, 128 and 256 (the scale bench at 20,000).
 # - the scheduler at scale: `cargo bench --bench scale` on a SQLite and on a PostgreSQL store
 #   (ROTOR_BENCH_SCALE_N credentials, default 100,000; due at once 20,000 on SQLite and
 #   ROTOR_BENCH_SCALE_PG_ROTATIONS, default 4,000, on PostgreSQL, whose store is slower).
@@ -203,7 +203,7 @@ login1=$(pgbench_tps 1 -C); login=$(pgbench_tps 8 -C)
 
 # The scheduler at scale, SQLite and PostgreSQL store (`generated` + file vault, as
 # `cargo bench --bench scale`), before the peer's static roles load the machine.
-generated_concurrencies=(1 16 64 128)
+generated_concurrencies=(1 16 64 128 256)
 # Each store's figures are the medians of $runs runs, line by line.
 scale_n=${ROTOR_BENCH_SCALE_N:-100000}
 cargo bench --quiet --locked --bench scale --no-run 2>/dev/null

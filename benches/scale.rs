@@ -149,7 +149,9 @@ async fn run_daemon(
 async fn main() {
     let n = env_usize("ROTOR_BENCH_N", 100_000);
     let rotations = env_usize("ROTOR_BENCH_ROTATIONS", 20_000).min(n);
-    let concurrency = env_usize("ROTOR_BENCH_CONCURRENCY", 64);
+    // 128 in flight: the vault's flushes and the store's group commits each serve more
+    // rotations than at 64 (alternating runs at 20,000: ~14 % more rotations a second).
+    let concurrency = env_usize("ROTOR_BENCH_CONCURRENCY", 128);
     let dir = tempfile::tempdir_in(std::env::var("ROTOR_BENCH_DIR").unwrap_or_else(|_| ".".into()))
         .unwrap();
     let url = std::env::var("ROTOR_BENCH_STORE")
@@ -264,7 +266,7 @@ async fn main() {
     lag.sort_unstable();
 
     // Claim throughput: runs planned for `claims` credentials, then claimed as the daemon
-    // claims them when its slots are free (a quarter of 32 at a time), with nothing run, until
+    // claims them when its slots are free (a quarter of the concurrency at a time), with nothing run, until
     // none is left. A store round trip a claim: what bounds how fast replicas hand out work.
     let claims = env_usize("ROTOR_BENCH_CLAIMS", 10_000).min(n);
     let now = clock.now_ms();
