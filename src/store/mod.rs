@@ -1040,6 +1040,8 @@ impl Store {
                             wake.notify_one();
                             listener.insert(fresh)
                         }
+                        // The store is shutting down.
+                        Err(sqlx::Error::PoolClosed) => return,
                         Err(e) => {
                             tracing::warn!(error = %e, "lost the work notifications; reconnecting");
                             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -1057,6 +1059,7 @@ impl Store {
                         );
                         wake.notify_one();
                     }
+                    Err(sqlx::Error::PoolClosed) => return,
                     // Any other error may leave the listener on a dead connection: start over.
                     Err(e) => {
                         tracing::warn!(error = %e, "lost the work notifications; reconnecting");
