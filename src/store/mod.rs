@@ -920,7 +920,6 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            append_audit!(tx, now, audit);
             if let Some(passed) = then.passed {
                 bind_begin_step!(sqlx::query(sql::PASS_STEP), run, passed, worker, now)
                     .execute(&mut *tx)
@@ -938,6 +937,9 @@ impl Store {
                 }
                 None => None,
             };
+            // Last: the audit head's row lock serialises every writer of every replica until
+            // this commit, so it is held for two statements and the commit, no more.
+            append_audit!(tx, now, audit);
             tx.commit().await?;
             next_seq
         };
