@@ -291,6 +291,9 @@ impl Daemon {
                         )
                         .await
                 );
+                // A run starts once its claim is committed: planning and claiming, which wait
+                // for the store, count in its lag.
+                let started = self.engine.clock.now_ms();
                 for run in claimed {
                     if self.runtime.config.credential(&run.credential_id).is_none() {
                         tracing::warn!(credential = %run.credential_id, run = %run.id, "run of a credential not in config; left alone");
@@ -310,7 +313,7 @@ impl Daemon {
                         continue;
                     }
                     summary.claimed += 1;
-                    let lag = now - run.not_before;
+                    let lag = started - run.not_before;
                     summary.lag_ms.push(lag.max(0));
                     self.lag.record(lag);
                     let (engine, runtime) = (self.engine.clone(), self.runtime.clone());
