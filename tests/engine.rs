@@ -442,6 +442,52 @@ rotator = {{ kind = "manual", remind_before = "14d", instructions = "https://con
     }
 
     #[tokio::test]
+    async fn the_age_check_reaches_every_credential_past_its_first_page() {
+        use rotor::clock::Clock;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rotor.toml");
+        // One more than a page of the age check.
+        let count = 1_001;
+        let mut text = format!(
+            "[vaults.local]\nkind = \"file\"\ndir = \"{dir}/vault\"\nidentity = {{ file = \"{dir}/vault.key\" }}\n",
+            dir = dir.path().display()
+        );
+        for i in 0..count {
+            text.push_str(&format!(
+                "[[credential]]\nid = \"app/key{i:04}\"\nschedule = {{ every = \"30d\" }}\n\
+                 vault = {{ name = \"local\", path = \"app/key{i:04}\" }}\nrotator = {{ kind = \"generated\", length = 32 }}\n"
+            ));
+        }
+        std::fs::write(&path, text).unwrap();
+        let config = rotor::config::load(&[path]).unwrap();
+        let store = Store::connect(&format!("sqlite://{}/rotor.db", dir.path().display()), None)
+            .await
+            .unwrap();
+        let clock = ManualClock::new(1_800_000_000_000);
+        daemon::reconcile(&store, &config, &clock).await.unwrap();
+        let runtime = Runtime::build(config).await.unwrap();
+        let engine = Engine::new(store.clone(), Arc::new(clock.clone()), "w".into());
+
+        // Due now, and no replica plans them: two hours later every one has missed its window.
+        clock.advance_ms(2 * 3_600_000);
+        daemon::check_ages(&engine, &runtime, clock.now_ms())
+            .await
+            .unwrap();
+        let mut overdue: Vec<String> = store
+            .active_alerts()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.condition == "overdue")
+            .map(|a| a.credential_id)
+            .collect();
+        overdue.sort();
+        assert_eq!(overdue.len(), count, "one overdue alert a credential");
+        let expected: Vec<String> = (0..count).map(|i| format!("app/key{i:04}")).collect();
+        assert_eq!(overdue, expected);
+    }
+
+    #[tokio::test]
     async fn a_candidate_that_fails_verification_is_rolled_back_and_current_is_untouched() {
         use rotor::clock::Clock;
         let mut world = World::new().await;

@@ -1079,6 +1079,19 @@ impl Store {
         )
     }
 
+    /// The credentials after `after` in id order, at most `limit`: `credentials` a page at a
+    /// time ("" for the first page), for a pass over them all that must not hold the store or
+    /// the runtime for the whole table.
+    pub async fn credentials_after(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<CredentialRow>, StoreError> {
+        Ok(with_pool!(self, p => sqlx::query_as(
+            "SELECT * FROM credentials WHERE id > $1 ORDER BY id LIMIT $2"
+        ).bind(after).bind(limit).fetch_all(p).await?))
+    }
+
     pub async fn credential(&self, id: &str) -> Result<Option<CredentialRow>, StoreError> {
         Ok(
             with_pool!(self, p => sqlx::query_as("SELECT * FROM credentials WHERE id = $1").bind(id).fetch_optional(p).await?),
