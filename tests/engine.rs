@@ -323,14 +323,32 @@ rotator = {{ kind = "generated", length = 24 }}
         assert_eq!(active, ["drill_overdue"]);
     }
 
+    /// An engine on a SQLite store in `dir` for the config `text`, reconciled under a clock
+    /// the test moves.
+    async fn engine_for(
+        dir: &std::path::Path,
+        text: &str,
+    ) -> (Store, ManualClock, Runtime, Engine) {
+        let path = dir.join("rotor.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = rotor::config::load(&[path]).unwrap();
+        let store = Store::connect(&format!("sqlite://{}/rotor.db", dir.display()), None)
+            .await
+            .unwrap();
+        let clock = ManualClock::new(1_800_000_000_000);
+        daemon::reconcile(&store, &config, &clock).await.unwrap();
+        let runtime = Runtime::build(config).await.unwrap();
+        let engine = Engine::new(store.clone(), Arc::new(clock.clone()), "w".into());
+        (store, clock, runtime, engine)
+    }
+
     #[tokio::test]
     async fn a_credential_rotated_by_hand_is_reminded_then_overdue_until_confirmed() {
         use rotor::clock::Clock;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rotor.toml");
-        std::fs::write(
-            &path,
-            format!(
+        let (store, clock, runtime, engine) = engine_for(
+            dir.path(),
+            &format!(
                 r#"
 [vaults.local]
 kind = "file"
@@ -346,15 +364,7 @@ rotator = {{ kind = "manual", remind_before = "14d", instructions = "https://con
                 dir = dir.path().display()
             ),
         )
-        .unwrap();
-        let config = rotor::config::load(&[path]).unwrap();
-        let store = Store::connect(&format!("sqlite://{}/rotor.db", dir.path().display()), None)
-            .await
-            .unwrap();
-        let clock = ManualClock::new(1_800_000_000_000);
-        daemon::reconcile(&store, &config, &clock).await.unwrap();
-        let runtime = Runtime::build(config).await.unwrap();
-        let engine = Engine::new(store.clone(), Arc::new(clock.clone()), "w".into());
+        .await;
         let active = || async {
             store
                 .active_alerts()
@@ -445,7 +455,6 @@ rotator = {{ kind = "manual", remind_before = "14d", instructions = "https://con
     async fn the_age_check_reaches_every_credential_past_its_first_page() {
         use rotor::clock::Clock;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rotor.toml");
         // One more than a page of the age check.
         let count = 1_001;
         let mut text = format!(
@@ -458,15 +467,7 @@ rotator = {{ kind = "manual", remind_before = "14d", instructions = "https://con
                  vault = {{ name = \"local\", path = \"app/key{i:04}\" }}\nrotator = {{ kind = \"generated\", length = 32 }}\n"
             ));
         }
-        std::fs::write(&path, text).unwrap();
-        let config = rotor::config::load(&[path]).unwrap();
-        let store = Store::connect(&format!("sqlite://{}/rotor.db", dir.path().display()), None)
-            .await
-            .unwrap();
-        let clock = ManualClock::new(1_800_000_000_000);
-        daemon::reconcile(&store, &config, &clock).await.unwrap();
-        let runtime = Runtime::build(config).await.unwrap();
-        let engine = Engine::new(store.clone(), Arc::new(clock.clone()), "w".into());
+        let (store, clock, runtime, engine) = engine_for(dir.path(), &text).await;
 
         // Due now, and no replica plans them: two hours later every one has missed its window.
         clock.advance_ms(2 * 3_600_000);
