@@ -479,16 +479,12 @@ pub async fn check_ages(engine: &Engine, runtime: &Runtime, now: i64) -> Result<
             .store
             .credentials_after(&after, AGE_CHECK_PAGE)
             .await?;
-        let Some(last) = page.last() else {
-            return Ok(());
-        };
-        after = last.id.clone();
-        let whole_page = page.len() as i64 == AGE_CHECK_PAGE;
         for row in &page {
             check_age(engine, runtime, &live, row, now).await?;
         }
-        if !whole_page {
-            return Ok(());
+        match page.last() {
+            Some(last) if page.len() as i64 == AGE_CHECK_PAGE => after = last.id.clone(),
+            _ => return Ok(()),
         }
         // This pass runs every minute beside the claims: between pages the runtime's threads
         // serve them. At 100,000 credentials, one query for the whole table held a thread
