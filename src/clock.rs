@@ -15,8 +15,34 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        Utc::now().timestamp_millis()
+        Utc::now().timestamp_millis() + test_offset_ms()
     }
+}
+
+/// The test seam of the binary's clock: with `ROTOR_TEST_CLOCK_OFFSET_MS=N` the process lives
+/// N ms in the future, so that a test moves past a grace period, a lease or a backoff by
+/// starting its next process later on the clock instead of sleeping. Compiled only with the
+/// `failpoints` feature, never in a release build.
+#[cfg(feature = "failpoints")]
+fn test_offset_ms() -> i64 {
+    use std::sync::OnceLock;
+    static OFFSET: OnceLock<i64> = OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        std::env::var("ROTOR_TEST_CLOCK_OFFSET_MS")
+            .ok()
+            .map(|v| {
+                v.parse().unwrap_or_else(|_| {
+                    panic!("ROTOR_TEST_CLOCK_OFFSET_MS={v:?} is not a whole number of milliseconds")
+                })
+            })
+            .unwrap_or(0)
+    })
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+fn test_offset_ms() -> i64 {
+    0
 }
 
 /// A clock that only moves when told to.

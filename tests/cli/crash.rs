@@ -163,9 +163,10 @@ mod with_failpoints {
         let first = read(&rotor).0.expect("a first version");
         rotor.ok(&["rotate", "app/key0", "--no-wait"]);
 
-        // Points after promotion are reached once grace has elapsed: run until one is.
+        // Points after promotion are reached once grace has elapsed: run, with the clock
+        // past the grace, until one is.
         let mut child = None;
-        for _ in 0..40 {
+        for _ in 0..4 {
             let mut cmd = rotor.command(&["run", "--once", "--lease", "1s"]);
             cmd.env("ROTOR_FAILPOINT", point);
             match spawn_until(cmd, &format!("FAILPOINT {point}"), Duration::from_secs(60)) {
@@ -173,7 +174,7 @@ mod with_failpoints {
                     child = Some(c);
                     break;
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(250)),
+                Err(_) => rotor.advance(Duration::from_millis(grace_ms as u64 + 1000)),
             }
         }
         let mut child = child.unwrap_or_else(|| panic!("{backend:?} {point} was never reached"));
@@ -210,15 +211,17 @@ mod with_failpoints {
             );
         }
 
+        // The killed worker's lease, then the grace, run out on the clock of the next
+        // processes.
         let mut state = String::new();
-        for _ in 0..60 {
+        for _ in 0..6 {
+            rotor.advance(Duration::from_millis(grace_ms as u64 + 1000));
             rotor.ok(&["run", "--once", "--lease", "1s"]);
             let history = rotor.json(&["history", "app/key0", "--json"]);
             state = history[0]["state"].as_str().unwrap().to_owned();
             if state == "completed" {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(250));
         }
         assert_eq!(
             state, "completed",
@@ -312,8 +315,9 @@ mod with_failpoints {
                 if received == expected {
                     break;
                 }
+                rotor.advance(Duration::from_millis(500));
                 rotor.ok(&["run", "--once", "--lease", "1s"]);
-                std::thread::sleep(Duration::from_millis(500));
+                std::thread::sleep(Duration::from_millis(50));
             }
             assert_eq!(
                 received, expected,

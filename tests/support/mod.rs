@@ -14,6 +14,7 @@ pub mod saas;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A scratch folder with a config, a SQLite store and a file vault, and the binary to run.
@@ -21,6 +22,9 @@ pub struct Rotor {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub database: Option<String>,
+    /// How far ahead of the system clock the processes started from now on live (see
+    /// `advance`).
+    clock_offset_ms: AtomicI64,
 }
 
 impl Rotor {
@@ -33,7 +37,16 @@ impl Rotor {
             dir,
             config: path,
             database: None,
+            clock_offset_ms: AtomicI64::new(0),
         }
+    }
+
+    /// Moves the clock of every process started from now on forward by `by`: past a grace
+    /// period, a lease or a backoff, without sleeping through it. Time only moves forward,
+    /// so what earlier processes saved stays in the past.
+    pub fn advance(&self, by: Duration) {
+        self.clock_offset_ms
+            .fetch_add(by.as_millis() as i64, Ordering::SeqCst);
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -49,6 +62,10 @@ impl Rotor {
             .env_remove("RUST_LOG")
             .env_remove("ROTOR_FAILPOINT")
             .env_remove("ROTOR_DATABASE_URL")
+            .env(
+                "ROTOR_TEST_CLOCK_OFFSET_MS",
+                self.clock_offset_ms.load(Ordering::SeqCst).to_string(),
+            )
             .stdin(Stdio::null());
         if let Some(db) = &self.database {
             cmd.arg("--database").arg(db);
