@@ -17,6 +17,7 @@ mod with_failpoints {
 
     use proptest::prelude::*;
     use rotor::clock::ManualClock;
+    use rotor::engine::disturbance::{Disturbance, Target};
     use rotor::engine::state::RunState;
     use rotor::engine::{Driven, Engine, EngineError, Runtime};
     use rotor::scheduler::daemon;
@@ -45,6 +46,20 @@ mod with_failpoints {
     ];
     const GRACE_MS: i64 = 10_000;
     const LEASE_MS: i64 = 5_000;
+
+    /// The worker dies the first time it reaches this point.
+    struct CrashAt(std::sync::Mutex<Option<String>>);
+
+    impl Disturbance for CrashAt {
+        fn dies_at(&self, _target: &Target<'_>, point: &str) -> bool {
+            let mut armed = self.0.lock().unwrap();
+            if armed.as_deref() == Some(point) {
+                *armed = None;
+                return true;
+            }
+            false
+        }
+    }
 
     struct World {
         _dir: tempfile::TempDir,
@@ -98,12 +113,15 @@ rotator = {{ kind = "generated", length = 24 }}
 
         fn engine(&mut self, crash_at: Option<&str>) -> Engine {
             self.workers += 1;
-            let engine = Engine::new(
+            let mut engine = Engine::new(
                 self.store.clone(),
                 Arc::new(self.clock.clone()),
                 format!("worker{}", self.workers),
             );
-            *engine.crash_at.lock().unwrap() = crash_at.map(str::to_owned);
+            engine.disturbance = crash_at.map(|point| {
+                Arc::new(CrashAt(std::sync::Mutex::new(Some(point.to_owned()))))
+                    as Arc<dyn Disturbance>
+            });
             engine
         }
 
@@ -534,6 +552,156 @@ rotator = {{ kind = "manual", remind_before = "14d", instructions = "https://con
         assert!(
             row.next_due_at.unwrap() > world.clock.now_ms(),
             "retried later, not in a hot loop"
+        );
+    }
+
+    /// A rotator with a bug: its step panics for one credential.
+    struct PanicsIn {
+        credential: &'static str,
+        steps: Vec<rotor::engine::state::Step>,
+        panics: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Disturbance for PanicsIn {
+        fn replaces(
+            &self,
+            target: &Target<'_>,
+            step: rotor::engine::state::Step,
+        ) -> Option<rotor::engine::StepError> {
+            if target.credential == self.credential && self.steps.contains(&step) {
+                self.panics
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                panic!("the {} rotator's {step} has a bug", target.provider);
+            }
+            None
+        }
+    }
+
+    /// Two credentials due at once; `buggy` panics in `steps`. One pass of `rotor run --once`
+    /// in-process, then another.
+    async fn daemon_with_a_panicking_rotator(
+        steps: Vec<rotor::engine::state::Step>,
+    ) -> (
+        tempfile::TempDir,
+        Store,
+        Arc<PanicsIn>,
+        [daemon::RunSummary; 2],
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = format!(
+            "[defaults]\ngrace = \"0s\"\n[vaults.local]\nkind = \"file\"\ndir = \"{dir}/vault\"\nidentity = {{ file = \"{dir}/vault.key\" }}\n",
+            dir = dir.path().display()
+        );
+        for id in ["app/buggy", "app/sound"] {
+            text.push_str(&format!(
+                "[[credential]]\nid = \"{id}\"\nschedule = {{ every = \"30d\" }}\n\
+                 vault = {{ name = \"local\", path = \"{id}\" }}\nrotator = {{ kind = \"generated\", length = 32 }}\n"
+            ));
+        }
+        let (store, _clock, runtime, mut engine) = engine_for(dir.path(), &text).await;
+        let panicking = Arc::new(PanicsIn {
+            credential: "app/buggy",
+            steps,
+            panics: Default::default(),
+        });
+        engine.disturbance = Some(panicking.clone());
+        let (engine, runtime) = (Arc::new(engine), Arc::new(runtime));
+        let mut summaries = Vec::new();
+        for _ in 0..2 {
+            let (published, _) = tokio::sync::watch::channel(runtime.clone());
+            let (_signal, signals) = tokio::sync::mpsc::channel(1);
+            let summary = daemon::Daemon {
+                engine: engine.clone(),
+                runtime: runtime.clone(),
+                options: daemon::DaemonOptions {
+                    once: true,
+                    ..Default::default()
+                },
+                published,
+                lag: Default::default(),
+            }
+            .run(signals, || async { Err("no reload here".to_owned()) })
+            .await
+            .expect("the daemon outlives a panicking rotator");
+            summaries.push(summary);
+        }
+        let summaries: [daemon::RunSummary; 2] = summaries.try_into().unwrap();
+        (dir, store, panicking, summaries)
+    }
+
+    async fn last_run(store: &Store, credential: &str) -> rotor::store::RunRow {
+        store.runs(Some(credential), 1).await.unwrap().remove(0)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_rotator_rolls_its_run_back_and_the_daemon_rotates_the_others() {
+        use rotor::engine::state::Step;
+        let (_dir, store, panicking, [first, second]) =
+            daemon_with_a_panicking_rotator(vec![Step::Verify]).await;
+        assert_eq!((first.completed, first.rolled_back), (1, 1), "{first:?}");
+        assert_eq!(last_run(&store, "app/sound").await.state, "completed");
+        let buggy = last_run(&store, "app/buggy").await;
+        assert_eq!(buggy.state, "rolled_back");
+        let steps = store.steps(&buggy.id).await.unwrap();
+        let verify = steps.iter().find(|s| s.step == "verify").unwrap();
+        assert_eq!(verify.outcome, "failed");
+        assert!(
+            verify
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("rotor panicked (the generated rotator's verify has a bug)"),
+            "{verify:?}"
+        );
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.step == "rollback" && s.outcome == "ok")
+        );
+        let alerts = store.active_alerts().await.unwrap();
+        assert!(
+            alerts
+                .iter()
+                .any(|a| a.credential_id == "app/buggy" && a.condition == "rolled_back"),
+            "an alert names the credential: {:?}",
+            alerts
+                .iter()
+                .map(|a| (&a.credential_id, &a.condition))
+                .collect::<Vec<_>>()
+        );
+        // Rolled back is over: the next pass has nothing of it to do.
+        assert_eq!(second.claimed, 0, "{second:?}");
+        assert_eq!(
+            panicking.panics.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_whose_rollback_panics_too_is_stuck_not_retried_in_a_loop() {
+        use rotor::engine::state::Step;
+        let (_dir, store, panicking, [first, second]) =
+            daemon_with_a_panicking_rotator(vec![Step::Verify, Step::Rollback]).await;
+        assert_eq!((first.completed, first.stuck), (1, 1), "{first:?}");
+        let buggy = last_run(&store, "app/buggy").await;
+        assert_eq!(buggy.state, "stuck");
+        assert_eq!(buggy.stuck_from.as_deref(), Some("rolling_back"));
+        let alerts = store.active_alerts().await.unwrap();
+        assert!(
+            alerts
+                .iter()
+                .any(|a| a.credential_id == "app/buggy" && a.condition == "stuck"),
+            "{:?}",
+            alerts
+                .iter()
+                .map(|a| (&a.credential_id, &a.condition))
+                .collect::<Vec<_>>()
+        );
+        // A stuck run waits for a person: the next pass does not drive it again.
+        assert_eq!(second.claimed, 0, "{second:?}");
+        assert_eq!(
+            panicking.panics.load(std::sync::atomic::Ordering::SeqCst),
+            2
         );
     }
 }

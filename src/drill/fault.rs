@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::engine::StepError;
+use crate::engine::disturbance::{Disturbance, Target};
 use crate::engine::state::Step;
 
 /// One fault, as `--inject` names it.
@@ -67,6 +69,34 @@ impl fmt::Display for Fault {
             Fault::VaultDown => f.write_str("vault-down"),
             Fault::ProviderTimeout => f.write_str("provider-timeout"),
             Fault::Crash(point) => write!(f, "crash@{point}"),
+        }
+    }
+}
+
+/// A drill's worker suffers its fault in drill runs only; a crash kills it wherever the
+/// point is reached.
+impl Disturbance for Fault {
+    fn dies_at(&self, _target: &Target<'_>, point: &str) -> bool {
+        matches!(self, Fault::Crash(at) if at == point)
+    }
+
+    fn replaces(&self, target: &Target<'_>, step: Step) -> Option<StepError> {
+        if !target.drill {
+            return None;
+        }
+        match (self, step) {
+            (Fault::VerifyFail, Step::Verify) => Some(StepError::permanent(
+                "the candidate did not authenticate (injected by the drill)",
+            )),
+            (Fault::VaultDown, Step::Mint) => Some(StepError::transient(format!(
+                "vault {} is unreachable (injected by the drill)",
+                target.vault
+            ))),
+            (Fault::ProviderTimeout, Step::Apply) => Some(StepError::transient(format!(
+                "provider: {} did not answer in time (injected by the drill)",
+                target.provider
+            ))),
+            _ => None,
         }
     }
 }

@@ -308,7 +308,8 @@ impl Driller {
             self.clock.clone(),
             format!("drill-{}", daemon::worker_id()),
         );
-        engine.fault = fault;
+        engine.disturbance =
+            fault.map(|f| Arc::new(f) as Arc<dyn crate::engine::disturbance::Disturbance>);
         engine.stopping = self.stopping.clone();
         engine
     }

@@ -3,12 +3,16 @@
 //! compare-and-swap on the run's state and lease owner. A process killed anywhere resumes
 //! from the last saved state; repeating a step is harmless.
 
+pub mod disturbance;
+mod panicked;
 pub mod state;
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures_util::FutureExt;
 use rotor_rotators::{
     AnyRotator, Credential, ErrorClass, MintContext, Retired, Rotator, RotatorError,
 };
@@ -18,13 +22,13 @@ use tracing::Instrument;
 use crate::alert::{Alert, Alerter, Condition};
 use crate::clock::Clock;
 use crate::config::{Config, Credential as CredentialConfig};
-use crate::drill::Fault;
 use crate::failpoint;
 use crate::notify::{Event, EventKind, Notifier, RetireAfter};
 use crate::store::{AuditEntry, CredentialUpdate, RunRow, StepEnd, Store, StoreError, Then};
 use crate::vault::{
     AnyVault, Held, Previous, StoredVersion, Vault, VaultError, VaultSecrets, Vaults,
 };
+use disturbance::{Disturbance, Target};
 use state::{RunState, Step};
 
 /// Why a step failed, classified for the state machine. Messages name the credential's
@@ -65,7 +69,7 @@ impl From<VaultError> for StepError {
 }
 
 impl StepError {
-    fn permanent(message: impl Into<String>) -> Self {
+    pub fn permanent(message: impl Into<String>) -> Self {
         StepError {
             class: ErrorClass::Permanent,
             message: message.into(),
@@ -77,6 +81,15 @@ impl StepError {
     fn conflict(message: impl Into<String>) -> Self {
         StepError {
             class: ErrorClass::Conflict,
+            message: message.into(),
+            retry_after: None,
+            abandon: None,
+        }
+    }
+
+    pub fn transient(message: impl Into<String>) -> Self {
+        StepError {
+            class: ErrorClass::Transient,
             message: message.into(),
             retry_after: None,
             abandon: None,
@@ -101,6 +114,14 @@ pub enum EngineError {
     /// Test-only: the worker "died" at a crash point without saving.
     #[error("simulated crash at {0}")]
     Crashed(String),
+    /// A step panicked and the run could not be recorded as failed by this worker (its lease
+    /// had gone); whoever claims it next resumes it.
+    #[error("run {run_id} of {credential} panicked and was left to its next claim: {message}")]
+    Panicked {
+        credential: String,
+        run_id: String,
+        message: String,
+    },
 }
 
 /// How far `drive` got.
@@ -234,11 +255,9 @@ pub struct Engine {
     pub worker: String,
     /// Set on shutdown: the run in hand stops after its current step.
     pub stopping: Arc<AtomicBool>,
-    /// A fault `rotor drill --inject` makes this worker suffer in drill runs.
-    pub fault: Option<Fault>,
-    /// Test-only in-process crash point (`step:when`), see `failpoint`.
-    #[cfg(any(test, feature = "failpoints"))]
-    pub crash_at: std::sync::Mutex<Option<String>>,
+    /// What disturbs this worker's runs on purpose (a drill's fault, a test's crash point);
+    /// see `disturbance`.
+    pub disturbance: Option<Arc<dyn Disturbance>>,
 }
 
 struct Ctx<'a> {
@@ -259,9 +278,10 @@ impl Engine {
             clock,
             worker,
             stopping: Arc::new(AtomicBool::new(false)),
-            fault: None,
-            #[cfg(any(test, feature = "failpoints"))]
-            crash_at: std::sync::Mutex::new(None),
+            #[cfg(not(feature = "bench-unverified"))]
+            disturbance: None,
+            #[cfg(feature = "bench-unverified")]
+            disturbance: disturbance::UnverifiedBench::from_env(),
         }
     }
 
@@ -269,19 +289,21 @@ impl Engine {
         self.clock.now_ms()
     }
 
-    async fn point(&self, step: Step, when: &str) -> Result<(), EngineError> {
+    /// A crash point: the worker dies here when its disturbance says so, and a process
+    /// built for the crash tests pauses here when `ROTOR_FAILPOINT` names it.
+    async fn point(
+        &self,
+        ctx: &Ctx<'_>,
+        run: &RunRow,
+        step: Step,
+        when: &str,
+    ) -> Result<(), EngineError> {
         let name = format!("{step}:{when}");
-        if self.fault.as_ref() == Some(&Fault::Crash(name.clone())) {
-            tracing::warn!(point = %name, "drill: this worker dies here, as injected");
-            return Err(EngineError::Crashed(name));
-        }
-        #[cfg(any(test, feature = "failpoints"))]
+        if let Some(disturbance) = &self.disturbance
+            && disturbance.dies_at(&target(ctx, run), &name)
         {
-            let mut armed = self.crash_at.lock().expect("crash point lock");
-            if armed.as_deref() == Some(name.as_str()) {
-                *armed = None;
-                return Err(EngineError::Crashed(name));
-            }
+            tracing::warn!(point = %name, "this worker dies here, as injected");
+            return Err(EngineError::Crashed(name));
         }
         failpoint::pause_if_armed(&name).await;
         Ok(())
@@ -312,7 +334,31 @@ impl Engine {
             lease_margin_ms,
         };
         let span = tracing::info_span!("run", credential = %credential.id, run = %run.id);
-        self.drive_steps(&ctx, run).instrument(span).await
+        let run_id = run.id.clone();
+        let mut run = run;
+        // A panic in a step (a bug in rotor or in a provider's library) fails that run alone:
+        // it is recorded like a permanent error and the drive goes on with the rollback, if
+        // any. Each panic moves the run on (to rolling back, then to stuck), so a run that
+        // panics again is never retried in a loop.
+        loop {
+            let driven = AssertUnwindSafe(self.drive_steps(&ctx, run))
+                .catch_unwind()
+                .instrument(span.clone())
+                .await;
+            match driven {
+                Ok(result) => return result,
+                Err(payload) => {
+                    match self
+                        .after_panic(&ctx, &run_id, panicked::message(payload.as_ref()))
+                        .instrument(span.clone())
+                        .await?
+                    {
+                        panicked::Then::Drive(failed) => run = *failed,
+                        panicked::Then::Stop(driven) => return Ok(driven),
+                    }
+                }
+            }
+        }
     }
 
     async fn drive_steps(&self, ctx: &Ctx<'_>, mut run: RunRow) -> Result<Driven, EngineError> {
@@ -380,7 +426,7 @@ impl Engine {
                         .await?
                 }
             };
-            self.point(transition.step, "before").await?;
+            self.point(ctx, &run, transition.step, "before").await?;
             self.rate_limit(ctx, transition.step).await?;
             // A worker that was paused past its lease must not act on a run another took over
             // (its save would be refused, but a side effect would not).
@@ -404,7 +450,7 @@ impl Engine {
                 .perform(ctx, transition.step, &mut run, &mut known)
                 .instrument(span)
                 .await;
-            self.point(transition.step, "effect").await?;
+            self.point(ctx, &run, transition.step, "effect").await?;
             let now = self.now();
             match result {
                 Ok(Performed::WaitUntil(until)) => {
@@ -508,12 +554,12 @@ impl Engine {
                     }
                 }
             }
-            self.point(transition.step, "after").await?;
+            self.point(ctx, &run, transition.step, "after").await?;
             // Crash points stay where a step runs, though a passed step's record was saved
             // with the step before it: a crash at any of them is one right after that save.
             if let Some(step) = passed_step {
                 for when in ["before", "effect", "after"] {
-                    self.point(step, when).await?;
+                    self.point(ctx, &run, step, when).await?;
                 }
             }
         }
@@ -674,15 +720,17 @@ impl Engine {
         known: &mut Option<Known>,
     ) -> Result<Performed, StepError> {
         let path = ctx.credential.vault_path.as_str();
-        if run.drill.is_some() {
-            self.inject(ctx, step)?;
-            if run.drill.as_deref() == Some(DRY_RUN)
-                && matches!(step, Step::Apply | Step::Verify)
-                && ctx.rotator.apply_disturbs_current()
-            {
-                tracing::info!(step = %step, "dry run: skipped, applying would change what consumers use");
-                return Ok(Performed::Done(None));
-            }
+        if let Some(disturbance) = &self.disturbance
+            && let Some(failure) = disturbance.replaces(&target(ctx, run), step)
+        {
+            return Err(failure);
+        }
+        if run.drill.as_deref() == Some(DRY_RUN)
+            && matches!(step, Step::Apply | Step::Verify)
+            && ctx.rotator.apply_disturbs_current()
+        {
+            tracing::info!(step = %step, "dry run: skipped, applying would change what consumers use");
+            return Ok(Performed::Done(None));
         }
         match step {
             Step::Mint => {
@@ -814,7 +862,11 @@ impl Engine {
                         ctx.vault.name()
                     )));
                 }
-                if !unverified_bench() {
+                if !self
+                    .disturbance
+                    .as_ref()
+                    .is_some_and(|d| d.skips_verification())
+                {
                     ctx.rotator.verify(candidate).await?;
                 }
                 Ok(Performed::Done(None))
@@ -1056,32 +1108,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Fails a drill run's step as `--inject` asked.
-    fn inject(&self, ctx: &Ctx<'_>, step: Step) -> Result<(), StepError> {
-        let message = match (&self.fault, step) {
-            (Some(Fault::VerifyFail), Step::Verify) => {
-                return Err(StepError::permanent(
-                    "the candidate did not authenticate (injected by the drill)",
-                ));
-            }
-            (Some(Fault::VaultDown), Step::Mint) => format!(
-                "vault {} is unreachable (injected by the drill)",
-                ctx.vault.name()
-            ),
-            (Some(Fault::ProviderTimeout), Step::Apply) => format!(
-                "provider: {} did not answer in time (injected by the drill)",
-                ctx.credential.provider()
-            ),
-            _ => return Ok(()),
-        };
-        Err(StepError {
-            class: ErrorClass::Transient,
-            message,
-            retry_after: None,
-            abandon: None,
-        })
-    }
-
     /// The event hooks hear of a run's promotion or retirement.
     fn event(
         &self,
@@ -1117,6 +1143,16 @@ impl Engine {
                 ctx.credential.vault_path
             ))),
         }
+    }
+}
+
+/// What a disturbance sees of the step about to run.
+fn target<'a>(ctx: &Ctx<'a>, run: &RunRow) -> Target<'a> {
+    Target {
+        credential: &ctx.credential.id,
+        provider: ctx.credential.provider(),
+        vault: ctx.vault.name(),
+        drill: run.drill.is_some(),
     }
 }
 
@@ -1168,30 +1204,6 @@ fn next_transition(run: &RunRow, state: RunState) -> Option<state::Transition> {
         }
         other => other,
     }
-}
-
-/// Benchmark builds only (`--features bench-unverified`): with `ROTOR_BENCH_UNVERIFIED=1`
-/// the verify step does not ask the provider, so that `benches/postgres-ceiling.sh` can
-/// measure rotations doing the work a peer that never verifies does. Release builds have no
-/// such switch: rotor never promotes what it has not verified.
-#[cfg(feature = "bench-unverified")]
-fn unverified_bench() -> bool {
-    static UNVERIFIED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *UNVERIFIED.get_or_init(|| {
-        let on = std::env::var("ROTOR_BENCH_UNVERIFIED").is_ok_and(|v| v == "1");
-        if on {
-            tracing::warn!(
-                "ROTOR_BENCH_UNVERIFIED=1: new credentials are NOT verified (benchmark build)"
-            );
-        }
-        on
-    })
-}
-
-#[cfg(not(feature = "bench-unverified"))]
-#[inline(always)]
-fn unverified_bench() -> bool {
-    false
 }
 
 /// `error`, made to abandon the run: this worker lost it (or could not tell) during mint, so

@@ -237,7 +237,7 @@ impl Daemon {
             outbox_stopping,
             self.options.once,
         );
-        let mut tasks: JoinSet<(String, Result<Driven, EngineError>)> = JoinSet::new();
+        let mut tasks = Tasks::default();
         let mut summary = RunSummary::default();
         // A daemon outlives a store that goes away (a restart, a failover): it waits and tries
         // again, while runs in flight keep or lose their leases. `--once` reports the error.
@@ -264,17 +264,17 @@ impl Daemon {
         }
         let result = loop {
             // Runs that ended since the last turn free their slots (and their ids) first.
-            while let Some(done) = tasks.try_join_next() {
-                summary.task_ended(done, &in_flight);
+            while let Some(done) = tasks.set.try_join_next_with_id() {
+                summary.task_ended(done, &in_flight, &mut tasks);
             }
             let now = self.engine.clock.now_ms();
             let mut planned_all = None;
             // Planning and claiming cost a few statements whatever their size, and this loop
             // is the only one doing them: under load it waits until a quarter of the slots
             // are free and fills them at once, rather than one run per finished one.
-            let free = self.options.concurrency.saturating_sub(tasks.len());
+            let free = self.options.concurrency.saturating_sub(tasks.set.len());
             let claims =
-                free > 0 && (free >= self.options.concurrency.div_ceil(4) || tasks.is_empty());
+                free > 0 && (free >= self.options.concurrency.div_ceil(4) || tasks.set.is_empty());
             if claims && !self.engine.stopping.load(Ordering::SeqCst) {
                 let found =
                     or_retry!(plan_due(&store, &self.runtime.config, now, PLAN_BATCH).await);
@@ -317,13 +317,15 @@ impl Daemon {
                     summary.lag_ms.push(lag.max(0));
                     self.lag.record(lag);
                     let (engine, runtime) = (self.engine.clone(), self.runtime.clone());
-                    tasks.spawn(async move {
+                    let run_id = run.id.clone();
+                    let task = tasks.set.spawn(async move {
                         let id = run.id.clone();
                         (id, engine.drive(&runtime, run).await)
                     });
+                    tasks.runs.insert(task.id(), run_id);
                 }
             }
-            if self.options.once && tasks.is_empty() {
+            if self.options.once && tasks.set.is_empty() {
                 let ready = match store.runs_ready_before(now).await {
                     Ok(n) => n,
                     Err(e) => break Err(e.into()),
@@ -337,7 +339,7 @@ impl Daemon {
                     break Ok(());
                 }
             }
-            if self.engine.stopping.load(Ordering::SeqCst) && tasks.is_empty() {
+            if self.engine.stopping.load(Ordering::SeqCst) && tasks.set.is_empty() {
                 break Ok(());
             }
             let poll = if self.options.once {
@@ -355,12 +357,12 @@ impl Daemon {
                 })
             };
             tokio::select! {
-                Some(done) = tasks.join_next() => {
-                    summary.task_ended(done, &in_flight);
+                Some(done) = tasks.set.join_next_with_id() => {
+                    summary.task_ended(done, &in_flight, &mut tasks);
                 }
                 Some(signal) = signals.recv() => match signal {
                     Signal::Stop => {
-                        tracing::info!(in_flight = tasks.len(), "stopping: finishing the steps in flight");
+                        tracing::info!(in_flight = tasks.set.len(), "stopping: finishing the steps in flight");
                         self.engine.stopping.store(true, Ordering::SeqCst);
                     }
                     Signal::Reload => match reload().await {
@@ -385,8 +387,8 @@ impl Daemon {
                 _ = wake.notified() => { tracing::debug!("woken by a work notification"); }
             }
         };
-        while let Some(done) = tasks.join_next().await {
-            summary.task_ended(done, &in_flight);
+        while let Some(done) = tasks.set.join_next_with_id().await {
+            summary.task_ended(done, &in_flight, &mut tasks);
         }
         heartbeat.abort();
         if let Some(listener) = listener {
@@ -682,6 +684,16 @@ fn spawn_heartbeat(
     })
 }
 
+type Driving = (String, Result<Driven, EngineError>);
+type Ended = Result<(tokio::task::Id, Driving), tokio::task::JoinError>;
+
+/// The drive tasks in flight, and which run each drives (a task that fails says only its id).
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<Driving>,
+    runs: std::collections::HashMap<tokio::task::Id, String>,
+}
+
 /// What a daemon run did, for `--once` output and the benchmark.
 #[derive(Debug, Default)]
 pub struct RunSummary {
@@ -699,14 +711,25 @@ pub struct RunSummary {
 impl RunSummary {
     /// A drive task ended: its run leaves `in_flight` (freeing its slot, and its id for a
     /// later claim) and its outcome is counted.
-    fn task_ended(
-        &mut self,
-        done: Result<(String, Result<Driven, EngineError>), tokio::task::JoinError>,
-        in_flight: &Mutex<HashSet<String>>,
-    ) {
-        let (id, result) = done.expect("drive tasks do not panic");
-        in_flight.lock().expect("in-flight lock").remove(&id);
-        self.record(&id, result);
+    fn task_ended(&mut self, done: Ended, in_flight: &Mutex<HashSet<String>>, tasks: &mut Tasks) {
+        let (run_id, result) = match done {
+            Ok((task, (run_id, result))) => {
+                tasks.runs.remove(&task);
+                (run_id, result)
+            }
+            // The engine catches a step's panic; one outside it (in this loop's own code
+            // around the drive) still frees the run's slot and is counted, and the lease
+            // left behind lets the run be claimed again.
+            Err(e) => {
+                let run_id = tasks.runs.remove(&e.id()).unwrap_or_default();
+                tracing::error!(run = %run_id, error = %e, "a run's task ended abnormally");
+                self.errors += 1;
+                in_flight.lock().expect("in-flight lock").remove(&run_id);
+                return;
+            }
+        };
+        in_flight.lock().expect("in-flight lock").remove(&run_id);
+        self.record(&run_id, result);
     }
 
     fn record(&mut self, run_id: &str, result: Result<Driven, EngineError>) {
