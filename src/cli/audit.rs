@@ -1,6 +1,6 @@
 //! `rotor audit verify`: checks the hash chain of the audit log.
 
-use super::{CliResult, Context, Exit, Failure};
+use super::{CliError, CliResult, Context, Exit};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -23,9 +23,8 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
             println!("ok: audit log intact ({rows} rows)");
             Ok(Exit::Ok)
         }
-        Err(problem) => Err(Failure::new(
-            Exit::RotationFailed,
-            anyhow::anyhow!("audit log broken: {problem}"),
-        )),
+        Err(problem) => Err(CliError::Failed(anyhow::anyhow!(
+            "audit log broken: {problem}"
+        ))),
     }
 }

@@ -2,7 +2,7 @@
 //! starts again (or its recorded expiry is replaced), its reminders are resolved, and the audit
 //! log keeps who confirmed it and when.
 
-use super::{CliResult, Context, Exit, Failure, actor};
+use super::{CliError, CliResult, Context, Exit, actor};
 use crate::clock::{Clock, SystemClock, rfc3339};
 use crate::engine::Runtime;
 use crate::scheduler::daemon;
@@ -24,15 +24,12 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let config = ctx.load_config()?;
     let credential = ctx.credential(&config, &args.id)?.clone();
     if credential.by_hand().is_none() {
-        return Err(Failure::new(
-            Exit::Usage,
-            anyhow::anyhow!(
-                "`{}` is rotated by rotor ({}); `rotor confirm` is for credentials with a `manual` rotator: use `rotor rotate {}`",
-                args.id,
-                credential.provider(),
-                args.id
-            ),
-        ));
+        return Err(CliError::Usage(anyhow::anyhow!(
+            "`{}` is rotated by rotor ({}); `rotor confirm` is for credentials with a `manual` rotator: use `rotor rotate {}`",
+            args.id,
+            credential.provider(),
+            args.id
+        )));
     }
     let expires_at = args
         .expires_at
@@ -41,9 +38,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
             chrono::DateTime::parse_from_rfc3339(t)
                 .map(|d| d.timestamp_millis())
                 .map_err(|e| {
-                    Failure::new(
-                        Exit::Usage,
-                        anyhow::anyhow!(
+                    CliError::Usage(anyhow::anyhow!(
                             "--expires-at {t:?} is not an RFC 3339 time such as 2027-03-01T00:00:00Z: {e}"
                         ),
                     )
@@ -53,12 +48,9 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let clock = SystemClock;
     let now = clock.now_ms();
     if expires_at.is_some_and(|at| at <= now) {
-        return Err(Failure::new(
-            Exit::Usage,
-            anyhow::anyhow!(
-                "--expires-at is in the past: the new credential would be overdue at once"
-            ),
-        ));
+        return Err(CliError::Usage(anyhow::anyhow!(
+            "--expires-at is in the past: the new credential would be overdue at once"
+        )));
     }
     let store = ctx.open_store(&config).await?;
     daemon::reconcile(&store, &config, &clock).await?;
@@ -76,9 +68,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     store
         .confirm_manual(&args.id, expires_at, &audit, now)
         .await?;
-    let runtime = Runtime::build(config)
-        .await
-        .map_err(|e| Failure::new(Exit::ConfigInvalid, e))?;
+    let runtime = Runtime::build(config).await?;
     runtime
         .alerter
         .resolve(

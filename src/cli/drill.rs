@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::{CliResult, Context, Exit, Failure, actor, print_json};
+use super::{CliError, CliResult, Context, Exit, actor, print_json};
 use crate::alert::Condition;
 use crate::clock::{Clock, SystemClock};
 use crate::drill::report::Report;
@@ -54,24 +54,17 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     };
     let (selected, by_hand) = select(&config, &options.select);
     if selected.is_empty() && by_hand.is_empty() {
-        return Err(Failure::new(
-            Exit::Usage,
-            anyhow::anyhow!(
-                "no credential matches {:?} (an id glob, a provider kind or a vault name)",
-                options.select
-            ),
-        ));
+        return Err(CliError::Usage(anyhow::anyhow!(
+            "no credential matches {:?} (an id glob, a provider kind or a vault name)",
+            options.select
+        )));
     }
     let selected: Vec<_> = selected.into_iter().cloned().collect();
     let by_hand: Vec<String> = by_hand.into_iter().map(|c| c.id.clone()).collect();
     let store = ctx.open_store(&config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     daemon::reconcile(&store, &config, clock.as_ref()).await?;
-    let runtime = Arc::new(
-        Runtime::build(config)
-            .await
-            .map_err(|e| Failure::new(Exit::ConfigInvalid, e))?,
-    );
+    let runtime = Arc::new(Runtime::build(config).await?);
     let drill_id = format!("drill_{}", daemon::random_hex(6));
     let actor = actor();
     let started = clock.now_ms();
@@ -135,8 +128,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         by_hand,
     );
     let passed = report.passed && !interrupted;
-    let json =
-        serde_json::to_string_pretty(&report).map_err(|e| Failure::new(Exit::Internal, e))?;
+    let json = serde_json::to_string_pretty(&report).map_err(|e| CliError::Internal(e.into()))?;
     let results: Vec<(String, bool)> = outcomes.into_iter().collect();
     store
         .finish_drill(
@@ -162,10 +154,10 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     match &args.report {
         Some(path) => {
             std::fs::write(path, &text).map_err(|e| {
-                Failure::new(
-                    Exit::Internal,
-                    anyhow::anyhow!("cannot write the report to {}: {e}", path.display()),
-                )
+                CliError::Internal(anyhow::anyhow!(
+                    "cannot write the report to {}: {e}",
+                    path.display()
+                ))
             })?;
             eprintln!("drill {drill_id}: report written to {}", path.display());
         }

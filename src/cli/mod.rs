@@ -17,9 +17,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use secrecy::SecretString;
 
 use crate::config::{self, Config, Diagnostics};
+use crate::engine::EngineError;
 use crate::store::{Store, StoreError};
 
 /// Exit codes, a stable interface for scripts.
@@ -33,42 +33,77 @@ pub enum Exit {
     StoreUnavailable = 5,
 }
 
-/// An error that ends the command: what to print and which exit code to use.
-#[derive(Debug)]
-pub struct Failure {
-    pub exit: Exit,
-    pub error: anyhow::Error,
+/// What ends a command early. Its exit code is chosen in one place, `CliError::exit`, whose
+/// `match` is the README's table of exit codes.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The command line asks for what cannot be: an unknown credential, a bad time, an
+    /// address already in use, a credential of the other kind.
+    #[error(transparent)]
+    Usage(anyhow::Error),
+    #[error(transparent)]
+    Config(#[from] Diagnostics),
+    /// The config reads well but does not work: a provider refused `validate --online`.
+    #[error(transparent)]
+    Invalid(anyhow::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the store's password: {0}")]
+    StorePassword(crate::vault::SecretRefError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The command did its work and found it failed (the audit chain is broken).
+    #[error(transparent)]
+    Failed(anyhow::Error),
+    /// rotor's own fault or the machine's (a report that cannot be written).
+    #[error(transparent)]
+    Internal(anyhow::Error),
 }
 
-impl Failure {
-    pub fn new(exit: Exit, error: impl Into<anyhow::Error>) -> Self {
-        Self {
-            exit,
-            error: error.into(),
+impl CliError {
+    pub fn usage(message: impl std::fmt::Display) -> Self {
+        CliError::Usage(anyhow::anyhow!("{message}"))
+    }
+
+    pub fn exit(&self) -> Exit {
+        match self {
+            CliError::Usage(_) => Exit::Usage,
+            CliError::Config(_) | CliError::Invalid(_) => Exit::ConfigInvalid,
+            CliError::Store(e) | CliError::Engine(EngineError::Store(e)) => store_exit(e),
+            CliError::StorePassword(_) => Exit::StoreUnavailable,
+            // A file the config names (a vault's key, a CA bundle) is unusable, or a rotator
+            // cannot be built from what the config says: fix the config or that file.
+            CliError::Engine(
+                EngineError::OpenVaults(_)
+                | EngineError::NoVault { .. }
+                | EngineError::Rotator { .. }
+                | EngineError::NotConfigured(_),
+            ) => Exit::ConfigInvalid,
+            CliError::Engine(EngineError::Crashed(_) | EngineError::Panicked { .. }) => {
+                Exit::RotationFailed
+            }
+            CliError::Failed(_) => Exit::RotationFailed,
+            CliError::Internal(_) => Exit::Internal,
         }
     }
 }
 
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Self {
-        let exit = match e {
-            StoreError::Unavailable { .. }
-            | StoreError::SchemaTooNew { .. }
-            | StoreError::BadUrl { .. } => Exit::StoreUnavailable,
-            StoreError::UnknownCredential(_) | StoreError::RunInFlight(_) => Exit::Usage,
-            _ => Exit::Internal,
-        };
-        Failure::new(exit, e)
+fn store_exit(e: &StoreError) -> Exit {
+    match e {
+        StoreError::Unavailable { .. }
+        | StoreError::SchemaTooNew { .. }
+        | StoreError::BadUrl { .. }
+        | StoreError::Migrate { .. }
+        | StoreError::WriterGone => Exit::StoreUnavailable,
+        StoreError::Query(_) | StoreError::Read(_) if e.is_outage() => Exit::StoreUnavailable,
+        StoreError::Query(_) | StoreError::Read(_) => Exit::Internal,
+        // Another worker took the run over: it goes on there, not here.
+        StoreError::LeaseLost { .. } => Exit::RotationFailed,
+        StoreError::UnknownCredential(_) | StoreError::RunInFlight(_) => Exit::Usage,
     }
 }
 
-impl From<Diagnostics> for Failure {
-    fn from(d: Diagnostics) -> Self {
-        Failure::new(Exit::ConfigInvalid, d)
-    }
-}
-
-pub type CliResult = Result<Exit, Failure>;
+pub type CliResult = Result<Exit, CliError>;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -160,16 +195,18 @@ pub fn main() -> ExitCode {
     drop(telemetry);
     match outcome {
         Ok(exit) => ExitCode::from(exit as u8),
-        Err(failure) => {
-            if failure.error.downcast_ref::<Diagnostics>().is_some() {
-                eprintln!("{}", failure.error);
-            } else {
-                eprintln!("error: {}", failure.error);
-                for cause in failure.error.chain().skip(1) {
-                    eprintln!("  caused by: {cause}");
-                }
+        Err(CliError::Config(diagnostics)) => {
+            eprintln!("{diagnostics}");
+            ExitCode::from(Exit::ConfigInvalid as u8)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            let mut cause = std::error::Error::source(&error);
+            while let Some(e) = cause {
+                eprintln!("  caused by: {e}");
+                cause = e.source();
             }
-            ExitCode::from(failure.exit as u8)
+            ExitCode::from(error.exit() as u8)
         }
     }
 }
@@ -201,7 +238,7 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn load_config(&self) -> Result<Config, Failure> {
+    pub fn load_config(&self) -> Result<Config, CliError> {
         Ok(config::load(&self.config_paths)?)
     }
 
@@ -210,43 +247,27 @@ impl Context {
         &self,
         config: &'a Config,
         id: &str,
-    ) -> Result<&'a config::Credential, Failure> {
+    ) -> Result<&'a config::Credential, CliError> {
         config.credential(id).ok_or_else(|| {
-            Failure::new(
-                Exit::Usage,
-                anyhow::anyhow!("no credential `{id}` in {:?}", self.config_paths),
-            )
+            CliError::usage(format_args!(
+                "no credential `{id}` in {:?}",
+                self.config_paths
+            ))
         })
     }
 
-    pub async fn open_store(&self, config: &Config) -> Result<Store, Failure> {
+    pub async fn open_store(&self, config: &Config) -> Result<Store, CliError> {
         let url = self
             .database
             .clone()
             .unwrap_or_else(|| config.store.url.clone());
         let password = match &config.store.password {
-            Some(reference) => Some(
-                resolve_plain(reference).map_err(|e| Failure::new(Exit::StoreUnavailable, e))?,
-            ),
+            Some(reference) => {
+                Some(crate::vault::resolve_local(reference).map_err(CliError::StorePassword)?)
+            }
             None => None,
         };
         Ok(Store::connect(&url, password.as_ref()).await?)
-    }
-}
-
-/// Resolves a store password reference (env or file: the store opens before any vault).
-fn resolve_plain(reference: &config::SecretRef) -> anyhow::Result<SecretString> {
-    match reference {
-        config::SecretRef::Env { env } => std::env::var(env)
-            .map(SecretString::from)
-            .map_err(|_| anyhow::anyhow!("environment variable {env} is not set")),
-        config::SecretRef::File { file } => {
-            let text = zeroize::Zeroizing::new(std::fs::read_to_string(file)?);
-            Ok(SecretString::from(text.trim_end()))
-        }
-        config::SecretRef::Vault { .. } => {
-            anyhow::bail!("the store password cannot come from a vault: use env or file")
-        }
     }
 }
 
@@ -259,8 +280,56 @@ pub fn actor() -> String {
 }
 
 /// Prints `value` as pretty JSON on stdout.
-pub fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::new(Exit::Internal, e))?;
+pub fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Internal(e.into()))?;
     println!("{text}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lost() -> StoreError {
+        StoreError::Query(sqlx::Error::PoolTimedOut)
+    }
+
+    #[test]
+    fn a_store_lost_mid_command_exits_5_whoever_saw_it() {
+        // The daemon loop and `rotate`'s drive see it through the engine.
+        assert_eq!(
+            CliError::from(EngineError::Store(lost())).exit(),
+            Exit::StoreUnavailable
+        );
+        assert_eq!(CliError::from(lost()).exit(), Exit::StoreUnavailable);
+        assert_eq!(
+            CliError::from(StoreError::WriterGone).exit(),
+            Exit::StoreUnavailable
+        );
+        let unreadable = crate::vault::SecretRefError::EnvMissing("ROTOR_DB_PASSWORD".into());
+        assert_eq!(
+            CliError::StorePassword(unreadable).exit(),
+            Exit::StoreUnavailable
+        );
+    }
+
+    #[test]
+    fn what_a_person_must_fix_is_told_apart_from_rotor_s_own_faults() {
+        assert_eq!(
+            CliError::from(StoreError::Query(sqlx::Error::RowNotFound)).exit(),
+            Exit::Internal
+        );
+        assert_eq!(
+            CliError::from(StoreError::RunInFlight("app/key".into())).exit(),
+            Exit::Usage
+        );
+        assert_eq!(
+            CliError::from(EngineError::NotConfigured("app/key".into())).exit(),
+            Exit::ConfigInvalid
+        );
+        assert_eq!(
+            CliError::Failed(anyhow::anyhow!("audit log broken")).exit(),
+            Exit::RotationFailed
+        );
+    }
 }

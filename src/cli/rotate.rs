@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{CliResult, Context, Exit, Failure, actor};
+use super::{CliError, CliResult, Context, Exit, actor};
 use crate::clock::{Clock, SystemClock, rfc3339};
 use crate::engine::state::RunState;
 use crate::engine::{Driven, Engine, Runtime};
@@ -25,14 +25,11 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let config = ctx.load_config()?;
     let credential = ctx.credential(&config, &args.id)?.clone();
     if credential.by_hand().is_some() {
-        return Err(Failure::new(
-            Exit::Usage,
-            anyhow::anyhow!(
-                "`{}` is rotated by hand (`manual` rotator): rotate it at its provider, then `rotor confirm {}`",
-                args.id,
-                args.id
-            ),
-        ));
+        return Err(CliError::Usage(anyhow::anyhow!(
+            "`{}` is rotated by hand (`manual` rotator): rotate it at its provider, then `rotor confirm {}`",
+            args.id,
+            args.id
+        )));
     }
     let store = ctx.open_store(&config).await?;
     let clock = Arc::new(SystemClock);
@@ -49,7 +46,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let live = store
         .live_run(&args.id)
         .await?
-        .ok_or_else(|| Failure::new(Exit::Internal, anyhow::anyhow!("run vanished")))?;
+        .ok_or_else(|| CliError::Internal(anyhow::anyhow!("run vanished")))?;
     match outcome {
         "stuck" => eprintln!(
             "resuming stuck run {} of {} from {}",
@@ -69,9 +66,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     if args.no_wait {
         return Ok(Exit::Ok);
     }
-    let runtime = Runtime::build(config)
-        .await
-        .map_err(|e| Failure::new(Exit::ConfigInvalid, e))?;
+    let runtime = Runtime::build(config).await?;
     let engine = Engine::new(store.clone(), clock.clone(), daemon::worker_id());
     let lease_until = clock.now_ms() + 60_000;
     let Some(claimed) = store
@@ -86,7 +81,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         let driven = engine
             .drive(&runtime, claimed)
             .await
-            .map_err(|e| Failure::new(Exit::Internal, e))?;
+            .map_err(|e| CliError::Internal(e.into()))?;
         // Consumers hear of the change now; the daemon retries whatever fails.
         let pass = runtime
             .notify_due(&store, || clock.now_ms(), Some(&args.id))
@@ -118,7 +113,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let after = store
         .run(&live.id)
         .await?
-        .ok_or_else(|| Failure::new(Exit::Internal, anyhow::anyhow!("run vanished")))?;
+        .ok_or_else(|| CliError::Internal(anyhow::anyhow!("run vanished")))?;
     store.close().await;
     match driven {
         Driven::Finished(RunState::Completed) => {
@@ -153,14 +148,11 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
             );
             Ok(Exit::RotationFailed)
         }
-        Driven::Finished(state) => Err(Failure::new(
-            Exit::RotationFailed,
-            anyhow::anyhow!(
-                "rotation of {} ended {state}: {}",
-                args.id,
-                after.last_error.as_deref().unwrap_or("see `rotor history`")
-            ),
-        )),
+        Driven::Finished(state) => Err(CliError::Failed(anyhow::anyhow!(
+            "rotation of {} ended {state}: {}",
+            args.id,
+            after.last_error.as_deref().unwrap_or("see `rotor history`")
+        ))),
         Driven::Stopped => Ok(Exit::Ok),
     }
 }

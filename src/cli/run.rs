@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{CliResult, Context, Exit, Failure};
+use super::{CliError, CliResult, Context, Exit};
 use crate::clock::SystemClock;
 use crate::engine::{Engine, Runtime};
 use crate::scheduler::daemon::{self, Daemon, DaemonOptions, Signal};
@@ -38,9 +38,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let store = ctx.open_store(&config).await?;
     let clock = Arc::new(SystemClock);
     daemon::reconcile(&store, &config, clock.as_ref()).await?;
-    let runtime = Runtime::build(config)
-        .await
-        .map_err(|e| Failure::new(Exit::ConfigInvalid, e))?;
+    let runtime = Runtime::build(config).await?;
     let worker = daemon::worker_id();
     tracing::info!(
         worker = %worker,
@@ -62,10 +60,9 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         )
         .await
         .map_err(|e| {
-            Failure::new(
-                Exit::Usage,
-                anyhow::anyhow!("cannot listen on {addr}: {e} (is another process using it?)"),
-            )
+            CliError::Usage(anyhow::anyhow!(
+                "cannot listen on {addr}: {e} (is another process using it?)"
+            ))
         })?;
     }
     let engine = Arc::new(Engine::new(store.clone(), clock, worker));
@@ -94,7 +91,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     }
     .run(rx, reload)
     .await
-    .map_err(|e| Failure::new(Exit::Internal, e))?;
+    .map_err(|e| CliError::Internal(e.into()))?;
     store.close().await;
     tracing::info!(
         completed = summary.completed,

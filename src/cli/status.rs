@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{CliResult, Context, Exit, Failure, print_json};
+use super::{CliError, CliResult, Context, Exit, print_json};
 use crate::clock::{Clock, SystemClock, rfc3339};
 use crate::engine::state::RunState;
 use crate::store::notify::{DROPPED, HookState, SUPERSEDED};
@@ -124,10 +124,9 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     if let Some(id) = &args.id {
         rows.retain(|r| &r.id == id);
         if rows.is_empty() {
-            return Err(Failure::new(
-                Exit::Usage,
-                anyhow::anyhow!("no credential `{id}` in the store"),
-            ));
+            return Err(CliError::Usage(anyhow::anyhow!(
+                "no credential `{id}` in the store"
+            )));
         }
     }
     let statuses: Vec<CredentialStatus> = rows

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use rotor_rotators::Rotator;
 
-use super::{CliResult, Context, Exit, Failure};
+use super::{CliError, CliResult, Context, Exit};
 use crate::engine::Runtime;
 
 #[derive(Debug, clap::Args)]
@@ -29,9 +29,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let (credentials, files) = (config.credentials.len(), config.sources.len());
     let plural = |n: usize| if n == 1 { "" } else { "s" };
     if args.online {
-        let runtime = Runtime::build(config)
-            .await
-            .map_err(|e| Failure::new(Exit::ConfigInvalid, e))?;
+        let runtime = Runtime::build(config).await?;
         let mut failed = 0;
         for credential in &runtime.config.credentials {
             let rotator = &runtime.rotators[&credential.id];
@@ -44,13 +42,10 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
             }
         }
         if failed > 0 {
-            return Err(Failure::new(
-                Exit::ConfigInvalid,
-                anyhow::anyhow!(
-                    "preflight failed for {failed} of {credentials} credential{}",
-                    plural(credentials)
-                ),
-            ));
+            return Err(CliError::Invalid(anyhow::anyhow!(
+                "preflight failed for {failed} of {credentials} credential{}",
+                plural(credentials)
+            )));
         }
     }
     println!(

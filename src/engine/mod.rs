@@ -105,6 +105,9 @@ pub enum EngineError {
     NotConfigured(String),
     #[error("vault {vault} of credential {credential} is not configured")]
     NoVault { credential: String, vault: String },
+    /// A configured vault could not be opened: its key file, CA bundle or address is unusable.
+    #[error("cannot open the vaults: {0}")]
+    OpenVaults(#[source] VaultError),
     #[error("cannot build the rotator of {credential}: {source}")]
     Rotator {
         credential: String,
@@ -161,10 +164,7 @@ impl Runtime {
         let vaults = Arc::new(
             Vaults::open(&config)
                 .await
-                .map_err(|e| EngineError::NoVault {
-                    credential: "(opening vaults)".into(),
-                    vault: e.to_string(),
-                })?,
+                .map_err(EngineError::OpenVaults)?,
         );
         let secrets: rotor_rotators::Secrets = Arc::new(VaultSecrets(vaults.clone()));
         let mut rotators = HashMap::new();

@@ -306,6 +306,34 @@ pub async fn resolve(
     reference: &SecretRef,
     vaults: &Vaults,
 ) -> Result<SecretString, SecretRefError> {
+    let SecretRef::Vault { vault, path, field } = reference else {
+        return resolve_local(reference);
+    };
+    let field = field.as_deref().unwrap_or("value");
+    let fail = |message: String| SecretRefError::Vault {
+        reference: reference.to_string(),
+        message,
+    };
+    let v = vaults
+        .get(vault)
+        .ok_or_else(|| fail("no such vault".into()))?;
+    let doc = v
+        .read_current(path)
+        .await
+        .map_err(|e| fail(e.message))?
+        .ok_or_else(|| fail("no document".into()))?;
+    let value = doc
+        .current
+        .credential
+        .get(field)
+        .ok_or_else(|| fail(format!("no field {field}")))?;
+    Ok(SecretString::from(value.expose_secret()))
+}
+
+/// Reads an `env` or `file` reference, without any vault: what is needed before the vaults
+/// open (the store's password) can only be one of these. A file's trailing line ends are not
+/// part of the secret.
+pub fn resolve_local(reference: &SecretRef) -> Result<SecretString, SecretRefError> {
     match reference {
         SecretRef::Env { env } => std::env::var(env)
             .map(SecretString::from)
@@ -318,27 +346,10 @@ pub async fn resolve(
             let text = zeroize::Zeroizing::new(text);
             Ok(SecretString::from(text.trim_end_matches(['\n', '\r'])))
         }
-        SecretRef::Vault { vault, path, field } => {
-            let field = field.as_deref().unwrap_or("value");
-            let fail = |message: String| SecretRefError::Vault {
-                reference: reference.to_string(),
-                message,
-            };
-            let v = vaults
-                .get(vault)
-                .ok_or_else(|| fail("no such vault".into()))?;
-            let doc = v
-                .read_current(path)
-                .await
-                .map_err(|e| fail(e.message))?
-                .ok_or_else(|| fail("no document".into()))?;
-            let value = doc
-                .current
-                .credential
-                .get(field)
-                .ok_or_else(|| fail(format!("no field {field}")))?;
-            Ok(SecretString::from(value.expose_secret()))
-        }
+        SecretRef::Vault { .. } => Err(SecretRefError::Vault {
+            reference: reference.to_string(),
+            message: "needed before any vault is open: use env or file".into(),
+        }),
     }
 }
 
