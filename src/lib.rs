@@ -1,7 +1,7 @@
 //! rotor: a credential rotation scheduler and dual-credential rollover worker.
 //!
-//! `config` turns schedules into a validated model, `store` persists credentials, runs and the
-//! audit log, `vault` is where consumers read credentials, `engine` drives one rotation through
+//! `config` turns schedules into a validated model, `model` names a run's states and steps,
+//! `store` persists credentials, runs and the audit log, `vault` is where consumers read credentials, `engine` drives one rotation through
 //! its state machine, `scheduler` decides what is due and runs the daemon loop, `cli` is the
 //! command line.
 
@@ -12,6 +12,7 @@ pub mod config;
 pub mod drill;
 pub mod engine;
 pub mod failpoint;
+pub mod model;
 pub mod notify;
 pub mod scheduler;
 pub mod store;

@@ -639,9 +639,12 @@ rotator = {{ kind = "manual", remind_before = "14d", instructions = "https://con
         let (_dir, store, panicking, [first, second]) =
             daemon_with_a_panicking_rotator(vec![Step::Verify]).await;
         assert_eq!((first.completed, first.rolled_back), (1, 1), "{first:?}");
-        assert_eq!(last_run(&store, "app/sound").await.state, "completed");
+        assert_eq!(
+            last_run(&store, "app/sound").await.state,
+            RunState::Completed
+        );
         let buggy = last_run(&store, "app/buggy").await;
-        assert_eq!(buggy.state, "rolled_back");
+        assert_eq!(buggy.state, RunState::RolledBack);
         let steps = store.steps(&buggy.id).await.unwrap();
         let verify = steps.iter().find(|s| s.step == "verify").unwrap();
         assert_eq!(verify.outcome, "failed");
@@ -684,8 +687,8 @@ rotator = {{ kind = "manual", remind_before = "14d", instructions = "https://con
             daemon_with_a_panicking_rotator(vec![Step::Verify, Step::Rollback]).await;
         assert_eq!((first.completed, first.stuck), (1, 1), "{first:?}");
         let buggy = last_run(&store, "app/buggy").await;
-        assert_eq!(buggy.state, "stuck");
-        assert_eq!(buggy.stuck_from.as_deref(), Some("rolling_back"));
+        assert_eq!(buggy.state, RunState::Stuck);
+        assert_eq!(buggy.stuck_from, Some(RunState::RollingBack));
         let alerts = store.active_alerts().await.unwrap();
         assert!(
             alerts

@@ -838,3 +838,28 @@ async fn the_work_listener_comes_back_after_a_database_restart_and_wakes_its_rep
         .expect("announcements after the restart arrive: the listener listens again");
     listening.abort();
 }
+
+#[tokio::test]
+async fn a_run_in_a_state_this_rotor_does_not_know_is_an_error_not_stuck() {
+    for (label, url, _keep) in backends() {
+        let (store, run) = one_claimed_run(&url, 1_000).await;
+        assert_eq!(run.state, RunState::Planned, "{label}");
+        tamper(
+            &url,
+            &format!("UPDATE runs SET state = 'paused' WHERE id = '{}'", run.id),
+        )
+        .await;
+        let err = store
+            .run(&run.id)
+            .await
+            .expect_err("an unknown state is refused");
+        let shown = err.to_string();
+        assert!(
+            shown.contains("unknown run state \"paused\""),
+            "{label}: {shown}"
+        );
+        // The live-run listing, which `status` and the scheduler read, refuses it too.
+        assert!(store.live_runs().await.is_err(), "{label}");
+        store.close().await;
+    }
+}

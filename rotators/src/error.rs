@@ -13,6 +13,17 @@ pub enum ErrorClass {
     Conflict,
 }
 
+impl ErrorClass {
+    /// The name a run's `error_class` is stored under.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Permanent => "permanent",
+            ErrorClass::Conflict => "conflict",
+        }
+    }
+}
+
 /// A provider failure. The message must never contain secret material: rotators describe
 /// what failed and what to do, not the values involved.
 #[derive(Debug, Error)]

@@ -53,7 +53,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
             attempts: steps.len() as i64,
             run_id: run.id,
             id: run.credential_id,
-            state: run.state,
+            state: run.state.to_string(),
             reason: run.reason,
             emergency: run.emergency != 0,
             started_at: rfc3339(run.created_at),

@@ -173,7 +173,7 @@ impl Driller {
             Some(RunState::RolledBack) if options.dry_run && row.last_error.is_none() => {
                 "discarded (dry run)".into()
             }
-            _ => row.state.clone(),
+            _ => row.state.to_string(),
         };
         for step in self.store.steps(&run.id).await? {
             report.steps.push(StepReport::from(&step));
@@ -258,17 +258,15 @@ impl Driller {
                 // Waiting for a timer, or another worker holds it (a dead one's lease, or a
                 // daemon that picked it up): look again shortly.
                 bar.state(
-                    &self
-                        .store
+                    self.store
                         .run(run_id)
                         .await?
-                        .map(|r| r.state)
-                        .unwrap_or_default(),
+                        .map_or("", |r| r.state.as_str()),
                 );
                 self.pause(Duration::from_millis(250)).await;
                 continue;
             };
-            bar.state(&run.state);
+            bar.state(run.state.as_str());
             let watch = self.watch(run_id, &engine.worker, bar);
             let driven = engine.drive(&self.runtime, run).await;
             watch.abort();
@@ -342,7 +340,7 @@ impl Driller {
             let mut beat = tokio::time::Instant::now();
             loop {
                 if let Ok(Some(run)) = store.run(&run_id).await {
-                    bar.state(&run.state);
+                    bar.state(run.state.as_str());
                 }
                 if beat.elapsed() >= DRILL_LEASE / 3 {
                     beat = tokio::time::Instant::now();

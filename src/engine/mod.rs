@@ -5,7 +5,7 @@
 
 pub mod disturbance;
 mod panicked;
-pub mod state;
+pub use crate::model::state;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -590,7 +590,7 @@ impl Engine {
             _ => None,
         };
         run.last_error = Some(message.clone());
-        run.error_class = Some(format!("{:?}", error.class).to_lowercase());
+        run.error_class = Some(error.class.as_str().to_owned());
         if let Some(delay) = retry_in {
             run.attempts = attempt;
             run.not_before = now + delay.as_millis() as i64;
@@ -629,7 +629,7 @@ impl Engine {
         run.set_state(to);
         run.attempts = 0;
         if to == RunState::Stuck {
-            run.stuck_from = Some(state.as_str().to_owned());
+            run.stuck_from = Some(state);
             run.lease_owner = None;
             run.lease_until = None;
             credential_update.failure = Some(true);

@@ -26,7 +26,7 @@ use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AuditEntry, CredentialUpdate, RunRow, StepEnd, StoreError, audit, sql};
-use crate::engine::state::RunState;
+use crate::model::state::RunState;
 
 /// A bound on one transaction's writes: how long the writer holds SQLite's lock, and how many
 /// writes go back to one-by-one when one of them is refused.
@@ -265,7 +265,7 @@ fn commit_batch(db: &Connection, group: &[Queued]) -> Result<Vec<Option<i64>>, G
             } => {
                 let touched = Params::new()
                     .bind(&run.id)
-                    .bind(&run.state)
+                    .bind(run.state.as_str())
                     .bind(worker)
                     .bind(*now);
                 if execute(db, sql::TOUCH_LEASED_RUN, touched)? == 0 {

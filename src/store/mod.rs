@@ -21,7 +21,7 @@ use thiserror::Error;
 
 pub use audit::{AuditEntry, AuditRow};
 
-use crate::engine::state::RunState;
+use crate::model::state::RunState;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -108,7 +108,7 @@ macro_rules! bind_save_run {
         $q.bind(&$run.id)
             .bind($expected.as_str())
             .bind($worker)
-            .bind(&$run.state)
+            .bind($run.state.as_str())
             .bind($run.attempts)
             .bind($run.not_before)
             .bind(&$run.lease_owner)
@@ -120,7 +120,7 @@ macro_rules! bind_save_run {
             .bind($run.grace_until)
             .bind(&$run.last_error)
             .bind(&$run.error_class)
-            .bind(&$run.stuck_from)
+            .bind($run.stuck_from.map(RunState::as_str))
             .bind($run.finished_at)
             .bind($now)
     };
@@ -283,7 +283,8 @@ pub struct RunRow {
     pub id: String,
     pub credential_id: String,
     pub token: String,
-    pub state: String,
+    /// A state this rotor does not know fails the read (`UnknownState`), never becomes another.
+    pub state: RunState,
     pub reason: String,
     pub emergency: i64,
     pub grace_ms: i64,
@@ -299,7 +300,7 @@ pub struct RunRow {
     pub last_error: Option<String>,
     pub error_class: Option<String>,
     /// The state a stuck run was in, where `rotor rotate` resumes it.
-    pub stuck_from: Option<String>,
+    pub stuck_from: Option<RunState>,
     /// `dry_run` or `live` for a run of `rotor drill`.
     pub drill: Option<String>,
     pub created_at: i64,
@@ -309,11 +310,11 @@ pub struct RunRow {
 
 impl RunRow {
     pub fn state(&self) -> RunState {
-        RunState::parse(&self.state).unwrap_or(RunState::Stuck)
+        self.state
     }
 
     pub fn set_state(&mut self, state: RunState) {
-        self.state = state.as_str().to_owned();
+        self.state = state;
     }
 }
 
@@ -669,26 +670,16 @@ impl Store {
         now: i64,
         limit: i64,
     ) -> Result<Vec<(String, String, i64)>, StoreError> {
-        let sql = "SELECT c.id, COALESCE(c.due_reason, 'schedule'), c.next_due_at FROM credentials c \
-                   WHERE c.next_due_at <= $1 AND c.removed_at IS NULL \
-                   AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.credential_id = c.id \
-                                   AND r.state NOT IN ('completed', 'rolled_back')) \
-                   ORDER BY c.next_due_at LIMIT $2";
-        Ok(with_pool!(self, p => sqlx::query_as(sql).bind(now).bind(limit).fetch_all(p).await?))
+        Ok(
+            with_pool!(self, p => sqlx::query_as(sql::DUE_CREDENTIALS).bind(now).bind(limit).fetch_all(p).await?),
+        )
     }
 
     /// The earliest future time at which something becomes due or ready (a credential's
     /// `next_due_at`, a run's timer, a foreign lease's expiry), so the daemon can sleep until
     /// then instead of polling.
     pub async fn next_wakeup(&self, now: i64) -> Result<Option<i64>, StoreError> {
-        let sql = "SELECT MIN(t) FROM ( \
-                   SELECT MIN(next_due_at) AS t FROM credentials WHERE removed_at IS NULL AND next_due_at > $1 \
-                   UNION ALL \
-                   SELECT MIN(not_before) AS t FROM runs \
-                   WHERE lease_owner IS NULL AND state NOT IN ('completed', 'rolled_back', 'stuck') AND not_before > $1 \
-                   UNION ALL \
-                   SELECT MIN(lease_until) AS t FROM runs \
-                   WHERE lease_owner IS NOT NULL AND state NOT IN ('completed', 'rolled_back', 'stuck') AND lease_until > $1) wake";
+        let sql = sql::NEXT_WAKEUP;
         let (t,): (Option<i64>,) =
             with_pool!(self, p => sqlx::query_as(sql).bind(now).fetch_one(p).await?);
         Ok(t)
@@ -770,9 +761,7 @@ impl Store {
         now: i64,
         lease_until: i64,
     ) -> Result<Option<RunRow>, StoreError> {
-        let sql = "UPDATE runs SET lease_owner = $1, lease_until = $2 WHERE id = $3 \
-                   AND state NOT IN ('completed', 'rolled_back', 'stuck') AND not_before <= $4 \
-                   AND (lease_owner IS NULL OR lease_until < $4) RETURNING *";
+        let sql = sql::CLAIM_RUN;
         Ok(
             with_pool!(self, p => sqlx::query_as(sql).bind(worker).bind(lease_until).bind(run_id).bind(now).fetch_optional(p).await?),
         )
@@ -800,9 +789,9 @@ impl Store {
 
     /// The live run of a credential, if any.
     pub async fn live_run(&self, credential_id: &str) -> Result<Option<RunRow>, StoreError> {
-        Ok(with_pool!(self, p => sqlx::query_as(
-            "SELECT * FROM runs WHERE credential_id = $1 AND state NOT IN ('completed', 'rolled_back')"
-        ).bind(credential_id).fetch_optional(p).await?))
+        Ok(
+            with_pool!(self, p => sqlx::query_as(sql::LIVE_RUN).bind(credential_id).fetch_optional(p).await?),
+        )
     }
 
     /// Extends the leases `worker` holds on `run_ids`. Returns how many it still holds.
@@ -849,7 +838,7 @@ impl Store {
         let seq = with_pool!(self, p => {
             let mut tx = p.begin().await?;
             let owned = sqlx::query(sql::TOUCH_LEASED_RUN)
-                .bind(&run.id).bind(&run.state).bind(worker).bind(now).execute(&mut *tx).await?.rows_affected();
+                .bind(&run.id).bind(run.state).bind(worker).bind(now).execute(&mut *tx).await?.rows_affected();
             if owned == 0 {
                 return Err(lost());
             }
@@ -1122,9 +1111,7 @@ impl Store {
 
     /// The live run of each credential that has one.
     pub async fn live_runs(&self) -> Result<Vec<RunRow>, StoreError> {
-        Ok(with_pool!(self, p => sqlx::query_as(
-            "SELECT * FROM runs WHERE state NOT IN ('completed', 'rolled_back') ORDER BY credential_id"
-        ).fetch_all(p).await?))
+        Ok(with_pool!(self, p => sqlx::query_as(sql::LIVE_RUNS).fetch_all(p).await?))
     }
 
     /// Runs, newest first, of one credential or of all.
@@ -1143,11 +1130,7 @@ impl Store {
         &self,
     ) -> Result<std::collections::HashMap<(String, String), i64>, StoreError> {
         with_pool!(self, pool => {
-            let rows: Vec<(String, String, i64)> = sqlx::query_as(
-                "SELECT credential_id, state, COUNT(*) FROM runs \
-                 WHERE state IN ('completed', 'rolled_back', 'stuck') AND (drill IS NULL OR drill <> 'dry_run') \
-                 GROUP BY credential_id, state",
-            )
+            let rows: Vec<(String, String, i64)> = sqlx::query_as(sql::RUN_OUTCOMES)
             .fetch_all(pool)
             .await?;
             Ok(rows.into_iter().map(|(c, s, n)| ((c, s), n)).collect())
@@ -1219,9 +1202,7 @@ impl Store {
 
     /// Count of runs that are not finished, for `--once` and shutdown.
     pub async fn runs_ready_before(&self, until: i64) -> Result<i64, StoreError> {
-        let (n,): (i64,) = with_pool!(self, p => sqlx::query_as(
-            "SELECT COUNT(*) FROM runs WHERE state NOT IN ('completed', 'rolled_back', 'stuck') AND not_before <= $1"
-        ).bind(until).fetch_one(p).await?);
+        let (n,): (i64,) = with_pool!(self, p => sqlx::query_as(sql::RUNS_READY_BEFORE).bind(until).fetch_one(p).await?);
         Ok(n)
     }
 
@@ -1369,7 +1350,7 @@ pub(super) async fn begin_step_sqlite(
     let mut tx = p.begin().await?;
     let query = sqlx::query_as::<_, (i64,)>(sql::begin_step_fenced_sqlite());
     let seq = bind_begin_step!(query, run, step, worker, now)
-        .bind(&run.state)
+        .bind(run.state)
         .fetch_one(&mut *tx)
         .await;
     let (seq,) = match seq {

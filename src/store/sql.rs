@@ -1,22 +1,39 @@
 //! The statements whose text differs between SQLite and PostgreSQL, or that are long enough
 //! to deserve a name. Placeholders are `$N` in both dialects.
 
+/// The states of a run that is over (`RunState::is_terminal`), as SQL. A credential has at
+/// most one run outside them (the partial unique index of migration 0001).
+macro_rules! finished_states {
+    () => {
+        "('completed', 'rolled_back')"
+    };
+}
+
+/// The states no worker drives (`RunState::is_at_rest`): over, or stuck waiting for a person.
+/// The claim indexes of migrations 0001 and 0008 are partial on exactly this text.
+macro_rules! at_rest_states {
+    () => {
+        "('completed', 'rolled_back', 'stuck')"
+    };
+}
+
 /// Claim ready runs: those a dead or paused worker left (an expired lease: a rotation half
 /// done) first, oldest expiry first, then the oldest due. Each kind is read in the order of its
 /// own index (`runs_leased`, `runs_claimable`), at most `$4` of each, so that a claim costs the
 /// same with 20 or 20,000 runs waiting. PostgreSQL locks the candidate rows and skips those
 /// another replica is claiming at the same moment; SQLite has a single writer, so the
 /// sub-selects cannot race.
-pub const CLAIM_POSTGRES: &str = "\
+pub const CLAIM_POSTGRES: &str = concat!(
+    "\
 WITH expired AS (
     SELECT id, lease_until AS t FROM runs
-    WHERE lease_owner IS NOT NULL AND state NOT IN ('completed', 'rolled_back', 'stuck')
+    WHERE lease_owner IS NOT NULL AND state NOT IN ", at_rest_states!(), "
       AND lease_until < $3 AND not_before <= $3
     ORDER BY lease_until LIMIT $4
     FOR UPDATE SKIP LOCKED),
 fresh AS (
     SELECT id, not_before AS t FROM runs
-    WHERE lease_owner IS NULL AND state NOT IN ('completed', 'rolled_back', 'stuck')
+    WHERE lease_owner IS NULL AND state NOT IN ", at_rest_states!(), "
       AND not_before <= $3
     ORDER BY not_before LIMIT $4
     FOR UPDATE SKIP LOCKED)
@@ -24,25 +41,32 @@ UPDATE runs SET lease_owner = $1, lease_until = $2
 WHERE id IN (
     SELECT id FROM (SELECT id, 0 AS k, t FROM expired UNION ALL SELECT id, 1 AS k, t FROM fresh) ready
     ORDER BY k, t LIMIT $4)
-RETURNING *";
+RETURNING *"
+);
 
-pub const CLAIM_SQLITE: &str = "\
+pub const CLAIM_SQLITE: &str = concat!(
+    "\
 UPDATE runs SET lease_owner = $1, lease_until = $2
 WHERE id IN (
     SELECT id FROM (
         SELECT * FROM (
             SELECT id, 0 AS k, lease_until AS t FROM runs
-            WHERE lease_owner IS NOT NULL AND state NOT IN ('completed', 'rolled_back', 'stuck')
+            WHERE lease_owner IS NOT NULL AND state NOT IN ",
+    at_rest_states!(),
+    "
               AND lease_until < $3 AND not_before <= $3
             ORDER BY lease_until LIMIT $4)
         UNION ALL
         SELECT * FROM (
             SELECT id, 1 AS k, not_before AS t FROM runs
-            WHERE lease_owner IS NULL AND state NOT IN ('completed', 'rolled_back', 'stuck')
+            WHERE lease_owner IS NULL AND state NOT IN ",
+    at_rest_states!(),
+    "
               AND not_before <= $3
             ORDER BY not_before LIMIT $4))
     ORDER BY k, t LIMIT $4)
-RETURNING *";
+RETURNING *"
+);
 
 /// Record that a step starts: the next `seq` of the run's history, outcome `running`.
 pub const BEGIN_STEP: &str = "\
@@ -115,29 +139,35 @@ WHERE provider = $1 AND MIN($3, tokens + MAX(0, $4 - updated_at) * $2 / 1000.0) 
 RETURNING tokens";
 
 /// Runs held by a live lease, per provider: what the concurrency limits count.
-pub const IN_FLIGHT_BY_PROVIDER: &str = "\
+pub const IN_FLIGHT_BY_PROVIDER: &str = concat!(
+    "\
 SELECT c.provider, COUNT(*) FROM runs r JOIN credentials c ON c.id = r.credential_id
 WHERE r.lease_owner IS NOT NULL AND r.lease_until >= $1
-  AND r.state NOT IN ('completed', 'rolled_back', 'stuck')
-GROUP BY c.provider";
+  AND r.state NOT IN ",
+    at_rest_states!(),
+    "
+GROUP BY c.provider"
+);
 
 /// Ready runs with their provider: expired leases first, then the oldest due, each kind read
 /// in its index's order (as in the claims above).
-pub const READY_WITH_PROVIDER: &str = "\
+pub const READY_WITH_PROVIDER: &str = concat!(
+    "\
 SELECT id, provider FROM (
     SELECT * FROM (
         SELECT r.id, c.provider, 0 AS k, r.lease_until AS t FROM runs r JOIN credentials c ON c.id = r.credential_id
-        WHERE r.lease_owner IS NOT NULL AND r.state NOT IN ('completed', 'rolled_back', 'stuck')
+        WHERE r.lease_owner IS NOT NULL AND r.state NOT IN ", at_rest_states!(), "
           AND r.lease_until < $1 AND r.not_before <= $1
         ORDER BY r.lease_until LIMIT $2) expired
     UNION ALL
     SELECT * FROM (
         SELECT r.id, c.provider, 1 AS k, r.not_before AS t FROM runs r JOIN credentials c ON c.id = r.credential_id
-        WHERE r.lease_owner IS NULL AND r.state NOT IN ('completed', 'rolled_back', 'stuck')
+        WHERE r.lease_owner IS NULL AND r.state NOT IN ", at_rest_states!(), "
           AND r.not_before <= $1
         ORDER BY r.not_before LIMIT $2) fresh) ready
 ORDER BY k, t
-LIMIT $2";
+LIMIT $2"
+);
 
 /// Append one audit row (its hash computed by rotor from the head's).
 pub const INSERT_AUDIT: &str = "\
@@ -312,8 +342,79 @@ pub fn batch<'a>(statements: impl Iterator<Item = &'a str>) -> String {
     text
 }
 
+/// Credentials due by `$1` without a live run, the soonest first.
+pub const DUE_CREDENTIALS: &str = concat!(
+    "\
+SELECT c.id, COALESCE(c.due_reason, 'schedule'), c.next_due_at FROM credentials c
+WHERE c.next_due_at <= $1 AND c.removed_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.credential_id = c.id AND r.state NOT IN ",
+    finished_states!(),
+    ")
+ORDER BY c.next_due_at LIMIT $2"
+);
+
+/// The first moment after `$1` when something may become ready: a credential due, a run's
+/// timer, a lease that runs out.
+pub const NEXT_WAKEUP: &str = concat!(
+    "\
+SELECT MIN(t) FROM (
+    SELECT MIN(next_due_at) AS t FROM credentials WHERE removed_at IS NULL AND next_due_at > $1
+    UNION ALL
+    SELECT MIN(not_before) AS t FROM runs
+    WHERE lease_owner IS NULL AND state NOT IN ",
+    at_rest_states!(),
+    " AND not_before > $1
+    UNION ALL
+    SELECT MIN(lease_until) AS t FROM runs
+    WHERE lease_owner IS NOT NULL AND state NOT IN ",
+    at_rest_states!(),
+    " AND lease_until > $1) wake"
+);
+
+/// Claim one run by id: ready, and unleased or its lease run out.
+pub const CLAIM_RUN: &str = concat!(
+    "\
+UPDATE runs SET lease_owner = $1, lease_until = $2 WHERE id = $3
+  AND state NOT IN ",
+    at_rest_states!(),
+    " AND not_before <= $4
+  AND (lease_owner IS NULL OR lease_until < $4) RETURNING *"
+);
+
+/// The live run of credential `$1`: stuck counts, it holds the credential's one live slot.
+pub const LIVE_RUN: &str = concat!(
+    "SELECT * FROM runs WHERE credential_id = $1 AND state NOT IN ",
+    finished_states!()
+);
+
+/// Every live run, by credential.
+pub const LIVE_RUNS: &str = concat!(
+    "SELECT * FROM runs WHERE state NOT IN ",
+    finished_states!(),
+    " ORDER BY credential_id"
+);
+
+/// How the runs that came to rest ended, per credential (dry-run drills left out).
+pub const RUN_OUTCOMES: &str = concat!(
+    "\
+SELECT credential_id, state, COUNT(*) FROM runs
+WHERE state IN ",
+    at_rest_states!(),
+    " AND (drill IS NULL OR drill <> 'dry_run')
+GROUP BY credential_id, state"
+);
+
+/// Runs a worker could drive by `$1`.
+pub const RUNS_READY_BEFORE: &str = concat!(
+    "SELECT COUNT(*) FROM runs WHERE state NOT IN ",
+    at_rest_states!(),
+    " AND not_before <= $1"
+);
+
 #[cfg(test)]
 mod tests {
+    use crate::model::state::RunState;
+
     #[test]
     fn audit_rows_inserted_together_number_their_parameters_on() {
         let text = super::insert_audit_rows(2);
@@ -355,5 +456,39 @@ mod tests {
             text,
             "SELECT $1, $2, $1;\nUPDATE t SET a = $4 WHERE b = $3;\n"
         );
+    }
+
+    fn sql_list(keep: impl Fn(RunState) -> bool) -> String {
+        let names: Vec<String> = RunState::ALL
+            .into_iter()
+            .filter(|s| keep(*s))
+            .map(|s| format!("'{s}'"))
+            .collect();
+        format!("({})", names.join(", "))
+    }
+
+    #[test]
+    fn the_sql_state_sets_are_the_model_s() {
+        assert_eq!(finished_states!(), sql_list(RunState::is_terminal));
+        assert_eq!(at_rest_states!(), sql_list(RunState::is_at_rest));
+    }
+
+    #[test]
+    fn the_partial_indexes_are_on_the_same_sets() {
+        for backend in ["sqlite", "postgres"] {
+            let init = std::fs::read_to_string(format!(
+                "{}/migrations/{backend}/0001_init.sql",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap();
+            assert!(init.contains(concat!("WHERE state NOT IN ", finished_states!(), ";")));
+            assert!(init.contains(concat!("WHERE state NOT IN ", at_rest_states!(), ";")));
+            let claim = std::fs::read_to_string(format!(
+                "{}/migrations/{backend}/0008_claim_index.sql",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap();
+            assert!(claim.contains(concat!("state NOT IN ", at_rest_states!(), ";")));
+        }
     }
 }

@@ -67,7 +67,7 @@ fn sigterm_stops_cleanly_and_sighup_reloads_config() {
     assert_eq!(runs.len(), 2);
     assert!(
         runs.iter()
-            .all(|r| r.lease_owner.is_none() && r.state == "promoted"),
+            .all(|r| r.lease_owner.is_none() && r.state.as_str() == "promoted"),
         "{runs:?}"
     );
 }

@@ -1,5 +1,7 @@
 //! The rotation state machine of DESIGN.md as data: the states of a run, the steps between them
 //! and where a failure leads. The engine looks transitions up here; nothing else decides them.
+//! Which states count as finished and which as at rest is said here once; the store's SQL
+//! spells the same sets, and a test holds the two together.
 
 use std::fmt;
 
@@ -134,8 +136,15 @@ impl RunState {
         }
     }
 
+    /// The run is over: it holds no slot, and the credential may have a new live run.
     pub fn is_terminal(self) -> bool {
         matches!(self, RunState::Completed | RunState::RolledBack)
+    }
+
+    /// No worker drives the run: it is over, or stuck waiting for a person. It is still the
+    /// credential's live run when stuck.
+    pub fn is_at_rest(self) -> bool {
+        self.is_terminal() || self == RunState::Stuck
     }
 
     /// Whether the new credential is what consumers read.
@@ -158,6 +167,58 @@ impl Step {
             Step::Retire => "retire",
             Step::Rollback => "rollback",
         }
+    }
+}
+
+/// A state the store holds that this rotor does not know: written by a newer rotor, or by hand.
+/// Reading it is an error, never a guess.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown run state {0:?} in the store (written by a newer rotor, or edited by hand)")]
+pub struct UnknownState(pub String);
+
+impl std::str::FromStr for RunState {
+    type Err = UnknownState;
+
+    fn from_str(text: &str) -> Result<Self, UnknownState> {
+        RunState::parse(text).ok_or_else(|| UnknownState(text.to_owned()))
+    }
+}
+
+/// The store keeps a state as its name, in a text column of either backend.
+impl<DB: sqlx::Database> sqlx::Type<DB> for RunState
+where
+    str: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <str as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <str as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for RunState
+where
+    &'r str: sqlx::Decode<'r, DB>,
+{
+    fn decode(
+        value: <DB as sqlx::Database>::ValueRef<'r>,
+    ) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<DB>>::decode(value)?;
+        Ok(text.parse::<RunState>()?)
+    }
+}
+
+impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for RunState
+where
+    &'q str: sqlx::Encode<'q, DB>,
+{
+    fn encode_by_ref(
+        &self,
+        buf: &mut <DB as sqlx::Database>::ArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <&str as sqlx::Encode<DB>>::encode(self.as_str(), buf)
     }
 }
 
@@ -225,5 +286,7 @@ mod tests {
         for s in RunState::ALL {
             assert_eq!(RunState::parse(s.as_str()), Some(s));
         }
+        let unknown = "paused".parse::<RunState>().unwrap_err();
+        assert!(unknown.to_string().contains("unknown run state \"paused\""));
     }
 }
