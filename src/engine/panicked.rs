@@ -4,7 +4,8 @@
 
 use std::any::Any;
 
-use super::{Ctx, Driven, Engine, EngineError, StepError, next_transition};
+use super::drive::next_transition;
+use super::{Ctx, Driven, Engine, EngineError, StepError};
 use crate::store::RunRow;
 
 /// What the drive does once the panic is recorded.
@@ -70,7 +71,7 @@ impl Engine {
              with this run's log"
         ));
         let failed = self
-            .fail(ctx, &mut run, state, transition.step, seq, error, now)
+            .fail(ctx, &mut run, transition.step, seq, error)
             .await?;
         Ok(match failed {
             Some(driven) => Then::Stop(driven),

@@ -1,0 +1,190 @@
+//! A failed step: retried after a backoff while its class allows, else the run moves to its
+//! failure state (rolling back, or stuck after promotion) and an alert is raised.
+
+use rotor_rotators::ErrorClass;
+
+use crate::alert::{Alert, Condition};
+use crate::model::state::{RunState, Step};
+use crate::store::{CredentialUpdate, RunRow, StepEnd, Then};
+
+use super::drive::Commit;
+use super::error::{EngineError, StepError};
+use super::{Ctx, Driven, Engine};
+
+impl Engine {
+    /// Handles a failed step. Returns `Some` when the run must stop being driven now.
+    pub(super) async fn fail(
+        &self,
+        ctx: &Ctx<'_>,
+        run: &mut RunRow,
+        step: Step,
+        seq: i64,
+        error: StepError,
+    ) -> Result<Option<Driven>, EngineError> {
+        let attempt = run.attempts + 1;
+        let message = format!("{step} failed (attempt {attempt}): {}", error.message);
+        // Never sooner than the provider asked (a rate limit's reset).
+        let retry_in = match error.class {
+            ErrorClass::Transient => ctx
+                .credential
+                .retry
+                .delay(attempt as u32)
+                .map(|d| d.max(error.retry_after.unwrap_or_default())),
+            _ => None,
+        };
+        run.last_error = Some(message.clone());
+        run.error_class = Some(error.class.as_str().to_owned());
+        if let Some(delay) = retry_in {
+            tracing::warn!(step = %step, attempt, retry_in_ms = delay.as_millis() as u64, error = %error.message, "step failed; will retry");
+            return self
+                .retry_later(run, step, seq, message, delay)
+                .await
+                .map(Some);
+        }
+        let from = run.state();
+        let to = self
+            .give_up(run, step, seq, &error, message.clone())
+            .await?;
+        let failed = Failed {
+            from,
+            to,
+            step,
+            attempt,
+        };
+        let alert = failure_alert(ctx, run, &failed, &error, message);
+        ctx.runtime
+            .alerter
+            .raise(&self.store, &alert, &ctx.credential.alerts, self.now())
+            .await?;
+        let audit = self
+            .audit(run, "alert")
+            .detail(format!("{} at {step}", alert.condition.as_str()));
+        self.store.audit(&audit, self.now()).await?;
+        Ok((to == RunState::Stuck).then_some(Driven::Finished(RunState::Stuck)))
+    }
+
+    /// The same step again after `delay`, from the durable timer.
+    async fn retry_later(
+        &self,
+        run: &mut RunRow,
+        step: Step,
+        seq: i64,
+        message: String,
+        delay: std::time::Duration,
+    ) -> Result<Driven, EngineError> {
+        let from = run.state();
+        run.attempts += 1;
+        run.not_before = self.now() + delay.as_millis() as i64;
+        run.lease_owner = None;
+        run.lease_until = None;
+        let audit = self
+            .audit(run, step.as_str())
+            .detail(format!("retry: {message}"));
+        let end = StepEnd {
+            seq,
+            outcome: "retry",
+            error: Some(message),
+        };
+        self.commit(run, Commit::plain(from, Some(end), audit))
+            .await?;
+        Ok(Driven::Waiting(run.not_before))
+    }
+
+    /// The run leaves for its failure state; returns that state.
+    async fn give_up(
+        &self,
+        run: &mut RunRow,
+        step: Step,
+        seq: i64,
+        error: &StepError,
+        message: String,
+    ) -> Result<RunState, EngineError> {
+        let from = run.state();
+        let to = from.on_failure();
+        let exhausted = error.class == ErrorClass::Transient;
+        // A drill's failure is the drill's, not the credential's.
+        let mut update = CredentialUpdate {
+            last_error: run.drill.is_none().then(|| Some(message.clone())),
+            ..Default::default()
+        };
+        run.set_state(to);
+        run.attempts = 0;
+        if to == RunState::Stuck {
+            run.stuck_from = Some(from);
+            run.lease_owner = None;
+            run.lease_until = None;
+            update.failure = Some(true);
+        }
+        tracing::error!(step = %step, state = %to, error = %error.message, exhausted, "step failed");
+        let commit = Commit {
+            from,
+            audit: self
+                .audit(run, step.as_str())
+                .detail(format!("{from} -> {to}: {message}")),
+            end: Some(StepEnd {
+                seq,
+                outcome: "failed",
+                error: Some(message),
+            }),
+            update: Some(&update),
+            then: Then::default(),
+        };
+        self.commit(run, commit).await?;
+        Ok(to)
+    }
+}
+
+/// Where a run failed: the step and its attempt, the state it left and the one it entered.
+struct Failed {
+    from: RunState,
+    to: RunState,
+    step: Step,
+    attempt: i64,
+}
+
+/// The alert of a failed run, with what the operator does next.
+fn failure_alert(
+    ctx: &Ctx<'_>,
+    run: &RunRow,
+    failed: &Failed,
+    error: &StepError,
+    cause: String,
+) -> Alert {
+    let Failed {
+        from,
+        to,
+        step,
+        attempt,
+    } = *failed;
+    let condition = match (error.class, to) {
+        (ErrorClass::Conflict, _) => Condition::Conflict,
+        (_, RunState::Stuck) => Condition::Stuck,
+        (ErrorClass::Transient, _) => Condition::RetriesExhausted,
+        _ => Condition::RolledBack,
+    };
+    let id = &ctx.credential.id;
+    let action = match to {
+        RunState::Stuck if from == RunState::RollingBack => format!(
+            "the rollback could not finish: consumers still read the current credential, but the \
+             candidate may still be installed at the provider; fix the cause, then `rotor rotate {id}` \
+             resumes the rollback"
+        ),
+        RunState::Stuck => format!(
+            "the new credential is live; fix the cause, then `rotor rotate {id}` resumes the run from {from}"
+        ),
+        _ => "the current credential is untouched and the candidate is being removed; fix the cause, \
+              the next scheduled attempt (or `rotor rotate`) tries again"
+            .to_owned(),
+    };
+    Alert {
+        credential_id: id.clone(),
+        provider: ctx.credential.provider().to_owned(),
+        condition,
+        step: step.as_str().to_owned(),
+        attempt,
+        run_id: run.id.clone(),
+        cause,
+        action,
+        raised_at: String::new(),
+    }
+}

@@ -1,0 +1,65 @@
+//! Everything built from one config: rotators, vaults, the alerter and the notifier.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rotor_rotators::AnyRotator;
+
+use crate::alert::Alerter;
+use crate::config::Config;
+use crate::notify::Notifier;
+use crate::store::{Store, StoreError};
+use crate::vault::{VaultSecrets, Vaults};
+
+use super::EngineError;
+
+/// Everything built from one config: rotators and vaults. Replaced whole on reload.
+pub struct Runtime {
+    pub config: Config,
+    pub vaults: Arc<Vaults>,
+    pub rotators: HashMap<String, AnyRotator>,
+    pub alerter: Alerter,
+    pub notifier: Notifier,
+}
+
+impl Runtime {
+    /// Tells consumers what is due (of one credential with `only`); see `Notifier`.
+    pub async fn notify_due(
+        &self,
+        store: &Store,
+        now: impl Fn() -> i64,
+        only: Option<&str>,
+    ) -> Result<crate::notify::Pass, StoreError> {
+        self.notifier
+            .deliver_due(store, &self.config, &self.alerter, now, only)
+            .await
+    }
+
+    pub async fn build(config: Config) -> Result<Runtime, EngineError> {
+        let vaults = Arc::new(
+            Vaults::open(&config)
+                .await
+                .map_err(EngineError::OpenVaults)?,
+        );
+        let secrets: rotor_rotators::Secrets = Arc::new(VaultSecrets(vaults.clone()));
+        let mut rotators = HashMap::new();
+        for c in &config.credentials {
+            let r = AnyRotator::build(&c.rotator, secrets.clone()).map_err(|source| {
+                EngineError::Rotator {
+                    credential: c.id.clone(),
+                    source,
+                }
+            })?;
+            rotators.insert(c.id.clone(), r);
+        }
+        let alerter = Alerter::new(&config, vaults.clone());
+        let notifier = Notifier::new(&config, vaults.clone());
+        Ok(Runtime {
+            config,
+            vaults,
+            rotators,
+            alerter,
+            notifier,
+        })
+    }
+}

@@ -1,0 +1,85 @@
+//! Promote: the verified candidate becomes the vault's current version, the credential's
+//! next rotation counts from now, and consumers are told.
+
+use crate::engine::error::StepError;
+use crate::engine::{Ctx, Engine};
+use crate::notify::EventKind;
+use crate::store::{CredentialUpdate, RunRow};
+use crate::vault::{Held, Vault};
+
+use super::{Known, Outcome, Performed, grace_ms, previous_kept};
+
+impl Engine {
+    pub(super) async fn promote(
+        &self,
+        ctx: &Ctx<'_>,
+        run: &mut RunRow,
+        known: &mut Option<Known>,
+    ) -> Result<Outcome, StepError> {
+        let version = self.promote_in_vault(ctx, run, known).await?;
+        let now = self.now();
+        let event = self.event(ctx, run, EventKind::Promoted, Some(version.clone()), now);
+        run.grace_until = Some(now + grace_ms(run));
+        // The next rotation counts from this promotion; the scheduler does not start it while
+        // this run is live, so it can never begin before retirement.
+        let due = ctx.credential.schedule.next_due(
+            &ctx.credential.id,
+            Some(crate::clock::to_datetime(now)),
+            crate::clock::to_datetime(now),
+        );
+        let update = CredentialUpdate {
+            current_version: Some(version),
+            current_fingerprint: run.pending_fingerprint.clone(),
+            current_since: Some(now),
+            next_due_at: Some(due.map(|d| d.at.timestamp_millis())),
+            due_reason: Some(due.map_or("manual", |d| d.reason.as_str()).to_owned()),
+            ..Default::default()
+        };
+        Ok(Outcome {
+            performed: Performed::Done(Some(update)),
+            events: vec![event],
+        })
+    }
+
+    /// The drive that verified promotes the candidate it holds, which is the one it verified
+    /// (a worker fenced off before this drive's claim finished its side effects inside its
+    /// lease margin, so nothing it wrote follows). A resumed drive promotes the pending version
+    /// only if it is still the one verified (a fenced-off worker could have written over it):
+    /// the vault checks as it promotes.
+    async fn promote_in_vault(
+        &self,
+        ctx: &Ctx<'_>,
+        run: &RunRow,
+        known: &mut Option<Known>,
+    ) -> Result<String, StepError> {
+        let path = ctx.credential.vault_path.as_str();
+        let Some(held) = known.as_mut() else {
+            return Ok(ctx
+                .vault
+                .promote_run(
+                    path,
+                    &run.token,
+                    Some(&run.id),
+                    run.replaced_version.as_deref(),
+                    run.pending_fingerprint.as_deref(),
+                )
+                .await?);
+        };
+        let version = ctx
+            .vault
+            .promote_held(
+                path,
+                &run.token,
+                Some(&run.id),
+                run.replaced_version.as_deref(),
+                Held {
+                    candidate: &held.candidate,
+                    replaced: held.replaced.as_ref(),
+                    previous: previous_kept(ctx, run),
+                },
+            )
+            .await?;
+        held.promoted = Some(version.clone());
+        Ok(version)
+    }
+}
