@@ -14,6 +14,7 @@ pub mod engine;
 pub mod failpoint;
 pub mod model;
 pub mod notify;
+pub mod policy;
 pub mod scheduler;
 pub mod store;
 pub mod telemetry;

@@ -6,8 +6,9 @@ mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rotor::config::{FileVaultConfig, SecretRef};
+use rotor::config::SecretRef;
 use rotor::vault::file::FileVault;
+use rotor::vault::file::FileVaultConfig;
 use rotor::vault::openbao::{OpenbaoAuthConfig, OpenbaoVault, OpenbaoVaultConfig};
 use rotor::vault::{AnyVault, Held, Previous, Vault};
 use rotor_rotators::{Credential, ErrorClass};

@@ -9,6 +9,7 @@
 //! restarts. rotor deletes no key it did not make or retire: two active keys it does not know
 //! stop the rotation with a conflict.
 
+use crate::kinds::Settings;
 use std::time::Duration;
 
 use aws_sdk_iam::config::http::HttpResponse;
@@ -79,7 +80,7 @@ fn default_verify_within() -> crate::duration::Duration {
     crate::duration::Duration::from_secs(60)
 }
 
-impl RotatorSettings for AwsIamConfig {
+impl Settings for AwsIamConfig {
     fn validate(&self) -> Result<(), String> {
         let valid = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
         if self.user_name.is_empty()
@@ -107,7 +108,9 @@ impl RotatorSettings for AwsIamConfig {
             .flat_map(|c| [&c.access_key_id, &c.secret_access_key])
             .collect()
     }
+}
 
+impl RotatorSettings for AwsIamConfig {
     fn least_privilege(&self, credential_id: &str) -> String {
         let account = self.account_id.as_deref().unwrap_or("*");
         let policy = serde_json::json!({

@@ -12,6 +12,7 @@
 //! - `github_app_installation_token`: a token minted from the App's private key. Tokens expire
 //!   after an hour, so schedule these in minutes; retirement revokes the old token early.
 
+use crate::kinds::Settings;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -49,7 +50,9 @@ pub struct GithubAccess {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppIdentity {
+    /// The GitHub App's id (its settings page, "App ID").
     pub app_id: u64,
+    /// The installation of the App on the account that owns the repository.
     pub installation_id: u64,
     /// The App's private key (PEM), as a secret reference.
     pub private_key: SecretRef,
@@ -205,7 +208,9 @@ pub const PUBLIC_KEY: &str = "public_key";
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployKeyConfig {
+    /// The repository's owner (user or organisation).
     pub owner: String,
+    /// The repository whose deploy key rotates.
     pub repo: String,
     /// Write access for the key; read-only by default.
     #[serde(default)]
@@ -221,7 +226,7 @@ fn default_title() -> String {
     "rotor".into()
 }
 
-impl RotatorSettings for DeployKeyConfig {
+impl Settings for DeployKeyConfig {
     fn validate(&self) -> Result<(), String> {
         check_name("owner", &self.owner)?;
         check_name("repo", &self.repo)?;
@@ -231,7 +236,9 @@ impl RotatorSettings for DeployKeyConfig {
     fn secret_refs(&self) -> Vec<&SecretRef> {
         self.access.refs()
     }
+}
 
+impl RotatorSettings for DeployKeyConfig {
     fn least_privilege(&self, credential_id: &str) -> String {
         format!(
             "# rotor: least privilege at GitHub for credential \"{credential_id}\" (deploy key of {}/{}).\n\
@@ -549,6 +556,7 @@ pub struct WebhookConfig {
     /// The repository; omit for an organisation webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
+    /// The webhook's id (in its settings URL, `.../hooks/ID`).
     pub hook_id: u64,
     /// Length of the secret (alphanumeric).
     #[serde(default = "default_webhook_length")]
@@ -561,7 +569,7 @@ fn default_webhook_length() -> usize {
     40
 }
 
-impl RotatorSettings for WebhookConfig {
+impl Settings for WebhookConfig {
     fn validate(&self) -> Result<(), String> {
         check_name("owner", &self.owner)?;
         if let Some(repo) = &self.repo {
@@ -579,7 +587,9 @@ impl RotatorSettings for WebhookConfig {
     fn secret_refs(&self) -> Vec<&SecretRef> {
         self.access.refs()
     }
+}
 
+impl RotatorSettings for WebhookConfig {
     fn least_privilege(&self, credential_id: &str) -> String {
         match &self.repo {
             Some(repo) => format!(
@@ -758,7 +768,9 @@ pub struct InstallationTokenConfig {
     /// GitHub's API root; GitHub Enterprise Server: `https://HOST/api/v3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_url: Option<String>,
+    /// The GitHub App's id (its settings page, "App ID").
     pub app_id: u64,
+    /// The installation whose token is minted.
     pub installation_id: u64,
     /// The App's private key (PEM), as a secret reference.
     pub private_key: SecretRef,
@@ -768,7 +780,7 @@ pub struct InstallationTokenConfig {
     pub repositories: Vec<String>,
 }
 
-impl RotatorSettings for InstallationTokenConfig {
+impl Settings for InstallationTokenConfig {
     fn validate(&self) -> Result<(), String> {
         if let Some(url) = &self.api_url {
             api_url_problem(url)?;
@@ -782,7 +794,9 @@ impl RotatorSettings for InstallationTokenConfig {
     fn secret_refs(&self) -> Vec<&SecretRef> {
         vec![&self.private_key]
     }
+}
 
+impl RotatorSettings for InstallationTokenConfig {
     fn least_privilege(&self, credential_id: &str) -> String {
         format!(
             "# rotor: credential \"{credential_id}\" is an installation token of GitHub App {} (installation {}).\n\

@@ -10,6 +10,7 @@
 //! Templates: `{{token}}` (the run token), `{{id}}` (the credential's id at the provider),
 //! `{{secret}}` (only in headers and bodies: never in a URL, which ends up in logs).
 
+use crate::kinds::Settings;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -70,11 +71,13 @@ fn default_timeout() -> crate::duration::Duration {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpAuth {
+    /// The header's name. Default "Authorization".
     #[serde(default = "default_auth_header")]
     pub header: String,
     /// Written before the value, e.g. "Bearer " (the default) or "" for a bare API key.
     #[serde(default = "default_auth_prefix")]
     pub prefix: String,
+    /// rotor's own credential at the provider, by reference.
     pub value: SecretRef,
 }
 
@@ -90,10 +93,12 @@ fn default_auth_prefix() -> String {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpCall {
+    /// The HTTP method. Default "GET".
     #[serde(default = "default_method")]
     pub method: String,
     /// Appended to `base_url`; may hold `{{token}}` and `{{id}}`.
     pub path: String,
+    /// Extra request headers (not secrets: the auth header carries rotor's credential).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// A JSON (or other) body; template values are JSON-escaped.
@@ -150,7 +155,7 @@ impl HttpConfig {
     }
 }
 
-impl RotatorSettings for HttpConfig {
+impl Settings for HttpConfig {
     fn validate(&self) -> Result<(), String> {
         let url = reqwest::Url::parse(&self.base_url)
             .map_err(|e| format!("`base_url` is not a URL: {e}"))?;
@@ -229,7 +234,9 @@ impl RotatorSettings for HttpConfig {
     fn secret_refs(&self) -> Vec<&SecretRef> {
         self.auth.iter().map(|a| &a.value).collect()
     }
+}
 
+impl RotatorSettings for HttpConfig {
     fn least_privilege(&self, credential_id: &str) -> String {
         let mut text = format!(
             "# rotor: what the `http` rotator of credential \"{credential_id}\" calls at {}.\n\

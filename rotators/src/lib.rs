@@ -15,6 +15,7 @@ pub mod generated;
 pub mod github;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod kinds;
 #[cfg(feature = "manual")]
 pub mod manual;
 pub mod password;
@@ -219,70 +220,26 @@ pub trait Rotator: Send + Sync {
 }
 
 /// What every rotator's config section can say about itself without contacting anything.
-pub trait RotatorSettings {
-    /// Checks what serde cannot (a usable length, a user the strategy allows).
-    fn validate(&self) -> Result<(), String> {
-        Ok(())
-    }
-
-    /// The secret references in this section, so the config loader can check that the vaults
-    /// they name exist.
-    fn secret_refs(&self) -> Vec<&SecretRef> {
-        Vec::new()
-    }
-
+pub trait RotatorSettings: kinds::Settings {
     /// The least privilege rotor needs at the provider, in the provider's own language, for
     /// `rotor policy ID`.
     fn least_privilege(&self, credential_id: &str) -> String;
 }
 
-/// Declares the closed set of providers: the tagged config enum, the built rotator enum and
-/// their `match` dispatch, each variant behind its Cargo feature.
+/// Declares the closed set of providers: the tagged config enum (the plug-in shape every
+/// family shares, see `kinds`), the built rotator enum and their `match` dispatch, each
+/// variant behind its Cargo feature.
 macro_rules! providers {
     ($( $feature:literal $kind:literal $variant:ident $config:ty => $rotator:ty, $doc:literal; )*) => {
-        /// The rotator section of a `[[credential]]`, tagged by `kind`.
-        #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
-        #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-        // Boxed: one per credential, and 100,000 credentials must not each pay for the
-        // largest provider's settings.
-        pub enum RotatorConfig {
-            $(
-                #[doc = $doc]
-                #[cfg(feature = $feature)]
-                $variant(Box<$config>),
-            )*
-        }
-
-        impl RotatorConfig {
-            /// Every `kind` this build knows, for error messages.
-            pub const KINDS: &'static [&'static str] = &[$( #[cfg(feature = $feature)] $kind, )*];
-
-            pub fn kind(&self) -> &'static str {
-                match self {
-                    $( #[cfg(feature = $feature)] RotatorConfig::$variant(_) => $kind, )*
-                }
-            }
-
-            pub fn settings(&self) -> &dyn RotatorSettings {
-                match self {
-                    $( #[cfg(feature = $feature)] RotatorConfig::$variant(c) => c.as_ref(), )*
-                }
-            }
-
-            /// Deserializes the fields of the rotator whose kind is `kind` (the `kind` key
-            /// removed), so that error positions come from the caller's deserializer and stay
-            /// exact.
-            pub fn deserialize_kind<'de, D>(kind: &str, fields: D) -> Result<Option<Self>, D::Error>
-            where
-                D: serde::Deserializer<'de>,
-            {
-                #[allow(unused_imports)]
-                use serde::Deserialize;
-                #[allow(unreachable_code)]
-                Ok(Some(match kind {
-                    $( #[cfg(feature = $feature)] $kind => RotatorConfig::$variant(Box::new(<$config>::deserialize(fields)?)), )*
-                    _ => { let _ = fields; return Ok(None) }
-                }))
+        crate::kinds! {
+            /// The rotator section of a `[[credential]]`, tagged by `kind`.
+            #[derive(PartialEq)]
+            pub enum RotatorConfig: RotatorSettings {
+                $(
+                    #[doc = $doc]
+                    #[cfg(feature = $feature)]
+                    $kind => $variant($config),
+                )*
             }
         }
 

@@ -3,6 +3,7 @@
 //! age or expiry, reminds people before it is due and alerts when it is overdue, and
 //! `rotor confirm ID` records that a person rotated it.
 
+use crate::kinds::Settings;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -41,7 +42,7 @@ impl ManualConfig {
     }
 }
 
-impl RotatorSettings for ManualConfig {
+impl Settings for ManualConfig {
     fn validate(&self) -> Result<(), String> {
         if let Some(at) = &self.expires_at
             && chrono::DateTime::parse_from_rfc3339(at).is_err()
@@ -52,7 +53,9 @@ impl RotatorSettings for ManualConfig {
         }
         Ok(())
     }
+}
 
+impl RotatorSettings for ManualConfig {
     fn least_privilege(&self, credential_id: &str) -> String {
         format!(
             "# rotor: credential \"{credential_id}\" is rotated by hand; rotor needs no permission at its provider.\n{}",

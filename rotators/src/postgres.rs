@@ -8,6 +8,7 @@
 //! The password is hashed into a SCRAM-SHA-256 verifier here, as `psql`'s `\password` does, so
 //! the plaintext never reaches the server (nor its statement log or `pg_stat_statements`).
 
+use crate::kinds::Settings;
 use std::str::FromStr;
 
 use base64::Engine as _;
@@ -80,7 +81,7 @@ fn default_connect_timeout() -> crate::duration::Duration {
     crate::duration::Duration::from_secs(10)
 }
 
-impl RotatorSettings for PostgresConfig {
+impl Settings for PostgresConfig {
     fn validate(&self) -> Result<(), String> {
         let wanted = match self.strategy {
             Strategy::Alternating => 2,
@@ -125,7 +126,9 @@ impl RotatorSettings for PostgresConfig {
     fn secret_refs(&self) -> Vec<&SecretRef> {
         self.admin.iter().collect()
     }
+}
 
+impl RotatorSettings for PostgresConfig {
     fn least_privilege(&self, credential_id: &str) -> String {
         let admin = PgConnectOptions::from_str(&self.dsn)
             .map(|o| o.get_username().to_owned())

@@ -6,6 +6,7 @@
 //! reports: the plaintext never travels in an admin command, and "already added" or "already
 //! removed" can be checked before acting, which keeps every step idempotent.
 
+use crate::kinds::Settings;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -70,7 +71,7 @@ fn default_timeout() -> crate::duration::Duration {
     crate::duration::Duration::from_secs(10)
 }
 
-impl RotatorSettings for RedisConfig {
+impl Settings for RedisConfig {
     fn validate(&self) -> Result<(), String> {
         if self.user == "default" {
             return Err("refusing to rotate the `default` user: every connection that sends no user name logs in as it, so a rotation would lock out clients rotor does not know of; create a named ACL user for the application".into());
@@ -101,7 +102,9 @@ impl RotatorSettings for RedisConfig {
     fn secret_refs(&self) -> Vec<&SecretRef> {
         self.admin.iter().collect()
     }
+}
 
+impl RotatorSettings for RedisConfig {
     fn least_privilege(&self, credential_id: &str) -> String {
         let admin = self.admin_user.as_deref().unwrap_or("default");
         let persist = match self.persist {

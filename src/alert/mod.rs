@@ -16,7 +16,32 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AlertConfig, Config};
+use rotor_rotators::kinds::Settings;
+
+pub use sink::{
+    AlertmanagerAlertConfig, LogAlertConfig, PagerdutyAlertConfig, SlackAlertConfig,
+    WebhookAlertConfig,
+};
+
+rotor_rotators::kinds! {
+    /// An alert sink, tagged by `kind`.
+    pub enum AlertConfig: AlertSettings {
+        /// POST a JSON event to a URL, optionally signed with HMAC-SHA256.
+        "webhook" => Webhook(WebhookAlertConfig),
+        /// A Slack incoming webhook.
+        "slack" => Slack(SlackAlertConfig),
+        /// Prometheus Alertmanager, API v2 (`POST /api/v2/alerts`).
+        "alertmanager" => Alertmanager(AlertmanagerAlertConfig),
+        /// PagerDuty Events API v2 (trigger and resolve with a dedup key).
+        "pagerduty" => Pagerduty(PagerdutyAlertConfig),
+        /// Write alerts to rotor's own log at error level (and resolutions at info level).
+        "log" => Log(LogAlertConfig),
+    }
+}
+
+/// What every alert sink's settings say about themselves: what serde cannot check and the
+/// secret references they read. Sinks need no privilege of rotor's to grant.
+pub trait AlertSettings: Settings {}
 use crate::store::{Store, StoreError};
 use crate::vault::Vaults;
 
@@ -160,19 +185,20 @@ const DEFAULT_SINK: &str = "(log)";
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Alerter {
-    pub fn new(config: &Config, vaults: Arc<Vaults>) -> Self {
+    /// An alerter for these sinks, and each credential's routes (for reminders).
+    pub fn new(
+        sinks: BTreeMap<String, AlertConfig>,
+        routes: BTreeMap<String, Vec<String>>,
+        vaults: Arc<Vaults>,
+    ) -> Self {
         let client = reqwest::Client::builder()
             .timeout(DELIVERY_TIMEOUT)
             .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client builds");
         Self {
-            sinks: config.alerts.clone(),
-            routes: config
-                .credentials
-                .iter()
-                .map(|c| (c.id.clone(), c.alerts.clone()))
-                .collect(),
+            sinks,
+            routes,
             vaults,
             client,
         }

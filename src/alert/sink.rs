@@ -6,8 +6,117 @@ use serde_json::json;
 use sha2::Sha256;
 
 use super::{Alert, Condition};
-use crate::config::AlertConfig;
+use rotor_rotators::SecretRef;
+use rotor_rotators::kinds::Settings;
+use serde::{Deserialize, Serialize};
+
+use super::{AlertConfig, AlertSettings};
 use crate::vault::{Vaults, resolve};
+
+/// `webhook`: a JSON event per alert and resolution.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookAlertConfig {
+    /// Where the event is POSTed (http or https, no credentials in it).
+    pub url: String,
+    /// Signs each body: `X-Rotor-Signature: sha256=HEX(HMAC-SHA256(secret, body))`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretRef>,
+}
+
+impl Settings for WebhookAlertConfig {
+    fn validate(&self) -> Result<(), String> {
+        url_problem(&self.url)
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretRef> {
+        self.secret.iter().collect()
+    }
+}
+
+impl AlertSettings for WebhookAlertConfig {}
+
+/// `slack`: the incoming-webhook URL is itself a secret.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlackAlertConfig {
+    /// The incoming webhook's URL, by reference: whoever has it can post to the channel.
+    pub webhook_url: SecretRef,
+}
+
+impl Settings for SlackAlertConfig {
+    fn secret_refs(&self) -> Vec<&SecretRef> {
+        vec![&self.webhook_url]
+    }
+}
+
+impl AlertSettings for SlackAlertConfig {}
+
+/// `alertmanager`: the base URL (`http://alertmanager:9093`).
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerAlertConfig {
+    /// Alertmanager's base URL; alerts go to `URL/api/v2/alerts`.
+    pub url: String,
+}
+
+impl Settings for AlertmanagerAlertConfig {
+    fn validate(&self) -> Result<(), String> {
+        url_problem(&self.url)
+    }
+}
+
+impl AlertSettings for AlertmanagerAlertConfig {}
+
+/// `pagerduty`: an Events API v2 integration.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PagerdutyAlertConfig {
+    /// The integration's routing key.
+    pub routing_key: SecretRef,
+    /// The Events API endpoint. Default: PagerDuty's own.
+    #[serde(default = "default_pagerduty_url")]
+    pub url: String,
+}
+
+fn default_pagerduty_url() -> String {
+    "https://events.pagerduty.com/v2/enqueue".into()
+}
+
+impl Settings for PagerdutyAlertConfig {
+    fn validate(&self) -> Result<(), String> {
+        url_problem(&self.url)
+    }
+
+    fn secret_refs(&self) -> Vec<&SecretRef> {
+        vec![&self.routing_key]
+    }
+}
+
+impl AlertSettings for PagerdutyAlertConfig {}
+
+/// The `log` alert sink has no settings.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogAlertConfig {}
+
+impl Settings for LogAlertConfig {}
+
+impl AlertSettings for LogAlertConfig {}
+
+/// A sink URL must parse, be http or https and hold no credentials.
+fn url_problem(url: &str) -> Result<(), String> {
+    match reqwest::Url::parse(url) {
+        Err(e) => Err(format!("`url` {url:?} is not a URL: {e}")),
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+            Err("`url` holds credentials; a config file holds no secrets".into())
+        }
+        Ok(u) if !["http", "https"].contains(&u.scheme()) => {
+            Err(format!("`url` must be http or https, not {}", u.scheme()))
+        }
+        Ok(_) => Ok(()),
+    }
+}
 
 /// The key a sink deduplicates on: one incident per credential and condition.
 pub fn dedup_key(alert: &Alert) -> String {

@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, Config, Diagnostics};
 use crate::engine::EngineError;
 use crate::store::{Store, StoreError};
+use crate::telemetry::LogFormat;
 
 /// Exit codes, a stable interface for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,12 +137,6 @@ pub struct Cli {
     pub otlp_endpoint: Option<String>,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -49,7 +49,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     );
     let runtime = Arc::new(runtime);
     let (published, subscribed) = tokio::sync::watch::channel(runtime.clone());
-    let lag = Arc::new(crate::telemetry::metrics::Lag::default());
+    let lag = Arc::new(crate::scheduler::lag::Lag::default());
     if let Some(addr) = args.listen {
         crate::telemetry::server::serve(
             addr,

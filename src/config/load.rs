@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use rotor_rotators::kinds::Kinds;
 use rotor_rotators::{RotatorConfig, SecretRef};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -20,7 +21,7 @@ use super::{
     DEFAULT_STORE_URL, DefaultsConfig, Diagnostics, DrillConfig, Duration, RetryConfig, SourceFile,
     StoreConfig, VaultConfig,
 };
-use crate::scheduler::policy::{Cadence, RetryPolicy, Schedule, Window};
+use crate::policy::{Cadence, RetryPolicy, Schedule, Window};
 
 /// Where something was declared, for "first declared at" messages.
 struct Declared {
@@ -217,13 +218,13 @@ impl Loader {
             );
         }
         for (kind, l) in &limits.provider {
-            if !RotatorConfig::KINDS.contains(&kind.as_str()) {
+            if !<RotatorConfig as Kinds>::KINDS.contains(&kind.as_str()) {
                 self.error(
                     file,
                     Some(span.clone()),
                     format!(
                         "[limits.provider.{kind}]: unknown provider kind; expected one of: {}",
-                        RotatorConfig::KINDS.join(", ")
+                        <RotatorConfig as Kinds>::KINDS.join(", ")
                     ),
                 );
             }
@@ -309,61 +310,43 @@ impl Loader {
                 span: name_span.clone(),
             };
             match what {
-                "vault" => {
-                    if let Some(config) = self.tagged(
-                        file,
-                        body,
-                        what,
-                        VaultConfig::KINDS,
-                        VaultConfig::deserialize_kind,
-                    ) {
-                        self.declare(|l| &mut l.vaults, what, name, config, declared);
-                    }
-                }
+                "vault" => self.add_kind(file, body, what, name, declared, |l| &mut l.vaults),
                 "hook" => {
-                    let Some(config) = self.tagged(
-                        file,
-                        body,
-                        what,
-                        crate::notify::HookConfig::KINDS,
-                        crate::notify::HookConfig::deserialize_kind,
-                    ) else {
-                        continue;
-                    };
-                    let problems = [
-                        config.problem(),
-                        name_problem(&name).map(|p| format!("invalid name: {p}")),
-                    ];
-                    for problem in problems.into_iter().flatten() {
+                    if let Some(problem) = name_problem(&name) {
                         self.error(
                             file,
-                            Some(name_span.clone()),
-                            format!("hook `{name}`: {problem}"),
+                            Some(name_span),
+                            format!("hook `{name}`: invalid name: {problem}"),
                         );
                     }
-                    self.declare(|l| &mut l.hooks, what, name, config, declared);
+                    self.add_kind(file, body, what, name, declared, |l| &mut l.hooks)
                 }
-                _ => {
-                    let Some(config) = self.tagged(
-                        file,
-                        body,
-                        what,
-                        AlertConfig::KINDS,
-                        AlertConfig::deserialize_kind,
-                    ) else {
-                        continue;
-                    };
-                    if let Some(problem) = config.problem() {
-                        self.error(
-                            file,
-                            Some(name_span.clone()),
-                            format!("alert `{name}`: {problem}"),
-                        );
-                    }
-                    self.declare(|l| &mut l.alerts, what, name, config, declared);
-                }
+                _ => self.add_kind(file, body, what, name, declared, |l| &mut l.alerts),
             }
         }
+    }
+
+    /// One named plug-in of any family: its kind's settings, checked, then declared.
+    fn add_kind<T: Kinds>(
+        &mut self,
+        file: usize,
+        body: Spanned<DeValue<'_>>,
+        what: &str,
+        name: String,
+        declared: Declared,
+        table: fn(&mut Self) -> &mut BTreeMap<String, (T, Declared)>,
+    ) {
+        let Some(config) = self.tagged(file, body, what, T::KINDS, T::deserialize_kind) else {
+            return;
+        };
+        if let Err(problem) = config.common().validate() {
+            self.error(
+                file,
+                Some(declared.span.clone()),
+                format!("{what} `{name}`: {problem}"),
+            );
+        }
+        self.declare(table, what, name, config, declared);
     }
 
     /// Records a named table, unless the name is taken: then an error names the first place.
@@ -484,11 +467,11 @@ impl Loader {
                     file,
                     r,
                     "rotator",
-                    RotatorConfig::KINDS,
-                    RotatorConfig::deserialize_kind,
+                    <RotatorConfig as Kinds>::KINDS,
+                    <RotatorConfig as Kinds>::deserialize_kind,
                 ),
                 None => {
-                    let kinds = RotatorConfig::KINDS.join(", ");
+                    let kinds = <RotatorConfig as Kinds>::KINDS.join(", ");
                     self.error(file, Some(span.clone()), format!("credential has no `rotator`; add a rotator table with a `kind` ({kinds})"));
                     None
                 }
@@ -548,11 +531,25 @@ impl Loader {
         }
     }
 
-    /// A hook's secret reference names a declared vault.
-    fn check_hook_secrets(&mut self) {
+    /// Every secret reference of a vault, an alert sink or a hook names a declared vault.
+    fn check_named_secrets(&mut self) {
         let mut problems = Vec::new();
-        for (name, (hook, declared)) in &self.hooks {
-            for reference in hook.secret_refs() {
+        let named = self
+            .vaults
+            .iter()
+            .map(|(name, (c, d))| ("vault", name, c.common(), d))
+            .chain(
+                self.alerts
+                    .iter()
+                    .map(|(name, (c, d))| ("alert", name, c.common(), d)),
+            )
+            .chain(
+                self.hooks
+                    .iter()
+                    .map(|(name, (c, d))| ("hook", name, c.common(), d)),
+            );
+        for (what, name, settings, declared) in named {
+            for reference in settings.secret_refs() {
                 if let SecretRef::Vault { vault, .. } = reference
                     && !self.vaults.contains_key(vault)
                 {
@@ -561,7 +558,7 @@ impl Loader {
                         declared.file,
                         declared.span.clone(),
                         format!(
-                            "hook `{name}` refers to unknown vault `{vault}`; declared vaults: {}",
+                            "{what} `{name}` refers to unknown vault `{vault}`; declared vaults: {}",
                             or_none(&known)
                         ),
                     ));
@@ -612,7 +609,7 @@ impl Loader {
         if let Some(names) = &defaults.alerts {
             self.check_alert_names(defaults_file, names);
         }
-        self.check_hook_secrets();
+        self.check_named_secrets();
         let mut seen_ids: BTreeMap<String, Declared> = BTreeMap::new();
         let mut seen_paths: BTreeMap<(String, String), Declared> = BTreeMap::new();
         let mut credentials = Vec::new();

@@ -4,7 +4,6 @@
 mod diagnostic;
 mod duration;
 mod load;
-mod schedule;
 mod secret_ref;
 
 use std::collections::BTreeMap;
@@ -14,15 +13,18 @@ use rotor_rotators::RotatorConfig;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+pub use crate::policy::schedule::{
+    CronExpr, DaySet, ScheduleConfig, TimeOfDay, TimeZone, Timestamp, WindowConfig,
+};
 pub use diagnostic::{Diagnostic, Diagnostics, SourceFile};
 pub use duration::Duration;
 pub use load::{load, schema};
-pub use schedule::{
-    CronExpr, DaySet, ScheduleConfig, TimeOfDay, TimeZone, Timestamp, WindowConfig,
-};
 pub use secret_ref::SecretRef;
 
-use crate::scheduler::policy::{RetryPolicy, Schedule};
+use crate::alert::AlertConfig;
+use crate::notify::{RetireAfter, Subscribers};
+use crate::policy::{RetryPolicy, Schedule};
+use crate::vault::VaultConfig;
 
 /// The store URL used when no `[store]` table and no `--database` flag give one.
 pub const DEFAULT_STORE_URL: &str = "sqlite://rotor.db";
@@ -153,169 +155,6 @@ pub struct RetryConfig {
     /// Longest delay between retries.
     pub max: Duration,
 }
-
-/// A vault, tagged by `kind`.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum VaultConfig {
-    /// One age-encrypted file per credential in a local folder: the embedded default.
-    File(FileVaultConfig),
-    /// OpenBao or HashiCorp Vault, KV version 2 (`kind = "vault"` is accepted too).
-    #[serde(alias = "vault")]
-    Openbao(Box<crate::vault::openbao::OpenbaoVaultConfig>),
-    /// AWS Secrets Manager with native staging labels; the secret id is the vault path.
-    AwsSecretsManager(crate::vault::aws_secrets_manager::AwsSecretsManagerConfig),
-}
-
-impl VaultConfig {
-    pub const KINDS: &'static [&'static str] = &["file", "openbao", "vault", "aws_secrets_manager"];
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            VaultConfig::File(_) => "file",
-            VaultConfig::Openbao(_) => "openbao",
-            VaultConfig::AwsSecretsManager(_) => "aws_secrets_manager",
-        }
-    }
-
-    fn deserialize_kind<'de, D: serde::Deserializer<'de>>(
-        kind: &str,
-        fields: D,
-    ) -> Result<Option<Self>, D::Error> {
-        Ok(Some(match kind {
-            "file" => VaultConfig::File(FileVaultConfig::deserialize(fields)?),
-            "openbao" | "vault" => VaultConfig::Openbao(Box::new(
-                crate::vault::openbao::OpenbaoVaultConfig::deserialize(fields)?,
-            )),
-            "aws_secrets_manager" => VaultConfig::AwsSecretsManager(
-                crate::vault::aws_secrets_manager::AwsSecretsManagerConfig::deserialize(fields)?,
-            ),
-            _ => return Ok(None),
-        }))
-    }
-}
-
-/// The `file` vault: `DIR/PATH.age` holds a credential's current (and, during grace, previous)
-/// version, `DIR/PATH.pending.age` a version being rotated in. Readable with the stock `age` tool.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FileVaultConfig {
-    /// Folder of the encrypted files (created if missing).
-    pub dir: PathBuf,
-    /// The age identity (X25519 secret key) that encrypts and decrypts the files. A `file`
-    /// reference that does not exist is created (mode 0600) while the folder holds no files.
-    pub identity: SecretRef,
-}
-
-/// An alert sink, tagged by `kind`.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum AlertConfig {
-    /// POST a JSON event to a URL, optionally signed with HMAC-SHA256.
-    Webhook(WebhookAlertConfig),
-    /// A Slack incoming webhook.
-    Slack(SlackAlertConfig),
-    /// Prometheus Alertmanager, API v2 (`POST /api/v2/alerts`).
-    Alertmanager(AlertmanagerAlertConfig),
-    /// PagerDuty Events API v2 (trigger and resolve with a dedup key).
-    Pagerduty(PagerdutyAlertConfig),
-    /// Write alerts to rotor's own log at error level (and resolutions at info level).
-    Log(LogAlertConfig),
-}
-
-impl AlertConfig {
-    pub const KINDS: &'static [&'static str] =
-        &["webhook", "slack", "alertmanager", "pagerduty", "log"];
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            AlertConfig::Webhook(_) => "webhook",
-            AlertConfig::Slack(_) => "slack",
-            AlertConfig::Alertmanager(_) => "alertmanager",
-            AlertConfig::Pagerduty(_) => "pagerduty",
-            AlertConfig::Log(_) => "log",
-        }
-    }
-
-    fn deserialize_kind<'de, D: serde::Deserializer<'de>>(
-        kind: &str,
-        fields: D,
-    ) -> Result<Option<Self>, D::Error> {
-        Ok(Some(match kind {
-            "webhook" => AlertConfig::Webhook(WebhookAlertConfig::deserialize(fields)?),
-            "slack" => AlertConfig::Slack(SlackAlertConfig::deserialize(fields)?),
-            "alertmanager" => {
-                AlertConfig::Alertmanager(AlertmanagerAlertConfig::deserialize(fields)?)
-            }
-            "pagerduty" => AlertConfig::Pagerduty(PagerdutyAlertConfig::deserialize(fields)?),
-            "log" => AlertConfig::Log(LogAlertConfig::deserialize(fields)?),
-            _ => return Ok(None),
-        }))
-    }
-
-    /// What serde cannot check: URLs that parse and hold no credentials.
-    pub fn problem(&self) -> Option<String> {
-        let url = match self {
-            AlertConfig::Webhook(c) => &c.url,
-            AlertConfig::Alertmanager(c) => &c.url,
-            AlertConfig::Pagerduty(c) => &c.url,
-            AlertConfig::Slack(_) | AlertConfig::Log(_) => return None,
-        };
-        match reqwest::Url::parse(url) {
-            Err(e) => Some(format!("`url` {url:?} is not a URL: {e}")),
-            Ok(u) if !u.username().is_empty() || u.password().is_some() => {
-                Some("`url` holds credentials; a config file holds no secrets".into())
-            }
-            Ok(u) if !["http", "https"].contains(&u.scheme()) => {
-                Some(format!("`url` must be http or https, not {}", u.scheme()))
-            }
-            Ok(_) => None,
-        }
-    }
-}
-
-/// `webhook`: a JSON event per alert and resolution.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookAlertConfig {
-    pub url: String,
-    /// Signs each body: `X-Rotor-Signature: sha256=HEX(HMAC-SHA256(secret, body))`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<SecretRef>,
-}
-
-/// `slack`: the incoming-webhook URL is itself a secret.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SlackAlertConfig {
-    pub webhook_url: SecretRef,
-}
-
-/// `alertmanager`: the base URL (`http://alertmanager:9093`).
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AlertmanagerAlertConfig {
-    pub url: String,
-}
-
-/// `pagerduty`: an Events API v2 integration.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PagerdutyAlertConfig {
-    /// The integration's routing key.
-    pub routing_key: SecretRef,
-    #[serde(default = "default_pagerduty_url")]
-    pub url: String,
-}
-
-fn default_pagerduty_url() -> String {
-    "https://events.pagerduty.com/v2/enqueue".into()
-}
-
-/// The `log` alert sink has no settings.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LogAlertConfig {}
 
 /// Where a credential is written.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -453,6 +292,30 @@ impl Config {
 
     pub fn credential(&self, id: &str) -> Option<&Credential> {
         self.index.get(id).map(|&i| &self.credentials[i])
+    }
+
+    /// Each credential's alert routes.
+    pub fn alert_routes(&self) -> BTreeMap<String, Vec<String>> {
+        self.credentials
+            .iter()
+            .map(|c| (c.id.clone(), c.alerts.clone()))
+            .collect()
+    }
+}
+
+impl Subscribers for Config {
+    fn retires_when_notified(&self, credential: &str) -> bool {
+        self.credential(credential)
+            .is_some_and(|c| c.retire_after == RetireAfter::Notified)
+    }
+
+    fn provider(&self, credential: &str) -> Option<&str> {
+        self.credential(credential).map(|c| c.provider())
+    }
+
+    fn alert_routes(&self, credential: &str) -> &[String] {
+        self.credential(credential)
+            .map_or(&[], |c| c.alerts.as_slice())
     }
 }
 

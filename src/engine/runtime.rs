@@ -37,7 +37,7 @@ impl Runtime {
 
     pub async fn build(config: Config) -> Result<Runtime, EngineError> {
         let vaults = Arc::new(
-            Vaults::open(&config)
+            Vaults::open(&config.vaults)
                 .await
                 .map_err(EngineError::OpenVaults)?,
         );
@@ -52,8 +52,8 @@ impl Runtime {
             })?;
             rotators.insert(c.id.clone(), r);
         }
-        let alerter = Alerter::new(&config, vaults.clone());
-        let notifier = Notifier::new(&config, vaults.clone());
+        let alerter = Alerter::new(config.alerts.clone(), config.alert_routes(), vaults.clone());
+        let notifier = Notifier::new(config.hooks.clone(), vaults.clone());
         Ok(Runtime {
             config,
             vaults,

@@ -8,11 +8,13 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use tokio::io::AsyncWriteExt;
 
+use rotor_rotators::SecretRef;
+
+use super::hook::{SERVICE_ACCOUNT, default_annotation};
 use super::{
-    CommandHook, Event, Failed, HookConfig, KubernetesRolloutHook, Outcome, SERVICE_ACCOUNT,
-    WebhookHook, default_annotation, delivery_id,
+    CommandHook, Event, Failed, HookConfig, KubernetesRolloutHook, Outcome, WebhookHook,
+    delivery_id,
 };
-use crate::config::SecretRef;
 use crate::vault::{Vaults, resolve};
 
 /// The only `PATH` a command hook sees: rotor's environment is not passed on.

@@ -9,254 +9,20 @@
 //! end of `grace` at the latest).
 
 mod deliver;
+pub mod hook;
+
+pub use hook::{CommandHook, HookConfig, HookSettings, KubernetesRolloutHook, WebhookHook};
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration as StdDuration;
 
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::alert::{Alert, Alerter, Condition};
-use crate::config::{Config, Credential, Duration, SecretRef};
 use crate::store::notify::DROPPED;
 use crate::store::{Store, StoreError};
 use crate::vault::Vaults;
-
-/// A hook, tagged by `kind`.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum HookConfig {
-    /// POST the event as JSON, signed with HMAC-SHA256 (`X-Rotor-Signature`).
-    Webhook(WebhookHook),
-    /// Run a program with the event as JSON on stdin (e.g. `systemctl reload app`).
-    Command(CommandHook),
-    /// Patch a Deployment's pod-template annotation so that it rolls out (like `kubectl
-    /// rollout restart`), through the Kubernetes API with the pod's service account.
-    KubernetesRollout(KubernetesRolloutHook),
-}
-
-/// `webhook`: a signed JSON event per change.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookHook {
-    pub url: String,
-    /// The HMAC key: `X-Rotor-Signature: sha256=HEX(HMAC-SHA256(secret, body))`. Required, so
-    /// that a receiver can tell rotor from anyone else who can reach it.
-    pub secret: SecretRef,
-    /// How long one attempt may take. Default "10s".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<Duration>,
-}
-
-/// `command`: a program run without a shell, with a clean environment.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CommandHook {
-    /// The program and its arguments, e.g. `["/usr/bin/systemctl", "reload", "payments-api"]`.
-    pub command: Vec<String>,
-    /// Killed (with its process group) after this long. Default "30s".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<Duration>,
-    /// Extra environment variables (not secrets: a config file holds none). rotor's own
-    /// environment is not passed on.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-}
-
-/// `kubernetes_rollout`: a strategic-merge PATCH of
-/// `/apis/apps/v1/namespaces/NAMESPACE/deployments/DEPLOYMENT`.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KubernetesRolloutHook {
-    pub namespace: String,
-    pub deployment: String,
-    /// The API server. Default: in-cluster, from `KUBERNETES_SERVICE_HOST` and `_PORT`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_url: Option<String>,
-    /// The bearer token, read at each delivery (the kubelet rotates it). Default: the
-    /// service account's token file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<SecretRef>,
-    /// The API server's CA bundle. Default: the service account's `ca.crt`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
-    /// The pod-template annotation set to the new version. Default
-    /// `rotor.dev/rotated-CREDENTIAL` (the id with `/` as `.`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotation: Option<String>,
-    /// How long one attempt may take. Default "10s".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<Duration>,
-}
-
-/// The in-cluster service account, as Kubernetes mounts it into every pod.
-const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-
-impl HookConfig {
-    pub const KINDS: &'static [&'static str] = &["webhook", "command", "kubernetes_rollout"];
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            HookConfig::Webhook(_) => "webhook",
-            HookConfig::Command(_) => "command",
-            HookConfig::KubernetesRollout(_) => "kubernetes_rollout",
-        }
-    }
-
-    pub fn deserialize_kind<'de, D: serde::Deserializer<'de>>(
-        kind: &str,
-        fields: D,
-    ) -> Result<Option<Self>, D::Error> {
-        Ok(Some(match kind {
-            "webhook" => HookConfig::Webhook(WebhookHook::deserialize(fields)?),
-            "command" => HookConfig::Command(CommandHook::deserialize(fields)?),
-            "kubernetes_rollout" => {
-                HookConfig::KubernetesRollout(KubernetesRolloutHook::deserialize(fields)?)
-            }
-            _ => return Ok(None),
-        }))
-    }
-
-    /// How long one attempt may take.
-    pub fn timeout(&self) -> StdDuration {
-        let (set, default) = match self {
-            HookConfig::Webhook(h) => (h.timeout, 10),
-            HookConfig::Command(h) => (h.timeout, 30),
-            HookConfig::KubernetesRollout(h) => (h.timeout, 10),
-        };
-        set.map_or(StdDuration::from_secs(default), |d| d.as_std())
-    }
-
-    /// Whether this hook hears of `event`. A rollout only follows a promotion: the retirement
-    /// changes nothing pods read.
-    pub fn wants(&self, event: EventKind) -> bool {
-        !matches!(
-            (self, event),
-            (HookConfig::KubernetesRollout(_), EventKind::Retired)
-        )
-    }
-
-    /// The secret references it reads (checked against declared vaults).
-    pub fn secret_refs(&self) -> Vec<&SecretRef> {
-        match self {
-            HookConfig::Webhook(h) => vec![&h.secret],
-            HookConfig::Command(_) => vec![],
-            HookConfig::KubernetesRollout(h) => h.token.iter().collect(),
-        }
-    }
-
-    /// What serde cannot check.
-    pub fn problem(&self) -> Option<String> {
-        match self {
-            HookConfig::Webhook(h) => url_problem("url", &h.url, false),
-            HookConfig::Command(h) => match h.command.first() {
-                None => Some("`command` is empty; give the program and its arguments".into()),
-                Some(program) if program.is_empty() => Some("`command` names no program".into()),
-                Some(_) => h
-                    .env
-                    .keys()
-                    .find(|k| k.is_empty() || k.contains('=') || k.starts_with("ROTOR_"))
-                    .map(|k| {
-                        format!(
-                            "`env` key {k:?} is not allowed (empty, `=`, or rotor's own ROTOR_*)"
-                        )
-                    }),
-            },
-            HookConfig::KubernetesRollout(h) => {
-                if let Some(problem) = [("namespace", &h.namespace), ("deployment", &h.deployment)]
-                    .into_iter()
-                    .find_map(|(field, name)| dns_label_problem(field, name))
-                {
-                    return Some(problem);
-                }
-                if let Some(a) = &h.annotation
-                    && let Some(problem) = annotation_problem(a)
-                {
-                    return Some(problem);
-                }
-                h.api_url
-                    .as_deref()
-                    .and_then(|u| url_problem("api_url", u, true))
-            }
-        }
-    }
-}
-
-/// A URL that parses, holds no credentials, and is https; http is allowed for a webhook, and
-/// with `https_only` (a bearer token travels) only for a server on loopback.
-fn url_problem(field: &str, url: &str, https_only: bool) -> Option<String> {
-    match reqwest::Url::parse(url) {
-        Err(e) => Some(format!("`{field}` {url:?} is not a URL: {e}")),
-        Ok(u) if !u.username().is_empty() || u.password().is_some() => Some(format!(
-            "`{field}` holds credentials; a config file holds no secrets"
-        )),
-        Ok(u) if u.scheme() == "https" => None,
-        Ok(u) if u.scheme() == "http" && !https_only => None,
-        Ok(u) if u.scheme() == "http" && is_loopback(&u) => None,
-        Ok(u) => Some(format!(
-            "`{field}` must be https (http only for a server on loopback), not {}",
-            u.scheme()
-        )),
-    }
-}
-
-fn is_loopback(url: &reqwest::Url) -> bool {
-    let host = url.host_str().unwrap_or_default();
-    host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Namespaces and Deployment names are DNS labels / subdomains: lowercase, digits, `-`, `.`.
-fn dns_label_problem(field: &str, name: &str) -> Option<String> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && !name.starts_with(['-', '.'])
-        && !name.ends_with(['-', '.']);
-    (!ok).then(|| {
-        format!("`{field}` {name:?} is not a Kubernetes object name (lowercase letters, digits, `-`, `.`)")
-    })
-}
-
-/// An annotation key: an optional DNS prefix and `/`, then a name of at most 63 characters.
-fn annotation_problem(key: &str) -> Option<String> {
-    let name = key.rsplit('/').next().unwrap_or(key);
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
-        && key.matches('/').count() <= 1;
-    (!ok).then(|| format!("`annotation` {key:?} is not a Kubernetes annotation key"))
-}
-
-/// The default annotation of a credential: `rotor.dev/rotated-ID`, the id made a valid name.
-pub fn default_annotation(credential_id: &str) -> String {
-    let name: String = format!("rotated-{credential_id}")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '.'
-            }
-        })
-        .take(63)
-        .collect();
-    format!(
-        "rotor.dev/{}",
-        name.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
-    )
-}
 
 /// When a run's grace ends.
 #[derive(
@@ -385,6 +151,19 @@ impl std::fmt::Debug for Notifier {
     }
 }
 
+/// What the notifier needs to know of the credentials it notifies for (the config answers).
+pub trait Subscribers: Sync {
+    /// Whether the credential's grace ends once its hooks took the `promoted` event
+    /// (`retire_after = "notified"`).
+    fn retires_when_notified(&self, credential: &str) -> bool;
+
+    /// The credential's provider kind; `None` when it is no longer configured.
+    fn provider(&self, credential: &str) -> Option<&str>;
+
+    /// Where the credential's alerts go.
+    fn alert_routes(&self, credential: &str) -> &[String];
+}
+
 /// What one delivery pass did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Pass {
@@ -396,13 +175,13 @@ pub struct Pass {
 }
 
 impl Notifier {
-    pub fn new(config: &Config, vaults: Arc<Vaults>) -> Self {
+    pub fn new(hooks: BTreeMap<String, HookConfig>, vaults: Arc<Vaults>) -> Self {
         let client = reqwest::Client::builder()
             .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client builds");
         Self {
-            hooks: Arc::new(config.hooks.clone()),
+            hooks: Arc::new(hooks),
             vaults,
             client,
             queued: Arc::default(),
@@ -414,16 +193,15 @@ impl Notifier {
         self.queued.notified().await
     }
 
-    /// Queues `event` for each of the credential's hooks that wants it. Idempotent.
+    /// Queues `event` for each of the credential's hooks (`notify`) that wants it. Idempotent.
     pub async fn queue(
         &self,
         store: &Store,
-        credential: &Credential,
+        notify: &[String],
         event: &Event,
         now: i64,
     ) -> Result<(), StoreError> {
-        let hooks: Vec<String> = credential
-            .notify
+        let hooks: Vec<String> = notify
             .iter()
             .filter(|name| self.hooks.get(*name).is_some_and(|h| h.wants(event.event)))
             .cloned()
@@ -435,7 +213,7 @@ impl Notifier {
         store
             .queue_notifications(
                 &event.run_id,
-                &credential.id,
+                &event.credential_id,
                 event.event.as_str(),
                 &hooks,
                 &payload,
@@ -443,7 +221,7 @@ impl Notifier {
             )
             .await?;
         self.queued.notify_one();
-        tracing::debug!(credential = %credential.id, event = event.event.as_str(), hooks = ?hooks, "notifications queued");
+        tracing::debug!(credential = %event.credential_id, event = event.event.as_str(), hooks = ?hooks, "notifications queued");
         Ok(())
     }
 
@@ -452,7 +230,7 @@ impl Notifier {
     pub async fn deliver_due(
         &self,
         store: &Store,
-        config: &Config,
+        subscribers: &dyn Subscribers,
         alerter: &Alerter,
         now: impl Fn() -> i64,
         only: Option<&str>,
@@ -464,7 +242,7 @@ impl Notifier {
             let batch = store.due_notifications(now(), 100).await?;
             let before = pass;
             for n in batch {
-                self.deliver_one(store, config, alerter, &now, only, n, &mut pass)
+                self.deliver_one(store, subscribers, alerter, &now, only, n, &mut pass)
                     .await?;
             }
             if pass.delivered == before.delivered {
@@ -478,7 +256,7 @@ impl Notifier {
     async fn deliver_one(
         &self,
         store: &Store,
-        config: &Config,
+        subscribers: &dyn Subscribers,
         alerter: &Alerter,
         now: &impl Fn() -> i64,
         only: Option<&str>,
@@ -525,10 +303,9 @@ impl Notifier {
             let result = deliver::send(&self.client, &self.vaults, &n.hook, hook, &event)
                 .instrument(span.clone())
                 .await;
-            let credential = config.credential(&n.credential_id);
             match result {
                 Ok(outcome) => {
-                    let wake = credential.is_some_and(|c| c.retire_after == RetireAfter::Notified);
+                    let wake = subscribers.retires_when_notified(&n.credential_id);
                     if store
                         .notification_delivered(&n, &outcome, wake, now())
                         .await?
@@ -538,7 +315,7 @@ impl Notifier {
                     pass.delivered += 1;
                     span.in_scope(|| tracing::info!(outcome = %outcome, "consumer notified"));
                     if !store.notifications_failing(&n.credential_id).await? {
-                        let routes = credential.map(|c| c.alerts.as_slice()).unwrap_or(&[]);
+                        let routes = subscribers.alert_routes(&n.credential_id);
                         alerter
                             .resolve(
                                 store,
@@ -560,11 +337,12 @@ impl Notifier {
                         .notification_failed(&n, &failed.outcome, &failed.error, now() + backoff)
                         .await?;
                     if failures >= ALERT_AFTER_FAILURES
-                        && let Some(c) = credential
+                        && let Some(provider) = subscribers.provider(&n.credential_id)
                     {
+                        let id = &n.credential_id;
                         let alert = Alert {
-                            credential_id: c.id.clone(),
-                            provider: c.provider().to_owned(),
+                            credential_id: id.clone(),
+                            provider: provider.to_owned(),
                             condition: Condition::NotifyFailed,
                             step: format!("notify:{}", n.event),
                             attempt: failures,
@@ -572,11 +350,12 @@ impl Notifier {
                             cause: format!("hook `{}` ({}): {}", n.hook, hook.kind(), failed.error),
                             action: format!(
                                 "the new credential stays current; fix hook `{}` (rotor retries it, see `rotor status {}`), or make its consumers reload by hand",
-                                n.hook, c.id
+                                n.hook, id
                             ),
                             raised_at: String::new(),
                         };
-                        alerter.raise(store, &alert, &c.alerts, now()).await?;
+                        let routes = subscribers.alert_routes(id);
+                        alerter.raise(store, &alert, routes, now()).await?;
                     }
                 }
             }

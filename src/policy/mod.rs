@@ -5,7 +5,10 @@ use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, NaiveTim
 use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 
-use crate::config::{CronExpr, DaySet, Duration};
+pub mod schedule;
+
+use rotor_rotators::duration::Duration;
+use schedule::{CronExpr, DaySet};
 
 /// How often a credential rotates.
 #[derive(Debug, Clone, PartialEq)]

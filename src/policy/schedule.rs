@@ -7,7 +7,7 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveTime, Utc, Weekday};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::Duration;
+use rotor_rotators::duration::Duration;
 
 /// When a credential rotates: exactly one of `every`, `cron` or `manual = true`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]

@@ -191,7 +191,7 @@ pub struct Daemon {
     /// Where the current runtime is published (to the metrics server and the alert loop).
     pub published: tokio::sync::watch::Sender<Arc<Runtime>>,
     /// Scheduler lag of this process, for `/metrics`.
-    pub lag: Arc<crate::telemetry::metrics::Lag>,
+    pub lag: Arc<super::lag::Lag>,
 }
 
 /// What the daemon loop was asked to do from outside.

@@ -2,4 +2,4 @@
 
 pub mod by_hand;
 pub mod daemon;
-pub mod policy;
+pub mod lag;

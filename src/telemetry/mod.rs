@@ -14,8 +14,6 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::cli::LogFormat;
-
 /// Keeps the trace pipeline alive; dropping it sends the spans still buffered.
 pub struct Telemetry {
     traces: Option<SdkTracerProvider>,
@@ -61,6 +59,13 @@ fn trace_pipeline(endpoint: Option<&str>) -> Result<Option<SdkTracerProvider>, S
             .with_resource(resource)
             .build(),
     ))
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Sets up logs and, when configured, traces. Keep the result until the process ends.

@@ -10,9 +10,10 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use super::metrics::{Lag, render};
+use super::metrics::render;
 use crate::clock::Clock;
 use crate::engine::Runtime;
+use crate::scheduler::lag::Lag;
 use crate::store::Store;
 
 #[derive(Clone)]

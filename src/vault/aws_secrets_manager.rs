@@ -22,7 +22,8 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::wire::{WireDocument, describe_json_error, to_zeroized_json};
-use super::{Document, Previous, StoredVersion, Vault, VaultError};
+use super::{Document, PolicyScope, Previous, StoredVersion, Vault, VaultError, VaultSettings};
+use rotor_rotators::kinds::Settings;
 
 const CURRENT: &str = "AWSCURRENT";
 const PENDING: &str = "AWSPENDING";
@@ -36,6 +37,47 @@ pub struct AwsSecretsManagerConfig {
     /// Endpoint URL override (a VPC endpoint, or a local emulator in tests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+}
+
+impl Settings for AwsSecretsManagerConfig {}
+
+impl VaultSettings for AwsSecretsManagerConfig {
+    fn least_privilege(&self, scope: &PolicyScope<'_>) -> String {
+        let PolicyScope {
+            credential,
+            vault,
+            path,
+        } = *scope;
+        let resource = format!(
+            "arn:aws:secretsmanager:{}:*:secret:{path}-??????",
+            self.region
+        );
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "RotorRotates",
+                    "Effect": "Allow",
+                    "Action": [
+                        "secretsmanager:GetSecretValue",
+                        "secretsmanager:PutSecretValue",
+                        "secretsmanager:UpdateSecretVersionStage"
+                    ],
+                    "Resource": resource
+                },
+                {
+                    "Sid": "RotorCreatesOnFirstRotation",
+                    "Effect": "Allow",
+                    "Action": ["secretsmanager:CreateSecret"],
+                    "Resource": resource
+                }
+            ]
+        });
+        format!(
+            "// rotor: least privilege (IAM policy) for credential \"{credential}\" in vault \"{vault}\".\n{}\n",
+            serde_json::to_string_pretty(&policy).expect("policy serializes")
+        )
+    }
 }
 
 pub struct AwsSecretsManager {

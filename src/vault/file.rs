@@ -30,7 +30,47 @@ use zeroize::Zeroizing;
 
 use super::wire::{META_KEY, WireDocument, describe_json_error, to_zeroized_json};
 use super::{Document, Previous, StoredVersion, Vault, VaultError};
-use crate::config::{FileVaultConfig, SecretRef};
+use rotor_rotators::SecretRef;
+use rotor_rotators::kinds::Settings;
+
+use super::{PolicyScope, VaultSettings};
+
+/// The `file` vault: `DIR/PATH.age` holds a credential's current (and, during grace, previous)
+/// version, `DIR/PATH.age.pending` a version being rotated in. Readable with the stock `age`
+/// tool.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileVaultConfig {
+    /// Folder of the encrypted files (created if missing).
+    pub dir: PathBuf,
+    /// The age identity (X25519 secret key) that encrypts and decrypts the files. A `file`
+    /// reference that does not exist is created (mode 0600) while the folder holds no files.
+    pub identity: SecretRef,
+}
+
+impl Settings for FileVaultConfig {
+    fn secret_refs(&self) -> Vec<&SecretRef> {
+        vec![&self.identity]
+    }
+}
+
+impl VaultSettings for FileVaultConfig {
+    fn least_privilege(&self, scope: &PolicyScope<'_>) -> String {
+        let PolicyScope {
+            credential,
+            vault,
+            path,
+        } = *scope;
+        format!(
+            "# rotor: least privilege for credential \"{credential}\" in vault \"{vault}\" (file vault).\n\
+             # rotor's user needs read and write on the folder and its files, and read on the identity:\n\
+             #   {dir}/{path}.age           what consumers read (grant them read on this file only)\n\
+             #   {dir}/{path}{PENDING_SUFFIX}   a version being rotated in (no one else needs it)\n\
+             # Suggested: chown -R rotor {dir}; chmod 0700 {dir}; the identity file mode 0600.\n",
+            dir = self.dir.display(),
+        )
+    }
+}
 
 const CURRENT_SUFFIX: &str = ".age";
 const PENDING_SUFFIX: &str = ".age.pending";

@@ -15,7 +15,35 @@ use rotor_rotators::{Credential, ErrorClass};
 use secrecy::{ExposeSecret, SecretString};
 use thiserror::Error;
 
-use crate::config::{Config, SecretRef, VaultConfig};
+use rotor_rotators::SecretRef;
+use rotor_rotators::kinds::Settings;
+
+rotor_rotators::kinds! {
+    /// A vault, tagged by `kind`.
+    pub enum VaultConfig: VaultSettings {
+        /// One age-encrypted file per credential in a local folder: the embedded default.
+        "file" => File(file::FileVaultConfig),
+        /// OpenBao or HashiCorp Vault, KV version 2 (`kind = "vault"` is accepted too).
+        "openbao" | "vault" => Openbao(openbao::OpenbaoVaultConfig),
+        /// AWS Secrets Manager with native staging labels; the secret id is the vault path.
+        "aws_secrets_manager" => AwsSecretsManager(aws_secrets_manager::AwsSecretsManagerConfig),
+    }
+}
+
+/// What every vault kind's settings say about themselves without contacting anything.
+pub trait VaultSettings: Settings {
+    /// The least privilege rotor needs in this vault to rotate one credential, in the vault's
+    /// own policy language, for `rotor policy ID`.
+    fn least_privilege(&self, scope: &PolicyScope<'_>) -> String;
+}
+
+/// Whose least privilege: a credential, at a path of a named vault.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyScope<'a> {
+    pub credential: &'a str,
+    pub vault: &'a str,
+    pub path: &'a str,
+}
 
 /// One stored version of a credential and what rotor recorded about it. Only `credential`
 /// is secret.
@@ -382,9 +410,9 @@ impl fmt::Debug for Vaults {
 impl Vaults {
     /// Opens every vault in config. File vaults first: other vaults' secret references may
     /// point into them.
-    pub async fn open(config: &Config) -> Result<Vaults, VaultError> {
+    pub async fn open(configs: &BTreeMap<String, VaultConfig>) -> Result<Vaults, VaultError> {
         let mut vaults = Vaults::default();
-        for (name, vault) in &config.vaults {
+        for (name, vault) in configs {
             let built = match vault {
                 VaultConfig::File(c) => AnyVault::File(file::FileVault::open(name, c).await?),
                 VaultConfig::Openbao(c) => {

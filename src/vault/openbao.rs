@@ -22,7 +22,51 @@ use zeroize::Zeroizing;
 
 use super::wire::{WireDocument, describe_json_error, to_zeroized_json};
 use super::{Document, Held, Previous, StoredVersion, Vault, VaultError};
-use crate::config::{Duration as ConfigDuration, SecretRef};
+use rotor_rotators::SecretRef;
+use rotor_rotators::duration::Duration as ConfigDuration;
+use rotor_rotators::kinds::Settings;
+
+use super::{PolicyScope, VaultSettings};
+
+impl Settings for OpenbaoVaultConfig {
+    fn secret_refs(&self) -> Vec<&SecretRef> {
+        match &self.auth {
+            OpenbaoAuthConfig::Token { token } => vec![token],
+            OpenbaoAuthConfig::Approle {
+                role_id, secret_id, ..
+            } => vec![role_id, secret_id],
+        }
+    }
+}
+
+impl VaultSettings for OpenbaoVaultConfig {
+    fn least_privilege(&self, scope: &PolicyScope<'_>) -> String {
+        let PolicyScope {
+            credential,
+            vault,
+            path,
+        } = *scope;
+        let (mount, pending) = (
+            self.mount.trim_matches('/'),
+            self.pending_prefix.trim_matches('/'),
+        );
+        format!(
+            "# rotor: least privilege for credential \"{credential}\" in vault \"{vault}\" (KV v2 mount \"{mount}\").\n\
+             # Apply with: bao policy write rotor-{policy} FILE\n\
+             # What consumers read: promoted versions only.\n\
+             path \"{mount}/data/{path}\" {{\n  capabilities = [\"create\", \"read\", \"update\"]\n}}\n\
+             # rotor's bookkeeping in custom_metadata.\n\
+             path \"{mount}/metadata/{path}\" {{\n  capabilities = [\"read\", \"patch\"]\n}}\n\
+             # The version being rotated in; consumers need no access here.\n\
+             path \"{mount}/data/{pending}/{path}\" {{\n  capabilities = [\"create\", \"read\", \"update\"]\n}}\n\
+             # Removing a pending version with its history.\n\
+             path \"{mount}/metadata/{pending}/{path}\" {{\n  capabilities = [\"delete\"]\n}}\n\
+             # Checking that the mount is KV version 2.\n\
+             path \"sys/internal/ui/mounts/{mount}\" {{\n  capabilities = [\"read\"]\n}}\n",
+            policy = credential.replace('/', "-"),
+        )
+    }
+}
 
 /// An OpenBao / HashiCorp Vault KV v2 mount.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]

@@ -123,7 +123,7 @@ mod with_failpoints {
         let config = rotor::config::load(std::slice::from_ref(&rotor.config)).unwrap();
         let credential = config.credential("app/key0").unwrap().clone();
         block_on(async {
-            let vaults = Vaults::open(&config).await.unwrap();
+            let vaults = Vaults::open(&config.vaults).await.unwrap();
             let vault = vaults.get(&credential.vault).unwrap();
             let doc = vault.read_current(&credential.vault_path).await.unwrap();
             let pending = vault

@@ -45,7 +45,7 @@ pub fn current_at(rotor: &crate::support::Rotor, id: &str) -> Credential {
     let config = rotor::config::load(std::slice::from_ref(&rotor.config)).unwrap();
     let c = config.credential(id).unwrap().clone();
     block_on(async {
-        let vaults = Vaults::open(&config).await.unwrap();
+        let vaults = Vaults::open(&config.vaults).await.unwrap();
         vaults
             .get(&c.vault)
             .unwrap()

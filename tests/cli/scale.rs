@@ -255,7 +255,7 @@ retire = {{ method = "DELETE", path = "/v1/keys/{{{{id}}}}", expect = [204, 404]
         let config = rotor::config::load(std::slice::from_ref(&self.rotor.config)).unwrap();
         let mut live = Vec::new();
         block_on(async {
-            let vaults = Vaults::open(&config).await.unwrap();
+            let vaults = Vaults::open(&config.vaults).await.unwrap();
             let vault = vaults.get("local").unwrap();
             for i in 0..n {
                 let doc = vault

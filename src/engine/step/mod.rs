@@ -90,7 +90,7 @@ impl Engine {
         for event in &outcome.events {
             ctx.runtime
                 .notifier
-                .queue(&self.store, ctx.credential, event, now)
+                .queue(&self.store, &ctx.credential.notify, event, now)
                 .await
                 .map_err(store_step_error)?;
         }
