@@ -6,6 +6,7 @@
 //! command line.
 
 pub mod alert;
+pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -1,5 +1,5 @@
 //! The modules of rotor import each other without a cycle, and in the layers of the design:
-//! the command line over the scheduler and engine, over the config that composes the
+//! the command line over the use cases, over the scheduler and engine, over the config that composes the
 //! plug-ins, over alerts and hooks, over the store and vaults, over plain values and rules
 //! (`LAYERS`). The rotators are a crate of their own that sees none of these. Read from the `crate::` paths in the source, so that a new
 //! import that closes a cycle fails here with the cycle named.
@@ -150,6 +150,8 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     // What runs: the engine, the scheduler over it, drills, and what observes them.
     &["engine", "scheduler", "drill", "telemetry"],
+    // The use cases: what an operator asks, with typed outcomes.
+    &["app"],
     // The face.
     &["cli"],
 ];

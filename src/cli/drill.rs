@@ -1,19 +1,15 @@
 //! `rotor drill`: the quarterly proof that every credential can still be rotated, that its
 //! consumers survive it and that a failure reaches the on-call person.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::{CliError, CliResult, Context, Exit, actor, print_json};
-use crate::alert::Condition;
-use crate::clock::{Clock, SystemClock};
-use crate::drill::report::Report;
-use crate::drill::{DrillOptions, Driller, Fault, progress, select};
-use crate::engine::Runtime;
-use crate::scheduler::daemon;
+use crate::app::drill::{self, DrillError, Drilled, Drilling};
+use crate::clock::SystemClock;
+use crate::drill::{DrillOptions, Fault, progress};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -52,33 +48,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         faults: args.inject,
         grace: args.grace,
     };
-    let (selected, by_hand) = select(&config, &options.select);
-    if selected.is_empty() && by_hand.is_empty() {
-        return Err(CliError::Usage(anyhow::anyhow!(
-            "no credential matches {:?} (an id glob, a provider kind or a vault name)",
-            options.select
-        )));
-    }
-    let selected: Vec<_> = selected.into_iter().cloned().collect();
-    let by_hand: Vec<String> = by_hand.into_iter().map(|c| c.id.clone()).collect();
     let store = ctx.open_store(&config).await?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    daemon::reconcile(&store, &config, clock.as_ref()).await?;
-    let runtime = Arc::new(Runtime::build(config).await?);
-    let drill_id = format!("drill_{}", daemon::random_hex(6));
-    let actor = actor();
-    let started = clock.now_ms();
-    let described = serde_json::json!({
-        "select": options.select,
-        "dry_run": options.dry_run,
-        "inject": options.faults.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "grace_seconds": options.grace.map(|g| g.as_secs()),
-    })
-    .to_string();
-    store
-        .start_drill(&drill_id, &actor, &described, started)
-        .await?;
-
     let stopping = Arc::new(AtomicBool::new(false));
     let flag = stopping.clone();
     let ctrl_c = tokio::spawn(async move {
@@ -87,70 +57,26 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
             flag.store(true, Ordering::SeqCst);
         }
     });
-    let driller = Driller {
-        store: store.clone(),
-        runtime: runtime.clone(),
-        clock: clock.clone(),
-        actor: actor.clone(),
-        stopping: stopping.clone(),
+    let drilling = Drilling {
+        actor: actor(),
+        clock: Arc::new(SystemClock),
+        stopping,
         progress: progress::for_stderr(),
     };
-    let scenarios: Vec<Option<&Fault>> = if options.faults.is_empty() {
-        vec![None]
-    } else {
-        options.faults.iter().map(Some).collect()
-    };
-    let mut reports = Vec::new();
-    'credentials: for credential in &selected {
-        for fault in &scenarios {
-            if stopping.load(Ordering::SeqCst) {
-                break 'credentials;
-            }
-            reports.push(driller.drill(credential, &options, *fault).await?);
-        }
-    }
+    let drilled = drill::run(&store, config, &options, drilling).await;
     ctrl_c.abort();
-
-    // A credential passed its drill when every scenario of it did.
-    let mut outcomes: BTreeMap<String, bool> = BTreeMap::new();
-    for r in &reports {
-        *outcomes.entry(r.credential_id.clone()).or_insert(true) &= r.passed;
-    }
-    let finished = clock.now_ms();
-    let interrupted = stopping.load(Ordering::SeqCst);
-    let report = Report::new(
-        drill_id.clone(),
-        actor.clone(),
-        started,
-        finished,
-        &options,
-        reports,
-        by_hand,
-    );
-    let passed = report.passed && !interrupted;
-    let json = serde_json::to_string_pretty(&report).map_err(|e| CliError::Internal(e.into()))?;
-    let results: Vec<(String, bool)> = outcomes.into_iter().collect();
-    store
-        .finish_drill(
-            &drill_id,
-            &actor,
-            if passed { "passed" } else { "failed" },
-            &json,
-            &results,
-            finished,
-        )
-        .await?;
-    for (id, ok) in &results {
-        if *ok && let Some(c) = runtime.config.credential(id) {
-            runtime
-                .alerter
-                .resolve(&store, id, &[Condition::DrillOverdue], &c.alerts, finished)
-                .await?;
-        }
-    }
+    let Drilled { report, passed } = drilled.map_err(|e| match e {
+        DrillError::NothingSelected(_) => CliError::usage(e),
+        DrillError::Store(e) => CliError::Store(e),
+        DrillError::Engine(e) => CliError::Engine(e),
+    })?;
     store.close().await;
 
-    let text = if args.json { json } else { report.markdown() };
+    let text = if args.json {
+        serde_json::to_string_pretty(&report).map_err(|e| CliError::Internal(e.into()))?
+    } else {
+        report.markdown()
+    };
     match &args.report {
         Some(path) => {
             std::fs::write(path, &text).map_err(|e| {
@@ -159,7 +85,11 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
                     path.display()
                 ))
             })?;
-            eprintln!("drill {drill_id}: report written to {}", path.display());
+            eprintln!(
+                "drill {}: report written to {}",
+                report.drill_id,
+                path.display()
+            );
         }
         None if args.json => print_json(&report)?,
         None => print!("{text}"),

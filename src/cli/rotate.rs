@@ -1,13 +1,11 @@
-//! `rotor rotate ID [--emergency]`: rotate one credential now, in this process, sharing the
-//! store's lease so that a running daemon never rotates the same credential at once.
+//! `rotor rotate ID [--emergency]`: rotate one credential now, in this process (see
+//! `app::rotate`), and say how far it got.
 
 use std::sync::Arc;
 
 use super::{CliError, CliResult, Context, Exit, actor};
-use crate::clock::{Clock, SystemClock, rfc3339};
-use crate::engine::state::RunState;
-use crate::engine::{Driven, Engine, Runtime};
-use crate::scheduler::daemon;
+use crate::app::rotate::{self, Requested, RotateError, Rotated};
+use crate::clock::{SystemClock, rfc3339};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -23,39 +21,25 @@ pub struct Args {
 
 pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let config = ctx.load_config()?;
-    let credential = ctx.credential(&config, &args.id)?.clone();
-    if credential.by_hand().is_some() {
-        return Err(CliError::Usage(anyhow::anyhow!(
-            "`{}` is rotated by hand (`manual` rotator): rotate it at its provider, then `rotor confirm {}`",
-            args.id,
-            args.id
-        )));
-    }
+    let id = &ctx.credential(&config, &args.id)?.id.clone();
     let store = ctx.open_store(&config).await?;
     let clock = Arc::new(SystemClock);
-    daemon::reconcile(&store, &config, clock.as_ref()).await?;
-    let now = clock.now_ms();
-    let run = daemon::new_run(
-        &args.id,
-        "manual",
+    let requested = rotate::request(
+        &store,
+        &config,
+        clock.as_ref(),
+        id,
         args.emergency,
-        credential.grace.as_secs() as i64 * 1000,
-        now,
-    );
-    let outcome = store.request_rotation(&run, &actor(), now).await?;
-    let live = store
-        .live_run(&args.id)
-        .await?
-        .ok_or_else(|| CliError::Internal(anyhow::anyhow!("run vanished")))?;
-    match outcome {
-        "stuck" => eprintln!(
-            "resuming stuck run {} of {} from {}",
-            live.id, args.id, live.state
-        ),
-        _ => eprintln!(
-            "planned run {} of {}{}",
-            live.id,
-            args.id,
+        &actor(),
+    )
+    .await
+    .map_err(cli_error)?;
+    match &requested {
+        Requested::Resumed { run_id, from } => {
+            eprintln!("resuming stuck run {run_id} of {id} from {from}")
+        }
+        Requested::Planned { run_id } => eprintln!(
+            "planned run {run_id} of {id}{}",
             if args.emergency {
                 " (emergency: grace 0)"
             } else {
@@ -66,93 +50,50 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     if args.no_wait {
         return Ok(Exit::Ok);
     }
-    let runtime = Runtime::build(config).await?;
-    let engine = Engine::new(store.clone(), clock.clone(), daemon::worker_id());
-    let lease_until = clock.now_ms() + 60_000;
-    let Some(claimed) = store
-        .claim_run(&live.id, &engine.worker, clock.now_ms(), lease_until)
-        .await?
-    else {
-        eprintln!("run {} is being driven by another rotor process", live.id);
-        return Ok(Exit::Ok);
-    };
-    let mut claimed = claimed;
-    let driven = loop {
-        let driven = engine
-            .drive(&runtime, claimed)
-            .await
-            .map_err(|e| CliError::Internal(e.into()))?;
-        // Consumers hear of the change now; the daemon retries whatever fails.
-        let pass = runtime
-            .notify_due(&store, || clock.now_ms(), Some(&args.id))
-            .await?;
-        if pass.failed > 0 {
-            eprintln!(
-                "a notify hook of {} failed; `rotor run` retries it (see `rotor status {}`)",
-                args.id, args.id
-            );
-        }
-        // `retire_after = "notified"`: every hook took the promotion, so grace is over.
-        let notified =
-            pass.woken > 0 || matches!(driven, Driven::Waiting(at) if at <= clock.now_ms());
-        if !notified {
-            break driven;
-        }
-        match store
-            .claim_run(&live.id, &engine.worker, clock.now_ms(), lease_until)
-            .await?
-        {
-            Some(run) if run.state() == RunState::Promoted => claimed = run,
-            Some(_) => {
-                store.release(&live.id, &engine.worker).await?;
-                break driven;
-            }
-            None => break driven,
-        }
-    };
-    let after = store
-        .run(&live.id)
-        .await?
-        .ok_or_else(|| CliError::Internal(anyhow::anyhow!("run vanished")))?;
+    let run_id = requested.run_id();
+    let outcome = rotate::drive(&store, config, clock, id, run_id)
+        .await
+        .map_err(cli_error)?;
     store.close().await;
-    match driven {
-        Driven::Finished(RunState::Completed) => {
-            println!("rotated {}: run {} completed", args.id, after.id);
-            Ok(Exit::Ok)
-        }
-        Driven::Waiting(until) if after.state() == RunState::Promoted => {
+    if outcome.hook_failed {
+        eprintln!("a notify hook of {id} failed; `rotor run` retries it (see `rotor status {id}`)");
+    }
+    match outcome.rotated {
+        Rotated::Completed => println!("rotated {id}: run {run_id} completed"),
+        Rotated::Promoted { retire_at } => println!(
+            "rotated {id}: new credential promoted; the previous one is retired after grace, at {} (by `rotor run`)",
+            rfc3339(retire_at)
+        ),
+        Rotated::Disabled { remove_at } => println!(
+            "rotated {id}: new credential promoted, the previous one disabled; it is removed at {} (by `rotor run`)",
+            rfc3339(remove_at)
+        ),
+        Rotated::Retrying { at, error } => {
             println!(
-                "rotated {}: new credential promoted; the previous one is retired after grace, at {} (by `rotor run`)",
-                args.id,
-                rfc3339(until)
+                "run {run_id} of {id} waits to retry at {}: {error}",
+                rfc3339(at)
             );
-            Ok(Exit::Ok)
+            return Ok(Exit::RotationFailed);
         }
-        Driven::Waiting(until)
-            if after.state() == RunState::Retiring && after.last_error.is_none() =>
-        {
-            println!(
-                "rotated {}: new credential promoted, the previous one disabled; it is removed at {} (by `rotor run`)",
-                args.id,
-                rfc3339(until)
-            );
-            Ok(Exit::Ok)
+        Rotated::Failed { state, error } => {
+            return Err(CliError::Failed(anyhow::anyhow!(
+                "rotation of {id} ended {state}: {}",
+                error.as_deref().unwrap_or("see `rotor history`")
+            )));
         }
-        Driven::Waiting(until) => {
-            println!(
-                "run {} of {} waits to retry at {}: {}",
-                after.id,
-                args.id,
-                rfc3339(until),
-                after.last_error.as_deref().unwrap_or("")
-            );
-            Ok(Exit::RotationFailed)
+        Rotated::DrivenElsewhere => {
+            eprintln!("run {run_id} is being driven by another rotor process")
         }
-        Driven::Finished(state) => Err(CliError::Failed(anyhow::anyhow!(
-            "rotation of {} ended {state}: {}",
-            args.id,
-            after.last_error.as_deref().unwrap_or("see `rotor history`")
-        ))),
-        Driven::Stopped => Ok(Exit::Ok),
+        Rotated::Stopped => {}
+    }
+    Ok(Exit::Ok)
+}
+
+fn cli_error(e: RotateError) -> CliError {
+    match e {
+        RotateError::ByHand(_) => CliError::usage(e),
+        RotateError::Store(e) => CliError::Store(e),
+        RotateError::Engine(e) => CliError::Engine(e),
+        RotateError::Vanished { .. } => CliError::Internal(e.into()),
     }
 }

@@ -1,0 +1,6 @@
+//! The use cases: what an operator asks of rotor, with typed outcomes, between the face (the
+//! command line) and the scheduler and engine. The CLI parses arguments, calls one of these and
+//! prints what it returns; it decides nothing about runs itself.
+
+pub mod drill;
+pub mod rotate;
