@@ -96,8 +96,10 @@ fn store_exit(e: &StoreError) -> Exit {
         | StoreError::BadUrl { .. }
         | StoreError::Migrate { .. }
         | StoreError::WriterGone => Exit::StoreUnavailable,
-        StoreError::Query(_) | StoreError::Read(_) if e.is_outage() => Exit::StoreUnavailable,
-        StoreError::Query(_) | StoreError::Read(_) => Exit::Internal,
+        StoreError::Query(_) | StoreError::Read(_) | StoreError::Write(_) if e.is_outage() => {
+            Exit::StoreUnavailable
+        }
+        StoreError::Query(_) | StoreError::Read(_) | StoreError::Write(_) => Exit::Internal,
         // Another worker took the run over: it goes on there, not here.
         StoreError::LeaseLost { .. } => Exit::RotationFailed,
         StoreError::UnknownCredential(_) | StoreError::RunInFlight(_) => Exit::Usage,

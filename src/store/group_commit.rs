@@ -14,8 +14,9 @@
 //! The audit rows of the group follow the chain's head, read once the transaction holds
 //! the write lock (an in-thread read: no need to remember it between groups).
 //! Each write keeps its own compare-and-swap: when one of a group is refused (its lease was
-//! lost) or anything else fails, the group is rolled back and its writes are made one by one
-//! through sqlx, so that each learns its own outcome and none is lost.
+//! lost) or anything else fails, the group is rolled back and its writes are made one by one,
+//! each in a transaction of its own by the same statements, so that each learns its own
+//! outcome and none is lost. This is the only way a save reaches a SQLite store.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,15 +59,6 @@ pub(super) struct Save {
     pub now: i64,
     pub passed: Option<String>,
     pub begin_next: Option<String>,
-}
-
-impl Save {
-    fn then(&self) -> super::Then<'_> {
-        super::Then {
-            passed: self.passed.as_deref(),
-            begin: self.begin_next.as_deref(),
-        }
-    }
 }
 
 struct Queued {
@@ -136,36 +128,34 @@ async fn write_groups(pool: SqlitePool, file: PathBuf, mut queue: mpsc::Unbounde
             }
         }
         for queued in group {
-            let outcome = write_alone(&pool, &queued.write).await;
+            let outcome = write_alone(&pool, &file, &mut db, &queued).await;
             let _ = queued.done.send(outcome);
         }
     }
 }
 
-async fn write_alone(pool: &SqlitePool, write: &Write) -> Result<Option<i64>, StoreError> {
-    match write {
-        Write::Save(s) => {
-            super::save_run_sqlite(
-                pool,
-                &s.run,
-                s.expected,
-                &s.worker,
-                s.step.as_ref(),
-                s.credential.as_ref(),
-                &s.audit,
-                s.now,
-                s.then(),
-            )
-            .await
+/// One write in a transaction of its own, by the same statements as a group: its own
+/// outcome, a refused compare-and-swap as `LeaseLost`.
+async fn write_alone(
+    pool: &SqlitePool,
+    file: &Path,
+    db: &mut Option<Connection>,
+    queued: &Queued,
+) -> Result<Option<i64>, StoreError> {
+    match commit_together(pool, file, db, std::slice::from_ref(queued)).await {
+        Ok(seqs) => Ok(seqs.into_iter().next().flatten()),
+        Err(GroupError::Refused) => {
+            let (run, expected) = match &queued.write {
+                Write::Save(s) => (&s.run, s.expected),
+                Write::Begin { run, .. } => (run, run.state),
+            };
+            Err(StoreError::LeaseLost {
+                run_id: run.id.clone(),
+                expected: expected.as_str(),
+            })
         }
-        Write::Begin {
-            run,
-            step,
-            worker,
-            now,
-        } => super::begin_step_sqlite(pool, run, step, worker, *now)
-            .await
-            .map(Some),
+        Err(GroupError::Sqlite(e)) => Err(StoreError::Write(e)),
+        Err(GroupError::Pool(e)) => Err(StoreError::Query(e)),
     }
 }
 

@@ -5,6 +5,13 @@
 //! with `$N` placeholders; the few statements that differ live in `sql`. Every step saves
 //! with a compare-and-swap on the run's state and lease owner, in one short transaction that
 //! also appends its audit row; no network call ever happens inside a transaction.
+//!
+//! One save path: a save is the statements of `sql` (`SAVE_RUN`, `END_STEP`,
+//! `UPDATE_CREDENTIAL`, the audit row, `PASS_STEP`, `BEGIN_STEP`), bound by the same `bind_*!`
+//! macros, executed by a PostgreSQL transaction (`save_run`, the audit row last: the head's row
+//! lock serialises every replica until the commit) or by SQLite's group commit (the head moved
+//! once for the whole group first: one writer holds the lock anyway). A group refused as a whole
+//! is written one save per transaction by the same code.
 
 pub mod audit;
 mod sql;
@@ -61,6 +68,8 @@ pub enum StoreError {
     WriterGone,
     #[error("reading the store failed: {0}")]
     Read(#[from] rusqlite::Error),
+    #[error("writing the store failed: {0}")]
+    Write(#[source] rusqlite::Error),
     #[error("credential {0} has a live run already (one live run per credential)")]
     RunInFlight(String),
     #[error("credential {0} is not in the store; is it in the config?")]
@@ -217,28 +226,6 @@ macro_rules! append_audit {
     ($tx:expr, $now:expr, $entry:expr) => {{
         let entry: &AuditEntry = $entry;
         append_audits!($tx, $now, std::slice::from_ref(entry))
-    }};
-}
-
-/// The parameters of `sql::save_rest_statements` for one save whose audit row is `$seq`,
-/// following the hash `$prev`.
-macro_rules! bind_save_rest {
-    ($q:expr, $run:expr, $step:expr, $credential:expr, $audit:expr, $seq:expr, $prev:expr, $hash:expr, $then:expr, $worker:expr, $now:expr) => {{
-        let mut q = $q;
-        if let Some(step) = $step {
-            q = bind_end_step!(q, $run, step, $now);
-        }
-        if let Some(c) = $credential {
-            q = bind_credential_update!(q, $run, c, $now);
-        }
-        q = bind_audit_row!(q, $seq, $now, $audit, $prev, $hash);
-        if let Some(passed) = $then.passed {
-            q = bind_begin_step!(q, $run, passed, $worker, $now);
-        }
-        if let Some(next) = $then.begin {
-            q = bind_begin_step!(q, $run, next, $worker, $now);
-        }
-        q
     }};
 }
 
@@ -1266,7 +1253,7 @@ impl StoreError {
                         // cannot_connect_now (57P01..57P03)
                         if d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")))
             }
-            StoreError::Read(e) => matches!(
+            StoreError::Read(e) | StoreError::Write(e) => matches!(
                 e.sqlite_error_code(),
                 Some(
                     rusqlite::ErrorCode::DatabaseBusy
@@ -1280,95 +1267,12 @@ impl StoreError {
     }
 }
 
-/// `Store::save_run` on SQLite: the same statements in two batches, so that a save is four
-/// hand-overs to SQLite's worker thread (begin, two batches, commit) instead of eight; on
-/// its one connection those hand-overs, not SQLite, bound how many saves a second it takes.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn save_run_sqlite(
-    p: &SqlitePool,
-    run: &RunRow,
-    expected: RunState,
-    worker: &str,
-    step: Option<&StepEnd>,
-    credential: Option<&CredentialUpdate>,
-    audit: &AuditEntry,
-    now: i64,
-    then: Then<'_>,
-) -> Result<Option<i64>, StoreError> {
-    let mut tx = p.begin().await?;
-    let head: Result<(i64, String), sqlx::Error> = bind_save_run!(
-        sqlx::query_as(sql::save_run_fenced_sqlite()),
-        run,
-        expected,
-        worker,
-        now
-    )
-    .fetch_one(&mut *tx)
-    .await;
-    let (seq, prev) = match head {
-        Ok(head) => head,
-        // Dropping the transaction rolls it back.
-        Err(e) if fence_refused(&e) => {
-            return Err(StoreError::LeaseLost {
-                run_id: run.id.clone(),
-                expected: expected.as_str(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let hash = audit::row_hash(&prev, seq, now, audit);
-    let rest = sqlx::query_as::<_, (i64,)>(sql::save_rest_sqlite(
-        step.is_some(),
-        credential.is_some(),
-        then.passed.is_some(),
-        then.begin.is_some(),
-    ));
-    let rest = bind_save_rest!(
-        rest, run, step, credential, audit, seq, &prev, &hash, then, worker, now
-    );
-    let next_seq = rest.fetch_optional(&mut *tx).await?.map(|(seq,)| seq);
-    tx.commit().await?;
-    Ok(next_seq)
-}
-
 /// The audit row of a claim.
 fn claim_entry(worker: &str, run: &RunRow) -> AuditEntry {
     AuditEntry::new(worker, "claim")
         .credential(&run.credential_id)
         .run(&run.id)
         .detail(format!("in state {}", run.state))
-}
-
-/// A step's start on SQLite, alone: one batch in a transaction, fenced by the lease.
-pub(super) async fn begin_step_sqlite(
-    p: &SqlitePool,
-    run: &RunRow,
-    step: &str,
-    worker: &str,
-    now: i64,
-) -> Result<i64, StoreError> {
-    let mut tx = p.begin().await?;
-    let query = sqlx::query_as::<_, (i64,)>(sql::begin_step_fenced_sqlite());
-    let seq = bind_begin_step!(query, run, step, worker, now)
-        .bind(run.state)
-        .fetch_one(&mut *tx)
-        .await;
-    let (seq,) = match seq {
-        Err(e) if fence_refused(&e) => {
-            return Err(StoreError::LeaseLost {
-                run_id: run.id.clone(),
-                expected: run.state().as_str(),
-            });
-        }
-        other => other?,
-    };
-    tx.commit().await?;
-    Ok(seq)
-}
-
-/// The `fence` view stopped a SQLite batch: its compare-and-swap changed nothing.
-pub(super) fn fence_refused(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.message().contains("rotor fence"))
 }
 
 fn is_connection_error(e: &sqlx::Error) -> bool {

@@ -80,23 +80,6 @@ pub const PASS_STEP: &str = "\
 INSERT INTO run_steps (run_id, seq, step, attempt, worker, started_at, finished_at, outcome)
 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $5, 'ok' FROM run_steps WHERE run_id = $1";
 
-/// SQLite: stops the batch it is in (see migration 0007) when the statement before it
-/// changed nothing.
-pub const FENCE_IF_UNCHANGED: &str =
-    "INSERT INTO fence (reason) SELECT 'lease' WHERE changes() = 0";
-
-/// SQLite, one batch: `BEGIN_STEP`, fenced by the lease (the run still this worker's, `$4`, in
-/// the state it read, `$6`).
-pub fn begin_step_fenced_sqlite() -> &'static str {
-    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TEXT.get_or_init(|| {
-        format!(
-            "UPDATE runs SET updated_at = $5 WHERE id = $1 AND state = $6 AND lease_owner = $4;\n\
-             {FENCE_IF_UNCHANGED};\n{BEGIN_STEP}"
-        )
-    })
-}
-
 /// Save a run, fenced: only if it is still in the state the worker read and still leased to it.
 /// A lease the heartbeat extended is never shortened by the claim-time value the worker holds.
 pub const SAVE_RUN: &str = "\
@@ -177,11 +160,6 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 /// Record how a step ended.
 pub const END_STEP: &str = "UPDATE run_steps SET finished_at = $3, outcome = $4, error = $5 WHERE run_id = $1 AND seq = $2";
 
-/// Move the audit chain's head on by one row; returns the new row's `seq` and the hash it
-/// follows.
-pub const ADVANCE_AUDIT_HEAD: &str =
-    "UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash";
-
 /// Move the audit chain's head on by `$1` rows; returns the last one's `seq` and the hash the
 /// first follows.
 pub const ADVANCE_AUDIT_HEAD_BY: &str =
@@ -257,90 +235,9 @@ pub fn insert_audit_rows(rows: usize) -> String {
     text
 }
 
-/// SQLite, first batch of a save: the fenced save (`SAVE_RUN`; the batch stops at `fence`
-/// when it changed nothing), then the audit head moved on for this save's row.
-pub fn save_run_fenced_sqlite() -> &'static str {
-    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TEXT.get_or_init(|| format!("{SAVE_RUN};\n{FENCE_IF_UNCHANGED};\n{ADVANCE_AUDIT_HEAD}"))
-}
-
-/// SQLite, second batch of a save: the step's end, the credential's update, the audit row, a
-/// passed step and the next step's start, each present or not, as one text with its
-/// parameters numbered on (one text per combination of the flags, built once).
-pub fn save_rest_sqlite(
-    step: bool,
-    credential: bool,
-    passed: bool,
-    begin_next: bool,
-) -> &'static str {
-    static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let texts = TEXTS.get_or_init(|| {
-        (0..16)
-            .map(|bits| {
-                batch(save_rest_statements(
-                    bits & 1 != 0,
-                    bits & 2 != 0,
-                    bits & 4 != 0,
-                    bits & 8 != 0,
-                ))
-            })
-            .collect()
-    });
-    &texts[step as usize
-        | (credential as usize) << 1
-        | (passed as usize) << 2
-        | (begin_next as usize) << 3]
-}
-
 /// Mark a run as touched, only if it is still in the state the worker read and leased to it.
 pub const TOUCH_LEASED_RUN: &str =
     "UPDATE runs SET updated_at = $4 WHERE id = $1 AND state = $2 AND lease_owner = $3";
-
-/// What a save writes after its compare-and-swap: the step's end, the credential's update,
-/// the audit row, a passed step and the next step's start, each present or not.
-pub fn save_rest_statements(
-    step: bool,
-    credential: bool,
-    passed: bool,
-    begin_next: bool,
-) -> impl Iterator<Item = &'static str> {
-    [
-        step.then_some(END_STEP),
-        credential.then_some(UPDATE_CREDENTIAL),
-        Some(INSERT_AUDIT),
-        passed.then_some(PASS_STEP),
-        begin_next.then_some(BEGIN_STEP),
-    ]
-    .into_iter()
-    .flatten()
-}
-
-/// Statements joined into one batch, each one's `$N` placeholders moved past the previous
-/// ones' so that they bind in order.
-pub fn batch<'a>(statements: impl Iterator<Item = &'a str>) -> String {
-    let mut text = String::new();
-    let mut offset = 0;
-    for statement in statements {
-        let mut highest = 0;
-        let mut chars = statement.chars().peekable();
-        while let Some(c) = chars.next() {
-            text.push(c);
-            if c != '$' {
-                continue;
-            }
-            let mut n = 0;
-            while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
-                n = n * 10 + d as usize;
-                chars.next();
-            }
-            highest = highest.max(n);
-            text.push_str(&(n + offset).to_string());
-        }
-        text.push_str(";\n");
-        offset += highest;
-    }
-    text
-}
 
 /// Credentials due by `$1` without a live run, the soonest first.
 pub const DUE_CREDENTIALS: &str = concat!(
@@ -423,38 +320,6 @@ mod tests {
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9), ($10, $11, $12, $13, $14, $15, $16, $17, $18)"
             ),
             "{text}"
-        );
-    }
-
-    #[test]
-    fn a_save_alone_records_a_passed_step_before_the_next_steps_start() {
-        let text = super::save_rest_sqlite(false, false, true, true);
-        let passed = text
-            .find("'ok' FROM run_steps")
-            .expect("the passed step's insert");
-        let begun = text
-            .find("'running' FROM run_steps")
-            .expect("the next step's start");
-        assert!(passed < begun, "{text}");
-        // The audit row's 9 parameters, then 5 for each step row.
-        assert!(
-            text.contains("SELECT $10, COALESCE(MAX(seq), 0) + 1, $11, $12, $13, $14, $14, 'ok'"),
-            "{text}"
-        );
-        assert!(
-            text.contains("SELECT $15, COALESCE(MAX(seq), 0) + 1, $16, $17, $18, $19, 'running'"),
-            "{text}"
-        );
-        assert!(!super::save_rest_sqlite(false, false, false, true).contains("'ok' FROM"));
-    }
-
-    #[test]
-    fn a_batch_numbers_each_statements_parameters_on() {
-        let text =
-            super::batch(["SELECT $1, $2, $1", "UPDATE t SET a = $2 WHERE b = $1"].into_iter());
-        assert_eq!(
-            text,
-            "SELECT $1, $2, $1;\nUPDATE t SET a = $4 WHERE b = $3;\n"
         );
     }
 
