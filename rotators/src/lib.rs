@@ -4,14 +4,18 @@
 //! This crate cannot see the store, the vault or the scheduler: a rotator only talks to its
 //! provider. The engine decides when each step runs and persists what happened.
 
-#[cfg(feature = "aws_iam")]
+#[cfg(feature = "aws_iam_access_key")]
 pub mod aws_iam;
 pub mod credential;
 pub mod duration;
 pub mod error;
 #[cfg(feature = "generated")]
 pub mod generated;
-#[cfg(feature = "github")]
+#[cfg(any(
+    feature = "github_deploy_key",
+    feature = "github_webhook_secret",
+    feature = "github_app_installation_token"
+))]
 pub mod github;
 #[cfg(feature = "http")]
 pub mod http;
@@ -19,9 +23,9 @@ pub mod kinds;
 #[cfg(feature = "manual")]
 pub mod manual;
 pub mod password;
-#[cfg(feature = "postgres")]
+#[cfg(feature = "postgres_password")]
 pub mod postgres;
-#[cfg(feature = "redis")]
+#[cfg(feature = "redis_acl_password")]
 pub mod redis;
 pub mod secret_ref;
 
@@ -131,6 +135,15 @@ impl SecretSource for NoSecrets {
 pub type Secrets = Arc<dyn SecretSource>;
 
 /// Resolves `reference` for a rotator, as a permanent error naming what was being read.
+#[cfg(any(
+    feature = "postgres_password",
+    feature = "redis_acl_password",
+    feature = "aws_iam_access_key",
+    feature = "http",
+    feature = "github_deploy_key",
+    feature = "github_webhook_secret",
+    feature = "github_app_installation_token"
+))]
 pub(crate) async fn resolve_secret(
     secrets: &Secrets,
     reference: &SecretRef,
@@ -230,14 +243,14 @@ pub trait RotatorSettings: kinds::Settings {
 /// family shares, see `kinds`), the built rotator enum and their `match` dispatch, each
 /// variant behind its Cargo feature.
 macro_rules! providers {
-    ($( $feature:literal $kind:literal $variant:ident $config:ty => $rotator:ty, $doc:literal; )*) => {
+    ($( $kind:literal $variant:ident $config:ty => $rotator:ty, $doc:literal; )*) => {
         crate::kinds! {
             /// The rotator section of a `[[credential]]`, tagged by `kind`.
             #[derive(PartialEq)]
             pub enum RotatorConfig: RotatorSettings {
                 $(
                     #[doc = $doc]
-                    #[cfg(feature = $feature)]
+                    #[cfg(feature = $kind)]
                     $kind => $variant($config),
                 )*
             }
@@ -245,14 +258,14 @@ macro_rules! providers {
 
         /// A built rotator of any kind, dispatched by `match`.
         pub enum AnyRotator {
-            $( #[cfg(feature = $feature)] $variant(Box<$rotator>), )*
+            $( #[cfg(feature = $kind)] $variant(Box<$rotator>), )*
         }
 
         impl AnyRotator {
             pub fn build(config: &RotatorConfig, secrets: Secrets) -> Result<Self, RotatorError> {
                 let _ = &secrets;
                 Ok(match config {
-                    $( #[cfg(feature = $feature)] RotatorConfig::$variant(c) => AnyRotator::$variant(Box::new(<$rotator>::build(c.as_ref().clone(), secrets)?)), )*
+                    $( #[cfg(feature = $kind)] RotatorConfig::$variant(c) => AnyRotator::$variant(Box::new(<$rotator>::build(c.as_ref().clone(), secrets)?)), )*
                 })
             }
         }
@@ -260,7 +273,7 @@ macro_rules! providers {
         macro_rules! dispatch {
             ($self_:ident, $r:ident => $body:expr) => {
                 match $self_ {
-                    $( #[cfg(feature = $feature)] AnyRotator::$variant($r) => $body, )*
+                    $( #[cfg(feature = $kind)] AnyRotator::$variant($r) => $body, )*
                 }
             };
         }
@@ -268,23 +281,23 @@ macro_rules! providers {
 }
 
 providers! {
-    "generated" "generated" Generated generated::GeneratedConfig => generated::Generated,
+    "generated" Generated generated::GeneratedConfig => generated::Generated,
         "A random secret rotor generates itself: webhook signing keys, API keys of your own services.";
-    "postgres" "postgres_password" PostgresPassword postgres::PostgresConfig => postgres::PostgresPassword,
+    "postgres_password" PostgresPassword postgres::PostgresConfig => postgres::PostgresPassword,
         "A PostgreSQL role's password, rotated across two alternating roles or in place.";
-    "aws_iam" "aws_iam_access_key" AwsIamAccessKey aws_iam::AwsIamConfig => aws_iam::AwsIamAccessKey,
+    "aws_iam_access_key" AwsIamAccessKey aws_iam::AwsIamConfig => aws_iam::AwsIamAccessKey,
         "An AWS IAM user's access key: a second key beside the old one, verified with STS.";
-    "github" "github_deploy_key" GithubDeployKey github::DeployKeyConfig => github::GithubDeployKey,
+    "github_deploy_key" GithubDeployKey github::DeployKeyConfig => github::GithubDeployKey,
         "A repository deploy key: an ed25519 key pair made by rotor, registered at GitHub.";
-    "github" "github_webhook_secret" GithubWebhookSecret github::WebhookConfig => github::GithubWebhookSecret,
+    "github_webhook_secret" GithubWebhookSecret github::WebhookConfig => github::GithubWebhookSecret,
         "A repository or organisation webhook's secret; receivers accept the old and new one during grace.";
-    "github" "github_app_installation_token" GithubAppInstallationToken github::InstallationTokenConfig => github::GithubAppInstallationToken,
+    "github_app_installation_token" GithubAppInstallationToken github::InstallationTokenConfig => github::GithubAppInstallationToken,
         "A GitHub App installation token (valid one hour), minted from the App's private key.";
-    "http" "http" Http http::HttpConfig => http::HttpRotator,
+    "http" Http http::HttpConfig => http::HttpRotator,
         "A generic provider driven by configured HTTP calls (SaaS API keys, in-house services).";
-    "manual" "manual" Manual manual::ManualConfig => manual::Manual,
+    "manual" Manual manual::ManualConfig => manual::Manual,
         "A credential people rotate by hand; rotor tracks its age or expiry and reminds them.";
-    "redis" "redis_acl_password" RedisAclPassword redis::RedisConfig => redis::RedisAclPassword,
+    "redis_acl_password" RedisAclPassword redis::RedisConfig => redis::RedisAclPassword,
         "A Redis ACL user's password; the user holds the old and the new one through grace.";
 }
 

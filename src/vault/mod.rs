@@ -3,8 +3,10 @@
 //! versions (the pending one lives where consumers do not read), and during grace the document
 //! also carries the previous version.
 
+#[cfg(feature = "aws_secrets_manager")]
 pub mod aws_secrets_manager;
 pub mod file;
+#[cfg(feature = "openbao")]
 pub mod openbao;
 pub mod wire;
 
@@ -24,8 +26,10 @@ rotor_rotators::kinds! {
         /// One age-encrypted file per credential in a local folder: the embedded default.
         "file" => File(file::FileVaultConfig),
         /// OpenBao or HashiCorp Vault, KV version 2 (`kind = "vault"` is accepted too).
+        #[cfg(feature = "openbao")]
         "openbao" | "vault" => Openbao(openbao::OpenbaoVaultConfig),
         /// AWS Secrets Manager with native staging labels; the secret id is the vault path.
+        #[cfg(feature = "aws_secrets_manager")]
         "aws_secrets_manager" => AwsSecretsManager(aws_secrets_manager::AwsSecretsManagerConfig),
     }
 }
@@ -245,7 +249,9 @@ impl Previous {
 /// A built vault of any kind.
 pub enum AnyVault {
     File(file::FileVault),
+    #[cfg(feature = "openbao")]
     Openbao(Box<openbao::OpenbaoVault>),
+    #[cfg(feature = "aws_secrets_manager")]
     AwsSecretsManager(Box<aws_secrets_manager::AwsSecretsManager>),
 }
 
@@ -253,7 +259,9 @@ macro_rules! dispatch {
     ($self:ident, $v:ident => $body:expr) => {
         match $self {
             AnyVault::File($v) => $body,
+            #[cfg(feature = "openbao")]
             AnyVault::Openbao($v) => $body,
+            #[cfg(feature = "aws_secrets_manager")]
             AnyVault::AwsSecretsManager($v) => $body,
         }
     };
@@ -415,9 +423,11 @@ impl Vaults {
         for (name, vault) in configs {
             let built = match vault {
                 VaultConfig::File(c) => AnyVault::File(file::FileVault::open(name, c).await?),
+                #[cfg(feature = "openbao")]
                 VaultConfig::Openbao(c) => {
                     AnyVault::Openbao(Box::new(openbao::OpenbaoVault::open(name, c)?))
                 }
+                #[cfg(feature = "aws_secrets_manager")]
                 VaultConfig::AwsSecretsManager(c) => AnyVault::AwsSecretsManager(Box::new(
                     aws_secrets_manager::AwsSecretsManager::open(name, c).await,
                 )),
