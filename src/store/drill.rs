@@ -1,6 +1,7 @@
 //! Drills in the store: each drill with its report, each credential's last drill, and the
 //! alert deliveries a drill looks at to tell whether its alerts reached the sinks.
 
+use super::sql;
 use super::{AuditEntry, Pool, Store, StoreError, audit};
 
 /// One delivery of an alert to a sink, as a drill reports it.
@@ -37,7 +38,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("INSERT INTO drills (id, actor, started_at, options) VALUES ($1, $2, $3, $4)")
+            sqlx::query(sql::START_DRILL)
                 .bind(id)
                 .bind(actor)
                 .bind(now)
@@ -63,7 +64,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE drills SET finished_at = $2, outcome = $3, report = $4 WHERE id = $1")
+            sqlx::query(sql::FINISH_DRILL)
                 .bind(id)
                 .bind(now)
                 .bind(outcome)
@@ -71,10 +72,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             for (credential, passed) in credentials {
-                sqlx::query(
-                    "UPDATE credentials SET last_drill_outcome = $2, \
-                     last_drill_at = CASE WHEN $2 = 'passed' THEN $3 ELSE last_drill_at END, updated_at = $3 \
-                     WHERE id = $1",
+                sqlx::query(sql::RECORD_DRILL_OUTCOME,
                 )
                 .bind(credential)
                 .bind(if *passed { "passed" } else { "failed" })
@@ -90,7 +88,7 @@ impl Store {
 
     pub async fn last_drill(&self) -> Result<Option<DrillRow>, StoreError> {
         with_pool!(self, pool => {
-            Ok(sqlx::query_as("SELECT * FROM drills ORDER BY started_at DESC, id DESC LIMIT 1")
+            Ok(sqlx::query_as(sql::LAST_DRILL)
                 .fetch_optional(pool)
                 .await?)
         })
@@ -103,9 +101,7 @@ impl Store {
         since: i64,
     ) -> Result<Vec<SinkDelivery>, StoreError> {
         with_pool!(self, pool => {
-            Ok(sqlx::query_as(
-                "SELECT sink, condition, event, attempts, delivered_at, last_error FROM alert_outbox \
-                 WHERE credential_id = $1 AND created_at >= $2 ORDER BY id",
+            Ok(sqlx::query_as(sql::DELIVERIES_SINCE,
             )
             .bind(credential_id)
             .bind(since)

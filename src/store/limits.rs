@@ -46,7 +46,7 @@ impl Store {
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
             if postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                sqlx::query(sql::ADVISORY_LOCK)
                     .bind(CLAIM_LOCK)
                     .execute(&mut *tx)
                     .await?;
@@ -77,9 +77,7 @@ impl Store {
             }
             let mut claimed = Vec::with_capacity(chosen.len());
             for id in &chosen {
-                let run: Option<RunRow> = sqlx::query_as(
-                    "UPDATE runs SET lease_owner = $1, lease_until = $2 WHERE id = $3 \
-                     AND (lease_owner IS NULL OR lease_until < $4) RETURNING *",
+                let run: Option<RunRow> = sqlx::query_as(sql::CLAIM_WITHIN,
                 )
                 .bind(worker)
                 .bind(lease_until)
@@ -110,9 +108,7 @@ impl Store {
             Backend::Postgres => sql::TAKE_TOKEN_POSTGRES,
         };
         with_pool!(self, p => {
-            sqlx::query(
-                "INSERT INTO provider_buckets (provider, tokens, updated_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (provider) DO NOTHING",
+            sqlx::query(sql::UPSERT_BUCKET,
             )
             .bind(provider)
             .bind(burst)
@@ -129,8 +125,7 @@ impl Store {
             if taken.is_some() {
                 return Ok(None);
             }
-            let (tokens, updated_at): (f64, i64) = sqlx::query_as(
-                "SELECT tokens, updated_at FROM provider_buckets WHERE provider = $1",
+            let (tokens, updated_at): (f64, i64) = sqlx::query_as(sql::BUCKET,
             )
             .bind(provider)
             .fetch_one(p)

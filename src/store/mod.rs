@@ -578,13 +578,13 @@ impl Store {
             // Replicas starting together reconcile one after the other, each seeing what the
             // one before it wrote.
             if postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                sqlx::query(sql::ADVISORY_LOCK)
                     .bind(RECONCILE_LOCK)
                     .execute(&mut *tx)
                     .await?;
             }
             let existing: Vec<(String, String, Option<i64>, Option<i64>)> =
-                sqlx::query_as("SELECT id, schedule_hash, current_since, removed_at FROM credentials")
+                sqlx::query_as(sql::RECONCILE_KNOWN)
                     .fetch_all(&mut *tx)
                     .await?;
             let existing: std::collections::HashMap<_, _> =
@@ -598,15 +598,13 @@ impl Store {
                     }
                     Some((hash, since, removed)) => {
                         if removed.is_some() {
-                            sqlx::query("UPDATE credentials SET removed_at = NULL, updated_at = $2 WHERE id = $1")
+                            sqlx::query(sql::RESTORE_CREDENTIAL)
                                 .bind(&d.id).bind(now).execute(&mut *tx).await?;
                             changes.push(ReconcileChange::Restored { id: d.id.clone() });
                         }
                         if hash != &d.schedule_hash {
                             let (due, reason) = recompute(&d.id, *since);
-                            sqlx::query(
-                                "UPDATE credentials SET schedule_hash = $2, next_due_at = $3, due_reason = $4, \
-                                 provider = $5, vault = $6, vault_path = $7, updated_at = $8 WHERE id = $1",
+                            sqlx::query(sql::RESCHEDULE_CREDENTIAL,
                             )
                             .bind(&d.id).bind(&d.schedule_hash).bind(due).bind(&reason)
                             .bind(&d.provider).bind(&d.vault).bind(&d.vault_path).bind(now)
@@ -619,8 +617,8 @@ impl Store {
             // Many rows per statement: each statement is a round trip to the database.
             for chunk in added.chunks(INSERT_BATCH) {
                 let sql = format!(
-                    "INSERT INTO credentials (id, provider, vault, vault_path, schedule_hash, next_due_at, \
-                     due_reason, created_at, updated_at) VALUES {}",
+                    "{}{}",
+                    sql::INSERT_CREDENTIALS_VALUES,
                     placeholders(self.backend(), chunk.len(), 9)
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -638,7 +636,7 @@ impl Store {
                 .collect();
             gone.sort();
             for id in gone {
-                sqlx::query("UPDATE credentials SET removed_at = $2, updated_at = $2 WHERE id = $1")
+                sqlx::query(sql::REMOVE_CREDENTIAL)
                     .bind(id).bind(now).execute(&mut *tx).await?;
                 changes.push(ReconcileChange::Removed { id: id.clone() });
             }
@@ -763,8 +761,7 @@ impl Store {
         worker: &str,
         until: i64,
     ) -> Result<bool, StoreError> {
-        let held: i64 = with_pool!(self, p => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM runs WHERE id = $1 AND lease_owner = $2 AND lease_until >= $3",
+        let held: i64 = with_pool!(self, p => sqlx::query_scalar(sql::LEASE_HELD,
         )
         .bind(run_id)
         .bind(worker)
@@ -791,7 +788,7 @@ impl Store {
         let mut held = 0;
         with_pool!(self, p => {
             for id in run_ids {
-                held += sqlx::query("UPDATE runs SET lease_until = $3 WHERE id = $1 AND lease_owner = $2")
+                held += sqlx::query(sql::HEARTBEAT)
                     .bind(id).bind(worker).bind(lease_until).execute(p).await?.rows_affected();
             }
         });
@@ -926,7 +923,7 @@ impl Store {
     /// waits for a timer).
     pub async fn release(&self, run_id: &str, worker: &str) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            sqlx::query("UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2")
+            sqlx::query(sql::RELEASE)
                 .bind(run_id).bind(worker).execute(p).await?;
         });
         Ok(())
@@ -941,23 +938,18 @@ impl Store {
     ) -> Result<&'static str, StoreError> {
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
-            let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM credentials WHERE id = $1 AND removed_at IS NULL")
+            let exists: Option<(String,)> = sqlx::query_as(sql::CREDENTIAL_EXISTS)
                 .bind(&run.credential_id).fetch_optional(&mut *tx).await?;
             if exists.is_none() {
                 return Err(StoreError::UnknownCredential(run.credential_id.clone()));
             }
-            let unstuck = sqlx::query(
-                "UPDATE runs SET state = stuck_from, stuck_from = NULL, attempts = 0, not_before = $2, lease_owner = NULL, lease_until = NULL, \
-                 updated_at = $2 WHERE credential_id = $1 AND state = 'stuck' AND stuck_from IS NOT NULL",
+            let unstuck = sqlx::query(sql::RESUME_STUCK_RUN,
             )
             .bind(&run.credential_id).bind(now).execute(&mut *tx).await?.rows_affected();
             let outcome = if unstuck > 0 {
                 "stuck"
             } else {
-                let done = sqlx::query(
-                    "INSERT INTO runs (id, credential_id, token, state, reason, emergency, grace_ms, attempts, \
-                     not_before, created_at, updated_at, drill) VALUES ($1, $2, $3, 'planned', $4, $5, $6, 0, $7, $7, $7, $8) \
-                     ON CONFLICT DO NOTHING",
+                let done = sqlx::query(sql::REQUEST_RUN,
                 )
                 .bind(&run.id).bind(&run.credential_id).bind(&run.token).bind(&run.reason)
                 .bind(run.emergency as i64).bind(run.grace_ms).bind(now).bind(run.drill)
@@ -965,7 +957,7 @@ impl Store {
                 if done == 0 {
                     return Err(StoreError::RunInFlight(run.credential_id.clone()));
                 }
-                sqlx::query("UPDATE credentials SET next_due_at = NULL WHERE id = $1")
+                sqlx::query(sql::CLEAR_NEXT_DUE)
                     .bind(&run.credential_id).execute(&mut *tx).await?;
                 "planned"
             };
@@ -983,7 +975,7 @@ impl Store {
     /// Wakes idle replicas (PostgreSQL `NOTIFY`); with SQLite there is only one process.
     pub async fn announce_work(&self) -> Result<(), StoreError> {
         if let Pool::Postgres(pool) = &self.pool {
-            sqlx::query("SELECT pg_notify($1, '')")
+            sqlx::query(sql::ANNOUNCE_WORK)
                 .bind(Self::WORK_CHANNEL)
                 .execute(pool)
                 .await?;
@@ -1050,9 +1042,7 @@ impl Store {
     }
 
     pub async fn credentials(&self) -> Result<Vec<CredentialRow>, StoreError> {
-        Ok(
-            with_pool!(self, p => sqlx::query_as("SELECT * FROM credentials ORDER BY id").fetch_all(p).await?),
-        )
+        Ok(with_pool!(self, p => sqlx::query_as(sql::CREDENTIALS).fetch_all(p).await?))
     }
 
     /// The credentials after `after` in id order, at most `limit`: `credentials` a page at a
@@ -1063,15 +1053,12 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<CredentialRow>, StoreError> {
-        Ok(with_pool!(self, p => sqlx::query_as(
-            "SELECT * FROM credentials WHERE id > $1 ORDER BY id LIMIT $2"
+        Ok(with_pool!(self, p => sqlx::query_as(sql::CREDENTIALS_AFTER
         ).bind(after).bind(limit).fetch_all(p).await?))
     }
 
     pub async fn credential(&self, id: &str) -> Result<Option<CredentialRow>, StoreError> {
-        Ok(
-            with_pool!(self, p => sqlx::query_as("SELECT * FROM credentials WHERE id = $1").bind(id).fetch_optional(p).await?),
-        )
+        Ok(with_pool!(self, p => sqlx::query_as(sql::CREDENTIAL).bind(id).fetch_optional(p).await?))
     }
 
     /// The version the store last recorded as the credential's current one.
@@ -1079,8 +1066,7 @@ impl Store {
         match &self.reads {
             Some(reads) => reads.current_version(id),
             None => Ok(
-                with_pool!(self, p => sqlx::query_scalar::<_, Option<String>>(
-                "SELECT current_version FROM credentials WHERE id = $1",
+                with_pool!(self, p => sqlx::query_scalar::<_, Option<String>>(sql::CURRENT_VERSION,
             )
             .bind(id)
             .fetch_optional(p)
@@ -1091,9 +1077,7 @@ impl Store {
     }
 
     pub async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError> {
-        Ok(
-            with_pool!(self, p => sqlx::query_as("SELECT * FROM runs WHERE id = $1").bind(id).fetch_optional(p).await?),
-        )
+        Ok(with_pool!(self, p => sqlx::query_as(sql::RUN).bind(id).fetch_optional(p).await?))
     }
 
     /// The live run of each credential that has one.
@@ -1107,8 +1091,7 @@ impl Store {
         credential_id: Option<&str>,
         limit: i64,
     ) -> Result<Vec<RunRow>, StoreError> {
-        Ok(with_pool!(self, p => sqlx::query_as(
-            "SELECT * FROM runs WHERE ($1 IS NULL OR credential_id = $1) ORDER BY created_at DESC, id DESC LIMIT $2"
+        Ok(with_pool!(self, p => sqlx::query_as(sql::RUNS
         ).bind(credential_id).bind(limit).fetch_all(p).await?))
     }
 
@@ -1129,9 +1112,7 @@ impl Store {
         &self,
     ) -> Result<std::collections::HashMap<String, Vec<i64>>, StoreError> {
         with_pool!(self, pool => {
-            let rows: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT credential_id, finished_at - created_at FROM runs \
-                 WHERE state = 'completed' AND finished_at IS NOT NULL",
+            let rows: Vec<(String, i64)> = sqlx::query_as(sql::COMPLETED_DURATIONS,
             )
             .fetch_all(pool)
             .await?;
@@ -1153,10 +1134,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let updated = sqlx::query(
-                "UPDATE credentials SET current_since = $2, last_success_at = $2, expires_at = $3, \
-                 current_version = CAST($2 AS TEXT), current_fingerprint = NULL, last_error = NULL, \
-                 consecutive_failures = 0, updated_at = $2 WHERE id = $1 AND removed_at IS NULL",
+            let updated = sqlx::query(sql::CONFIRM_MANUAL,
             )
             .bind(id)
             .bind(now)
@@ -1175,16 +1153,14 @@ impl Store {
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
         with_pool!(self, pool => {
-            sqlx::query("SELECT 1").execute(pool).await?;
+            sqlx::query(sql::PING).execute(pool).await?;
             Ok(())
         })
     }
 
     pub async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError> {
-        Ok(
-            with_pool!(self, p => sqlx::query_as("SELECT * FROM run_steps WHERE run_id = $1 ORDER BY seq")
-            .bind(run_id).fetch_all(p).await?),
-        )
+        Ok(with_pool!(self, p => sqlx::query_as(sql::STEPS)
+            .bind(run_id).fetch_all(p).await?))
     }
 
     /// Count of runs that are not finished, for `--once` and shutdown.
@@ -1206,8 +1182,8 @@ impl Store {
     /// Checks the whole audit chain; `Ok(rows)` or the first problem, naming the row.
     pub async fn verify_audit(&self) -> Result<Result<usize, String>, StoreError> {
         let (rows, head): (Vec<AuditRow>, (i64, String)) = with_pool!(self, p => {
-            let rows = sqlx::query_as("SELECT * FROM audit ORDER BY seq").fetch_all(p).await?;
-            let head = sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(p).await?;
+            let rows = sqlx::query_as(sql::AUDIT_ROWS).fetch_all(p).await?;
+            let head = sqlx::query_as(sql::AUDIT_HEAD).fetch_one(p).await?;
             (rows, head)
         });
         Ok(audit::verify_chain(&rows, head.0, &head.1))

@@ -3,6 +3,7 @@
 //! notifies twice; a delivery is claimed by moving its due time past the attempt (a
 //! compare-and-swap), so two replicas never send the same row at once.
 
+use super::sql;
 use super::{Pool, Store, StoreError};
 
 /// One notification to send.
@@ -67,9 +68,7 @@ impl Store {
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for hook in hooks {
-                sqlx::query(
-                    "UPDATE notify_outbox SET delivered_at = $4, last_outcome = $5 \
-                     WHERE credential_id = $1 AND hook = $2 AND run_id <> $3 AND delivered_at IS NULL",
+                sqlx::query(sql::SUPERSEDE_NOTIFICATIONS,
                 )
                 .bind(credential_id)
                 .bind(hook)
@@ -78,9 +77,7 @@ impl Store {
                 .bind(SUPERSEDED)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
-                    "INSERT INTO notify_outbox (run_id, credential_id, hook, event, payload, created_at, next_attempt_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (run_id, event, hook) DO NOTHING",
+                sqlx::query(sql::QUEUE_NOTIFICATION,
                 )
                 .bind(run_id)
                 .bind(credential_id)
@@ -104,12 +101,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Notification>, StoreError> {
         with_pool!(self, pool => {
-            Ok(sqlx::query_as(
-                "SELECT id, run_id, credential_id, hook, event, payload, attempts, failures, next_attempt_at \
-                 FROM notify_outbox o WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
-                 AND NOT EXISTS (SELECT 1 FROM notify_outbox e WHERE e.credential_id = o.credential_id \
-                   AND e.hook = o.hook AND e.id < o.id AND e.delivered_at IS NULL) \
-                 ORDER BY id LIMIT $2",
+            Ok(sqlx::query_as(sql::DUE_NOTIFICATIONS,
             )
             .bind(now)
             .bind(limit)
@@ -126,9 +118,7 @@ impl Store {
         until: i64,
     ) -> Result<bool, StoreError> {
         with_pool!(self, pool => {
-            let done = sqlx::query(
-                "UPDATE notify_outbox SET next_attempt_at = $3 \
-                 WHERE id = $1 AND next_attempt_at = $2 AND delivered_at IS NULL",
+            let done = sqlx::query(sql::CLAIM_NOTIFICATION,
             )
             .bind(n.id)
             .bind(n.next_attempt_at)
@@ -150,9 +140,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "UPDATE notify_outbox SET delivered_at = $2, attempts = attempts + 1, \
-                 last_outcome = $3, last_error = NULL WHERE id = $1",
+            sqlx::query(sql::NOTIFICATION_DELIVERED,
             )
             .bind(n.id)
             .bind(now)
@@ -161,10 +149,7 @@ impl Store {
             .await?;
             let mut woken = false;
             if wake && n.event == "promoted" {
-                let done = sqlx::query(
-                    "UPDATE runs SET not_before = $2 WHERE id = $1 AND state = 'promoted' \
-                     AND lease_owner IS NULL AND not_before > $2 AND NOT EXISTS \
-                     (SELECT 1 FROM notify_outbox WHERE run_id = $1 AND event = 'promoted' AND delivered_at IS NULL)",
+                let done = sqlx::query(sql::WAKE_NOTIFIED_RUN,
                 )
                 .bind(&n.run_id)
                 .bind(now)
@@ -186,9 +171,7 @@ impl Store {
         next_attempt_at: i64,
     ) -> Result<(), StoreError> {
         with_pool!(self, pool => {
-            sqlx::query(
-                "UPDATE notify_outbox SET attempts = attempts + 1, failures = failures + 1, \
-                 next_attempt_at = $2, last_outcome = $3, last_error = $4 WHERE id = $1",
+            sqlx::query(sql::NOTIFICATION_FAILED,
             )
             .bind(n.id)
             .bind(next_attempt_at)
@@ -207,8 +190,7 @@ impl Store {
         event: &str,
     ) -> Result<bool, StoreError> {
         with_pool!(self, pool => {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM notify_outbox WHERE run_id = $1 AND event = $2 AND delivered_at IS NULL",
+            let waiting: i64 = sqlx::query_scalar(sql::NOTIFICATIONS_SETTLED,
             )
             .bind(run_id)
             .bind(event)
@@ -223,9 +205,7 @@ impl Store {
     /// two always sees the other's write).
     pub async fn wake_promoted_run(&self, run_id: &str, now: i64) -> Result<bool, StoreError> {
         with_pool!(self, pool => {
-            let done = sqlx::query(
-                "UPDATE runs SET not_before = $2 WHERE id = $1 AND state = 'promoted' \
-                 AND lease_owner IS NULL AND not_before > $2",
+            let done = sqlx::query(sql::WAKE_PROMOTED_RUN,
             )
             .bind(run_id)
             .bind(now)
@@ -238,8 +218,7 @@ impl Store {
     /// Whether a credential has a notification that failed and is still waiting.
     pub async fn notifications_failing(&self, credential_id: &str) -> Result<bool, StoreError> {
         with_pool!(self, pool => {
-            let failing: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM notify_outbox WHERE credential_id = $1 AND delivered_at IS NULL AND failures > 0",
+            let failing: i64 = sqlx::query_scalar(sql::NOTIFICATIONS_FAILING,
             )
             .bind(credential_id)
             .fetch_one(pool)
@@ -251,14 +230,7 @@ impl Store {
     /// The latest notification of each credential to each hook, with how many wait.
     pub async fn hook_states(&self) -> Result<Vec<HookState>, StoreError> {
         with_pool!(self, pool => {
-            Ok(sqlx::query_as(
-                "SELECT o.credential_id, o.hook, o.event, o.run_id, o.attempts, o.delivered_at, o.next_attempt_at, \
-                 o.last_outcome, o.last_error, \
-                 (SELECT COUNT(*) FROM notify_outbox w WHERE w.credential_id = o.credential_id AND w.hook = o.hook \
-                  AND w.delivered_at IS NULL) AS undelivered \
-                 FROM notify_outbox o WHERE o.id = (SELECT MAX(l.id) FROM notify_outbox l \
-                   WHERE l.credential_id = o.credential_id AND l.hook = o.hook) \
-                 ORDER BY o.credential_id, o.hook",
+            Ok(sqlx::query_as(sql::HOOK_STATES,
             )
             .fetch_all(pool)
             .await?)
@@ -268,12 +240,7 @@ impl Store {
     /// Attempts per credential, hook and outcome since the store began.
     pub async fn hook_counts(&self) -> Result<Vec<HookCounts>, StoreError> {
         with_pool!(self, pool => {
-            Ok(sqlx::query_as(
-                "SELECT credential_id, hook, \
-                 CAST(SUM(CASE WHEN delivered_at IS NOT NULL AND last_outcome NOT IN ('dropped', 'superseded') \
-                   THEN 1 ELSE 0 END) AS BIGINT) AS succeeded, \
-                 CAST(SUM(failures) AS BIGINT) AS failed \
-                 FROM notify_outbox GROUP BY credential_id, hook ORDER BY credential_id, hook",
+            Ok(sqlx::query_as(sql::HOOK_COUNTS,
             )
             .fetch_all(pool)
             .await?)
@@ -283,8 +250,7 @@ impl Store {
     /// When the next undelivered notification is due, if any.
     pub async fn next_notification_at(&self) -> Result<Option<i64>, StoreError> {
         with_pool!(self, pool => {
-            Ok(sqlx::query_scalar(
-                "SELECT MIN(next_attempt_at) FROM notify_outbox WHERE delivered_at IS NULL",
+            Ok(sqlx::query_scalar(sql::NEXT_NOTIFICATION_AT,
             )
             .fetch_one(pool)
             .await?)

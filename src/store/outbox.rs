@@ -3,23 +3,21 @@
 //! sink, retried with backoff until the sink takes it. An alert raised just before a crash is
 //! delivered after the restart.
 
+use super::sql;
 use super::{Pool, Store, StoreError};
 
 /// Queues one delivery inside transaction `$tx` (a macro: the same text for both backends).
 macro_rules! queue {
     ($tx:expr, $sink:expr, $credential:expr, $condition:expr, $event:expr, $payload:expr, $now:expr) => {
-        sqlx::query(
-            "INSERT INTO alert_outbox (sink, credential_id, condition, event, payload, created_at, next_attempt_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6)",
-        )
-        .bind($sink)
-        .bind($credential)
-        .bind($condition)
-        .bind($event)
-        .bind($payload)
-        .bind($now)
-        .execute(&mut *$tx)
-        .await?
+        sqlx::query(sql::QUEUE_ALERT_DELIVERY)
+            .bind($sink)
+            .bind($credential)
+            .bind($condition)
+            .bind($event)
+            .bind($payload)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?
     };
 }
 
@@ -61,8 +59,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let active: Option<i64> = sqlx::query_scalar(
-                "SELECT active FROM alert_state WHERE credential_id = $1 AND condition = $2",
+            let active: Option<i64> = sqlx::query_scalar(sql::ALERT_ACTIVE,
             )
             .bind(credential_id)
             .bind(condition)
@@ -72,10 +69,7 @@ impl Store {
                 tx.commit().await?;
                 return Ok(false);
             }
-            sqlx::query(
-                "INSERT INTO alert_state (credential_id, condition, active, raised_at, resolved_at, payload) \
-                 VALUES ($1, $2, 1, $3, NULL, $4) \
-                 ON CONFLICT (credential_id, condition) DO UPDATE SET active = 1, raised_at = $3, resolved_at = NULL, payload = $4",
+            sqlx::query(sql::RAISE_ALERT,
             )
             .bind(credential_id)
             .bind(condition)
@@ -103,8 +97,7 @@ impl Store {
         // Nearly every successful rotation has nothing to resolve: one read, no transaction.
         let any = match &self.reads {
             Some(reads) => reads.any_active_alert(credential_id)?,
-            None => with_pool!(self, pool => sqlx::query_scalar::<_, i64>(
-                "SELECT COUNT(*) FROM alert_state WHERE credential_id = $1 AND active = 1",
+            None => with_pool!(self, pool => sqlx::query_scalar::<_, i64>(sql::ACTIVE_ALERT_COUNT,
             )
             .bind(credential_id)
             .fetch_one(pool)
@@ -115,8 +108,7 @@ impl Store {
         }
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let raised: Vec<(String, String)> = sqlx::query_as(
-                "SELECT condition, payload FROM alert_state WHERE credential_id = $1 AND active = 1",
+            let raised: Vec<(String, String)> = sqlx::query_as(sql::CREDENTIAL_ACTIVE_ALERTS,
             )
             .bind(credential_id)
             .fetch_all(&mut *tx)
@@ -126,8 +118,7 @@ impl Store {
                 if !conditions.contains(&cond.as_str()) {
                     continue;
                 }
-                sqlx::query(
-                    "UPDATE alert_state SET active = 0, resolved_at = $3 WHERE credential_id = $1 AND condition = $2",
+                sqlx::query(sql::RESOLVE_ALERT,
                 )
                 .bind(credential_id)
                 .bind(&cond)
@@ -147,9 +138,7 @@ impl Store {
     /// The conditions raised now, for sinks that must be reminded (Alertmanager) and status.
     pub async fn active_alerts(&self) -> Result<Vec<ActiveAlert>, StoreError> {
         with_pool!(self, pool => {
-            Ok(sqlx::query_as(
-                "SELECT credential_id, condition, raised_at, payload FROM alert_state WHERE active = 1 \
-                 ORDER BY credential_id, condition",
+            Ok(sqlx::query_as(sql::ACTIVE_ALERTS,
             )
             .fetch_all(pool)
             .await?)
@@ -159,10 +148,7 @@ impl Store {
     /// Deliveries due now, oldest first.
     pub async fn due_deliveries(&self, now: i64, limit: i64) -> Result<Vec<Delivery>, StoreError> {
         with_pool!(self, pool => {
-            Ok(sqlx::query_as(
-                "SELECT id, sink, credential_id, condition, event, payload, created_at, attempts \
-                 FROM alert_outbox WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
-                 ORDER BY id LIMIT $2",
+            Ok(sqlx::query_as(sql::DUE_DELIVERIES,
             )
             .bind(now)
             .bind(limit)
@@ -174,8 +160,7 @@ impl Store {
     /// When the next undelivered delivery is due, if any.
     pub async fn next_delivery_at(&self) -> Result<Option<i64>, StoreError> {
         with_pool!(self, pool => {
-            Ok(sqlx::query_scalar(
-                "SELECT MIN(next_attempt_at) FROM alert_outbox WHERE delivered_at IS NULL",
+            Ok(sqlx::query_scalar(sql::NEXT_DELIVERY_AT,
             )
             .fetch_one(pool)
             .await?)
@@ -184,7 +169,7 @@ impl Store {
 
     pub async fn delivered(&self, id: i64, now: i64) -> Result<(), StoreError> {
         with_pool!(self, pool => {
-            sqlx::query("UPDATE alert_outbox SET delivered_at = $2, attempts = attempts + 1, last_error = NULL WHERE id = $1")
+            sqlx::query(sql::DELIVERED)
                 .bind(id)
                 .bind(now)
                 .execute(pool)
@@ -200,8 +185,7 @@ impl Store {
         error: &str,
     ) -> Result<(), StoreError> {
         with_pool!(self, pool => {
-            sqlx::query(
-                "UPDATE alert_outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 WHERE id = $1",
+            sqlx::query(sql::DELIVERY_FAILED,
             )
             .bind(id)
             .bind(next_attempt_at)

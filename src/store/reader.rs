@@ -15,6 +15,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::StoreError;
+use super::sql;
 
 /// Idle connections kept for the next read: one per runtime worker is enough.
 const KEPT: usize = 4;
@@ -52,7 +53,7 @@ impl Reader {
     /// The version the store last recorded as the credential's current one.
     pub fn current_version(&self, credential_id: &str) -> Result<Option<String>, StoreError> {
         self.with(|db| {
-            db.prepare_cached("SELECT current_version FROM credentials WHERE id = ?1")?
+            db.prepare_cached(sql::READ_CURRENT_VERSION)?
                 .query_row([credential_id], |row| row.get::<_, Option<String>>(0))
                 .optional()
                 .map(Option::flatten)
@@ -62,10 +63,8 @@ impl Reader {
     /// Whether any alert is raised for the credential.
     pub fn any_active_alert(&self, credential_id: &str) -> Result<bool, StoreError> {
         self.with(|db| {
-            db.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM alert_state WHERE credential_id = ?1 AND active = 1)",
-            )?
-            .query_row([credential_id], |row| row.get(0))
+            db.prepare_cached(sql::ANY_ACTIVE_ALERT)?
+                .query_row([credential_id], |row| row.get(0))
         })
     }
 }

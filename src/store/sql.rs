@@ -308,6 +308,245 @@ pub const RUNS_READY_BEFORE: &str = concat!(
     " AND not_before <= $1"
 );
 
+// The rest of the store's statements, named after what they do.
+
+/// PostgreSQL: serialises replicas for the rest of the transaction (`Store::reconcile`, the
+/// limits' claim in `store/limits.rs`).
+pub const ADVISORY_LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
+
+/// Run by `Store::reconcile`.
+pub const RECONCILE_KNOWN: &str =
+    "SELECT id, schedule_hash, current_since, removed_at FROM credentials";
+
+/// Run by `Store::reconcile`.
+pub const RESTORE_CREDENTIAL: &str =
+    "UPDATE credentials SET removed_at = NULL, updated_at = $2 WHERE id = $1";
+
+/// Run by `Store::reconcile`.
+pub const RESCHEDULE_CREDENTIAL: &str = "UPDATE credentials SET schedule_hash = $2, next_due_at = $3, due_reason = $4, \
+    provider = $5, vault = $6, vault_path = $7, updated_at = $8 WHERE id = $1";
+
+/// Run by `Store::reconcile`.
+pub const REMOVE_CREDENTIAL: &str =
+    "UPDATE credentials SET removed_at = $2, updated_at = $2 WHERE id = $1";
+
+/// Run by `Store::lease_held`.
+pub const LEASE_HELD: &str =
+    "SELECT COUNT(*) FROM runs WHERE id = $1 AND lease_owner = $2 AND lease_until >= $3";
+
+/// Run by `Store::heartbeat`.
+pub const HEARTBEAT: &str = "UPDATE runs SET lease_until = $3 WHERE id = $1 AND lease_owner = $2";
+
+/// Run by `Store::release`.
+pub const RELEASE: &str =
+    "UPDATE runs SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2";
+
+/// Run by `Store::request_rotation`.
+pub const CREDENTIAL_EXISTS: &str =
+    "SELECT id FROM credentials WHERE id = $1 AND removed_at IS NULL";
+
+/// Run by `Store::request_rotation`.
+pub const RESUME_STUCK_RUN: &str = "UPDATE runs SET state = stuck_from, stuck_from = NULL, attempts = 0, not_before = $2, lease_owner = NULL, lease_until = NULL, \
+    updated_at = $2 WHERE credential_id = $1 AND state = 'stuck' AND stuck_from IS NOT NULL";
+
+/// Run by `Store::request_rotation`.
+pub const REQUEST_RUN: &str = "INSERT INTO runs (id, credential_id, token, state, reason, emergency, grace_ms, attempts, \
+    not_before, created_at, updated_at, drill) VALUES ($1, $2, $3, 'planned', $4, $5, $6, 0, $7, $7, $7, $8) \
+    ON CONFLICT DO NOTHING";
+
+/// Run by `Store::request_rotation`.
+pub const CLEAR_NEXT_DUE: &str = "UPDATE credentials SET next_due_at = NULL WHERE id = $1";
+
+/// Run by `Store::announce_work`.
+pub const ANNOUNCE_WORK: &str = "SELECT pg_notify($1, '')";
+
+/// Run by `Store::credentials`.
+pub const CREDENTIALS: &str = "SELECT * FROM credentials ORDER BY id";
+
+/// Run by `Store::credentials_after`.
+pub const CREDENTIALS_AFTER: &str = "SELECT * FROM credentials WHERE id > $1 ORDER BY id LIMIT $2";
+
+/// Run by `Store::credential`.
+pub const CREDENTIAL: &str = "SELECT * FROM credentials WHERE id = $1";
+
+/// Run by `Store::current_version`.
+pub const CURRENT_VERSION: &str = "SELECT current_version FROM credentials WHERE id = $1";
+
+/// Run by `Store::run`.
+pub const RUN: &str = "SELECT * FROM runs WHERE id = $1";
+
+/// Run by `Store::runs`.
+pub const RUNS: &str = "SELECT * FROM runs WHERE ($1 IS NULL OR credential_id = $1) ORDER BY created_at DESC, id DESC LIMIT $2";
+
+/// Run by `Store::completed_durations`.
+pub const COMPLETED_DURATIONS: &str = "SELECT credential_id, finished_at - created_at FROM runs \
+    WHERE state = 'completed' AND finished_at IS NOT NULL";
+
+/// Run by `Store::confirm_manual`.
+pub const CONFIRM_MANUAL: &str = "UPDATE credentials SET current_since = $2, last_success_at = $2, expires_at = $3, \
+    current_version = CAST($2 AS TEXT), current_fingerprint = NULL, last_error = NULL, \
+    consecutive_failures = 0, updated_at = $2 WHERE id = $1 AND removed_at IS NULL";
+
+/// Run by `Store::ping`.
+pub const PING: &str = "SELECT 1";
+
+/// Run by `Store::steps`.
+pub const STEPS: &str = "SELECT * FROM run_steps WHERE run_id = $1 ORDER BY seq";
+
+/// Run by `Store::verify_audit`.
+pub const AUDIT_ROWS: &str = "SELECT * FROM audit ORDER BY seq";
+
+/// Run by `Store::verify_audit`.
+pub const AUDIT_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+
+/// Run by `queue_notifications` in `store/notify.rs`.
+pub const SUPERSEDE_NOTIFICATIONS: &str = "UPDATE notify_outbox SET delivered_at = $4, last_outcome = $5 \
+    WHERE credential_id = $1 AND hook = $2 AND run_id <> $3 AND delivered_at IS NULL";
+
+/// Run by `queue_notifications` in `store/notify.rs`.
+pub const QUEUE_NOTIFICATION: &str = "INSERT INTO notify_outbox (run_id, credential_id, hook, event, payload, created_at, next_attempt_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (run_id, event, hook) DO NOTHING";
+
+/// Run by `due_notifications` in `store/notify.rs`.
+pub const DUE_NOTIFICATIONS: &str = "SELECT id, run_id, credential_id, hook, event, payload, attempts, failures, next_attempt_at \
+    FROM notify_outbox o WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
+    AND NOT EXISTS (SELECT 1 FROM notify_outbox e WHERE e.credential_id = o.credential_id \
+    AND e.hook = o.hook AND e.id < o.id AND e.delivered_at IS NULL) \
+    ORDER BY id LIMIT $2";
+
+/// Run by `claim_notification` in `store/notify.rs`.
+pub const CLAIM_NOTIFICATION: &str = "UPDATE notify_outbox SET next_attempt_at = $3 \
+    WHERE id = $1 AND next_attempt_at = $2 AND delivered_at IS NULL";
+
+/// Run by `notification_delivered` in `store/notify.rs`.
+pub const NOTIFICATION_DELIVERED: &str = "UPDATE notify_outbox SET delivered_at = $2, attempts = attempts + 1, \
+    last_outcome = $3, last_error = NULL WHERE id = $1";
+
+/// Run by `notification_delivered` in `store/notify.rs`.
+pub const WAKE_NOTIFIED_RUN: &str = "UPDATE runs SET not_before = $2 WHERE id = $1 AND state = 'promoted' \
+    AND lease_owner IS NULL AND not_before > $2 AND NOT EXISTS \
+    (SELECT 1 FROM notify_outbox WHERE run_id = $1 AND event = 'promoted' AND delivered_at IS NULL)";
+
+/// Run by `notification_failed` in `store/notify.rs`.
+pub const NOTIFICATION_FAILED: &str = "UPDATE notify_outbox SET attempts = attempts + 1, failures = failures + 1, \
+    next_attempt_at = $2, last_outcome = $3, last_error = $4 WHERE id = $1";
+
+/// Run by `notifications_settled` in `store/notify.rs`.
+pub const NOTIFICATIONS_SETTLED: &str =
+    "SELECT COUNT(*) FROM notify_outbox WHERE run_id = $1 AND event = $2 AND delivered_at IS NULL";
+
+/// Run by `wake_promoted_run` in `store/notify.rs`.
+pub const WAKE_PROMOTED_RUN: &str = "UPDATE runs SET not_before = $2 WHERE id = $1 AND state = 'promoted' \
+    AND lease_owner IS NULL AND not_before > $2";
+
+/// Run by `notifications_failing` in `store/notify.rs`.
+pub const NOTIFICATIONS_FAILING: &str = "SELECT COUNT(*) FROM notify_outbox WHERE credential_id = $1 AND delivered_at IS NULL AND failures > 0";
+
+/// Run by `hook_states` in `store/notify.rs`.
+pub const HOOK_STATES: &str = "SELECT o.credential_id, o.hook, o.event, o.run_id, o.attempts, o.delivered_at, o.next_attempt_at, \
+    o.last_outcome, o.last_error, \
+    (SELECT COUNT(*) FROM notify_outbox w WHERE w.credential_id = o.credential_id AND w.hook = o.hook \
+    AND w.delivered_at IS NULL) AS undelivered \
+    FROM notify_outbox o WHERE o.id = (SELECT MAX(l.id) FROM notify_outbox l \
+    WHERE l.credential_id = o.credential_id AND l.hook = o.hook) \
+    ORDER BY o.credential_id, o.hook";
+
+/// Run by `hook_counts` in `store/notify.rs`.
+pub const HOOK_COUNTS: &str = "SELECT credential_id, hook, \
+    CAST(SUM(CASE WHEN delivered_at IS NOT NULL AND last_outcome NOT IN ('dropped', 'superseded') \
+    THEN 1 ELSE 0 END) AS BIGINT) AS succeeded, \
+    CAST(SUM(failures) AS BIGINT) AS failed \
+    FROM notify_outbox GROUP BY credential_id, hook ORDER BY credential_id, hook";
+
+/// Run by `next_notification_at` in `store/notify.rs`.
+pub const NEXT_NOTIFICATION_AT: &str =
+    "SELECT MIN(next_attempt_at) FROM notify_outbox WHERE delivered_at IS NULL";
+
+/// Run by `store` in `store/outbox.rs`.
+pub const QUEUE_ALERT_DELIVERY: &str = "INSERT INTO alert_outbox (sink, credential_id, condition, event, payload, created_at, next_attempt_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $6)";
+
+/// Run by `raise_alert` in `store/outbox.rs`.
+pub const ALERT_ACTIVE: &str =
+    "SELECT active FROM alert_state WHERE credential_id = $1 AND condition = $2";
+
+/// Run by `raise_alert` in `store/outbox.rs`.
+pub const RAISE_ALERT: &str = "INSERT INTO alert_state (credential_id, condition, active, raised_at, resolved_at, payload) \
+    VALUES ($1, $2, 1, $3, NULL, $4) \
+    ON CONFLICT (credential_id, condition) DO UPDATE SET active = 1, raised_at = $3, resolved_at = NULL, payload = $4";
+
+/// Run by `resolve_alerts` in `store/outbox.rs`.
+pub const ACTIVE_ALERT_COUNT: &str =
+    "SELECT COUNT(*) FROM alert_state WHERE credential_id = $1 AND active = 1";
+
+/// Run by `resolve_alerts` in `store/outbox.rs`.
+pub const CREDENTIAL_ACTIVE_ALERTS: &str =
+    "SELECT condition, payload FROM alert_state WHERE credential_id = $1 AND active = 1";
+
+/// Run by `resolve_alerts` in `store/outbox.rs`.
+pub const RESOLVE_ALERT: &str = "UPDATE alert_state SET active = 0, resolved_at = $3 WHERE credential_id = $1 AND condition = $2";
+
+/// Run by `active_alerts` in `store/outbox.rs`.
+pub const ACTIVE_ALERTS: &str = "SELECT credential_id, condition, raised_at, payload FROM alert_state WHERE active = 1 \
+    ORDER BY credential_id, condition";
+
+/// Run by `due_deliveries` in `store/outbox.rs`.
+pub const DUE_DELIVERIES: &str = "SELECT id, sink, credential_id, condition, event, payload, created_at, attempts \
+    FROM alert_outbox WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
+    ORDER BY id LIMIT $2";
+
+/// Run by `next_delivery_at` in `store/outbox.rs`.
+pub const NEXT_DELIVERY_AT: &str =
+    "SELECT MIN(next_attempt_at) FROM alert_outbox WHERE delivered_at IS NULL";
+
+/// Run by `delivered` in `store/outbox.rs`.
+pub const DELIVERED: &str = "UPDATE alert_outbox SET delivered_at = $2, attempts = attempts + 1, last_error = NULL WHERE id = $1";
+
+/// Run by `delivery_failed` in `store/outbox.rs`.
+pub const DELIVERY_FAILED: &str = "UPDATE alert_outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 WHERE id = $1";
+
+/// Run by `start_drill` in `store/drill.rs`.
+pub const START_DRILL: &str =
+    "INSERT INTO drills (id, actor, started_at, options) VALUES ($1, $2, $3, $4)";
+
+/// Run by `finish_drill` in `store/drill.rs`.
+pub const FINISH_DRILL: &str =
+    "UPDATE drills SET finished_at = $2, outcome = $3, report = $4 WHERE id = $1";
+
+/// Run by `finish_drill` in `store/drill.rs`.
+pub const RECORD_DRILL_OUTCOME: &str = "UPDATE credentials SET last_drill_outcome = $2, \
+    last_drill_at = CASE WHEN $2 = 'passed' THEN $3 ELSE last_drill_at END, updated_at = $3 \
+    WHERE id = $1";
+
+/// Run by `last_drill` in `store/drill.rs`.
+pub const LAST_DRILL: &str = "SELECT * FROM drills ORDER BY started_at DESC, id DESC LIMIT 1";
+
+/// Run by `deliveries_since` in `store/drill.rs`.
+pub const DELIVERIES_SINCE: &str = "SELECT sink, condition, event, attempts, delivered_at, last_error FROM alert_outbox \
+    WHERE credential_id = $1 AND created_at >= $2 ORDER BY id";
+
+/// Run by `claim_within` in `store/limits.rs`.
+pub const CLAIM_WITHIN: &str = "UPDATE runs SET lease_owner = $1, lease_until = $2 WHERE id = $3 \
+    AND (lease_owner IS NULL OR lease_until < $4) RETURNING *";
+
+/// Run by `take_token` in `store/limits.rs`.
+pub const UPSERT_BUCKET: &str = "INSERT INTO provider_buckets (provider, tokens, updated_at) VALUES ($1, $2, $3) \
+    ON CONFLICT (provider) DO NOTHING";
+
+/// Run by `take_token` in `store/limits.rs`.
+pub const BUCKET: &str = "SELECT tokens, updated_at FROM provider_buckets WHERE provider = $1";
+
+/// Run by `current_version` in `store/reader.rs`.
+pub const READ_CURRENT_VERSION: &str = "SELECT current_version FROM credentials WHERE id = ?1";
+
+/// Run by `any_active_alert` in `store/reader.rs`.
+pub const ANY_ACTIVE_ALERT: &str =
+    "SELECT EXISTS (SELECT 1 FROM alert_state WHERE credential_id = ?1 AND active = 1)";
+
+/// `reconcile`: new credentials, many to a statement; the rows' placeholders follow.
+pub const INSERT_CREDENTIALS_VALUES: &str = "INSERT INTO credentials (id, provider, vault, \
+    vault_path, schedule_hash, next_due_at, due_reason, created_at, updated_at) VALUES ";
+
 #[cfg(test)]
 mod tests {
     use crate::model::state::RunState;
