@@ -2,5 +2,9 @@
 //! command line) and the scheduler and engine. The CLI parses arguments, calls one of these and
 //! prints what it returns; it decides nothing about runs itself.
 
+pub mod confirm;
 pub mod drill;
+pub mod plan;
 pub mod rotate;
+pub mod run;
+pub mod status;

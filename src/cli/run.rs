@@ -1,12 +1,10 @@
-//! `rotor run`: the daemon.
+//! `rotor run`: the daemon (see `app::run`), stopped by SIGTERM or SIGINT, reloaded by SIGHUP.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::{CliError, CliResult, Context, Exit};
-use crate::clock::SystemClock;
-use crate::engine::{Engine, Runtime};
-use crate::scheduler::daemon::{self, Daemon, DaemonOptions, Signal};
+use crate::app::run::{self, RunError, RunOptions};
+use crate::scheduler::daemon::Signal;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,70 +34,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let config = ctx.load_config()?;
     let store = ctx.open_store(&config).await?;
-    let clock = Arc::new(SystemClock);
-    daemon::reconcile(&store, &config, clock.as_ref()).await?;
-    let runtime = Runtime::build(config).await?;
-    let worker = daemon::worker_id();
-    tracing::info!(
-        worker = %worker,
-        store = %store.url(),
-        credentials = runtime.config.credentials.len(),
-        once = args.once,
-        "rotor started"
-    );
-    let runtime = Arc::new(runtime);
-    let (published, subscribed) = tokio::sync::watch::channel(runtime.clone());
-    let lag = Arc::new(crate::scheduler::lag::Lag::default());
-    if let Some(addr) = args.listen {
-        crate::telemetry::server::serve(
-            addr,
-            store.clone(),
-            subscribed,
-            lag.clone(),
-            clock.clone(),
-        )
-        .await
-        .map_err(|e| {
-            CliError::Usage(anyhow::anyhow!(
-                "cannot listen on {addr}: {e} (is another process using it?)"
-            ))
-        })?;
-    }
-    let engine = Arc::new(Engine::new(store.clone(), clock, worker));
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let (tx, signals) = tokio::sync::mpsc::channel(4);
     spawn_signal_handlers(tx);
-    let options = DaemonOptions {
-        concurrency: args.concurrency.max(1),
+    let options = RunOptions {
+        once: args.once,
+        concurrency: args.concurrency,
         lease: args.lease,
         poll: args.poll,
-        once: args.once,
+        listen: args.listen,
+        config_paths: ctx.config_paths.clone(),
     };
-    let paths = ctx.config_paths.clone();
-    let reload = move || {
-        let paths = paths.clone();
-        async move {
-            let config = crate::config::load(&paths).map_err(|d| d.to_string())?;
-            Runtime::build(config).await.map_err(|e| e.to_string())
-        }
-    };
-    let summary = Daemon {
-        engine,
-        runtime,
-        options,
-        published,
-        lag,
-    }
-    .run(rx, reload)
-    .await
-    .map_err(|e| CliError::Internal(e.into()))?;
+    let summary = run::run(&store, config, options, signals)
+        .await
+        .map_err(|e| match e {
+            RunError::Listen { .. } => CliError::usage(e),
+            RunError::Store(e) => CliError::Store(e),
+            RunError::Engine(e) => CliError::Engine(e),
+        })?;
     store.close().await;
-    tracing::info!(
-        completed = summary.completed,
-        rolled_back = summary.rolled_back,
-        stuck = summary.stuck,
-        waiting = summary.waiting,
-        "rotor stopped"
-    );
     if args.once && (summary.rolled_back > 0 || summary.stuck > 0 || summary.errors > 0) {
         return Ok(Exit::RotationFailed);
     }
