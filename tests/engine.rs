@@ -196,7 +196,13 @@ rotator = {{ kind = "generated", length = 24 }}
         world.clock.advance_ms(GRACE_MS + 1);
         let v1 = value(&world.current().await.current);
         use rotor::clock::Clock;
-        let run = daemon::new_run("app/key", "manual", false, GRACE_MS, world.clock.now_ms());
+        let run = daemon::new_run(
+            "app/key",
+            "manual",
+            false,
+            std::time::Duration::from_millis(GRACE_MS as u64),
+            world.clock.now_ms(),
+        );
         world
             .store
             .request_rotation(&run, "test", world.clock.now_ms())
@@ -513,7 +519,13 @@ rotator = {{ kind = "manual", remind_before = "14d", instructions = "https://con
         world.finish().await;
         world.clock.advance_ms(GRACE_MS + 1);
         let v1 = world.current().await;
-        let run = daemon::new_run("app/key", "manual", false, GRACE_MS, world.clock.now_ms());
+        let run = daemon::new_run(
+            "app/key",
+            "manual",
+            false,
+            std::time::Duration::from_millis(GRACE_MS as u64),
+            world.clock.now_ms(),
+        );
         world
             .store
             .request_rotation(&run, "test", world.clock.now_ms())

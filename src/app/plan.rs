@@ -1,8 +1,6 @@
 //! Plan (`rotor plan`): when each configured credential rotates next, and why. Reads the
 //! store but writes nothing: a changed schedule shows the time a reload would compute.
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 
 use crate::clock::{rfc3339, to_datetime};
@@ -22,18 +20,8 @@ pub struct PlanEntry {
 /// Every configured credential's next rotation at `now` (ms), soonest first, those never due
 /// last.
 pub async fn plan(store: &Store, config: &Config, now: i64) -> Result<Vec<PlanEntry>, StoreError> {
-    let rows: HashMap<String, CredentialRow> = store
-        .credentials()
-        .await?
-        .into_iter()
-        .map(|r| (r.id.clone(), r))
-        .collect();
-    let live: HashMap<String, RunRow> = store
-        .live_runs()
-        .await?
-        .into_iter()
-        .map(|r| (r.credential_id.clone(), r))
-        .collect();
+    let rows = store.credentials_by_id().await?;
+    let live = store.live_runs_by_credential().await?;
     let mut entries: Vec<PlanEntry> = config
         .credentials
         .iter()

@@ -94,8 +94,7 @@ pub async fn request(
     }
     daemon::reconcile(store, config, clock).await?;
     let now = clock.now_ms();
-    let grace_ms = credential.grace.as_secs() as i64 * 1000;
-    let run = daemon::new_run(id, "manual", emergency, grace_ms, now);
+    let run = daemon::new_run(id, "manual", emergency, credential.grace.as_std(), now);
     let outcome = store.request_rotation(&run, actor, now).await?;
     let live = store
         .live_run(id)

@@ -104,12 +104,7 @@ pub async fn status(
     only: Option<&str>,
     now: i64,
 ) -> Result<Option<Vec<CredentialStatus>>, StoreError> {
-    let live: HashMap<String, RunRow> = store
-        .live_runs()
-        .await?
-        .into_iter()
-        .map(|r| (r.credential_id.clone(), r))
-        .collect();
+    let live = store.live_runs_by_credential().await?;
     let mut hooks: HashMap<String, Vec<HookStatus>> = HashMap::new();
     for h in store.hook_states().await? {
         hooks

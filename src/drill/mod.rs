@@ -136,13 +136,7 @@ impl Driller {
             return Ok(self.finish(report, started, &bar));
         }
         let grace = options.grace.unwrap_or(credential.grace.as_std());
-        let mut run = daemon::new_run(
-            &credential.id,
-            "drill",
-            false,
-            grace.as_millis() as i64,
-            self.now(),
-        );
+        let mut run = daemon::new_run(&credential.id, "drill", false, grace, self.now());
         run.drill = Some(if options.dry_run { DRY_RUN } else { "live" });
         match self
             .store

@@ -142,7 +142,7 @@ pub async fn plan_due(
                 &id,
                 &reason,
                 false,
-                c.grace.as_secs() as i64 * 1000,
+                c.grace.as_std(),
                 // Ready since it was due: claim order and lag are measured from the due time.
                 due_at.min(now),
             ))
@@ -165,11 +165,13 @@ pub fn new_run_id() -> String {
     format!("run_{ms:012x}{}", random_hex(4))
 }
 
+/// A run to plan. Its grace is fixed here, the one place it is converted: the credential's
+/// (or a drill's), none for an emergency rotation.
 pub fn new_run(
     credential_id: &str,
     reason: &str,
     emergency: bool,
-    grace_ms: i64,
+    grace: std::time::Duration,
     now: i64,
 ) -> NewRun {
     NewRun {
@@ -178,7 +180,11 @@ pub fn new_run(
         token: random_hex(16),
         reason: reason.to_owned(),
         emergency,
-        grace_ms: if emergency { 0 } else { grace_ms },
+        grace_ms: if emergency {
+            0
+        } else {
+            grace.as_millis() as i64
+        },
         not_before: now,
         drill: None,
     }

@@ -1085,6 +1085,25 @@ impl Store {
         Ok(with_pool!(self, p => sqlx::query_as(sql::LIVE_RUNS).fetch_all(p).await?))
     }
 
+    /// The live run of each credential that has one, by credential id.
+    pub async fn live_runs_by_credential(
+        &self,
+    ) -> Result<std::collections::HashMap<String, RunRow>, StoreError> {
+        let runs = self.live_runs().await?;
+        Ok(runs
+            .into_iter()
+            .map(|r| (r.credential_id.clone(), r))
+            .collect())
+    }
+
+    /// Every credential in the store, by id.
+    pub async fn credentials_by_id(
+        &self,
+    ) -> Result<std::collections::HashMap<String, CredentialRow>, StoreError> {
+        let rows = self.credentials().await?;
+        Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
+    }
+
     /// Runs, newest first, of one credential or of all.
     pub async fn runs(
         &self,

@@ -170,11 +170,6 @@ impl Engine {
     }
 }
 
-/// The run's grace: none for an emergency rotation.
-pub(super) fn grace_ms(run: &RunRow) -> i64 {
-    if run.emergency != 0 { 0 } else { run.grace_ms }
-}
-
 /// Whether the document this run promotes keeps the version it replaces as `previous`. It
 /// does, unless the credential lives only in the vault and is retired as soon as it is
 /// promoted (no grace, no hooks to wait for): then nobody reads it, and dropping it at
@@ -183,7 +178,7 @@ pub(super) fn grace_ms(run: &RunRow) -> i64 {
 /// there to retire it at the provider.
 fn previous_kept(ctx: &Ctx<'_>, run: &RunRow) -> Previous {
     if ctx.rotator.vault_only()
-        && grace_ms(run) == 0
+        && run.grace_ms == 0
         && ctx.credential.retire_after != RetireAfter::Notified
     {
         Previous::Omitted

@@ -7,7 +7,7 @@ use crate::notify::EventKind;
 use crate::store::{CredentialUpdate, RunRow};
 use crate::vault::{Held, Vault};
 
-use super::{Known, Outcome, Performed, grace_ms, previous_kept};
+use super::{Known, Outcome, Performed, previous_kept};
 
 impl Engine {
     pub(super) async fn promote(
@@ -19,7 +19,8 @@ impl Engine {
         let version = self.promote_in_vault(ctx, run, known).await?;
         let now = self.now();
         let event = self.event(ctx, run, EventKind::Promoted, Some(version.clone()), now);
-        run.grace_until = Some(now + grace_ms(run));
+        // Fixed when the run was planned: none for an emergency rotation.
+        run.grace_until = Some(now + run.grace_ms);
         // The next rotation counts from this promotion; the scheduler does not start it while
         // this run is live, so it can never begin before retirement.
         let due = ctx.credential.schedule.next_due(
