@@ -12,6 +12,9 @@ fn engine_crash_tests_need_the_failpoints_feature() {
 }
 
 #[cfg(feature = "failpoints")]
+mod support;
+
+#[cfg(feature = "failpoints")]
 mod with_failpoints {
     use std::sync::Arc;
 
@@ -61,6 +64,42 @@ mod with_failpoints {
         }
     }
 
+    /// Where the world's credential lives.
+    #[derive(Debug, Clone, Copy)]
+    enum VaultKind {
+        File,
+        /// A KV v2 mount of its own on the shared OpenBao dev server.
+        OpenBao,
+    }
+
+    /// The `[vaults.local]` table of `kind`, its files under `dir`.
+    fn vault_table(kind: VaultKind, dir: &std::path::Path) -> String {
+        match kind {
+            VaultKind::File => format!(
+                "kind = \"file\"\ndir = \"{d}/vault\"\nidentity = {{ file = \"{d}/vault.key\" }}\n",
+                d = dir.display()
+            ),
+            VaultKind::OpenBao => {
+                static MOUNTS: std::sync::atomic::AtomicUsize =
+                    std::sync::atomic::AtomicUsize::new(0);
+                let server = crate::support::openbao::shared();
+                let mount = format!(
+                    "engine{}x{}",
+                    std::process::id(),
+                    MOUNTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                );
+                server.kv_mount(&mount, 2);
+                let token = dir.join("bao-token");
+                std::fs::write(&token, crate::support::openbao::ROOT_TOKEN).unwrap();
+                format!(
+                    "kind = \"openbao\"\naddress = \"{}\"\nmount = \"{mount}\"\nauth = {{ method = \"token\", token = {{ file = \"{}\" }} }}\n",
+                    server.address,
+                    token.display()
+                )
+            }
+        }
+    }
+
     struct World {
         _dir: tempfile::TempDir,
         store: Store,
@@ -71,6 +110,10 @@ mod with_failpoints {
 
     impl World {
         async fn new() -> World {
+            World::with_vault(VaultKind::File).await
+        }
+
+        async fn with_vault(kind: VaultKind) -> World {
             let dir = tempfile::tempdir().unwrap();
             let config = format!(
                 r#"
@@ -80,9 +123,7 @@ retry = {{ max_attempts = 3, initial = "1s", max = "2s" }}
 [drill]
 every = "90d"
 [vaults.local]
-kind = "file"
-dir = "{dir}/vault"
-identity = {{ file = "{dir}/vault.key" }}
+{vault}
 [[credential]]
 id = "app/key"
 schedule = {{ every = "30d" }}
@@ -90,7 +131,7 @@ max_age = "45d"
 vault = {{ name = "local", path = "app/key" }}
 rotator = {{ kind = "generated", length = 24 }}
 "#,
-                dir = dir.path().display()
+                vault = vault_table(kind, dir.path())
             );
             let path = dir.path().join("rotor.toml");
             std::fs::write(&path, config).unwrap();
@@ -191,10 +232,21 @@ rotator = {{ kind = "generated", length = 24 }}
     }
 
     async fn scenario(points: Vec<&'static str>) {
-        let mut world = World::new().await;
+        scenario_in(VaultKind::File, points, false).await;
+    }
+
+    /// Rotates once, then again while the worker dies at each of `points` in turn, and checks
+    /// the one invariant: consumers always read a verified credential (the old one, or the new
+    /// one with the old as previous), and in the end exactly one new version is current, the
+    /// old one retired after grace, nothing pending left, the store agreeing with the vault.
+    /// With `until_hit`, workers are started (the clock moved past each wait) until each point
+    /// is reached or the run is over. Returns how many workers died.
+    async fn scenario_in(kind: VaultKind, points: Vec<&'static str>, until_hit: bool) -> usize {
+        let mut world = World::with_vault(kind).await;
         world.finish().await;
         world.clock.advance_ms(GRACE_MS + 1);
-        let v1 = value(&world.current().await.current);
+        let first = world.current().await.current;
+        let v1 = value(&first);
         use rotor::clock::Clock;
         let run = daemon::new_run(
             "app/key",
@@ -209,18 +261,32 @@ rotator = {{ kind = "generated", length = 24 }}
             .await
             .unwrap();
 
+        let mut deaths = 0;
+        let mut over = false;
         for point in points {
-            match world.work(Some(point)).await {
-                Some(Err(EngineError::Crashed(_))) => {}
-                Some(Ok(Driven::Finished(RunState::Completed))) => break,
-                Some(Ok(_)) | None => {}
-                Some(Err(e)) => panic!("{point}: {e}"),
+            for _ in 0..if until_hit { 10 } else { 1 } {
+                match world.work(Some(point)).await {
+                    Some(Err(EngineError::Crashed(_))) => {
+                        deaths += 1;
+                        break;
+                    }
+                    Some(Ok(Driven::Finished(RunState::Completed))) => {
+                        over = true;
+                        break;
+                    }
+                    Some(Ok(Driven::Waiting(until))) => {
+                        let now = world.clock.now_ms();
+                        world.clock.advance_ms((until - now).max(0) + 1);
+                    }
+                    Some(Ok(_)) | None => world.clock.advance_ms(LEASE_MS + 1),
+                    Some(Err(e)) => panic!("{point}: {e}"),
+                }
             }
             // Whatever happened, consumers read a verified credential.
             let doc = world.current().await;
             let current = value(&doc.current);
             if current == v1 {
-                assert_eq!(doc.current.version, "1");
+                assert_eq!(doc.current.version, first.version, "{point}");
             } else if let Some(previous) = &doc.previous {
                 assert_eq!(
                     value(previous),
@@ -230,12 +296,14 @@ rotator = {{ kind = "generated", length = 24 }}
             }
             // A dead worker's lease expires before anyone else may take the run.
             world.clock.advance_ms(LEASE_MS + 1);
+            if over {
+                break;
+            }
         }
         world.finish().await;
 
         let doc = world.current().await;
-        assert_eq!(doc.current.version, "2", "exactly one new version");
-        assert_ne!(value(&doc.current), v1);
+        assert_ne!(value(&doc.current), v1, "a new version is current");
         assert!(doc.previous.is_none(), "previous retired");
         let vault = world.runtime.vaults.get("local").unwrap();
         assert!(
@@ -246,6 +314,10 @@ rotator = {{ kind = "generated", length = 24 }}
         assert_eq!(
             row.current_fingerprint.as_deref(),
             Some(doc.current.fingerprint.as_str())
+        );
+        assert_eq!(
+            row.current_version.as_deref(),
+            Some(doc.current.version.as_str())
         );
         let last = world
             .store
@@ -274,6 +346,7 @@ rotator = {{ kind = "generated", length = 24 }}
             world.store.verify_audit().await.unwrap().map(|_| ()),
             Ok(())
         );
+        deaths
     }
 
     proptest! {
@@ -281,6 +354,24 @@ rotator = {{ kind = "generated", length = 24 }}
         #[test]
         fn any_sequence_of_crashes_ends_with_one_verified_current(points in prop::collection::vec(prop::sample::select(POINTS.to_vec()), 0..5)) {
             tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(scenario(points));
+        }
+    }
+
+    /// Every crash point of every step, on a real OpenBao: the same invariant as the file
+    /// vault's proptest, in-process, against the server rotor talks to in production.
+    #[tokio::test]
+    async fn every_crash_point_on_openbao_ends_with_one_verified_current() {
+        for point in POINTS {
+            let deaths = scenario_in(VaultKind::OpenBao, vec![point], true).await;
+            assert_eq!(deaths, 1, "the worker never reached {point}");
+        }
+        // Two deaths in one rotation, either side of promotion.
+        for points in [
+            vec!["verify:effect", "promote:effect"],
+            vec!["promote:after", "retire:effect"],
+        ] {
+            let deaths = scenario_in(VaultKind::OpenBao, points.clone(), true).await;
+            assert_eq!(deaths, 2, "{points:?}");
         }
     }
 
