@@ -70,24 +70,31 @@ mod with_failpoints {
         File,
         /// A KV v2 mount of its own on the shared OpenBao dev server.
         OpenBao,
+        /// A secret of its own on the shared moto server (AWS Secrets Manager).
+        Aws,
     }
 
-    /// The `[vaults.local]` table of `kind`, its files under `dir`.
-    fn vault_table(kind: VaultKind, dir: &std::path::Path) -> String {
-        match kind {
+    /// A name no other world of this process uses.
+    fn unique() -> String {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        format!(
+            "engine{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        )
+    }
+
+    /// The `[vaults.local]` table of `kind`, its files under `dir`, and the credential's path
+    /// in it.
+    fn vault_table(kind: VaultKind, dir: &std::path::Path) -> (String, String) {
+        let table = match kind {
             VaultKind::File => format!(
                 "kind = \"file\"\ndir = \"{d}/vault\"\nidentity = {{ file = \"{d}/vault.key\" }}\n",
                 d = dir.display()
             ),
             VaultKind::OpenBao => {
-                static MOUNTS: std::sync::atomic::AtomicUsize =
-                    std::sync::atomic::AtomicUsize::new(0);
                 let server = crate::support::openbao::shared();
-                let mount = format!(
-                    "engine{}x{}",
-                    std::process::id(),
-                    MOUNTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-                );
+                let mount = unique();
                 server.kv_mount(&mount, 2);
                 let token = dir.join("bao-token");
                 std::fs::write(&token, crate::support::openbao::ROOT_TOKEN).unwrap();
@@ -97,7 +104,19 @@ mod with_failpoints {
                     token.display()
                 )
             }
-        }
+            VaultKind::Aws => {
+                let moto = crate::support::moto::shared();
+                let path = format!("{}/key", unique());
+                return (
+                    format!(
+                        "kind = \"aws_secrets_manager\"\nregion = \"eu-west-1\"\nendpoint = \"{}\"\n",
+                        moto.endpoint
+                    ),
+                    path,
+                );
+            }
+        };
+        (table, "app/key".to_owned())
     }
 
     struct World {
@@ -106,6 +125,8 @@ mod with_failpoints {
         runtime: Runtime,
         clock: ManualClock,
         workers: usize,
+        /// The credential's path in its vault.
+        path: String,
     }
 
     impl World {
@@ -115,6 +136,7 @@ mod with_failpoints {
 
         async fn with_vault(kind: VaultKind) -> World {
             let dir = tempfile::tempdir().unwrap();
+            let (table, path) = vault_table(kind, dir.path());
             let config = format!(
                 r#"
 [defaults]
@@ -128,14 +150,14 @@ every = "90d"
 id = "app/key"
 schedule = {{ every = "30d" }}
 max_age = "45d"
-vault = {{ name = "local", path = "app/key" }}
+vault = {{ name = "local", path = "{path}" }}
 rotator = {{ kind = "generated", length = 24 }}
 "#,
-                vault = vault_table(kind, dir.path())
+                vault = table
             );
-            let path = dir.path().join("rotor.toml");
-            std::fs::write(&path, config).unwrap();
-            let config = rotor::config::load(&[path]).unwrap();
+            let file = dir.path().join("rotor.toml");
+            std::fs::write(&file, config).unwrap();
+            let config = rotor::config::load(&[file]).unwrap();
             let store =
                 Store::connect(&format!("sqlite://{}/rotor.db", dir.path().display()), None)
                     .await
@@ -149,6 +171,7 @@ rotator = {{ kind = "generated", length = 24 }}
                 runtime,
                 clock,
                 workers: 0,
+                path,
             }
         }
 
@@ -215,7 +238,7 @@ rotator = {{ kind = "generated", length = 24 }}
                 .vaults
                 .get("local")
                 .unwrap()
-                .read_current("app/key")
+                .read_current(&self.path)
                 .await
                 .unwrap()
                 .expect("a current version")
@@ -307,7 +330,7 @@ rotator = {{ kind = "generated", length = 24 }}
         assert!(doc.previous.is_none(), "previous retired");
         let vault = world.runtime.vaults.get("local").unwrap();
         assert!(
-            vault.read_pending("app/key").await.unwrap().is_none(),
+            vault.read_pending(&world.path).await.unwrap().is_none(),
             "no orphaned pending version"
         );
         let row = world.store.credential("app/key").await.unwrap().unwrap();
@@ -372,6 +395,15 @@ rotator = {{ kind = "generated", length = 24 }}
         ] {
             let deaths = scenario_in(VaultKind::OpenBao, points.clone(), true).await;
             assert_eq!(deaths, 2, "{points:?}");
+        }
+    }
+
+    /// The same on AWS Secrets Manager (moto), where the stages are labels on versions.
+    #[tokio::test]
+    async fn every_crash_point_on_aws_secrets_manager_ends_with_one_verified_current() {
+        for point in POINTS {
+            let deaths = scenario_in(VaultKind::Aws, vec![point], true).await;
+            assert_eq!(deaths, 1, "the worker never reached {point}");
         }
     }
 
