@@ -14,10 +14,20 @@ fn engine_crash_tests_need_the_failpoints_feature() {
 #[cfg(feature = "failpoints")]
 mod support;
 
+// The provider fixtures of the CLI tests; this binary uses only some of what they offer.
+#[cfg(feature = "failpoints")]
+#[path = "cli/providers.rs"]
+#[allow(dead_code)]
+mod providers;
+
+#[cfg(feature = "failpoints")]
+use support::generated_config;
+
 #[cfg(feature = "failpoints")]
 mod with_failpoints {
     use std::sync::Arc;
 
+    use crate::providers;
     use proptest::prelude::*;
     use rotor::clock::ManualClock;
     use rotor::engine::disturbance::{Disturbance, Target};
@@ -125,13 +135,29 @@ mod with_failpoints {
         runtime: Runtime,
         clock: ManualClock,
         workers: usize,
-        /// The credential's path in its vault.
+        /// The credential's id, and its path in its vault.
+        id: String,
         path: String,
+        /// The provider the credential lives at, when it is not only in the vault.
+        fixture: Option<providers::Fixture>,
     }
 
     impl World {
         async fn new() -> World {
             World::with_vault(VaultKind::File).await
+        }
+
+        /// `app/key0` of a provider's fixture, in a file vault.
+        async fn with_provider(provider: providers::Provider) -> World {
+            let dir = tempfile::tempdir().unwrap();
+            let unique = unique();
+            let fixture = std::thread::scope(|s| {
+                s.spawn(|| providers::setup(provider, &unique, dir.path()))
+                    .join()
+                    .unwrap()
+            });
+            let text = fixture.config("10s", dir.path());
+            World::from_text(dir, &text, "app/key0", "app/key0", Some(fixture)).await
         }
 
         async fn with_vault(kind: VaultKind) -> World {
@@ -155,6 +181,16 @@ rotator = {{ kind = "generated", length = 24 }}
 "#,
                 vault = table
             );
+            World::from_text(dir, &config, "app/key", &path, None).await
+        }
+
+        async fn from_text(
+            dir: tempfile::TempDir,
+            config: &str,
+            id: &str,
+            path: &str,
+            fixture: Option<providers::Fixture>,
+        ) -> World {
             let file = dir.path().join("rotor.toml");
             std::fs::write(&file, config).unwrap();
             let config = rotor::config::load(&[file]).unwrap();
@@ -171,7 +207,9 @@ rotator = {{ kind = "generated", length = 24 }}
                 runtime,
                 clock,
                 workers: 0,
-                path,
+                id: id.to_owned(),
+                path: path.to_owned(),
+                fixture,
             }
         }
 
@@ -212,14 +250,14 @@ rotator = {{ kind = "generated", length = 24 }}
                 // A worker that died right after saving the last step leaves nothing to do.
                 let planned = self
                     .store
-                    .credential("app/key")
+                    .credential(&self.id)
                     .await
                     .unwrap()
                     .unwrap()
                     .current_version
                     .is_some();
-                if planned && self.store.live_run("app/key").await.unwrap().is_none() {
-                    let last = self.store.runs(Some("app/key"), 1).await.unwrap().remove(0);
+                if planned && self.store.live_run(&self.id).await.unwrap().is_none() {
+                    let last = self.store.runs(Some(&self.id), 1).await.unwrap().remove(0);
                     assert_eq!(last.state(), RunState::Completed);
                     return;
                 }
@@ -265,14 +303,17 @@ rotator = {{ kind = "generated", length = 24 }}
     /// With `until_hit`, workers are started (the clock moved past each wait) until each point
     /// is reached or the run is over. Returns how many workers died.
     async fn scenario_in(kind: VaultKind, points: Vec<&'static str>, until_hit: bool) -> usize {
-        let mut world = World::with_vault(kind).await;
+        scenario_with(World::with_vault(kind).await, points, until_hit).await
+    }
+
+    async fn scenario_with(mut world: World, points: Vec<&'static str>, until_hit: bool) -> usize {
         world.finish().await;
         world.clock.advance_ms(GRACE_MS + 1);
         let first = world.current().await.current;
-        let v1 = value(&first);
+        let v1 = first.fingerprint.clone();
         use rotor::clock::Clock;
         let run = daemon::new_run(
-            "app/key",
+            &world.id,
             "manual",
             false,
             std::time::Duration::from_millis(GRACE_MS as u64),
@@ -307,13 +348,12 @@ rotator = {{ kind = "generated", length = 24 }}
             }
             // Whatever happened, consumers read a verified credential.
             let doc = world.current().await;
-            let current = value(&doc.current);
+            let current = doc.current.fingerprint.clone();
             if current == v1 {
                 assert_eq!(doc.current.version, first.version, "{point}");
             } else if let Some(previous) = &doc.previous {
                 assert_eq!(
-                    value(previous),
-                    v1,
+                    previous.fingerprint, v1,
                     "{point}: the previous credential is the old one"
                 );
             }
@@ -326,14 +366,14 @@ rotator = {{ kind = "generated", length = 24 }}
         world.finish().await;
 
         let doc = world.current().await;
-        assert_ne!(value(&doc.current), v1, "a new version is current");
+        assert_ne!(doc.current.fingerprint, v1, "a new version is current");
         assert!(doc.previous.is_none(), "previous retired");
         let vault = world.runtime.vaults.get("local").unwrap();
         assert!(
             vault.read_pending(&world.path).await.unwrap().is_none(),
             "no orphaned pending version"
         );
-        let row = world.store.credential("app/key").await.unwrap().unwrap();
+        let row = world.store.credential(&world.id).await.unwrap().unwrap();
         assert_eq!(
             row.current_fingerprint.as_deref(),
             Some(doc.current.fingerprint.as_str())
@@ -344,7 +384,7 @@ rotator = {{ kind = "generated", length = 24 }}
         );
         let last = world
             .store
-            .runs(Some("app/key"), 1)
+            .runs(Some(&world.id), 1)
             .await
             .unwrap()
             .remove(0);
@@ -369,6 +409,19 @@ rotator = {{ kind = "generated", length = 24 }}
             world.store.verify_audit().await.unwrap().map(|_| ()),
             Ok(())
         );
+        if let Some(fixture) = &world.fixture {
+            // At the provider: the new credential works, the old one is refused, nothing else
+            // this account owns is live.
+            std::thread::scope(|s| {
+                s.spawn(|| fixture.check_rotated(&doc.current.credential, &first.credential))
+                    .join()
+                    .unwrap()
+            });
+        }
+        // A fixture may own a runtime of its own, which must not be dropped in this one.
+        if let Some(fixture) = world.fixture.take() {
+            std::thread::spawn(move || drop(fixture)).join().unwrap();
+        }
         deaths
     }
 
@@ -404,6 +457,28 @@ rotator = {{ kind = "generated", length = 24 }}
         for point in POINTS {
             let deaths = scenario_in(VaultKind::Aws, vec![point], true).await;
             assert_eq!(deaths, 1, "the worker never reached {point}");
+        }
+    }
+
+    /// Every crash point of every step for each provider, in-process against its real server
+    /// (or its documented HTTP fake), checked at the provider afterwards.
+    #[tokio::test]
+    async fn every_crash_point_of_every_provider_ends_with_one_verified_current() {
+        use providers::Provider;
+        for provider in [
+            Provider::Postgres,
+            Provider::Redis,
+            Provider::Iam,
+            Provider::Http,
+            Provider::GithubDeployKey,
+            Provider::GithubWebhook,
+            Provider::GithubAppToken,
+        ] {
+            for point in POINTS {
+                let deaths =
+                    scenario_with(World::with_provider(provider).await, vec![point], true).await;
+                assert_eq!(deaths, 1, "{provider:?}: the worker never reached {point}");
+            }
         }
     }
 

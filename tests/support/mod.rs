@@ -258,3 +258,29 @@ pub fn http_get(url: &str) -> Option<(u16, String)> {
             Some((status, response.text().await.ok()?))
         })
 }
+
+/// A config with `n` generated credentials in a file vault, with the given grace.
+pub fn generated_config(n: usize, grace: &str) -> String {
+    let mut text = format!(
+        r#"
+[defaults]
+grace = "{grace}"
+alerts = ["log"]
+retry = {{ max_attempts = 3, initial = "1s", max = "2s" }}
+
+[vaults.local]
+kind = "file"
+dir = "vault"
+identity = {{ file = "vault.key" }}
+
+[alerts.log]
+kind = "log"
+"#
+    );
+    for i in 0..n {
+        text.push_str(&format!(
+            "\n[[credential]]\nid = \"app/key{i}\"\nschedule = {{ every = \"30d\" }}\nvault = {{ name = \"local\", path = \"app/key{i}\" }}\nrotator = {{ kind = \"generated\", length = 40, alphabet = \"alphanumeric\" }}\n"
+        ));
+    }
+    text
+}
