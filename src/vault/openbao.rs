@@ -93,6 +93,17 @@ pub struct OpenbaoVaultConfig {
     pub timeout: ConfigDuration,
 }
 
+/// How an HTTP status that is not success is handled, the same for every call: the server
+/// down, overloaded or rate limiting is transient (retried with backoff); anything else says
+/// something about the request or its rights, and retrying will not change it.
+fn class_of(status: StatusCode) -> ErrorClass {
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        ErrorClass::Transient
+    } else {
+        ErrorClass::Permanent
+    }
+}
+
 fn default_mount() -> String {
     "secret".into()
 }
@@ -396,6 +407,18 @@ impl OpenbaoVault {
                         "the token was refused (expired or revoked?); issue a new one",
                     ));
                 }
+                // A server that cannot answer has not accepted the token.
+                if !reply.status.is_success() {
+                    return Err(self.err(
+                        class_of(reply.status),
+                        path,
+                        format!(
+                            "token lookup answered {}: {}",
+                            reply.status,
+                            errors_of(&reply)
+                        ),
+                    ));
+                }
                 let info = self.json::<serde_json::Value>(&reply, path, "token lookup")?;
                 let ttl = info["data"]["ttl"].as_u64().unwrap_or(0);
                 session.renewable = info["data"]["renewable"].as_bool().unwrap_or(false);
@@ -427,9 +450,9 @@ impl OpenbaoVault {
                         path,
                     )
                     .await?;
-                if reply.status.is_client_error() {
+                if !reply.status.is_success() {
                     return Err(self.err(
-                        ErrorClass::Permanent,
+                        class_of(reply.status),
                         path,
                         format!("AppRole login at auth/{mount} refused ({}): {}; check role_id and secret_id", reply.status, errors_of(&reply)),
                     ));
@@ -471,7 +494,9 @@ impl OpenbaoVault {
         Ok(())
     }
 
-    /// Refuses a KV version 1 mount: rotor needs versions and check-and-set.
+    /// Refuses a KV version 1 mount: rotor needs versions and check-and-set. It is checked at
+    /// first contact, so its errors are classified like every other call's: a server that is
+    /// down or overloaded (5xx, 429) is retried, never taken for a missing mount.
     async fn check_mount(&self, token: &SecretString, path: &str) -> Result<(), VaultError> {
         let reply = self
             .send(
@@ -484,7 +509,7 @@ impl OpenbaoVault {
             .await?;
         if !reply.status.is_success() {
             return Err(self.err(
-                ErrorClass::Permanent,
+                class_of(reply.status),
                 path,
                 format!("mount `{}` is not readable ({}): {}; does it exist, and may the token read it?", self.mount, reply.status, errors_of(&reply)),
             ));
@@ -1133,4 +1158,119 @@ fn current_metadata(token: &str, run_id: Option<&str>, doc: &Document) -> serde_
         }
     }
     values
+}
+
+#[cfg(test)]
+mod tests {
+    use rotor_rotators::{ErrorClass, SecretRef};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use super::{OpenbaoAuthConfig, OpenbaoVault, OpenbaoVaultConfig};
+    use crate::vault::Vault;
+
+    async fn vault(server: &MockServer, dir: &std::path::Path) -> OpenbaoVault {
+        let token = dir.join("token");
+        std::fs::write(&token, "s.test").unwrap();
+        let config = OpenbaoVaultConfig {
+            address: server.uri(),
+            mount: "secret".into(),
+            auth: OpenbaoAuthConfig::Token {
+                token: SecretRef::File { file: token },
+            },
+            tls: None,
+            namespace: None,
+            pending_prefix: "_rotor/pending".into(),
+            timeout: rotor_rotators::duration::Duration::from_secs(5),
+        };
+        OpenbaoVault::open("bao", &config).unwrap()
+    }
+
+    fn lookup_ok() -> ResponseTemplate {
+        ResponseTemplate::new(200)
+            .set_body_json(serde_json::json!({"data": {"ttl": 0, "renewable": false}}))
+    }
+
+    /// A vault that answers 503 at first contact (sealed, restarting, a standby behind a
+    /// load balancer) is an outage to wait out, not a missing mount.
+    #[tokio::test]
+    async fn a_503_to_the_mount_check_is_transient_and_checked_again() {
+        let server = MockServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        Mock::given(method("GET"))
+            .and(path("/v1/auth/token/lookup-self"))
+            .respond_with(lookup_ok())
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v1/sys/internal/ui/mounts/secret"))
+            .respond_with(
+                ResponseTemplate::new(503)
+                    .set_body_json(serde_json::json!({"errors": ["Vault is sealed"]})),
+            )
+            .mount(&server)
+            .await;
+        let vault = vault(&server, dir.path()).await;
+        let err = vault.read_current("app/key").await.unwrap_err();
+        assert_eq!(err.class, ErrorClass::Transient, "{err}");
+        // The check was not remembered as done: the next call asks again.
+        let _ = vault.read_current("app/key").await;
+        let checks = server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.url.path() == "/v1/sys/internal/ui/mounts/secret")
+            .count();
+        assert_eq!(checks, 2);
+    }
+
+    /// A token lookup the server could not answer has not accepted the token.
+    #[tokio::test]
+    async fn a_503_to_the_token_lookup_is_transient_not_a_valid_token() {
+        let server = MockServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        Mock::given(method("GET"))
+            .and(path("/v1/auth/token/lookup-self"))
+            .respond_with(
+                ResponseTemplate::new(503)
+                    .set_body_json(serde_json::json!({"errors": ["Vault is sealed"]})),
+            )
+            .mount(&server)
+            .await;
+        let vault = vault(&server, dir.path()).await;
+        let err = vault.read_current("app/key").await.unwrap_err();
+        assert_eq!(err.class, ErrorClass::Transient, "{err}");
+        let mount_checks = server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.url.path().starts_with("/v1/sys/"))
+            .count();
+        assert_eq!(mount_checks, 0, "nothing goes on with an unchecked token");
+    }
+
+    /// A mount that does not exist stays a permanent error.
+    #[tokio::test]
+    async fn a_missing_mount_is_permanent() {
+        let server = MockServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        Mock::given(method("GET"))
+            .and(path("/v1/auth/token/lookup-self"))
+            .respond_with(lookup_ok())
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v1/sys/internal/ui/mounts/secret"))
+            .respond_with(
+                ResponseTemplate::new(400)
+                    .set_body_json(serde_json::json!({"errors": ["no mount at secret/"]})),
+            )
+            .mount(&server)
+            .await;
+        let vault = vault(&server, dir.path()).await;
+        let err = vault.read_current("app/key").await.unwrap_err();
+        assert_eq!(err.class, ErrorClass::Permanent, "{err}");
+    }
 }
