@@ -40,12 +40,7 @@ pub async fn render(
     lag: &Lag,
     now: i64,
 ) -> Result<String, StoreError> {
-    let rows: BTreeMap<String, _> = store
-        .credentials()
-        .await?
-        .into_iter()
-        .map(|r| (r.id.clone(), r))
-        .collect();
+    let rows = store.credentials_by_id().await?;
     let outcomes = store.run_outcomes().await?;
     let durations = store.completed_durations().await?;
     let in_flight = store.live_runs().await?.len();

@@ -1169,7 +1169,7 @@ mod tests {
     use super::{OpenbaoAuthConfig, OpenbaoVault, OpenbaoVaultConfig};
     use crate::vault::Vault;
 
-    async fn vault(server: &MockServer, dir: &std::path::Path) -> OpenbaoVault {
+    fn vault(server: &MockServer, dir: &std::path::Path) -> OpenbaoVault {
         let token = dir.join("token");
         std::fs::write(&token, "s.test").unwrap();
         let config = OpenbaoVaultConfig {
@@ -1191,85 +1191,78 @@ mod tests {
             .set_body_json(serde_json::json!({"data": {"ttl": 0, "renewable": false}}))
     }
 
+    fn sealed(status: u16) -> ResponseTemplate {
+        ResponseTemplate::new(status)
+            .set_body_json(serde_json::json!({"errors": ["Vault is sealed"]}))
+    }
+
+    /// A fake OpenBao answering the token lookup and, if given, the mount check.
+    async fn answering(lookup: ResponseTemplate, mount: Option<ResponseTemplate>) -> MockServer {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/v1/auth/token/lookup-self"))
+            .respond_with(lookup)
+            .mount(&server)
+            .await;
+        if let Some(mount) = mount {
+            Mock::given(method("GET"))
+                .and(path("/v1/sys/internal/ui/mounts/secret"))
+                .respond_with(mount)
+                .mount(&server)
+                .await;
+        }
+        server
+    }
+
+    /// How many requests the fake took on paths starting with `prefix`.
+    async fn requests_to(server: &MockServer, prefix: &str) -> usize {
+        let requests = server.received_requests().await.unwrap();
+        requests
+            .iter()
+            .filter(|r| r.url.path().starts_with(prefix))
+            .count()
+    }
+
     /// A vault that answers 503 at first contact (sealed, restarting, a standby behind a
     /// load balancer) is an outage to wait out, not a missing mount.
     #[tokio::test]
     async fn a_503_to_the_mount_check_is_transient_and_checked_again() {
-        let server = MockServer::start().await;
+        let server = answering(lookup_ok(), Some(sealed(503))).await;
         let dir = tempfile::tempdir().unwrap();
-        Mock::given(method("GET"))
-            .and(path("/v1/auth/token/lookup-self"))
-            .respond_with(lookup_ok())
-            .mount(&server)
-            .await;
-        Mock::given(method("GET"))
-            .and(path("/v1/sys/internal/ui/mounts/secret"))
-            .respond_with(
-                ResponseTemplate::new(503)
-                    .set_body_json(serde_json::json!({"errors": ["Vault is sealed"]})),
-            )
-            .mount(&server)
-            .await;
-        let vault = vault(&server, dir.path()).await;
+        let vault = vault(&server, dir.path());
         let err = vault.read_current("app/key").await.unwrap_err();
         assert_eq!(err.class, ErrorClass::Transient, "{err}");
         // The check was not remembered as done: the next call asks again.
         let _ = vault.read_current("app/key").await;
-        let checks = server
-            .received_requests()
-            .await
-            .unwrap()
-            .iter()
-            .filter(|r| r.url.path() == "/v1/sys/internal/ui/mounts/secret")
-            .count();
-        assert_eq!(checks, 2);
+        assert_eq!(
+            requests_to(&server, "/v1/sys/internal/ui/mounts/secret").await,
+            2
+        );
     }
 
     /// A token lookup the server could not answer has not accepted the token.
     #[tokio::test]
     async fn a_503_to_the_token_lookup_is_transient_not_a_valid_token() {
-        let server = MockServer::start().await;
+        let server = answering(sealed(503), None).await;
         let dir = tempfile::tempdir().unwrap();
-        Mock::given(method("GET"))
-            .and(path("/v1/auth/token/lookup-self"))
-            .respond_with(
-                ResponseTemplate::new(503)
-                    .set_body_json(serde_json::json!({"errors": ["Vault is sealed"]})),
-            )
-            .mount(&server)
-            .await;
-        let vault = vault(&server, dir.path()).await;
+        let vault = vault(&server, dir.path());
         let err = vault.read_current("app/key").await.unwrap_err();
         assert_eq!(err.class, ErrorClass::Transient, "{err}");
-        let mount_checks = server
-            .received_requests()
-            .await
-            .unwrap()
-            .iter()
-            .filter(|r| r.url.path().starts_with("/v1/sys/"))
-            .count();
-        assert_eq!(mount_checks, 0, "nothing goes on with an unchecked token");
+        assert_eq!(
+            requests_to(&server, "/v1/sys/").await,
+            0,
+            "nothing goes on with an unchecked token"
+        );
     }
 
     /// A mount that does not exist stays a permanent error.
     #[tokio::test]
     async fn a_missing_mount_is_permanent() {
-        let server = MockServer::start().await;
+        let missing = ResponseTemplate::new(400)
+            .set_body_json(serde_json::json!({"errors": ["no mount at secret/"]}));
+        let server = answering(lookup_ok(), Some(missing)).await;
         let dir = tempfile::tempdir().unwrap();
-        Mock::given(method("GET"))
-            .and(path("/v1/auth/token/lookup-self"))
-            .respond_with(lookup_ok())
-            .mount(&server)
-            .await;
-        Mock::given(method("GET"))
-            .and(path("/v1/sys/internal/ui/mounts/secret"))
-            .respond_with(
-                ResponseTemplate::new(400)
-                    .set_body_json(serde_json::json!({"errors": ["no mount at secret/"]})),
-            )
-            .mount(&server)
-            .await;
-        let vault = vault(&server, dir.path()).await;
+        let vault = vault(&server, dir.path());
         let err = vault.read_current("app/key").await.unwrap_err();
         assert_eq!(err.class, ErrorClass::Permanent, "{err}");
     }
