@@ -297,19 +297,44 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The delay before retry number `attempt` (1 = the first retry), or `None` when the
     /// attempts are exhausted. The delay is persisted, so a restart does not shorten it.
+    ///
+    /// The exponential step is capped at `max` first and the jitter taken inside it (half the
+    /// step fixed, half random), so a delay never exceeds `max`: an operator who configured
+    /// `max = "4s"` waits at most four seconds, and retries of many runs still spread out.
     pub fn delay(&self, attempt: u32) -> Option<std::time::Duration> {
-        use backon::BackoffBuilder;
+        use rand::Rng;
+        let step = self.step(attempt)?;
+        let half = step / 2;
+        let spread = (step - half).as_millis() as u64;
+        Some(half + std::time::Duration::from_millis(rand::rng().random_range(0..=spread)))
+    }
+
+    /// The capped exponential step of retry number `attempt`, before jitter.
+    fn step(&self, attempt: u32) -> Option<std::time::Duration> {
         if attempt >= self.max_attempts {
             return None;
         }
-        backon::ExponentialBuilder::default()
-            .with_min_delay(self.initial)
-            .with_max_delay(self.max)
-            .with_factor(2.0)
-            .with_jitter()
-            .with_max_times(self.max_attempts as usize)
-            .build()
-            .nth(attempt.saturating_sub(1) as usize)
+        let factor = 1u32 << attempt.saturating_sub(1).min(30);
+        Some(self.initial.saturating_mul(factor).min(self.max))
+    }
+}
+
+impl Schedule {
+    /// When a credential whose run rolled back is tried again: backing off with its
+    /// consecutive failures from `retry_max` (at least a minute, never more than a day), and
+    /// only when its rotation window is open, as any scheduled rotation.
+    pub fn retry_after_failure(
+        &self,
+        failures: i64,
+        retry_max: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> DateTime<Utc> {
+        let backoff = retry_max.as_millis() as i64 * (1i64 << failures.clamp(0, 10));
+        let at = now + ChronoDuration::milliseconds(backoff.clamp(60_000, 86_400_000));
+        match &self.window {
+            Some(window) => window.next_open(at, self.tz),
+            None => at,
+        }
     }
 }
 
@@ -480,12 +505,64 @@ mod tests {
         };
         let d1 = p.delay(1).unwrap();
         assert!(
-            d1 >= std::time::Duration::from_secs(10) && d1 <= std::time::Duration::from_secs(20),
+            d1 >= std::time::Duration::from_secs(5) && d1 <= std::time::Duration::from_secs(10),
             "{d1:?}"
         );
-        for attempt in 1..6 {
-            assert!(p.delay(attempt).unwrap() <= std::time::Duration::from_secs(120));
-        }
+        assert_eq!(p.step(2), Some(std::time::Duration::from_secs(20)));
+        assert_eq!(p.step(5), Some(std::time::Duration::from_secs(60)));
         assert_eq!(p.delay(6), None);
+    }
+
+    #[test]
+    fn the_delay_between_attempts_never_exceeds_max_jitter_included() {
+        // Observed before: 5.1-7.6 s between attempts with `max = "4s"`.
+        let p = RetryPolicy {
+            max_attempts: 50,
+            initial: std::time::Duration::from_secs(1),
+            max: std::time::Duration::from_secs(4),
+        };
+        let delays: Vec<_> = (0..2_000).map(|i| p.delay(1 + i % 49).unwrap()).collect();
+        assert!(
+            delays.iter().all(|d| *d <= p.max),
+            "{:?}",
+            delays.iter().max()
+        );
+        // Still jittered: capped attempts do not all wait exactly `max`.
+        let capped: std::collections::BTreeSet<_> =
+            (0..200).map(|_| p.delay(10).unwrap()).collect();
+        assert!(capped.len() > 50, "{} distinct delays", capped.len());
+        assert!(
+            capped
+                .iter()
+                .all(|d| *d >= std::time::Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn a_retry_after_a_rollback_waits_for_the_window() {
+        let mut s = every(7);
+        // Open 02:00-05:00 on weekdays only.
+        s.window = Some(Window {
+            days: "mon-fri".parse().unwrap(),
+            start: NaiveTime::from_hms_opt(2, 0, 0).unwrap(),
+            end: NaiveTime::from_hms_opt(5, 0, 0).unwrap(),
+        });
+        let max = std::time::Duration::from_secs(60);
+        // Friday 04:59: the backoff lands after the window closed, so the retry is on Monday.
+        let now = utc("2026-11-27T04:59:00Z");
+        let at = s.retry_after_failure(1, max, now);
+        assert_eq!(at, utc("2026-11-30T02:00:00Z"));
+        // Inside the window, the backoff alone decides.
+        let now = utc("2026-11-25T02:00:00Z");
+        assert_eq!(
+            s.retry_after_failure(1, max, now),
+            now + ChronoDuration::seconds(120)
+        );
+        // Without a window, never more than a day.
+        s.window = None;
+        assert_eq!(
+            s.retry_after_failure(40, std::time::Duration::from_secs(300), now),
+            now + ChronoDuration::days(1)
+        );
     }
 }

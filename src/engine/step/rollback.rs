@@ -50,12 +50,14 @@ impl Engine {
             })));
         }
         let failures = recorded.map_or(0, |c| c.consecutive_failures) + 1;
-        // Try again later, backing off with the failures, but never wait past a day.
-        let backoff = ctx.credential.retry.max.as_millis() as i64 * (1i64 << failures.min(10));
-        let retry_at = now + backoff.clamp(60_000, 86_400_000);
+        let retry_at = ctx.credential.schedule.retry_after_failure(
+            failures,
+            ctx.credential.retry.max,
+            crate::clock::to_datetime(now),
+        );
         Ok(Performed::Done(Some(CredentialUpdate {
             failure: Some(true),
-            next_due_at: Some(Some(retry_at)),
+            next_due_at: Some(Some(retry_at.timestamp_millis())),
             due_reason: Some("schedule".into()),
             ..Default::default()
         })))
