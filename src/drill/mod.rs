@@ -44,6 +44,18 @@ pub struct DrillOptions {
     pub grace: Option<Duration>,
 }
 
+/// How long a drill waits for a credential's live run to get past promotion.
+const LIVE_RUN_WAIT: Duration = Duration::from_secs(60);
+
+/// What a credential's live run means for its drill.
+enum LiveRun {
+    None,
+    /// Promoted and in grace or retiring: it proves the credential.
+    Promoted(Box<crate::store::RunRow>),
+    /// Stuck, or not past promotion in time: the drill reports it.
+    InTheWay,
+}
+
 /// How long a drill worker's claim lasts: a worker that dies (`crash@`) is replaced this soon.
 const DRILL_LEASE: Duration = Duration::from_secs(10);
 
@@ -128,12 +140,17 @@ impl Driller {
                 return Ok(self.finish(report, started, &bar));
             }
         };
-        if let Some(live) = self.store.live_run(&credential.id).await? {
-            report.problem(format!(
-                "run {} of this credential is {} already; let it finish (`rotor status {}`), then drill again",
-                live.id, live.state, credential.id
-            ));
-            return Ok(self.finish(report, started, &bar));
+        match self
+            .live_run_in_the_way(credential, &mut report, &bar)
+            .await?
+        {
+            LiveRun::None => {}
+            LiveRun::Promoted(live) => {
+                self.prove_through(credential, &live, fault, &mut report)
+                    .await?;
+                return Ok(self.finish(report, started, &bar));
+            }
+            LiveRun::InTheWay => return Ok(self.finish(report, started, &bar)),
         }
         let grace = options.grace.unwrap_or(credential.grace.as_std());
         let mut run = daemon::new_run(&credential.id, "drill", false, grace, self.now());
@@ -211,6 +228,97 @@ impl Driller {
         self.check_alerts(credential, fault, started, &mut report)
             .await?;
         Ok(self.finish(report, started, &bar))
+    }
+
+    /// The credential's live run, waited for while it is on its way to promotion (a daemon
+    /// drives it; a drill on a busy day lets it pass). A promoted one is not waited for: it
+    /// holds its run slot through the whole grace, and it proves the credential itself.
+    async fn live_run_in_the_way(
+        &self,
+        credential: &Credential,
+        report: &mut CredentialReport,
+        bar: &Arc<dyn progress::Bar>,
+    ) -> Result<LiveRun, StoreError> {
+        let deadline = tokio::time::Instant::now() + LIVE_RUN_WAIT;
+        loop {
+            let Some(live) = self.store.live_run(&credential.id).await? else {
+                return Ok(LiveRun::None);
+            };
+            let state = live.state();
+            if state.is_promoted() && live.drill.is_none() {
+                return Ok(LiveRun::Promoted(Box::new(live)));
+            }
+            let waited_out = tokio::time::Instant::now() >= deadline;
+            if state == RunState::Stuck || waited_out || self.stopping.load(Ordering::SeqCst) {
+                report.problem(format!(
+                    "run {} of this credential is {state}{}; `rotor status {}` says what it waits for, then drill again",
+                    live.id,
+                    if waited_out { " and did not move on within a minute" } else { "" },
+                    credential.id
+                ));
+                return Ok(LiveRun::InTheWay);
+            }
+            bar.state(&format!("waiting for run {} ({state})", live.id));
+            self.pause(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// A credential whose live run is promoted and in grace (or retiring) was just rotated:
+    /// that run's own verify step proved the new credential, and the drill checks that the
+    /// current credential authenticates now. It starts no run of its own: the slot is taken
+    /// and the provider holds both credentials until the old one retires.
+    async fn prove_through(
+        &self,
+        credential: &Credential,
+        live: &crate::store::RunRow,
+        fault: Option<&Fault>,
+        report: &mut CredentialReport,
+    ) -> Result<(), StoreError> {
+        let steps = self.store.steps(&live.id).await?;
+        let verified = steps
+            .iter()
+            .rev()
+            .find(|s| s.step == "verify" && s.outcome == "ok");
+        report.run_id = Some(live.id.clone());
+        report.final_state = format!("proven by run {} ({})", live.id, live.state);
+        report.steps = steps.iter().map(StepReport::from).collect();
+        match verified.and_then(|s| s.finished_at) {
+            Some(at) => report.note(format!(
+                "run {} rotated this credential: its verify proved the new credential at {}; it is {} until {}, so the drill started no rotation of its own",
+                live.id,
+                crate::clock::rfc3339(at),
+                live.state,
+                live.grace_until.map_or("its retirement".into(), crate::clock::rfc3339),
+            )),
+            None => report.problem(format!(
+                "run {} was promoted without a recorded verify; `rotor history {}` shows its steps",
+                live.id, credential.id
+            )),
+        }
+        if let Some(fault) = fault {
+            report.note(format!(
+                "`{fault}` was not injected: the provider holds the old and the new credential until run {} retires the old one; drill this scenario after that",
+                live.id
+            ));
+        }
+        let vault = self
+            .runtime
+            .vaults
+            .get(&credential.vault)
+            .expect("config validation: the vault exists");
+        let rotator = &self.runtime.rotators[&credential.id];
+        match vault.read_current(&credential.vault_path).await {
+            Ok(Some(doc)) => match rotator.verify(&doc.current.credential).await {
+                Ok(()) => report.current_verifies = true,
+                Err(e) => report.problem(format!(
+                    "the current credential does not authenticate: {e}; consumers may be failing: `rotor rotate {} --emergency`",
+                    credential.id
+                )),
+            },
+            Ok(None) => report.problem("the vault holds no current version although a run promoted one".to_owned()),
+            Err(e) => report.problem(format!("cannot read the current version: {e}")),
+        }
+        Ok(())
     }
 
     /// Drives the drill's run to its end: through retries and grace, and through a worker that

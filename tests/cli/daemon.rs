@@ -54,7 +54,8 @@ fn sigterm_stops_cleanly_and_sighup_reloads_config() {
     signal(&child, "TERM");
     let status = wait_exit(&mut child, Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
-    // Both runs wait out their grace with no lease held: another process may take them.
+    // Both were first versions: they replaced nothing, so their runs completed at promotion
+    // and nothing is left leased or live.
     let url = rotor.store_url();
     let runs = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -64,12 +65,13 @@ fn sigterm_stops_cleanly_and_sighup_reloads_config() {
             let store = rotor::store::Store::connect(&url, None).await.unwrap();
             store.live_runs().await.unwrap()
         });
-    assert_eq!(runs.len(), 2);
-    assert!(
-        runs.iter()
-            .all(|r| r.lease_owner.is_none() && r.state.as_str() == "promoted"),
-        "{runs:?}"
-    );
+    assert!(runs.is_empty(), "{runs:?}");
+    for id in ["app/key0", "app/key1"] {
+        assert_eq!(
+            rotor.json(&["history", id, "--json"])[0]["state"],
+            "completed"
+        );
+    }
 }
 
 #[test]

@@ -403,3 +403,38 @@ fn the_quickstart_schedule_drills_and_its_log_only_alerts_page_nobody() {
         "{report}"
     );
 }
+
+#[test]
+fn a_drill_right_after_onboarding_and_during_a_grace_passes() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules/quickstart.toml"),
+    )
+    .unwrap();
+    let rotor = Rotor::new(&text);
+    // Onboarding: every first version replaced nothing, so no run holds a grace.
+    rotor.ok(&["run", "--once"]);
+    for credential in rotor.json(&["status", "--json"]).as_array().unwrap() {
+        assert_eq!(credential["state"], "idle", "{credential}");
+    }
+    let out = rotor.run(&["drill", "--dry-run", "--select", "quickstart/*"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+
+    // A rotation in its grace (24 h by default) proves the credential itself.
+    let id = "quickstart/api-key";
+    rotor.ok(&["rotate", id]);
+    assert_eq!(rotor.json(&["status", id, "--json"])[0]["state"], "grace");
+    let out = rotor.run(&["drill", "--dry-run", "--select", id]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(report.contains("| proven by run run_"), "{report}");
+    assert!(
+        report.contains("its verify proved the new credential at"),
+        "{report}"
+    );
+    assert_eq!(
+        rotor.json(&["status", id, "--json"])[0]["state"],
+        "grace",
+        "the drill leaves the live run alone"
+    );
+}

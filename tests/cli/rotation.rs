@@ -40,7 +40,8 @@ fn first_run_mints_then_rotations_overlap_and_retire_after_grace() {
     let status = rotor.json(&["status", "--json"]);
     for i in 0..3 {
         let s = status_of(&status, &format!("app/key{i}"));
-        assert_eq!(s["state"], "grace", "{s}");
+        // A first version replaced nothing: its run completes at promotion, no grace held.
+        assert_eq!(s["state"], "idle", "{s}");
         assert_eq!(s["current_version"], "1");
         assert!(
             s["current_fingerprint"]

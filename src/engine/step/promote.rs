@@ -19,8 +19,14 @@ impl Engine {
         let version = self.promote_in_vault(ctx, run, known).await?;
         let now = self.now();
         let event = self.event(ctx, run, EventKind::Promoted, Some(version.clone()), now);
-        // Fixed when the run was planned: none for an emergency rotation.
-        run.grace_until = Some(now + run.grace_ms);
+        // Fixed when the run was planned: none for an emergency rotation. A first version
+        // replaced nothing, so nothing needs the grace: the run retires nothing and completes.
+        let grace_ms = if run.replaced_version.is_some() {
+            run.grace_ms
+        } else {
+            0
+        };
+        run.grace_until = Some(now + grace_ms);
         // The next rotation counts from this promotion; the scheduler does not start it while
         // this run is live, so it can never begin before retirement.
         let due = ctx.credential.schedule.next_due(
