@@ -422,6 +422,60 @@ impl AwsIamAccessKey {
             .and_then(|(_, v)| chrono::DateTime::parse_from_rfc3339(v).ok())
             .map(|t| t.with_timezone(&chrono::Utc))
     }
+
+    /// Deactivates `old` (tagging when, first) and deletes it once `delete_after` has passed
+    /// since; zero deletes it in the same call.
+    async fn retire_key(
+        &self,
+        old: &Credential,
+        current: Option<&Credential>,
+        delete_after: std::time::Duration,
+    ) -> Result<Retired, RotatorError> {
+        let id = key_id(old)?;
+        if current.map(key_id).transpose()?.as_deref() == Some(id.as_str()) {
+            return Err(RotatorError::permanent(format!(
+                "refusing to retire access key {id}: it is the current key of IAM user {}",
+                self.user()
+            )));
+        }
+        let iam = self.iam().await?;
+        let Some(key) = self.keys(&iam).await?.into_iter().find(|k| k.id == id) else {
+            return Ok(Retired::Done);
+        };
+        let tag = format!("{DEACTIVATED_TAG}{id}");
+        let now = chrono::Utc::now();
+        let since = if key.active {
+            // Tag first: a crash after deactivating must not lose the deadline.
+            self.tag(
+                &iam,
+                &tag,
+                &now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            )
+            .await?;
+            self.deactivate(&iam, &id).await?;
+            now
+        } else {
+            match Self::deactivated_at(&self.tags(&iam).await?, &id) {
+                Some(since) => since,
+                None => {
+                    self.tag(
+                        &iam,
+                        &tag,
+                        &now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    )
+                    .await?;
+                    now
+                }
+            }
+        };
+        let elapsed = (now - since).to_std().unwrap_or_default();
+        if elapsed < delete_after {
+            return Ok(Retired::Again(delete_after - elapsed));
+        }
+        self.delete(&iam, &id).await?;
+        self.untag(&iam, &tag).await?;
+        Ok(Retired::Done)
+    }
 }
 
 impl Rotator for AwsIamAccessKey {
@@ -535,51 +589,18 @@ impl Rotator for AwsIamAccessKey {
         old: &Credential,
         current: Option<&Credential>,
     ) -> Result<Retired, RotatorError> {
-        let id = key_id(old)?;
-        if current.map(key_id).transpose()?.as_deref() == Some(id.as_str()) {
-            return Err(RotatorError::permanent(format!(
-                "refusing to retire access key {id}: it is the current key of IAM user {}",
-                self.user()
-            )));
-        }
-        let iam = self.iam().await?;
-        let Some(key) = self.keys(&iam).await?.into_iter().find(|k| k.id == id) else {
-            return Ok(Retired::Done);
-        };
-        let delete_after = self.config.delete_after.as_std();
-        let tag = format!("{DEACTIVATED_TAG}{id}");
-        let now = chrono::Utc::now();
-        let since = if key.active {
-            // Tag first: a crash after deactivating must not lose the deadline.
-            self.tag(
-                &iam,
-                &tag,
-                &now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            )
-            .await?;
-            self.deactivate(&iam, &id).await?;
-            now
-        } else {
-            match Self::deactivated_at(&self.tags(&iam).await?, &id) {
-                Some(since) => since,
-                None => {
-                    self.tag(
-                        &iam,
-                        &tag,
-                        &now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    )
-                    .await?;
-                    now
-                }
-            }
-        };
-        let elapsed = (now - since).to_std().unwrap_or_default();
-        if elapsed < delete_after {
-            return Ok(Retired::Again(delete_after - elapsed));
-        }
-        self.delete(&iam, &id).await?;
-        self.untag(&iam, &tag).await?;
-        Ok(Retired::Done)
+        self.retire_key(old, current, self.config.delete_after.as_std())
+            .await
+    }
+
+    /// Deactivated and deleted in the same call: an exposed key is not kept for `delete_after`.
+    async fn retire_at_once(
+        &self,
+        old: &Credential,
+        current: Option<&Credential>,
+    ) -> Result<Retired, RotatorError> {
+        self.retire_key(old, current, std::time::Duration::ZERO)
+            .await
     }
 
     async fn rollback(

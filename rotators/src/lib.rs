@@ -202,6 +202,16 @@ pub trait Rotator: Send + Sync {
         current: Option<&Credential>,
     ) -> impl Future<Output = Result<Retired, RotatorError>> + Send;
 
+    /// `retire` in an emergency: `old` is presumed exposed, so a second stage that would wait
+    /// (an IAM key's `delete_after`) happens now. Most providers retire in one stage anyway.
+    fn retire_at_once(
+        &self,
+        old: &Credential,
+        current: Option<&Credential>,
+    ) -> impl Future<Output = Result<Retired, RotatorError>> + Send {
+        self.retire(old, current)
+    }
+
     /// Undoes `apply` of a candidate that will not be promoted, leaving `current` working.
     fn rollback(
         &self,
@@ -330,6 +340,13 @@ impl Rotator for AnyRotator {
         current: Option<&Credential>,
     ) -> Result<Retired, RotatorError> {
         dispatch!(self, r => r.retire(old, current).await)
+    }
+    async fn retire_at_once(
+        &self,
+        old: &Credential,
+        current: Option<&Credential>,
+    ) -> Result<Retired, RotatorError> {
+        dispatch!(self, r => r.retire_at_once(old, current).await)
     }
     async fn rollback(
         &self,

@@ -4,6 +4,7 @@
 
 pub mod confirm;
 pub mod drill;
+pub mod emergency;
 pub mod plan;
 pub mod rotate;
 pub mod run;

@@ -1,4 +1,4 @@
-//! Rotate one credential now (`rotor rotate ID [--emergency]`): ask the store for a run (or
+//! Rotate one credential now (`rotor rotate ID`; an emergency is `app::emergency`): ask the store for a run (or
 //! resume a stuck one), then drive it in this process under the store's lease, so that a
 //! running daemon never rotates the same credential at once.
 
@@ -83,7 +83,6 @@ pub async fn request(
     config: &Config,
     clock: &dyn Clock,
     id: &str,
-    emergency: bool,
     actor: &str,
 ) -> Result<Requested, RotateError> {
     let Some(credential) = config.credential(id) else {
@@ -94,7 +93,7 @@ pub async fn request(
     }
     daemon::reconcile(store, config, clock).await?;
     let now = clock.now_ms();
-    let run = daemon::new_run(id, "manual", emergency, credential.grace.as_std(), now);
+    let run = daemon::new_run(id, "manual", false, credential.grace.as_std(), now);
     let outcome = store.request_rotation(&run, actor, now).await?;
     let live = store
         .live_run(id)

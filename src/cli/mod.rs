@@ -4,6 +4,7 @@
 mod audit;
 mod confirm;
 mod drill;
+mod emergency;
 mod history;
 mod plan;
 mod policy;

@@ -1,5 +1,5 @@
-//! `rotor rotate ID [--emergency]`: rotate one credential now, in this process (see
-//! `app::rotate`), and say how far it got.
+//! `rotor rotate ID`: rotate one credential now, in this process (see `app::rotate`), and say
+//! how far it got. `--emergency` is `cli::emergency`.
 
 use std::sync::Arc;
 
@@ -10,42 +10,49 @@ use crate::clock::{SystemClock, rfc3339};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Credential id.
-    pub id: String,
-    /// Suspected leak: no grace period, the old credential is retired right after promotion.
+    #[arg(required_unless_present_any = ["all", "select"])]
+    pub id: Option<String>,
+    /// Suspected leak: the current and the previous credential are presumed exposed. Whatever
+    /// run is live is stopped (rolled back before promotion, retired at once after it), then a
+    /// new credential replaces the current one with no grace. Exit 0 means nothing older
+    /// authenticates.
     #[arg(long)]
     pub emergency: bool,
+    /// Why, kept in the audit log with who asked.
+    #[arg(long, requires = "emergency")]
+    pub reason: Option<String>,
+    /// Every credential rotor rotates (with --emergency).
+    #[arg(long, requires = "emergency", conflicts_with_all = ["id", "select"])]
+    pub all: bool,
+    /// Credentials whose id matches this glob, or of this provider kind or vault (repeatable;
+    /// with --emergency).
+    #[arg(long, requires = "emergency", conflicts_with = "id")]
+    pub select: Vec<String>,
+    /// How many credentials an emergency over many rotates at once.
+    #[arg(long, default_value_t = 8, requires = "emergency")]
+    pub parallel: usize,
     /// Only plan the run; a running daemon drives it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "emergency")]
     pub no_wait: bool,
 }
 
 pub async fn run(ctx: &Context, args: Args) -> CliResult {
+    if args.emergency {
+        return super::emergency::run(ctx, args).await;
+    }
     let config = ctx.load_config()?;
-    let id = &ctx.credential(&config, &args.id)?.id.clone();
+    let id = args.id.as_deref().expect("clap: an id without --emergency");
+    let id = &ctx.credential(&config, id)?.id.clone();
     let store = ctx.open_store(&config).await?;
     let clock = Arc::new(SystemClock);
-    let requested = rotate::request(
-        &store,
-        &config,
-        clock.as_ref(),
-        id,
-        args.emergency,
-        &actor(),
-    )
-    .await
-    .map_err(cli_error)?;
+    let requested = rotate::request(&store, &config, clock.as_ref(), id, &actor())
+        .await
+        .map_err(cli_error)?;
     match &requested {
         Requested::Resumed { run_id, from } => {
             eprintln!("resuming stuck run {run_id} of {id} from {from}")
         }
-        Requested::Planned { run_id } => eprintln!(
-            "planned run {run_id} of {id}{}",
-            if args.emergency {
-                " (emergency: grace 0)"
-            } else {
-                ""
-            }
-        ),
+        Requested::Planned { run_id } => eprintln!("planned run {run_id} of {id}"),
     }
     if args.no_wait {
         return Ok(Exit::Ok);
@@ -89,7 +96,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     Ok(Exit::Ok)
 }
 
-fn cli_error(e: RotateError) -> CliError {
+pub(super) fn cli_error(e: RotateError) -> CliError {
     match e {
         RotateError::ByHand(_) => CliError::usage(e),
         RotateError::Store(e) => CliError::Store(e),

@@ -62,7 +62,11 @@ impl Engine {
                 }
             };
             self.point(ctx, &run, step, "before").await?;
-            self.rate_limit(ctx, step).await?;
+            // An emergency does not queue behind the provider's rate limit (its hard limits,
+            // such as IAM's two keys per user, still hold).
+            if run.emergency == 0 {
+                self.rate_limit(ctx, step).await?;
+            }
             // A worker that was paused past its lease must not act on a run another took over
             // (its save would be refused, but a side effect would not).
             if !self.holds_lease(ctx, &run).await? {
@@ -215,6 +219,12 @@ impl Engine {
         // begins there.
         let passed = next.filter(|t| nothing_to_do(ctx, run, t.step));
         let mut detail = format!("{from} -> {}", transition.to);
+        // The audit names every credential value retired, by fingerprint.
+        if transition.step == Step::Retire
+            && let Some(retired) = &run.replaced_fingerprint
+        {
+            detail.push_str(&format!(", retired sha256:{retired}"));
+        }
         if let Some(p) = passed {
             run.set_state(p.to);
             next = next_transition(run, p.to).filter(runs_now);

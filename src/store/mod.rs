@@ -230,6 +230,7 @@ macro_rules! append_audit {
 }
 
 mod group_commit;
+pub mod incident;
 mod reader;
 
 // After the macros above, which it uses.
@@ -290,6 +291,8 @@ pub struct RunRow {
     pub stuck_from: Option<RunState>,
     /// `dry_run` or `live` for a run of `rotor drill`.
     pub drill: Option<String>,
+    /// What a person asked of the run while it was live (`store::incident::Interrupt`).
+    pub interrupt: Option<String>,
     pub created_at: i64,
     pub finished_at: Option<i64>,
     pub updated_at: i64,

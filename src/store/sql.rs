@@ -17,6 +17,14 @@ macro_rules! at_rest_states {
     };
 }
 
+/// The states before promotion, where an interruption rolls the run back
+/// (`RunState::on_failure` is `RollingBack` for exactly these).
+macro_rules! before_promotion_states {
+    () => {
+        "('planned', 'pending_stored', 'applied', 'verified')"
+    };
+}
+
 /// Claim ready runs: those a dead or paused worker left (an expired lease: a rotation half
 /// done) first, oldest expiry first, then the oldest due. Each kind is read in the order of its
 /// own index (`runs_leased`, `runs_claimable`), at most `$4` of each, so that a claim costs the
@@ -547,6 +555,36 @@ pub const ANY_ACTIVE_ALERT: &str =
 pub const INSERT_CREDENTIALS_VALUES: &str = "INSERT INTO credentials (id, provider, vault, \
     vault_path, schedule_hash, next_due_at, due_reason, created_at, updated_at) VALUES ";
 
+/// Run by `Store::interrupt_live_run` (store/incident.rs), `$2` an `Interrupt`. A run before
+/// promotion turns to rolling back; a stuck run resumes from where it stopped; an emergency
+/// marks the run so that its retire happens at once; anything but a cancel ends the grace now.
+/// The lease, if any, is renamed: its worker's next save, heartbeat and fence check fail, and
+/// the run can be claimed once the lease it was granted runs out. A cancel leaves a promoted
+/// run alone (nothing is updated).
+pub const INTERRUPT_LIVE_RUN: &str = concat!(
+    "\
+UPDATE runs SET interrupt = $2,
+    state = CASE WHEN state = 'stuck' AND stuck_from IS NOT NULL THEN stuck_from
+                 WHEN state IN ",
+    before_promotion_states!(),
+    " THEN 'rolling_back'
+                 ELSE state END,
+    stuck_from = CASE WHEN state = 'stuck' AND stuck_from IS NOT NULL THEN NULL ELSE stuck_from END,
+    emergency = CASE WHEN $2 = 'emergency' THEN 1 ELSE emergency END,
+    grace_until = CASE WHEN $2 <> 'cancel' AND grace_until > $3 THEN $3 ELSE grace_until END,
+    attempts = 0, not_before = $3, last_error = NULL, error_class = NULL,
+    lease_owner = CASE WHEN lease_owner IS NULL THEN NULL ELSE lease_owner || ' (interrupted)' END,
+    updated_at = $3
+WHERE credential_id = $1 AND state NOT IN ",
+    finished_states!(),
+    "
+  AND ($2 <> 'cancel' OR state IN ",
+    before_promotion_states!(),
+    " OR state = 'rolling_back'
+       OR (state = 'stuck' AND stuck_from = 'rolling_back'))
+RETURNING *"
+);
+
 #[cfg(test)]
 mod tests {
     use crate::model::state::RunState;
@@ -575,6 +613,10 @@ mod tests {
     fn the_sql_state_sets_are_the_model_s() {
         assert_eq!(finished_states!(), sql_list(RunState::is_terminal));
         assert_eq!(at_rest_states!(), sql_list(RunState::is_at_rest));
+        assert_eq!(
+            before_promotion_states!(),
+            sql_list(|s| s.on_failure() == RunState::RollingBack && s != RunState::RollingBack)
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod crash;
 mod daemon;
 mod deploy;
 mod drill;
+mod emergency;
 mod github;
 mod http;
 mod leaks;

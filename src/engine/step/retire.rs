@@ -25,7 +25,7 @@ impl Engine {
             ctx.rotator.switch_over(current).await?;
         }
         if let Some((current, Some(previous))) = &pair
-            && let Retired::Again(after) = ctx.rotator.retire(previous, Some(current)).await?
+            && let Retired::Again(after) = self.retire_previous(ctx, run, previous, current).await?
         {
             // A second stage is due later (an IAM key is deleted after `delete_after`): the
             // previous version stays until it is done.
@@ -70,6 +70,21 @@ impl Engine {
         Ok(Outcome {
             performed: Performed::Done(Some(update)),
             events,
+        })
+    }
+
+    /// An emergency presumes the previous credential exposed: nothing of it is kept for later.
+    async fn retire_previous(
+        &self,
+        ctx: &Ctx<'_>,
+        run: &RunRow,
+        previous: &Credential,
+        current: &Credential,
+    ) -> Result<Retired, StepError> {
+        Ok(if run.emergency != 0 {
+            ctx.rotator.retire_at_once(previous, Some(current)).await?
+        } else {
+            ctx.rotator.retire(previous, Some(current)).await?
         })
     }
 

@@ -35,8 +35,9 @@ impl Engine {
             .credential(&ctx.credential.id)
             .await
             .map_err(store_step_error)?;
-        if run.drill.is_some() {
-            // A drill's run is not the credential's failure: its schedule stands.
+        if run.drill.is_some() || run.interrupt.is_some() {
+            // A drill's run, or one a person stopped, is not the credential's failure: its
+            // schedule stands.
             let since = recorded.and_then(|c| c.current_since);
             let due = ctx.credential.schedule.next_due(
                 &ctx.credential.id,

@@ -1,0 +1,257 @@
+//! `rotor rotate ID --emergency`: a credential's value is presumed exposed, and with it the
+//! previous one. When this returns `Done`, a fresh, verified credential is current and nothing
+//! older authenticates at the provider or remains in the vault.
+//!
+//! Whatever run the credential has live gets out of the way first, through the store, fenced
+//! like any step (`store::incident`): before promotion it rolls back, in grace or retiring it
+//! retires the old credential now and at once, stuck it resumes. Then a run with no grace
+//! replaces the current credential too. A daemon beside this process may drive either run
+//! (it claims what is ready like any worker); this process then waits for it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::engine::state::RunState;
+use crate::engine::{Driven, Engine, Runtime};
+use crate::scheduler::daemon;
+use crate::store::incident::Interrupt;
+use crate::store::{AuditEntry, RunRow, Store, StoreError};
+
+use super::rotate::RotateError;
+
+/// How long this process's claim on a run lasts; a daemon may take the run over after it.
+const LEASE_MS: i64 = 60_000;
+
+/// How often a run driven elsewhere, or leased by a worker that is losing it, is looked at.
+const POLL: Duration = Duration::from_millis(200);
+
+/// A run a daemon planned between the interruption and the emergency's own request is
+/// interrupted in turn, this many times at most.
+const ATTEMPTS: usize = 3;
+
+/// What an emergency rotation came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Emergency {
+    /// A fresh credential is current and verified; every older one is retired.
+    Done {
+        run_id: String,
+        /// The live run that was in the way, and how it ended.
+        interrupted: Option<(String, RunState)>,
+    },
+    /// Something presumed exposed may still authenticate.
+    Exposed(Exposure),
+    /// Ctrl-C: the run in hand is left resumable; the emergency is not over.
+    Stopped { run_id: String },
+}
+
+/// What still authenticates after an emergency that could not finish, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exposure {
+    pub run_id: String,
+    pub state: RunState,
+    pub error: Option<String>,
+    /// Which credential values may still work, by version and fingerprint.
+    pub live: String,
+    pub action: String,
+}
+
+/// Who asks, and how they stop it.
+pub struct Asking<'a> {
+    pub actor: &'a str,
+    pub reason: &'a str,
+    pub clock: Arc<dyn Clock>,
+    pub stopping: Arc<AtomicBool>,
+}
+
+/// Rotates `id` as an emergency. `runtime` is built once for a whole `--all`.
+pub async fn rotate(
+    store: &Store,
+    runtime: &Runtime,
+    id: &str,
+    asking: &Asking<'_>,
+) -> Result<Emergency, RotateError> {
+    let Some(credential) = runtime.config.credential(id) else {
+        return Err(StoreError::UnknownCredential(id.to_owned()).into());
+    };
+    if credential.by_hand().is_some() {
+        return Err(RotateError::ByHand(id.to_owned()));
+    }
+    let clock = asking.clock.as_ref();
+    let mut engine = Engine::new(store.clone(), asking.clock.clone(), daemon::worker_id());
+    engine.stopping = asking.stopping.clone();
+    let mut interrupted = None;
+    for _ in 0..ATTEMPTS {
+        let now = clock.now_ms();
+        if let Some(run) = store
+            .interrupt_live_run(id, Interrupt::Emergency, asking.actor, asking.reason, now)
+            .await?
+        {
+            let end = finish(store, runtime, &engine, &run.id, asking).await?;
+            match end.state() {
+                RunState::Completed | RunState::RolledBack => {
+                    interrupted = Some((run.id.clone(), end.state()));
+                }
+                _ if asking.stopping.load(Ordering::SeqCst) => {
+                    return Ok(Emergency::Stopped { run_id: run.id });
+                }
+                _ => return Ok(Emergency::Exposed(exposure(&end))),
+            }
+        }
+        let now = clock.now_ms();
+        let run = daemon::new_run(id, "emergency", true, Duration::ZERO, now);
+        match store.request_rotation(&run, asking.actor, now).await {
+            Ok(_) => {}
+            // A daemon planned a scheduled run just now: it is interrupted in turn.
+            Err(StoreError::RunInFlight(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let why = AuditEntry::new(asking.actor, "emergency")
+            .credential(id)
+            .run(&run.id)
+            .detail(asking.reason.to_owned());
+        store.audit(&why, clock.now_ms()).await?;
+        let end = finish(store, runtime, &engine, &run.id, asking).await?;
+        return Ok(match end.state() {
+            RunState::Completed => Emergency::Done {
+                run_id: run.id,
+                interrupted,
+            },
+            _ if asking.stopping.load(Ordering::SeqCst) => Emergency::Stopped { run_id: run.id },
+            _ => Emergency::Exposed(exposure(&end)),
+        });
+    }
+    Err(StoreError::RunInFlight(id.to_owned()).into())
+}
+
+/// Drives the run until it is at rest (over, or stuck), here or, when a daemon claimed it
+/// first, by waiting for that daemon. A step that failed on a transient cause is retried after
+/// its backoff, as the daemon would. Returns the run as it ended.
+async fn finish(
+    store: &Store,
+    runtime: &Runtime,
+    engine: &Engine,
+    run_id: &str,
+    asking: &Asking<'_>,
+) -> Result<RunRow, RotateError> {
+    let clock = asking.clock.as_ref();
+    loop {
+        let run = store
+            .run(run_id)
+            .await?
+            .ok_or_else(|| RotateError::Vanished {
+                credential: String::new(),
+                run_id: run_id.to_owned(),
+            })?;
+        if run.state().is_at_rest() || asking.stopping.load(Ordering::SeqCst) {
+            return Ok(run);
+        }
+        let now = clock.now_ms();
+        let Some(claimed) = store
+            .claim_run(run_id, &engine.worker, now, now + LEASE_MS)
+            .await?
+        else {
+            tokio::time::sleep(POLL).await;
+            continue;
+        };
+        let driven = engine.drive(runtime, claimed).await?;
+        runtime
+            .notify_due(store, || clock.now_ms(), Some(&run.credential_id))
+            .await?;
+        if let Driven::Waiting(until) = driven {
+            let wait = (until - clock.now_ms()).clamp(0, POLL.as_millis() as i64 * 5);
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+    }
+}
+
+/// What may still authenticate when a run ended somewhere other than where an emergency needs.
+fn exposure(run: &RunRow) -> Exposure {
+    let id = &run.credential_id;
+    let version = |v: &Option<String>, f: &Option<String>| {
+        format!(
+            "version {} (sha256:{})",
+            v.as_deref().unwrap_or("?"),
+            f.as_deref().unwrap_or("?")
+        )
+    };
+    let replaced = version(&run.replaced_version, &run.replaced_fingerprint);
+    let candidate = version(&run.pending_version, &run.pending_fingerprint);
+    let (live, action) = match run.stuck_from {
+        Some(RunState::RollingBack) => (
+            format!(
+                "the current credential, {replaced}, still authenticates; the candidate {candidate} may still be installed at the provider"
+            ),
+            format!(
+                "fix the cause, then `rotor rotate {id} --emergency` again; or remove the candidate at the provider by hand and close the run with `rotor cancel {id} --resolved-by-hand --reason TEXT`"
+            ),
+        ),
+        _ => (
+            format!(
+                "the previous credential, {replaced}, may still authenticate at the provider and remain in the vault beside the new one"
+            ),
+            format!(
+                "fix the cause, then `rotor rotate {id} --emergency` again; or revoke it at the provider by hand, drop `previous` from the vault and `rotor cancel {id} --resolved-by-hand --reason TEXT`"
+            ),
+        ),
+    };
+    Exposure {
+        run_id: run.id.clone(),
+        state: run.state(),
+        error: run.last_error.clone(),
+        live,
+        action,
+    }
+}
+
+/// The emergency for one credential, from its config.
+pub async fn rotate_one(
+    store: &Store,
+    config: Config,
+    id: &str,
+    asking: &Asking<'_>,
+) -> Result<Emergency, RotateError> {
+    daemon::reconcile(store, &config, asking.clock.as_ref()).await?;
+    let runtime = Runtime::build(config).await?;
+    rotate(store, &runtime, id, asking).await
+}
+
+/// One credential's outcome in an emergency over many.
+pub type EachOutcome = (String, Result<Emergency, RotateError>);
+
+/// The emergency over every credential in `ids` ("rotate everything the attacker may have
+/// seen"), `parallel` at a time, each reported to `progress` as it goes. Credentials rotated
+/// by hand are the caller's to list: they are not in `ids`.
+pub async fn rotate_all(
+    store: &Store,
+    config: Config,
+    ids: &[String],
+    asking: &Asking<'_>,
+    progress: &Arc<dyn crate::drill::progress::Progress>,
+    parallel: usize,
+) -> Result<Vec<EachOutcome>, RotateError> {
+    use futures_util::StreamExt;
+    daemon::reconcile(store, &config, asking.clock.as_ref()).await?;
+    let runtime = Runtime::build(config).await?;
+    let runtime = &runtime;
+    let outcomes = futures_util::stream::iter(ids)
+        .map(|id| async move {
+            let bar = progress.start(id, "emergency");
+            bar.step("interrupting the live run, if any");
+            let outcome = rotate(store, runtime, id, asking).await;
+            let (passed, summary) = match &outcome {
+                Ok(Emergency::Done { run_id, .. }) => (true, format!("run {run_id} completed")),
+                Ok(Emergency::Exposed(e)) => (false, format!("EXPOSED: {}", e.live)),
+                Ok(Emergency::Stopped { run_id }) => (false, format!("stopped at run {run_id}")),
+                Err(e) => (false, e.to_string()),
+            };
+            bar.done(passed, &summary);
+            (id.clone(), outcome)
+        })
+        .buffer_unordered(parallel.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    Ok(outcomes)
+}

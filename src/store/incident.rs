@@ -1,0 +1,66 @@
+//! A person's word on a credential in an incident: the interruption of its live run (an
+//! emergency rotation, a cancel) and its pause. Each is one statement, fenced like a step: it
+//! names the state it changes, and the worker that was driving the run loses it (its lease is
+//! renamed, so its next save, heartbeat and fence check fail) but keeps the time it was granted
+//! to finish a side effect in flight; whoever claims the run after that lease ran out finishes
+//! what the interruption asked.
+
+use super::sql;
+use super::{AuditEntry, Pool, RunRow, Store, StoreError, audit};
+
+/// What a person asked of a live run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// Both the current and the previous credential are presumed exposed: a run before
+    /// promotion rolls back, a run after it retires the old credential now and at once (an IAM
+    /// key is deleted, not kept deactivated), a stuck run resumes.
+    Emergency,
+    /// Stop a run that has not promoted yet: it rolls back. A promoted run is left alone.
+    Cancel,
+    /// Stop a run whatever its state: before promotion it rolls back, after it the grace ends
+    /// now and the old credential is retired as usual.
+    RetireNow,
+}
+
+impl Interrupt {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interrupt::Emergency => "emergency",
+            Interrupt::Cancel => "cancel",
+            Interrupt::RetireNow => "retire_now",
+        }
+    }
+}
+
+impl Store {
+    /// Interrupts the credential's live run as `interrupt` says, audited with who and why.
+    /// Returns the run as interrupted, or `None` when it has no live run (or, for `Cancel`, a
+    /// live run that is promoted already: see `live_run` for which).
+    pub async fn interrupt_live_run(
+        &self,
+        credential_id: &str,
+        interrupt: Interrupt,
+        actor: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Option<RunRow>, StoreError> {
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let run: Option<RunRow> = sqlx::query_as(sql::INTERRUPT_LIVE_RUN)
+                .bind(credential_id)
+                .bind(interrupt.as_str())
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(run) = &run {
+                let detail = format!("{}: {} (now {}); {reason}", interrupt.as_str(), run.id, run.state);
+                append_audit!(tx, now, &AuditEntry::new(actor, "interrupt").credential(credential_id).run(&run.id).detail(detail));
+            }
+            tx.commit().await?;
+            if run.is_some() {
+                self.announce_work().await?;
+            }
+            Ok(run)
+        })
+    }
+}

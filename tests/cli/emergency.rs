@@ -1,0 +1,137 @@
+//! `rotor rotate --emergency` in every state of a live run, against the real providers, with a
+//! daemon running on the same store: when it exits 0, a fresh verified credential is current
+//! and neither the credential it replaced nor the one before authenticates or is in the vault.
+
+use std::time::{Duration, Instant};
+
+use crate::providers::{self, Provider, current};
+use crate::rotation::read_document;
+use crate::support::{Rotor, spawn_until};
+
+/// A daemon on the rotor's store until dropped (SIGTERM, then waited for).
+struct Daemon(std::process::Child);
+
+impl Daemon {
+    fn start(rotor: &Rotor) -> Daemon {
+        let cmd = rotor.command(&["run", "--poll", "1s"]);
+        let (child, _) =
+            spawn_until(cmd, "rotor started", Duration::from_secs(30)).expect("the daemon starts");
+        Daemon(child)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Rotates `provider`'s fixture twice (the second rotation in its hour of grace), then as an
+/// emergency with a daemon beside; checks the provider and the vault.
+fn emergency_in_grace(provider: Provider, unique: &str) {
+    let rotor = Rotor::new("");
+    let fixture = providers::setup(provider, unique, rotor.dir.path());
+    std::fs::write(&rotor.config, fixture.config("1h", rotor.dir.path())).unwrap();
+    rotor.ok(&["rotate", "app/key0"]);
+    let first = current(&rotor);
+    rotor.ok(&["rotate", "app/key0"]);
+    let second = current(&rotor);
+    assert_eq!(rotor.json(&["status", "--json"])[0]["state"], "grace");
+    let daemon = Daemon::start(&rotor);
+
+    let started = Instant::now();
+    let out = rotor.run(&[
+        "rotate",
+        "app/key0",
+        "--emergency",
+        "--reason",
+        "found in a public repo",
+    ]);
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        stdout.contains("no older credential authenticates"),
+        "{stdout}"
+    );
+    eprintln!("{provider:?}: rotate --emergency in grace took {took:?}");
+    drop(daemon);
+
+    let fresh = current(&rotor);
+    fixture.check_rotated(&fresh, &second);
+    if !fixture.switches_after_grace() {
+        assert!(
+            !fixture.accepts(&first),
+            "the credential before the last still works"
+        );
+    }
+    let doc = read_document(&rotor, "app/key0");
+    assert!(
+        doc.get("previous").is_none(),
+        "previous left in the vault: {doc}"
+    );
+    assert!(!rotor.path("vault/app/key0.age.pending").exists());
+    assert_eq!(rotor.json(&["status", "--json"])[0]["state"], "idle");
+    // Audited: who, why, and each retired value by fingerprint.
+    let audit = audit_text(&rotor);
+    assert!(audit.contains("found in a public repo"), "{audit}");
+    for old in [&first, &second] {
+        let fingerprint = old.fingerprint().to_hex();
+        assert!(
+            audit.contains(&format!("retired sha256:{fingerprint}")),
+            "{audit}"
+        );
+    }
+}
+
+#[test]
+fn an_emergency_in_grace_retires_both_postgres_passwords() {
+    emergency_in_grace(Provider::Postgres, "emergency_pg");
+}
+
+#[test]
+fn an_emergency_in_grace_leaves_the_redis_user_one_password() {
+    emergency_in_grace(Provider::Redis, "emergency_redis");
+}
+
+#[test]
+fn an_emergency_in_grace_deletes_the_iam_key_at_once() {
+    emergency_in_grace(Provider::Iam, "emergency_iam");
+}
+
+#[test]
+fn an_emergency_in_grace_of_a_saas_api_key() {
+    emergency_in_grace(Provider::Http, "emergency_http");
+}
+
+#[test]
+fn an_emergency_in_grace_of_each_github_kind() {
+    for provider in [
+        Provider::GithubDeployKey,
+        Provider::GithubWebhook,
+        Provider::GithubAppToken,
+    ] {
+        emergency_in_grace(provider, "emergency_gh");
+    }
+}
+
+/// Every audit row as `actor action detail` lines, read from the store.
+pub fn audit_text(rotor: &Rotor) -> String {
+    use sqlx::Connection;
+    providers::block_on(async {
+        let mut db = sqlx::SqliteConnection::connect(&rotor.store_url())
+            .await
+            .unwrap();
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT actor, action, detail FROM audit ORDER BY seq")
+                .fetch_all(&mut db)
+                .await
+                .unwrap();
+        rows.iter()
+            .map(|(actor, action, detail)| format!("{actor} {action} {detail}\n"))
+            .collect()
+    })
+}
