@@ -29,6 +29,7 @@ mod with_failpoints {
 
     use crate::providers;
     use proptest::prelude::*;
+    use rotor::app::emergency::{self, Asking, Emergency};
     use rotor::clock::ManualClock;
     use rotor::engine::disturbance::{Disturbance, Target};
     use rotor::engine::state::RunState;
@@ -916,5 +917,181 @@ rotator = {{ kind = "manual", remind_before = "14d", instructions = "https://con
             panicking.panics.load(std::sync::atomic::Ordering::SeqCst),
             2
         );
+    }
+
+    /// The world's credential rotated once (a first version, no grace), then again, that
+    /// second run left waiting in its grace.
+    async fn into_grace(world: &mut World) {
+        use rotor::clock::Clock;
+        world.finish().await;
+        let run = daemon::new_run(
+            &world.id,
+            "manual",
+            false,
+            std::time::Duration::from_millis(GRACE_MS as u64),
+            world.clock.now_ms(),
+        );
+        world
+            .store
+            .request_rotation(&run, "test", world.clock.now_ms())
+            .await
+            .unwrap();
+        let driven = world.work(None).await;
+        assert!(matches!(driven, Some(Ok(Driven::Waiting(_)))), "{driven:?}");
+    }
+
+    fn asking(world: &World) -> Asking<'static> {
+        Asking {
+            actor: "test",
+            reason: "found in a public repository",
+            clock: Arc::new(world.clock.clone()),
+            stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    /// After an emergency: one version in the vault, none of `exposed`, nothing pending, the
+    /// store agreeing, no live run.
+    async fn only_fresh(world: &World, exposed: &[String]) {
+        let doc = world.current().await;
+        assert!(doc.previous.is_none(), "a previous version is left");
+        assert!(
+            !exposed.contains(&value(&doc.current)),
+            "an exposed value is current"
+        );
+        let vault = world.runtime.vaults.get("local").unwrap();
+        assert!(vault.read_pending(&world.path).await.unwrap().is_none());
+        assert!(world.store.live_run(&world.id).await.unwrap().is_none());
+        let recorded = world.store.credential(&world.id).await.unwrap().unwrap();
+        assert_eq!(
+            recorded.current_fingerprint.as_ref(),
+            Some(&doc.current.fingerprint)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_emergency_in_grace_leaves_one_fresh_version_in_every_vault() {
+        for kind in [VaultKind::File, VaultKind::OpenBao, VaultKind::Aws] {
+            let mut world = World::with_vault(kind).await;
+            into_grace(&mut world).await;
+            let before = world.current().await;
+            let previous = before
+                .previous
+                .as_ref()
+                .expect("grace keeps the previous version");
+            let exposed = [value(&before.current), value(previous)];
+            let out = emergency::rotate(&world.store, &world.runtime, &world.id, &asking(&world))
+                .await
+                .unwrap();
+            assert!(
+                matches!(
+                    &out,
+                    Emergency::Done {
+                        interrupted: Some((_, RunState::Completed)),
+                        ..
+                    }
+                ),
+                "{kind:?}: {out:?}"
+            );
+            only_fresh(&world, &exposed).await;
+        }
+    }
+
+    /// A worker that died mid-verify (its lease still running) is fenced off: the emergency
+    /// waits out its lease, rolls its candidate back, then rotates; the dead worker's late
+    /// save is refused.
+    #[tokio::test]
+    async fn an_emergency_before_promotion_rolls_the_live_run_back_past_a_hung_worker() {
+        use rotor::clock::Clock;
+        let mut world = World::new().await;
+        world.finish().await;
+        let exposed = [value(&world.current().await.current)];
+        let run = daemon::new_run(
+            &world.id,
+            "manual",
+            false,
+            std::time::Duration::ZERO,
+            world.clock.now_ms(),
+        );
+        world
+            .store
+            .request_rotation(&run, "test", world.clock.now_ms())
+            .await
+            .unwrap();
+        let died = world.work(Some("verify:before")).await;
+        assert!(
+            matches!(died, Some(Err(EngineError::Crashed(_)))),
+            "{died:?}"
+        );
+        let hung = world.store.run(&run.id).await.unwrap().unwrap();
+        assert_eq!(hung.state(), RunState::Applied);
+        assert!(
+            hung.lease_until.unwrap() > world.clock.now_ms(),
+            "the hung worker's lease runs"
+        );
+
+        let asking = asking(&world);
+        let emergency = {
+            let (store, runtime, id) = (world.store.clone(), &world.runtime, world.id.clone());
+            async move { emergency::rotate(&store, runtime, &id, &asking).await }
+        };
+        let clock = world.clock.clone();
+        let lease_passes = async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            clock.advance_ms(LEASE_MS + 1);
+        };
+        let (out, ()) = tokio::join!(emergency, lease_passes);
+        let out = out.unwrap();
+        assert!(
+            matches!(&out, Emergency::Done { interrupted: Some((id, RunState::RolledBack)), .. } if *id == run.id),
+            "{out:?}"
+        );
+        only_fresh(&world, &exposed).await;
+        // The hung worker wakes up and tries to go on: its lease is gone.
+        let engine = world.engine(None);
+        let late = engine.drive(&world.runtime, hung).await;
+        assert!(
+            late.is_err(),
+            "a fenced-off worker's step went on: {late:?}"
+        );
+    }
+
+    /// A run stuck after promotion resumes under the emergency, then the fresh rotation.
+    #[tokio::test]
+    async fn an_emergency_resumes_a_stuck_run_first() {
+        let mut world = World::new().await;
+        into_grace(&mut world).await;
+        let before = world.current().await;
+        let exposed = [
+            value(&before.current),
+            value(before.previous.as_ref().unwrap()),
+        ];
+        let live = world.store.live_run(&world.id).await.unwrap().unwrap();
+        // As a retire that failed for good leaves it.
+        {
+            use sqlx::Connection;
+            let url = format!("sqlite://{}/rotor.db", world._dir.path().display());
+            let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query(
+                "UPDATE runs SET state = 'stuck', stuck_from = 'promoted', last_error = 'retire failed' WHERE id = $1",
+            )
+            .bind(&live.id)
+            .execute(&mut db)
+            .await
+            .unwrap();
+        }
+        let out = emergency::rotate(&world.store, &world.runtime, &world.id, &asking(&world))
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                &out,
+                Emergency::Done {
+                    interrupted: Some((_, RunState::Completed)),
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        only_fresh(&world, &exposed).await;
     }
 }

@@ -518,3 +518,90 @@ fn provider_limits_hold_for_all_replicas_together() {
         .unwrap();
     assert!(busiest <= 20 + 3, "{busiest} provider calls in one second");
 }
+
+#[test]
+fn an_emergency_over_fifty_credentials_in_grace_with_replicas_running() {
+    let cluster = Cluster::new(postgres::shared(), "emergency_all", 50, "", false);
+    let text = std::fs::read_to_string(&cluster.rotor.config)
+        .unwrap()
+        .replace("grace = \"0s\"", "grace = \"1h\"");
+    std::fs::write(&cluster.rotor.config, text).unwrap();
+    let replicas = cluster.replicas("10s");
+    // First versions complete at promotion; the second rotation of each is left in its grace.
+    cluster.wait_completed(50, Duration::from_secs(120), &replicas);
+    cluster.sql("UPDATE credentials SET next_due_at = 0");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while cluster.sql("SELECT COUNT(*) FROM runs WHERE state = 'promoted'") != "50" {
+        assert!(
+            Instant::now() < deadline,
+            "the second rotations did not reach grace"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let exposed = cluster.saas.key_ids();
+    assert_eq!(
+        exposed.len(),
+        100,
+        "old and new key of each credential live in grace"
+    );
+
+    let started = Instant::now();
+    let out = cluster.rotor.run(&[
+        "rotate",
+        "--all",
+        "--emergency",
+        "--reason",
+        "the secrets store's backup leaked",
+    ]);
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{out:?}");
+    assert!(stdout.contains("50 of 50 credentials rotated"), "{stdout}");
+    eprintln!("rotate --all --emergency over 50 credentials in grace took {took:?}");
+    for r in replicas {
+        r.stop();
+    }
+
+    assert_eq!(
+        cluster.sql("SELECT COUNT(*) FROM runs WHERE state NOT IN ('completed', 'rolled_back')"),
+        "0",
+        "nothing left live"
+    );
+    assert_eq!(
+        cluster.sql("SELECT COUNT(*) FROM runs WHERE state = 'completed' AND reason = 'emergency'"),
+        "50"
+    );
+    let live = cluster.saas.key_ids();
+    assert_eq!(live.len(), 50, "one key per credential at the provider");
+    assert!(
+        live.iter().all(|id| !exposed.contains(id)),
+        "no key that was live before the emergency is left"
+    );
+    let config = rotor::config::load(std::slice::from_ref(&cluster.rotor.config)).unwrap();
+    block_on(async {
+        let vaults = Vaults::open(&config.vaults).await.unwrap();
+        let vault = vaults.get("local").unwrap();
+        for i in 0..50 {
+            let doc = vault
+                .read_current(&format!("svc/key{i}"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                doc.previous.is_none(),
+                "svc/key{i} keeps a previous version"
+            );
+            let secret = doc
+                .current
+                .credential
+                .get("value")
+                .unwrap()
+                .expose_secret()
+                .to_owned();
+            assert!(
+                cluster.saas.accepts(&secret),
+                "svc/key{i}: the current key works"
+            );
+        }
+    });
+}
