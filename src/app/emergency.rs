@@ -15,18 +15,13 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::state::RunState;
-use crate::engine::{Driven, Engine, Runtime};
+use crate::engine::{Engine, Runtime};
 use crate::scheduler::daemon;
 use crate::store::incident::Interrupt;
 use crate::store::{AuditEntry, RunRow, Store, StoreError};
 
 use super::rotate::RotateError;
-
-/// How long this process's claim on a run lasts; a daemon may take the run over after it.
-const LEASE_MS: i64 = 60_000;
-
-/// How often a run driven elsewhere, or leased by a worker that is losing it, is looked at.
-const POLL: Duration = Duration::from_millis(200);
+use super::settle::settle;
 
 /// A run a daemon planned between the interruption and the emergency's own request is
 /// interrupted in turn, this many times at most.
@@ -89,7 +84,7 @@ pub async fn rotate(
             .interrupt_live_run(id, Interrupt::Emergency, asking.actor, asking.reason, now)
             .await?
         {
-            let end = finish(store, runtime, &engine, &run.id, asking).await?;
+            let end = settle(store, runtime, &engine, &run.id, &asking.stopping).await?;
             match end.state() {
                 RunState::Completed | RunState::RolledBack => {
                     interrupted = Some((run.id.clone(), end.state()));
@@ -113,7 +108,7 @@ pub async fn rotate(
             .run(&run.id)
             .detail(asking.reason.to_owned());
         store.audit(&why, clock.now_ms()).await?;
-        let end = finish(store, runtime, &engine, &run.id, asking).await?;
+        let end = settle(store, runtime, &engine, &run.id, &asking.stopping).await?;
         return Ok(match end.state() {
             RunState::Completed => Emergency::Done {
                 run_id: run.id,
@@ -124,47 +119,6 @@ pub async fn rotate(
         });
     }
     Err(StoreError::RunInFlight(id.to_owned()).into())
-}
-
-/// Drives the run until it is at rest (over, or stuck), here or, when a daemon claimed it
-/// first, by waiting for that daemon. A step that failed on a transient cause is retried after
-/// its backoff, as the daemon would. Returns the run as it ended.
-async fn finish(
-    store: &Store,
-    runtime: &Runtime,
-    engine: &Engine,
-    run_id: &str,
-    asking: &Asking<'_>,
-) -> Result<RunRow, RotateError> {
-    let clock = asking.clock.as_ref();
-    loop {
-        let run = store
-            .run(run_id)
-            .await?
-            .ok_or_else(|| RotateError::Vanished {
-                credential: String::new(),
-                run_id: run_id.to_owned(),
-            })?;
-        if run.state().is_at_rest() || asking.stopping.load(Ordering::SeqCst) {
-            return Ok(run);
-        }
-        let now = clock.now_ms();
-        let Some(claimed) = store
-            .claim_run(run_id, &engine.worker, now, now + LEASE_MS)
-            .await?
-        else {
-            tokio::time::sleep(POLL).await;
-            continue;
-        };
-        let driven = engine.drive(runtime, claimed).await?;
-        runtime
-            .notify_due(store, || clock.now_ms(), Some(&run.credential_id))
-            .await?;
-        if let Driven::Waiting(until) = driven {
-            let wait = (until - clock.now_ms()).clamp(0, POLL.as_millis() as i64 * 5);
-            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-        }
-    }
 }
 
 /// What may still authenticate when a run ended somewhere other than where an emergency needs.

@@ -2,10 +2,12 @@
 //! command line) and the scheduler and engine. The CLI parses arguments, calls one of these and
 //! prints what it returns; it decides nothing about runs itself.
 
+pub mod cancel;
 pub mod confirm;
 pub mod drill;
 pub mod emergency;
 pub mod plan;
 pub mod rotate;
 pub mod run;
+pub mod settle;
 pub mod status;

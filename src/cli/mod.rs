@@ -2,6 +2,7 @@
 //! become messages for a person and exit codes for scripts.
 
 mod audit;
+mod cancel;
 mod confirm;
 mod drill;
 mod emergency;
@@ -152,6 +153,8 @@ pub enum Command {
     Plan(plan::Args),
     /// Rotate one credential now.
     Rotate(rotate::Args),
+    /// Stop a credential's live run without losing a working credential.
+    Cancel(cancel::Args),
     /// Drill rotations: prove that credentials rotate, consumers survive and alerts arrive.
     Drill(drill::Args),
     /// Record that a credential rotated by hand (`manual` rotator) was rotated.
@@ -219,6 +222,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Validate(args) => validate::run(&ctx, args).await,
         Command::Plan(args) => plan::run(&ctx, args).await,
         Command::Rotate(args) => rotate::run(&ctx, args).await,
+        Command::Cancel(args) => cancel::run(&ctx, args).await,
         Command::Status(args) => status::run(&ctx, args).await,
         Command::Confirm(args) => confirm::run(&ctx, args).await,
         Command::Drill(args) => drill::run(&ctx, args).await,

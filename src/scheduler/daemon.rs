@@ -310,13 +310,20 @@ impl Daemon {
                     // the store was away: the claim renewed the lease for the task driving it.
                     // A second task would share this worker's name, which the store's fences
                     // cannot tell apart, and both would mint.
+                    // Unless a person interrupted it meanwhile (`rotor rotate --emergency`,
+                    // `rotor cancel`): the lease ran out because the interruption fenced the
+                    // task off while its step hung, and renewing it would keep the run from
+                    // everyone forever. That drive is dropped and the run driven afresh.
                     if !in_flight
                         .lock()
                         .expect("in-flight lock")
                         .insert(run.id.clone())
                     {
-                        tracing::info!(run = %run.id, "lease renewed for a run still driven here");
-                        continue;
+                        if run.interrupt.is_none() || !tasks.abandon(&run.id) {
+                            tracing::info!(run = %run.id, "lease renewed for a run still driven here");
+                            continue;
+                        }
+                        tracing::warn!(run = %run.id, "the run was interrupted while its drive here hung; that drive is dropped and the run driven afresh");
                     }
                     summary.claimed += 1;
                     let lag = started - run.not_before;
@@ -328,7 +335,7 @@ impl Daemon {
                         let id = run.id.clone();
                         (id, engine.drive(&runtime, run).await)
                     });
-                    tasks.runs.insert(task.id(), run_id);
+                    tasks.runs.insert(task.id(), (run_id, task));
                 }
             }
             if self.options.once && tasks.set.is_empty() {
@@ -697,7 +704,26 @@ type Ended = Result<(tokio::task::Id, Driving), tokio::task::JoinError>;
 #[derive(Default)]
 struct Tasks {
     set: JoinSet<Driving>,
-    runs: std::collections::HashMap<tokio::task::Id, String>,
+    runs: std::collections::HashMap<tokio::task::Id, (String, tokio::task::AbortHandle)>,
+}
+
+impl Tasks {
+    /// Aborts the task driving `run_id`, forgetting it: its end frees nothing, since the
+    /// run's slot passes to the task that drives it afresh. Whether there was one.
+    fn abandon(&mut self, run_id: &str) -> bool {
+        let stale: Vec<tokio::task::Id> = self
+            .runs
+            .iter()
+            .filter(|(_, (id, _))| id == run_id)
+            .map(|(task, _)| *task)
+            .collect();
+        for task in &stale {
+            if let Some((_, handle)) = self.runs.remove(task) {
+                handle.abort();
+            }
+        }
+        !stale.is_empty()
+    }
 }
 
 /// What a daemon run did, for `--once` output and the benchmark.
@@ -720,14 +746,21 @@ impl RunSummary {
     fn task_ended(&mut self, done: Ended, in_flight: &Mutex<HashSet<String>>, tasks: &mut Tasks) {
         let (run_id, result) = match done {
             Ok((task, (run_id, result))) => {
-                tasks.runs.remove(&task);
+                if tasks.runs.remove(&task).is_none() {
+                    // Abandoned (`Tasks::abandon`) but finished before the abort took: the
+                    // run belongs to the task driving it afresh.
+                    return;
+                }
                 (run_id, result)
             }
             // The engine catches a step's panic; one outside it (in this loop's own code
             // around the drive) still frees the run's slot and is counted, and the lease
             // left behind lets the run be claimed again.
             Err(e) => {
-                let run_id = tasks.runs.remove(&e.id()).unwrap_or_default();
+                let Some((run_id, _)) = tasks.runs.remove(&e.id()) else {
+                    // Abandoned: the run belongs to the task driving it afresh.
+                    return;
+                };
                 tracing::error!(run = %run_id, error = %e, "a run's task ended abnormally");
                 self.errors += 1;
                 in_flight.lock().expect("in-flight lock").remove(&run_id);

@@ -20,6 +20,8 @@ pub enum Interrupt {
     /// Stop a run whatever its state: before promotion it rolls back, after it the grace ends
     /// now and the old credential is retired as usual.
     RetireNow,
+    /// A stuck run a person repaired by hand, closed without any step (`close_by_hand`).
+    ResolvedByHand,
 }
 
 impl Interrupt {
@@ -28,6 +30,7 @@ impl Interrupt {
             Interrupt::Emergency => "emergency",
             Interrupt::Cancel => "cancel",
             Interrupt::RetireNow => "retire_now",
+            Interrupt::ResolvedByHand => "resolved_by_hand",
         }
     }
 }
@@ -60,6 +63,50 @@ impl Store {
             if run.is_some() {
                 self.announce_work().await?;
             }
+            Ok(run)
+        })
+    }
+}
+
+/// What a person found in the vault when closing a stuck run by hand: the version consumers
+/// read, which the store records as the credential's current one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundCurrent {
+    pub version: String,
+    pub fingerprint: String,
+}
+
+impl Store {
+    /// Closes a stuck run a person repaired by hand: over (`completed` when it had promoted,
+    /// `rolled_back` when its rollback was stuck) without any step, the credential's record set
+    /// to what the vault holds now, audited with who and why. `None` when the run is not stuck.
+    pub async fn close_by_hand(
+        &self,
+        run_id: &str,
+        current: Option<&FoundCurrent>,
+        actor: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Option<RunRow>, StoreError> {
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let run: Option<RunRow> = sqlx::query_as(sql::CLOSE_BY_HAND)
+                .bind(run_id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(run) = &run {
+                sqlx::query(sql::RECORD_REPAIRED_CREDENTIAL)
+                    .bind(&run.credential_id)
+                    .bind(current.map(|c| c.version.as_str()))
+                    .bind(current.map(|c| c.fingerprint.as_str()))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let detail = format!("{}: closed {} by hand; {reason}", Interrupt::ResolvedByHand.as_str(), run.state);
+                append_audit!(tx, now, &AuditEntry::new(actor, "interrupt").credential(&run.credential_id).run(&run.id).detail(detail));
+            }
+            tx.commit().await?;
             Ok(run)
         })
     }

@@ -585,6 +585,21 @@ WHERE credential_id = $1 AND state NOT IN ",
 RETURNING *"
 );
 
+/// Run by `Store::close_by_hand` (store/incident.rs).
+pub const CLOSE_BY_HAND: &str = "\
+UPDATE runs SET state = CASE WHEN stuck_from = 'rolling_back' THEN 'rolled_back' ELSE 'completed' END,
+    interrupt = 'resolved_by_hand', stuck_from = NULL, lease_owner = NULL, lease_until = NULL,
+    finished_at = $2, updated_at = $2
+WHERE id = $1 AND state = 'stuck'
+RETURNING *";
+
+/// Run by `Store::close_by_hand`: the credential as the vault holds it after the repair.
+pub const RECORD_REPAIRED_CREDENTIAL: &str = "\
+UPDATE credentials SET current_version = COALESCE($2, current_version),
+    current_fingerprint = COALESCE($3, current_fingerprint), last_error = NULL,
+    consecutive_failures = 0, updated_at = $4
+WHERE id = $1";
+
 #[cfg(test)]
 mod tests {
     use crate::model::state::RunState;

@@ -135,3 +135,48 @@ pub fn audit_text(rotor: &Rotor) -> String {
             .collect()
     })
 }
+
+/// A daemon whose verify hangs (paused at a failpoint, its heartbeat still renewing its
+/// lease) is preempted: the interruption stops its heartbeats, its lease runs out, and the
+/// emergency rolls its candidate back and rotates.
+#[cfg(feature = "failpoints")]
+#[test]
+fn an_emergency_preempts_a_daemon_hung_in_verify() {
+    let rotor = Rotor::new("");
+    let fixture = providers::setup(Provider::Postgres, "emergency_hung", rotor.dir.path());
+    std::fs::write(&rotor.config, fixture.config("1h", rotor.dir.path())).unwrap();
+    rotor.ok(&["rotate", "app/key0"]);
+    let first = current(&rotor);
+    rotor.ok(&["rotate", "app/key0", "--no-wait"]);
+    let mut cmd = rotor.command(&["run", "--poll", "1s", "--lease", "3s"]);
+    cmd.env("ROTOR_FAILPOINT", "verify:before");
+    let (hung, _) = spawn_until(cmd, "FAILPOINT verify:before", Duration::from_secs(30))
+        .expect("the daemon reaches verify");
+    let hung = Daemon(hung);
+
+    let started = Instant::now();
+    let out = rotor.run(&["rotate", "app/key0", "--emergency", "--reason", "leak"]);
+    eprintln!(
+        "rotate --emergency past a hung verify took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("rolled_back first"), "{stdout}");
+    drop(hung);
+
+    let fresh = current(&rotor);
+    fixture.check_rotated(&fresh, &first);
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    let states: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["completed", "rolled_back", "completed"],
+        "{history}"
+    );
+}

@@ -6,6 +6,7 @@ mod support;
 
 mod alerts;
 mod aws_iam_access_key;
+mod cancel;
 mod conformance;
 mod crash;
 mod daemon;
