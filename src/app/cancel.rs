@@ -55,7 +55,7 @@ pub enum Cancelled {
     /// Closed by hand, with what rotor found before closing it.
     Closed {
         run: Box<RunRow>,
-        found: Found,
+        found: Box<Found>,
     },
 }
 
@@ -165,7 +165,7 @@ async fn close_by_hand(
         .await?;
     Ok(Cancelled::Closed {
         run: Box::new(run),
-        found,
+        found: Box::new(found),
     })
 }
 
