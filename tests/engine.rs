@@ -968,6 +968,25 @@ rotator = {{ kind = "manual", remind_before = "14d", instructions = "https://con
         );
     }
 
+    /// The emergency completes the live run (its grace cut short), then replaces the current
+    /// credential: only a fresh version is left.
+    async fn replaced_after_completing(world: &World, exposed: &[String], case: &str) {
+        let out = emergency::rotate(&world.store, &world.runtime, &world.id, &asking(world))
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                &out,
+                Emergency::Done {
+                    interrupted: Some((_, RunState::Completed)),
+                    ..
+                }
+            ),
+            "{case}: {out:?}"
+        );
+        only_fresh(world, exposed).await;
+    }
+
     #[tokio::test]
     async fn an_emergency_in_grace_leaves_one_fresh_version_in_every_vault() {
         for kind in [VaultKind::File, VaultKind::OpenBao, VaultKind::Aws] {
@@ -979,20 +998,7 @@ rotator = {{ kind = "manual", remind_before = "14d", instructions = "https://con
                 .as_ref()
                 .expect("grace keeps the previous version");
             let exposed = [value(&before.current), value(previous)];
-            let out = emergency::rotate(&world.store, &world.runtime, &world.id, &asking(&world))
-                .await
-                .unwrap();
-            assert!(
-                matches!(
-                    &out,
-                    Emergency::Done {
-                        interrupted: Some((_, RunState::Completed)),
-                        ..
-                    }
-                ),
-                "{kind:?}: {out:?}"
-            );
-            only_fresh(&world, &exposed).await;
+            replaced_after_completing(&world, &exposed, &format!("{kind:?}")).await;
         }
     }
 
@@ -1079,19 +1085,6 @@ rotator = {{ kind = "manual", remind_before = "14d", instructions = "https://con
             .await
             .unwrap();
         }
-        let out = emergency::rotate(&world.store, &world.runtime, &world.id, &asking(&world))
-            .await
-            .unwrap();
-        assert!(
-            matches!(
-                &out,
-                Emergency::Done {
-                    interrupted: Some((_, RunState::Completed)),
-                    ..
-                }
-            ),
-            "{out:?}"
-        );
-        only_fresh(&world, &exposed).await;
+        replaced_after_completing(&world, &exposed, "stuck").await;
     }
 }

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::{CliError, CliResult, Context, Exit, actor, print_json};
@@ -49,14 +48,8 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         grace: args.grace,
     };
     let store = ctx.open_store(&config).await?;
-    let stopping = Arc::new(AtomicBool::new(false));
-    let flag = stopping.clone();
-    let ctrl_c = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("stopping after the step in flight; the drill's runs stay resumable");
-            flag.store(true, Ordering::SeqCst);
-        }
-    });
+    let (stopping, ctrl_c) =
+        super::stop_on_ctrl_c("stopping after the step in flight; the drill's runs stay resumable");
     let drilling = Drilling {
         actor: actor(),
         clock: Arc::new(SystemClock),

@@ -3,7 +3,6 @@
 //! authenticates; 4 names what may still work and what to do.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::rotate::{Args, cli_error};
 use super::{CliError, CliResult, Context, Exit, actor};
@@ -16,14 +15,9 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let store = ctx.open_store(&config).await?;
     let actor = actor();
     let reason = args.reason.as_deref().unwrap_or("no reason given");
-    let stopping = Arc::new(AtomicBool::new(false));
-    let flag = stopping.clone();
-    let ctrl_c = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("stopping after the step in flight; the emergency is NOT over: run it again");
-            flag.store(true, Ordering::SeqCst);
-        }
-    });
+    let (stopping, ctrl_c) = super::stop_on_ctrl_c(
+        "stopping after the step in flight; the emergency is NOT over: run it again",
+    );
     let asking = Asking {
         actor: &actor,
         reason,

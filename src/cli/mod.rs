@@ -281,6 +281,25 @@ pub fn actor() -> String {
     format!("cli:{user}")
 }
 
+/// Ctrl-C sets the returned flag (after printing `says`), so that the command stops after the
+/// step in flight and leaves its runs resumable. Abort the handle when the command is done.
+pub fn stop_on_ctrl_c(
+    says: &'static str,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stopping.clone();
+    let handle = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("{says}");
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (stopping, handle)
+}
+
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Internal(e.into()))?;
