@@ -71,6 +71,10 @@ pub enum Condition {
     RetriesExhausted,
     /// A failure after promotion, or a rollback that could not finish: a person must act.
     Stuck,
+    /// A step after promotion (or of a rollback) keeps failing on a transient cause past its
+    /// retry budget: rotor keeps retrying at the capped backoff and resolves this by itself
+    /// when the run completes. A person may fix the cause sooner.
+    Retrying,
     /// Someone changed the provider or vault out of band.
     Conflict,
     /// The current credential is older than its `max_age`.
@@ -96,6 +100,7 @@ impl Condition {
         Condition::RolledBack,
         Condition::RetriesExhausted,
         Condition::Stuck,
+        Condition::Retrying,
         Condition::Conflict,
         Condition::TooOld,
         Condition::Overdue,
@@ -108,6 +113,7 @@ impl Condition {
             Condition::RolledBack => "rolled_back",
             Condition::RetriesExhausted => "retries_exhausted",
             Condition::Stuck => "stuck",
+            Condition::Retrying => "retrying",
             Condition::Conflict => "conflict",
             Condition::TooOld => "too_old",
             Condition::Overdue => "overdue",
@@ -125,6 +131,7 @@ impl Condition {
                 "RotorRotationFailed"
             }
             Condition::Stuck => "RotorStuckRun",
+            Condition::Retrying => "RotorRunRetrying",
             Condition::TooOld => "RotorCredentialTooOld",
             Condition::Overdue => "RotorRotationOverdue",
             Condition::DrillOverdue => "RotorDrillOverdue",
@@ -139,6 +146,9 @@ impl Condition {
             Condition::RolledBack => "rotation failed and was rolled back",
             Condition::RetriesExhausted => "rotation failed: retries exhausted, rolled back",
             Condition::Stuck => "rotation is stuck and needs a person",
+            Condition::Retrying => {
+                "rotation keeps failing on a transient cause; rotor keeps retrying"
+            }
             Condition::Conflict => "rotation stopped: the credential was changed outside rotor",
             Condition::TooOld => "credential is older than its max_age",
             Condition::Overdue => "rotation window missed: due over an hour ago, not started",

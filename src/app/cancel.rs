@@ -126,14 +126,15 @@ pub async fn cancel(
     })
 }
 
-/// Looks at the provider and the vault, then closes the stuck run and resolves its alert.
+/// Looks at the provider and the vault, then closes the stuck (or retrying) run and resolves
+/// its alert.
 async fn close_by_hand(
     store: &Store,
     runtime: &Runtime,
     live: RunRow,
     asking: &Asking<'_>,
 ) -> Result<Cancelled, RotateError> {
-    if live.state() != RunState::Stuck {
+    if live.state() != RunState::Stuck && !super::status::is_retrying(&live) {
         return Ok(Cancelled::NotStuck(Box::new(live)));
     }
     let credential = runtime
@@ -158,7 +159,7 @@ async fn close_by_hand(
         .resolve(
             store,
             &credential.id,
-            &[Condition::Stuck],
+            &[Condition::Stuck, Condition::Retrying],
             &credential.alerts,
             now,
         )

@@ -133,7 +133,14 @@ fn exposure(run: &RunRow) -> Exposure {
     };
     let replaced = version(&run.replaced_version, &run.replaced_fingerprint);
     let candidate = version(&run.pending_version, &run.pending_fingerprint);
-    let (live, action) = match run.stuck_from {
+    // A run that keeps retrying heals by itself; a stuck one waits for a person.
+    let retrying = run.state() != RunState::Stuck;
+    let from = if retrying {
+        Some(run.state())
+    } else {
+        run.stuck_from
+    };
+    let (live, mut action) = match from {
         Some(RunState::RollingBack) => (
             format!(
                 "the current credential, {replaced}, still authenticates; the candidate {candidate} may still be installed at the provider"
@@ -151,6 +158,11 @@ fn exposure(run: &RunRow) -> Exposure {
             ),
         ),
     };
+    if retrying {
+        action = format!(
+            "rotor keeps retrying it on its own and finishes the emergency once the cause is gone (`rotor status {id}` says when it tries next); or {action}"
+        );
+    }
     Exposure {
         run_id: run.id.clone(),
         state: run.state(),

@@ -16,7 +16,8 @@ const LEASE_MS: i64 = 60_000;
 /// How often a run driven elsewhere, or leased by a worker that is losing it, is looked at.
 const POLL: Duration = Duration::from_millis(200);
 
-/// Drives the run until it is at rest (over, or stuck) or `stopping` is set. A step that failed
+/// Drives the run until it is at rest (over, or stuck), retries past its budget (it heals by
+/// itself, at the capped backoff, which a command must not wait out) or `stopping` is set. A step that failed
 /// on a transient cause is retried after its backoff, as the daemon would; a worker that lost
 /// the run to an interruption keeps it until its lease runs out. Returns the run as it ended.
 pub async fn settle(
@@ -35,7 +36,10 @@ pub async fn settle(
                 credential: String::new(),
                 run_id: run_id.to_owned(),
             })?;
-        if run.state().is_at_rest() || stopping.load(Ordering::SeqCst) {
+        if run.state().is_at_rest()
+            || keeps_retrying_unattended(runtime, &run)
+            || stopping.load(Ordering::SeqCst)
+        {
             return Ok(run);
         }
         let now = clock.now_ms();
@@ -55,4 +59,14 @@ pub async fn settle(
             tokio::time::sleep(Duration::from_millis(wait as u64)).await;
         }
     }
+}
+
+/// A run past its retry budget that keeps retrying on a transient cause (after promotion or in
+/// a rollback): it waits minutes between attempts and heals once the cause is gone.
+fn keeps_retrying_unattended(runtime: &Runtime, run: &RunRow) -> bool {
+    let budget = runtime
+        .config
+        .credential(&run.credential_id)
+        .map_or(0, |c| c.retry.max_attempts as i64);
+    super::status::is_retrying(run) && run.attempts >= budget
 }

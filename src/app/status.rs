@@ -33,6 +33,22 @@ pub struct CredentialStatus {
     pub rotation: &'static str,
     /// The latest notification to each of its hooks.
     pub hooks: Vec<HookStatus>,
+    /// What rotor does next for this credential, in words (`stuck`: what a person must do).
+    pub next_action: String,
+    /// When it does that, if it waits for a time.
+    pub next_action_at: Option<String>,
+    /// Set while the credential is paused (`rotor pause`).
+    pub paused: Option<PauseStatus>,
+}
+
+/// Who paused a credential, why, since and until when.
+#[derive(Debug, Serialize)]
+pub struct PauseStatus {
+    pub by: String,
+    pub reason: String,
+    pub since: String,
+    /// `None`: until `rotor resume`.
+    pub until: Option<String>,
 }
 
 /// The latest notification of a credential to one hook.
@@ -78,10 +94,16 @@ impl From<HookState> for HookStatus {
     }
 }
 
-/// What an operator calls the state a credential is in.
-pub fn state_name(row: &CredentialRow, live: Option<&RunRow>) -> &'static str {
+/// What an operator calls the state a credential is in at `now`.
+pub fn state_name(row: &CredentialRow, live: Option<&RunRow>, now: i64) -> &'static str {
     if row.removed_at.is_some() {
         return "removed";
+    }
+    if row.is_paused(now) {
+        return "paused";
+    }
+    if live.is_some_and(is_retrying) {
+        return "retrying";
     }
     match live.map(RunRow::state) {
         None => "idle",
@@ -93,6 +115,81 @@ pub fn state_name(row: &CredentialRow, live: Option<&RunRow>) -> &'static str {
         Some(RunState::RollingBack) => "rolling_back",
         Some(RunState::Stuck) => "stuck",
         Some(RunState::Completed | RunState::RolledBack) => "idle",
+    }
+}
+
+/// A run waiting to try a step again after a transient failure: it heals by itself, unlike a
+/// stuck one.
+pub fn is_retrying(run: &RunRow) -> bool {
+    !run.state().is_at_rest() && run.attempts > 0 && run.error_class.as_deref() == Some("transient")
+}
+
+/// What rotor does next for a credential, and when: the `next_action` of status.
+fn next_action(
+    config: &Config,
+    row: &CredentialRow,
+    run: Option<&RunRow>,
+    now: i64,
+) -> (String, Option<i64>) {
+    let id = &row.id;
+    if row.removed_at.is_some() {
+        return ("nothing: removed from the config".into(), None);
+    }
+    let run = run.filter(|r| !r.state().is_terminal());
+    let step = |r: &RunRow| {
+        crate::engine::next_step(r).map_or_else(|| r.state().to_string(), |s| s.to_string())
+    };
+    if row.is_paused(now) {
+        let waits = match run {
+            Some(r) if !r.state().is_at_rest() => {
+                format!("; run {} waits before {}", r.id, step(r))
+            }
+            _ => String::new(),
+        };
+        let until = match row.paused_until {
+            Some(at) => format!("resumes at {}", rfc3339(at)),
+            None => format!("not scheduled until `rotor resume {id}`"),
+        };
+        return (format!("paused: {until}{waits}"), row.paused_until);
+    }
+    match run {
+        Some(r) if r.state() == RunState::Stuck => (
+            format!(
+                "waits for a person: fix the cause, then `rotor rotate {id}` resumes it from {}; or `rotor cancel {id} --resolved-by-hand --reason TEXT` after repairing it by hand",
+                r.stuck_from
+                    .map_or("where it stopped".into(), |s| s.to_string())
+            ),
+            None,
+        ),
+        Some(r) if is_retrying(r) => (
+            format!(
+                "retries {} by itself (attempt {} failed on a transient cause)",
+                step(r),
+                r.attempts
+            ),
+            Some(r.not_before.max(now)),
+        ),
+        Some(r) if r.state() == RunState::Promoted => (
+            "retires the previous credential when the grace ends".into(),
+            r.grace_until.or(Some(r.not_before)).map(|t| t.max(now)),
+        ),
+        Some(r) => (
+            format!("{} (run {})", step(r), r.id),
+            Some(r.not_before.max(now)),
+        ),
+        None => match config.credential(id) {
+            Some(c) if c.by_hand().is_some() => (
+                "a person rotates it, then `rotor confirm`".into(),
+                crate::scheduler::by_hand::deadline(c, row),
+            ),
+            _ => match row.next_due_at {
+                Some(at) => ("rotates on schedule".into(), Some(at.max(now))),
+                None => (
+                    "nothing scheduled: `rotor rotate` starts a rotation".into(),
+                    None,
+                ),
+            },
+        },
     }
 }
 
@@ -123,6 +220,7 @@ pub async fn status(
         .iter()
         .map(|row| {
             let run = live.get(&row.id);
+            let (next_action, next_action_at) = next_action(config, row, run, now);
             let by_hand = config
                 .credential(&row.id)
                 .filter(|c| c.by_hand().is_some())
@@ -131,7 +229,7 @@ pub async fn status(
                 id: row.id.clone(),
                 provider: row.provider.clone(),
                 vault: row.vault.clone(),
-                state: state_name(row, run).into(),
+                state: state_name(row, run, now).into(),
                 current_version: row.current_version.clone(),
                 current_fingerprint: row
                     .current_fingerprint
@@ -156,6 +254,14 @@ pub async fn status(
                     "automatic"
                 },
                 hooks: hooks.remove(&row.id).unwrap_or_default(),
+                next_action,
+                next_action_at: next_action_at.map(rfc3339),
+                paused: row.is_paused(now).then(|| PauseStatus {
+                    by: row.paused_by.clone().unwrap_or_default(),
+                    reason: row.paused_reason.clone().unwrap_or_default(),
+                    since: rfc3339(row.paused_at.unwrap_or_default()),
+                    until: row.paused_until.map(rfc3339),
+                }),
             }
         })
         .collect();

@@ -66,7 +66,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         }
         Cancelled::Promoted(run) => Err(CliError::usage(promoted_choices(&id, &run))),
         Cancelled::NotStuck(run) => Err(CliError::usage(format_args!(
-            "run {} of {id} is {}, not stuck: `--resolved-by-hand` closes only a stuck run; `rotor cancel {id}` (or `--retire-now`) stops a live one",
+            "run {} of {id} is {}, neither stuck nor retrying: `--resolved-by-hand` closes only a run that waits for a person or keeps failing; `rotor cancel {id}` (or `--retire-now`) stops a live one",
             run.id, run.state
         ))),
         Cancelled::Ended(run) => Err(CliError::Failed(anyhow::anyhow!(

@@ -55,6 +55,22 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
             s.last_error.as_deref().unwrap_or("")
         );
     }
+    // What rotor does next is in the table's NEXT DUE for an idle credential; the others
+    // say it in words, and a stuck one what a person must do.
+    let busy: Vec<_> = statuses.iter().filter(|s| s.state != "idle").collect();
+    if !busy.is_empty() {
+        println!("\n{:<32} NEXT", "ID");
+        for s in busy {
+            let at = s
+                .next_action_at
+                .as_deref()
+                .map_or(String::new(), |at| format!(" (at {at})"));
+            let paused = s.paused.as_ref().map_or(String::new(), |p| {
+                format!(" [paused by {} since {}: {}]", p.by, p.since, p.reason)
+            });
+            println!("{:<32} {}{at}{paused}", s.id, s.next_action);
+        }
+    }
     if statuses.iter().any(|s| !s.hooks.is_empty()) {
         println!(
             "\n{:<32} {:<20} {:<9} {:<10} {:>8} {:>7}  LAST ERROR",

@@ -309,6 +309,11 @@ fn nothing_to_do(ctx: &Ctx<'_>, run: &RunRow, step: Step) -> bool {
         }
 }
 
+/// The step this run takes next, if any.
+pub fn next_step(run: &RunRow) -> Option<Step> {
+    next_transition(run, run.state()).map(|t| t.step)
+}
+
 /// The step that leaves `state` for this run: the state machine's, except that a dry-run
 /// drill discards the verified candidate instead of promoting it.
 pub(super) fn next_transition(run: &RunRow, state: RunState) -> Option<state::Transition> {

@@ -23,12 +23,12 @@ impl Engine {
     ) -> Result<Option<Driven>, EngineError> {
         let attempt = run.attempts + 1;
         let message = format!("{step} failed (attempt {attempt}): {}", error.message);
-        // Never sooner than the provider asked (a rate limit's reset).
+        let retry = &ctx.credential.retry;
+        let within_budget = retry.delay(attempt as u32);
         let retry_in = match error.class {
-            ErrorClass::Transient => ctx
-                .credential
-                .retry
-                .delay(attempt as u32)
+            ErrorClass::Transient => within_budget
+                .or_else(|| keeps_retrying(run).then(|| retry.delay_past_budget()))
+                // Never sooner than the provider asked (a rate limit's reset).
                 .map(|d| d.max(error.retry_after.unwrap_or_default())),
             _ => None,
         };
@@ -36,6 +36,10 @@ impl Engine {
         run.error_class = Some(error.class.as_str().to_owned());
         if let Some(delay) = retry_in {
             tracing::warn!(step = %step, attempt, retry_in_ms = delay.as_millis() as u64, error = %error.message, "step failed; will retry");
+            if within_budget.is_none() {
+                self.raise_retrying(ctx, run, step, attempt, delay, &message)
+                    .await?;
+            }
             return self
                 .retry_later(run, step, seq, message, delay)
                 .await
@@ -61,6 +65,49 @@ impl Engine {
             .detail(format!("{} at {step}", alert.condition.as_str()));
         self.store.audit(&audit, self.now()).await?;
         Ok((to == RunState::Stuck).then_some(Driven::Finished(RunState::Stuck)))
+    }
+
+    /// The alert of a run that keeps retrying past its budget (raised once; the run's
+    /// completion resolves it).
+    async fn raise_retrying(
+        &self,
+        ctx: &Ctx<'_>,
+        run: &RunRow,
+        step: Step,
+        attempt: i64,
+        delay: std::time::Duration,
+        cause: &str,
+    ) -> Result<(), EngineError> {
+        let id = &ctx.credential.id;
+        let alert = Alert {
+            credential_id: id.clone(),
+            provider: ctx.credential.provider().to_owned(),
+            condition: Condition::Retrying,
+            step: step.as_str().to_owned(),
+            attempt,
+            run_id: run.id.clone(),
+            cause: cause.to_owned(),
+            action: format!(
+                "nothing is needed for it to heal: rotor retries {step} about every {} until it \
+                 succeeds, then resolves this alert (`rotor status {id}` shows the next attempt); \
+                 fixing the cause sooner speeds it up",
+                crate::config::Duration::from_secs(ctx.credential.retry.max.as_secs().max(1))
+            ),
+            raised_at: String::new(),
+        };
+        let raised = ctx
+            .runtime
+            .alerter
+            .raise(&self.store, &alert, &ctx.credential.alerts, self.now())
+            .await?;
+        if raised {
+            tracing::error!(step = %step, attempt, retry_in_ms = delay.as_millis() as u64, "retries exhausted after promotion; retrying at the cap until it heals");
+            let audit = self
+                .audit(run, "alert")
+                .detail(format!("{} at {step}", Condition::Retrying.as_str()));
+            self.store.audit(&audit, self.now()).await?;
+        }
+        Ok(())
     }
 
     /// The same step again after `delay`, from the durable timer.
@@ -132,6 +179,14 @@ impl Engine {
         self.commit(run, commit).await?;
         Ok(to)
     }
+}
+
+/// Whether a transient failure past the retry budget keeps the run retrying rather than
+/// giving up. Giving up after promotion (or in a rollback) leaves the run stuck for a person,
+/// so there a cause that heals by itself is waited out; before promotion giving up rolls back,
+/// which loses nothing. A drill's run gives up: the person drilling is watching it.
+fn keeps_retrying(run: &RunRow) -> bool {
+    run.drill.is_none() && run.state().on_failure() == RunState::Stuck
 }
 
 /// Where a run failed: the step and its attempt, the state it left and the one it entered.

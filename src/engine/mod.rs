@@ -20,6 +20,7 @@ mod runtime;
 mod step;
 
 pub use crate::model::state;
+pub use drive::next_step;
 pub use error::{EngineError, StepError};
 pub use runtime::Runtime;
 

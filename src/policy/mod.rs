@@ -302,11 +302,14 @@ impl RetryPolicy {
     /// step fixed, half random), so a delay never exceeds `max`: an operator who configured
     /// `max = "4s"` waits at most four seconds, and retries of many runs still spread out.
     pub fn delay(&self, attempt: u32) -> Option<std::time::Duration> {
-        use rand::Rng;
-        let step = self.step(attempt)?;
-        let half = step / 2;
-        let spread = (step - half).as_millis() as u64;
-        Some(half + std::time::Duration::from_millis(rand::rng().random_range(0..=spread)))
+        self.step(attempt).map(jittered)
+    }
+
+    /// The delay between attempts once the budget is spent, for a run that keeps retrying
+    /// because giving up would leave it for a person (a failure after promotion on a
+    /// transient cause): the cap, jittered within it.
+    pub fn delay_past_budget(&self) -> std::time::Duration {
+        jittered(self.max)
     }
 
     /// The capped exponential step of retry number `attempt`, before jitter.
@@ -317,6 +320,14 @@ impl RetryPolicy {
         let factor = 1u32 << attempt.saturating_sub(1).min(30);
         Some(self.initial.saturating_mul(factor).min(self.max))
     }
+}
+
+/// `step`, half of it fixed and half random: never longer than `step`.
+fn jittered(step: std::time::Duration) -> std::time::Duration {
+    use rand::Rng;
+    let half = step / 2;
+    let spread = (step - half).as_millis() as u64;
+    half + std::time::Duration::from_millis(rand::rng().random_range(0..=spread))
 }
 
 impl Schedule {

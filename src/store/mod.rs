@@ -263,6 +263,18 @@ pub struct CredentialRow {
     pub expires_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// `rotor pause`: since when, until when (`None`: until `rotor resume`), by whom and why.
+    pub paused_at: Option<i64>,
+    pub paused_until: Option<i64>,
+    pub paused_by: Option<String>,
+    pub paused_reason: Option<String>,
+}
+
+impl CredentialRow {
+    /// Whether the credential is paused at `now`: a pause with an end is over once it passed.
+    pub fn is_paused(&self, now: i64) -> bool {
+        self.paused_at.is_some() && self.paused_until.is_none_or(|until| until > now)
+    }
 }
 
 /// A run as the store keeps it.

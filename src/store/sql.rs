@@ -585,12 +585,14 @@ WHERE credential_id = $1 AND state NOT IN ",
 RETURNING *"
 );
 
-/// Run by `Store::close_by_hand` (store/incident.rs).
+/// Run by `Store::close_by_hand` (store/incident.rs): a stuck run, or one that keeps retrying
+/// after promotion (or in a rollback) on a transient cause. A worker retrying it loses its save.
 pub const CLOSE_BY_HAND: &str = "\
-UPDATE runs SET state = CASE WHEN stuck_from = 'rolling_back' THEN 'rolled_back' ELSE 'completed' END,
+UPDATE runs SET state = CASE WHEN stuck_from = 'rolling_back' OR state = 'rolling_back' THEN 'rolled_back' ELSE 'completed' END,
     interrupt = 'resolved_by_hand', stuck_from = NULL, lease_owner = NULL, lease_until = NULL,
     finished_at = $2, updated_at = $2
-WHERE id = $1 AND state = 'stuck'
+WHERE id = $1 AND (state = 'stuck'
+    OR (state IN ('promoted', 'retiring', 'rolling_back') AND error_class = 'transient' AND attempts > 0))
 RETURNING *";
 
 /// Run by `Store::close_by_hand`: the credential as the vault holds it after the repair.

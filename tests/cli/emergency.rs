@@ -9,10 +9,10 @@ use crate::rotation::read_document;
 use crate::support::{Rotor, spawn_until};
 
 /// A daemon on the rotor's store until dropped (SIGTERM, then waited for).
-struct Daemon(std::process::Child);
+pub struct Daemon(std::process::Child);
 
 impl Daemon {
-    fn start(rotor: &Rotor) -> Daemon {
+    pub fn start(rotor: &Rotor) -> Daemon {
         let cmd = rotor.command(&["run", "--poll", "1s"]);
         let (child, _) =
             spawn_until(cmd, "rotor started", Duration::from_secs(30)).expect("the daemon starts");

@@ -21,6 +21,7 @@ mod metrics;
 mod notify;
 mod postgres_password;
 mod providers;
+mod recovery;
 mod redis_acl_password;
 mod rotation;
 mod scale;

@@ -66,7 +66,7 @@ pub fn block_on<T>(f: impl Future<Output = T>) -> T {
         .block_on(f)
 }
 
-fn field(c: &Credential, name: &str) -> String {
+pub fn field(c: &Credential, name: &str) -> String {
     c.get(name)
         .unwrap_or_else(|| panic!("credential has no {name}"))
         .expose_secret()
@@ -157,27 +157,38 @@ pub mod pg {
     pub fn server() -> &'static postgres::Postgres {
         static READY: OnceLock<()> = OnceLock::new();
         let server = postgres::shared();
-        READY.get_or_init(|| {
-            server.psql("postgres", &format!("CREATE DATABASE {DATABASE}"));
-            server.psql(
-                DATABASE,
-                &format!(
-                    "CREATE ROLE app_group NOLOGIN;
-                     CREATE SCHEMA app; CREATE TABLE app.orders (id int);
-                     GRANT USAGE ON SCHEMA app TO app_group; GRANT SELECT ON app.orders TO app_group;
-                     CREATE ROLE rotor_admin LOGIN CREATEROLE PASSWORD '{ADMIN_PASSWORD}';"
-                ),
-            );
-        });
+        READY.get_or_init(|| prepare(server));
         server
     }
 
+    /// Creates the `apps` database, its `app_group` role and the admin role on `server`.
+    pub fn prepare(server: &postgres::Postgres) {
+        server.psql("postgres", &format!("CREATE DATABASE {DATABASE}"));
+        server.psql(
+            DATABASE,
+            &format!(
+                "CREATE ROLE app_group NOLOGIN;
+                 CREATE SCHEMA app; CREATE TABLE app.orders (id int);
+                 GRANT USAGE ON SCHEMA app TO app_group; GRANT SELECT ON app.orders TO app_group;
+                 CREATE ROLE rotor_admin LOGIN CREATEROLE PASSWORD '{ADMIN_PASSWORD}';"
+            ),
+        );
+    }
+
     pub fn dsn(user: &str) -> String {
-        format!("postgres://{user}@127.0.0.1:{}/{DATABASE}", server().port)
+        dsn_on(server(), user)
+    }
+
+    fn dsn_on(server: &postgres::Postgres, user: &str) -> String {
+        format!("postgres://{user}@127.0.0.1:{}/{DATABASE}", server.port)
     }
 
     pub fn setup(unique: &str, dir: &Path) -> Fixture {
-        let server = server();
+        setup_on(server(), unique, dir)
+    }
+
+    /// The role pair on a server of the test's own (`prepare`d), for a test that stops it.
+    pub fn setup_on(server: &postgres::Postgres, unique: &str, dir: &Path) -> Fixture {
         let (a, b) = (format!("{unique}_a"), format!("{unique}_b"));
         server.psql(
             DATABASE,
@@ -192,7 +203,7 @@ pub mod pg {
             provider: Provider::Postgres,
             rotator: format!(
                 "kind = \"postgres_password\"\nstrategy = \"alternating\"\nusers = [\"{a}\", \"{b}\"]\ndsn = \"{}\"\nadmin = {{ file = \"{}\" }}\nverify_query = \"{VERIFY_QUERY}\"\n",
-                dsn("rotor_admin"),
+                dsn_on(server, "rotor_admin"),
                 admin_file.display()
             ),
             accounts: vec![a, b],

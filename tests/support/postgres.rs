@@ -173,6 +173,18 @@ impl Postgres {
     /// Stops the server (fast shutdown: every connection is cut), keeps it down for `down`,
     /// and starts it again on the same port and data.
     pub fn restart(&self, down: Duration) {
+        self.stop();
+        std::thread::sleep(down);
+        self.launch();
+    }
+
+    /// Starts a server `stop` stopped, on the same port and data.
+    pub fn start_again(&self) {
+        self.launch();
+    }
+
+    /// Stops the server (fast shutdown: every connection is cut) and waits until it is gone.
+    pub fn stop(&self) {
         let pid_file = self.dir.join("data/postmaster.pid");
         let pid = std::fs::read_to_string(&pid_file)
             .expect("postmaster.pid")
@@ -193,8 +205,6 @@ impl Postgres {
             assert!(Instant::now() < deadline, "PostgreSQL did not stop");
             std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(down);
-        self.launch();
     }
 
     /// Runs SQL as the superuser on database `db`; panics with psql's message on failure.

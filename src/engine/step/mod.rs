@@ -94,13 +94,20 @@ impl Engine {
                 .await
                 .map_err(store_step_error)?;
         }
-        if step == Step::Retire && matches!(outcome.performed, Performed::Done(_)) {
+        // A completed rotation puts every failure right; a rollback that finished only the
+        // retrying it needed (its own failure stays raised).
+        let resolves: &[Condition] = match step {
+            Step::Retire => Condition::RESOLVED_BY_ROTATION,
+            Step::Rollback => &[Condition::Retrying],
+            _ => &[],
+        };
+        if !resolves.is_empty() && matches!(outcome.performed, Performed::Done(_)) {
             ctx.runtime
                 .alerter
                 .resolve(
                     &self.store,
                     &ctx.credential.id,
-                    Condition::RESOLVED_BY_ROTATION,
+                    resolves,
                     &ctx.credential.alerts,
                     now,
                 )
