@@ -28,6 +28,15 @@ pub enum RotateError {
     Engine(#[from] EngineError),
     #[error("run {run_id} of {credential} is gone from the store")]
     Vanished { credential: String, run_id: String },
+    #[error(
+        "`{id}` is paused by {by} {until}: {reason}; `rotor resume {id}` first, or `rotor rotate {id} --emergency --reason TEXT` if it is exposed"
+    )]
+    Paused {
+        id: String,
+        by: String,
+        reason: String,
+        until: String,
+    },
 }
 
 /// What the store recorded for the request.
@@ -93,6 +102,18 @@ pub async fn request(
     }
     daemon::reconcile(store, config, clock).await?;
     let now = clock.now_ms();
+    if let Some(row) = store.credential(id).await?
+        && row.is_paused(now)
+    {
+        return Err(RotateError::Paused {
+            id: id.to_owned(),
+            by: row.paused_by.unwrap_or_default(),
+            reason: row.paused_reason.unwrap_or_default(),
+            until: row.paused_until.map_or("until resumed".to_owned(), |at| {
+                format!("until {}", crate::clock::rfc3339(at))
+            }),
+        });
+    }
     let run = daemon::new_run(id, "manual", false, credential.grace.as_std(), now);
     let outcome = store.request_rotation(&run, actor, now).await?;
     let live = store

@@ -7,6 +7,7 @@ mod confirm;
 mod drill;
 mod emergency;
 mod history;
+mod pause;
 mod plan;
 mod policy;
 mod rotate;
@@ -157,6 +158,11 @@ pub enum Command {
     Cancel(cancel::Args),
     /// Drill rotations: prove that credentials rotate, consumers survive and alerts arrive.
     Drill(drill::Args),
+    /// Stop scheduling credentials (a provider's maintenance, a migration); live runs wait
+    /// after the step in flight. An emergency rotation still goes through.
+    Pause(pause::PauseArgs),
+    /// End a pause: the credentials are scheduled again and their live runs go on.
+    Resume(pause::ResumeArgs),
     /// Record that a credential rotated by hand (`manual` rotator) was rotated.
     Confirm(confirm::Args),
     /// Show each credential's state, version, age and last error.
@@ -225,6 +231,8 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Cancel(args) => cancel::run(&ctx, args).await,
         Command::Status(args) => status::run(&ctx, args).await,
         Command::Confirm(args) => confirm::run(&ctx, args).await,
+        Command::Pause(args) => pause::pause(&ctx, args).await,
+        Command::Resume(args) => pause::resume(&ctx, args).await,
         Command::Drill(args) => drill::run(&ctx, args).await,
         Command::History(args) => history::run(&ctx, args).await,
         Command::Audit(args) => audit::run(&ctx, args).await,

@@ -98,7 +98,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
 
 pub(super) fn cli_error(e: RotateError) -> CliError {
     match e {
-        RotateError::ByHand(_) => CliError::usage(e),
+        RotateError::ByHand(_) | RotateError::Paused { .. } => CliError::usage(e),
         RotateError::Store(e) => CliError::Store(e),
         RotateError::Engine(e) => CliError::Engine(e),
         RotateError::Vanished { .. } => CliError::Internal(e.into()),

@@ -125,6 +125,18 @@ impl Driller {
             .expect("config validation: the vault exists");
         let bar = self.progress.start(&credential.id, &scenario);
 
+        // A pause is a person's word that the provider is not to be touched now.
+        if let Some(row) = self.store.credential(&credential.id).await?
+            && row.is_paused(started)
+        {
+            report.problem(format!(
+                "paused by {} ({}): not drilled; `rotor resume {}` when it may be touched, then drill it",
+                row.paused_by.unwrap_or_default(),
+                row.paused_reason.unwrap_or_default(),
+                credential.id
+            ));
+            return Ok(self.finish(report, started, &bar));
+        }
         bar.step("preflight");
         if let Err(e) = rotator.preflight().await {
             report.problem(format!(

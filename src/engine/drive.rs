@@ -14,6 +14,10 @@ use super::step::{Known, Performed};
 use super::{Ctx, DRY_RUN, Driven, Engine};
 use rotor_rotators::Rotator;
 
+/// A run paused until `rotor resume` looks at its pause again this often: `resume` wakes it
+/// at once, this is only the bound should that wake-up be lost.
+const PAUSED_LOOK_AGAIN_MS: i64 = 3_600_000;
+
 /// What one commit saves beside the run: the end of its step, the credential's change, the
 /// audit entry, and the steps passed and begun with it.
 pub(super) struct Commit<'a> {
@@ -45,6 +49,9 @@ impl Engine {
             if self.stopping.load(Ordering::SeqCst) {
                 self.store.release(&run.id, &self.worker).await?;
                 return Ok(Driven::Stopped);
+            }
+            if let Some(until) = self.paused_until(&run).await? {
+                return self.wait_while_paused(&mut run, begun.take(), until).await;
             }
             if transition.step == Step::Grace
                 && let Some(driven) = self.wait_out_grace(ctx, &mut run).await?
@@ -122,6 +129,48 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// When the credential's pause ends (`rotor pause`), if it is paused: its run finished
+    /// the step in flight and goes no further. An emergency, and a drill a person is running,
+    /// go on through a pause: they are the newer word.
+    async fn paused_until(&self, run: &RunRow) -> Result<Option<i64>, StoreError> {
+        if run.emergency != 0 || run.drill.is_some() {
+            return Ok(None);
+        }
+        let now = self.now();
+        Ok(self
+            .store
+            .credential(&run.credential_id)
+            .await?
+            .filter(|row| row.is_paused(now))
+            .map(|row| row.paused_until.unwrap_or(now + PAUSED_LOOK_AGAIN_MS)))
+    }
+
+    /// A paused run waits, unleased, until the pause ends (or `rotor resume` wakes it).
+    async fn wait_while_paused(
+        &self,
+        run: &mut RunRow,
+        begun: Option<(Step, i64)>,
+        until: i64,
+    ) -> Result<Driven, EngineError> {
+        let from = run.state();
+        run.not_before = until;
+        run.lease_owner = None;
+        run.lease_until = None;
+        let step = next_step(run).map_or("", Step::as_str);
+        let audit = self.audit(run, "paused").detail(format!(
+            "{from}: waits before {step} until {}",
+            crate::clock::rfc3339(until)
+        ));
+        let end = begun.map(|(_, seq)| StepEnd {
+            seq,
+            outcome: "waiting",
+            error: None,
+        });
+        self.commit(run, Commit::plain(from, end, audit)).await?;
+        tracing::info!(state = %from, until = %crate::clock::rfc3339(until), "credential paused: the run waits");
+        Ok(Driven::Waiting(until))
     }
 
     /// Grace that has not ended (its timer, or the hooks a `retire_after = "notified"` run

@@ -547,9 +547,11 @@ async fn check_age(
             .await?;
         }
     }
+    // A paused credential is late on purpose; its max_age below still counts.
     if let Some(due) = row.next_due_at
         && now - due > OVERDUE_AFTER_MS
         && !live.contains(&row.id)
+        && !row.is_paused(now)
     {
         raise_found(
             engine,

@@ -110,4 +110,49 @@ impl Store {
             Ok(run)
         })
     }
+
+    /// Pauses credential `id` until `until` (`None`: until `resume`), audited with who and
+    /// why. Returns whether it is in the store (not removed).
+    pub async fn pause(
+        &self,
+        id: &str,
+        until: Option<i64>,
+        actor: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let paused = sqlx::query(sql::PAUSE_CREDENTIAL)
+                .bind(id).bind(now).bind(until).bind(actor).bind(reason)
+                .execute(&mut *tx).await?.rows_affected() > 0;
+            if paused {
+                let until = until.map_or("`rotor resume`".to_owned(), crate::clock::rfc3339);
+                let detail = format!("paused until {until}; {reason}");
+                append_audit!(tx, now, &AuditEntry::new(actor, "pause").credential(id).detail(detail));
+            }
+            tx.commit().await?;
+            Ok(paused)
+        })
+    }
+
+    /// Ends the pause of credential `id`; its live run, if any, is ready at once. Returns
+    /// whether it was paused.
+    pub async fn resume(&self, id: &str, actor: &str, now: i64) -> Result<bool, StoreError> {
+        let resumed = with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let resumed = sqlx::query(sql::RESUME_CREDENTIAL)
+                .bind(id).bind(now).execute(&mut *tx).await?.rows_affected() > 0;
+            if resumed {
+                sqlx::query(sql::WAKE_RESUMED_RUN).bind(id).bind(now).execute(&mut *tx).await?;
+                append_audit!(tx, now, &AuditEntry::new(actor, "resume").credential(id).detail("resumed"));
+            }
+            tx.commit().await?;
+            resumed
+        });
+        if resumed {
+            self.announce_work().await?;
+        }
+        Ok(resumed)
+    }
 }

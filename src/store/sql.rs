@@ -252,18 +252,21 @@ pub const DUE_CREDENTIALS: &str = concat!(
     "\
 SELECT c.id, COALESCE(c.due_reason, 'schedule'), c.next_due_at FROM credentials c
 WHERE c.next_due_at <= $1 AND c.removed_at IS NULL
+  AND (c.paused_at IS NULL OR c.paused_until <= $1)
   AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.credential_id = c.id AND r.state NOT IN ",
     finished_states!(),
     ")
 ORDER BY c.next_due_at LIMIT $2"
 );
 
-/// The first moment after `$1` when something may become ready: a credential due, a run's
-/// timer, a lease that runs out.
+/// The first moment after `$1` when something may become ready: a credential due, a pause
+/// that ends, a run's timer, a lease that runs out.
 pub const NEXT_WAKEUP: &str = concat!(
     "\
 SELECT MIN(t) FROM (
     SELECT MIN(next_due_at) AS t FROM credentials WHERE removed_at IS NULL AND next_due_at > $1
+    UNION ALL
+    SELECT MIN(paused_until) AS t FROM credentials WHERE paused_until > $1
     UNION ALL
     SELECT MIN(not_before) AS t FROM runs
     WHERE lease_owner IS NULL AND state NOT IN ",
@@ -601,6 +604,23 @@ UPDATE credentials SET current_version = COALESCE($2, current_version),
     current_fingerprint = COALESCE($3, current_fingerprint), last_error = NULL,
     consecutive_failures = 0, updated_at = $4
 WHERE id = $1";
+
+/// Run by `Store::pause`: pauses a credential, or pauses it again with a new end and reason.
+pub const PAUSE_CREDENTIAL: &str = "\
+UPDATE credentials SET paused_at = $2, paused_until = $3, paused_by = $4, paused_reason = $5, updated_at = $2
+WHERE id = $1 AND removed_at IS NULL";
+
+/// Run by `Store::resume`.
+pub const RESUME_CREDENTIAL: &str = "\
+UPDATE credentials SET paused_at = NULL, paused_until = NULL, paused_by = NULL, paused_reason = NULL, updated_at = $2
+WHERE id = $1 AND paused_at IS NOT NULL";
+
+/// Run by `Store::resume`: the live run a pause held back is ready now (a grace not over yet
+/// is waited out again by whoever claims it).
+pub const WAKE_RESUMED_RUN: &str = concat!(
+    "UPDATE runs SET not_before = $2, updated_at = $2 WHERE credential_id = $1 AND lease_owner IS NULL AND not_before > $2 AND state NOT IN ",
+    at_rest_states!()
+);
 
 #[cfg(test)]
 mod tests {

@@ -111,7 +111,7 @@ pub async fn render(
     }
 
     type Pick = fn(&crate::store::CredentialRow, i64) -> Option<f64>;
-    let gauges: [(&str, &str, Pick); 5] = [
+    let gauges: [(&str, &str, Pick); 7] = [
         (
             "rotor_credential_age_seconds",
             "Age of the current version (absent until the first rotation: -1).",
@@ -136,6 +136,16 @@ pub async fn render(
             "rotor_last_drill_timestamp_seconds",
             "When the last rotation drill of the credential ran (0: never).",
             |r, _| r.last_drill_at.map(seconds),
+        ),
+        (
+            "rotor_credential_paused",
+            "1 while the credential is paused (`rotor pause`; `rotor status` says who paused it and why: free text is no label).",
+            |r, now| Some(if r.is_paused(now) { 1.0 } else { 0.0 }),
+        ),
+        (
+            "rotor_credential_paused_until_timestamp_seconds",
+            "When the pause ends by itself (0: not paused, or paused until `rotor resume`).",
+            |r, now| r.paused_until.filter(|_| r.is_paused(now)).map(seconds),
         ),
     ];
     for (name, help, pick) in gauges {

@@ -119,6 +119,8 @@ fn every_metric_the_rules_and_the_dashboard_name_is_exported() {
         "RotorDrillOverdue",
         "RotorDown",
         "RotorStuckRun",
+        "RotorRunRetrying",
+        "RotorCredentialPaused",
     ] {
         assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
     }

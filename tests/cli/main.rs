@@ -19,6 +19,7 @@ mod leaks;
 mod manual;
 mod metrics;
 mod notify;
+mod pause;
 mod postgres_password;
 mod providers;
 mod recovery;

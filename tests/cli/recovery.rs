@@ -9,7 +9,7 @@ use crate::providers::{current, field, pg};
 use crate::support::{Rotor, postgres};
 
 /// `(condition, active)` of the credential's alerts, as the store keeps them.
-fn alerts(rotor: &Rotor) -> Vec<(String, i64)> {
+pub fn alerts(rotor: &Rotor) -> Vec<(String, i64)> {
     use sqlx::Connection;
     crate::providers::block_on(async {
         let mut db = sqlx::SqliteConnection::connect(&rotor.store_url())
