@@ -255,7 +255,14 @@ fn a_transient_vault_error_is_retried_with_backoff_then_succeeds() {
         "{history}"
     );
     let status = rotor.json(&["status", "--json"]);
-    assert_eq!(status[0]["state"], "rotating");
+    assert_eq!(status[0]["state"], "retrying");
+    assert!(
+        status[0]["next_action"]
+            .as_str()
+            .unwrap()
+            .contains("retries mint by itself"),
+        "{status}"
+    );
 
     // The cause goes away; the persisted backoff (1-2 s here) passes; the run completes.
     std::fs::remove_dir_all(rotor.path("vault/app/key0.age.pending")).unwrap();
