@@ -15,6 +15,10 @@ pub struct PlanEntry {
     /// `automatic` (rotor rotates it) or `by_hand` (people do; rotor reminds them): the
     /// inventory auditors ask for.
     pub rotation: &'static str,
+    /// Its maximum age ("60d"; `None`: opted out with `max_age = "none"`).
+    pub max_age: Option<String>,
+    /// When the current version reaches it (for one rotated by hand, its deadline).
+    pub max_age_deadline: Option<String>,
 }
 
 /// Every configured credential's next rotation at `now` (ms), soonest first, those never due
@@ -25,9 +29,15 @@ pub async fn plan(store: &Store, config: &Config, now: i64) -> Result<Vec<PlanEn
     let mut entries: Vec<PlanEntry> = config
         .credentials
         .iter()
-        .map(|c| match c.by_hand() {
-            Some(_) => by_hand(c, rows.get(&c.id), now),
-            None => automatic(c, rows.get(&c.id), live.get(&c.id), now),
+        .map(|c| {
+            let mut entry = match c.by_hand() {
+                Some(_) => by_hand(c, rows.get(&c.id), now),
+                None => automatic(c, rows.get(&c.id), live.get(&c.id), now),
+            };
+            entry.max_age = c.schedule.max_age.map(|m| m.to_string());
+            entry.max_age_deadline =
+                super::status::max_age_deadline(c, rows.get(&c.id)).map(rfc3339);
+            entry
         })
         .collect();
     entries.sort_by(|a, b| {
@@ -55,6 +65,8 @@ fn by_hand(c: &Credential, row: Option<&CredentialRow>, now: i64) -> PlanEntry {
             _ => "by_hand".into(),
         },
         rotation: "by_hand",
+        max_age: None,
+        max_age_deadline: None,
     }
 }
 
@@ -90,5 +102,7 @@ fn automatic(
         next_due_at: due.map(rfc3339),
         reason,
         rotation: "automatic",
+        max_age: None,
+        max_age_deadline: None,
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::clock::rfc3339;
-use crate::config::Config;
+use crate::config::{Config, Credential};
 use crate::model::state::RunState;
 use crate::store::notify::{DROPPED, HookState, SUPERSEDED};
 use crate::store::{CredentialRow, RunRow, Store, StoreError};
@@ -39,6 +39,10 @@ pub struct CredentialStatus {
     pub next_action_at: Option<String>,
     /// Set while the credential is paused (`rotor pause`).
     pub paused: Option<PauseStatus>,
+    /// Its maximum age ("60d"; `None`: opted out with `max_age = "none"`).
+    pub max_age: Option<String>,
+    /// When the current version reaches it: `too_old` is raised from then on.
+    pub max_age_deadline: Option<String>,
 }
 
 /// Who paused a credential, why, since and until when.
@@ -116,6 +120,19 @@ pub fn state_name(row: &CredentialRow, live: Option<&RunRow>, now: i64) -> &'sta
         Some(RunState::Stuck) => "stuck",
         Some(RunState::Completed | RunState::RolledBack) => "idle",
     }
+}
+
+/// When a credential's current version reaches its maximum age (for one rotated by hand, its
+/// deadline). Before its first version, counted from when rotor began managing it.
+pub fn max_age_deadline(credential: &Credential, row: Option<&CredentialRow>) -> Option<i64> {
+    if credential.by_hand().is_some() {
+        return row.and_then(|r| crate::scheduler::by_hand::deadline(credential, r));
+    }
+    let since = row.map(|r| r.current_since.unwrap_or(r.created_at))?;
+    credential
+        .schedule
+        .max_age
+        .map(|max_age| since + max_age.as_secs() as i64 * 1000)
 }
 
 /// A run waiting to try a step again after a transient failure: it heals by itself, unlike a
@@ -256,6 +273,14 @@ pub async fn status(
                 hooks: hooks.remove(&row.id).unwrap_or_default(),
                 next_action,
                 next_action_at: next_action_at.map(rfc3339),
+                max_age: config
+                    .credential(&row.id)
+                    .and_then(|c| c.schedule.max_age)
+                    .map(|m| m.to_string()),
+                max_age_deadline: config
+                    .credential(&row.id)
+                    .and_then(|c| max_age_deadline(c, Some(row)))
+                    .map(rfc3339),
                 paused: row.is_paused(now).then(|| PauseStatus {
                     by: row.paused_by.clone().unwrap_or_default(),
                     reason: row.paused_reason.clone().unwrap_or_default(),

@@ -21,13 +21,20 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         print_json(&entries)?;
         return Ok(Exit::Ok);
     }
-    println!("{:<40} {:<22} {:<10} REASON", "ID", "NEXT DUE", "ROTATION");
+    println!(
+        "{:<40} {:<22} {:<10} {:<22} REASON",
+        "ID", "NEXT DUE", "ROTATION", "MAX AGE BY"
+    );
     for e in &entries {
         println!(
-            "{:<40} {:<22} {:<10} {}",
+            "{:<40} {:<22} {:<10} {:<22} {}",
             e.id,
             e.next_due_at.as_deref().unwrap_or("-"),
             e.rotation,
+            e.max_age_deadline.as_deref().unwrap_or(match e.max_age {
+                Some(_) => "-",
+                None => "none",
+            }),
             e.reason
         );
     }

@@ -33,6 +33,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let config = ctx.load_config()?;
+    for w in &config.warnings {
+        tracing::warn!(file = %w.path.display(), line = w.line, column = w.column, "{}", w.message);
+    }
     let store = ctx.open_store(&config).await?;
     let (tx, signals) = tokio::sync::mpsc::channel(4);
     spawn_signal_handlers(tx);

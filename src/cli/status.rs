@@ -31,8 +31,16 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         return Ok(Exit::Ok);
     }
     println!(
-        "{:<32} {:<10} {:<9} {:<12} {:>8} {:>10}  {:<20}  {:<12}  LAST ERROR",
-        "ID", "PROVIDER", "ROTATION", "STATE", "VERSION", "AGE", "NEXT DUE", "LAST DRILL"
+        "{:<32} {:<10} {:<9} {:<12} {:>8} {:>10}  {:<20}  {:<20}  {:<12}  LAST ERROR",
+        "ID",
+        "PROVIDER",
+        "ROTATION",
+        "STATE",
+        "VERSION",
+        "AGE",
+        "NEXT DUE",
+        "MAX AGE BY",
+        "LAST DRILL"
     );
     for s in &statuses {
         let drill = match (&s.last_drill_outcome, &s.last_drill_at) {
@@ -41,7 +49,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
             (Some(outcome), _) => outcome.clone(),
         };
         println!(
-            "{:<32} {:<10} {:<9} {:<12} {:>8} {:>10}  {:<20}  {:<12}  {}",
+            "{:<32} {:<10} {:<9} {:<12} {:>8} {:>10}  {:<20}  {:<20}  {:<12}  {}",
             s.id,
             s.provider,
             s.rotation,
@@ -51,6 +59,10 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
             s.next_due_at
                 .as_deref()
                 .unwrap_or(if s.run_id.is_some() { "-" } else { "manual" }),
+            s.max_age_deadline.as_deref().unwrap_or(match s.max_age {
+                Some(_) => "-",
+                None => "none",
+            }),
             drill,
             s.last_error.as_deref().unwrap_or("")
         );

@@ -26,6 +26,9 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         args.paths
     };
     let config = crate::config::load(&paths)?;
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}\n");
+    }
     let (credentials, files) = (config.credentials.len(), config.sources.len());
     let plural = |n: usize| if n == 1 { "" } else { "s" };
     if args.online {

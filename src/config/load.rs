@@ -21,6 +21,7 @@ use super::{
     DEFAULT_STORE_URL, DefaultsConfig, Diagnostics, DrillConfig, Duration, RetryConfig, SourceFile,
     StoreConfig, VaultConfig,
 };
+use crate::config::MaxAge;
 use crate::policy::{Cadence, RetryPolicy, Schedule, Window};
 
 /// Where something was declared, for "first declared at" messages.
@@ -41,6 +42,28 @@ struct Loader {
     alerts: BTreeMap<String, (AlertConfig, Declared)>,
     hooks: BTreeMap<String, (crate::notify::HookConfig, Declared)>,
     credentials: Vec<(CredentialConfig, usize)>,
+    /// What is allowed but deserves a look (`rotor validate` prints them).
+    warnings: Vec<super::Diagnostic>,
+}
+
+/// What a credential's `max_age` resolves to before its schedule is known.
+enum MaxAgeChoice {
+    /// Given, on the credential or in `[defaults]`, with where it was written.
+    Explicit(Duration, Range<usize>),
+    /// `max_age = "none"`.
+    OptedOut,
+    /// Not given: `default_max_age` of the schedule's longest interval.
+    Default,
+}
+
+/// The maximum age of a credential that names none: twice the longest time its schedule lets
+/// pass between two rotations (interval, jitter and the longest closed window). A schedule
+/// that works never reaches it; one that stops firing (a stuck run, a window that no longer
+/// opens, a pause) alerts within one more period.
+pub const DEFAULT_MAX_AGE_FACTOR: u64 = 2;
+
+fn default_max_age(longest: Duration) -> Duration {
+    Duration::from_secs(longest.as_secs().saturating_mul(DEFAULT_MAX_AGE_FACTOR))
 }
 
 /// Credentials per part of a file parsed on its own: small enough that the part's TOML tree
@@ -93,6 +116,11 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, Diagnostics> {
 }
 
 impl Loader {
+    fn warn(&mut self, file: usize, span: Option<Range<usize>>, message: impl Into<String>) {
+        let d = self.files[file].diagnostic(span, message);
+        self.warnings.push(d);
+    }
+
     fn error(&mut self, file: usize, span: Option<Range<usize>>, message: impl Into<String>) {
         let d = self.files[file].diagnostic(span, message);
         self.diagnostics.push(d);
@@ -706,12 +734,21 @@ impl Loader {
                     );
                 }
             }
-            let max_age = c.max_age.clone().or_else(|| defaults.max_age.clone());
-            let schedule = self.schedule(file, &c, &defaults, max_age.as_ref(), defaults_file);
+            let max_age = self.max_age(file, &c, &defaults, defaults_file);
+            let explicit = match &max_age {
+                MaxAgeChoice::Explicit(limit, span) => Some((*limit, span.clone())),
+                _ => None,
+            };
+            let schedule = self.schedule(file, &c, &defaults, explicit, defaults_file);
             if self.diagnostics.0.len() > errors_before {
                 continue;
             }
-            let Some(schedule) = schedule else { continue };
+            let Some(mut schedule) = schedule else {
+                continue;
+            };
+            if matches!(max_age, MaxAgeChoice::Default) {
+                schedule.max_age = schedule.longest_interval().map(default_max_age);
+            }
             if let RotatorConfig::Manual(manual) = &rotator {
                 if !matches!(schedule.cadence, Cadence::Manual) {
                     self.error(
@@ -790,10 +827,59 @@ impl Loader {
                 paths
             },
         );
+        config.warnings = self.warnings;
         config.drill = self.drill.map(|(d, _)| d).unwrap_or_default();
         config.limits = self.limits.map(|(l, _)| l).unwrap_or_default();
         config.hooks = self.hooks.into_iter().map(|(k, (v, _))| (k, v)).collect();
         Ok(config)
+    }
+
+    /// A credential's `max_age`: its own, else `[defaults]`'s, else the default its schedule
+    /// implies. `"none"` only on the credential itself and with a reason, and it is warned of.
+    fn max_age(
+        &mut self,
+        file: usize,
+        c: &CredentialConfig,
+        defaults: &DefaultsConfig,
+        defaults_file: usize,
+    ) -> MaxAgeChoice {
+        if let Some(m) = &defaults.max_age
+            && *m.get_ref() == MaxAge::None
+        {
+            self.error(
+                defaults_file,
+                Some(m.span()),
+                "defaults.max_age cannot be \"none\": every credential has a maximum age; one may opt out on its own with `max_age = \"none\"` and `max_age_reason`",
+            );
+        }
+        match (&c.max_age, &defaults.max_age) {
+            (Some(m), _) if *m.get_ref() == MaxAge::None => {
+                match c.max_age_reason.as_deref().map(str::trim) {
+                    Some(reason) if !reason.is_empty() => self.warn(
+                        file,
+                        Some(m.span()),
+                        format!(
+                            "`{}` has no maximum age (max_age = \"none\"): it may grow old without an alert; reason given: {reason}",
+                            c.id.get_ref()
+                        ),
+                    ),
+                    _ => self.error(
+                        file,
+                        Some(m.span()),
+                        format!(
+                            "`{}` opts out of a maximum age without a reason: add `max_age_reason = \"...\"` saying why it may grow old without bound, or give max_age a duration",
+                            c.id.get_ref()
+                        ),
+                    ),
+                }
+                MaxAgeChoice::OptedOut
+            }
+            (Some(m), _) | (None, Some(m)) => match m.get_ref() {
+                MaxAge::Limit(limit) => MaxAgeChoice::Explicit(*limit, m.span()),
+                MaxAge::None => MaxAgeChoice::OptedOut,
+            },
+            (None, None) => MaxAgeChoice::Default,
+        }
     }
 
     fn schedule(
@@ -801,7 +887,7 @@ impl Loader {
         file: usize,
         c: &CredentialConfig,
         defaults: &DefaultsConfig,
-        max_age: Option<&Spanned<Duration>>,
+        max_age: Option<(Duration, Range<usize>)>,
         defaults_file: usize,
     ) -> Option<Schedule> {
         let span = c.schedule.span();
@@ -841,11 +927,12 @@ impl Loader {
             tz: s.timezone.map_or(chrono_tz::UTC, |t| t.0),
             window,
             jitter: c.jitter.or(defaults.jitter).unwrap_or(Duration::ZERO),
-            max_age: max_age.map(|m| *m.get_ref()),
+            max_age: max_age.as_ref().map(|(limit, _)| *limit),
             next_override: s.next.map(|t| t.0),
         };
-        if let (Some(max_age), Some(longest)) = (max_age, schedule.longest_interval())
-            && longest > *max_age.get_ref()
+        if let (Some((max_age, max_age_span)), Some(longest)) =
+            (max_age, schedule.longest_interval())
+            && longest > max_age
         {
             // The max_age may come from [defaults] in another file: point at it there.
             let max_age_file = if c.max_age.is_some() {
@@ -855,12 +942,10 @@ impl Loader {
             };
             self.error(
                 max_age_file,
-                Some(max_age.span()),
+                Some(max_age_span),
                 format!(
-                    "max_age {} is shorter than this schedule can honour: rotations may be up to {} apart \
-                     (interval, jitter and the longest closed window); shorten the schedule or raise max_age",
-                    max_age.get_ref(),
-                    longest
+                    "max_age {max_age} is shorter than this schedule can honour: rotations may be up to {longest} apart \
+                     (interval, jitter and the longest closed window); shorten the schedule or raise max_age"
                 ),
             );
             // ...and at the schedule that cannot honour it.
@@ -868,10 +953,7 @@ impl Loader {
                 self.error(
                     file,
                     Some(span),
-                    format!(
-                        "this schedule cannot honour defaults.max_age {}",
-                        max_age.get_ref()
-                    ),
+                    format!("this schedule cannot honour defaults.max_age {max_age}"),
                 );
             }
             return None;
@@ -1065,6 +1147,64 @@ rotator = { kind = "generated", length = 48 }
             text.lines().position(|l| l.contains("magic")).unwrap() + 1
         );
         assert_eq!(magic.column, "rotator = { kind = ".len() + 1);
+    }
+
+    #[test]
+    fn every_credential_has_a_maximum_age_unless_it_opts_out_with_a_reason() {
+        // Default: twice the longest interval the schedule allows.
+        let config = load_text(VALID).unwrap();
+        assert_eq!(
+            config.credentials[0].schedule.max_age,
+            Some(Duration::from_secs(14 * 86_400))
+        );
+        assert!(config.warnings.is_empty());
+        // [defaults] max_age wins over the default.
+        let text = VALID.replace("[defaults]\n", "[defaults]\nmax_age = \"10d\"\n");
+        let config = load_text(&text).unwrap();
+        assert_eq!(
+            config.credentials[0].schedule.max_age,
+            Some(Duration::from_secs(10 * 86_400))
+        );
+        // "none" without a reason: an error at the value.
+        let none = VALID.replace(
+            "schedule = { every = \"7d\" }",
+            "schedule = { every = \"7d\" }\nmax_age = \"none\"",
+        );
+        let err = load_text(&none).unwrap_err();
+        let d = &err.0[0];
+        assert!(d.message.contains("without a reason"), "{err}");
+        assert!(d.message.contains("max_age_reason"), "{err}");
+        assert_eq!(
+            (d.line, d.column),
+            (
+                none.lines()
+                    .position(|l| l == "max_age = \"none\"")
+                    .unwrap()
+                    + 1,
+                "max_age = ".len() + 1
+            )
+        );
+        // With a reason: no maximum age, and a warning that says so.
+        let reasoned = none.replace(
+            "max_age = \"none\"",
+            "max_age = \"none\"\nmax_age_reason = \"break-glass key kept offline\"",
+        );
+        let config = load_text(&reasoned).unwrap();
+        assert_eq!(config.credentials[0].schedule.max_age, None);
+        assert_eq!(config.warnings.len(), 1);
+        let warning = config.warnings[0].to_string();
+        assert!(
+            warning.contains("no maximum age") && warning.contains("break-glass key kept offline"),
+            "{warning}"
+        );
+        // [defaults] cannot opt every credential out.
+        let text = VALID.replace("[defaults]\n", "[defaults]\nmax_age = \"none\"\n");
+        let err = load_text(&text).unwrap_err().to_string();
+        assert!(err.contains("defaults.max_age cannot be \"none\""), "{err}");
+        // Neither a duration nor "none".
+        let text = VALID.replace("[defaults]\n", "[defaults]\nmax_age = \"soon\"\n");
+        let err = load_text(&text).unwrap_err().to_string();
+        assert!(err.contains("invalid max_age \"soon\""), "{err}");
     }
 
     #[test]

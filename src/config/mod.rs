@@ -17,7 +17,7 @@ pub use crate::policy::schedule::{
     CronExpr, DaySet, ScheduleConfig, TimeOfDay, TimeZone, Timestamp, WindowConfig,
 };
 pub use diagnostic::{Diagnostic, Diagnostics, SourceFile};
-pub use duration::Duration;
+pub use duration::{Duration, MaxAge};
 pub use load::{load, schema};
 pub use secret_ref::SecretRef;
 
@@ -127,10 +127,12 @@ pub struct DefaultsConfig {
     /// How long the previous credential stays valid after promotion. Default "24h".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace: Option<Duration>,
-    /// No credential may get older than this.
+    /// No credential may get older than this. Without it, each credential's default is twice
+    /// the longest interval its schedule allows between rotations. `"none"` is refused here: a
+    /// credential opts out on its own, with a reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<Duration>")]
-    pub max_age: Option<Spanned<Duration>>,
+    #[schemars(with = "Option<String>")]
+    pub max_age: Option<Spanned<MaxAge>>,
     /// Random delay (deterministic per credential) added to each due time, to spread load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<Duration>,
@@ -186,10 +188,14 @@ pub struct CredentialConfig {
     /// Overrides `defaults.grace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace: Option<Duration>,
-    /// Overrides `defaults.max_age`.
+    /// Overrides `defaults.max_age`. `"none"` opts out of a maximum age; it needs
+    /// `max_age_reason`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<Duration>")]
-    pub max_age: Option<Spanned<Duration>>,
+    #[schemars(with = "Option<String>")]
+    pub max_age: Option<Spanned<MaxAge>>,
+    /// Why a credential with `max_age = "none"` may grow old without bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_reason: Option<String>,
     /// Overrides `defaults.jitter`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<Duration>,
@@ -228,6 +234,8 @@ pub struct Config {
     pub drill: DrillConfig,
     /// `[limits]`, if any file declares it.
     pub limits: LimitsConfig,
+    /// What is allowed but deserves a look (a credential without a maximum age).
+    pub warnings: Vec<Diagnostic>,
     /// Position of each credential in `credentials`, by id: lookups are on every hot path.
     index: std::collections::HashMap<String, usize>,
 }
@@ -286,6 +294,7 @@ impl Config {
             sources,
             drill: DrillConfig::default(),
             limits: LimitsConfig::default(),
+            warnings: Vec::new(),
             index,
         }
     }

@@ -90,3 +90,48 @@ fn a_missing_config_is_a_config_error() {
             .contains("/nonexistent/rotor.toml:1:1: cannot read config file")
     );
 }
+
+#[test]
+fn a_credential_without_a_maximum_age_is_warned_of_and_every_other_has_a_deadline() {
+    let config = crate::generated_config(2, "1h").replacen(
+        "schedule = { every = \"30d\" }",
+        "schedule = { every = \"30d\" }\nmax_age = \"none\"\nmax_age_reason = \"break-glass key kept offline\"",
+        1,
+    );
+    let rotor = Rotor::new(&config);
+    let out = rotor.ok(&["validate"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("`app/key0` has no maximum age")
+            && stderr.contains("break-glass key kept offline"),
+        "{stderr}"
+    );
+    rotor.ok(&["rotate", "app/key1"]);
+    let plan = rotor.json(&["plan", "--json"]);
+    let entry = |id: &str| {
+        plan.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert!(entry("app/key0")["max_age"].is_null());
+    assert!(entry("app/key0")["max_age_deadline"].is_null());
+    // The default: twice the schedule's period, counted from the current version.
+    assert_eq!(entry("app/key1")["max_age"], "60d");
+    let status = rotor.json(&["status", "app/key1", "--json"]);
+    let since =
+        chrono::DateTime::parse_from_rfc3339(status[0]["last_success_at"].as_str().unwrap())
+            .unwrap();
+    let deadline = chrono::DateTime::parse_from_rfc3339(
+        entry("app/key1")["max_age_deadline"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!((deadline - since).num_days(), 60);
+    assert_eq!(
+        status[0]["max_age_deadline"],
+        entry("app/key1")["max_age_deadline"]
+    );
+}
