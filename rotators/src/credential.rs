@@ -70,6 +70,22 @@ impl Credential {
     }
 }
 
+impl Credential {
+    /// Each field's `Fingerprint::of_value`: what `rotor identify` matches a value found in the
+    /// wild against, long after this credential was retired.
+    pub fn value_fingerprints(&self) -> Vec<(&str, Fingerprint)> {
+        self.fields
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str(),
+                    Fingerprint::of_value(value.expose_secret().as_bytes()),
+                )
+            })
+            .collect()
+    }
+}
+
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credential")
@@ -85,6 +101,16 @@ impl fmt::Debug for Credential {
 pub struct Fingerprint(pub [u8; 32]);
 
 impl Fingerprint {
+    /// SHA-256 of one field's value alone, under its own domain (a credential's fingerprint
+    /// never equals a value's): a value found in the wild, without its field's name, is
+    /// matched against these.
+    pub fn of_value(value: &[u8]) -> Fingerprint {
+        let mut hash = Sha256::new();
+        hash.update(b"rotor value fingerprint v1\0");
+        hash.update(value);
+        Fingerprint(hash.finalize().into())
+    }
+
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }

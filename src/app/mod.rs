@@ -6,6 +6,7 @@ pub mod cancel;
 pub mod confirm;
 pub mod drill;
 pub mod emergency;
+pub mod identify;
 pub mod pause;
 pub mod plan;
 pub mod rotate;

@@ -101,7 +101,7 @@ fn line(id: &str, outcome: &Emergency) -> (bool, String) {
     }
 }
 
-fn report_one(id: &str, outcome: &Emergency) -> Exit {
+pub(super) fn report_one(id: &str, outcome: &Emergency) -> Exit {
     let (done, text) = line(id, outcome);
     if done {
         println!("{text}");

@@ -7,6 +7,7 @@ mod confirm;
 mod drill;
 mod emergency;
 mod history;
+mod identify;
 mod pause;
 mod plan;
 mod policy;
@@ -158,6 +159,9 @@ pub enum Command {
     Cancel(cancel::Args),
     /// Drill rotations: prove that credentials rotate, consumers survive and alerts arrive.
     Drill(drill::Args),
+    /// Which credential is this? Reads a suspected secret from stdin and names the credential
+    /// and version it is (current, previous, retired); --rotate rotates it as an emergency.
+    Identify(identify::Args),
     /// Stop scheduling credentials (a provider's maintenance, a migration); live runs wait
     /// after the step in flight. An emergency rotation still goes through.
     Pause(pause::PauseArgs),
@@ -231,6 +235,7 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Cancel(args) => cancel::run(&ctx, args).await,
         Command::Status(args) => status::run(&ctx, args).await,
         Command::Confirm(args) => confirm::run(&ctx, args).await,
+        Command::Identify(args) => identify::run(&ctx, args).await,
         Command::Pause(args) => pause::pause(&ctx, args).await,
         Command::Resume(args) => pause::resume(&ctx, args).await,
         Command::Drill(args) => drill::run(&ctx, args).await,

@@ -232,6 +232,7 @@ macro_rules! append_audit {
 mod group_commit;
 pub mod incident;
 mod reader;
+pub mod seen;
 
 // After the macros above, which it uses.
 pub mod drill;

@@ -622,6 +622,18 @@ pub const WAKE_RESUMED_RUN: &str = concat!(
     at_rest_states!()
 );
 
+/// Run by `Store::record_minted` (store/seen.rs).
+pub const RECORD_MINTED: &str = "INSERT INTO value_fingerprints (run_id, field, credential_id, fingerprint, recorded_at) \
+    VALUES ($1, $2, $3, $4, $5) ON CONFLICT (run_id, field) DO NOTHING";
+
+/// Run by `Store::minted` (store/seen.rs).
+pub const MINTED: &str = "SELECT credential_id, run_id, field, recorded_at FROM value_fingerprints \
+    WHERE fingerprint = $1 ORDER BY recorded_at DESC";
+
+/// Run by `Store::run_replacing` (store/seen.rs).
+pub const RUN_REPLACING: &str = "SELECT * FROM runs WHERE credential_id = $1 AND replaced_version = $2 \
+    ORDER BY created_at DESC LIMIT 1";
+
 #[cfg(test)]
 mod tests {
     use crate::model::state::RunState;

@@ -15,6 +15,7 @@ mod drill;
 mod emergency;
 mod github;
 mod http;
+mod identify;
 mod leaks;
 mod manual;
 mod metrics;

@@ -35,6 +35,18 @@ impl Engine {
             Some(p) if p.token.as_deref() == Some(run.token.as_str()) => p,
             _ => self.mint_new(ctx, run, current.as_ref()).await?,
         };
+        // What `rotor identify` matches a value found in the wild against, kept beyond the
+        // vault's memory of it.
+        let fields: Vec<(&str, String)> = pending
+            .credential
+            .value_fingerprints()
+            .into_iter()
+            .map(|(field, fingerprint)| (field, fingerprint.to_hex()))
+            .collect();
+        self.store
+            .record_minted(&ctx.credential.id, &run.id, &fields, self.now())
+            .await
+            .map_err(store_step_error)?;
         if !ctx.rotator.vault_only() {
             *known = Some(Known {
                 candidate: pending.credential.clone(),
