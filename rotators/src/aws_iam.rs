@@ -167,6 +167,14 @@ fn classify<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>, what: &str) 
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             (true, "AWS could not be reached or answered badly; rotor retries".to_owned())
         }
+        // Down or overloaded, whatever code (if any) a proxy in front of it puts in the body.
+        _ if status.is_some_and(|s| s >= 500 || s == 429 || s == 408) => (
+            true,
+            format!(
+                "AWS answered HTTP {}; rotor retries",
+                status.unwrap_or_default()
+            ),
+        ),
         _ => match e.code() {
             Some("Throttling" | "ThrottlingException" | "ServiceFailure" | "RequestExpired") => {
                 (true, "AWS throttled or failed the request; rotor retries".to_owned())
@@ -185,7 +193,6 @@ fn classify<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>, what: &str) 
                 false,
                 "AWS refused the request (HTTP 403): check rotor's AWS credentials and the policy `rotor policy ID` prints".to_owned(),
             ),
-            None if status.is_some_and(|s| s >= 500) => (true, "AWS failed the request; rotor retries".to_owned()),
             None => (false, "AWS refused the request".to_owned()),
         },
     };

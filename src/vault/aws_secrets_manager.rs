@@ -15,6 +15,7 @@
 //! operator finishes or cancels that rotation first.
 
 use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use rotor_rotators::{Credential, ErrorClass};
 use serde::{Deserialize, Serialize};
@@ -104,12 +105,15 @@ impl AwsSecretsManager {
     }
 
     /// Classifies an SDK error; the message names the operation and AWS's error code.
-    fn sdk_err<E: ProvideErrorMetadata, R>(
+    fn sdk_err<E: ProvideErrorMetadata>(
         &self,
         path: &str,
         operation: &str,
-        e: &SdkError<E, R>,
+        e: &SdkError<E, HttpResponse>,
     ) -> VaultError {
+        // A server that is down or overloaded says so by its status, whatever code (if any) a
+        // load balancer or proxy in front of it puts in the body.
+        let status = e.raw_response().map(|r| r.status().as_u16());
         let (class, what) = match e {
             SdkError::TimeoutError(_)
             | SdkError::DispatchFailure(_)
@@ -124,6 +128,9 @@ impl AwsSecretsManager {
                     | "ThrottlingException"
                     | "LimitExceededException"
                     | "RequestTimeout" => ErrorClass::Transient,
+                    _ if status.is_some_and(|s| s >= 500 || s == 429 || s == 408) => {
+                        ErrorClass::Transient
+                    }
                     _ => ErrorClass::Permanent,
                 };
                 (

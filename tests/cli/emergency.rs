@@ -12,6 +12,11 @@ use crate::support::{Rotor, spawn_until};
 pub struct Daemon(std::process::Child);
 
 impl Daemon {
+    /// A daemon the test spawned itself.
+    pub fn from_child(child: std::process::Child) -> Daemon {
+        Daemon(child)
+    }
+
     pub fn start(rotor: &Rotor) -> Daemon {
         let cmd = rotor.command(&["run", "--poll", "1s"]);
         let (child, _) =

@@ -91,3 +91,125 @@ fn a_retire_that_fails_while_the_provider_is_down_heals_when_it_is_back() {
         "only the current role has a password: the old one was retired"
     );
 }
+
+/// A vault behind a relay that answers 503 from the start: rotor's first contact (OpenBao's
+/// token lookup and mount check, AWS's first call) fails transiently, the mint is retried, and
+/// once the relay passes requests through again the next attempt gets through: no rollback, no
+/// person. `vault` is the `[vaults.v]` table without its address; `env` what rotor needs.
+fn a_vault_down_at_first_contact_recovers(
+    upstream: &str,
+    vault: &str,
+    env: &[(&str, &str)],
+    read_back: impl Fn() -> bool,
+) {
+    use crate::support::outage::Outage;
+    let outage = Outage::start(upstream.trim_start_matches("http://"));
+    let config = format!(
+        r#"
+[defaults]
+grace = "0s"
+retry = {{ max_attempts = 6, initial = "2s", max = "4s" }}
+[vaults.v]
+{vault}
+{address}
+[[credential]]
+id = "payments/webhook"
+schedule = {{ every = "30d" }}
+vault = {{ name = "v", path = "payments/webhook-{pid}" }}
+rotator = {{ kind = "generated", length = 40 }}
+"#,
+        address = if vault.contains("openbao") {
+            format!("address = \"{}\"", outage.address)
+        } else {
+            format!("endpoint = \"{}\"", outage.address)
+        },
+        pid = std::process::id()
+    );
+    let rotor = Rotor::new(&config);
+    let mut cmd = rotor.command(&["run", "--poll", "1s"]);
+    cmd.envs(env.iter().copied());
+    let (daemon, _) = crate::support::spawn_until(cmd, "rotor started", Duration::from_secs(30))
+        .expect("the daemon starts");
+    let _daemon = crate::emergency::Daemon::from_child(daemon);
+
+    // The first attempt meets the outage and is set to retry.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let history = rotor.json(&["history", "--json"]);
+        if history[0]["steps"][0]["outcome"] == "retry" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no retry recorded: {history:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(outage.refused() > 0, "rotor reached the relay");
+
+    outage.set_down(false);
+    let back = Instant::now();
+    let done = wait_for_status(&rotor, Duration::from_secs(30), |s| {
+        s["state"] == "idle" && s["current_version"].is_string()
+    });
+    eprintln!(
+        "{}: recovered {:?} after the vault came back (retry initial 2s, max 4s)",
+        vault.lines().next().unwrap_or_default(),
+        back.elapsed()
+    );
+    assert!(done["current_version"].is_string());
+    let history = rotor.json(&["history", "--json"]);
+    assert_eq!(history[0]["state"], "completed", "{history:#}");
+    let steps: Vec<&str> = history[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert!(
+        !steps.contains(&"rollback"),
+        "transient at first contact: retried, never rolled back: {steps:?}"
+    );
+    assert!(read_back(), "the value is in the vault");
+}
+
+#[test]
+fn openbao_down_at_first_contact_recovers_at_the_next_attempt_after_it_is_back() {
+    use crate::support::openbao::{self, ROOT_TOKEN};
+    let server = openbao::shared();
+    let mount = format!("outage{}", std::process::id());
+    server.kv_mount(&mount, 2);
+    a_vault_down_at_first_contact_recovers(
+        &server.address,
+        &format!(
+            "kind = \"openbao\"\nmount = \"{mount}\"\nauth = {{ method = \"token\", token = {{ env = \"ROTOR_TEST_BAO_TOKEN\" }} }}"
+        ),
+        &[("ROTOR_TEST_BAO_TOKEN", ROOT_TOKEN)],
+        || {
+            server.kv_get(&mount, &format!("payments/webhook-{}", std::process::id()))["data"]["data"]
+                ["value"]
+                .is_string()
+        },
+    );
+}
+
+#[test]
+fn aws_secrets_manager_down_at_first_contact_recovers_at_the_next_attempt_after_it_is_back() {
+    let moto = crate::support::moto::shared();
+    a_vault_down_at_first_contact_recovers(
+        &moto.endpoint,
+        "kind = \"aws_secrets_manager\"\nregion = \"eu-west-1\"",
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ],
+        || {
+            crate::support::moto::block_on(async {
+                moto.client()
+                    .await
+                    .get_secret_value()
+                    .secret_id(format!("payments/webhook-{}", std::process::id()))
+                    .send()
+                    .await
+                    .is_ok()
+            })
+        },
+    );
+}

@@ -7,6 +7,7 @@ pub mod github;
 pub mod kubernetes;
 pub mod moto;
 pub mod openbao;
+pub mod outage;
 pub mod postgres;
 pub mod prometheus;
 pub mod redis;
