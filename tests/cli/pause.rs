@@ -196,3 +196,33 @@ fn until_must_be_a_future_time_or_a_duration() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("--until"));
     }
 }
+
+#[test]
+fn a_drill_reports_a_paused_credential_as_not_drilled() {
+    let rotor = Rotor::new(&generated_config(2, "0s"));
+    rotor.ok(&["rotate", "app/key0"]);
+    rotor.ok(&["rotate", "app/key1"]);
+    rotor.ok(&["pause", "app/key0", "--reason", "provider maintenance"]);
+    let out = rotor.run(&["drill", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("paused by")
+            && text.contains("provider maintenance")
+            && text.contains("not drilled"),
+        "{text}"
+    );
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["reason"] != "drill"),
+        "no drill run for the paused credential: {history:#}"
+    );
+}

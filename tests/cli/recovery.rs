@@ -213,3 +213,40 @@ fn aws_secrets_manager_down_at_first_contact_recovers_at_the_next_attempt_after_
         },
     );
 }
+
+/// A run that keeps retrying a retire at a provider that is down can be closed by a person who
+/// retired the old credential by hand: rotor prints what it could see, closes the run and
+/// resolves the alert.
+#[test]
+fn a_retrying_run_is_closed_by_hand_when_a_person_repaired_it() {
+    let server = postgres::dedicated();
+    pg::prepare(&server);
+    let rotor = Rotor::new("");
+    let fixture = pg::setup_on(&server, "byhand", rotor.dir.path());
+    std::fs::write(&rotor.config, fixture.config("2s", rotor.dir.path())).unwrap();
+    rotor.ok(&["rotate", "app/key0"]);
+    let _daemon = Daemon::start(&rotor);
+    rotor.ok(&["rotate", "app/key0"]);
+    server.stop();
+    wait_for_status(&rotor, Duration::from_secs(60), |s| {
+        s["state"] == "retrying" && audit_text(&rotor).contains("alert retrying at retire")
+    });
+    let out = rotor.ok(&[
+        "cancel",
+        "app/key0",
+        "--resolved-by-hand",
+        "--reason",
+        "old password revoked by the DBA",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(stdout.contains("closed"), "{stdout}");
+    let status = rotor.json(&["status", "--json"])[0].clone();
+    assert_eq!(status["state"], "idle", "{status:#}");
+    assert!(
+        alerts(&rotor).contains(&("retrying".to_owned(), 0)),
+        "{:?}",
+        alerts(&rotor)
+    );
+    assert!(audit_text(&rotor).contains("old password revoked by the DBA"));
+}
