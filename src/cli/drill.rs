@@ -72,7 +72,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     };
     match &args.report {
         Some(path) => {
-            std::fs::write(path, &text).map_err(|e| {
+            write_private(path, text.as_bytes()).map_err(|e| {
                 CliError::Internal(anyhow::anyhow!(
                     "cannot write the report to {}: {e}",
                     path.display()
@@ -92,4 +92,19 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     } else {
         Exit::RotationFailed
     })
+}
+
+/// A drill report names credentials, runs and what failed: its reader is the operator alone
+/// (0600 when created; an existing file keeps its mode, and a link there is not followed).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?
+        .write_all(bytes)
 }

@@ -1,6 +1,7 @@
 //! Drills in the store: each drill with its report, each credential's last drill, and the
 //! alert deliveries a drill looks at to tell whether its alerts reached the sinks.
 
+use super::BeginWrite;
 use super::sql;
 use super::{AuditEntry, Pool, Store, StoreError, audit};
 
@@ -37,7 +38,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(sql::START_DRILL)
                 .bind(id)
                 .bind(actor)
@@ -63,7 +64,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(sql::FINISH_DRILL)
                 .bind(id)
                 .bind(now)

@@ -5,6 +5,7 @@
 //! to finish a side effect in flight; whoever claims the run after that lease ran out finishes
 //! what the interruption asked.
 
+use super::BeginWrite;
 use super::sql;
 use super::{AuditEntry, Pool, RunRow, Store, StoreError, audit};
 
@@ -48,7 +49,7 @@ impl Store {
         now: i64,
     ) -> Result<Option<RunRow>, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let run: Option<RunRow> = sqlx::query_as(sql::INTERRUPT_LIVE_RUN)
                 .bind(credential_id)
                 .bind(interrupt.as_str())
@@ -89,7 +90,7 @@ impl Store {
         now: i64,
     ) -> Result<Option<RunRow>, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let run: Option<RunRow> = sqlx::query_as(sql::CLOSE_BY_HAND)
                 .bind(run_id)
                 .bind(now)
@@ -122,7 +123,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let paused = sqlx::query(sql::PAUSE_CREDENTIAL)
                 .bind(id).bind(now).bind(until).bind(actor).bind(reason)
                 .execute(&mut *tx).await?.rows_affected() > 0;
@@ -140,7 +141,7 @@ impl Store {
     /// whether it was paused.
     pub async fn resume(&self, id: &str, actor: &str, now: i64) -> Result<bool, StoreError> {
         let resumed = with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let resumed = sqlx::query(sql::RESUME_CREDENTIAL)
                 .bind(id).bind(now).execute(&mut *tx).await?.rows_affected() > 0;
             if resumed {

@@ -3,6 +3,7 @@
 //! cannot both take the last slot), and per-provider token buckets for the rate of provider
 //! calls.
 
+use super::BeginWrite;
 use std::collections::HashMap;
 
 use super::{AuditEntry, Backend, Pool, RunRow, Store, StoreError, audit, sql};
@@ -44,7 +45,7 @@ impl Store {
         }
         let postgres = self.backend() == Backend::Postgres;
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             if postgres {
                 sqlx::query(sql::ADVISORY_LOCK)
                     .bind(CLAIM_LOCK)

@@ -99,6 +99,31 @@ pub struct Store {
     reads: Option<std::sync::Arc<reader::Reader>>,
 }
 
+/// A transaction that writes. SQLite begins it `IMMEDIATE`, taking the write lock (waiting
+/// in the busy handler) before the first read: a deferred transaction that read first cannot
+/// take it once another process wrote meanwhile, and fails at once with "database is locked"
+/// without waiting, which made processes starting together on one store file fail each other.
+pub(crate) trait BeginWrite {
+    type Db: sqlx::Database;
+    fn begin_write(
+        &self,
+    ) -> impl Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for sqlx::PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
 /// Runs `$body` with `$p` bound to whichever pool the store has: the SQL is the same.
 macro_rules! with_pool {
     ($store:expr, $p:ident => $body:expr) => {
@@ -427,6 +452,42 @@ const RECONCILE_LOCK: i64 = 0x726f_746f_725f_7263;
 const MIGRATOR_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 const MIGRATOR_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// The SQLite store (and the WAL and shared-memory files SQLite makes beside it with the same
+/// mode) are rotor's user's alone: created 0600 whatever the umask, and an existing store that
+/// others may read is tightened to 0600.
+fn keep_private(file: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = file.as_os_str().to_owned();
+        path.push(suffix);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            tracing::info!(file = %std::path::Path::new(&path).display(), "store file was readable by others: mode set to 0600");
+        }
+    }
+    Ok(())
+}
+
+/// Holds an exclusive advisory lock on `file` until dropped (waiting for it).
+fn lock_for_migration(file: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let handle = std::fs::File::open(file)?;
+    rustix::fs::flock(&handle, rustix::fs::FlockOperation::LockExclusive)?;
+    Ok(handle)
+}
+
 /// The URL without a password, for messages.
 fn redact_url(url: &str) -> String {
     match url.split_once("://") {
@@ -454,6 +515,7 @@ impl Store {
             url: shown.clone(),
             source: e,
         };
+        let mut sqlite_file = std::path::PathBuf::new();
         let (pool, migrator, saves, reads) = if url.starts_with("sqlite:") {
             if url.contains(":memory:") || url.contains("mode=memory") {
                 return Err(StoreError::BadUrl {
@@ -471,6 +533,11 @@ impl Store {
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(true);
             let file = options.get_filename().to_owned();
+            sqlite_file = file.clone();
+            keep_private(&file).map_err(|e| StoreError::Unavailable {
+                url: shown.clone(),
+                source: sqlx::Error::Io(e),
+            })?;
             // One connection: SQLite has one writer, and writers contending for its lock wait
             // in its busy handler's sleeps, where sqlx's queue would hand over at once.
             let pool = SqlitePoolOptions::new()
@@ -534,6 +601,20 @@ impl Store {
             saves,
             reads,
         };
+        // SQLite's migrations take no lock of their own: processes starting together on a new
+        // store would each create the tables. They take turns on an advisory lock of the file
+        // (flock, which SQLite's own fcntl locks do not see); PostgreSQL's migrator locks.
+        let _turn = match &store.pool {
+            Pool::Sqlite(_) => {
+                Some(
+                    lock_for_migration(&sqlite_file).map_err(|e| StoreError::Unavailable {
+                        url: store.url.clone(),
+                        source: sqlx::Error::Io(e),
+                    })?,
+                )
+            }
+            _ => None,
+        };
         store.migrate(migrator).await?;
         Ok(store)
     }
@@ -590,7 +671,7 @@ impl Store {
         let mut changes = Vec::new();
         let postgres = self.backend() == Backend::Postgres;
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             // Replicas starting together reconcile one after the other, each seeing what the
             // one before it wrote.
             if postgres {
@@ -691,7 +772,7 @@ impl Store {
     pub async fn insert_runs(&self, runs: &[NewRun], now: i64) -> Result<usize, StoreError> {
         let mut inserted = 0;
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let mut planned = Vec::new();
             // A statement per chunk, not two per run: each statement is a round trip (a
             // hand-over to SQLite's thread), and on SQLite the group commit waits for them.
@@ -738,7 +819,7 @@ impl Store {
             Backend::Postgres => sql::CLAIM_POSTGRES,
         };
         let claimed: Vec<RunRow> = with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let claimed: Vec<RunRow> = sqlx::query_as(statement)
                 .bind(worker)
                 .bind(lease_until)
@@ -836,7 +917,7 @@ impl Store {
                 .ok_or_else(|| StoreError::Query(sqlx::Error::RowNotFound));
         }
         let seq = with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let owned = sqlx::query(sql::TOUCH_LEASED_RUN)
                 .bind(&run.id).bind(run.state).bind(worker).bind(now).execute(&mut *tx).await?.rows_affected();
             if owned == 0 {
@@ -888,7 +969,7 @@ impl Store {
             Pool::Postgres(p) => p,
         };
         let next_seq = {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let changed = bind_save_run!(sqlx::query(sql::SAVE_RUN), run, expected, worker, now)
                 .execute(&mut *tx)
                 .await?
@@ -953,7 +1034,7 @@ impl Store {
         now: i64,
     ) -> Result<&'static str, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let exists: Option<(String,)> = sqlx::query_as(sql::CREDENTIAL_EXISTS)
                 .bind(&run.credential_id).fetch_optional(&mut *tx).await?;
             if exists.is_none() {
@@ -1168,7 +1249,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let updated = sqlx::query(sql::CONFIRM_MANUAL,
             )
             .bind(id)
@@ -1207,7 +1288,7 @@ impl Store {
     /// Appends one audit row on its own (CLI actions, alerts).
     pub async fn audit(&self, entry: &AuditEntry, now: i64) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             append_audit!(tx, now, entry);
             tx.commit().await?;
         });

@@ -3,6 +3,7 @@
 //! notifies twice; a delivery is claimed by moving its due time past the attempt (a
 //! compare-and-swap), so two replicas never send the same row at once.
 
+use super::BeginWrite;
 use super::sql;
 use super::{Pool, Store, StoreError};
 
@@ -66,7 +67,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for hook in hooks {
                 sqlx::query(sql::SUPERSEDE_NOTIFICATIONS,
                 )
@@ -139,7 +140,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(sql::NOTIFICATION_DELIVERED,
             )
             .bind(n.id)

@@ -3,6 +3,7 @@
 //! sink, retried with backoff until the sink takes it. An alert raised just before a crash is
 //! delivered after the restart.
 
+use super::BeginWrite;
 use super::sql;
 use super::{Pool, Store, StoreError};
 
@@ -58,7 +59,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let active: Option<i64> = sqlx::query_scalar(sql::ALERT_ACTIVE,
             )
             .bind(credential_id)
@@ -107,7 +108,7 @@ impl Store {
             return Ok(Vec::new());
         }
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let raised: Vec<(String, String)> = sqlx::query_as(sql::CREDENTIAL_ACTIVE_ALERTS,
             )
             .bind(credential_id)

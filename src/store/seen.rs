@@ -1,6 +1,7 @@
 //! The fingerprints of every value rotor minted (`Fingerprint::of_value`), and what they lead
 //! back to: `rotor identify` asks which credential and run a value found in the wild came from.
 
+use super::BeginWrite;
 use super::sql;
 use super::{Pool, RunRow, Store, StoreError};
 
@@ -24,7 +25,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             for (field, fingerprint) in fields {
                 sqlx::query(sql::RECORD_MINTED)
                     .bind(run_id).bind(*field).bind(credential_id).bind(fingerprint).bind(now)

@@ -125,12 +125,13 @@ impl FileVault {
     /// missing key is an operator mistake, and a new key would make them unreadable.
     pub async fn open(name: &str, config: &FileVaultConfig) -> Result<FileVault, VaultError> {
         let fail = |message: String| VaultError::new(ErrorClass::Permanent, name, "", message);
-        std::fs::create_dir_all(&config.dir).map_err(|e| {
+        create_private_dirs(&config.dir).map_err(|e| {
             fail(format!(
                 "cannot create vault folder {}: {e}",
                 config.dir.display()
             ))
         })?;
+        refuse_shared(&config.dir, 0o022, "writable by group or others", "0700").map_err(fail)?;
         let identity_text: SecretString = match &config.identity {
             SecretRef::File { file } if !file.exists() => {
                 if holds_vault_files(&config.dir) {
@@ -143,21 +144,23 @@ impl FileVault {
                 }
                 let identity = age::x25519::Identity::generate();
                 let text = identity.to_string();
-                write_atomically(file, text.expose_secret().as_bytes(), 0o600).map_err(|e| {
-                    fail(format!(
-                        "cannot create identity file {}: {e}",
-                        file.display()
-                    ))
-                })?;
-                tracing::info!(vault = name, identity = %file.display(), "created a new age identity for the file vault");
-                SecretString::from(text.expose_secret())
+                let created = create_exclusively(file, text.expose_secret().as_bytes(), 0o600)
+                    .map_err(|e| {
+                        fail(format!(
+                            "cannot create identity file {}: {e}",
+                            file.display()
+                        ))
+                    })?;
+                if created {
+                    tracing::info!(vault = name, identity = %file.display(), "created a new age identity for the file vault");
+                    SecretString::from(text.expose_secret())
+                } else {
+                    // Another process starting on the same empty folder created it first: its
+                    // identity is the vault's, this one is dropped.
+                    read_identity(file).map_err(fail)?
+                }
             }
-            SecretRef::File { file } => {
-                let text = Zeroizing::new(std::fs::read_to_string(file).map_err(|e| {
-                    fail(format!("cannot read identity file {}: {e}", file.display()))
-                })?);
-                SecretString::from(text.as_str())
-            }
+            SecretRef::File { file } => read_identity(file).map_err(fail)?,
             SecretRef::Env { env } => SecretString::from(
                 std::env::var(env)
                     .map_err(|_| fail(format!("environment variable {env} is not set")))?,
@@ -182,6 +185,19 @@ impl FileVault {
             })?;
         let identity = age::x25519::Identity::from_str(line)
             .map_err(|_| fail("the identity is not a valid age X25519 secret key".into()))?;
+        if let Some(foreign) = first_foreign_file(&config.dir, &identity) {
+            return Err(fail(format!(
+                "{} was encrypted to another identity than {}: the folder's files and this identity \
+                 do not belong together, and writing more would leave credentials nobody can read. \
+                 Nothing was written: restore the identity the files were written with",
+                foreign.display(),
+                match &config.identity {
+                    SecretRef::File { file } => file.display().to_string(),
+                    SecretRef::Env { env } => format!("${env}"),
+                    SecretRef::Vault { .. } => String::new(),
+                }
+            )));
+        }
         let recipient = identity.to_public();
         let durable = SyncBatch::open(&config.dir).map_err(|e| {
             fail(format!(
@@ -203,21 +219,73 @@ impl FileVault {
 }
 
 fn holds_vault_files(dir: &Path) -> bool {
-    fn walk(dir: &Path) -> bool {
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                let p = e.path();
-                if p.is_dir() {
-                    walk(&p)
-                } else {
-                    p.to_string_lossy().ends_with(CURRENT_SUFFIX)
-                }
-            })
+    first_vault_file(dir).is_some()
+}
+
+/// The first current-version file under `dir`, in no particular order.
+fn first_vault_file(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find_map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                first_vault_file(&p)
+            } else {
+                p.to_string_lossy().ends_with(CURRENT_SUFFIX).then_some(p)
+            }
+        })
+}
+
+/// A vault file `identity` is not a recipient of, if the first one found is such: the folder
+/// was written with another identity (a lost key replaced by a new one, two processes that each
+/// made their own). A file that is merely corrupt is left to the read that meets it.
+fn first_foreign_file(dir: &Path, identity: &age::x25519::Identity) -> Option<PathBuf> {
+    let file = first_vault_file(dir)?;
+    let bytes = std::fs::read(&file).ok()?;
+    match age::decrypt(identity, &bytes) {
+        Err(age::DecryptError::NoMatchingKeys) => Some(file),
+        _ => None,
     }
-    walk(dir)
+}
+
+/// The identity file's text; refused when others may read it.
+fn read_identity(file: &Path) -> Result<SecretString, String> {
+    refuse_shared(file, 0o077, "readable by group or others", "0600")?;
+    let text = Zeroizing::new(
+        std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read identity file {}: {e}", file.display()))?,
+    );
+    Ok(SecretString::from(text.as_str()))
+}
+
+/// Refuses `path` when its mode grants any of `bits`: a vault folder others may write to (they
+/// could swap a credential's file) or an identity others may read (they could decrypt them all).
+fn refuse_shared(path: &Path, bits: u32, what: &str, wanted: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| format!("cannot inspect {}: {e}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & bits != 0 {
+        return Err(format!(
+            "{} is {what} (mode {mode:04o}): rotor refuses to use it; `chmod {wanted} {}` if only rotor's user should have it",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Folders the vault makes are its user's alone (0700, whatever the umask).
+fn create_private_dirs(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 impl Inner {
@@ -298,7 +366,7 @@ impl Inner {
         let encrypted = age::encrypt(&self.recipient, &plain)
             .map_err(|e| self.err(ErrorClass::Permanent, path, format!("cannot encrypt: {e}")))?;
         if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent)
+            create_private_dirs(parent)
                 .map_err(|e| self.io_err(path, "create folder", parent, e))?;
         }
         match self.durable.replace(&file, &encrypted).await {
@@ -762,23 +830,26 @@ fn free_elsewhere(file: Option<std::fs::File>) {
     }
 }
 
-/// Writes `bytes` to `target` so that readers see the old or the new file, never a mix:
-/// temporary file in the same folder, fsync, rename, fsync of the folder.
-pub fn write_atomically(target: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+/// Creates `target` with `bytes`, complete and durable, unless it exists already: written to a
+/// temporary file first and hard-linked into place, which fails if anything is at `target`.
+/// Returns whether this call created it (another process may have been first).
+pub fn create_exclusively(target: &Path, bytes: &[u8], mode: u32) -> std::io::Result<bool> {
     let temp = temporary_beside(target);
-    let result = (|| {
+    let linked = (|| {
         write_new_file(&temp, bytes, mode)?.sync_all()?;
-        std::fs::rename(&temp, target)?;
-        sync_parent(target)
+        std::fs::hard_link(&temp, target)
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
+    let _ = std::fs::remove_file(&temp);
+    match linked {
+        Ok(()) => sync_parent(target).map(|()| true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
     }
-    result
 }
 
 /// The temporary file a write of `target` goes to before its rename: in the same folder (a
-/// rename does not cross filesystems), hidden, one per process.
+/// rename does not cross filesystems), hidden, and named unpredictably so that nobody can
+/// place a link there beforehand (it is created exclusively, without following links, too).
 fn temporary_beside(target: &Path) -> PathBuf {
     let dir = target
         .parent()
@@ -788,15 +859,17 @@ fn temporary_beside(target: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    dir.join(format!(".{name}.tmp-{}", std::process::id()))
+    let nonce: u64 = rand::random();
+    dir.join(format!(".{name}.tmp-{}-{nonce:016x}", std::process::id()))
 }
 
 fn write_new_file(file: &Path, bytes: &[u8], mode: u32) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
+    // Never an existing file, never through a link: a name someone prepared is refused.
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .mode(mode)
         .open(file)?;
     f.write_all(bytes)?;
@@ -1089,5 +1162,107 @@ mod tests {
         };
         let err = FileVault::open("local", &config).await.err().unwrap();
         assert!(err.to_string().contains("restore the identity"), "{err}");
+    }
+
+    #[test]
+    fn a_temporary_file_is_never_written_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, "keep me").unwrap();
+        let planted = dir.path().join(".x.age.tmp-1");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        let err = write_new_file(&planted, b"ciphertext", 0o600).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists, "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        // And names are not predictable: two for one target differ.
+        let target = dir.path().join("x.age");
+        assert_ne!(temporary_beside(&target), temporary_beside(&target));
+    }
+
+    #[test]
+    fn an_identity_is_created_once_and_the_second_creator_keeps_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        assert!(create_exclusively(&key, b"first", 0o600).unwrap());
+        assert!(!create_exclusively(&key, b"second", 0o600).unwrap());
+        assert_eq!(std::fs::read(&key).unwrap(), b"first");
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "no temporary file left behind");
+    }
+
+    #[tokio::test]
+    async fn files_written_with_another_identity_refuse_the_vault_before_it_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        v.write_pending("x", "t", &cred("one"), Previous::Kept)
+            .await
+            .unwrap();
+        v.promote("x", "t", None).await.unwrap();
+        drop(v);
+        let before = std::fs::read(dir.path().join("v/x.age")).unwrap();
+        // Another key in the identity's place.
+        std::fs::remove_file(dir.path().join("key")).unwrap();
+        create_exclusively(
+            &dir.path().join("key"),
+            age::x25519::Identity::generate()
+                .to_string()
+                .expose_secret()
+                .as_bytes(),
+            0o600,
+        )
+        .unwrap();
+        let config = FileVaultConfig {
+            dir: dir.path().join("v"),
+            identity: SecretRef::File {
+                file: dir.path().join("key"),
+            },
+        };
+        let err = FileVault::open("local", &config).await.err().unwrap();
+        assert!(
+            err.to_string().contains("encrypted to another identity"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(dir.path().join("v/x.age")).unwrap(), before);
+    }
+
+    #[tokio::test]
+    async fn a_folder_others_may_write_and_an_identity_others_may_read_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        drop(vault(dir.path()).await);
+        let config = FileVaultConfig {
+            dir: dir.path().join("v"),
+            identity: SecretRef::File {
+                file: dir.path().join("key"),
+            },
+        };
+        let mode = |p: &str| {
+            std::fs::metadata(dir.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!((mode("v"), mode("key")), (0o700, 0o600));
+        let set = |p: &str, m: u32| {
+            std::fs::set_permissions(dir.path().join(p), std::fs::Permissions::from_mode(m))
+                .unwrap()
+        };
+        set("v", 0o777);
+        let err = FileVault::open("local", &config).await.err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("writable by group or others (mode 0777)")
+                && err.to_string().contains("chmod 0700"),
+            "{err}"
+        );
+        set("v", 0o700);
+        set("key", 0o644);
+        let err = FileVault::open("local", &config).await.err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("readable by group or others (mode 0644)"),
+            "{err}"
+        );
     }
 }

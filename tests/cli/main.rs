@@ -13,6 +13,7 @@ mod daemon;
 mod deploy;
 mod drill;
 mod emergency;
+mod files;
 mod github;
 mod http;
 mod identify;
