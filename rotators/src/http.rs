@@ -265,6 +265,66 @@ pub struct HttpRotator {
     client: reqwest::Client,
 }
 
+/// What a template is filled for: a URL path (values percent-encoded), a JSON body (values
+/// JSON-escaped) or a header or plain body (as they are).
+#[derive(Clone, Copy)]
+enum FillFor {
+    Path,
+    Json,
+    Text,
+}
+
+/// Everything but RFC 3986's unreserved characters.
+const NOT_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The most of a provider's answer rotor reads: a key's JSON is a few hundred bytes, and an
+/// answer without end must not fill rotor's memory.
+const MAX_ANSWER: usize = 1 << 20;
+
+async fn read_limited(
+    mut response: reqwest::Response,
+    shown: &str,
+) -> Result<Zeroizing<Vec<u8>>, RotatorError> {
+    let mut body = Zeroizing::new(Vec::new());
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        RotatorError::transient(format!("{shown}: reading the answer: {}", e.without_url()))
+    })? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(RotatorError::permanent(format!(
+                "{shown}: the answer is larger than {} KiB; rotor reads no more (is `base_url` the provider's API?)",
+                MAX_ANSWER / 1024
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// An id the provider gave that rotor will put in URLs: a plain identifier, not a path.
+fn plain_id(id: String) -> Result<String, RotatorError> {
+    let plain = !id.is_empty()
+        && id.len() <= 256
+        && id != "."
+        && id != ".."
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~:@+=".contains(c));
+    if plain {
+        Ok(id)
+    } else {
+        Err(RotatorError::permanent(format!(
+            "mint: the provider's id {:?} is not a plain identifier (letters, digits and -._~:@+=); \
+             rotor will not use it in a URL. The candidate was not stored; the provider may hold it \
+             under that id: remove it there by hand, and check `mint.id`",
+            id.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
 /// Template values for one call.
 #[derive(Default)]
 struct Values<'a> {
@@ -323,14 +383,16 @@ impl HttpRotator {
         })
     }
 
-    fn fill(template: &str, values: &Values<'_>, json: bool) -> Zeroizing<String> {
+    fn fill(template: &str, values: &Values<'_>, into: FillFor) -> Zeroizing<String> {
         let mut out = Zeroizing::new(template.to_owned());
-        let escape = |v: &str| {
-            if json {
-                json_escaped(v)
-            } else {
-                Zeroizing::new(v.to_owned())
+        let escape = |v: &str| match into {
+            FillFor::Json => json_escaped(v),
+            // A value from the provider (an id) must not reach another path or a query: every
+            // byte but the unreserved ones is percent-encoded.
+            FillFor::Path => {
+                Zeroizing::new(percent_encoding::utf8_percent_encode(v, NOT_UNRESERVED).to_string())
             }
+            FillFor::Text => Zeroizing::new(v.to_owned()),
         };
         if let Some(token) = values.token {
             *out = out.replace("{{token}}", &escape(token));
@@ -359,7 +421,7 @@ impl HttpRotator {
                 secret: None,
                 ..*values
             },
-            false,
+            FillFor::Path,
         );
         let method = Method::from_bytes(call.method.to_uppercase().as_bytes()).expect("validated");
         let shown = format!("{step}: {method} {}", path.as_str());
@@ -387,7 +449,7 @@ impl HttpRotator {
             request = request.header(auth.header.as_str(), header);
         }
         for (name, template) in &call.headers {
-            let value = Self::fill(template, values, false);
+            let value = Self::fill(template, values, FillFor::Text);
             let mut value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
                 RotatorError::permanent(format!(
                     "{shown}: header {name} is not a valid header value"
@@ -397,8 +459,13 @@ impl HttpRotator {
             request = request.header(name.as_str(), value);
         }
         if let Some(body) = &call.body {
-            let filled = Self::fill(body, values, body.trim_start().starts_with(['{', '[']));
-            if body.trim_start().starts_with(['{', '[']) {
+            let json = body.trim_start().starts_with(['{', '[']);
+            let filled = Self::fill(
+                body,
+                values,
+                if json { FillFor::Json } else { FillFor::Text },
+            );
+            if json {
                 request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
             }
             request = request.body(filled.as_bytes().to_vec());
@@ -415,18 +482,7 @@ impl HttpRotator {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = Zeroizing::new(
-            response
-                .bytes()
-                .await
-                .map_err(|e| {
-                    RotatorError::transient(format!(
-                        "{shown}: reading the answer: {}",
-                        e.without_url()
-                    ))
-                })?
-                .to_vec(),
-        );
+        let body = read_limited(response, &shown).await?;
         let ok = if call.expect.is_empty() {
             status.is_success()
         } else {
@@ -569,12 +625,12 @@ impl Rotator for HttpRotator {
                 mint.secret
             ))
         })?;
-        let id = id.ok_or_else(|| {
+        let id = plain_id(id.ok_or_else(|| {
             RotatorError::permanent(format!(
                 "mint: no id at `{}` in the answer (mint.id)",
                 mint.id
             ))
-        })?;
+        })?)?;
         Ok(Credential::new()
             .with(ID, SecretString::from(id))
             .with(VALUE, secret))
@@ -687,6 +743,36 @@ list = { path = "/v1/keys", items = "/keys", id = "/id", name = "/name" }
 "#;
 
     #[test]
+    fn values_in_a_url_path_are_percent_encoded_and_ids_must_be_plain() {
+        let hostile = "../../admin/purge-all-keys?confirm=yes&x=";
+        let values = Values {
+            id: Some(hostile),
+            token: Some("tok"),
+            ..Default::default()
+        };
+        let path = HttpRotator::fill("/v1/keys/{{id}}?t={{token}}", &values, FillFor::Path);
+        assert_eq!(
+            path.as_str(),
+            "/v1/keys/..%2F..%2Fadmin%2Fpurge-all-keys%3Fconfirm%3Dyes%26x%3D?t=tok"
+        );
+        let json = HttpRotator::fill(r#"{"id": "{{id}}"}"#, &values, FillFor::Json);
+        assert_eq!(
+            json.as_str(),
+            r#"{"id": "../../admin/purge-all-keys?confirm=yes&x="}"#
+        );
+        for bad in [hostile, "..", ".", "", "a b", "key/1", "k\u{e9}y"] {
+            let err = plain_id(bad.to_owned()).unwrap_err();
+            assert!(
+                err.to_string().contains("not a plain identifier"),
+                "{bad}: {err}"
+            );
+        }
+        for good in ["key_01", "ak-1.2~x", "org:key@v2", "a+b="] {
+            assert_eq!(plain_id(good.to_owned()).unwrap(), good);
+        }
+    }
+
+    #[test]
     fn a_saas_api_key_config_validates() {
         let c: HttpConfig = toml::from_str(SAAS).unwrap();
         c.validate().unwrap();
@@ -719,7 +805,11 @@ list = { path = "/v1/keys", items = "/keys", id = "/id", name = "/name" }
             token: Some("t1"),
             id: None,
         };
-        let body = HttpRotator::fill(r#"{"s": "{{secret}}", "t": "{{token}}"}"#, &values, true);
+        let body = HttpRotator::fill(
+            r#"{"s": "{{secret}}", "t": "{{token}}"}"#,
+            &values,
+            FillFor::Json,
+        );
         let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(parsed["s"], "a\"b\\c");
         assert_eq!(parsed["t"], "t1");

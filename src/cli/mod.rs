@@ -272,6 +272,16 @@ impl Context {
     }
 
     pub async fn open_store(&self, config: &Config) -> Result<Store, CliError> {
+        // As in the config: a password in the URL would show in `ps`, in the environment of
+        // every child and in error messages.
+        if let Some(url) = &self.database
+            && rotor_rotators::secret_ref::postgres_url_has_password(url)
+        {
+            return Err(CliError::usage(
+                "--database (or ROTOR_DATABASE_URL) holds a password, which `ps` and the process environment show: \
+                 remove it and give it as a reference, `[store] password = { env = \"NAME\" }` or `{ file = \"/path\" }`",
+            ));
+        }
         let url = self
             .database
             .clone()

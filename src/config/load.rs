@@ -150,6 +150,17 @@ impl Loader {
     }
 
     fn add_file(&mut self, path: &Path) {
+        // A FIFO or a device would block the read or never end: only regular files are config.
+        match std::fs::metadata(path) {
+            Ok(meta) if !meta.is_file() => {
+                return self.io_error(
+                    path,
+                    "not a regular file (a FIFO, a device or a socket): config must be a file"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) => return self.io_error(path, format!("cannot read config file: {e}")),

@@ -115,3 +115,30 @@ length = 48
                 .contains(secret.as_str())
     );
 }
+
+/// A hostile provider: an id that is a path and a query is refused at mint, so nothing is ever
+/// sent to the path it names; an answer without end is not read into memory.
+#[test]
+fn a_hostile_providers_id_and_oversized_answer_are_refused() {
+    let rotor = Rotor::new("");
+    let fixture = setup(Provider::Http, "hostile", rotor.dir.path());
+    std::fs::write(&rotor.config, fixture.config("0s", rotor.dir.path())).unwrap();
+    let saas = fixture.service.clone().unwrap();
+    saas.state.lock().unwrap().mint_id = Some("../../admin/purge-all-keys?confirm=yes&x=".into());
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a plain identifier"), "{stderr}");
+    let calls = saas.state.lock().unwrap().calls.clone();
+    assert!(
+        calls.iter().all(|c| !c.contains("/admin")),
+        "nothing reached the path the id named: {calls:?}"
+    );
+
+    saas.state.lock().unwrap().mint_padding = 2 << 20;
+    rotor.ok(&["run", "--once"]);
+    let out = rotor.run(&["rotate", "app/key0"]);
+    let text = format!("{out:?}");
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(text.contains("larger than 1024 KiB"), "{text}");
+}

@@ -135,3 +135,51 @@ fn a_credential_without_a_maximum_age_is_warned_of_and_every_other_has_a_deadlin
         entry("app/key1")["max_age_deadline"]
     );
 }
+
+#[test]
+fn a_fifo_is_refused_not_read_forever() {
+    let rotor = Rotor::new(&crate::generated_config(1, "1h"));
+    let fifo = rotor.path("schedules.toml");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut child = rotor
+        .command(&["validate", fifo.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("validate hangs on a FIFO");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
+}
+
+#[test]
+fn a_store_url_with_a_password_is_refused_on_the_command_line_and_in_the_environment() {
+    let rotor = Rotor::new(&crate::generated_config(1, "1h"));
+    let url = "postgres://rotor:hunter2-secret@127.0.0.1:1/rotor";
+    let flag = rotor.run(&["--database", url, "status"]);
+    let env = rotor
+        .command(&["status"])
+        .env("ROTOR_DATABASE_URL", url)
+        .output()
+        .unwrap();
+    for out in [flag, env] {
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("holds a password"), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+}

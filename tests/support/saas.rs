@@ -28,6 +28,10 @@ pub struct State {
     pub times: Vec<std::time::Instant>,
     /// Creating a key answers this much later (a slow provider).
     pub mint_delay: std::time::Duration,
+    /// A hostile provider: the id the next created key gets, instead of `key_N`.
+    pub mint_id: Option<String>,
+    /// A hostile provider: this many bytes of padding in the answer to a key's creation.
+    pub mint_padding: usize,
 }
 
 pub struct Saas {
@@ -84,7 +88,10 @@ impl Respond for Api {
                     return ResponseTemplate::new(400);
                 };
                 state.next += 1;
-                let id = format!("key_{}", state.next);
+                let id = state
+                    .mint_id
+                    .take()
+                    .unwrap_or_else(|| format!("key_{}", state.next));
                 // A key the client brings is imported; otherwise one is made and shown once.
                 let secret = match body["key"].as_str() {
                     Some(imported) => imported.to_owned(),
@@ -98,10 +105,11 @@ impl Respond for Api {
                         name: name.clone(),
                     },
                 );
+                let padding = "x".repeat(state.mint_padding);
                 ResponseTemplate::new(201)
-                    .set_body_json(
-                        serde_json::json!({"id": id, "key": secret, "name": name, "active": true}),
-                    )
+                    .set_body_json(serde_json::json!({
+                        "id": id, "key": secret, "name": name, "active": true, "padding": padding
+                    }))
                     .set_delay(state.mint_delay)
             }
             ("GET", "/v1/keys") => {
