@@ -295,11 +295,13 @@ impl Loader {
 
     fn add_store(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
         let span = value.span();
+        let url_span = value_span(&value, "url");
         let Some(store) = self.deserialize::<StoreConfig>(file, value) else {
             return;
         };
         if let Some(problem) = store_url_problem(&store.url) {
-            self.error(file, Some(span.clone()), problem);
+            let at = url_span.unwrap_or_else(|| span.clone());
+            self.error(file, Some(at), problem);
         }
         if let Some((_, first)) = &self.store {
             let at = self.position(first);
@@ -589,6 +591,13 @@ impl Loader {
             );
         for (what, name, settings, declared) in named {
             for reference in settings.secret_refs() {
+                if let Some(problem) = reference_path_problem(reference) {
+                    problems.push((
+                        declared.file,
+                        declared.span.clone(),
+                        format!("{what} `{name}`: {problem}"),
+                    ));
+                }
                 if let SecretRef::Vault { vault, .. } = reference
                     && !self.vaults.contains_key(vault)
                 {
@@ -731,6 +740,13 @@ impl Loader {
                 );
             }
             for reference in rotator.settings().secret_refs() {
+                if let Some(problem) = reference_path_problem(reference) {
+                    self.error(
+                        file,
+                        Some(c.id.span()),
+                        format!("rotator of `{id}`: {problem}"),
+                    );
+                }
                 if let SecretRef::Vault { vault, .. } = reference
                     && !self.vaults.contains_key(vault)
                 {
@@ -985,6 +1001,15 @@ fn collect_toml_files(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<(
     Ok(())
 }
 
+/// Where `key`'s value is written in table `value`: an error about it points there, not at
+/// the table's header.
+fn value_span(value: &Spanned<DeValue<'_>>, key: &str) -> Option<Range<usize>> {
+    match value.get_ref() {
+        DeValue::Table(table) => table.get(key).map(|v| v.span()),
+        _ => None,
+    }
+}
+
 fn or_none(list: &str) -> &str {
     if list.is_empty() { "(none)" } else { list }
 }
@@ -1011,6 +1036,16 @@ fn name_problem(name: &str) -> Option<&'static str> {
     None
 }
 
+/// A secret read from a vault is read at a vault path: it must be one (`../outside/x` read a
+/// file beside the vault's folder).
+fn reference_path_problem(reference: &SecretRef) -> Option<String> {
+    let SecretRef::Vault { path, .. } = reference else {
+        return None;
+    };
+    name_problem(path)
+        .map(|problem| format!("invalid vault path `{path}` in a secret reference: {problem}"))
+}
+
 fn rotator_problem(rotator: &RotatorConfig) -> Result<(), String> {
     rotator.settings().validate()
 }
@@ -1018,7 +1053,7 @@ fn rotator_problem(rotator: &RotatorConfig) -> Result<(), String> {
 fn store_url_problem(url: &str) -> Option<String> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         if rotor_rotators::secret_ref::postgres_url_has_password(url) {
-            return Some("the store URL contains a password; a config file holds no secrets: remove it and set `password = { env = \"NAME\" }` (or { file = ... })".into());
+            return Some("the store URL holds a literal secret (a password); a config file holds no secrets: remove it and set `password = { env = \"NAME\" }` (or { file = ... })".into());
         }
         return None;
     }
