@@ -367,6 +367,7 @@ impl HttpRotator {
             Some(client) => client.clone(),
             None => {
                 let client = reqwest::Client::builder()
+                    .redirect(crate::net::same_origin_redirects())
                     .connect_timeout(Duration::from_secs(10))
                     .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
                     .build()
@@ -506,6 +507,10 @@ impl HttpRotator {
             401 | 403 => {
                 RotatorError::permanent(format!("{message}: the provider refused the credential"))
             }
+            300..=399 => RotatorError::permanent(format!(
+                "{message}: a redirect to another origin (or from https to http), which rotor does not follow \
+                 with its credential; point `base_url` at the API itself"
+            )),
             409 => RotatorError::conflict(format!(
                 "{message}: the provider reports a conflict (changed outside rotor?); check it by hand"
             )),

@@ -22,6 +22,7 @@ pub mod http;
 pub mod kinds;
 #[cfg(feature = "manual")]
 pub mod manual;
+pub mod net;
 pub mod password;
 #[cfg(feature = "postgres_password")]
 pub mod postgres;

@@ -204,6 +204,7 @@ impl Alerter {
         let client = reqwest::Client::builder()
             .timeout(DELIVERY_TIMEOUT)
             .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
+            .redirect(rotor_rotators::net::same_origin_redirects())
             .build()
             .expect("the HTTP client builds");
         Self {

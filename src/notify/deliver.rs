@@ -251,6 +251,7 @@ async fn rollout(
     let token = secret(vaults, name, &token_ref).await?;
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
+        .redirect(rotor_rotators::net::same_origin_redirects())
         .timeout(timeout);
     let ca_file = h.ca_file.clone().or_else(|| {
         h.api_url

@@ -178,6 +178,7 @@ impl Notifier {
     pub fn new(hooks: BTreeMap<String, HookConfig>, vaults: Arc<Vaults>) -> Self {
         let client = reqwest::Client::builder()
             .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
+            .redirect(rotor_rotators::net::same_origin_redirects())
             .build()
             .expect("the HTTP client builds");
         Self {

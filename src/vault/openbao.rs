@@ -233,6 +233,7 @@ impl OpenbaoVault {
     pub fn open(name: &str, config: &OpenbaoVaultConfig) -> Result<OpenbaoVault, VaultError> {
         let fail = |message: String| VaultError::new(ErrorClass::Permanent, name, "", message);
         let mut builder = reqwest::Client::builder()
+            .redirect(rotor_rotators::net::same_origin_redirects())
             .timeout(config.timeout.as_std())
             .connect_timeout(config.timeout.as_std());
         if let Some(tls) = &config.tls {
@@ -346,6 +347,25 @@ impl OpenbaoVault {
             )
         })?;
         let status = response.status();
+        // Redirects within the address's origin were followed; one that leaves it is not.
+        if status.is_redirection() {
+            let to = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("(no Location)")
+                .to_owned();
+            return Err(self.err(
+                ErrorClass::Transient,
+                path,
+                format!(
+                    "{} answered {status}, redirecting to {to}: rotor sends its token and secrets to no \
+                     other origin, nor from https to http. Point `address` at the active node (or a \
+                     load balancer that routes to it); a standby redirects to its `api_addr`",
+                    self.base
+                ),
+            ));
+        }
         let bytes = response.bytes().await.map_err(|e| {
             self.err(
                 ErrorClass::Transient,

@@ -25,6 +25,7 @@ mod pause;
 mod postgres_password;
 mod providers;
 mod recovery;
+mod redirects;
 mod redis_acl_password;
 mod rotation;
 mod scale;

@@ -10,6 +10,7 @@ pub mod openbao;
 pub mod outage;
 pub mod postgres;
 pub mod prometheus;
+pub mod redirect;
 pub mod redis;
 pub mod saas;
 

@@ -1,0 +1,108 @@
+//! No client that carries a credential follows a redirect to another origin: the OpenBao vault
+//! (its token, the new secret), the `http` rotator (rotor's admin key), alert webhooks and
+//! notify webhooks (signed bodies). Each talks to a server that answers `307` to another
+//! loopback origin; nothing may arrive there.
+
+use crate::generated_config;
+use crate::support::Rotor;
+use crate::support::redirect::Redirect;
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn the_openbao_vault_sends_its_token_to_no_other_origin() {
+    let bao = Redirect::start();
+    let config = format!(
+        r#"
+[defaults]
+grace = "0s"
+retry = {{ max_attempts = 2, initial = "1s", max = "1s" }}
+[vaults.bao]
+kind = "openbao"
+address = "{}"
+mount = "kv"
+auth = {{ method = "token", token = {{ env = "ROTOR_TEST_BAO_TOKEN" }} }}
+[[credential]]
+id = "app/key0"
+schedule = {{ every = "30d" }}
+vault = {{ name = "bao", path = "app/key0" }}
+rotator = {{ kind = "generated", length = 40 }}
+"#,
+        bao.url()
+    );
+    let rotor = Rotor::new(&config);
+    let out = rotor
+        .command(&["rotate", "app/key0"])
+        .env("ROTOR_TEST_BAO_TOKEN", "s.token-that-must-stay-home")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let text = text(&out);
+    assert!(text.contains("redirecting to"), "{text}");
+    let (asked, elsewhere) = bao.seen();
+    assert!(asked > 0, "rotor asked the vault");
+    assert_eq!(elsewhere, 0, "nothing reached the other origin");
+}
+
+#[test]
+fn the_http_rotator_and_an_alert_webhook_follow_no_redirect_to_another_origin() {
+    let provider = Redirect::start();
+    let sink = Redirect::start();
+    let admin = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(admin.path(), "admin-key-that-must-stay-home").unwrap();
+    let config = generated_config(1, "0s")
+        .replace("alerts = [\"log\"]", "alerts = [\"hook\"]")
+        .replace(
+            "rotator = { kind = \"generated\", length = 40, alphabet = \"alphanumeric\" }\n",
+            &format!(
+                r#"[credential.rotator]
+kind = "http"
+base_url = "{}"
+auth = {{ value = {{ file = "{}" }} }}
+mint = {{ method = "POST", path = "/v1/keys", body = '{{"name": "rotor {{{{token}}}}"}}', secret = "/key", id = "/id" }}
+verify = {{ path = "/v1/whoami", headers = {{ Authorization = "Bearer {{{{secret}}}}" }} }}
+retire = {{ method = "DELETE", path = "/v1/keys/{{{{id}}}}", expect = [204, 404] }}
+"#,
+                provider.url(),
+                admin.path().display()
+            ),
+        )
+        + &format!("\n[alerts.hook]\nkind = \"webhook\"\nurl = \"{}/rotor\"\n", sink.url());
+    let rotor = Rotor::new(&config);
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let text = text(&out);
+    assert!(text.contains("redirect"), "{text}");
+    for (what, server) in [("provider", &provider), ("alert sink", &sink)] {
+        let (asked, elsewhere) = server.seen();
+        assert!(asked > 0, "rotor called the {what}");
+        assert_eq!(
+            elsewhere, 0,
+            "nothing of the {what}'s reached the other origin"
+        );
+    }
+}
+
+#[test]
+fn a_notify_webhook_follows_no_redirect_to_another_origin() {
+    let consumer = Redirect::start();
+    let config = generated_config(1, "0s").replace(
+        "vault = { name = \"local\", path = \"app/key0\" }",
+        "vault = { name = \"local\", path = \"app/key0\" }\nnotify = [\"consumer\"]",
+    ) + &format!(
+        "\n[hooks.consumer]\nkind = \"webhook\"\nurl = \"{}/rotated\"\nsecret = {{ file = \"hook.key\" }}\n",
+        consumer.url()
+    );
+    let rotor = Rotor::new(&config);
+    std::fs::write(rotor.path("hook.key"), "hook-signing-key").unwrap();
+    rotor.ok(&["rotate", "app/key0"]);
+    let (asked, elsewhere) = consumer.seen();
+    assert!(asked > 0, "rotor told the consumer");
+    assert_eq!(elsewhere, 0, "nothing reached the other origin");
+}
