@@ -610,6 +610,46 @@ impl Rotator for AwsIamAccessKey {
             .await
     }
 
+    async fn unissued(&self, current: &Credential) -> Result<usize, RotatorError> {
+        let current = key_id(current)?;
+        let iam = self.iam().await?;
+        Ok(self
+            .keys(&iam)
+            .await?
+            .iter()
+            .filter(|k| k.id != current)
+            .count())
+    }
+
+    /// Retires every other key of the user as a previous key is retired: deactivated, then
+    /// deleted after `delete_after` (at once when `at_once`).
+    async fn retire_unissued(
+        &self,
+        current: &Credential,
+        at_once: bool,
+    ) -> Result<Retired, RotatorError> {
+        let current_id = key_id(current)?;
+        let iam = self.iam().await?;
+        let delete_after = if at_once {
+            std::time::Duration::ZERO
+        } else {
+            self.config.delete_after.as_std()
+        };
+        let mut again: Option<std::time::Duration> = None;
+        for key in self.keys(&iam).await? {
+            if key.id == current_id {
+                continue;
+            }
+            let other = Credential::new().with(ACCESS_KEY_ID, SecretString::from(key.id));
+            if let Retired::Again(after) =
+                self.retire_key(&other, Some(current), delete_after).await?
+            {
+                again = Some(again.map_or(after, |a| a.min(after)));
+            }
+        }
+        Ok(again.map_or(Retired::Done, Retired::Again))
+    }
+
     async fn rollback(
         &self,
         candidate: &Credential,

@@ -213,6 +213,28 @@ pub trait Rotator: Send + Sync {
         self.retire(old, current)
     }
 
+    /// How many secrets the provider holds for this credential, besides `current`, that rotor
+    /// did not issue: what was there when rotor adopted the credential (a password or key set
+    /// by hand), possibly leaked, which a first version must retire like a previous one.
+    fn unissued(
+        &self,
+        current: &Credential,
+    ) -> impl Future<Output = Result<usize, RotatorError>> + Send {
+        let _ = current;
+        async { Ok(0) }
+    }
+
+    /// Retires every secret `unissued` counts, after the first version's grace, as `retire`
+    /// retires a previous one (`at_once`: as `retire_at_once`). "Already gone" is success.
+    fn retire_unissued(
+        &self,
+        current: &Credential,
+        at_once: bool,
+    ) -> impl Future<Output = Result<Retired, RotatorError>> + Send {
+        let _ = (current, at_once);
+        async { Ok(Retired::Done) }
+    }
+
     /// Undoes `apply` of a candidate that will not be promoted, leaving `current` working.
     fn rollback(
         &self,
@@ -348,6 +370,16 @@ impl Rotator for AnyRotator {
         current: Option<&Credential>,
     ) -> Result<Retired, RotatorError> {
         dispatch!(self, r => r.retire_at_once(old, current).await)
+    }
+    async fn unissued(&self, current: &Credential) -> Result<usize, RotatorError> {
+        dispatch!(self, r => r.unissued(current).await)
+    }
+    async fn retire_unissued(
+        &self,
+        current: &Credential,
+        at_once: bool,
+    ) -> Result<Retired, RotatorError> {
+        dispatch!(self, r => r.retire_unissued(current, at_once).await)
     }
     async fn rollback(
         &self,

@@ -571,6 +571,27 @@ impl Rotator for PostgresPassword {
         Ok(Retired::Done)
     }
 
+    /// The partner role of an alternating pair may hold a password set before rotor, but a
+    /// role without the superuser's `pg_authid` cannot see whether it does: none is counted,
+    /// so the first version keeps no grace, and `retire_unissued` removes the partner's
+    /// password when it completes. (A single role's old password was replaced at apply.)
+    async fn unissued(&self, _current: &Credential) -> Result<usize, RotatorError> {
+        Ok(0)
+    }
+
+    /// Removes the partner role's password (`PASSWORD NULL`; already none is success).
+    async fn retire_unissued(
+        &self,
+        current: &Credential,
+        _at_once: bool,
+    ) -> Result<Retired, RotatorError> {
+        if self.config.strategy == Strategy::Alternating {
+            let partner = self.alternate(Some(current))?;
+            self.set_password(&partner, None).await?;
+        }
+        Ok(Retired::Done)
+    }
+
     async fn rollback(
         &self,
         candidate: &Credential,

@@ -325,6 +325,21 @@ impl RedisAclPassword {
         Ok(())
     }
 
+    /// The password hashes of the user other than `current`'s, with the admin connection.
+    async fn others(
+        &self,
+        current: &Credential,
+    ) -> Result<(MultiplexedConnection, Vec<String>), RotatorError> {
+        let hash = password_hash(current)?;
+        let mut conn = self.admin().await?;
+        let passwords = match self.user_state(&mut conn).await? {
+            Some((_, passwords)) => passwords,
+            None => Vec::new(),
+        };
+        let others = passwords.into_iter().filter(|p| *p != hash).collect();
+        Ok((conn, others))
+    }
+
     fn same_password(a: &Credential, b: Option<&Credential>) -> Result<bool, RotatorError> {
         match b {
             Some(b) => Ok(password_hash(a)? == password_hash(b)?),
@@ -404,6 +419,28 @@ impl Rotator for RedisAclPassword {
             )));
         }
         self.remove(old, "removing the old password").await?;
+        Ok(Retired::Done)
+    }
+
+    async fn unissued(&self, current: &Credential) -> Result<usize, RotatorError> {
+        Ok(self.others(current).await?.1.len())
+    }
+
+    /// Removes every password of the user but `current`'s: what it had before rotor.
+    async fn retire_unissued(
+        &self,
+        current: &Credential,
+        _at_once: bool,
+    ) -> Result<Retired, RotatorError> {
+        let (mut conn, others) = self.others(current).await?;
+        for hash in others {
+            self.set(
+                &mut conn,
+                format!("!{hash}"),
+                "removing a password rotor did not issue",
+            )
+            .await?;
+        }
         Ok(Retired::Done)
     }
 

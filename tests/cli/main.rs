@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod adoption;
 mod alerts;
 mod aws_iam_access_key;
 mod cancel;

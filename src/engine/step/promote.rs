@@ -1,6 +1,8 @@
 //! Promote: the verified candidate becomes the vault's current version, the credential's
 //! next rotation counts from now, and consumers are told.
 
+use rotor_rotators::Rotator;
+
 use crate::engine::error::StepError;
 use crate::engine::{Ctx, Engine};
 use crate::notify::EventKind;
@@ -16,12 +18,22 @@ impl Engine {
         run: &mut RunRow,
         known: &mut Option<Known>,
     ) -> Result<Outcome, StepError> {
+        // A first version replaced nothing of rotor's; what the provider held before rotor
+        // adopted the credential is retired after the grace like a previous version, since
+        // consumers may still use it. Asked before promotion: a promoted run must not fail on it.
+        let adopts = run.replaced_version.is_none()
+            && !ctx.rotator.vault_only()
+            && ctx
+                .rotator
+                .unissued(&self.candidate(ctx, run, known).await?)
+                .await?
+                > 0;
         let version = self.promote_in_vault(ctx, run, known).await?;
         let now = self.now();
         let event = self.event(ctx, run, EventKind::Promoted, Some(version.clone()), now);
-        // Fixed when the run was planned: none for an emergency rotation. A first version
-        // replaced nothing, so nothing needs the grace: the run retires nothing and completes.
-        let grace_ms = if run.replaced_version.is_some() {
+        // Fixed when the run was planned: none for an emergency rotation. A first version that
+        // retires nothing needs no grace: the run completes.
+        let grace_ms = if run.replaced_version.is_some() || adopts {
             run.grace_ms
         } else {
             0
@@ -46,6 +58,19 @@ impl Engine {
             performed: Performed::Done(Some(update)),
             events: vec![event],
         })
+    }
+
+    /// The candidate this run verified: held by the drive, or read back from the vault.
+    async fn candidate(
+        &self,
+        ctx: &Ctx<'_>,
+        run: &RunRow,
+        known: &Option<Known>,
+    ) -> Result<rotor_rotators::Credential, StepError> {
+        match known {
+            Some(held) => Ok(held.candidate.clone()),
+            None => self.own_pending(ctx, run).await,
+        }
     }
 
     /// The drive that verified promotes the candidate it holds, which is the one it verified

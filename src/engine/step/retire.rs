@@ -24,9 +24,19 @@ impl Engine {
         if let Some((current, _)) = &pair {
             ctx.rotator.switch_over(current).await?;
         }
-        if let Some((current, Some(previous))) = &pair
-            && let Retired::Again(after) = self.retire_previous(ctx, run, previous, current).await?
-        {
+        let retired = match &pair {
+            Some((current, Some(previous))) => {
+                self.retire_previous(ctx, run, previous, current).await?
+            }
+            // Adopted: what the provider held before rotor's first version.
+            Some((current, None)) if run.replaced_version.is_none() => {
+                ctx.rotator
+                    .retire_unissued(current, run.emergency != 0)
+                    .await?
+            }
+            _ => Retired::Done,
+        };
+        if let Retired::Again(after) = retired {
             // A second stage is due later (an IAM key is deleted after `delete_after`): the
             // previous version stays until it is done.
             return Ok(Performed::WaitUntil(self.now() + after.as_millis() as i64).into());
