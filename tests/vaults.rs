@@ -54,6 +54,7 @@ fn bao_config(mount: &str, auth: OpenbaoAuthConfig) -> OpenbaoVaultConfig {
         namespace: None,
         pending_prefix: "_rotor/pending".into(),
         timeout: rotor::config::Duration::from_secs(5),
+        insecure_transport: false,
     }
 }
 
@@ -726,6 +727,7 @@ async fn aws_vault() -> AnyVault {
     let config = rotor::vault::aws_secrets_manager::AwsSecretsManagerConfig {
         region: "eu-west-1".into(),
         endpoint: Some(moto::shared().endpoint.clone()),
+        insecure_transport: false,
     };
     AnyVault::AwsSecretsManager(Box::new(
         rotor::vault::aws_secrets_manager::AwsSecretsManager::open("aws", &config).await,

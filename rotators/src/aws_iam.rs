@@ -58,6 +58,11 @@ pub struct AwsIamConfig {
     /// (environment, profile, instance role) when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<AwsCredentialRefs>,
+    /// Allow a transport that does not protect secrets (plaintext http or redis, PostgreSQL
+    /// without `sslmode=verify-full`/`verify-ca`) to a host other than this machine, on a
+    /// network you trust; `rotor validate` warns of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_transport: bool,
 }
 
 /// An access key given as secret references.
@@ -81,6 +86,18 @@ fn default_verify_within() -> crate::duration::Duration {
 }
 
 impl Settings for AwsIamConfig {
+    fn endpoints(&self) -> Vec<crate::net::Endpoint<'_>> {
+        self.endpoint
+            .as_deref()
+            .map(|url| crate::net::Endpoint {
+                field: "endpoint",
+                url,
+                insecure_allowed: self.insecure_transport,
+            })
+            .into_iter()
+            .collect()
+    }
+
     fn validate(&self) -> Result<(), String> {
         let valid = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
         if self.user_name.is_empty()

@@ -44,6 +44,11 @@ pub struct GithubAccess {
     /// Or act as a GitHub App installation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<AppIdentity>,
+    /// Allow a transport that does not protect secrets (plaintext http or redis, PostgreSQL
+    /// without `sslmode=verify-full`/`verify-ca`) to a host other than this machine, on a
+    /// network you trust; `rotor validate` warns of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_transport: bool,
 }
 
 /// A GitHub App installation rotor acts as.
@@ -68,6 +73,18 @@ impl GithubAccess {
             (None, None) => Err("set `token` (a fine-grained token reference) or `app = { app_id, installation_id, private_key }`".into()),
             _ => Ok(()),
         }
+    }
+
+    fn endpoints(&self) -> Vec<crate::net::Endpoint<'_>> {
+        self.api_url
+            .as_deref()
+            .map(|url| crate::net::Endpoint {
+                field: "api_url",
+                url,
+                insecure_allowed: self.insecure_transport,
+            })
+            .into_iter()
+            .collect()
     }
 
     fn refs(&self) -> Vec<&SecretRef> {
@@ -227,6 +244,10 @@ fn default_title() -> String {
 }
 
 impl Settings for DeployKeyConfig {
+    fn endpoints(&self) -> Vec<crate::net::Endpoint<'_>> {
+        self.access.endpoints()
+    }
+
     fn validate(&self) -> Result<(), String> {
         check_name("owner", &self.owner)?;
         check_name("repo", &self.repo)?;
@@ -570,6 +591,10 @@ fn default_webhook_length() -> usize {
 }
 
 impl Settings for WebhookConfig {
+    fn endpoints(&self) -> Vec<crate::net::Endpoint<'_>> {
+        self.access.endpoints()
+    }
+
     fn validate(&self) -> Result<(), String> {
         check_name("owner", &self.owner)?;
         if let Some(repo) = &self.repo {
@@ -778,9 +803,26 @@ pub struct InstallationTokenConfig {
     /// omitted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repositories: Vec<String>,
+    /// Allow a transport that does not protect secrets (plaintext http or redis, PostgreSQL
+    /// without `sslmode=verify-full`/`verify-ca`) to a host other than this machine, on a
+    /// network you trust; `rotor validate` warns of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_transport: bool,
 }
 
 impl Settings for InstallationTokenConfig {
+    fn endpoints(&self) -> Vec<crate::net::Endpoint<'_>> {
+        self.api_url
+            .as_deref()
+            .map(|url| crate::net::Endpoint {
+                field: "api_url",
+                url,
+                insecure_allowed: self.insecure_transport,
+            })
+            .into_iter()
+            .collect()
+    }
+
     fn validate(&self) -> Result<(), String> {
         if let Some(url) = &self.api_url {
             api_url_problem(url)?;

@@ -57,6 +57,11 @@ pub struct HttpConfig {
     /// How long one call may take before the step counts as a transient failure.
     #[serde(default = "default_timeout")]
     pub timeout: crate::duration::Duration,
+    /// Allow a transport that does not protect secrets (plaintext http or redis, PostgreSQL
+    /// without `sslmode=verify-full`/`verify-ca`) to a host other than this machine, on a
+    /// network you trust; `rotor validate` warns of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_transport: bool,
 }
 
 fn default_length() -> usize {
@@ -156,6 +161,17 @@ impl HttpConfig {
 }
 
 impl Settings for HttpConfig {
+    fn endpoints(&self) -> Vec<crate::net::Endpoint<'_>> {
+        Some(self.base_url.as_str())
+            .map(|url| crate::net::Endpoint {
+                field: "base_url",
+                url,
+                insecure_allowed: self.insecure_transport,
+            })
+            .into_iter()
+            .collect()
+    }
+
     fn validate(&self) -> Result<(), String> {
         let url = reqwest::Url::parse(&self.base_url)
             .map_err(|e| format!("`base_url` is not a URL: {e}"))?;

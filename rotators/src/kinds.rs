@@ -23,6 +23,12 @@ pub trait Settings {
     fn secret_refs(&self) -> Vec<&SecretRef> {
         Vec::new()
     }
+
+    /// The network endpoints these settings send secrets to, so that the loader can refuse a
+    /// transport that does not protect them (`crate::net::transport_problem`).
+    fn endpoints(&self) -> Vec<crate::net::Endpoint<'_>> {
+        Vec::new()
+    }
 }
 
 /// A family's config enum, as declared by [`kinds!`](crate::kinds).

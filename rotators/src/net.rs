@@ -28,3 +28,106 @@ fn follow_within_origin(attempt: Attempt<'_>) -> reqwest::redirect::Action {
         attempt.stop()
     }
 }
+
+/// A network endpoint a block of config sends secrets to, for the loader's transport check.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint<'a> {
+    /// The setting that names it (`address`, `url`, `dsn`...).
+    pub field: &'static str,
+    pub url: &'a str,
+    /// The operator wrote `insecure_transport = true` on the block.
+    pub insecure_allowed: bool,
+}
+
+/// Why `url` would carry secrets unprotected, if it would: plaintext HTTP or Redis, or
+/// PostgreSQL without a verified certificate, to anything but this machine. https, rediss,
+/// `sslmode=verify-full` / `verify-ca` and loopback addresses pass.
+pub fn transport_problem(url: &str) -> Option<String> {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        // Not a URL (a PostgreSQL key=value string, a socket path): the kind's own check reads it.
+        return postgres_keywords_problem(url);
+    };
+    let local = match parsed.host_str() {
+        None | Some("") | Some("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+    };
+    match parsed.scheme() {
+        "https" | "rediss" => None,
+        "http" | "redis" if local => None,
+        "http" => Some("plaintext http://: use https://".to_owned()),
+        "redis" => Some("plaintext redis://: use rediss:// (TLS)".to_owned()),
+        "postgres" | "postgresql" => {
+            let mode = parsed
+                .query_pairs()
+                .find(|(k, _)| k == "sslmode")
+                .map(|(_, v)| v.into_owned());
+            match mode.as_deref() {
+                Some("verify-full" | "verify-ca") => None,
+                _ if local => None,
+                Some(other) => Some(format!(
+                    "sslmode={other} does not verify the server: use sslmode=verify-full (or verify-ca)"
+                )),
+                None => Some(
+                    "no sslmode: the default verifies nothing; add ?sslmode=verify-full (or verify-ca)".to_owned(),
+                ),
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `host=... sslmode=...` connection strings.
+fn postgres_keywords_problem(text: &str) -> Option<String> {
+    if !text.contains("host=") {
+        return None;
+    }
+    let value = |key: &str| {
+        text.split_whitespace()
+            .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+    };
+    let host = value("host").unwrap_or("");
+    let local = host.starts_with('/') || matches!(host, "localhost" | "127.0.0.1" | "::1");
+    match value("sslmode") {
+        Some("verify-full" | "verify-ca") => None,
+        _ if local => None,
+        _ => {
+            Some("sslmode is not verify-full (or verify-ca): the server is not verified".to_owned())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transport_problem;
+
+    #[test]
+    fn only_verified_or_local_transports_pass() {
+        for ok in [
+            "https://bao.internal:8200",
+            "http://127.0.0.1:8200",
+            "http://localhost:9093",
+            "http://[::1]:80",
+            "rediss://cache.internal:6380",
+            "redis://127.0.0.1:6379",
+            "postgres://rotor@db.internal/rotor?sslmode=verify-full",
+            "postgres://rotor@127.0.0.1:5432/rotor",
+            "host=/var/run/postgresql user=rotor",
+        ] {
+            assert_eq!(transport_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "http://bao.internal:8200",
+            "http://10.0.0.5/hooks",
+            "redis://cache.internal:6379",
+            "postgres://rotor@db.internal/rotor",
+            "postgres://rotor@db.internal/rotor?sslmode=require",
+            "host=db.internal user=rotor sslmode=prefer",
+        ] {
+            assert!(transport_problem(bad).is_some(), "{bad}");
+        }
+    }
+}

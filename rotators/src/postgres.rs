@@ -71,6 +71,11 @@ pub struct PostgresConfig {
     /// How long a connection attempt may take before the step counts as a transient failure.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: crate::duration::Duration,
+    /// Allow a transport that does not protect secrets (plaintext http or redis, PostgreSQL
+    /// without `sslmode=verify-full`/`verify-ca`) to a host other than this machine, on a
+    /// network you trust; `rotor validate` warns of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_transport: bool,
 }
 
 fn default_length() -> usize {
@@ -82,6 +87,17 @@ fn default_connect_timeout() -> crate::duration::Duration {
 }
 
 impl Settings for PostgresConfig {
+    fn endpoints(&self) -> Vec<crate::net::Endpoint<'_>> {
+        Some(self.dsn.as_str())
+            .map(|url| crate::net::Endpoint {
+                field: "dsn",
+                url,
+                insecure_allowed: self.insecure_transport,
+            })
+            .into_iter()
+            .collect()
+    }
+
     fn validate(&self) -> Result<(), String> {
         let wanted = match self.strategy {
             Strategy::Alternating => 2,

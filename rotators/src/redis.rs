@@ -61,6 +61,11 @@ pub struct RedisConfig {
     /// How long connecting and each command may take before the step counts as transient.
     #[serde(default = "default_timeout")]
     pub timeout: crate::duration::Duration,
+    /// Allow a transport that does not protect secrets (plaintext http or redis, PostgreSQL
+    /// without `sslmode=verify-full`/`verify-ca`) to a host other than this machine, on a
+    /// network you trust; `rotor validate` warns of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_transport: bool,
 }
 
 fn default_length() -> usize {
@@ -72,6 +77,17 @@ fn default_timeout() -> crate::duration::Duration {
 }
 
 impl Settings for RedisConfig {
+    fn endpoints(&self) -> Vec<crate::net::Endpoint<'_>> {
+        Some(self.url.as_str())
+            .map(|url| crate::net::Endpoint {
+                field: "url",
+                url,
+                insecure_allowed: self.insecure_transport,
+            })
+            .into_iter()
+            .collect()
+    }
+
     fn validate(&self) -> Result<(), String> {
         if self.user == "default" {
             return Err("refusing to rotate the `default` user: every connection that sends no user name logs in as it, so a rotation would lock out clients rotor does not know of; create a named ACL user for the application".into());

@@ -22,9 +22,25 @@ pub struct WebhookAlertConfig {
     /// Signs each body: `X-Rotor-Signature: sha256=HEX(HMAC-SHA256(secret, body))`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<SecretRef>,
+    /// Allow a transport that does not protect secrets (plaintext http or redis, PostgreSQL
+    /// without `sslmode=verify-full`/`verify-ca`) to a host other than this machine, on a
+    /// network you trust; `rotor validate` warns of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_transport: bool,
 }
 
 impl Settings for WebhookAlertConfig {
+    fn endpoints(&self) -> Vec<rotor_rotators::net::Endpoint<'_>> {
+        Some(self.url.as_str())
+            .map(|url| rotor_rotators::net::Endpoint {
+                field: "url",
+                url,
+                insecure_allowed: self.insecure_transport,
+            })
+            .into_iter()
+            .collect()
+    }
+
     fn validate(&self) -> Result<(), String> {
         url_problem(&self.url)
     }
@@ -58,9 +74,25 @@ impl AlertSettings for SlackAlertConfig {}
 pub struct AlertmanagerAlertConfig {
     /// Alertmanager's base URL; alerts go to `URL/api/v2/alerts`.
     pub url: String,
+    /// Allow a transport that does not protect secrets (plaintext http or redis, PostgreSQL
+    /// without `sslmode=verify-full`/`verify-ca`) to a host other than this machine, on a
+    /// network you trust; `rotor validate` warns of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_transport: bool,
 }
 
 impl Settings for AlertmanagerAlertConfig {
+    fn endpoints(&self) -> Vec<rotor_rotators::net::Endpoint<'_>> {
+        Some(self.url.as_str())
+            .map(|url| rotor_rotators::net::Endpoint {
+                field: "url",
+                url,
+                insecure_allowed: self.insecure_transport,
+            })
+            .into_iter()
+            .collect()
+    }
+
     fn validate(&self) -> Result<(), String> {
         url_problem(&self.url)
     }
@@ -77,6 +109,11 @@ pub struct PagerdutyAlertConfig {
     /// The Events API endpoint. Default: PagerDuty's own.
     #[serde(default = "default_pagerduty_url")]
     pub url: String,
+    /// Allow a transport that does not protect secrets (plaintext http or redis, PostgreSQL
+    /// without `sslmode=verify-full`/`verify-ca`) to a host other than this machine, on a
+    /// network you trust; `rotor validate` warns of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_transport: bool,
 }
 
 fn default_pagerduty_url() -> String {
@@ -84,6 +121,17 @@ fn default_pagerduty_url() -> String {
 }
 
 impl Settings for PagerdutyAlertConfig {
+    fn endpoints(&self) -> Vec<rotor_rotators::net::Endpoint<'_>> {
+        Some(self.url.as_str())
+            .map(|url| rotor_rotators::net::Endpoint {
+                field: "url",
+                url,
+                insecure_allowed: self.insecure_transport,
+            })
+            .into_iter()
+            .collect()
+    }
+
     fn validate(&self) -> Result<(), String> {
         url_problem(&self.url)
     }

@@ -282,6 +282,14 @@ impl Context {
                  remove it and give it as a reference, `[store] password = { env = \"NAME\" }` or `{ file = \"/path\" }`",
             ));
         }
+        if let Some(url) = &self.database
+            && let Some(problem) = rotor_rotators::net::transport_problem(url)
+            && !config.store.insecure_transport
+        {
+            return Err(CliError::usage(format_args!(
+                "--database (or ROTOR_DATABASE_URL): {problem}; or write `insecure_transport = true` in [store] if the network to it is trusted"
+            )));
+        }
         let url = self
             .database
             .clone()

@@ -299,9 +299,22 @@ impl Loader {
         let Some(store) = self.deserialize::<StoreConfig>(file, value) else {
             return;
         };
+        // A URL that is wrong already (it may hold a password, masked in that error) is not
+        // echoed again by the transport check.
         if let Some(problem) = store_url_problem(&store.url) {
-            let at = url_span.unwrap_or_else(|| span.clone());
+            let at = url_span.clone().unwrap_or_else(|| span.clone());
             self.error(file, Some(at), problem);
+        } else if let Some(problem) = rotor_rotators::net::transport_problem(&store.url) {
+            let at = Some(url_span.unwrap_or_else(|| span.clone()));
+            if store.insecure_transport {
+                self.warn(
+                    file,
+                    at,
+                    format!("[store] `url`: {problem}; allowed by insecure_transport = true"),
+                );
+            } else {
+                self.error(file, at, format!("[store] `url`: {problem}; or write `insecure_transport = true` in [store] if the network to it is trusted"));
+            }
         }
         if let Some((_, first)) = &self.store {
             let at = self.position(first);
@@ -589,7 +602,16 @@ impl Loader {
                     .iter()
                     .map(|(name, (c, d))| ("hook", name, c.common(), d)),
             );
+        let mut warnings = Vec::new();
         for (what, name, settings, declared) in named {
+            for (insecure, message) in transport_findings(&format!("{what} `{name}`"), settings) {
+                let found = (declared.file, declared.span.clone(), message);
+                if insecure {
+                    warnings.push(found);
+                } else {
+                    problems.push(found);
+                }
+            }
             for reference in settings.secret_refs() {
                 if let Some(problem) = reference_path_problem(reference) {
                     problems.push((
@@ -615,6 +637,9 @@ impl Loader {
         }
         for (file, span, message) in problems {
             self.error(file, Some(span), message);
+        }
+        for (file, span, message) in warnings {
+            self.warn(file, Some(span), message);
         }
     }
 
@@ -732,6 +757,15 @@ impl Loader {
                 self.check_retry(file, retry);
             }
             let rotator = c.rotator.clone().expect("loader sets the rotator");
+            for (insecure, message) in
+                transport_findings(&format!("rotator of `{id}`"), rotator.settings())
+            {
+                if insecure {
+                    self.warn(file, Some(c.id.span()), message);
+                } else {
+                    self.error(file, Some(c.id.span()), message);
+                }
+            }
             if let Err(problem) = rotator_problem(&rotator) {
                 self.error(
                     file,
@@ -842,6 +876,7 @@ impl Loader {
         let store = self.store.map(|(s, _)| s).unwrap_or(StoreConfig {
             url: DEFAULT_STORE_URL.into(),
             password: None,
+            insecure_transport: false,
         });
         let mut config = Config::new(
             store,
@@ -1034,6 +1069,29 @@ fn name_problem(name: &str) -> Option<&'static str> {
         return Some("segments between `/` must be non-empty and not `.` or `..`");
     }
     None
+}
+
+/// What the transport check finds in `settings`: `(allowed, message)` for each endpoint that
+/// would carry secrets unprotected, allowed when its block says `insecure_transport = true`.
+fn transport_findings(
+    whose: &str,
+    settings: &dyn rotor_rotators::kinds::Settings,
+) -> Vec<(bool, String)> {
+    settings
+        .endpoints()
+        .into_iter()
+        .filter_map(|e| {
+            let problem = rotor_rotators::net::transport_problem(e.url)?;
+            Some(if e.insecure_allowed {
+                (true, format!("{whose}: `{}` {problem}; allowed by insecure_transport = true", e.field))
+            } else {
+                (false, format!(
+                    "{whose}: `{}` {problem}, or write `insecure_transport = true` on this block if the network to it is trusted",
+                    e.field
+                ))
+            })
+        })
+        .collect()
 }
 
 /// A secret read from a vault is read at a vault path: it must be one (`../outside/x` read a

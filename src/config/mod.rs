@@ -118,6 +118,11 @@ pub struct StoreConfig {
     /// Password for a PostgreSQL store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<SecretRef>,
+    /// Allow a transport that does not protect secrets (plaintext http or redis, PostgreSQL
+    /// without `sslmode=verify-full`/`verify-ca`) to a host other than this machine, on a
+    /// network you trust; `rotor validate` warns of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_transport: bool,
 }
 
 /// Defaults for every credential.

@@ -41,6 +41,11 @@ pub struct WebhookHook {
     /// How long one attempt may take. Default "10s".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// Allow a transport that does not protect secrets (plaintext http or redis, PostgreSQL
+    /// without `sslmode=verify-full`/`verify-ca`) to a host other than this machine, on a
+    /// network you trust; `rotor validate` warns of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_transport: bool,
 }
 
 /// `command`: a program run without a shell, with a clean environment.
@@ -111,6 +116,17 @@ impl HookConfig {
 }
 
 impl Settings for WebhookHook {
+    fn endpoints(&self) -> Vec<rotor_rotators::net::Endpoint<'_>> {
+        Some(self.url.as_str())
+            .map(|url| rotor_rotators::net::Endpoint {
+                field: "url",
+                url,
+                insecure_allowed: self.insecure_transport,
+            })
+            .into_iter()
+            .collect()
+    }
+
     fn validate(&self) -> Result<(), String> {
         url_problem("url", &self.url, false).map_or(Ok(()), Err)
     }

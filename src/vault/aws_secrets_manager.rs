@@ -38,9 +38,26 @@ pub struct AwsSecretsManagerConfig {
     /// Endpoint URL override (a VPC endpoint, or a local emulator in tests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Allow a transport that does not protect secrets (plaintext http or redis, PostgreSQL
+    /// without `sslmode=verify-full`/`verify-ca`) to a host other than this machine, on a
+    /// network you trust; `rotor validate` warns of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_transport: bool,
 }
 
-impl Settings for AwsSecretsManagerConfig {}
+impl Settings for AwsSecretsManagerConfig {
+    fn endpoints(&self) -> Vec<rotor_rotators::net::Endpoint<'_>> {
+        self.endpoint
+            .as_deref()
+            .map(|url| rotor_rotators::net::Endpoint {
+                field: "endpoint",
+                url,
+                insecure_allowed: self.insecure_transport,
+            })
+            .into_iter()
+            .collect()
+    }
+}
 
 impl VaultSettings for AwsSecretsManagerConfig {
     fn least_privilege(&self, scope: &PolicyScope<'_>) -> String {

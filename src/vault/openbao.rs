@@ -29,6 +29,17 @@ use rotor_rotators::kinds::Settings;
 use super::{PolicyScope, VaultSettings};
 
 impl Settings for OpenbaoVaultConfig {
+    fn endpoints(&self) -> Vec<rotor_rotators::net::Endpoint<'_>> {
+        Some(self.address.as_str())
+            .map(|url| rotor_rotators::net::Endpoint {
+                field: "address",
+                url,
+                insecure_allowed: self.insecure_transport,
+            })
+            .into_iter()
+            .collect()
+    }
+
     fn secret_refs(&self) -> Vec<&SecretRef> {
         match &self.auth {
             OpenbaoAuthConfig::Token { token } => vec![token],
@@ -91,6 +102,11 @@ pub struct OpenbaoVaultConfig {
     /// Timeout of each HTTP request.
     #[serde(default = "default_timeout")]
     pub timeout: ConfigDuration,
+    /// Allow a transport that does not protect secrets (plaintext http or redis, PostgreSQL
+    /// without `sslmode=verify-full`/`verify-ca`) to a host other than this machine, on a
+    /// network you trust; `rotor validate` warns of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_transport: bool,
 }
 
 /// How an HTTP status that is not success is handled, the same for every call: the server
@@ -1202,6 +1218,7 @@ mod tests {
             namespace: None,
             pending_prefix: "_rotor/pending".into(),
             timeout: rotor_rotators::duration::Duration::from_secs(5),
+            insecure_transport: false,
         };
         OpenbaoVault::open("bao", &config).unwrap()
     }

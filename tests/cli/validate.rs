@@ -183,3 +183,40 @@ fn a_store_url_with_a_password_is_refused_on_the_command_line_and_in_the_environ
         assert!(!stderr.contains("hunter2"), "{stderr}");
     }
 }
+
+#[test]
+fn an_insecure_transport_written_on_its_block_is_allowed_with_a_warning() {
+    let config = crate::generated_config(1, "1h").replace(
+        "rotator = { kind = \"generated\", length = 40, alphabet = \"alphanumeric\" }",
+        "rotator = { kind = \"redis_acl_password\", url = \"redis://cache.internal:6379\", user = \"app\", insecure_transport = true }",
+    );
+    let rotor = Rotor::new(&config);
+    let out = rotor.ok(&["validate"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("`url` plaintext redis://: use rediss:// (TLS); allowed by insecure_transport = true"),
+        "{stderr}"
+    );
+    let without = config.replace(", insecure_transport = true", "");
+    std::fs::write(&rotor.config, without).unwrap();
+    let out = rotor.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("or write `insecure_transport = true`"));
+}
+
+#[test]
+fn a_store_url_without_verified_tls_is_refused_on_the_command_line() {
+    let rotor = Rotor::new(&crate::generated_config(1, "1h"));
+    let out = rotor.run(&[
+        "--database",
+        "postgres://rotor@db.example:5432/rotor",
+        "status",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no sslmode") && stderr.contains("insecure_transport"),
+        "{stderr}"
+    );
+}
