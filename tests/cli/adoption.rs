@@ -100,3 +100,32 @@ fn an_iam_key_made_before_rotor_is_retired_after_the_first_grace() {
         "the key made before rotor ({before}) is deleted (delete_after 0s)"
     );
 }
+
+/// The adoption check before promotion reads the candidate back: a worker that promoted a
+/// first version in the vault and died before its save left it current, not pending, and
+/// the worker that resumes must find it there and complete, not roll back.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_first_version_promoted_by_a_worker_that_died_before_saving_completes() {
+    use crate::support::spawn_until;
+    let (rotor, fixture) = rotor_for(Provider::Http, "first_promote", "0s");
+    rotor.ok(&["rotate", "app/key0", "--no-wait"]);
+    let mut cmd = rotor.command(&["run", "--once", "--lease", "1s"]);
+    cmd.env("ROTOR_FAILPOINT", "promote:effect");
+    let (mut child, _) = spawn_until(cmd, "FAILPOINT promote:effect", Duration::from_secs(60))
+        .expect("the worker reaches promote:effect");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    rotor.advance(Duration::from_secs(5));
+    rotor.ok(&["run", "--once"]);
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    assert_eq!(history[0]["state"], "completed", "{history:#}");
+    let steps: Vec<&str> = history[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert!(!steps.contains(&"rollback"), "{steps:?}");
+    assert!(fixture.accepts(&current(&rotor)));
+}

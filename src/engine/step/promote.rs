@@ -60,17 +60,24 @@ impl Engine {
         })
     }
 
-    /// The candidate this run verified: held by the drive, or read back from the vault.
+    /// The candidate this run verified: held by the drive, or read back from the vault, where
+    /// a drive that died after promoting it in the vault (before its save) left it current.
     async fn candidate(
         &self,
         ctx: &Ctx<'_>,
         run: &RunRow,
         known: &Option<Known>,
     ) -> Result<rotor_rotators::Credential, StepError> {
-        match known {
-            Some(held) => Ok(held.candidate.clone()),
-            None => self.own_pending(ctx, run).await,
+        if let Some(held) = known {
+            return Ok(held.candidate.clone());
         }
+        let path = &ctx.credential.vault_path;
+        if let Some(current) = ctx.vault.read_current(path).await?
+            && current.current.token.as_deref() == Some(run.token.as_str())
+        {
+            return Ok(current.current.credential);
+        }
+        self.own_pending(ctx, run).await
     }
 
     /// The drive that verified promotes the candidate it holds, which is the one it verified
