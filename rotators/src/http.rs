@@ -302,22 +302,21 @@ const NOT_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHA
 const MAX_ANSWER: usize = 1 << 20;
 
 async fn read_limited(
-    mut response: reqwest::Response,
+    response: reqwest::Response,
     shown: &str,
 ) -> Result<Zeroizing<Vec<u8>>, RotatorError> {
-    let mut body = Zeroizing::new(Vec::new());
-    while let Some(chunk) = response.chunk().await.map_err(|e| {
-        RotatorError::transient(format!("{shown}: reading the answer: {}", e.without_url()))
-    })? {
-        if body.len() + chunk.len() > MAX_ANSWER {
-            return Err(RotatorError::permanent(format!(
+    crate::net::read_within(response, MAX_ANSWER)
+        .await
+        .map_err(|e| match e {
+            crate::net::BodyError::Read(e) => RotatorError::transient(format!(
+                "{shown}: reading the answer: {}",
+                e.without_url()
+            )),
+            crate::net::BodyError::TooLarge { limit } => RotatorError::permanent(format!(
                 "{shown}: the answer is larger than {} KiB; rotor reads no more (is `base_url` the provider's API?)",
-                MAX_ANSWER / 1024
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+                limit / 1024
+            )),
+        })
 }
 
 /// An id the provider gave that rotor will put in URLs: a plain identifier, not a path.

@@ -29,6 +29,32 @@ fn follow_within_origin(attempt: Attempt<'_>) -> reqwest::redirect::Action {
     }
 }
 
+/// Why an answer's body could not be read whole.
+#[derive(Debug)]
+pub enum BodyError {
+    Read(reqwest::Error),
+    /// Longer than the limit: nothing more was read.
+    TooLarge {
+        limit: usize,
+    },
+}
+
+/// Reads `response`'s body up to `limit` bytes (zeroized when dropped: it may hold a secret).
+/// An answer without end, or far larger than any the API sends, must not fill rotor's memory.
+pub async fn read_within(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, BodyError> {
+    let mut body = zeroize::Zeroizing::new(Vec::new());
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// A network endpoint a block of config sends secrets to, for the loader's transport check.
 #[derive(Debug, Clone, Copy)]
 pub struct Endpoint<'a> {

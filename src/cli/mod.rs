@@ -96,6 +96,7 @@ impl CliError {
 fn store_exit(e: &StoreError) -> Exit {
     match e {
         StoreError::Unavailable { .. }
+        | StoreError::Damaged { .. }
         | StoreError::SchemaTooNew { .. }
         | StoreError::BadUrl { .. }
         | StoreError::Migrate { .. }
@@ -131,6 +132,10 @@ pub struct Cli {
     /// Store URL; overrides [store] url.
     #[arg(long, global = true, env = "ROTOR_DATABASE_URL")]
     pub database: Option<String>,
+    /// Start a new store in an existing empty (0-byte) store file. Without it such a file is
+    /// refused (exit 5), as a store that lost its contents would be.
+    #[arg(long, global = true)]
+    pub init: bool,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -226,6 +231,7 @@ async fn dispatch(cli: Cli) -> CliResult {
     let ctx = Context {
         config_paths: cli.config,
         database: cli.database,
+        init: cli.init,
     };
     match cli.command {
         Command::Run(args) => run::run(&ctx, args).await,
@@ -250,6 +256,8 @@ async fn dispatch(cli: Cli) -> CliResult {
 pub struct Context {
     pub config_paths: Vec<PathBuf>,
     pub database: Option<String>,
+    /// `--init`: an existing empty store file may become a new store.
+    pub init: bool,
 }
 
 impl Context {
@@ -300,7 +308,7 @@ impl Context {
             }
             None => None,
         };
-        Ok(Store::connect(&url, password.as_ref()).await?)
+        Ok(Store::open(&url, password.as_ref(), self.init).await?)
     }
 }
 

@@ -53,6 +53,13 @@ pub enum StoreError {
     },
     #[error("invalid store URL {url}: {message}")]
     BadUrl { url: String, message: String },
+    /// A store file that is not a rotor store, or no longer one: nothing is written to it.
+    #[error("the store at {url} is {what}; nothing was written to it. {action}")]
+    Damaged {
+        url: String,
+        what: String,
+        action: &'static str,
+    },
     #[error("store query failed: {0}")]
     Query(#[from] sqlx::Error),
     /// The compare-and-swap found the run in another state or under another owner: this
@@ -481,11 +488,33 @@ fn keep_private(file: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Holds an exclusive advisory lock on `file` until dropped (waiting for it).
-fn lock_for_migration(file: &std::path::Path) -> std::io::Result<std::fs::File> {
-    let handle = std::fs::File::open(file)?;
+/// Holds an exclusive advisory lock on the folder of `file` until dropped (waiting for it).
+fn lock_folder_of(file: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let folder = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let handle = std::fs::File::open(folder)?;
     rustix::fs::flock(&handle, rustix::fs::FlockOperation::LockExclusive)?;
     Ok(handle)
+}
+
+/// What to do with a damaged store.
+const RESTORE: &str = "Restore it from a backup (`sqlite3 FILE \".recover\"` may save its rows), \
+    or point --database (or [store] url) at the right file";
+
+/// What is wrong with a SQLite store file, by the error SQLite gave: not a database at all, or
+/// corrupt pages.
+fn damage_of(e: &sqlx::Error) -> Option<&'static str> {
+    let sqlx::Error::Database(d) = e else {
+        return None;
+    };
+    let code: i64 = d.code()?.parse().ok()?;
+    match code & 0xff {
+        11 => Some("corrupt (SQLite reports damaged pages)"),
+        26 => Some("not a SQLite database (another file, or encrypted)"),
+        _ => None,
+    }
 }
 
 /// The URL without a password, for messages.
@@ -504,9 +533,31 @@ fn redact_url(url: &str) -> String {
 
 impl Store {
     /// Connects and applies migrations. A store whose schema is newer than this build is
-    /// refused before anything is written.
+    /// refused before anything is written, and so is an empty SQLite file (see `open`).
     pub async fn connect(url: &str, password: Option<&SecretString>) -> Result<Store, StoreError> {
+        Self::open(url, password, false).await
+    }
+
+    /// `connect`, where `init` lets an existing empty (0-byte) SQLite file become a new
+    /// store: without it such a file is refused, as a store that lost its contents would be
+    /// (initialising it silently would lose the history and the audit log).
+    pub async fn open(
+        url: &str,
+        password: Option<&SecretString>,
+        init: bool,
+    ) -> Result<Store, StoreError> {
         let shown = redact_url(url);
+        let damaged = |e: sqlx::Error| match damage_of(&e) {
+            Some(what) => StoreError::Damaged {
+                url: shown.clone(),
+                what: what.to_owned(),
+                action: RESTORE,
+            },
+            None => StoreError::Unavailable {
+                url: shown.clone(),
+                source: e,
+            },
+        };
         let bad_url = |e: sqlx::Error| StoreError::BadUrl {
             url: shown.clone(),
             message: e.to_string(),
@@ -515,7 +566,7 @@ impl Store {
             url: shown.clone(),
             source: e,
         };
-        let mut sqlite_file = std::path::PathBuf::new();
+        let mut turn = None;
         let (pool, migrator, saves, reads) = if url.starts_with("sqlite:") {
             if url.contains(":memory:") || url.contains("mode=memory") {
                 return Err(StoreError::BadUrl {
@@ -533,11 +584,23 @@ impl Store {
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(true);
             let file = options.get_filename().to_owned();
-            sqlite_file = file.clone();
-            keep_private(&file).map_err(|e| StoreError::Unavailable {
+            // Processes opening one store take turns from here through the migrations (an
+            // advisory lock of its folder: SQLite's own fcntl locks do not see it, and the file
+            // may not exist yet): a new store is created and migrated once, and the empty file
+            // its creator just made is never taken for a store that lost its contents.
+            let io = |e: std::io::Error| StoreError::Unavailable {
                 url: shown.clone(),
                 source: sqlx::Error::Io(e),
-            })?;
+            };
+            turn = Some(lock_folder_of(&file).map_err(io)?);
+            if !init && std::fs::metadata(&file).is_ok_and(|m| m.is_file() && m.len() == 0) {
+                return Err(StoreError::Damaged {
+                    url: shown,
+                    what: "an empty file (0 bytes)".into(),
+                    action: "If it lost its contents, restore it from a backup; to start a new store in it, run the command again with --init",
+                });
+            }
+            keep_private(&file).map_err(io)?;
             // One connection: SQLite has one writer, and writers contending for its lock wait
             // in its busy handler's sleeps, where sqlx's queue would hand over at once.
             let pool = SqlitePoolOptions::new()
@@ -553,7 +616,7 @@ impl Store {
                 .test_before_acquire(false)
                 .connect_with(options)
                 .await
-                .map_err(unavailable)?;
+                .map_err(damaged)?;
             let reads = std::sync::Arc::new(reader::Reader::new(&file));
             let saves = group_commit::GroupCommit::start(pool.clone(), file).map_err(|e| {
                 StoreError::Unavailable {
@@ -601,21 +664,8 @@ impl Store {
             saves,
             reads,
         };
-        // SQLite's migrations take no lock of their own: processes starting together on a new
-        // store would each create the tables. They take turns on an advisory lock of the file
-        // (flock, which SQLite's own fcntl locks do not see); PostgreSQL's migrator locks.
-        let _turn = match &store.pool {
-            Pool::Sqlite(_) => {
-                Some(
-                    lock_for_migration(&sqlite_file).map_err(|e| StoreError::Unavailable {
-                        url: store.url.clone(),
-                        source: sqlx::Error::Io(e),
-                    })?,
-                )
-            }
-            _ => None,
-        };
         store.migrate(migrator).await?;
+        drop(turn);
         Ok(store)
     }
 
@@ -629,6 +679,13 @@ impl Store {
                     url: self.url.clone(),
                     found,
                     known,
+                })
+            }
+            Err(sqlx::migrate::MigrateError::Execute(e)) if damage_of(&e).is_some() => {
+                Err(StoreError::Damaged {
+                    url: self.url.clone(),
+                    what: damage_of(&e).unwrap_or_default().to_owned(),
+                    action: RESTORE,
                 })
             }
             Err(sqlx::migrate::MigrateError::Execute(e)) if is_connection_error(&e) => {
@@ -1337,9 +1394,10 @@ impl StoreError {
     /// statement it refused: waiting and trying again is the cure.
     pub fn is_outage(&self) -> bool {
         match self {
-            StoreError::Unavailable { .. } => true,
+            StoreError::Unavailable { .. } | StoreError::Damaged { .. } => true,
             StoreError::Query(e) => {
                 is_connection_error(e)
+                    || damage_of(e).is_some()
                     || matches!(e, sqlx::Error::Database(d)
                         // connection_exception (08...), admin_shutdown, crash_shutdown,
                         // cannot_connect_now (57P01..57P03)
@@ -1350,6 +1408,8 @@ impl StoreError {
                 Some(
                     rusqlite::ErrorCode::DatabaseBusy
                         | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::DatabaseCorrupt
+                        | rusqlite::ErrorCode::NotADatabase
                         | rusqlite::ErrorCode::CannotOpen
                         | rusqlite::ErrorCode::SystemIoFailure
                 )

@@ -109,6 +109,9 @@ pub struct OpenbaoVaultConfig {
     pub insecure_transport: bool,
 }
 
+/// The most of a reply rotor reads: a KV document or a token lookup is a few KiB.
+const MAX_REPLY: usize = 4 << 20;
+
 /// How an HTTP status that is not success is handled, the same for every call: the server
 /// down, overloaded or rate limiting is transient (retried with backoff); anything else says
 /// something about the request or its rights, and retrying will not change it.
@@ -382,16 +385,27 @@ impl OpenbaoVault {
                 ),
             ));
         }
-        let bytes = response.bytes().await.map_err(|e| {
-            self.err(
-                ErrorClass::Transient,
-                path,
-                format!("reading the reply from {} failed: {e}", self.base),
-            )
-        })?;
+        let bytes = rotor_rotators::net::read_within(response, MAX_REPLY)
+            .await
+            .map_err(|e| match e {
+                rotor_rotators::net::BodyError::Read(e) => self.err(
+                    ErrorClass::Transient,
+                    path,
+                    format!("reading the reply from {} failed: {e}", self.base),
+                ),
+                rotor_rotators::net::BodyError::TooLarge { limit } => self.err(
+                    ErrorClass::Permanent,
+                    path,
+                    format!(
+                        "{} answered more than {} KiB, more than any KV reply; rotor reads no more (is `address` the vault?)",
+                        self.base,
+                        limit / 1024
+                    ),
+                ),
+            })?;
         Ok(Reply {
             status,
-            body: Zeroizing::new(bytes.to_vec()),
+            body: bytes,
         })
     }
 
@@ -1302,5 +1316,17 @@ mod tests {
         let vault = vault(&server, dir.path());
         let err = vault.read_current("app/key").await.unwrap_err();
         assert_eq!(err.class, ErrorClass::Permanent, "{err}");
+    }
+
+    /// An answer without end is not read into memory.
+    #[tokio::test]
+    async fn an_oversized_reply_is_refused_after_the_limit() {
+        let huge = ResponseTemplate::new(200).set_body_string("x".repeat(super::MAX_REPLY + 1));
+        let server = answering(huge, None).await;
+        let dir = tempfile::tempdir().unwrap();
+        let vault = vault(&server, dir.path());
+        let err = vault.read_current("app/key").await.unwrap_err();
+        assert_eq!(err.class, ErrorClass::Permanent, "{err}");
+        assert!(err.to_string().contains("more than 4096 KiB"), "{err}");
     }
 }

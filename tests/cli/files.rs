@@ -118,3 +118,42 @@ fn processes_starting_together_on_an_empty_vault_share_one_identity() {
         }
     }
 }
+
+#[test]
+fn an_empty_or_foreign_store_file_is_refused_with_exit_5_and_left_as_it_is() {
+    let rotor = Rotor::new(&generated_config(1, "0s"));
+    let store = rotor.path("rotor.db");
+    std::fs::write(&store, b"").unwrap();
+    let out = rotor.run(&["status"]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("an empty file (0 bytes)") && stderr.contains("--init"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::metadata(&store).unwrap().len(),
+        0,
+        "nothing written"
+    );
+    rotor.ok(&["--init", "status"]);
+    assert!(std::fs::metadata(&store).unwrap().len() > 0, "a new store");
+
+    let foreign = "this is somebody's notes, not a database\n".repeat(200);
+    std::fs::write(&store, &foreign).unwrap();
+    for wal in ["rotor.db-wal", "rotor.db-shm"] {
+        let _ = std::fs::remove_file(rotor.path(wal));
+    }
+    let out = rotor.run(&["status"]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a SQLite database") && stderr.contains("Restore it from a backup"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&store).unwrap(),
+        foreign,
+        "left as it is"
+    );
+}
