@@ -13,6 +13,9 @@
 //! scheduler lag from due time to claim (p50/p99) under a
 //! steady load below capacity, claims per second (runs handed out, none run), and peak RSS of
 //! the process.
+// The daemon's future, which this bench holds whole, nests deeper than the default limit
+// lets the compiler lay out.
+#![recursion_limit = "256"]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -8,7 +8,7 @@
 
 mod sink;
 
-pub use sink::signature;
+pub use sink::{signature, standard_headers};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

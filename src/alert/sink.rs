@@ -19,9 +19,14 @@ use crate::vault::{Vaults, resolve};
 pub struct WebhookAlertConfig {
     /// Where the event is POSTed (http or https, no credentials in it).
     pub url: String,
-    /// Signs each body: `X-Rotor-Signature: sha256=HEX(HMAC-SHA256(secret, body))`.
+    /// Signs each body: Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
+    /// `webhook-signature`; a `whsec_` secret is what their libraries take) and
+    /// `X-Rotor-Signature: sha256=HEX(HMAC-SHA256(secret, body))`. Required unless `unsigned`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<SecretRef>,
+    /// Send alerts unsigned: a receiver then cannot tell rotor from anyone who can reach it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsigned: bool,
     /// Allow a transport that does not protect secrets (plaintext http or redis, PostgreSQL
     /// without `sslmode=verify-full`/`verify-ca`) to a host other than this machine, on a
     /// network you trust; `rotor validate` warns of it.
@@ -42,6 +47,13 @@ impl Settings for WebhookAlertConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if self.secret.is_none() && !self.unsigned {
+            return Err(
+                "`secret` is required, so that receivers can tell rotor's alerts from anyone else's; \
+                 write `unsigned = true` to send them unsigned"
+                    .into(),
+            );
+        }
         url_problem(&self.url)
     }
 
@@ -305,6 +317,39 @@ pub fn pagerduty_body(a: &Alert, resolve: bool, routing_key: &str) -> serde_json
     })
 }
 
+/// The Standard Webhooks headers (standardwebhooks.com) for one delivery: `webhook-id` (the
+/// same on every retry, for receivers to drop replays), `webhook-timestamp` (seconds, now:
+/// receivers refuse old ones) and `webhook-signature`, `v1,` and the base64 HMAC-SHA256 of
+/// `ID.TIMESTAMP.BODY`. The key is the secret's bytes, or, for a `whsec_` secret (the form the
+/// Standard Webhooks libraries take), its base64-decoded rest.
+pub fn standard_headers(
+    secret: &str,
+    id: &str,
+    now_ms: i64,
+    body: &[u8],
+) -> [(&'static str, String); 3] {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let key = secret
+        .strip_prefix("whsec_")
+        .and_then(|b64| engine.decode(b64).ok())
+        .map(zeroize::Zeroizing::new)
+        .unwrap_or_else(|| zeroize::Zeroizing::new(secret.as_bytes().to_vec()));
+    let timestamp = (now_ms / 1000).to_string();
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).expect("HMAC takes any key");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let signature = format!("v1,{}", engine.encode(mac.finalize().into_bytes()));
+    [
+        ("webhook-id", id.to_owned()),
+        ("webhook-timestamp", timestamp),
+        ("webhook-signature", signature),
+    ]
+}
+
 /// `sha256=HEX` of HMAC-SHA256 over the body, as the `X-Rotor-Signature` header carries it.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key");
@@ -344,6 +389,15 @@ pub async fn send(
                     "X-Rotor-Signature",
                     signature(key.expose_secret().as_bytes(), &body),
                 );
+                let id = format!(
+                    "alert-{}-{}-{}",
+                    alert.run_id,
+                    alert.condition.as_str(),
+                    if resolve { "resolved" } else { "raised" }
+                );
+                for (name, value) in standard_headers(key.expose_secret(), &id, now, &body) {
+                    request = request.header(name, value);
+                }
             }
             request.body(body)
         }

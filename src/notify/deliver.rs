@@ -94,8 +94,18 @@ async fn webhook(
 ) -> Result<Outcome, Failed> {
     let body = serde_json::to_vec(&event.body(name)).expect("JSON");
     let key = secret(vaults, name, &h.secret).await?;
-    let response = client
-        .post(&h.url)
+    let delivery = delivery_id(&event.run_id, event.event, name);
+    let standard = crate::alert::standard_headers(
+        key.expose_secret(),
+        &delivery,
+        chrono::Utc::now().timestamp_millis(),
+        &body,
+    );
+    let mut request = client.post(&h.url);
+    for (header, value) in standard {
+        request = request.header(header, value);
+    }
+    let response = request
         .timeout(timeout)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(
@@ -106,10 +116,7 @@ async fn webhook(
             "X-Rotor-Event",
             format!("credential.{}", event.event.as_str()),
         )
-        .header(
-            "X-Rotor-Delivery",
-            delivery_id(&event.run_id, event.event, name),
-        )
+        .header("X-Rotor-Delivery", delivery)
         .body(body)
         .send()
         .await;

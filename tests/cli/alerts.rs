@@ -264,7 +264,7 @@ fn a_sink_that_is_down_gets_the_alert_from_the_outbox_exactly_once() {
     let port = crate::support::postgres::free_port();
     let rotor = Rotor::new(&config(&[(
         "hook",
-        format!("kind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/rotor\""),
+        format!("kind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/rotor\"\nunsigned = true"),
     )]));
     rotor.ok(&["rotate", "app/key0"]);
     let out = fail_once(&rotor);

@@ -97,7 +97,9 @@ fn fixture_kind(provider: Provider) -> &'static str {
 fn alerting(url: &str) -> Rotor {
     let rotor = Rotor::new(
         &(generated_config(1, "0s").replace("alerts = [\"log\"]", "alerts = [\"oncall\"]")
-            + &format!("\n[alerts.oncall]\nkind = \"webhook\"\nurl = \"{url}\"\n")),
+            + &format!(
+                "\n[alerts.oncall]\nkind = \"webhook\"\nurl = \"{url}\"\nunsigned = true\n"
+            )),
     );
     let absolute = std::fs::read_to_string(&rotor.config)
         .unwrap()

@@ -185,7 +185,7 @@ fn a_receiver_down_at_first_gets_the_event_exactly_once_when_back() {
     )
     .replace("alerts = [\"log\"]", "alerts = [\"oncall\"]")
         + &format!(
-            "\n[alerts.oncall]\nkind = \"webhook\"\nurl = \"{}/alerts\"\n",
+            "\n[alerts.oncall]\nkind = \"webhook\"\nurl = \"{}/alerts\"\nunsigned = true\n",
             alerts.server.uri()
         );
     let rotor = Rotor::new("");
@@ -560,4 +560,117 @@ fn the_daemon_ends_grace_once_every_hook_took_the_promotion() {
         .arg(daemon.id().to_string())
         .status();
     assert!(daemon.wait().unwrap().success());
+}
+
+/// The `standardwebhooks` package (PyPI), an implementation of the Standard Webhooks
+/// specification independent of rotor's, in the test servers' venv.
+fn standard_webhooks_python() -> std::path::PathBuf {
+    let venv = std::env::var("ROTOR_TEST_VENV").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/rotor-test-venv",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let python = std::path::PathBuf::from(venv).join("bin/python");
+    let found = std::process::Command::new(&python)
+        .args(["-c", "import standardwebhooks"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "the standardwebhooks package is missing: {} -m pip install standardwebhooks (scripts/test installs it)",
+        python.display()
+    );
+    python
+}
+
+/// Whether the `standardwebhooks` library accepts `request` signed with `secret`.
+fn standard_verifies(
+    rotor: &Rotor,
+    secret: &str,
+    body: &[u8],
+    request: &wiremock::Request,
+) -> Result<(), String> {
+    let headers: serde_json::Map<String, serde_json::Value> =
+        ["webhook-id", "webhook-timestamp", "webhook-signature"]
+            .iter()
+            .map(|h| {
+                let value = request
+                    .headers
+                    .get(*h)
+                    .map(|v| v.to_str().unwrap().to_owned());
+                (
+                    h.to_string(),
+                    serde_json::Value::from(value.unwrap_or_default()),
+                )
+            })
+            .collect();
+    std::fs::write(rotor.path("sw-secret"), secret).unwrap();
+    std::fs::write(rotor.path("sw-body"), body).unwrap();
+    std::fs::write(
+        rotor.path("sw-headers"),
+        serde_json::to_vec(&headers).unwrap(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(standard_webhooks_python())
+        .current_dir(rotor.dir.path())
+        .args([
+            "-c",
+            "import json, sys\nfrom standardwebhooks.webhooks import Webhook\n\
+             Webhook(open('sw-secret').read()).verify(open('sw-body', 'rb').read(), json.load(open('sw-headers')))",
+        ])
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn webhooks_verify_with_an_independent_standard_webhooks_library() {
+    use base64::Engine;
+    let receiver = Receiver::start(200);
+    let url = format!("{}/rotor/events", receiver.server.uri());
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+    );
+    let rotor = Rotor::new("");
+    let alerts = format!(
+        "\n[alerts.oncall]\nkind = \"webhook\"\nurl = \"{}/alerts\"\nsecret = {{ file = \"hook.key\" }}\n",
+        receiver.server.uri()
+    );
+    write_config(
+        &rotor,
+        &(config("0s", &[("consumer", webhook(&url))], "")
+            .replace("alerts = [\"log\"]", "alerts = [\"oncall\"]")
+            + &alerts),
+    );
+    std::fs::write(rotor.path("hook.key"), &secret).unwrap();
+    rotor.ok(&["rotate", "app/key0"]);
+    // An alert too: a rotation that fails on a vault file that cannot be read.
+    let file = rotor.path("vault/app/key0.age");
+    let good = std::fs::read(&file).unwrap();
+    std::fs::write(&file, b"not an age file").unwrap();
+    let _ = rotor.run(&["rotate", "app/key0"]);
+    std::fs::write(&file, good).unwrap();
+
+    let seen = receiver.seen.lock().unwrap().clone();
+    let paths: Vec<&str> = seen.iter().map(|r| r.url.path()).collect();
+    assert!(
+        paths.contains(&"/rotor/events") && paths.contains(&"/alerts"),
+        "{paths:?}"
+    );
+    for request in &seen {
+        standard_verifies(&rotor, &secret, &request.body, request)
+            .unwrap_or_else(|e| panic!("{} refused: {e}", request.url.path()));
+        let mut tampered = request.body.clone();
+        tampered.extend_from_slice(b" ");
+        assert!(
+            standard_verifies(&rotor, &secret, &tampered, request).is_err(),
+            "a changed body is refused"
+        );
+    }
 }

@@ -73,7 +73,10 @@ retire = {{ method = "DELETE", path = "/v1/keys/{{{{id}}}}", expect = [204, 404]
                 admin.path().display()
             ),
         )
-        + &format!("\n[alerts.hook]\nkind = \"webhook\"\nurl = \"{}/rotor\"\n", sink.url());
+        + &format!(
+            "\n[alerts.hook]\nkind = \"webhook\"\nurl = \"{}/rotor\"\nunsigned = true\n",
+            sink.url()
+        );
     let rotor = Rotor::new(&config);
     let out = rotor.run(&["rotate", "app/key0"]);
     assert_eq!(out.status.code(), Some(4), "{out:?}");
