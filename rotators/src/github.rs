@@ -76,15 +76,7 @@ impl GithubAccess {
     }
 
     fn endpoints(&self) -> Vec<crate::net::Endpoint<'_>> {
-        self.api_url
-            .as_deref()
-            .map(|url| crate::net::Endpoint {
-                field: "api_url",
-                url,
-                insecure_allowed: self.insecure_transport,
-            })
-            .into_iter()
-            .collect()
+        crate::net::endpoint("api_url", self.api_url.as_deref(), self.insecure_transport)
     }
 
     fn refs(&self) -> Vec<&SecretRef> {
@@ -812,15 +804,7 @@ pub struct InstallationTokenConfig {
 
 impl Settings for InstallationTokenConfig {
     fn endpoints(&self) -> Vec<crate::net::Endpoint<'_>> {
-        self.api_url
-            .as_deref()
-            .map(|url| crate::net::Endpoint {
-                field: "api_url",
-                url,
-                insecure_allowed: self.insecure_transport,
-            })
-            .into_iter()
-            .collect()
+        crate::net::endpoint("api_url", self.api_url.as_deref(), self.insecure_transport)
     }
 
     fn validate(&self) -> Result<(), String> {

@@ -162,14 +162,11 @@ impl HttpConfig {
 
 impl Settings for HttpConfig {
     fn endpoints(&self) -> Vec<crate::net::Endpoint<'_>> {
-        Some(self.base_url.as_str())
-            .map(|url| crate::net::Endpoint {
-                field: "base_url",
-                url,
-                insecure_allowed: self.insecure_transport,
-            })
-            .into_iter()
-            .collect()
+        crate::net::endpoint(
+            "base_url",
+            Some(self.base_url.as_str()),
+            self.insecure_transport,
+        )
     }
 
     fn validate(&self) -> Result<(), String> {

@@ -65,6 +65,21 @@ pub struct Endpoint<'a> {
     pub insecure_allowed: bool,
 }
 
+/// The endpoint a block names in `field`, if it names one: what its `endpoints` returns.
+pub fn endpoint<'a>(
+    field: &'static str,
+    url: Option<&'a str>,
+    insecure_allowed: bool,
+) -> Vec<Endpoint<'a>> {
+    url.map(|url| Endpoint {
+        field,
+        url,
+        insecure_allowed,
+    })
+    .into_iter()
+    .collect()
+}
+
 /// Why `url` would carry secrets unprotected, if it would: plaintext HTTP or Redis, or
 /// PostgreSQL without a verified certificate, to anything but this machine. https, rediss,
 /// `sslmode=verify-full` / `verify-ca` and loopback addresses pass.

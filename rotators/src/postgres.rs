@@ -88,14 +88,7 @@ fn default_connect_timeout() -> crate::duration::Duration {
 
 impl Settings for PostgresConfig {
     fn endpoints(&self) -> Vec<crate::net::Endpoint<'_>> {
-        Some(self.dsn.as_str())
-            .map(|url| crate::net::Endpoint {
-                field: "dsn",
-                url,
-                insecure_allowed: self.insecure_transport,
-            })
-            .into_iter()
-            .collect()
+        crate::net::endpoint("dsn", Some(self.dsn.as_str()), self.insecure_transport)
     }
 
     fn validate(&self) -> Result<(), String> {

@@ -78,14 +78,7 @@ fn default_timeout() -> crate::duration::Duration {
 
 impl Settings for RedisConfig {
     fn endpoints(&self) -> Vec<crate::net::Endpoint<'_>> {
-        Some(self.url.as_str())
-            .map(|url| crate::net::Endpoint {
-                field: "url",
-                url,
-                insecure_allowed: self.insecure_transport,
-            })
-            .into_iter()
-            .collect()
+        crate::net::endpoint("url", Some(self.url.as_str()), self.insecure_transport)
     }
 
     fn validate(&self) -> Result<(), String> {

@@ -36,14 +36,7 @@ pub struct WebhookAlertConfig {
 
 impl Settings for WebhookAlertConfig {
     fn endpoints(&self) -> Vec<rotor_rotators::net::Endpoint<'_>> {
-        Some(self.url.as_str())
-            .map(|url| rotor_rotators::net::Endpoint {
-                field: "url",
-                url,
-                insecure_allowed: self.insecure_transport,
-            })
-            .into_iter()
-            .collect()
+        rotor_rotators::net::endpoint("url", Some(self.url.as_str()), self.insecure_transport)
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -95,14 +88,7 @@ pub struct AlertmanagerAlertConfig {
 
 impl Settings for AlertmanagerAlertConfig {
     fn endpoints(&self) -> Vec<rotor_rotators::net::Endpoint<'_>> {
-        Some(self.url.as_str())
-            .map(|url| rotor_rotators::net::Endpoint {
-                field: "url",
-                url,
-                insecure_allowed: self.insecure_transport,
-            })
-            .into_iter()
-            .collect()
+        rotor_rotators::net::endpoint("url", Some(self.url.as_str()), self.insecure_transport)
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -134,14 +120,7 @@ fn default_pagerduty_url() -> String {
 
 impl Settings for PagerdutyAlertConfig {
     fn endpoints(&self) -> Vec<rotor_rotators::net::Endpoint<'_>> {
-        Some(self.url.as_str())
-            .map(|url| rotor_rotators::net::Endpoint {
-                field: "url",
-                url,
-                insecure_allowed: self.insecure_transport,
-            })
-            .into_iter()
-            .collect()
+        rotor_rotators::net::endpoint("url", Some(self.url.as_str()), self.insecure_transport)
     }
 
     fn validate(&self) -> Result<(), String> {

@@ -117,14 +117,7 @@ impl HookConfig {
 
 impl Settings for WebhookHook {
     fn endpoints(&self) -> Vec<rotor_rotators::net::Endpoint<'_>> {
-        Some(self.url.as_str())
-            .map(|url| rotor_rotators::net::Endpoint {
-                field: "url",
-                url,
-                insecure_allowed: self.insecure_transport,
-            })
-            .into_iter()
-            .collect()
+        rotor_rotators::net::endpoint("url", Some(self.url.as_str()), self.insecure_transport)
     }
 
     fn validate(&self) -> Result<(), String> {

@@ -30,14 +30,11 @@ use super::{PolicyScope, VaultSettings};
 
 impl Settings for OpenbaoVaultConfig {
     fn endpoints(&self) -> Vec<rotor_rotators::net::Endpoint<'_>> {
-        Some(self.address.as_str())
-            .map(|url| rotor_rotators::net::Endpoint {
-                field: "address",
-                url,
-                insecure_allowed: self.insecure_transport,
-            })
-            .into_iter()
-            .collect()
+        rotor_rotators::net::endpoint(
+            "address",
+            Some(self.address.as_str()),
+            self.insecure_transport,
+        )
     }
 
     fn secret_refs(&self) -> Vec<&SecretRef> {
