@@ -115,6 +115,14 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, Diagnostics> {
     loader.finish()
 }
 
+/// Loads and validates config from `text`, as if read from the file `path` (the name errors
+/// point at): what the fuzzer drives, and a way to check config that is not on disk.
+pub fn load_text(path: &Path, text: String) -> Result<Config, Diagnostics> {
+    let mut loader = Loader::default();
+    loader.add_text(path, text);
+    loader.finish()
+}
+
 impl Loader {
     fn warn(&mut self, file: usize, span: Option<Range<usize>>, message: impl Into<String>) {
         let d = self.files[file].diagnostic(span, message);
@@ -161,10 +169,13 @@ impl Loader {
             }
             _ => {}
         }
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) => return self.io_error(path, format!("cannot read config file: {e}")),
-        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => self.add_text(path, text),
+            Err(e) => self.io_error(path, format!("cannot read config file: {e}")),
+        }
+    }
+
+    fn add_text(&mut self, path: &Path, text: String) {
         // Parsed a few hundred `[[credential]]` at a time: a TOML tree costs tens of bytes per
         // byte of text, and a file of 100,000 credentials must not be held whole as one.
         for (start, end, lines_before) in parts(&text) {

@@ -18,7 +18,7 @@ pub use crate::policy::schedule::{
 };
 pub use diagnostic::{Diagnostic, Diagnostics, SourceFile};
 pub use duration::{Duration, MaxAge};
-pub use load::{load, schema};
+pub use load::{load, load_text, schema};
 pub use secret_ref::SecretRef;
 
 use crate::alert::AlertConfig;
