@@ -26,10 +26,20 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM, then SIGKILL if it has not exited within 20 s: a daemon whose drive is paused
+    /// at a failpoint finishes that step only when the pause ends, which is never.
     fn drop(&mut self) {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.0.id().to_string()])
             .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
