@@ -155,9 +155,7 @@ impl Engine {
         until: i64,
     ) -> Result<Driven, EngineError> {
         let from = run.state();
-        run.not_before = until;
-        run.lease_owner = None;
-        run.lease_until = None;
+        run.wait_until(until);
         let step = next_step(run).map_or("", Step::as_str);
         let audit = self.audit(run, "paused").detail(format!(
             "{from}: waits before {step} until {}",
@@ -198,6 +196,7 @@ impl Engine {
             return Ok(None);
         }
         let from = run.state();
+        // Field by field: `notified` still borrows the run's id.
         run.not_before = until;
         run.lease_owner = None;
         run.lease_until = None;
@@ -222,9 +221,7 @@ impl Engine {
         until: i64,
     ) -> Result<Driven, EngineError> {
         let from = run.state();
-        run.not_before = until;
-        run.lease_owner = None;
-        run.lease_until = None;
+        run.wait_until(until);
         let audit = self
             .audit(run, step.as_str())
             .detail(format!("{from}: again at {}", crate::clock::rfc3339(until)));

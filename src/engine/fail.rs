@@ -121,9 +121,7 @@ impl Engine {
     ) -> Result<Driven, EngineError> {
         let from = run.state();
         run.attempts += 1;
-        run.not_before = self.now() + delay.as_millis() as i64;
-        run.lease_owner = None;
-        run.lease_until = None;
+        run.wait_until(self.now() + delay.as_millis() as i64);
         let audit = self
             .audit(run, step.as_str())
             .detail(format!("retry: {message}"));

@@ -351,6 +351,13 @@ impl RunRow {
     pub fn set_state(&mut self, state: RunState) {
         self.state = state;
     }
+
+    /// Gives the run back to the durable timer: unleased, ready at `at` (ms).
+    pub fn wait_until(&mut self, at: i64) {
+        self.not_before = at;
+        self.lease_owner = None;
+        self.lease_until = None;
+    }
 }
 
 /// One step of a run's history.
