@@ -63,6 +63,8 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         .filter(|f| f.may_authenticate())
         .map(|f| f.credential_id.as_str())
         .collect();
+    // One emergency per credential, however many of its values matched and in whatever order.
+    ids.sort_unstable();
     ids.dedup();
     if ids.is_empty() {
         println!("nothing to rotate: the value no longer authenticates anywhere rotor knows of");
