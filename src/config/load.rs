@@ -28,6 +28,27 @@ use crate::policy::{Cadence, RetryPolicy, Schedule, Window};
 struct Declared {
     file: usize,
     span: Range<usize>,
+    /// Where each of the block's own keys has its value, so an error about one setting points
+    /// at that setting rather than at the block's header.
+    fields: BTreeMap<String, Range<usize>>,
+}
+
+impl Declared {
+    fn at(file: usize, span: Range<usize>) -> Self {
+        Self {
+            file,
+            span,
+            fields: BTreeMap::new(),
+        }
+    }
+
+    /// The span of setting `field` when it was written in the block, else the block's own.
+    fn span_of(&self, field: &str) -> Range<usize> {
+        self.fields
+            .get(field)
+            .cloned()
+            .unwrap_or_else(|| self.span.clone())
+    }
 }
 
 #[derive(Default)]
@@ -41,7 +62,8 @@ struct Loader {
     vaults: BTreeMap<String, (VaultConfig, Declared)>,
     alerts: BTreeMap<String, (AlertConfig, Declared)>,
     hooks: BTreeMap<String, (crate::notify::HookConfig, Declared)>,
-    credentials: Vec<(CredentialConfig, usize)>,
+    /// Each credential with its file and where its rotator's settings are written.
+    credentials: Vec<(CredentialConfig, usize, BTreeMap<String, Range<usize>>)>,
     /// What is allowed but deserves a look (`rotor validate` prints them).
     warnings: Vec<super::Diagnostic>,
 }
@@ -252,7 +274,7 @@ impl Loader {
                 format!("[drill] is declared twice (first at {at})"),
             );
         }
-        self.drill = Some((drill, Declared { file, span }));
+        self.drill = Some((drill, Declared::at(file, span)));
     }
 
     fn add_limits(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
@@ -301,7 +323,7 @@ impl Loader {
                 format!("[limits] is declared twice (first at {at})"),
             );
         }
-        self.limits = Some((limits, Declared { file, span }));
+        self.limits = Some((limits, Declared::at(file, span)));
     }
 
     fn add_store(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
@@ -335,7 +357,7 @@ impl Loader {
                 format!("[store] is declared twice (first at {at})"),
             );
         }
-        self.store = Some((store, Declared { file, span }));
+        self.store = Some((store, Declared::at(file, span)));
     }
 
     fn add_defaults(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
@@ -354,7 +376,7 @@ impl Loader {
                 format!("[defaults] is declared twice (first at {at})"),
             );
         }
-        self.defaults = Some((defaults, Declared { file, span }));
+        self.defaults = Some((defaults, Declared::at(file, span)));
     }
 
     /// `[vaults.NAME]`, `[alerts.NAME]` or `[hooks.NAME]`: a table of tagged tables.
@@ -373,6 +395,7 @@ impl Loader {
             let declared = Declared {
                 file,
                 span: name_span.clone(),
+                fields: field_spans(&body),
             };
             match what {
                 "vault" => self.add_kind(file, body, what, name, declared, |l| &mut l.vaults),
@@ -423,10 +446,9 @@ impl Loader {
         config: T,
         declared: Declared,
     ) {
-        let first = table(self).get(&name).map(|(_, first)| Declared {
-            file: first.file,
-            span: first.span.clone(),
-        });
+        let first = table(self)
+            .get(&name)
+            .map(|(_, first)| Declared::at(first.file, first.span.clone()));
         match first {
             Some(first) => {
                 let at = self.position(&first);
@@ -527,6 +549,7 @@ impl Loader {
                     rest.insert(key, v);
                 }
             }
+            let rotator_fields = rotator.as_ref().map(field_spans).unwrap_or_default();
             let rotator = match rotator {
                 Some(r) => self.tagged(
                     file,
@@ -548,7 +571,7 @@ impl Loader {
             };
             if let Some(rotator) = rotator {
                 credential.rotator = Some(rotator);
-                self.credentials.push((credential, file));
+                self.credentials.push((credential, file, rotator_fields));
             }
         }
     }
@@ -615,8 +638,10 @@ impl Loader {
             );
         let mut warnings = Vec::new();
         for (what, name, settings, declared) in named {
-            for (insecure, message) in transport_findings(&format!("{what} `{name}`"), settings) {
-                let found = (declared.file, declared.span.clone(), message);
+            for (insecure, field, message) in
+                transport_findings(&format!("{what} `{name}`"), settings)
+            {
+                let found = (declared.file, declared.span_of(field), message);
                 if insecure {
                     warnings.push(found);
                 } else {
@@ -697,7 +722,7 @@ impl Loader {
         let mut seen_ids: BTreeMap<String, Declared> = BTreeMap::new();
         let mut seen_paths: BTreeMap<(String, String), Declared> = BTreeMap::new();
         let mut credentials = Vec::new();
-        for (c, file) in std::mem::take(&mut self.credentials) {
+        for (c, file, rotator_fields) in std::mem::take(&mut self.credentials) {
             let errors_before = self.diagnostics.0.len();
             let id = c.id.get_ref().clone();
             if let Some(problem) = name_problem(&id) {
@@ -715,13 +740,7 @@ impl Loader {
                     format!("duplicate credential id `{id}` (first declared at {at})"),
                 );
             } else {
-                seen_ids.insert(
-                    id.clone(),
-                    Declared {
-                        file,
-                        span: c.id.span(),
-                    },
-                );
+                seen_ids.insert(id.clone(), Declared::at(file, c.id.span()));
             }
             let vault_name = c.vault.name.get_ref().clone();
             if !self.vaults.contains_key(&vault_name) {
@@ -752,13 +771,7 @@ impl Loader {
                     format!("vault `{vault_name}` path `{vault_path}` is already used by another credential (at {at})"),
                 );
             } else {
-                seen_paths.insert(
-                    key,
-                    Declared {
-                        file,
-                        span: c.vault.path.span(),
-                    },
-                );
+                seen_paths.insert(key, Declared::at(file, c.vault.path.span()));
             }
             if let Some(names) = &c.alerts {
                 self.check_alert_names(file, names);
@@ -768,13 +781,14 @@ impl Loader {
                 self.check_retry(file, retry);
             }
             let rotator = c.rotator.clone().expect("loader sets the rotator");
-            for (insecure, message) in
+            for (insecure, field, message) in
                 transport_findings(&format!("rotator of `{id}`"), rotator.settings())
             {
+                let at = rotator_fields.get(field).cloned().unwrap_or(c.id.span());
                 if insecure {
-                    self.warn(file, Some(c.id.span()), message);
+                    self.warn(file, Some(at), message);
                 } else {
-                    self.error(file, Some(c.id.span()), message);
+                    self.error(file, Some(at), message);
                 }
             }
             if let Err(problem) = rotator_problem(&rotator) {
@@ -1047,6 +1061,17 @@ fn collect_toml_files(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<(
     Ok(())
 }
 
+/// Where each key of table `value` has its value written.
+fn field_spans(value: &Spanned<DeValue<'_>>) -> BTreeMap<String, Range<usize>> {
+    match value.get_ref() {
+        DeValue::Table(table) => table
+            .iter()
+            .map(|(k, v)| (k.get_ref().to_string(), v.span()))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
 /// Where `key`'s value is written in table `value`: an error about it points there, not at
 /// the table's header.
 fn value_span(value: &Spanned<DeValue<'_>>, key: &str) -> Option<Range<usize>> {
@@ -1087,16 +1112,16 @@ fn name_problem(name: &str) -> Option<&'static str> {
 fn transport_findings(
     whose: &str,
     settings: &dyn rotor_rotators::kinds::Settings,
-) -> Vec<(bool, String)> {
+) -> Vec<(bool, &'static str, String)> {
     settings
         .endpoints()
         .into_iter()
         .filter_map(|e| {
             let problem = rotor_rotators::net::transport_problem(e.url)?;
             Some(if e.insecure_allowed {
-                (true, format!("{whose}: `{}` {problem}; allowed by insecure_transport = true", e.field))
+                (true, e.field, format!("{whose}: `{}` {problem}; allowed by insecure_transport = true", e.field))
             } else {
-                (false, format!(
+                (false, e.field, format!(
                     "{whose}: `{}` {problem}, or write `insecure_transport = true` on this block if the network to it is trusted",
                     e.field
                 ))

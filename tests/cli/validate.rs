@@ -220,3 +220,38 @@ fn a_store_url_without_verified_tls_is_refused_on_the_command_line() {
         "{stderr}"
     );
 }
+
+/// Finds the 1-based line and column of `needle` in `text`, as the loader reports positions.
+fn position_of(text: &str, needle: &str) -> String {
+    let at = text.find(needle).expect("needle in config");
+    let line = text[..at].matches('\n').count() + 1;
+    let column = at - text[..at].rfind('\n').map_or(0, |n| n + 1) + 1;
+    format!("{line}:{column}")
+}
+
+#[test]
+fn a_plaintext_url_is_reported_at_the_value_not_at_its_table() {
+    let config = crate::generated_config(1, "1h")
+        .replace(
+            "[alerts.log]\nkind = \"log\"",
+            "[alerts.log]\nkind = \"log\"\n\n[alerts.pager]\nkind = \"webhook\"\nunsigned = true\nurl = \"http://alerts.example/hook\"",
+        )
+        .replace(
+            "rotator = { kind = \"generated\", length = 40, alphabet = \"alphanumeric\" }",
+            "rotator = { kind = \"redis_acl_password\", user = \"app\", url = \"redis://cache.internal:6379\" }",
+        );
+    let rotor = Rotor::new(&config);
+    let out = rotor.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for value in [
+        "\"http://alerts.example/hook\"",
+        "\"redis://cache.internal:6379\"",
+    ] {
+        let at = format!("rotor.toml:{}", position_of(&config, value));
+        assert!(
+            stderr.contains(&at),
+            "expected an error at {at} ({value}):\n{stderr}"
+        );
+    }
+}
