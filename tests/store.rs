@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rotor::engine::state::RunState;
 use rotor::store::{
-    AuditEntry, DesiredCredential, NewRun, ReconcileChange, RunRow, StepEnd, Store, StoreError,
-    Then,
+    AuditEntry, DesiredCredential, Durability, NewRun, ReconcileChange, RunRow, StepEnd, Store,
+    StoreError, Then,
 };
 
 static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
@@ -242,7 +242,7 @@ async fn one_live_run_per_credential_and_each_claim_goes_to_one_worker() {
             "{label}: {err}"
         );
         let err = store
-            .begin_step(&run, "mint", &old_owner, 10_002)
+            .begin_step(&run, "mint", &old_owner, 10_002, Durability::Synced)
             .await
             .unwrap_err();
         assert!(
@@ -318,7 +318,9 @@ async fn saves_arriving_together_keep_their_own_fences_and_one_audit_chain() {
             let worker = if i % 4 == 0 { "intruder" } else { "w" };
             tasks.push(tokio::spawn(async move {
                 start.wait().await;
-                let begun = store.begin_step(&run, "mint", worker, 20).await;
+                let begun = store
+                    .begin_step(&run, "mint", worker, 20, Durability::Synced)
+                    .await;
                 let seq = match begun {
                     Ok(seq) => seq,
                     Err(e) => return (run.id, worker, Err(e)),
@@ -745,7 +747,10 @@ async fn a_save_never_shortens_a_lease_the_heartbeat_extended() {
 async fn a_passed_step_is_recorded_started_and_finished_between_the_saved_step_and_the_next() {
     for (label, url, _keep) in backends() {
         let (store, mut run) = one_claimed_run(&url, 60_000).await;
-        let mint = store.begin_step(&run, "mint", "w", 20).await.unwrap();
+        let mint = store
+            .begin_step(&run, "mint", "w", 20, Durability::Deferred)
+            .await
+            .unwrap();
         run.set_state(RunState::Applied);
         let end = StepEnd {
             seq: mint,
@@ -764,6 +769,7 @@ async fn a_passed_step_is_recorded_started_and_finished_between_the_saved_step_a
                 Then {
                     passed: Some("apply"),
                     begin: Some("verify"),
+                    durability: Durability::Synced,
                 },
             )
             .await

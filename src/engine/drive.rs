@@ -7,7 +7,7 @@ use tracing::Instrument;
 
 use crate::model::state::{self, RunState, Step};
 use crate::notify::{EventKind, RetireAfter};
-use crate::store::{AuditEntry, CredentialUpdate, RunRow, StepEnd, StoreError, Then};
+use crate::store::{AuditEntry, CredentialUpdate, Durability, RunRow, StepEnd, StoreError, Then};
 
 use super::error::{EngineError, StepError};
 use super::step::{Known, Performed};
@@ -64,7 +64,13 @@ impl Engine {
                 _ => {
                     let now = self.now();
                     self.store
-                        .begin_step(&run, step.as_str(), &self.worker, now)
+                        .begin_step(
+                            &run,
+                            step.as_str(),
+                            &self.worker,
+                            now,
+                            ctx.durability_before(step),
+                        )
                         .await?
                 }
             };
@@ -293,6 +299,7 @@ impl Engine {
             then: Then {
                 passed: passed.map(|p| p.step.as_str()),
                 begin: next.map(|t| t.step.as_str()),
+                durability: next.map_or(Durability::Deferred, |t| ctx.durability_before(t.step)),
             },
         };
         let next_seq = self.commit(run, commit).await?;

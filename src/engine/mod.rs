@@ -35,7 +35,7 @@ use tracing::Instrument;
 use crate::clock::Clock;
 use crate::config::Credential as CredentialConfig;
 use crate::failpoint;
-use crate::store::{AuditEntry, RunRow, Store};
+use crate::store::{AuditEntry, Durability, RunRow, Store};
 use crate::vault::{AnyVault, Vault};
 use disturbance::{Disturbance, Target};
 use lease::LEASE_MARGIN_MS;
@@ -76,6 +76,24 @@ struct Ctx<'a> {
     /// that lost it unawares (its heartbeats failed) then has this long to finish writing
     /// before another may claim the run. A quarter of the lease: heartbeats keep two thirds.
     lease_margin_ms: i64,
+}
+
+impl Ctx<'_> {
+    /// How soon the record that `step` starts must be on disk: before a step that changes
+    /// something at the provider, synced, so that no power loss forgets it was about to.
+    fn durability_before(&self, step: Step) -> Durability {
+        let changes_provider = !self.rotator.vault_only()
+            && match step {
+                Step::Mint => self.rotator.origin() == Origin::Provider,
+                Step::Apply | Step::Retire | Step::Rollback => true,
+                Step::Verify | Step::Promote | Step::Grace => false,
+            };
+        if changes_provider {
+            Durability::Synced
+        } else {
+            Durability::Deferred
+        }
+    }
 }
 
 impl Engine {

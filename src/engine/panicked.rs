@@ -62,7 +62,13 @@ impl Engine {
             Some(seq) => seq,
             None => {
                 self.store
-                    .begin_step(&run, transition.step.as_str(), &self.worker, now)
+                    .begin_step(
+                        &run,
+                        transition.step.as_str(),
+                        &self.worker,
+                        now,
+                        ctx.durability_before(transition.step),
+                    )
                     .await?
             }
         };

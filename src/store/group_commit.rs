@@ -26,7 +26,7 @@ use rusqlite::{Connection, OpenFlags, ToSql};
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AuditEntry, CredentialUpdate, RunRow, StepEnd, StoreError, audit, sql};
+use super::{AuditEntry, CredentialUpdate, Durability, RunRow, StepEnd, StoreError, audit, sql};
 use crate::model::state::RunState;
 
 /// A bound on one transaction's writes: how long the writer holds SQLite's lock, and how many
@@ -45,7 +45,17 @@ pub(super) enum Write {
         step: String,
         worker: String,
         now: i64,
+        durability: Durability,
     },
+}
+
+impl Write {
+    fn durability(&self) -> Durability {
+        match self {
+            Write::Save(s) => s.durability,
+            Write::Begin { durability, .. } => *durability,
+        }
+    }
 }
 
 /// `Store::save_run`'s arguments.
@@ -59,6 +69,7 @@ pub(super) struct Save {
     pub now: i64,
     pub passed: Option<String>,
     pub begin_next: Option<String>,
+    pub durability: Durability,
 }
 
 struct Queued {
@@ -172,9 +183,25 @@ async fn commit_together(
         Some(conn) => conn,
         None => db.insert(open(file)?),
     };
+    // The connection commits NORMAL (on disk at the next checkpoint); a group holding a write
+    // that precedes a provider change commits FULL, its WAL synced before COMMIT returns, and
+    // with it every commit before it.
+    let synced = group
+        .iter()
+        .any(|q| q.write.durability() == Durability::Synced);
+    if synced {
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
     let outcome = commit_batch(conn, group);
     if outcome.is_err() && conn.execute_batch("ROLLBACK").is_err() && !conn.is_autocommit() {
         // A connection stuck in a transaction would hold the database's lock.
+        *db = None;
+        return outcome;
+    }
+    // Outside the transaction: SQLite refuses to change the level inside one.
+    if synced && let Err(e) = conn.pragma_update(None, "synchronous", "NORMAL") {
+        // Left at FULL it would only be slower; a fresh connection starts NORMAL.
+        tracing::debug!(error = %e, "could not set synchronous back to NORMAL");
         *db = None;
     }
     outcome
@@ -252,6 +279,7 @@ fn commit_batch(db: &Connection, group: &[Queued]) -> Result<Vec<Option<i64>>, G
                 step,
                 worker,
                 now,
+                ..
             } => {
                 let touched = Params::new()
                     .bind(&run.id)
