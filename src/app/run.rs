@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::engine::{Engine, EngineError, Runtime};
 use crate::scheduler::daemon::{self, Daemon, DaemonOptions, RunSummary, Signal};
@@ -52,7 +51,21 @@ pub async fn run(
     options: RunOptions,
     signals: tokio::sync::mpsc::Receiver<Signal>,
 ) -> Result<RunSummary, RunError> {
-    let clock = Arc::new(SystemClock);
+    let clock = store.clock();
+    // The host's clock may be stepped while rotor runs (NTP, a VM resumed): measure it again
+    // against the database's every minute.
+    let resync = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                if let Err(e) = store.sync_clock().await {
+                    tracing::debug!(error = %e, "could not read the database's clock; keeping the last offset");
+                }
+            }
+        })
+    };
+    let _resync = AbortOnDrop(resync);
     daemon::reconcile(store, &config, clock.as_ref()).await?;
     let runtime = Runtime::build(config).await?;
     let worker = daemon::worker_id();
@@ -109,4 +122,13 @@ pub async fn run(
         "rotor stopped"
     );
     Ok(summary)
+}
+
+/// Ends a background task when the function that started it returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -7,7 +7,7 @@ use super::rotate::cli_error;
 use super::{CliError, CliResult, Context, Exit, actor};
 use crate::app::cancel::{self, Cancel, Cancelled, Found, Seen};
 use crate::app::emergency::Asking;
-use crate::clock::{SystemClock, rfc3339};
+use crate::clock::rfc3339;
 use crate::engine::state::RunState;
 
 #[derive(Debug, clap::Args)]
@@ -41,7 +41,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let asking = Asking {
         actor: &actor,
         reason: args.reason.as_deref().unwrap_or("no reason given"),
-        clock: Arc::new(SystemClock),
+        clock: store.clock(),
         stopping: Arc::new(AtomicBool::new(false)),
     };
     let cancelled = cancel::cancel(&store, config, &id, how, &asking)

@@ -3,7 +3,7 @@
 
 use super::{CliError, CliResult, Context, Exit, actor};
 use crate::app::confirm::{self, ConfirmError, Confirmation};
-use crate::clock::{SystemClock, rfc3339};
+use crate::clock::rfc3339;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,7 +41,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         note: args.note.as_deref(),
         actor: &actor,
     };
-    let at = confirm::confirm(&store, config, &SystemClock, confirmation)
+    let at = confirm::confirm(&store, config, store.clock().as_ref(), confirmation)
         .await
         .map_err(|e| match e {
             ConfirmError::NotByHand { .. } | ConfirmError::ExpiryPast => CliError::usage(e),

@@ -2,12 +2,9 @@
 //! Exit 0 only when every selected credential has a fresh verified value and nothing older
 //! authenticates; 4 names what may still work and what to do.
 
-use std::sync::Arc;
-
 use super::rotate::{Args, cli_error};
 use super::{CliError, CliResult, Context, Exit, actor};
 use crate::app::emergency::{self, Asking, Emergency};
-use crate::clock::SystemClock;
 use crate::drill::{progress, select};
 
 pub async fn run(ctx: &Context, args: Args) -> CliResult {
@@ -21,7 +18,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let asking = Asking {
         actor: &actor,
         reason,
-        clock: Arc::new(SystemClock),
+        clock: store.clock(),
         stopping,
     };
     let exit = match &args.id {

@@ -4,7 +4,6 @@
 //! of each credential it may still open. See `app::identify`.
 
 use std::io::{IsTerminal, Read};
-use std::sync::Arc;
 
 use secrecy::SecretString;
 use zeroize::Zeroizing;
@@ -12,7 +11,7 @@ use zeroize::Zeroizing;
 use super::{CliError, CliResult, Context, Exit, actor};
 use crate::app::emergency::{self, Asking};
 use crate::app::identify::{self, Identified, Role};
-use crate::clock::{Clock, SystemClock, rfc3339};
+use crate::clock::rfc3339;
 use crate::engine::Runtime;
 
 #[derive(Debug, clap::Args)]
@@ -29,7 +28,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let value = read_stdin()?;
     let config = ctx.load_config()?;
     let store = ctx.open_store(&config).await?;
-    let clock = Arc::new(SystemClock);
+    let clock = store.clock();
     crate::scheduler::daemon::reconcile(&store, &config, clock.as_ref()).await?;
     let runtime = Runtime::build(config).await?;
     let search = identify::identify(&store, &runtime, &value, clock.now_ms()).await?;

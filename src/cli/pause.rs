@@ -3,7 +3,7 @@
 
 use super::{CliError, CliResult, Context, Exit, actor};
 use crate::app::pause;
-use crate::clock::{Clock, SystemClock, rfc3339};
+use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::drill::select;
 
@@ -38,14 +38,23 @@ pub struct ResumeArgs {
 pub async fn pause(ctx: &Context, args: PauseArgs) -> CliResult {
     let config = ctx.load_config()?;
     let ids = chosen(ctx, &config, args.id.as_deref(), &args.select)?;
-    let clock = SystemClock;
+    let store = ctx.open_store(&config).await?;
+    let clock = store.clock();
     let until = args
         .until
         .as_deref()
         .map(|text| until(text, clock.now_ms()))
         .transpose()?;
-    let store = ctx.open_store(&config).await?;
-    let paused = pause::pause(&store, &config, &clock, &ids, until, &actor(), &args.reason).await?;
+    let paused = pause::pause(
+        &store,
+        &config,
+        clock.as_ref(),
+        &ids,
+        until,
+        &actor(),
+        &args.reason,
+    )
+    .await?;
     store.close().await;
     let ends = until.map_or("until `rotor resume`".to_owned(), |at| {
         format!("until {}", rfc3339(at))
@@ -63,7 +72,7 @@ pub async fn resume(ctx: &Context, args: ResumeArgs) -> CliResult {
     let config = ctx.load_config()?;
     let ids = chosen(ctx, &config, args.id.as_deref(), &args.select)?;
     let store = ctx.open_store(&config).await?;
-    let resumed = pause::resume(&store, &SystemClock, &ids, &actor()).await?;
+    let resumed = pause::resume(&store, store.clock().as_ref(), &ids, &actor()).await?;
     store.close().await;
     for id in &ids {
         if resumed.contains(id) {

@@ -3,7 +3,6 @@
 
 use super::{CliResult, Context, Exit, print_json};
 use crate::app::plan;
-use crate::clock::{Clock, SystemClock};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -15,7 +14,7 @@ pub struct Args {
 pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let config = ctx.load_config()?;
     let store = ctx.open_store(&config).await?;
-    let entries = plan::plan(&store, &config, SystemClock.now_ms()).await?;
+    let entries = plan::plan(&store, &config, store.clock().now_ms()).await?;
     store.close().await;
     if args.json {
         print_json(&entries)?;

@@ -1,11 +1,9 @@
 //! `rotor rotate ID`: rotate one credential now, in this process (see `app::rotate`), and say
 //! how far it got. `--emergency` is `cli::emergency`.
 
-use std::sync::Arc;
-
 use super::{CliError, CliResult, Context, Exit, actor};
 use crate::app::rotate::{self, Requested, RotateError, Rotated};
-use crate::clock::{SystemClock, rfc3339};
+use crate::clock::rfc3339;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -44,7 +42,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let id = args.id.as_deref().expect("clap: an id without --emergency");
     let id = &ctx.credential(&config, id)?.id.clone();
     let store = ctx.open_store(&config).await?;
-    let clock = Arc::new(SystemClock);
+    let clock = store.clock();
     let requested = rotate::request(&store, &config, clock.as_ref(), id, &actor())
         .await
         .map_err(cli_error)?;

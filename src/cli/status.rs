@@ -3,7 +3,6 @@
 
 use super::{CliError, CliResult, Context, Exit, print_json};
 use crate::app::status;
-use crate::clock::{Clock, SystemClock};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,7 +16,7 @@ pub struct Args {
 pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let config = ctx.load_config()?;
     let store = ctx.open_store(&config).await?;
-    let now = SystemClock.now_ms();
+    let now = store.clock().now_ms();
     let statuses = status::status(&store, &config, args.id.as_deref(), now).await?;
     store.close().await;
     let Some(statuses) = statuses else {

@@ -104,6 +104,8 @@ pub struct Store {
     saves: Option<std::sync::Arc<group_commit::GroupCommit>>,
     /// SQLite: the point reads of a rotation's steps (see `reader`).
     reads: Option<std::sync::Arc<reader::Reader>>,
+    /// The store's time (see `StoreClock`): on PostgreSQL, the database's.
+    clock: crate::clock::StoreClock,
 }
 
 /// A transaction that writes. SQLite begins it `IMMEDIATE`, taking the write lock (waiting
@@ -691,10 +693,49 @@ impl Store {
             url: shown,
             saves,
             reads,
+            clock: crate::clock::StoreClock::default(),
         };
+        store.sync_clock().await?;
         store.migrate(migrator).await?;
         drop(turn);
         Ok(store)
+    }
+
+    /// The clock every time written to this store is read from: leases, due times, grace.
+    /// On PostgreSQL it is the database's (this host's, corrected by `sync_clock`).
+    pub fn clock(&self) -> std::sync::Arc<dyn crate::clock::Clock> {
+        std::sync::Arc::new(self.clock.clone())
+    }
+
+    /// Measures this host's clock against PostgreSQL's (the fastest of three round trips)
+    /// and corrects the store's clock by the difference; a difference over a second is worth
+    /// a warning, as the host's own clock is what its logs are stamped with. Nothing on SQLite,
+    /// whose writers all share one host's clock. `rotor run` repeats it every minute.
+    pub async fn sync_clock(&self) -> Result<(), StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(());
+        };
+        let mut best: Option<(i64, i64, i64)> = None;
+        for _ in 0..3 {
+            let sent = crate::clock::StoreClock::host_now();
+            let (db,): (i64,) = sqlx::query_as(sql::DATABASE_NOW_MS).fetch_one(pool).await?;
+            let received = crate::clock::StoreClock::host_now();
+            if best.is_none_or(|(s, _, r)| received - sent < r - s) {
+                best = Some((sent, db, received));
+            }
+        }
+        let (sent, db, received) = best.expect("three readings");
+        let before = self.clock.offset_ms();
+        let offset = self.clock.observe(sent, db, received);
+        if offset.abs() > 1000 && (offset - before).abs() > 1000 {
+            tracing::warn!(
+                offset_ms = offset,
+                "this host's clock is {:.1} s {} PostgreSQL's; rotor times leases and schedules by the database's",
+                offset.abs() as f64 / 1000.0,
+                if offset < 0 { "ahead of" } else { "behind" }
+            );
+        }
+        Ok(())
     }
 
     async fn migrate(&self, migrator: &sqlx::migrate::Migrator) -> Result<(), StoreError> {

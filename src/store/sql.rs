@@ -687,3 +687,6 @@ mod tests {
         }
     }
 }
+
+/// PostgreSQL's clock in ms since the epoch (the time of the statement, not of a transaction).
+pub const DATABASE_NOW_MS: &str = "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";

@@ -605,3 +605,49 @@ fn an_emergency_over_fifty_credentials_in_grace_with_replicas_running() {
         }
     });
 }
+
+/// A replica whose own clock runs an hour ahead does not take over a run whose lease, by the
+/// database's clock, has not run out: leases are timed by PostgreSQL's clock, which the
+/// replica measures its own against when it opens the store. (Timed by its own clock it would
+/// claim the run at once and verify beside the worker that holds it.)
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_replica_whose_clock_runs_ahead_does_not_take_a_lease_that_has_not_run_out() {
+    let cluster = Cluster::new(postgres::shared(), "clock_skew", 1, "", false);
+    let rotor = &cluster.rotor;
+    rotor.ok(&["rotate", "svc/key0", "--no-wait"]);
+    let mut holder = rotor.command(&["run", "--poll", "1s", "--lease", "10s"]);
+    holder.env("ROTOR_FAILPOINT", "verify:before");
+    let (holder, _) =
+        crate::support::spawn_until(holder, "FAILPOINT verify:before", Duration::from_secs(60))
+            .expect("the first replica reaches verify and holds the run's lease");
+    // Killed when the test ends, however it ends: paused at the failpoint, it never stops.
+    let holder = Replica {
+        child: holder,
+        log: rotor.path("holder.log"),
+    };
+    let held_by = cluster.sql("SELECT lease_owner FROM runs WHERE state <> 'completed'");
+
+    let ahead = rotor
+        .command(&["run", "--once", "--poll", "1s", "--lease", "10s"])
+        .env("ROTOR_TEST_HOST_CLOCK_SKEW_MS", "3600000")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&ahead.stderr);
+    assert!(ahead.status.success(), "{log}");
+    assert_eq!(
+        cluster.sql("SELECT lease_owner FROM runs WHERE state <> 'completed'"),
+        held_by,
+        "the lease stays with the replica that holds it:\n{log}"
+    );
+    assert_eq!(
+        cluster.sql("SELECT COUNT(DISTINCT worker) FROM run_steps"),
+        "1",
+        "no step of the run was begun by the replica whose clock is ahead:\n{log}"
+    );
+    assert!(
+        log.contains("this host's clock is 3600.0 s ahead of PostgreSQL's"),
+        "the skew is measured and reported:\n{log}"
+    );
+    drop(holder);
+}
