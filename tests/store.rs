@@ -13,6 +13,12 @@ use rotor::store::{
 
 static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
 
+/// Opens a store with this file's integrity key (a PostgreSQL store has none of its own).
+async fn connect(url: &str) -> Result<Store, StoreError> {
+    let key = rotor::store::integrity::IntegrityKey::from_bytes(&[42; 32]).unwrap();
+    Store::open(url, None, Some(key), false).await
+}
+
 /// A fresh store of each kind: (label, url, folder kept alive for SQLite).
 fn backends() -> Vec<(&'static str, String, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
@@ -52,7 +58,7 @@ fn run_for(credential: &str, n: usize) -> NewRun {
 #[tokio::test]
 async fn claims_take_expired_leases_first_then_the_oldest_due() {
     for (label, url, _keep) in backends() {
-        let store = Store::connect(&url, None).await.unwrap();
+        let store = connect(&url).await.unwrap();
         let ids = ["a", "b", "c"];
         let desired: Vec<_> = ids.iter().map(|id| desired(id, "h")).collect();
         store
@@ -109,7 +115,7 @@ async fn claims_take_expired_leases_first_then_the_oldest_due() {
 #[tokio::test]
 async fn reconcile_adds_recomputes_marks_removed_and_restores() {
     for (label, url, _keep) in backends() {
-        let store = Store::connect(&url, None).await.unwrap();
+        let store = connect(&url).await.unwrap();
         let due =
             |_: &str, since: Option<i64>| (Some(since.unwrap_or(0) + 100), "schedule".to_string());
         let changes = store
@@ -162,7 +168,7 @@ async fn reconcile_adds_recomputes_marks_removed_and_restores() {
 #[tokio::test]
 async fn one_live_run_per_credential_and_each_claim_goes_to_one_worker() {
     for (label, url, _keep) in backends() {
-        let store = Store::connect(&url, None).await.unwrap();
+        let store = connect(&url).await.unwrap();
         let ids: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
         let desired: Vec<_> = ids.iter().map(|id| desired(id, "h")).collect();
         store
@@ -298,7 +304,7 @@ async fn one_live_run_per_credential_and_each_claim_goes_to_one_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saves_arriving_together_keep_their_own_fences_and_one_audit_chain() {
     for (label, url, _keep) in backends() {
-        let store = Store::connect(&url, None).await.unwrap();
+        let store = connect(&url).await.unwrap();
         let ids: Vec<String> = (0..60).map(|i| format!("g{i}")).collect();
         let desired: Vec<_> = ids.iter().map(|id| desired(id, "h")).collect();
         store
@@ -411,7 +417,7 @@ async fn saves_arriving_together_keep_their_own_fences_and_one_audit_chain() {
 #[tokio::test]
 async fn an_edited_or_deleted_audit_row_is_found_and_named() {
     for (label, url, _keep) in backends() {
-        let store = Store::connect(&url, None).await.unwrap();
+        let store = connect(&url).await.unwrap();
         for i in 0..5 {
             store
                 .audit(
@@ -438,20 +444,76 @@ async fn an_edited_or_deleted_audit_row_is_found_and_named() {
     }
 }
 
+/// A store whose chain was written before the chain was keyed is rehashed under the key once,
+/// when first opened with it, and says so in a row of its own; after that, a chain recomputed
+/// without the key (all anyone who can write the database can do) is found.
+#[tokio::test]
+async fn an_unkeyed_chain_is_keyed_once_and_then_cannot_be_recomputed_without_the_key() {
+    use rotor::store::audit::{GENESIS, unkeyed_row_hash};
+    let entry = |i: i64| AuditEntry::new("test", "cli").detail(format!("action {i}"));
+    // The statements that turn rows 1..=n into the unkeyed chain an older rotor wrote, the
+    // row `forged` (if any) saying "forged" instead.
+    let unkeyed = |n: i64, forged: Option<i64>| {
+        let mut prev = GENESIS.to_owned();
+        let mut sql = String::new();
+        for i in 1..=n {
+            let mut e = entry(i - 1);
+            if forged == Some(i) {
+                e = e.detail("forged");
+            }
+            let hash = unkeyed_row_hash(&prev, i, i - 1, &e);
+            sql.push_str(&format!(
+                "UPDATE audit SET detail = '{}', prev_hash = '{prev}', hash = '{hash}' WHERE seq = {i};\n",
+                e.detail
+            ));
+            prev = hash;
+        }
+        sql.push_str(&format!(
+            "UPDATE audit_head SET hash = '{prev}', keyed = 0 WHERE id = 1;"
+        ));
+        sql
+    };
+    for (label, url, _keep) in backends() {
+        let store = connect(&url).await.unwrap();
+        for i in 0..5 {
+            store.audit(&entry(i), i).await.unwrap();
+        }
+        store.close().await;
+        tamper(&url, &unkeyed(5, None)).await;
+
+        let store = connect(&url).await.unwrap();
+        assert_eq!(
+            store.verify_audit().await.unwrap(),
+            Ok(6),
+            "{label}: five rows and the keying"
+        );
+        store.close().await;
+        let store = connect(&url).await.unwrap();
+        assert_eq!(
+            store.verify_audit().await.unwrap(),
+            Ok(6),
+            "{label}: keyed once"
+        );
+
+        // Row 3 forged and the chain recomputed as the unkeyed chain was: no longer accepted.
+        tamper(&url, &unkeyed(6, Some(3)).replace("keyed = 0", "keyed = 1")).await;
+        let problem = store.verify_audit().await.unwrap().unwrap_err();
+        assert!(problem.contains("row 1 was modified"), "{label}: {problem}");
+        store.close().await;
+    }
+}
+
 #[tokio::test]
 async fn a_store_at_a_newer_schema_is_refused_and_left_unchanged() {
     for (label, url, _keep) in backends() {
-        Store::connect(&url, None).await.unwrap().close().await;
+        connect(&url).await.unwrap().close().await;
         tamper(
             &url,
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
              VALUES (9999, 'from the future', true, '\\x00', 1)",
         )
         .await;
-        let err = Store::connect(&url, None)
-            .await
-            .err()
-            .expect("newer schema refused");
+        let err = connect(&url).await.err().expect("newer schema refused");
         let shown = err.to_string();
         assert!(
             matches!(err, StoreError::SchemaTooNew { found: 9999, .. }),
@@ -464,7 +526,7 @@ async fn a_store_at_a_newer_schema_is_refused_and_left_unchanged() {
 #[tokio::test]
 async fn an_unreachable_store_is_a_clear_error() {
     let port = support::postgres::free_port();
-    let err = Store::connect(&format!("postgres://rotor@127.0.0.1:{port}/x"), None)
+    let err = connect(&format!("postgres://rotor@127.0.0.1:{port}/x"))
         .await
         .err()
         .unwrap();
@@ -494,7 +556,7 @@ async fn tamper(url: &str, sql: &str) {
 #[tokio::test]
 async fn alerts_are_deduplicated_resolved_and_retried_from_the_outbox() {
     for (label, url, _keep) in backends() {
-        let store = Store::connect(&url, None).await.unwrap();
+        let store = connect(&url).await.unwrap();
         let sinks = vec!["hook".to_owned(), "pager".to_owned()];
         assert!(
             store
@@ -560,7 +622,7 @@ async fn alerts_are_deduplicated_resolved_and_retried_from_the_outbox() {
 #[tokio::test]
 async fn notifications_queue_once_in_order_are_claimed_once_and_superseded() {
     for (label, url, _keep) in backends() {
-        let store = Store::connect(&url, None).await.unwrap();
+        let store = connect(&url).await.unwrap();
         let hooks = vec!["hook".to_owned(), "rollout".to_owned()];
         for _ in 0..2 {
             // A step repeated after a crash queues nothing twice.
@@ -647,7 +709,7 @@ async fn notifications_queue_once_in_order_are_claimed_once_and_superseded() {
 async fn limited_claims_respect_provider_concurrency_and_buckets_refill() {
     use rotor::store::limits::ClaimLimits;
     for (label, url, _keep) in backends() {
-        let store = Store::connect(&url, None).await.unwrap();
+        let store = connect(&url).await.unwrap();
         let desired: Vec<DesiredCredential> =
             (0..5).map(|i| desired(&format!("c{i}"), "h")).collect();
         store
@@ -696,7 +758,7 @@ async fn limited_claims_respect_provider_concurrency_and_buckets_refill() {
 /// A store with one credential, `a`, whose planned run worker `w` claimed at 10 with a lease
 /// until `lease_until`.
 async fn one_claimed_run(url: &str, lease_until: i64) -> (Store, RunRow) {
-    let store = Store::connect(url, None).await.unwrap();
+    let store = connect(url).await.unwrap();
     store
         .reconcile(&[desired("a", "h")], 0, |_, _| {
             (Some(0), "schedule".to_string())
@@ -811,12 +873,12 @@ async fn a_passed_step_is_recorded_started_and_finished_between_the_saved_step_a
 async fn the_work_listener_comes_back_after_a_database_restart_and_wakes_its_replica() {
     let server = std::sync::Arc::new(support::postgres::dedicated());
     let url = server.database("listener");
-    let store = Store::connect(&url, None).await.unwrap();
+    let store = connect(&url).await.unwrap();
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
     let listening = store.listen_for_work(wake.clone()).await.unwrap().unwrap();
     let within = |secs| tokio::time::timeout(std::time::Duration::from_secs(secs), wake.notified());
 
-    let announcer = Store::connect(&url, None).await.unwrap();
+    let announcer = connect(&url).await.unwrap();
     announcer.announce_work().await.unwrap();
     within(10)
         .await
@@ -837,7 +899,7 @@ async fn the_work_listener_comes_back_after_a_database_restart_and_wakes_its_rep
         "one wake for one reconnection"
     );
 
-    let announcer = Store::connect(&url, None).await.unwrap();
+    let announcer = connect(&url).await.unwrap();
     announcer.announce_work().await.unwrap();
     within(10)
         .await

@@ -55,6 +55,8 @@ pub enum CliError {
     Store(#[from] StoreError),
     #[error("the store's password: {0}")]
     StorePassword(crate::vault::SecretRefError),
+    #[error("the store's integrity key ([store] key): {0}")]
+    StoreKey(crate::vault::SecretRefError),
     #[error(transparent)]
     Engine(#[from] EngineError),
     /// The command did its work and found it failed (the audit chain is broken).
@@ -76,6 +78,8 @@ impl CliError {
             CliError::Config(_) | CliError::Invalid(_) => Exit::ConfigInvalid,
             CliError::Store(e) | CliError::Engine(EngineError::Store(e)) => store_exit(e),
             CliError::StorePassword(_) => Exit::StoreUnavailable,
+            // Like a vault's identity: a file the config names, or the config, to fix.
+            CliError::StoreKey(_) => Exit::ConfigInvalid,
             // A file the config names (a vault's key, a CA bundle) is unusable, or a rotator
             // cannot be built from what the config says: fix the config or that file.
             CliError::Engine(
@@ -108,6 +112,7 @@ fn store_exit(e: &StoreError) -> Exit {
         // Another worker took the run over: it goes on there, not here.
         StoreError::LeaseLost { .. } => Exit::RotationFailed,
         StoreError::UnknownCredential(_) | StoreError::RunInFlight(_) => Exit::Usage,
+        StoreError::Key { .. } => Exit::ConfigInvalid,
     }
 }
 
@@ -308,7 +313,18 @@ impl Context {
             }
             None => None,
         };
-        Ok(Store::open(&url, password.as_ref(), self.init).await?)
+        let key = match &config.store.key {
+            Some(reference) => {
+                let secret = crate::vault::resolve_local(reference).map_err(CliError::StoreKey)?;
+                Some(
+                    crate::store::integrity::IntegrityKey::from_secret(&secret).map_err(
+                        |message| CliError::usage(format_args!("[store] key: {message}")),
+                    )?,
+                )
+            }
+            None => None,
+        };
+        Ok(Store::open(&url, password.as_ref(), key, self.init).await?)
     }
 }
 

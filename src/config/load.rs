@@ -901,6 +901,7 @@ impl Loader {
         let store = self.store.map(|(s, _)| s).unwrap_or(StoreConfig {
             url: DEFAULT_STORE_URL.into(),
             password: None,
+            key: None,
             insecure_transport: false,
         });
         let mut config = Config::new(

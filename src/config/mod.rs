@@ -113,16 +113,26 @@ pub struct DrillConfig {
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// `sqlite://PATH` (embedded, one process) or `postgres://USER@HOST/DB` (replicas share the
-    /// work). The URL must not contain a password: use `password`.
+    /// work). The URL must not contain a password: use `password`. Default: `sqlite://rotor.db`.
+    #[serde(default = "default_store_url")]
     pub url: String,
     /// Password for a PostgreSQL store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<SecretRef>,
+    /// The integrity key that keys the audit chain (`env` or `file`, at least 32 bytes), kept
+    /// where the store's writers cannot read it. Required for a PostgreSQL store (its replicas
+    /// share it); a SQLite store without one keeps its own beside it (`rotor.db.key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<SecretRef>,
     /// Allow a transport that does not protect secrets (plaintext http or redis, PostgreSQL
     /// without `sslmode=verify-full`/`verify-ca`) to a host other than this machine, on a
     /// network you trust; `rotor validate` warns of it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_transport: bool,
+}
+
+fn default_store_url() -> String {
+    DEFAULT_STORE_URL.into()
 }
 
 /// Defaults for every credential.

@@ -1,8 +1,13 @@
 //! The hash chain of the audit log: each row commits to the previous one, so an edited or
-//! deleted row breaks the chain at a row `rotor audit verify` can name.
+//! deleted row breaks the chain at a row `rotor audit verify` can name. The chain is keyed
+//! (HMAC-SHA-256 with the installation's integrity key, kept outside the store): a database
+//! writer without the key cannot recompute it over rows they changed. Rows cut from the end,
+//! or a whole log replaced, are what anchors find (see `Anchor`).
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use super::integrity::IntegrityKey;
 
 /// One audited event. `detail` is free text for people and never holds secret material.
 #[derive(Debug, Clone, Serialize)]
@@ -44,10 +49,31 @@ impl AuditEntry {
 /// The hash of the chain head before the first row.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The hash a row must carry. The fields are JSON-encoded as one array, so no two different
-/// rows share an input.
-pub fn row_hash(prev_hash: &str, seq: i64, at: i64, entry: &AuditEntry) -> String {
-    let fields = serde_json::to_string(&(
+/// The hash a row must carry: HMAC under `key` of the previous row's hash and the row's
+/// fields, JSON-encoded as one array so that no two different rows share an input.
+pub fn row_hash(
+    key: &IntegrityKey,
+    prev_hash: &str,
+    seq: i64,
+    at: i64,
+    entry: &AuditEntry,
+) -> String {
+    key.mac_hex(&[prev_hash.as_bytes(), row_fields(seq, at, entry).as_bytes()])
+}
+
+/// The unkeyed SHA-256 hash of a store made before the chain was keyed: only to check such a
+/// chain once, before it is rehashed under the key.
+pub fn unkeyed_row_hash(prev_hash: &str, seq: i64, at: i64, entry: &AuditEntry) -> String {
+    hex::encode(
+        Sha256::new()
+            .chain_update(prev_hash.as_bytes())
+            .chain_update(row_fields(seq, at, entry).as_bytes())
+            .finalize(),
+    )
+}
+
+fn row_fields(seq: i64, at: i64, entry: &AuditEntry) -> String {
+    serde_json::to_string(&(
         seq,
         at,
         &entry.actor,
@@ -56,13 +82,7 @@ pub fn row_hash(prev_hash: &str, seq: i64, at: i64, entry: &AuditEntry) -> Strin
         &entry.run_id,
         &entry.detail,
     ))
-    .expect("audit fields serialize");
-    hex::encode(
-        Sha256::new()
-            .chain_update(prev_hash.as_bytes())
-            .chain_update(fields.as_bytes())
-            .finalize(),
-    )
+    .expect("audit fields serialize")
 }
 
 /// A row as stored.
@@ -79,8 +99,26 @@ pub struct AuditRow {
     pub hash: String,
 }
 
-/// Checks a whole chain (rows in `seq` order) against its head. Returns the first problem.
-pub fn verify_chain(rows: &[AuditRow], head_seq: i64, head_hash: &str) -> Result<usize, String> {
+impl AuditRow {
+    pub fn entry(&self) -> AuditEntry {
+        AuditEntry {
+            actor: self.actor.clone(),
+            action: self.action.clone(),
+            credential_id: self.credential_id.clone(),
+            run_id: self.run_id.clone(),
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+/// Checks a whole chain (rows in `seq` order) against its head, each row's hash computed by
+/// `hash` (`row_hash` under the key). Returns the first problem.
+pub fn verify_chain(
+    rows: &[AuditRow],
+    head_seq: i64,
+    head_hash: &str,
+    hash: impl Fn(&str, i64, i64, &AuditEntry) -> String,
+) -> Result<usize, String> {
     let mut prev = GENESIS.to_owned();
     for (i, row) in rows.iter().enumerate() {
         let expected_seq = i as i64 + 1;
@@ -97,14 +135,7 @@ pub fn verify_chain(rows: &[AuditRow], head_seq: i64, head_hash: &str) -> Result
                 row.seq - 1
             ));
         }
-        let entry = AuditEntry {
-            actor: row.actor.clone(),
-            action: row.action.clone(),
-            credential_id: row.credential_id.clone(),
-            run_id: row.run_id.clone(),
-            detail: row.detail.clone(),
-        };
-        if row_hash(&row.prev_hash, row.seq, row.at, &entry) != row.hash {
+        if hash(&row.prev_hash, row.seq, row.at, &row.entry()) != row.hash {
             return Err(format!(
                 "audit row {} was modified: its contents do not match its hash",
                 row.seq
@@ -125,12 +156,20 @@ pub fn verify_chain(rows: &[AuditRow], head_seq: i64, head_hash: &str) -> Result
 mod tests {
     use super::*;
 
+    fn key() -> IntegrityKey {
+        IntegrityKey::from_bytes(&[7; 32]).unwrap()
+    }
+
+    fn keyed(prev: &str, seq: i64, at: i64, e: &AuditEntry) -> String {
+        row_hash(&key(), prev, seq, at, e)
+    }
+
     fn chain(n: usize) -> Vec<AuditRow> {
         let mut prev = GENESIS.to_owned();
         (1..=n as i64)
             .map(|seq| {
                 let e = AuditEntry::new("test", "step").detail(format!("row {seq}"));
-                let hash = row_hash(&prev, seq, seq * 10, &e);
+                let hash = keyed(&prev, seq, seq * 10, &e);
                 let row = AuditRow {
                     seq,
                     at: seq * 10,
@@ -152,12 +191,12 @@ mod tests {
     fn an_intact_chain_verifies_and_each_kind_of_tampering_is_named() {
         let rows = chain(5);
         let head = rows.last().unwrap().hash.clone();
-        assert_eq!(verify_chain(&rows, 5, &head), Ok(5));
+        assert_eq!(verify_chain(&rows, 5, &head, keyed), Ok(5));
 
         let mut edited = rows.clone();
         edited[2].detail = "row 3, edited".into();
         assert!(
-            verify_chain(&edited, 5, &head)
+            verify_chain(&edited, 5, &head, keyed)
                 .unwrap_err()
                 .contains("row 3 was modified")
         );
@@ -165,16 +204,31 @@ mod tests {
         let mut deleted = rows.clone();
         deleted.remove(1);
         assert!(
-            verify_chain(&deleted, 5, &head)
+            verify_chain(&deleted, 5, &head, keyed)
                 .unwrap_err()
                 .contains("row 2 is missing")
         );
 
         let truncated = &rows[..4];
         assert!(
-            verify_chain(truncated, 5, &head)
+            verify_chain(truncated, 5, &head, keyed)
                 .unwrap_err()
                 .contains("removed from the end")
+        );
+
+        // Recomputed without the key (as anyone who can write the store could): refused.
+        let mut forged = rows.clone();
+        forged[2].detail = "row 3, forged".into();
+        let mut prev = forged[1].hash.clone();
+        for row in &mut forged[2..] {
+            row.prev_hash = prev.clone();
+            row.hash = unkeyed_row_hash(&prev, row.seq, row.at, &row.entry());
+            prev = row.hash.clone();
+        }
+        assert!(
+            verify_chain(&forged, 5, &prev, keyed)
+                .unwrap_err()
+                .contains("row 3 was modified")
         );
     }
 }

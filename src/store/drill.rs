@@ -46,7 +46,7 @@ impl Store {
                 .bind(options)
                 .execute(&mut *tx)
                 .await?;
-            append_audit!(tx, now, &AuditEntry::new(actor, "drill_started").detail(format!("{id}: {options}")));
+            append_audit!(&self.key, tx, now, &AuditEntry::new(actor, "drill_started").detail(format!("{id}: {options}")));
             tx.commit().await?;
             Ok(())
         })
@@ -81,7 +81,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            append_audit!(tx, now, &AuditEntry::new(actor, "drill_finished").detail(format!("{id}: {outcome}")));
+            append_audit!(&self.key, tx, now, &AuditEntry::new(actor, "drill_finished").detail(format!("{id}: {outcome}")));
             tx.commit().await?;
             Ok(())
         })

@@ -23,6 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, ToSql};
+
+use super::integrity::IntegrityKey;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
@@ -84,7 +86,7 @@ pub(super) struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the writer thread for the database `file`, which `pool` is connected to.
-    pub fn start(pool: SqlitePool, file: PathBuf) -> std::io::Result<Arc<Self>> {
+    pub fn start(pool: SqlitePool, file: PathBuf, key: IntegrityKey) -> std::io::Result<Arc<Self>> {
         let (queue, receiver) = mpsc::unbounded_channel();
         // Its own runtime: the pool's connection is awaited there, and the thread outlives
         // whichever runtime connected the store.
@@ -93,7 +95,7 @@ impl GroupCommit {
             .build()?;
         std::thread::Builder::new()
             .name("rotor-sqlite-writer".into())
-            .spawn(move || runtime.block_on(write_groups(pool, file, receiver)))?;
+            .spawn(move || runtime.block_on(write_groups(pool, file, key, receiver)))?;
         Ok(Arc::new(GroupCommit { queue }))
     }
 
@@ -117,7 +119,12 @@ enum GroupError {
     Pool(#[from] sqlx::Error),
 }
 
-async fn write_groups(pool: SqlitePool, file: PathBuf, mut queue: mpsc::UnboundedReceiver<Queued>) {
+async fn write_groups(
+    pool: SqlitePool,
+    file: PathBuf,
+    key: IntegrityKey,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
+) {
     let mut db: Option<Connection> = None;
     while let Some(first) = queue.recv().await {
         let mut group = vec![first];
@@ -127,7 +134,7 @@ async fn write_groups(pool: SqlitePool, file: PathBuf, mut queue: mpsc::Unbounde
                 Err(_) => break,
             }
         }
-        match commit_together(&pool, &file, &mut db, &group).await {
+        match commit_together(&pool, &file, &key, &mut db, &group).await {
             Ok(seqs) => {
                 for (queued, seq) in group.into_iter().zip(seqs) {
                     let _ = queued.done.send(Ok(seq));
@@ -139,7 +146,7 @@ async fn write_groups(pool: SqlitePool, file: PathBuf, mut queue: mpsc::Unbounde
             }
         }
         for queued in group {
-            let outcome = write_alone(&pool, &file, &mut db, &queued).await;
+            let outcome = write_alone(&pool, &file, &key, &mut db, &queued).await;
             let _ = queued.done.send(outcome);
         }
     }
@@ -150,10 +157,11 @@ async fn write_groups(pool: SqlitePool, file: PathBuf, mut queue: mpsc::Unbounde
 async fn write_alone(
     pool: &SqlitePool,
     file: &Path,
+    key: &IntegrityKey,
     db: &mut Option<Connection>,
     queued: &Queued,
 ) -> Result<Option<i64>, StoreError> {
-    match commit_together(pool, file, db, std::slice::from_ref(queued)).await {
+    match commit_together(pool, file, key, db, std::slice::from_ref(queued)).await {
         Ok(seqs) => Ok(seqs.into_iter().next().flatten()),
         Err(GroupError::Refused) => {
             let (run, expected) = match &queued.write {
@@ -175,6 +183,7 @@ async fn write_alone(
 async fn commit_together(
     pool: &SqlitePool,
     file: &Path,
+    key: &IntegrityKey,
     db: &mut Option<Connection>,
     group: &[Queued],
 ) -> Result<Vec<Option<i64>>, GroupError> {
@@ -192,7 +201,7 @@ async fn commit_together(
     if synced {
         conn.pragma_update(None, "synchronous", "FULL")?;
     }
-    let outcome = commit_batch(conn, group);
+    let outcome = commit_batch(conn, key, group);
     if outcome.is_err() && conn.execute_batch("ROLLBACK").is_err() && !conn.is_autocommit() {
         // A connection stuck in a transaction would hold the database's lock.
         *db = None;
@@ -221,7 +230,11 @@ fn open(file: &Path) -> Result<Connection, rusqlite::Error> {
 
 /// One transaction: `BEGIN IMMEDIATE`, the audit head moved past the group's rows, each
 /// write by its statements (each prepared once), `COMMIT`. Returns each write's `seq`.
-fn commit_batch(db: &Connection, group: &[Queued]) -> Result<Vec<Option<i64>>, GroupError> {
+fn commit_batch(
+    db: &Connection,
+    key: &IntegrityKey,
+    group: &[Queued],
+) -> Result<Vec<Option<i64>>, GroupError> {
     let saves = group
         .iter()
         .filter(|q| matches!(q.write, Write::Save(_)))
@@ -256,7 +269,7 @@ fn commit_batch(db: &Connection, group: &[Queued]) -> Result<Vec<Option<i64>>, G
                     execute(db, sql::UPDATE_CREDENTIAL, update)?;
                 }
                 seq += 1;
-                let hash = audit::row_hash(&prev, seq, s.now, &s.audit);
+                let hash = audit::row_hash(key, &prev, seq, s.now, &s.audit);
                 let follows = std::mem::replace(&mut prev, hash.clone());
                 let row = bind_audit_row!(Params::new(), seq, s.now, &s.audit, &follows, &hash);
                 execute(db, sql::INSERT_AUDIT, row)?;

@@ -58,7 +58,7 @@ impl Store {
                 .await?;
             if let Some(run) = &run {
                 let detail = format!("{}: {} (now {}); {reason}", interrupt.as_str(), run.id, run.state);
-                append_audit!(tx, now, &AuditEntry::new(actor, "interrupt").credential(credential_id).run(&run.id).detail(detail));
+                append_audit!(&self.key, tx, now, &AuditEntry::new(actor, "interrupt").credential(credential_id).run(&run.id).detail(detail));
             }
             tx.commit().await?;
             if run.is_some() {
@@ -105,7 +105,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 let detail = format!("{}: closed {} by hand; {reason}", Interrupt::ResolvedByHand.as_str(), run.state);
-                append_audit!(tx, now, &AuditEntry::new(actor, "interrupt").credential(&run.credential_id).run(&run.id).detail(detail));
+                append_audit!(&self.key, tx, now, &AuditEntry::new(actor, "interrupt").credential(&run.credential_id).run(&run.id).detail(detail));
             }
             tx.commit().await?;
             Ok(run)
@@ -130,7 +130,7 @@ impl Store {
             if paused {
                 let until = until.map_or("`rotor resume`".to_owned(), crate::clock::rfc3339);
                 let detail = format!("paused until {until}; {reason}");
-                append_audit!(tx, now, &AuditEntry::new(actor, "pause").credential(id).detail(detail));
+                append_audit!(&self.key, tx, now, &AuditEntry::new(actor, "pause").credential(id).detail(detail));
             }
             tx.commit().await?;
             Ok(paused)
@@ -146,7 +146,7 @@ impl Store {
                 .bind(id).bind(now).execute(&mut *tx).await?.rows_affected() > 0;
             if resumed {
                 sqlx::query(sql::WAKE_RESUMED_RUN).bind(id).bind(now).execute(&mut *tx).await?;
-                append_audit!(tx, now, &AuditEntry::new(actor, "resume").credential(id).detail("resumed"));
+                append_audit!(&self.key, tx, now, &AuditEntry::new(actor, "resume").credential(id).detail("resumed"));
             }
             tx.commit().await?;
             resumed

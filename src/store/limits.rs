@@ -89,7 +89,7 @@ impl Store {
                 claimed.extend(run);
             }
             let entries: Vec<AuditEntry> = claimed.iter().map(|run| super::claim_entry(worker, run)).collect();
-            append_audits!(tx, now, &entries);
+            append_audits!(&self.key, tx, now, &entries);
             tx.commit().await?;
             Ok(claimed)
         })

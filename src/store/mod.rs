@@ -14,6 +14,7 @@
 //! is written one save per transaction by the same code.
 
 pub mod audit;
+pub mod integrity;
 mod sql;
 
 use std::str::FromStr;
@@ -53,6 +54,9 @@ pub enum StoreError {
     },
     #[error("invalid store URL {url}: {message}")]
     BadUrl { url: String, message: String },
+    /// The integrity key that keys the audit chain is missing or unusable.
+    #[error("the store at {url}: {message}")]
+    Key { url: String, message: String },
     /// A store file that is not a rotor store, or no longer one: nothing is written to it.
     #[error("the store at {url} is {what}; nothing was written to it. {action}")]
     Damaged {
@@ -106,6 +110,8 @@ pub struct Store {
     reads: Option<std::sync::Arc<reader::Reader>>,
     /// The store's time (see `StoreClock`): on PostgreSQL, the database's.
     clock: crate::clock::StoreClock,
+    /// Keys the audit chain (see `integrity`); never written to the store.
+    key: integrity::IntegrityKey,
 }
 
 /// A transaction that writes. SQLite begins it `IMMEDIATE`, taking the write lock (waiting
@@ -227,7 +233,8 @@ macro_rules! bind_begin_step {
 /// Appends the audit rows `$entries` (a slice, in order) inside transaction `$tx`: the head
 /// moved on by all of them at once, the rows inserted by one statement per `AUDIT_CHUNK`.
 macro_rules! append_audits {
-    ($tx:expr, $now:expr, $entries:expr) => {{
+    ($key:expr, $tx:expr, $now:expr, $entries:expr) => {{
+        let key: &$crate::store::integrity::IntegrityKey = $key;
         let entries: &[AuditEntry] = $entries;
         if !entries.is_empty() {
             let (last, mut prev): (i64, String) =
@@ -238,7 +245,7 @@ macro_rules! append_audits {
             let first = last - entries.len() as i64 + 1;
             let mut rows = Vec::with_capacity(entries.len());
             for (seq, entry) in (first..).zip(entries) {
-                let hash = audit::row_hash(&prev, seq, $now, entry);
+                let hash = audit::row_hash(key, &prev, seq, $now, entry);
                 rows.push((seq, entry, std::mem::replace(&mut prev, hash.clone()), hash));
             }
             for chunk in rows.chunks($crate::store::sql::AUDIT_CHUNK) {
@@ -257,9 +264,9 @@ macro_rules! append_audits {
 /// Appends one audit row inside transaction `$tx`, serialised by the update of `audit_head`
 /// (a trigger moves the head's hash along with each insert).
 macro_rules! append_audit {
-    ($tx:expr, $now:expr, $entry:expr) => {{
+    ($key:expr, $tx:expr, $now:expr, $entry:expr) => {{
         let entry: &AuditEntry = $entry;
-        append_audits!($tx, $now, std::slice::from_ref(entry))
+        append_audits!($key, $tx, $now, std::slice::from_ref(entry))
     }};
 }
 
@@ -564,16 +571,21 @@ fn redact_url(url: &str) -> String {
 impl Store {
     /// Connects and applies migrations. A store whose schema is newer than this build is
     /// refused before anything is written, and so is an empty SQLite file (see `open`).
+    /// The integrity key is the one kept beside a SQLite store (see `integrity`); a
+    /// PostgreSQL store needs `open` with a key.
     pub async fn connect(url: &str, password: Option<&SecretString>) -> Result<Store, StoreError> {
-        Self::open(url, password, false).await
+        Self::open(url, password, None, false).await
     }
 
     /// `connect`, where `init` lets an existing empty (0-byte) SQLite file become a new
     /// store: without it such a file is refused, as a store that lost its contents would be
     /// (initialising it silently would lose the history and the audit log).
+    /// `key` keys the audit chain; `None` is the key beside a SQLite store, and an error for
+    /// a PostgreSQL store.
     pub async fn open(
         url: &str,
         password: Option<&SecretString>,
+        key: Option<integrity::IntegrityKey>,
         init: bool,
     ) -> Result<Store, StoreError> {
         let shown = redact_url(url);
@@ -597,6 +609,7 @@ impl Store {
             source: e,
         };
         let mut turn = None;
+        let mut key = key;
         let (pool, migrator, saves, reads) = if url.starts_with("sqlite:") {
             if url.contains(":memory:") || url.contains("mode=memory") {
                 return Err(StoreError::BadUrl {
@@ -631,6 +644,15 @@ impl Store {
                 });
             }
             keep_private(&file).map_err(io)?;
+            if key.is_none() {
+                key =
+                    Some(
+                        integrity::IntegrityKey::beside(&file).map_err(|e| StoreError::Key {
+                            url: shown.clone(),
+                            message: e.to_string(),
+                        })?,
+                    );
+            }
             // One connection: SQLite has one writer, and writers contending for its lock wait
             // in its busy handler's sleeps, where sqlx's queue would hand over at once.
             let pool = SqlitePoolOptions::new()
@@ -648,11 +670,14 @@ impl Store {
                 .await
                 .map_err(damaged)?;
             let reads = std::sync::Arc::new(reader::Reader::new(&file));
-            let saves = group_commit::GroupCommit::start(pool.clone(), file).map_err(|e| {
-                StoreError::Unavailable {
-                    url: shown.clone(),
-                    source: sqlx::Error::Io(e),
-                }
+            let saves = group_commit::GroupCommit::start(
+                pool.clone(),
+                file,
+                key.clone().expect("set above"),
+            )
+            .map_err(|e| StoreError::Unavailable {
+                url: shown.clone(),
+                source: sqlx::Error::Io(e),
             })?;
             (
                 Pool::Sqlite(pool),
@@ -661,6 +686,16 @@ impl Store {
                 Some(reads),
             )
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            if key.is_none() {
+                return Err(StoreError::Key {
+                    url: shown,
+                    message: "a PostgreSQL store needs an integrity key kept outside it, shared by \
+                              its replicas: write `[store] key = { file = \"/etc/rotor/store.key\" }` \
+                              (or `{ env = \"NAME\" }`) with at least 32 random bytes, e.g. from \
+                              `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'`"
+                        .into(),
+                });
+            }
             // A replica paused inside a transaction (SIGSTOP, a VM freeze) would hold its row
             // locks, and SKIP LOCKED claims would pass its runs by however long its lease ran
             // out: the server ends such a session. rotor's transactions last milliseconds and
@@ -694,9 +729,11 @@ impl Store {
             saves,
             reads,
             clock: crate::clock::StoreClock::default(),
+            key: key.expect("each backend has its key"),
         };
         store.sync_clock().await?;
         store.migrate(migrator).await?;
+        store.key_the_chain().await?;
         drop(turn);
         Ok(store)
     }
@@ -865,7 +902,7 @@ impl Store {
             }
             if !changes.is_empty() {
                 let detail = format!("{} change(s) from config", changes.len());
-                append_audit!(tx, now, &AuditEntry::new("rotor", "reconcile").detail(detail));
+                append_audit!(&self.key, tx, now, &AuditEntry::new("rotor", "reconcile").detail(detail));
             }
             tx.commit().await?;
         });
@@ -925,7 +962,7 @@ impl Store {
                     AuditEntry::new("rotor", "run_planned").credential(&r.credential_id).run(&r.id).detail(detail)
                 }));
             }
-            append_audits!(tx, now, &planned);
+            append_audits!(&self.key, tx, now, &planned);
             tx.commit().await?;
         });
         Ok(inserted)
@@ -954,7 +991,7 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await?;
             let entries: Vec<AuditEntry> = claimed.iter().map(|run| claim_entry(worker, run)).collect();
-            append_audits!(tx, now, &entries);
+            append_audits!(&self.key, tx, now, &entries);
             tx.commit().await?;
             claimed
         });
@@ -1138,7 +1175,7 @@ impl Store {
             };
             // Last: the audit head's row lock serialises every writer of every replica until
             // this commit, so it is held for two statements and the commit, no more.
-            append_audit!(tx, now, audit);
+            append_audit!(&self.key, tx, now, audit);
             tx.commit().await?;
             next_seq
         };
@@ -1188,7 +1225,7 @@ impl Store {
                 "planned"
             };
             let detail = format!("requested{}", if run.emergency { " (emergency, grace 0)" } else { "" });
-            append_audit!(tx, now, &AuditEntry::new(actor, "rotate").credential(&run.credential_id).run(&run.id).detail(detail));
+            append_audit!(&self.key, tx, now, &AuditEntry::new(actor, "rotate").credential(&run.credential_id).run(&run.id).detail(detail));
             tx.commit().await?;
             self.announce_work().await?;
             Ok(outcome)
@@ -1389,7 +1426,7 @@ impl Store {
             if updated.rows_affected() == 0 {
                 return Err(StoreError::UnknownCredential(id.to_owned()));
             }
-            append_audit!(tx, now, audit);
+            append_audit!(&self.key, tx, now, audit);
             tx.commit().await?;
             Ok(())
         })
@@ -1418,7 +1455,7 @@ impl Store {
     pub async fn audit(&self, entry: &AuditEntry, now: i64) -> Result<(), StoreError> {
         with_pool!(self, p => {
             let mut tx = p.begin_write().await?;
-            append_audit!(tx, now, entry);
+            append_audit!(&self.key, tx, now, entry);
             tx.commit().await?;
         });
         Ok(())
@@ -1431,7 +1468,59 @@ impl Store {
             let head = sqlx::query_as(sql::AUDIT_HEAD).fetch_one(p).await?;
             (rows, head)
         });
-        Ok(audit::verify_chain(&rows, head.0, &head.1))
+        Ok(audit::verify_chain(
+            &rows,
+            head.0,
+            &head.1,
+            |prev, seq, at, entry| audit::row_hash(&self.key, prev, seq, at, entry),
+        ))
+    }
+
+    /// Keys a chain made before the chain was keyed, once: the rows are checked as they were
+    /// written (unkeyed SHA-256), rehashed under the key in one transaction, and a row saying
+    /// so, and whether the unkeyed chain was intact, is appended. From then on, a row changed
+    /// without the key no longer matches. (Whoever could rewrite the unkeyed chain before it
+    /// was keyed is beyond what a key can undo; anchors taken before show it.)
+    async fn key_the_chain(&self) -> Result<(), StoreError> {
+        let (keyed,): (i64,) =
+            with_pool!(self, p => sqlx::query_as(sql::AUDIT_KEYED).fetch_one(p).await?);
+        if keyed != 0 {
+            return Ok(());
+        }
+        let now = crate::clock::Clock::now_ms(&self.clock);
+        with_pool!(self, p => {
+            let mut tx = p.begin_write().await?;
+            let (keyed,): (i64,) = sqlx::query_as(sql::LOCK_AUDIT_KEYED).fetch_one(&mut *tx).await?;
+            if keyed == 0 {
+                let rows: Vec<AuditRow> = sqlx::query_as(sql::AUDIT_ROWS).fetch_all(&mut *tx).await?;
+                let (head_seq, head_hash): (i64, String) =
+                    sqlx::query_as(sql::AUDIT_HEAD).fetch_one(&mut *tx).await?;
+                let before = audit::verify_chain(&rows, head_seq, &head_hash, audit::unkeyed_row_hash);
+                let mut prev = audit::GENESIS.to_owned();
+                for row in &rows {
+                    let hash = audit::row_hash(&self.key, &prev, row.seq, row.at, &row.entry());
+                    sqlx::query(sql::REHASH_AUDIT_ROW).bind(&prev).bind(&hash).bind(row.seq)
+                        .execute(&mut *tx).await?;
+                    prev = hash;
+                }
+                sqlx::query(sql::KEYED_AUDIT_HEAD).bind(&prev).execute(&mut *tx).await?;
+                if !rows.is_empty() {
+                    let detail = match &before {
+                        Ok(n) => format!("{n} rows rehashed under the integrity key; the unkeyed chain was intact"),
+                        Err(problem) => format!(
+                            "{} rows rehashed under the integrity key; the unkeyed chain was already broken: {problem}",
+                            rows.len()
+                        ),
+                    };
+                    if let Err(problem) = &before {
+                        tracing::warn!(problem = %problem, "the audit chain was broken before it was keyed; the row that keys it says so");
+                    }
+                    append_audit!(&self.key, tx, now, &AuditEntry::new("rotor", "audit_keyed").detail(detail));
+                }
+            }
+            tx.commit().await?;
+        });
+        Ok(())
     }
 }
 

@@ -410,6 +410,20 @@ pub const AUDIT_ROWS: &str = "SELECT * FROM audit ORDER BY seq";
 /// Run by `Store::verify_audit`.
 pub const AUDIT_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
 
+/// Whether the chain is keyed (see `Store::key_the_chain`).
+pub const AUDIT_KEYED: &str = "SELECT keyed FROM audit_head WHERE id = 1";
+
+/// The same, taking the head's row lock on PostgreSQL (SQLite's `BEGIN IMMEDIATE` holds the
+/// whole database), so that replicas opening an unkeyed store together key it once.
+pub const LOCK_AUDIT_KEYED: &str =
+    "UPDATE audit_head SET keyed = keyed WHERE id = 1 RETURNING keyed";
+
+/// Rehashes one row under the key.
+pub const REHASH_AUDIT_ROW: &str = "UPDATE audit SET prev_hash = $1, hash = $2 WHERE seq = $3";
+
+/// The head after the chain was rehashed.
+pub const KEYED_AUDIT_HEAD: &str = "UPDATE audit_head SET hash = $1, keyed = 1 WHERE id = 1";
+
 /// Run by `queue_notifications` in `store/notify.rs`.
 pub const SUPERSEDE_NOTIFICATIONS: &str = "UPDATE notify_outbox SET delivered_at = $4, last_outcome = $5 \
     WHERE credential_id = $1 AND hook = $2 AND run_id <> $3 AND delivered_at IS NULL";

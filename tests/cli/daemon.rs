@@ -78,7 +78,7 @@ fn sigterm_stops_cleanly_and_sighup_reloads_config() {
 fn the_same_rotation_works_on_a_postgresql_store() {
     let mut rotor = Rotor::new(&generated_config(2, "1s"));
     let name = format!("cli_{}", std::process::id());
-    rotor.database = Some(crate::support::postgres::shared().database(&name));
+    rotor.use_postgres(crate::support::postgres::shared().database(&name));
     rotor.ok(&["run", "--once"]);
     std::thread::sleep(Duration::from_millis(1100));
     rotor.ok(&["run", "--once"]);
@@ -109,7 +109,7 @@ fn the_same_rotation_works_on_a_postgresql_store() {
 fn an_idle_replica_on_postgresql_is_woken_by_a_requested_rotation() {
     let mut rotor = Rotor::new(&generated_config(1, "0s"));
     let name = format!("wake_{}", std::process::id());
-    rotor.database = Some(crate::support::postgres::shared().database(&name));
+    rotor.use_postgres(crate::support::postgres::shared().database(&name));
     rotor.ok(&["run", "--once"]);
     // Nothing is due for 30 days and the daemon polls every 10 minutes: only the NOTIFY that
     // `rotor rotate --no-wait` sends can make it rotate within the deadline below.

@@ -134,7 +134,7 @@ retire = {{ method = "DELETE", path = "/v1/keys/{{{{id}}}}", expect = [204, 404]
         std::fs::write(&rotor.config, text).unwrap();
         let db = format!("{name}_{}", std::process::id());
         let mut rotor = rotor;
-        rotor.database = Some(server.database(&db));
+        rotor.use_postgres(server.database(&db));
         Cluster {
             rotor,
             saas,

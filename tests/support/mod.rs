@@ -51,6 +51,31 @@ impl Rotor {
             .fetch_add(by.as_millis() as i64, Ordering::SeqCst);
     }
 
+    /// Puts the store in PostgreSQL database `url`, with the integrity key such a store needs
+    /// (`[store] key`, a file of its own beside the config).
+    pub fn use_postgres(&mut self, url: String) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut key = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(self.path("store.key"))
+            .expect("a new key file");
+        writeln!(key, "{}", hex::encode(rand::random::<[u8; 32]>())).unwrap();
+        let mut config = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.config)
+            .unwrap();
+        writeln!(
+            config,
+            "\n[store]\nkey = {{ file = \"{}\" }}",
+            self.path("store.key").display()
+        )
+        .unwrap();
+        self.database = Some(url);
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
