@@ -66,6 +66,23 @@ pub async fn run(
         })
     };
     let _resync = AbortOnDrop(resync);
+    // Anchors of the audit chain, kept outside the store (see `store::anchor`).
+    let anchoring = {
+        let store = store.clone();
+        let file = config.store.anchor_file.clone();
+        let every = config
+            .store
+            .anchor_every
+            .map_or(Duration::from_secs(3600), |d| d.as_std())
+            .max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            loop {
+                crate::store::anchor::take(&store, file.as_deref()).await;
+                tokio::time::sleep(every).await;
+            }
+        })
+    };
+    let _anchoring = AbortOnDrop(anchoring);
     daemon::reconcile(store, &config, clock.as_ref()).await?;
     let runtime = Runtime::build(config).await?;
     let worker = daemon::worker_id();

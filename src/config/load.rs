@@ -902,6 +902,8 @@ impl Loader {
             url: DEFAULT_STORE_URL.into(),
             password: None,
             key: None,
+            anchor_file: None,
+            anchor_every: None,
             insecure_transport: false,
         });
         let mut config = Config::new(

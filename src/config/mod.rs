@@ -124,6 +124,14 @@ pub struct StoreConfig {
     /// share it); a SQLite store without one keeps its own beside it (`rotor.db.key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<SecretRef>,
+    /// Where `rotor run` (every `anchor_every`) and `rotor audit anchor` append the audit
+    /// chain's head, for `rotor audit verify` to check the log against later: ship it off this
+    /// machine (the anchors are also logged). Without it anchors are only logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor_file: Option<std::path::PathBuf>,
+    /// How often `rotor run` takes an anchor. Default "1h".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor_every: Option<Duration>,
     /// Allow a transport that does not protect secrets (plaintext http or redis, PostgreSQL
     /// without `sslmode=verify-full`/`verify-ca`) to a host other than this machine, on a
     /// network you trust; `rotor validate` warns of it.

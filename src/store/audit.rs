@@ -152,6 +152,70 @@ pub fn verify_chain(
     Ok(rows.len())
 }
 
+/// The chain's head at one moment, kept outside the store (a log line, a file the operator
+/// ships elsewhere): whatever later happens to the store, the row `seq` must still be there
+/// with this hash. Written `SEQ:HASH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl std::fmt::Display for Anchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.seq, self.hash)
+    }
+}
+
+impl std::str::FromStr for Anchor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "`{text}` is not an audit anchor: expected SEQ:HASH, as `rotor audit anchor` prints"
+            )
+        };
+        let (seq, hash) = text.trim().split_once(':').ok_or_else(bad)?;
+        let seq: i64 = seq.parse().map_err(|_| bad())?;
+        if seq < 0 || hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        Ok(Anchor {
+            seq,
+            hash: hash.to_ascii_lowercase(),
+        })
+    }
+}
+
+/// Checks a chain (already verified) against anchors taken earlier: each anchored row must
+/// still be there, with the hash it had. Finds rows cut from the end with the head moved
+/// back, a wiped log with the head reset, and a chain rewritten from before an anchor.
+pub fn check_anchors(rows: &[AuditRow], anchors: &[Anchor]) -> Result<(), String> {
+    for anchor in anchors {
+        if anchor.seq == 0 {
+            continue;
+        }
+        let Some(row) = usize::try_from(anchor.seq - 1)
+            .ok()
+            .and_then(|i| rows.get(i))
+        else {
+            return Err(format!(
+                "the audit log ends at row {} but anchor {anchor} records row {}: rows were removed from the end, or the log was replaced",
+                rows.len(),
+                anchor.seq
+            ));
+        };
+        if row.hash != anchor.hash {
+            return Err(format!(
+                "audit row {} does not match anchor {anchor}: the log was rewritten or replaced since the anchor was taken",
+                anchor.seq
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +249,23 @@ mod tests {
                 row
             })
             .collect()
+    }
+
+    #[test]
+    fn anchors_find_a_cut_tail_a_wiped_log_and_a_rewritten_chain() {
+        let rows = chain(5);
+        let anchor: Anchor = format!("4:{}", rows[3].hash).parse().unwrap();
+        assert_eq!(anchor.to_string(), format!("4:{}", rows[3].hash));
+        assert!("4:xyz".parse::<Anchor>().is_err());
+        assert_eq!(check_anchors(&rows, std::slice::from_ref(&anchor)), Ok(()));
+        let cut = check_anchors(&rows[..3], std::slice::from_ref(&anchor)).unwrap_err();
+        assert!(cut.contains("rows were removed from the end"), "{cut}");
+        let wiped = check_anchors(&[], std::slice::from_ref(&anchor)).unwrap_err();
+        assert!(wiped.contains("ends at row 0"), "{wiped}");
+        let mut rewritten = rows.clone();
+        rewritten[3].hash = "f".repeat(64);
+        let problem = check_anchors(&rewritten, &[anchor]).unwrap_err();
+        assert!(problem.contains("does not match anchor"), "{problem}");
     }
 
     #[test]

@@ -648,6 +648,9 @@ pub const MINTED: &str = "SELECT credential_id, run_id, field, recorded_at FROM 
 pub const RUN_REPLACING: &str = "SELECT * FROM runs WHERE credential_id = $1 AND replaced_version = $2 \
     ORDER BY created_at DESC LIMIT 1";
 
+/// PostgreSQL's clock in ms since the epoch (the time of the statement, not of a transaction).
+pub const DATABASE_NOW_MS: &str = "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+
 #[cfg(test)]
 mod tests {
     use crate::model::state::RunState;
@@ -701,6 +704,3 @@ mod tests {
         }
     }
 }
-
-/// PostgreSQL's clock in ms since the epoch (the time of the statement, not of a transaction).
-pub const DATABASE_NOW_MS: &str = "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";

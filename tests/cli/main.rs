@@ -6,6 +6,7 @@ mod support;
 
 mod adoption;
 mod alerts;
+mod audit;
 mod aws_iam_access_key;
 mod cancel;
 mod conformance;

@@ -171,15 +171,18 @@ fn a_corrupt_vault_file_rolls_back_with_a_clear_error_and_is_left_alone() {
 
 #[test]
 fn store_problems_exit_5_and_change_nothing() {
-    let rotor = Rotor::new(&generated_config(1, "1s"));
+    let mut rotor = Rotor::new(&generated_config(1, "1s"));
     let port = crate::support::postgres::free_port();
-    let out = rotor.run(&[
-        "--database",
-        &format!("postgres://rotor@127.0.0.1:{port}/rotor"),
-        "status",
-    ]);
+    let url = format!("postgres://rotor@127.0.0.1:{port}/rotor");
+    // Without the integrity key a PostgreSQL store needs, the config is what to fix (exit 3).
+    let out = rotor.run(&["--database", &url, "status"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[store] key = { file"));
+    rotor.use_postgres(url);
+    let out = rotor.run(&["status"]);
     assert_eq!(out.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is unavailable"));
+    rotor.database = None;
 
     rotor.ok(&["rotate", "app/key0", "--emergency"]);
     let db = rotor.path("rotor.db");
