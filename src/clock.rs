@@ -66,24 +66,8 @@ impl Clock for StoreClock {
 /// `failpoints` feature, never in a release build.
 #[cfg(feature = "failpoints")]
 fn test_offset_ms() -> i64 {
-    use std::sync::OnceLock;
-    static OFFSET: OnceLock<i64> = OnceLock::new();
-    *OFFSET.get_or_init(|| {
-        std::env::var("ROTOR_TEST_CLOCK_OFFSET_MS")
-            .ok()
-            .map(|v| {
-                v.parse().unwrap_or_else(|_| {
-                    panic!("ROTOR_TEST_CLOCK_OFFSET_MS={v:?} is not a whole number of milliseconds")
-                })
-            })
-            .unwrap_or(0)
-    })
-}
-
-#[cfg(not(feature = "failpoints"))]
-#[inline(always)]
-fn test_offset_ms() -> i64 {
-    0
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| test_ms_from_env("ROTOR_TEST_CLOCK_OFFSET_MS"))
 }
 
 /// The test seam of a wrong host clock: `ROTOR_TEST_HOST_CLOCK_SKEW_MS=N` makes this host's
@@ -91,20 +75,23 @@ fn test_offset_ms() -> i64 {
 /// offset above is time passing for everyone and is not). Only with `failpoints`.
 #[cfg(feature = "failpoints")]
 fn test_host_skew_ms() -> i64 {
-    use std::sync::OnceLock;
-    static SKEW: OnceLock<i64> = OnceLock::new();
-    *SKEW.get_or_init(|| {
-        std::env::var("ROTOR_TEST_HOST_CLOCK_SKEW_MS")
-            .ok()
-            .map(|v| {
-                v.parse().unwrap_or_else(|_| {
-                    panic!(
-                        "ROTOR_TEST_HOST_CLOCK_SKEW_MS={v:?} is not a whole number of milliseconds"
-                    )
-                })
-            })
-            .unwrap_or(0)
+    static SKEW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *SKEW.get_or_init(|| test_ms_from_env("ROTOR_TEST_HOST_CLOCK_SKEW_MS"))
+}
+
+/// A whole number of milliseconds from the environment variable `name`, 0 when unset.
+#[cfg(feature = "failpoints")]
+fn test_ms_from_env(name: &str) -> i64 {
+    std::env::var(name).ok().map_or(0, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number of milliseconds"))
     })
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+fn test_offset_ms() -> i64 {
+    0
 }
 
 #[cfg(not(feature = "failpoints"))]
