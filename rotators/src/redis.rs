@@ -66,6 +66,10 @@ pub struct RedisConfig {
     /// network you trust; `rotor validate` warns of it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_transport: bool,
+    /// PEM file of the CA(s) that sign a `rediss://` server's certificate, when it is not
+    /// signed by a public CA; without it the webpki roots are trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_length() -> usize {
@@ -102,6 +106,9 @@ impl Settings for RedisConfig {
             .as_str()
             .into_connection_info()
             .map_err(|e| format!("`url` is not a Redis URL: {e}"))?;
+        if self.ca_file.is_some() && !self.url.starts_with("rediss://") {
+            return Err("`ca_file` verifies a TLS server: use it with a rediss:// URL".into());
+        }
         if info.redis_settings().password().is_some() {
             return Err("`url` contains a password; a config file holds no secrets: remove it and set `admin = { env = \"NAME\" }` (or { file = ... } or { vault = ... })".into());
         }
@@ -135,6 +142,8 @@ pub struct RedisAclPassword {
     config: RedisConfig,
     secrets: Secrets,
     client_info: redis::ConnectionInfo,
+    /// The contents of `ca_file`, read once when the rotator is built.
+    ca: Option<Vec<u8>>,
 }
 
 fn classify(error: redis::RedisError, what: &str) -> RotatorError {
@@ -187,10 +196,17 @@ impl RedisAclPassword {
             .as_str()
             .into_connection_info()
             .map_err(|e| RotatorError::permanent(format!("`url` is not a Redis URL: {e}")))?;
+        let ca = match &config.ca_file {
+            Some(file) => Some(std::fs::read(file).map_err(|e| {
+                RotatorError::permanent(format!("`ca_file` {} cannot be read: {e}", file.display()))
+            })?),
+            None => None,
+        };
         Ok(Self {
             config,
             secrets,
             client_info,
+            ca,
         })
     }
 
@@ -213,7 +229,17 @@ impl RedisAclPassword {
             .clone()
             .set_redis_settings(settings.set_skip_set_lib_name());
         let what = format!("connecting to {} as {who}", self.client_info.addr());
-        let client = Client::open(info).map_err(|e| classify(e, &what))?;
+        let client = match &self.ca {
+            Some(ca) => Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            ),
+            None => Client::open(info),
+        }
+        .map_err(|e| classify(e, &what))?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout()))
             .set_response_timeout(Some(self.timeout()));

@@ -3,7 +3,7 @@
 //! step, and `rotor policy` prints the admin rule the fixtures use.
 
 use crate::providers::{Provider, redis, setup};
-use crate::support::Rotor;
+use crate::support::{Rotor, generated_config};
 
 #[test]
 fn the_default_user_is_a_config_error() {
@@ -61,5 +61,63 @@ fn policy_prints_the_admin_rule_the_tests_use() {
             redis::ADMIN_RULE.trim_start_matches("on ")
         )),
         "{text}"
+    );
+}
+
+/// `rediss://` to a server whose certificate a private CA signed: rotor verifies it against
+/// `ca_file` and rotates; without `ca_file` the same server is refused (unknown issuer), so
+/// the certificate really is checked.
+#[test]
+fn a_rotation_over_tls_verifies_the_server_against_the_operators_ca() {
+    let rotor = Rotor::new("");
+    let certs = rotor.path("tls");
+    std::fs::create_dir(&certs).unwrap();
+    let (server, tls_port) = crate::support::redis::start_tls(&certs);
+    let mut admin = vec!["ACL", "SETUSER", "rotor"];
+    admin.extend(redis::ADMIN_RULE.split(' '));
+    let password = format!(">{}", redis::ADMIN_PASSWORD);
+    admin.push(&password);
+    server.ok(&admin);
+    server.ok(&[
+        "ACL",
+        "SETUSER",
+        "tlsapp",
+        "on",
+        "~tlsapp:*",
+        "+get",
+        "+ping",
+        "+acl|whoami",
+    ]);
+    std::fs::write(rotor.path("redis-admin"), redis::ADMIN_PASSWORD).unwrap();
+    let rotator = format!(
+        "rotator = {{ kind = \"redis_acl_password\", url = \"rediss://127.0.0.1:{tls_port}\", user = \"tlsapp\", admin_user = \"rotor\", admin = {{ file = \"{}\" }}, ca_file = \"{}\" }}",
+        rotor.path("redis-admin").display(),
+        certs.join("ca.pem").display()
+    );
+    let config = generated_config(1, "0s").replace(
+        "rotator = { kind = \"generated\", length = 40, alphabet = \"alphanumeric\" }",
+        &rotator,
+    );
+    std::fs::write(&rotor.config, &config).unwrap();
+    rotor.ok(&["rotate", "app/key0"]);
+    let doc = crate::rotation::read_document(&rotor, "app/key0");
+    let password = doc["password"].as_str().expect("a password in the vault");
+    assert_eq!(
+        server.cli(Some(("tlsapp", password)), &["ACL", "WHOAMI"]),
+        Ok("tlsapp".to_owned()),
+        "the rotated password logs in"
+    );
+
+    let unverified = config.replace(
+        &format!(", ca_file = \"{}\"", certs.join("ca.pem").display()),
+        "",
+    );
+    std::fs::write(&rotor.config, unverified).unwrap();
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.to_lowercase().contains("certificate") || stderr.contains("UnknownIssuer"),
+        "the refusal names the certificate: {stderr}"
     );
 }

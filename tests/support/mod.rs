@@ -13,6 +13,7 @@ pub mod prometheus;
 pub mod redirect;
 pub mod redis;
 pub mod saas;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -29,76 +29,7 @@ fn start() -> OpenBao {
 /// `dir` and requires a client certificate. Returns the server (administered over plain HTTP
 /// on loopback) and the HTTPS address.
 pub fn start_mtls(dir: &std::path::Path) -> (OpenBao, String) {
-    let openssl = require_program("openssl", "apt-get install -y openssl");
-    let run = |args: &[&str]| {
-        let out = Command::new(&openssl)
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let key = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let ca = [
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=rotor test CA",
-    ];
-    run(&[&["req", "-x509"][..], &key, &ca].concat());
-    for (name, ext) in [
-        (
-            "server",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        ),
-        ("client", "extendedKeyUsage=clientAuth\n"),
-    ] {
-        let (k, csr, pem, extfile) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-            format!("{name}.ext"),
-        );
-        let subject = format!("/CN={name}");
-        run(&[
-            &["req"][..],
-            &key,
-            &["-keyout", &k, "-out", &csr, "-subj", &subject],
-        ]
-        .concat());
-        std::fs::write(dir.join(&extfile), ext).unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            &extfile,
-        ]);
-    }
+    super::tls::make_certificates(dir);
     let port = free_port();
     let config = dir.join("listener.hcl");
     let d = dir.display();

@@ -23,11 +23,28 @@ pub fn shared() -> &'static Redis {
 }
 
 fn start() -> Redis {
+    start_with(free_port(), "")
+}
+
+/// A server of its own that also speaks TLS on the returned port, with a certificate for
+/// 127.0.0.1 signed by a throwaway CA (`dir/ca.pem`, see `tls::make_certificates`); the
+/// returned `Redis` administers it over plain TCP on loopback.
+pub fn start_tls(dir: &std::path::Path) -> (Redis, u16) {
+    super::tls::make_certificates(dir);
+    let tls_port = free_port();
+    let d = dir.display();
+    let tls = format!(
+        " --tls-port {tls_port} --tls-cert-file {d}/server.pem --tls-key-file {d}/server.key \
+         --tls-ca-cert-file {d}/ca.pem --tls-auth-clients no"
+    );
+    (start_with(free_port(), &tls), tls_port)
+}
+
+fn start_with(port: u16, extra: &str) -> Redis {
     let server = require_program("redis-server", INSTALL);
     require_program("redis-cli", INSTALL);
-    let port = free_port();
     let line = format!(
-        "{} --bind 127.0.0.1 --port {port} --save '' --appendonly no --protected-mode no >/dev/null 2>&1",
+        "{} --bind 127.0.0.1 --port {port} --save '' --appendonly no --protected-mode no{extra} >/dev/null 2>&1",
         server.display()
     );
     let mut shell = Command::new("sh");
