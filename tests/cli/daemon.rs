@@ -137,3 +137,25 @@ fn an_idle_replica_on_postgresql_is_woken_by_a_requested_rotation() {
     let status = wait_exit(&mut child, Duration::from_secs(30));
     assert_eq!(status.code(), Some(0));
 }
+
+/// The store over TLS verified against the operator's CA (`sslmode=verify-full` with
+/// `sslrootcert`): rotor works; the same URL without the CA is refused (exit 5), so the
+/// server's certificate really is checked.
+#[test]
+fn a_postgresql_store_over_tls_is_verified_against_the_operators_ca() {
+    let (server, ca) = crate::support::postgres::dedicated_tls();
+    let mut rotor = Rotor::new(&generated_config(1, "0s"));
+    let plain = server.database("tls_store");
+    let verified = format!("{plain}?sslmode=verify-full&sslrootcert={}", ca.display());
+    rotor.use_postgres(verified);
+    rotor.ok(&["rotate", "app/key0"]);
+    rotor.ok(&["audit", "verify"]);
+    rotor.database = Some(format!("{plain}?sslmode=verify-full"));
+    let out = rotor.run(&["status"]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.to_lowercase().contains("certificate") || stderr.contains("UnknownIssuer"),
+        "{stderr}"
+    );
+}

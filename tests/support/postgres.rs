@@ -57,11 +57,40 @@ pub fn shared() -> &'static Postgres {
 }
 
 fn start() -> Postgres {
+    start_with(false)
+}
+
+/// A server of its own that also accepts TLS, with a certificate for 127.0.0.1 signed by a
+/// throwaway CA; returns it and the CA's PEM file (for `sslrootcert`).
+pub fn dedicated_tls() -> (Postgres, std::path::PathBuf) {
+    let server = start_with(true);
+    let ca = server.dir.join("tls").join("ca.pem");
+    (server, ca)
+}
+
+fn start_with(tls: bool) -> Postgres {
     let bin = bin_dir();
     let dir = std::env::temp_dir().join(format!("rotor-pg-{}-{}", std::process::id(), free_port()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("pg dir");
     let data = dir.join("data");
+    let mut ssl = String::new();
+    if tls {
+        let certs = dir.join("tls");
+        std::fs::create_dir_all(&certs).unwrap();
+        super::tls::make_certificates(&certs);
+        use std::os::unix::fs::PermissionsExt;
+        // PostgreSQL refuses a key others can read.
+        std::fs::set_permissions(
+            certs.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        ssl = format!(
+            " -c ssl=on -c ssl_cert_file={d}/server.pem -c ssl_key_file={d}/server.key",
+            d = certs.display()
+        );
+    }
     // initdb and postgres refuse to run as root: drop to the postgres user when we are root.
     let as_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false) || is_root();
     if as_root {
@@ -114,7 +143,7 @@ fn start() -> Postgres {
     }
     let port = free_port();
     let server = format!(
-        "{} -D {} -p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+        "{} -D {} -p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200{ssl}",
         bin.join("postgres").display(),
         data.display(),
         dir.display(),
