@@ -50,6 +50,47 @@ rotator = {{ kind = "generated", length = 40 }}
     assert_eq!(elsewhere, 0, "nothing reached the other origin");
 }
 
+/// The finding as it was reproduced: an OpenBao address on https (its CA in `tls.ca_file`)
+/// answering `307` to plain http on another port. Nothing follows it there.
+#[test]
+fn the_openbao_vault_over_tls_follows_no_redirect_to_plain_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let bao = Redirect::start_tls(dir.path());
+    assert!(bao.url().starts_with("https://"));
+    let config = format!(
+        r#"
+[defaults]
+grace = "0s"
+retry = {{ max_attempts = 2, initial = "1s", max = "1s" }}
+[vaults.bao]
+kind = "openbao"
+address = "{}"
+mount = "kv"
+auth = {{ method = "token", token = {{ env = "ROTOR_TEST_BAO_TOKEN" }} }}
+tls = {{ ca_file = "{}" }}
+[[credential]]
+id = "app/key0"
+schedule = {{ every = "30d" }}
+vault = {{ name = "bao", path = "app/key0" }}
+rotator = {{ kind = "generated", length = 40 }}
+"#,
+        bao.url(),
+        dir.path().join("ca.pem").display()
+    );
+    let rotor = Rotor::new(&config);
+    let out = rotor
+        .command(&["rotate", "app/key0"])
+        .env("ROTOR_TEST_BAO_TOKEN", "s.token-that-must-stay-home")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let text = text(&out);
+    assert!(text.contains("redirecting to"), "{text}");
+    let (asked, elsewhere) = bao.seen();
+    assert!(asked > 0, "rotor reached the vault over verified TLS");
+    assert_eq!(elsewhere, 0, "nothing reached the plain-http origin");
+}
+
 #[test]
 fn the_http_rotator_and_an_alert_webhook_follow_no_redirect_to_another_origin() {
     let provider = Redirect::start();

@@ -9,6 +9,8 @@ pub struct Redirect {
     pub from: MockServer,
     pub to: MockServer,
     runtime: tokio::runtime::Runtime,
+    /// With `start_tls`: the redirector behind TLS, `https://127.0.0.1:PORT`.
+    tls_url: Option<String>,
 }
 
 struct Elsewhere(String);
@@ -43,7 +45,65 @@ impl Redirect {
                 .await;
             (from, to)
         });
-        Redirect { from, to, runtime }
+        Redirect {
+            from,
+            to,
+            runtime,
+            tls_url: None,
+        }
+    }
+
+    /// The same, the redirector reached over TLS (a certificate for 127.0.0.1 signed by the
+    /// throwaway CA `dir/ca.pem`) and redirecting to the other origin on plain http: the
+    /// downgrade a Vault standby whose `api_addr` is http answers with.
+    pub fn start_tls(dir: &std::path::Path) -> Redirect {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio_rustls::rustls;
+        let mut redirect = Redirect::start();
+        super::tls::make_certificates(dir);
+        let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let behind = *redirect.from.address();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // TLS ends here and the bytes go on to the redirector, for as long as the tests run.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let Ok(mut plain) = tokio::net::TcpStream::connect(behind).await else {
+                            return;
+                        };
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    });
+                }
+            });
+        });
+        redirect.tls_url = Some(format!("https://127.0.0.1:{port}"));
+        redirect
     }
 
     /// Requests that reached the redirector, and the other origin.
@@ -60,7 +120,8 @@ impl Redirect {
         })
     }
 
+    /// Where to point a client: the redirector, over TLS when started so.
     pub fn url(&self) -> String {
-        self.from.uri()
+        self.tls_url.clone().unwrap_or_else(|| self.from.uri())
     }
 }
