@@ -253,6 +253,14 @@ fn classify(error: sqlx::Error, what: &str) -> RotatorError {
             }
             _ => Some((false, "the statement failed; see the server's message")),
         },
+        // A certificate rustls refused reaches sqlx as an I/O error of kind InvalidData. Not
+        // an outage, but retried like one: an interposed proxy may go away, and a fixed
+        // `sslrootcert` is picked up by the next attempt after a reload, while a run given up
+        // would wait for a person. The advice says which it is.
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => Some((
+            true,
+            "the server's TLS certificate was refused: give the CA that signs it as sslrootcert in `dsn`, or find out what answers in the server's place; rotor retries",
+        )),
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => {
             Some((true, "the server is unreachable; rotor retries"))
         }

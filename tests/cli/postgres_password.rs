@@ -176,3 +176,66 @@ fn a_refused_admin_login_says_what_to_do_and_leaks_nothing() {
     output.extend_from_slice(&out.stderr);
     assert_secrets_absent(&[wrong], &output, rotor.dir.path());
 }
+
+/// The rotator's connection over TLS verified against the operator's CA (`sslmode=verify-full`
+/// with `sslrootcert` in `dsn`): a whole rotation, the new password verified by logging in over
+/// the same TLS; without the CA the server is refused, nothing is applied, and the run is
+/// retried with an error that names the certificate.
+#[test]
+fn a_rotation_over_tls_verifies_the_server_against_the_operators_ca() {
+    let (server, ca) = crate::support::postgres::dedicated_tls();
+    pg::prepare(&server);
+    let rotor = Rotor::new("");
+    let fixture = pg::setup_on(&server, "tlspg", rotor.dir.path());
+    let plain_dsn = format!(
+        "postgres://rotor_admin@127.0.0.1:{}/{}",
+        server.port,
+        pg::DATABASE
+    );
+    let verified = format!(
+        "{plain_dsn}?sslmode=verify-full&sslrootcert={}",
+        ca.display()
+    );
+    let config = fixture.config("0s", rotor.dir.path());
+    assert!(
+        config.contains(&format!("dsn = \"{plain_dsn}\"")),
+        "{config}"
+    );
+    std::fs::write(
+        &rotor.config,
+        config.replace(
+            &format!("dsn = \"{plain_dsn}\""),
+            &format!("dsn = \"{verified}\""),
+        ),
+    )
+    .unwrap();
+    rotor.ok(&["rotate", "app/key0"]);
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    assert_eq!(history[0]["state"], "completed", "{history}");
+
+    let unverified = format!("{plain_dsn}?sslmode=verify-full");
+    std::fs::write(
+        &rotor.config,
+        config.replace(
+            &format!("dsn = \"{plain_dsn}\""),
+            &format!("dsn = \"{unverified}\""),
+        ),
+    )
+    .unwrap();
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.to_lowercase().contains("certificate") || stderr.contains("UnknownIssuer"),
+        "{stderr}"
+    );
+    // Nothing was applied; the run waits to be retried, its error naming the certificate.
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    assert_eq!(history[0]["state"], "pending_stored", "{history}");
+    assert!(
+        history[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("TLS certificate was refused")),
+        "{history}"
+    );
+}
