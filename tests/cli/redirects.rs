@@ -150,3 +150,29 @@ fn a_notify_webhook_follows_no_redirect_to_another_origin() {
     assert!(asked > 0, "rotor told the consumer");
     assert_eq!(elsewhere, 0, "nothing reached the other origin");
 }
+
+/// The `kubernetes_rollout` hook carries the service account's token: over verified TLS (the
+/// API server's CA in `ca_file`), a `307` to plain http on another port is not followed.
+#[test]
+fn a_kubernetes_rollout_over_tls_sends_its_token_to_no_other_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Redirect::start_tls(dir.path());
+    let config = generated_config(1, "0s").replace(
+        "vault = { name = \"local\", path = \"app/key0\" }",
+        "vault = { name = \"local\", path = \"app/key0\" }\nnotify = [\"rollout\"]",
+    ) + &format!(
+        "\n[hooks.rollout]\nkind = \"kubernetes_rollout\"\nnamespace = \"payments\"\ndeployment = \"api\"\napi_url = \"{}\"\ntoken = {{ file = \"sa-token\" }}\nca_file = \"{}\"\n",
+        api.url(),
+        dir.path().join("ca.pem").display()
+    );
+    let rotor = Rotor::new(&config);
+    std::fs::write(
+        rotor.path("sa-token"),
+        "service-account-token-that-must-stay-home",
+    )
+    .unwrap();
+    rotor.ok(&["rotate", "app/key0"]);
+    let (asked, elsewhere) = api.seen();
+    assert!(asked > 0, "rotor reached the API server over verified TLS");
+    assert_eq!(elsewhere, 0, "nothing reached the plain-http origin");
+}
