@@ -62,6 +62,10 @@ pub struct HttpConfig {
     /// network you trust; `rotor validate` warns of it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_transport: bool,
+    /// PEM bundle of the CA(s) that sign the provider's certificate, replacing the system
+    /// roots: for a service of your own behind a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_length() -> usize {
@@ -371,24 +375,43 @@ fn text_at(value: &serde_json::Value, pointer: &str) -> Option<String> {
 impl HttpRotator {
     pub fn build(config: HttpConfig, secrets: Secrets) -> Result<Self, RotatorError> {
         config.validate().map_err(RotatorError::permanent)?;
-        // One client for every `http` credential: building one loads the system's root
-        // certificates, which thousands of credentials must not do each. Each request carries
-        // its credential's own timeout.
-        static SHARED: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-        let client = match SHARED.get() {
+        // One client per trust (the system roots, or each `ca_file`) for every `http`
+        // credential: building one loads the certificates, which thousands of credentials must
+        // not do each. Each request carries its credential's own timeout.
+        static SHARED: std::sync::Mutex<
+            std::collections::BTreeMap<Option<std::path::PathBuf>, reqwest::Client>,
+        > = std::sync::Mutex::new(std::collections::BTreeMap::new());
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        let client = match shared.get(&config.ca_file) {
             Some(client) => client.clone(),
             None => {
-                let client = reqwest::Client::builder()
+                let mut builder = reqwest::Client::builder()
                     .redirect(crate::net::same_origin_redirects())
                     .connect_timeout(Duration::from_secs(10))
-                    .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| {
-                        RotatorError::permanent(format!("cannot build the HTTP client: {e}"))
+                    .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")));
+                if let Some(file) = &config.ca_file {
+                    let pem = std::fs::read(file).map_err(|e| {
+                        RotatorError::permanent(format!(
+                            "`ca_file` {} cannot be read: {e}",
+                            file.display()
+                        ))
                     })?;
-                SHARED.get_or_init(|| client).clone()
+                    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                        RotatorError::permanent(format!(
+                            "`ca_file` {} holds no PEM certificate: {e}",
+                            file.display()
+                        ))
+                    })?;
+                    builder = builder.tls_certs_only(certs);
+                }
+                let client = builder.build().map_err(|e| {
+                    RotatorError::permanent(format!("cannot build the HTTP client: {e}"))
+                })?;
+                shared.insert(config.ca_file.clone(), client.clone());
+                client
             }
         };
+        drop(shared);
         Ok(Self {
             config,
             secrets,

@@ -176,3 +176,38 @@ fn a_kubernetes_rollout_over_tls_sends_its_token_to_no_other_origin() {
     assert!(asked > 0, "rotor reached the API server over verified TLS");
     assert_eq!(elsewhere, 0, "nothing reached the plain-http origin");
 }
+
+/// The `http` rotator's admin key over verified TLS (a private CA in its `ca_file`): a `307`
+/// to plain http on another port is not followed.
+#[test]
+fn the_http_rotator_over_tls_sends_its_admin_key_to_no_other_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Redirect::start_tls(dir.path());
+    let admin = dir.path().join("admin");
+    std::fs::write(&admin, "admin-key-that-must-stay-home").unwrap();
+    let config = generated_config(1, "0s").replace(
+        "rotator = { kind = \"generated\", length = 40, alphabet = \"alphanumeric\" }\n",
+        &format!(
+            r#"[credential.rotator]
+kind = "http"
+base_url = "{}"
+ca_file = "{}"
+auth = {{ value = {{ file = "{}" }} }}
+mint = {{ method = "POST", path = "/v1/keys", body = '{{"name": "rotor {{{{token}}}}"}}', secret = "/key", id = "/id" }}
+verify = {{ path = "/v1/whoami", headers = {{ Authorization = "Bearer {{{{secret}}}}" }} }}
+retire = {{ method = "DELETE", path = "/v1/keys/{{{{id}}}}", expect = [204, 404] }}
+"#,
+            provider.url(),
+            dir.path().join("ca.pem").display(),
+            admin.display()
+        ),
+    );
+    let rotor = Rotor::new(&config);
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let text = text(&out);
+    assert!(text.contains("redirect"), "{text}");
+    let (asked, elsewhere) = provider.seen();
+    assert!(asked > 0, "rotor reached the provider over verified TLS");
+    assert_eq!(elsewhere, 0, "nothing reached the plain-http origin");
+}
