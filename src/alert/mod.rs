@@ -168,6 +168,8 @@ pub struct Alerter {
     routes: BTreeMap<String, Vec<String>>,
     vaults: Arc<Vaults>,
     client: reqwest::Client,
+    /// The clients of sinks that name a `ca_file`, by sink name.
+    own_clients: BTreeMap<String, reqwest::Client>,
 }
 
 impl std::fmt::Debug for Alerter {
@@ -194,6 +196,27 @@ const DEFAULT_SINK: &str = "(log)";
 /// One delivery attempt may take this long before the sink counts as down.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A client for alert deliveries: trusting the system roots, or only the CAs in a sink's
+/// `ca_file`. A CA file that cannot be read leaves that sink a client that trusts nothing,
+/// so its deliveries fail (and are retried) rather than trust more than was configured.
+fn delivery_client(ca: Option<(&str, &std::path::Path)>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .timeout(DELIVERY_TIMEOUT)
+        .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
+        .redirect(rotor_rotators::net::same_origin_redirects());
+    if let Some((sink, file)) = ca {
+        let certs = std::fs::read(file)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| {
+                tracing::error!(sink, file = %file.display(), error = %e, "the alert sink's ca_file is unusable: its deliveries will fail until it is fixed");
+                Vec::new()
+            });
+        builder = builder.tls_certs_only(certs);
+    }
+    builder.build().expect("the HTTP client builds")
+}
+
 impl Alerter {
     /// An alerter for these sinks, and each credential's routes (for reminders).
     pub fn new(
@@ -201,18 +224,30 @@ impl Alerter {
         routes: BTreeMap<String, Vec<String>>,
         vaults: Arc<Vaults>,
     ) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(DELIVERY_TIMEOUT)
-            .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
-            .redirect(rotor_rotators::net::same_origin_redirects())
-            .build()
-            .expect("the HTTP client builds");
+        let client = delivery_client(None);
+        let own_clients = sinks
+            .iter()
+            .filter_map(|(name, config)| {
+                let file = match config {
+                    AlertConfig::Webhook(c) => c.ca_file.as_deref(),
+                    AlertConfig::Alertmanager(c) => c.ca_file.as_deref(),
+                    _ => None,
+                }?;
+                Some((name.clone(), delivery_client(Some((name, file)))))
+            })
+            .collect();
         Self {
             sinks,
             routes,
             vaults,
             client,
+            own_clients,
         }
+    }
+
+    /// The client that delivers to sink `name`: its own when it names a `ca_file`.
+    fn client_for(&self, name: &str) -> &reqwest::Client {
+        self.own_clients.get(name).unwrap_or(&self.client)
     }
 
     /// Raises `alert` on the credential's routes (once per credential and condition until it
@@ -285,7 +320,7 @@ impl Alerter {
                 }
                 Some(config) => {
                     sink::send(
-                        &self.client,
+                        self.client_for(&delivery.sink),
                         &self.vaults,
                         &delivery.sink,
                         config,
@@ -327,9 +362,16 @@ impl Alerter {
             };
             for name in self.routes.get(&active.credential_id).into_iter().flatten() {
                 if let Some(config @ AlertConfig::Alertmanager(_)) = self.sinks.get(name)
-                    && let Err(e) =
-                        sink::send(&self.client, &self.vaults, name, config, &alert, false, now)
-                            .await
+                    && let Err(e) = sink::send(
+                        self.client_for(name),
+                        &self.vaults,
+                        name,
+                        config,
+                        &alert,
+                        false,
+                        now,
+                    )
+                    .await
                 {
                     tracing::warn!(sink = %name, error = %e, "could not remind Alertmanager");
                 }

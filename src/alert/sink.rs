@@ -32,6 +32,10 @@ pub struct WebhookAlertConfig {
     /// network you trust; `rotor validate` warns of it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_transport: bool,
+    /// PEM bundle of the CA(s) that sign the receiver's certificate, replacing the system
+    /// roots: for a receiver behind a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Settings for WebhookAlertConfig {
@@ -84,6 +88,10 @@ pub struct AlertmanagerAlertConfig {
     /// network you trust; `rotor validate` warns of it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_transport: bool,
+    /// PEM bundle of the CA(s) that sign Alertmanager's certificate, replacing the system
+    /// roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Settings for AlertmanagerAlertConfig {

@@ -211,3 +211,48 @@ retire = {{ method = "DELETE", path = "/v1/keys/{{{{id}}}}", expect = [204, 404]
     assert!(asked > 0, "rotor reached the provider over verified TLS");
     assert_eq!(elsewhere, 0, "nothing reached the plain-http origin");
 }
+
+/// An alert webhook over verified TLS (a private CA in its `ca_file`): the signed alert is
+/// not carried to plain http on another port.
+#[test]
+fn an_alert_webhook_over_tls_follows_no_redirect_to_plain_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Redirect::start_tls(dir.path());
+    // A provider that redirects elsewhere fails the rotation, which raises the alert.
+    let provider = Redirect::start();
+    let admin = dir.path().join("admin");
+    std::fs::write(&admin, "admin-key").unwrap();
+    let config = generated_config(1, "0s")
+        .replace("alerts = [\"log\"]", "alerts = [\"hook\"]")
+        .replace(
+            "rotator = { kind = \"generated\", length = 40, alphabet = \"alphanumeric\" }\n",
+            &format!(
+                r#"[credential.rotator]
+kind = "http"
+base_url = "{}"
+auth = {{ value = {{ file = "{}" }} }}
+mint = {{ method = "POST", path = "/v1/keys", body = '{{"name": "rotor {{{{token}}}}"}}', secret = "/key", id = "/id" }}
+verify = {{ path = "/v1/whoami", headers = {{ Authorization = "Bearer {{{{secret}}}}" }} }}
+retire = {{ method = "DELETE", path = "/v1/keys/{{{{id}}}}", expect = [204, 404] }}
+"#,
+                provider.url(),
+                admin.display()
+            ),
+        )
+        + &format!(
+            "\n[alerts.hook]\nkind = \"webhook\"\nurl = \"{}/rotor\"\nsecret = {{ file = \"alert.key\" }}\nca_file = \"{}\"\n",
+            sink.url(),
+            dir.path().join("ca.pem").display()
+        );
+    let rotor = Rotor::new(&config);
+    std::fs::write(rotor.path("alert.key"), "alert-signing-key").unwrap();
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let (asked, elsewhere) = sink.seen();
+    assert!(
+        asked > 0,
+        "rotor reached the alert sink over verified TLS: {}",
+        text(&out)
+    );
+    assert_eq!(elsewhere, 0, "nothing reached the plain-http origin");
+}
