@@ -250,3 +250,53 @@ fn a_retrying_run_is_closed_by_hand_when_a_person_repaired_it() {
     );
     assert!(audit_text(&rotor).contains("old password revoked by the DBA"));
 }
+
+/// A leak reported while a run keeps retrying its retirement (the provider was down and is
+/// back, its next attempt minutes away): the emergency takes the retrying run over at once,
+/// ends it, and replaces the credential, without waiting for the backoff.
+#[test]
+fn an_emergency_takes_over_a_retrying_run_at_once() {
+    let server = postgres::dedicated();
+    pg::prepare(&server);
+    let rotor = Rotor::new("");
+    let fixture = pg::setup_on(&server, "emretry", rotor.dir.path());
+    std::fs::write(&rotor.config, fixture.config("2s", rotor.dir.path())).unwrap();
+    rotor.ok(&["rotate", "app/key0"]);
+    let daemon = Daemon::start(&rotor);
+    rotor.ok(&["rotate", "app/key0"]);
+    server.stop();
+    wait_for_status(&rotor, Duration::from_secs(60), |s| {
+        s["state"] == "retrying"
+    });
+    server.start_again();
+    let before = current(&rotor);
+    let out = rotor.run(&["rotate", "app/key0", "--emergency", "--reason", "leaked"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    drop(daemon);
+    let after = current(&rotor);
+    assert_ne!(
+        field(&after, "password"),
+        field(&before, "password"),
+        "the emergency replaced the current credential"
+    );
+    let status = rotor.json(&["status", "--json"])[0].clone();
+    assert_eq!(status["state"], "idle", "{status:#}");
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    let runs: Vec<(&str, bool)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["state"].as_str().unwrap(),
+                r["emergency"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(runs[0], ("completed", true), "{history:#}");
+    assert!(
+        runs[1..].iter().all(|(state, _)| *state == "completed"),
+        "the retrying run was ended, not left live: {history:#}"
+    );
+    assert!(audit_text(&rotor).contains("leaked"));
+}
