@@ -300,3 +300,44 @@ fn an_emergency_takes_over_a_retrying_run_at_once() {
     );
     assert!(audit_text(&rotor).contains("leaked"));
 }
+
+/// A credential paused while its run keeps retrying (the provider was down when it came to
+/// apply): when the retry comes due, the provider back by then, the run waits for the pause
+/// instead of acting; resumed, it finishes.
+#[test]
+fn a_retrying_run_waits_while_paused_and_finishes_when_resumed() {
+    let server = postgres::dedicated();
+    pg::prepare(&server);
+    let rotor = Rotor::new("");
+    let fixture = pg::setup_on(&server, "pauseretry", rotor.dir.path());
+    std::fs::write(&rotor.config, fixture.config("0s", rotor.dir.path())).unwrap();
+    rotor.ok(&["rotate", "app/key0"]);
+    rotor.ok(&["rotate", "app/key0", "--no-wait"]);
+    server.stop();
+    rotor.run(&["run", "--once"]);
+    let retrying = rotor.json(&["status", "--json"])[0].clone();
+    assert_eq!(retrying["state"], "retrying", "{retrying:#}");
+
+    rotor.ok(&["pause", "app/key0", "--reason", "database maintenance"]);
+    server.start_again();
+    rotor.advance(Duration::from_secs(3600));
+    rotor.ok(&["run", "--once"]);
+    let paused = rotor.json(&["status", "--json"])[0].clone();
+    assert!(
+        paused["run_id"].is_string(),
+        "the run is still live: {paused:#}"
+    );
+    let next = paused["next_action"].as_str().unwrap_or_default();
+    assert!(next.contains("waits before apply"), "{paused:#}");
+    assert!(
+        audit_text(&rotor).contains("waits before apply"),
+        "{}",
+        audit_text(&rotor)
+    );
+
+    rotor.ok(&["resume", "app/key0"]);
+    rotor.ok(&["run", "--once"]);
+    let done = rotor.json(&["status", "--json"])[0].clone();
+    assert_eq!(done["state"], "idle", "{done:#}");
+    assert!(done["run_id"].is_null(), "{done:#}");
+}
