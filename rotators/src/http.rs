@@ -390,18 +390,8 @@ impl HttpRotator {
                     .connect_timeout(Duration::from_secs(10))
                     .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")));
                 if let Some(file) = &config.ca_file {
-                    let pem = std::fs::read(file).map_err(|e| {
-                        RotatorError::permanent(format!(
-                            "`ca_file` {} cannot be read: {e}",
-                            file.display()
-                        ))
-                    })?;
-                    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                        RotatorError::permanent(format!(
-                            "`ca_file` {} holds no PEM certificate: {e}",
-                            file.display()
-                        ))
-                    })?;
+                    let certs = crate::net::ca_bundle(file)
+                        .map_err(|e| RotatorError::permanent(format!("`ca_file`: {e}")))?;
                     builder = builder.tls_certs_only(certs);
                 }
                 let client = builder.build().map_err(|e| {

@@ -10,6 +10,15 @@ use reqwest::redirect::{Attempt, Policy};
 /// Redirects followed within one origin before giving up.
 const MOST: usize = 5;
 
+/// The certificates of the PEM bundle `file`, for a client that trusts only them (a private
+/// CA) instead of the system roots: `ClientBuilder::tls_certs_only`. The error names the file.
+pub fn ca_bundle(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(file)
+        .map_err(|e| format!("cannot read CA bundle {}: {e}", file.display()))?;
+    reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("CA bundle {} is not PEM: {e}", file.display()))
+}
+
 pub fn same_origin_redirects() -> Policy {
     Policy::custom(follow_within_origin)
 }

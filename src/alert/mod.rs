@@ -205,10 +205,7 @@ fn delivery_client(ca: Option<(&str, &std::path::Path)>) -> reqwest::Client {
         .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
         .redirect(rotor_rotators::net::same_origin_redirects());
     if let Some((sink, file)) = ca {
-        let certs = std::fs::read(file)
-            .map_err(|e| e.to_string())
-            .and_then(|pem| reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string()))
-            .unwrap_or_else(|e| {
+        let certs = rotor_rotators::net::ca_bundle(file).unwrap_or_else(|e| {
                 tracing::error!(sink, file = %file.display(), error = %e, "the alert sink's ca_file is unusable: its deliveries will fail until it is fixed");
                 Vec::new()
             });

@@ -266,24 +266,8 @@ async fn rollout(
             .then(|| format!("{SERVICE_ACCOUNT}/ca.crt").into())
     });
     if let Some(ca_file) = ca_file {
-        let pem = std::fs::read(&ca_file).map_err(|e| {
-            failed(
-                "no CA",
-                format!(
-                    "hook `{name}` (kubernetes_rollout): cannot read CA bundle {}: {e}",
-                    ca_file.display()
-                ),
-            )
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            failed(
-                "no CA",
-                format!(
-                    "hook `{name}` (kubernetes_rollout): CA bundle {} is not PEM: {e}",
-                    ca_file.display()
-                ),
-            )
-        })?;
+        let certs = rotor_rotators::net::ca_bundle(&ca_file)
+            .map_err(|e| failed("no CA", format!("hook `{name}` (kubernetes_rollout): {e}")))?;
         builder = builder.tls_certs_only(certs);
     }
     let client = builder.build().map_err(|e| {
