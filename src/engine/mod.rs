@@ -78,17 +78,30 @@ struct Ctx<'a> {
     lease_margin_ms: i64,
 }
 
+/// What a step does at the credential's provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AtProvider {
+    Nothing,
+    Reads,
+    Changes,
+}
+
 impl Ctx<'_> {
+    /// What `step` does at the provider: what its rate limit counts, and what must be on disk
+    /// before it starts.
+    fn at_provider(&self, step: Step) -> AtProvider {
+        match step {
+            Step::Mint if self.rotator.origin() == Origin::Provider => AtProvider::Changes,
+            Step::Apply | Step::Retire | Step::Rollback => AtProvider::Changes,
+            Step::Verify => AtProvider::Reads,
+            Step::Mint | Step::Promote | Step::Grace => AtProvider::Nothing,
+        }
+    }
+
     /// How soon the record that `step` starts must be on disk: before a step that changes
     /// something at the provider, synced, so that no power loss forgets it was about to.
     fn durability_before(&self, step: Step) -> Durability {
-        let changes_provider = !self.rotator.vault_only()
-            && match step {
-                Step::Mint => self.rotator.origin() == Origin::Provider,
-                Step::Apply | Step::Retire | Step::Rollback => true,
-                Step::Verify | Step::Promote | Step::Grace => false,
-            };
-        if changes_provider {
+        if !self.rotator.vault_only() && self.at_provider(step) == AtProvider::Changes {
             Durability::Synced
         } else {
             Durability::Deferred
@@ -202,12 +215,7 @@ impl Engine {
         let Some(per_second) = limits.per_second else {
             return Ok(());
         };
-        let calls_provider = match step {
-            Step::Mint => ctx.rotator.origin() == Origin::Provider,
-            Step::Apply | Step::Verify | Step::Retire | Step::Rollback => true,
-            Step::Promote | Step::Grace => false,
-        };
-        if !calls_provider {
+        if ctx.at_provider(step) == AtProvider::Nothing {
             return Ok(());
         }
         while let Some(wait) = self
