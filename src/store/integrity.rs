@@ -6,7 +6,6 @@
 //! itself (`rotor.db.key`, made on first use, 0600), while a PostgreSQL store must be given
 //! one: a key its replicas share, kept where the database's writers cannot read it.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -62,7 +61,10 @@ impl IntegrityKey {
     pub fn beside(store_file: &Path) -> std::io::Result<Self> {
         let path = Self::path_beside(store_file);
         let made = Zeroizing::new(hex::encode(rand::random::<[u8; 32]>()));
-        match create_private(&path, made.as_bytes()) {
+        let line = Zeroizing::new(format!("{}\n", made.as_str()));
+        match crate::vault::file::write_new_file(&path, line.as_bytes(), 0o600)
+            .and_then(|f| f.sync_all())
+        {
             Ok(()) => {
                 tracing::info!(file = %path.display(), "made the store's integrity key");
             }
@@ -96,19 +98,6 @@ impl IntegrityKey {
         name.push(".key");
         PathBuf::from(name)
     }
-}
-
-fn create_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.write_all(b"\n")?;
-    file.sync_all()
 }
 
 #[cfg(test)]

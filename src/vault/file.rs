@@ -863,7 +863,13 @@ fn temporary_beside(target: &Path) -> PathBuf {
     dir.join(format!(".{name}.tmp-{}-{nonce:016x}", std::process::id()))
 }
 
-fn write_new_file(file: &Path, bytes: &[u8], mode: u32) -> std::io::Result<std::fs::File> {
+/// Writes a new file, never an existing one and never through a link (the store's integrity
+/// key is made the same way).
+pub(crate) fn write_new_file(
+    file: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     // Never an existing file, never through a link: a name someone prepared is refused.
     let mut f = std::fs::OpenOptions::new()
