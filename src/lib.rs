@@ -1,7 +1,8 @@
 //! rotor: a credential rotation scheduler and dual-credential rollover worker.
 //!
 //! `config` turns schedules into a validated model, `model` names a run's states and steps,
-//! `store` persists credentials, runs and the audit log, `vault` is where consumers read credentials, `engine` drives one rotation through
+//! `store` persists credentials, runs and the audit log, `fingerprint` keys what identifies a
+//! value, `vault` is where consumers read credentials, `engine` drives one rotation through
 //! its state machine, `scheduler` decides what is due and runs the daemon loop, `cli` is the
 //! command line.
 
@@ -13,6 +14,7 @@ pub mod config;
 pub mod drill;
 pub mod engine;
 pub mod failpoint;
+pub mod fingerprint;
 pub mod model;
 pub mod notify;
 pub mod policy;

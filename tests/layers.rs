@@ -141,7 +141,7 @@ fn the_modules_import_each_other_without_a_cycle() {
 /// The layers of the design, lowest first: a module imports only from its own layer or below.
 const LAYERS: &[&[&str]] = &[
     // Values and pure rules.
-    &["model", "clock", "failpoint", "policy"],
+    &["model", "clock", "failpoint", "policy", "fingerprint"],
     // Where state lives: rotor's store and the vaults.
     &["store", "vault"],
     // Who hears of it: alert sinks and hooks.

@@ -503,6 +503,145 @@ async fn an_unkeyed_chain_is_keyed_once_and_then_cannot_be_recomputed_without_th
     }
 }
 
+/// A store written before fingerprints were keyed holds SHA-256 digests: the first open with
+/// a key rewrites each (credentials, runs, value fingerprints, notification payloads) as its
+/// keyed form, once, says so in the audit log, and leaves what is not a digest as it was.
+#[tokio::test]
+async fn a_store_s_fingerprints_are_keyed_once_where_it_holds_digests() {
+    use rotor_rotators::Fingerprint;
+    let digest = |v: &str| Fingerprint::of_value(v.as_bytes());
+    let (current, pending, value) = (digest("one"), digest("two"), digest("two-field"));
+    for (label, url, _keep) in backends() {
+        let store = connect(&url).await.unwrap();
+        let key = store.fingerprint_key().clone();
+        store
+            .reconcile(&[desired("a", "h"), desired("b", "h")], 0, |_, _| {
+                (Some(0), "initial".into())
+            })
+            .await
+            .unwrap();
+        store.insert_runs(&[run_for("a", 1)], 1).await.unwrap();
+        store
+            .record_minted("a", "run_a_1", &[("value", "placeholder".into())], 2)
+            .await
+            .unwrap();
+        store.close().await;
+        // As an older rotor left it: digests everywhere, not yet keyed.
+        let payload = serde_json::json!({
+            "event": "promoted",
+            "fingerprint": format!("sha256:{}", pending.to_hex()),
+            "previous_fingerprint": format!("sha256:{}", current.to_hex()),
+        });
+        tamper(
+            &url,
+            &format!(
+                "UPDATE credentials SET current_fingerprint = '{c}' WHERE id = 'a';
+                 UPDATE credentials SET current_fingerprint = 'not-a-digest' WHERE id = 'b';
+                 UPDATE runs SET pending_fingerprint = '{p}', replaced_fingerprint = '{c}';
+                 UPDATE value_fingerprints SET fingerprint = '{v}';
+                 INSERT INTO notify_outbox (run_id, credential_id, hook, event, payload, created_at, next_attempt_at)
+                     VALUES ('run_a_1', 'a', 'consumer', 'promoted', '{payload}', 3, 3);
+                 UPDATE audit_head SET fingerprints_keyed = 0 WHERE id = 1;",
+                c = current.to_hex(),
+                p = pending.to_hex(),
+                v = value.to_hex(),
+            ),
+        )
+        .await;
+
+        for open in ["first open", "second open"] {
+            let store = connect(&url).await.unwrap();
+            let a = store.credential("a").await.unwrap().unwrap();
+            assert_eq!(
+                a.current_fingerprint,
+                Some(key.of(&current)),
+                "{label} {open}"
+            );
+            let b = store.credential("b").await.unwrap().unwrap();
+            assert_eq!(
+                b.current_fingerprint.as_deref(),
+                Some("not-a-digest"),
+                "{label}"
+            );
+            let run = store.run("run_a_1").await.unwrap().unwrap();
+            assert_eq!(
+                run.pending_fingerprint,
+                Some(key.of(&pending)),
+                "{label} {open}"
+            );
+            assert_eq!(run.replaced_fingerprint, Some(key.of(&current)), "{label}");
+            assert_eq!(
+                store.minted(&key.of(&value)).await.unwrap().len(),
+                1,
+                "{label}"
+            );
+            assert!(
+                store.minted(&value.to_hex()).await.unwrap().is_empty(),
+                "{label}"
+            );
+            let payload: serde_json::Value = serde_json::from_str(
+                &fetch_text(&url, "SELECT payload FROM notify_outbox").await[0],
+            )
+            .unwrap();
+            assert_eq!(
+                payload["fingerprint"],
+                format!("hmac-sha256:{}", key.of(&pending)),
+                "{label} {open}"
+            );
+            let keyings = fetch_text(
+                &url,
+                "SELECT detail FROM audit WHERE action = 'fingerprints_keyed'",
+            )
+            .await;
+            assert_eq!(keyings.len(), 1, "{label} {open}: keyed once, {keyings:?}");
+            assert!(
+                keyings[0].contains("1 credentials.current_fingerprint")
+                    && keyings[0].contains("1 notification payloads")
+                    && keyings[0].contains("1 were not SHA-256 digests"),
+                "{label}: {}",
+                keyings[0]
+            );
+            assert!(store.verify_audit().await.unwrap().is_ok(), "{label}");
+            store.close().await;
+        }
+        // No digest is left anywhere in the store but the audit row's own count.
+        for (table, column) in [
+            ("credentials", "current_fingerprint"),
+            ("runs", "pending_fingerprint"),
+            ("runs", "replaced_fingerprint"),
+            ("value_fingerprints", "fingerprint"),
+            ("notify_outbox", "payload"),
+        ] {
+            for text in fetch_text(
+                &url,
+                &format!("SELECT {column} FROM {table} WHERE {column} IS NOT NULL"),
+            )
+            .await
+            {
+                for d in [&current, &pending, &value] {
+                    assert!(
+                        !text.contains(&d.to_hex()),
+                        "{label}: {table}.{column} = {text}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The first column of every row `sql` returns, as text.
+async fn fetch_text(url: &str, sql: &str) -> Vec<String> {
+    use sqlx::Connection;
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_all(&mut c).await.unwrap()
+    }
+}
+
 #[tokio::test]
 async fn a_store_at_a_newer_schema_is_refused_and_left_unchanged() {
     for (label, url, _keep) in backends() {

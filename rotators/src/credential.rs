@@ -89,8 +89,8 @@ impl Credential {
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credential")
+            // Field names only: even a digest of a value lets whoever reads it test guesses.
             .field("fields", &self.fields.keys().collect::<Vec<_>>())
-            .field("fingerprint", &self.fingerprint())
             .finish()
     }
 }
@@ -119,12 +119,6 @@ impl Fingerprint {
 impl fmt::Debug for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "sha256:{}", &self.to_hex()[..16])
-    }
-}
-
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
     }
 }
 

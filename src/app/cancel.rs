@@ -76,6 +76,7 @@ pub struct Found {
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub version: String,
+    /// Keyed, as the store holds it.
     pub fingerprint: String,
     pub provider_id: Option<String>,
 }
@@ -141,7 +142,7 @@ async fn close_by_hand(
         .config
         .credential(&live.credential_id)
         .expect("checked by the caller");
-    let found = inspect(runtime, credential).await;
+    let found = inspect(runtime, credential, store.fingerprint_key()).await;
     let current = found.current.as_ref().map(|c| FoundCurrent {
         version: c.version.clone(),
         fingerprint: c.fingerprint.clone(),
@@ -170,8 +171,13 @@ async fn close_by_hand(
     })
 }
 
-/// What the provider lists and the vault holds for `credential`.
-pub async fn inspect(runtime: &Runtime, credential: &crate::config::Credential) -> Found {
+/// What the provider lists and the vault holds for `credential`, each version named by its
+/// keyed fingerprint under `key`.
+pub async fn inspect(
+    runtime: &Runtime,
+    credential: &crate::config::Credential,
+    key: &crate::fingerprint::FingerprintKey,
+) -> Found {
     let rotator = &runtime.rotators[&credential.id];
     let vault = runtime
         .vaults
@@ -179,7 +185,7 @@ pub async fn inspect(runtime: &Runtime, credential: &crate::config::Credential) 
         .expect("config validation: the vault exists");
     let seen = |v: &StoredVersion| Seen {
         version: v.version.clone(),
-        fingerprint: v.fingerprint.clone(),
+        fingerprint: key.of(&v.credential.fingerprint()),
         provider_id: rotator.provider_id(&v.credential),
     };
     let at_provider = rotator.list_live().await.map_err(|e| e.to_string());

@@ -126,9 +126,10 @@ fn exposure(run: &RunRow) -> Exposure {
     let id = &run.credential_id;
     let version = |v: &Option<String>, f: &Option<String>| {
         format!(
-            "version {} (sha256:{})",
+            "version {} ({})",
             v.as_deref().unwrap_or("?"),
-            f.as_deref().unwrap_or("?")
+            f.as_deref()
+                .map_or_else(|| "?".to_owned(), crate::fingerprint::shown)
         )
     };
     let replaced = version(&run.replaced_version, &run.replaced_fingerprint);

@@ -66,9 +66,9 @@ pub async fn identify(
     value: &SecretString,
     now: i64,
 ) -> Result<Search, StoreError> {
-    let fingerprint = Fingerprint::of_value(value.expose_secret().as_bytes()).to_hex();
+    let digest = Fingerprint::of_value(value.expose_secret().as_bytes());
     let mut search = Search::default();
-    for minted in store.minted(&fingerprint).await? {
+    for minted in store.minted(&store.fingerprint_key().of(&digest)).await? {
         let Some(run) = store.run(&minted.run_id).await? else {
             continue;
         };
@@ -85,15 +85,7 @@ pub async fn identify(
         });
     }
     if search.found.is_empty() {
-        in_vaults(
-            store,
-            &runtime.config,
-            runtime,
-            &fingerprint,
-            now,
-            &mut search,
-        )
-        .await?;
+        in_vaults(store, &runtime.config, runtime, &digest, now, &mut search).await?;
     }
     Ok(search)
 }
@@ -144,7 +136,7 @@ async fn in_vaults(
     store: &Store,
     config: &Config,
     runtime: &Runtime,
-    fingerprint: &str,
+    digest: &Fingerprint,
     now: i64,
     search: &mut Search,
 ) -> Result<(), StoreError> {
@@ -167,7 +159,7 @@ async fn in_vaults(
                 .credential
                 .value_fingerprints()
                 .into_iter()
-                .find(|(_, f)| f.to_hex() == fingerprint)
+                .find(|(_, f)| f == digest)
             else {
                 continue;
             };

@@ -250,8 +250,8 @@ pub async fn status(
                 current_version: row.current_version.clone(),
                 current_fingerprint: row
                     .current_fingerprint
-                    .as_ref()
-                    .map(|f| format!("sha256:{f}")),
+                    .as_deref()
+                    .map(crate::fingerprint::shown),
                 age_seconds: row.current_since.map(|s| (now - s) / 1000),
                 next_due_at: match by_hand {
                     Some(deadline) => deadline.map(rfc3339),

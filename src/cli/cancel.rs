@@ -110,9 +110,9 @@ fn promoted_choices(id: &str, run: &crate::store::RunRow) -> String {
 fn described(found: &Found) -> String {
     let seen = |what: &str, s: &Option<Seen>| match s {
         Some(s) => format!(
-            "  vault {what}: version {} sha256:{}{}\n",
+            "  vault {what}: version {} {}{}\n",
             s.version,
-            s.fingerprint,
+            crate::fingerprint::shown(&s.fingerprint),
             s.provider_id
                 .as_deref()
                 .map(|p| format!(" (provider id {p})"))

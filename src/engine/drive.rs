@@ -275,7 +275,7 @@ impl Engine {
         if transition.step == Step::Retire
             && let Some(retired) = &run.replaced_fingerprint
         {
-            detail.push_str(&format!(", retired sha256:{retired}"));
+            detail.push_str(&format!(", retired {}", crate::fingerprint::shown(retired)));
         }
         if let Some(p) = passed {
             run.set_state(p.to);

@@ -68,7 +68,7 @@ pub struct Event {
     pub vault_path: String,
     /// The version consumers read now.
     pub version: Option<String>,
-    /// `sha256:HEX` of the current version.
+    /// `hmac-sha256:HEX` of the current version: its keyed fingerprint (`crate::fingerprint`).
     pub fingerprint: Option<String>,
     /// The version this run replaced (still valid after `promoted`, gone after `retired`).
     pub previous_version: Option<String>,

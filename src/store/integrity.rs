@@ -47,12 +47,22 @@ impl IntegrityKey {
 
     /// HMAC-SHA-256 of `parts` (in order) under this key, in hex.
     pub fn mac_hex(&self, parts: &[&[u8]]) -> String {
+        hex::encode(self.mac(parts))
+    }
+
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
             .expect("HMAC takes a key of any length");
         for part in parts {
             mac.update(part);
         }
-        hex::encode(mac.finalize().into_bytes())
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The installation's fingerprint key (`crate::fingerprint`): derived from this key under
+    /// its own label, kept wherever this key is, and no fingerprint equals any audit hash.
+    pub fn fingerprint_key(&self) -> crate::fingerprint::FingerprintKey {
+        crate::fingerprint::FingerprintKey::from_derived(self.mac(&[b"rotor fingerprint key v1"]))
     }
 
     /// The key of the SQLite store `store_file`, kept beside it: read, or made when absent
@@ -112,6 +122,17 @@ mod tests {
         assert_ne!(a.mac_hex(&[b"x"]), b.mac_hex(&[b"x"]));
         assert_eq!(a.mac_hex(&[b"x", b"y"]), a.mac_hex(&[b"xy"]));
         assert_eq!(format!("{a:?}"), "IntegrityKey(..)");
+        let digest = rotor_rotators::Fingerprint::of_value(b"x");
+        assert_ne!(
+            a.fingerprint_key().of(&digest),
+            b.fingerprint_key().of(&digest),
+            "each installation's fingerprints are its own"
+        );
+        assert_ne!(
+            a.fingerprint_key().of(&digest),
+            a.mac_hex(&[b"rotor fingerprint v1\0", &digest.0]),
+            "not a MAC under the audit chain's key itself"
+        );
     }
 
     #[test]

@@ -113,6 +113,8 @@ pub struct Store {
     clock: crate::clock::StoreClock,
     /// Keys the audit chain (see `integrity`); never written to the store.
     key: integrity::IntegrityKey,
+    /// Keys every fingerprint the store holds (see `crate::fingerprint`).
+    fingerprints: crate::fingerprint::FingerprintKey,
 }
 
 /// A transaction that writes. SQLite begins it `IMMEDIATE`, taking the write lock (waiting
@@ -273,6 +275,7 @@ macro_rules! append_audit {
 
 mod group_commit;
 pub mod incident;
+mod keyed_fingerprints;
 mod reader;
 pub mod seen;
 
@@ -730,13 +733,23 @@ impl Store {
             saves,
             reads,
             clock: crate::clock::StoreClock::default(),
+            fingerprints: key
+                .as_ref()
+                .expect("each backend has its key")
+                .fingerprint_key(),
             key: key.expect("each backend has its key"),
         };
         store.sync_clock().await?;
         store.migrate(migrator).await?;
         store.key_the_chain().await?;
+        store.key_the_fingerprints().await?;
         drop(turn);
         Ok(store)
+    }
+
+    /// The key every fingerprint this store holds is keyed with (see `crate::fingerprint`).
+    pub fn fingerprint_key(&self) -> &crate::fingerprint::FingerprintKey {
+        &self.fingerprints
     }
 
     /// The clock every time written to this store is read from: leases, due times, grace.

@@ -418,6 +418,21 @@ pub const AUDIT_KEYED: &str = "SELECT keyed FROM audit_head WHERE id = 1";
 pub const LOCK_AUDIT_KEYED: &str =
     "UPDATE audit_head SET keyed = keyed WHERE id = 1 RETURNING keyed";
 
+/// Whether the store's fingerprints are keyed (see `Store::key_the_fingerprints`).
+pub const FINGERPRINTS_KEYED: &str = "SELECT fingerprints_keyed FROM audit_head WHERE id = 1";
+
+/// The same, under the head's row lock, as `LOCK_AUDIT_KEYED`.
+pub const LOCK_FINGERPRINTS_KEYED: &str = "UPDATE audit_head SET fingerprints_keyed = fingerprints_keyed \
+    WHERE id = 1 RETURNING fingerprints_keyed";
+
+pub const SET_FINGERPRINTS_KEYED: &str =
+    "UPDATE audit_head SET fingerprints_keyed = 1 WHERE id = 1";
+
+/// Every notification payload, to key the fingerprints it names.
+pub const NOTIFY_PAYLOADS: &str = "SELECT id, payload FROM notify_outbox ORDER BY id";
+
+pub const SET_NOTIFY_PAYLOAD: &str = "UPDATE notify_outbox SET payload = $1 WHERE id = $2";
+
 /// Rehashes one row under the key.
 pub const REHASH_AUDIT_ROW: &str = "UPDATE audit SET prev_hash = $1, hash = $2 WHERE seq = $3";
 

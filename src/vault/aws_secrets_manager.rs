@@ -356,7 +356,7 @@ impl Vault for AwsSecretsManager {
         token: &str,
         _run_id: Option<&str>,
         expected_current: Option<&str>,
-        verified: Option<&str>,
+        verified: Option<super::Verified<'_>>,
     ) -> Result<String, VaultError> {
         let labelled = self.get(path, CURRENT).await?;
         let placeholder = labelled.as_ref().map(|(v, _)| v.clone());
@@ -391,7 +391,7 @@ impl Vault for AwsSecretsManager {
             ));
         }
         if let (Some(verified), Some((_, doc))) = (verified, &pending_doc)
-            && doc.fields.fingerprint().to_hex() != verified
+            && !verified.is(&doc.fields.fingerprint().to_hex())
         {
             return Err(super::not_verified(&self.name, path));
         }

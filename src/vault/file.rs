@@ -538,7 +538,7 @@ impl Vault for FileVault {
         token: &str,
         _run_id: Option<&str>,
         expected_current: Option<&str>,
-        verified: Option<&str>,
+        verified: Option<super::Verified<'_>>,
     ) -> Result<String, VaultError> {
         let v = &*self.inner;
         let current = v.load(path, CURRENT_SUFFIX)?;
@@ -586,7 +586,7 @@ impl Vault for FileVault {
                     "this run has no pending version to promote; it will be rolled back",
                 )
             })?;
-        if verified.is_some_and(|f| f != pending.meta.fingerprint) {
+        if verified.is_some_and(|v| !v.is(&pending.meta.fingerprint)) {
             return Err(super::not_verified(&v.name, path));
         }
         let replaced = current

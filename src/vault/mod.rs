@@ -13,7 +13,9 @@ pub mod wire;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use rotor_rotators::{Credential, ErrorClass};
+use rotor_rotators::{Credential, ErrorClass, Fingerprint};
+
+use crate::fingerprint::FingerprintKey;
 use secrecy::{ExposeSecret, SecretString};
 use thiserror::Error;
 
@@ -142,7 +144,7 @@ pub trait Vault: Send + Sync {
     }
 
     /// `promote`, naming the run, for vaults that record it beside the version. With
-    /// `verified`, a pending version of this token whose fingerprint is another (a worker that
+    /// `verified`, a pending version of this token that is not the verified one (a worker that
     /// lost the run wrote over it) is not promoted: a `Permanent` error.
     fn promote_run(
         &self,
@@ -150,7 +152,7 @@ pub trait Vault: Send + Sync {
         token: &str,
         run_id: Option<&str>,
         expected_current: Option<&str>,
-        verified: Option<&str>,
+        verified: Option<Verified<'_>>,
     ) -> impl Future<Output = Result<String, VaultError>> + Send;
 
     /// `promote_run` by the drive that stored and verified `held.candidate` itself: a vault
@@ -209,10 +211,41 @@ pub(crate) async fn promote_reading_back<V: Vault + ?Sized>(
     expected_current: Option<&str>,
     held: Held<'_>,
 ) -> Result<String, VaultError> {
-    let verified = held.candidate.fingerprint().to_hex();
+    let verified = held.candidate.fingerprint();
     vault
-        .promote_run(path, token, run_id, expected_current, Some(&verified))
+        .promote_run(
+            path,
+            token,
+            run_id,
+            expected_current,
+            Some(Verified::Held(&verified)),
+        )
         .await
+}
+
+/// Which pending version a promotion may make current. A vault compares it with the digest
+/// it keeps beside the value in the same request that promotes, so a version written over
+/// the verified one is never promoted.
+#[derive(Clone, Copy)]
+pub enum Verified<'a> {
+    /// The one whose keyed fingerprint the store recorded when it was verified: what a
+    /// resumed drive, holding no candidate, knows.
+    Recorded {
+        keyed: &'a str,
+        key: &'a FingerprintKey,
+    },
+    /// The candidate the promoting drive holds and verified itself.
+    Held(&'a Fingerprint),
+}
+
+impl Verified<'_> {
+    /// Whether the digest a vault keeps (in hex) is the verified version's.
+    pub fn is(&self, digest_hex: &str) -> bool {
+        match self {
+            Verified::Recorded { keyed, key } => key.of_hex(digest_hex).as_deref() == Some(*keyed),
+            Verified::Held(digest) => digest.to_hex() == digest_hex,
+        }
+    }
 }
 
 /// What a drive holds of the rotation it promotes: the candidate it stored as pending and
@@ -292,7 +325,7 @@ impl Vault for AnyVault {
         token: &str,
         run_id: Option<&str>,
         expected_current: Option<&str>,
-        verified: Option<&str>,
+        verified: Option<Verified<'_>>,
     ) -> Result<String, VaultError> {
         dispatch!(self, v => v.promote_run(path, token, run_id, expected_current, verified).await)
     }

@@ -6,8 +6,9 @@
 //! lives at `MOUNT/data/PENDING_PREFIX/PATH`, where consumers' policies do not reach, with the
 //! run token under `_rotor`. Promotion writes with check-and-set on the version rotor last saw,
 //! so a version written by someone else is never overwritten (a `Conflict`); the key's
-//! `custom_metadata` records rotor's token, stage, version and fingerprint. Pending versions are
-//! removed with all their history (metadata delete), so no unused secret lingers.
+//! `custom_metadata` records rotor's token, stage and version, never a fingerprint (policies
+//! often let more people read metadata than data). Pending versions are removed with all their
+//! history (metadata delete), so no unused secret lingers.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -953,7 +954,7 @@ impl Vault for OpenbaoVault {
         token: &str,
         run_id: Option<&str>,
         expected_current: Option<&str>,
-        verified: Option<&str>,
+        verified: Option<super::Verified<'_>>,
     ) -> Result<String, VaultError> {
         let pending = self
             .pending(path)
@@ -998,7 +999,7 @@ impl Vault for OpenbaoVault {
                 "this run has no pending version to promote; it will be rolled back",
             )
         })?;
-        if verified.is_some_and(|f| f != pending.fields.fingerprint().to_hex()) {
+        if verified.is_some_and(|v| !v.is(&pending.fields.fingerprint().to_hex())) {
             return Err(super::not_verified(&self.name, path));
         }
         let cas = cas_for(expected_current).ok_or_else(|| {
@@ -1083,11 +1084,12 @@ impl Vault for OpenbaoVault {
         // rotor's token there. The version it names is rotor's, or, after a retirement that
         // crashed before relabelling, one more with the promoted fields and no previous.
         let labelled = custom.get("rotor_version") == Some(&version.to_string());
-        let relabel_pending = doc.previous.is_none()
-            && custom.get("rotor_fingerprint").map(String::as_str)
-                == Some(format!("sha256:{}", doc.fields.fingerprint().to_hex()).as_str());
         if custom.get("rotor_token").map(String::as_str) != Some(token)
-            || !(labelled || relabel_pending)
+            || !(labelled
+                || doc.previous.is_none()
+                    && self
+                        .holds_labelled_fields(path, &custom, &doc.fields)
+                        .await?)
         {
             return Err(super::changed_since_promoted(&self.name, path));
         }
@@ -1133,6 +1135,33 @@ impl Vault for OpenbaoVault {
 }
 
 impl OpenbaoVault {
+    /// Whether `fields` are those of the version custom_metadata labels as rotor's (read
+    /// back by its number): a retirement that wrote them again without the previous version
+    /// and crashed before relabelling. Compared here rather than by a fingerprint in the
+    /// metadata, which whoever may read metadata could test guesses against.
+    async fn holds_labelled_fields(
+        &self,
+        path: &str,
+        custom: &std::collections::BTreeMap<String, String>,
+        fields: &Credential,
+    ) -> Result<bool, VaultError> {
+        let Some(labelled) = custom
+            .get("rotor_version")
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
+            return Ok(false);
+        };
+        Ok(
+            match self
+                .read::<serde_json::Value>(&format!("{path}?version={labelled}"), path)
+                .await?
+            {
+                Read::Present { doc, .. } => doc.fields.fingerprint() == fields.fingerprint(),
+                Read::Missing | Read::Gone { .. } => false,
+            },
+        )
+    }
+
     /// After promotion's write: rotor's bookkeeping in custom_metadata, then the pending key
     /// goes (consumers never saw it).
     async fn label_promoted(
@@ -1188,7 +1217,8 @@ fn current_metadata(token: &str, run_id: Option<&str>, doc: &Document) -> serde_
         "rotor_token": token,
         "rotor_stage": "current",
         "rotor_version": doc.current.version,
-        "rotor_fingerprint": format!("sha256:{}", doc.current.fingerprint),
+        // Written by rotor before fingerprints were keyed: a merge patch's null removes it.
+        "rotor_fingerprint": null,
     });
     if let Some(run_id) = run_id {
         values["rotor_run"] = json!(run_id);

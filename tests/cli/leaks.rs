@@ -72,6 +72,28 @@ fn generated_secrets_appear_only_in_the_vault() {
         String::from_utf8_lossy(&output).contains("TRACE")
             || String::from_utf8_lossy(&output).contains("DEBUG")
     );
+    // Nor a plain digest of one, which would let whoever reads it test guesses offline:
+    // every fingerprint shown or stored is keyed.
+    for secret in &secrets {
+        let value = rotor_rotators::Fingerprint::of_value(secret.as_bytes()).to_hex();
+        let credential = rotor_rotators::Credential::new()
+            .with("value", secrecy::SecretString::from(secret.clone()))
+            .fingerprint()
+            .to_hex();
+        for digest in [value, credential] {
+            assert!(
+                !contains(&output, digest.as_bytes()),
+                "a digest in the output"
+            );
+            for (path, bytes) in all_bytes(rotor.dir.path()) {
+                assert!(
+                    !contains(&bytes, digest.as_bytes()),
+                    "a plain digest of a value is in {}",
+                    path.display()
+                );
+            }
+        }
+    }
     for secret in &secrets {
         assert!(
             !contains(&output, secret.as_bytes()),

@@ -357,7 +357,10 @@ fn a_failing_or_hanging_hook_is_recorded_retried_and_never_rolls_back() {
     let before = current(&rotor).fingerprint().to_hex();
     let status = rotor.json(&["status", "--json"]);
     assert_eq!(status[0]["state"], "idle", "the rotation completed");
-    assert_eq!(status[0]["current_fingerprint"], format!("sha256:{before}"));
+    assert_eq!(
+        status[0]["current_fingerprint"],
+        rotor.shown_fingerprint(&current(&rotor).fingerprint())
+    );
     let hooks = hooks_of(&rotor);
     let by_name = |name: &str| hooks.iter().find(|h| h["hook"] == name).unwrap().clone();
     assert_eq!(by_name("fails")["last_outcome"], "exit 3");

@@ -47,7 +47,7 @@ fn first_run_mints_then_rotations_overlap_and_retire_after_grace() {
             s["current_fingerprint"]
                 .as_str()
                 .unwrap()
-                .starts_with("sha256:")
+                .starts_with("hmac-sha256:")
         );
     }
     let first = read_document(&rotor, "app/key0");

@@ -77,6 +77,23 @@ impl Rotor {
         self.database = Some(url);
     }
 
+    /// `digest` as this installation shows it: keyed under the store's integrity key (the
+    /// file beside the SQLite store, or the one `use_postgres` wrote), `hmac-sha256:` and hex.
+    pub fn shown_fingerprint(&self, digest: &rotor_rotators::Fingerprint) -> String {
+        let file = if self.database.is_some() {
+            self.path("store.key")
+        } else {
+            self.path("rotor.db.key")
+        };
+        let text = std::fs::read_to_string(&file).expect("the store's integrity key");
+        let integrity = rotor::store::integrity::IntegrityKey::from_secret(
+            &secrecy::SecretString::from(text.trim_end().to_owned()),
+        )
+        .unwrap();
+        let keyed = integrity.fingerprint_key().of(digest);
+        rotor::fingerprint::shown(&keyed)
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }

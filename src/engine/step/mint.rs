@@ -37,11 +37,12 @@ impl Engine {
         };
         // What `rotor identify` matches a value found in the wild against, kept beyond the
         // vault's memory of it.
+        let key = self.store.fingerprint_key();
         let fields: Vec<(&str, String)> = pending
             .credential
             .value_fingerprints()
             .into_iter()
-            .map(|(field, fingerprint)| (field, fingerprint.to_hex()))
+            .map(|(field, fingerprint)| (field, key.of(&fingerprint)))
             .collect();
         self.store
             .record_minted(&ctx.credential.id, &run.id, &fields, self.now())
@@ -55,9 +56,11 @@ impl Engine {
             });
         }
         run.pending_version = Some(pending.version);
-        run.pending_fingerprint = Some(pending.fingerprint);
+        // Vaults keep a version's digest beside its value; the store and everything it shows
+        // hold the keyed fingerprint only.
+        run.pending_fingerprint = key.of_hex(&pending.fingerprint);
         run.replaced_version = current.as_ref().map(|d| d.current.version.clone());
-        run.replaced_fingerprint = current.map(|d| d.current.fingerprint);
+        run.replaced_fingerprint = current.and_then(|d| key.of_hex(&d.current.fingerprint));
         Ok(Performed::Done(None))
     }
 

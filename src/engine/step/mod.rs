@@ -126,7 +126,7 @@ impl Engine {
         version: Option<String>,
         now: i64,
     ) -> Event {
-        let fingerprint = |f: &Option<String>| f.as_ref().map(|f| format!("sha256:{f}"));
+        let fingerprint = |f: &Option<String>| f.as_deref().map(crate::fingerprint::shown);
         Event {
             event: kind,
             credential_id: ctx.credential.id.clone(),

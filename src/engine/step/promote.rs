@@ -7,7 +7,7 @@ use crate::engine::error::StepError;
 use crate::engine::{Ctx, Engine};
 use crate::notify::EventKind;
 use crate::store::{CredentialUpdate, RunRow};
-use crate::vault::{Held, Vault};
+use crate::vault::{Held, Vault, Verified};
 
 use super::{Known, Outcome, Performed, previous_kept};
 
@@ -100,7 +100,12 @@ impl Engine {
                     &run.token,
                     Some(&run.id),
                     run.replaced_version.as_deref(),
-                    run.pending_fingerprint.as_deref(),
+                    run.pending_fingerprint
+                        .as_deref()
+                        .map(|keyed| Verified::Recorded {
+                            keyed,
+                            key: self.store.fingerprint_key(),
+                        }),
                 )
                 .await?);
         };

@@ -26,7 +26,7 @@ impl Engine {
                 &read_back
             }
         };
-        let fingerprint = candidate.fingerprint().to_hex();
+        let fingerprint = self.store.fingerprint_key().of(&candidate.fingerprint());
         if Some(&fingerprint) != run.pending_fingerprint.as_ref() {
             return Err(StepError::permanent(format!(
                 "the pending version read back from vault {} path {} is not the one rotor stored \
