@@ -328,12 +328,14 @@ impl Context {
     }
 }
 
-/// The actor recorded in the audit log for CLI actions.
+/// The actor recorded in the audit log for CLI actions: the login name the environment claims
+/// (`SUDO_USER` under sudo, else `USER`), which anyone can set, and beside it the process's real
+/// user id, which the kernel vouches for. An audit reader trusts the uid.
 pub fn actor() -> String {
     let user = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| "unknown".into());
-    format!("cli:{user}")
+    format!("cli:{user} (uid {})", rustix::process::getuid().as_raw())
 }
 
 /// Ctrl-C sets the returned flag (after printing `says`), so that the command stops after the

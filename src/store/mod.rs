@@ -286,6 +286,16 @@ pub mod notify;
 pub mod outbox;
 
 /// A credential as the store keeps it.
+/// What the store last recorded as a credential's current version.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub struct RecordedCurrent {
+    #[sqlx(rename = "current_version")]
+    pub version: Option<String>,
+    /// Keyed (see `crate::fingerprint`).
+    #[sqlx(rename = "current_fingerprint")]
+    pub fingerprint: Option<String>,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CredentialRow {
     pub id: String,
@@ -1355,18 +1365,17 @@ impl Store {
         Ok(with_pool!(self, p => sqlx::query_as(sql::CREDENTIAL).bind(id).fetch_optional(p).await?))
     }
 
-    /// The version the store last recorded as the credential's current one.
-    pub async fn current_version(&self, id: &str) -> Result<Option<String>, StoreError> {
+    /// The version and keyed fingerprint the store last recorded as the credential's current
+    /// one (neither, for a credential never promoted or confirmed by hand).
+    pub async fn current_recorded(&self, id: &str) -> Result<RecordedCurrent, StoreError> {
         match &self.reads {
-            Some(reads) => reads.current_version(id),
-            None => Ok(
-                with_pool!(self, p => sqlx::query_scalar::<_, Option<String>>(sql::CURRENT_VERSION,
-            )
+            Some(reads) => reads.current_recorded(id),
+            None => Ok(with_pool!(self, p => sqlx::query_as::<_, RecordedCurrent>(
+                sql::CURRENT_RECORDED)
             .bind(id)
             .fetch_optional(p)
             .await?)
-                .flatten(),
-            ),
+            .unwrap_or_default()),
         }
     }
 

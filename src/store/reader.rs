@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::StoreError;
 use super::sql;
+use super::{RecordedCurrent, StoreError};
 
 /// Idle connections kept for the next read: one per runtime worker is enough.
 const KEPT: usize = 4;
@@ -50,13 +50,18 @@ impl Reader {
         Ok(outcome)
     }
 
-    /// The version the store last recorded as the credential's current one.
-    pub fn current_version(&self, credential_id: &str) -> Result<Option<String>, StoreError> {
+    /// The version and keyed fingerprint the store last recorded as the credential's current.
+    pub fn current_recorded(&self, credential_id: &str) -> Result<RecordedCurrent, StoreError> {
         self.with(|db| {
-            db.prepare_cached(sql::READ_CURRENT_VERSION)?
-                .query_row([credential_id], |row| row.get::<_, Option<String>>(0))
+            db.prepare_cached(sql::READ_CURRENT_RECORDED)?
+                .query_row([credential_id], |row| {
+                    Ok(RecordedCurrent {
+                        version: row.get(0)?,
+                        fingerprint: row.get(1)?,
+                    })
+                })
                 .optional()
-                .map(Option::flatten)
+                .map(Option::unwrap_or_default)
         })
     }
 

@@ -380,8 +380,9 @@ pub const CREDENTIALS_AFTER: &str = "SELECT * FROM credentials WHERE id > $1 ORD
 /// Run by `Store::credential`.
 pub const CREDENTIAL: &str = "SELECT * FROM credentials WHERE id = $1";
 
-/// Run by `Store::current_version`.
-pub const CURRENT_VERSION: &str = "SELECT current_version FROM credentials WHERE id = $1";
+/// Run by `Store::current_recorded`.
+pub const CURRENT_RECORDED: &str =
+    "SELECT current_version, current_fingerprint FROM credentials WHERE id = $1";
 
 /// Run by `Store::run`.
 pub const RUN: &str = "SELECT * FROM runs WHERE id = $1";
@@ -576,8 +577,9 @@ pub const UPSERT_BUCKET: &str = "INSERT INTO provider_buckets (provider, tokens,
 /// Run by `take_token` in `store/limits.rs`.
 pub const BUCKET: &str = "SELECT tokens, updated_at FROM provider_buckets WHERE provider = $1";
 
-/// Run by `current_version` in `store/reader.rs`.
-pub const READ_CURRENT_VERSION: &str = "SELECT current_version FROM credentials WHERE id = ?1";
+/// Run by `current_recorded` in `store/reader.rs`.
+pub const READ_CURRENT_RECORDED: &str =
+    "SELECT current_version, current_fingerprint FROM credentials WHERE id = ?1";
 
 /// Run by `any_active_alert` in `store/reader.rs`.
 pub const ANY_ACTIVE_ALERT: &str =

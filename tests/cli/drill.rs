@@ -304,7 +304,12 @@ fn normalized(report: &str, rotor: &Rotor) -> String {
             }
             line.replace_range(start..at, "N");
         }
-        out.push_str(&line.replace(&rotor.dir.path().display().to_string(), "DIR"));
+        let uid = format!("(uid {})", rustix::process::getuid().as_raw());
+        out.push_str(
+            &line
+                .replace(&rotor.dir.path().display().to_string(), "DIR")
+                .replace(&uid, "(uid N)"),
+        );
         out.push('\n');
     }
     out

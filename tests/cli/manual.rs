@@ -79,6 +79,9 @@ fn confirm_records_a_rotation_by_hand_and_the_inventory_shows_it() {
         db.contains("confirmed by cli:") && db.contains("CHG-1234"),
         "the audit log keeps who confirmed it"
     );
+    // The name comes from the environment; the uid beside it from the kernel.
+    let uid = format!("(uid {})", rustix::process::getuid().as_raw());
+    assert!(db.contains(&uid), "the audit log names the real uid");
 
     let out = rotor.run(&[
         "confirm",

@@ -169,6 +169,69 @@ fn a_corrupt_vault_file_rolls_back_with_a_clear_error_and_is_left_alone() {
     assert!(!rotor.path("vault/app/key0.age.pending").exists());
 }
 
+/// Writes `document` as the vault file of `path`, encrypted by the stock `age` tool to the
+/// vault's identity: what an operator editing the vault by hand would do.
+fn write_document(rotor: &Rotor, path: &str, document: &serde_json::Value) {
+    let keygen = require_program("age-keygen", "apt-get install -y age");
+    let recipient = Command::new(keygen)
+        .arg("-y")
+        .arg(rotor.path("vault.key"))
+        .output()
+        .unwrap();
+    assert!(recipient.status.success());
+    let recipient = String::from_utf8(recipient.stdout).unwrap();
+    let file = rotor.path(&format!("vault/{path}.age"));
+    let plain = rotor.path("hand-edit.json");
+    std::fs::write(&plain, document.to_string()).unwrap();
+    let age = require_program("age", "apt-get install -y age");
+    let out = Command::new(age)
+        .args(["-e", "-r", recipient.trim(), "-o"])
+        .arg(&file)
+        .arg(&plain)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&plain).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_value_edited_by_hand_under_rotors_version_label_is_not_overwritten() {
+    let rotor = Rotor::new(&generated_config(1, "1s"));
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    let mut document = read_document(&rotor, "app/key0");
+    document["value"] = "set-by-hand-during-an-outage".into();
+    // The edit copies rotor's own label along, so the version alone says nothing changed.
+    write_document(&rotor, "app/key0", &document);
+    let file = rotor.path("vault/app/key0.age");
+    let edited = std::fs::read(&file).unwrap();
+
+    let out = rotor.run(&["rotate", "app/key0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("holds version 1 with another value than the one rotor promoted"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("reconcile by hand"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        edited,
+        "the file is untouched"
+    );
+    assert_eq!(
+        read_document(&rotor, "app/key0")["value"],
+        "set-by-hand-during-an-outage"
+    );
+    assert_eq!(
+        rotor.json(&["history", "--json"])[0]["state"],
+        "rolled_back"
+    );
+}
+
 #[test]
 fn store_problems_exit_5_and_change_nothing() {
     let mut rotor = Rotor::new(&generated_config(1, "1s"));

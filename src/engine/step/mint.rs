@@ -64,29 +64,46 @@ impl Engine {
         Ok(Performed::Done(None))
     }
 
-    /// The vault's current version must be the one rotor last promoted: anything else was
-    /// written outside rotor, and is not overwritten.
+    /// The vault's current version must be the one rotor last promoted, holding the value
+    /// rotor promoted: anything else was written outside rotor, and is not overwritten. The
+    /// value is compared too, because an edit that copies rotor's version label along would
+    /// otherwise pass.
     async fn refuse_outside_change(
         &self,
         ctx: &Ctx<'_>,
         current: Option<&Document>,
     ) -> Result<(), StepError> {
-        let recorded_version = self
+        let recorded = self
             .store
-            .current_version(&ctx.credential.id)
+            .current_recorded(&ctx.credential.id)
             .await
             .map_err(store_step_error)?;
         let found = current.map(|d| d.current.version.clone());
-        if found == recorded_version {
+        let outside = if found != recorded.version {
+            format!(
+                "holds version {} but rotor last promoted {}",
+                found.as_deref().unwrap_or("(none)"),
+                recorded.version.as_deref().unwrap_or("(none)"),
+            )
+        } else if let (Some(document), Some(fingerprint)) = (current, &recorded.fingerprint)
+            && self
+                .store
+                .fingerprint_key()
+                .of(&document.current.credential.fingerprint())
+                != *fingerprint
+        {
+            format!(
+                "holds version {} with another value than the one rotor promoted",
+                document.current.version
+            )
+        } else {
             return Ok(());
-        }
+        };
         Err(StepError::conflict(format!(
-            "vault {} path {} holds version {} but rotor last promoted {}: it was changed \
-             outside rotor. Nothing is overwritten; reconcile by hand, then `rotor rotate {}`",
+            "vault {} path {} {outside}: it was changed outside rotor. Nothing is overwritten; \
+             reconcile by hand, then `rotor rotate {}`",
             ctx.vault.name(),
             ctx.credential.vault_path,
-            found.as_deref().unwrap_or("(none)"),
-            recorded_version.as_deref().unwrap_or("(none)"),
             ctx.credential.id
         )))
     }
