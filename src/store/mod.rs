@@ -285,7 +285,6 @@ pub mod limits;
 pub mod notify;
 pub mod outbox;
 
-/// A credential as the store keeps it.
 /// What the store last recorded as a credential's current version.
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub struct RecordedCurrent {
@@ -296,6 +295,7 @@ pub struct RecordedCurrent {
     pub fingerprint: Option<String>,
 }
 
+/// A credential as the store keeps it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CredentialRow {
     pub id: String,
