@@ -342,9 +342,16 @@ impl Inner {
         };
         let wire: WireDocument<Meta> =
             serde_json::from_slice(&plain).map_err(|e| not_ours(describe_json_error(&e)))?;
-        let meta = wire
+        let mut meta: Meta = wire
             .meta
             .ok_or_else(|| not_ours(format!("no `{META_KEY}` object")))?;
+        // The fingerprints in `_rotor` are what rotor wrote; the fields are what the file holds
+        // now. A hand edit that keeps `_rotor` must not pass for rotor's value, so each
+        // fingerprint is taken from the fields it describes wherever they are in the file.
+        meta.fingerprint = wire.fields.fingerprint().to_hex();
+        if let Some(previous) = &wire.previous {
+            meta.previous_fingerprint = Some(previous.fingerprint().to_hex());
+        }
         if decrypted {
             self.remember(file, bytes, plain);
         }
@@ -1054,6 +1061,52 @@ mod tests {
         let err = v.promote("x", "t2", Some("7")).await.unwrap_err();
         assert_eq!(err.class, ErrorClass::Conflict);
         assert_eq!(current_value(&v, "x").await, "one");
+    }
+
+    #[tokio::test]
+    async fn a_hand_edit_that_keeps_rotors_metadata_is_not_taken_for_rotors_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, p1) = promoted_once(dir.path(), "h").await;
+        let pending = v
+            .write_pending("h", "t2", &cred("two"), Previous::Kept)
+            .await
+            .unwrap();
+        // Someone re-encrypts both files with other values and rotor's `_rotor` object intact.
+        for (suffix, value) in [
+            (PENDING_SUFFIX, "edited-pending"),
+            (CURRENT_SUFFIX, "edited"),
+        ] {
+            let mut doc = v.inner.load("h", suffix).unwrap().unwrap();
+            doc.fields = cred(value);
+            assert_ne!(doc.meta.fingerprint, cred(value).fingerprint().to_hex());
+            v.inner.store("h", suffix, &doc).await.unwrap();
+        }
+        let read = v.read_pending("h").await.unwrap().unwrap();
+        assert_ne!(
+            read.fingerprint, pending.fingerprint,
+            "taken from the fields"
+        );
+        let digest = cred("two").fingerprint();
+        let err = v
+            .promote_run(
+                "h",
+                "t2",
+                None,
+                Some(&p1.version),
+                Some(crate::vault::Verified::Held(&digest)),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            crate::vault::not_verified("local", "h").to_string()
+        );
+        assert_eq!(current_value(&v, "h").await, "edited");
+        let doc = v.read_current("h").await.unwrap().unwrap();
+        assert_eq!(
+            doc.current.fingerprint,
+            cred("edited").fingerprint().to_hex()
+        );
     }
 
     #[tokio::test]

@@ -59,6 +59,8 @@ pub struct StoredVersion {
     pub version: String,
     /// The run token that wrote it (none for a version rotor did not write).
     pub token: Option<String>,
+    /// Hex digest of `credential`'s fields, computed from the fields as read (never taken
+    /// from metadata a hand edit could leave behind). Unkeyed: it never leaves the process.
     pub fingerprint: String,
     pub credential: Credential,
 }

@@ -89,8 +89,9 @@ impl Engine {
             && self
                 .store
                 .fingerprint_key()
-                .of(&document.current.credential.fingerprint())
-                != *fingerprint
+                .of_hex(&document.current.fingerprint)
+                .as_ref()
+                != Some(fingerprint)
         {
             format!(
                 "holds version {} with another value than the one rotor promoted",
