@@ -124,3 +124,24 @@ fn every_kind_of_every_family_has_an_example_that_loads() {
         "kinds without an example under schedules/: {absent:?}"
     );
 }
+
+/// A folder of schedules as a Kubernetes ConfigMap mount holds it: the file in a hidden
+/// timestamped folder, a hidden `..data` link to that folder, and a link to the file through
+/// it. Read once, not three times (which would declare every credential thrice).
+#[test]
+fn a_folder_mounted_from_a_config_map_is_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let stamp = "..2026_12_04_00_00_00.000000001";
+    std::fs::create_dir(dir.path().join(stamp)).unwrap();
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schedules/quickstart.toml"),
+        dir.path().join(stamp).join("rotor.toml"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(stamp, dir.path().join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/rotor.toml", dir.path().join("rotor.toml")).unwrap();
+    std::fs::write(dir.path().join(".rotor.toml.swp"), "not toml").unwrap();
+    let config = rotor::config::load(&[dir.path().to_path_buf()]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.sources, vec![dir.path().join("rotor.toml")]);
+    assert_eq!(config.credentials.len(), 3);
+}

@@ -1052,9 +1052,16 @@ impl Loader {
     }
 }
 
+/// The `.toml` files under `dir`. Hidden entries are skipped: editors' swap files, and the
+/// `..data` link and timestamped folder a Kubernetes ConfigMap mount holds beside its files,
+/// through which every file would otherwise be read three times.
 fn collect_toml_files(dir: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+        let entry = entry?;
+        if entry.file_name().as_encoded_bytes().starts_with(b".") {
+            continue;
+        }
+        let path = entry.path();
         if path.is_dir() {
             collect_toml_files(&path, found)?;
         } else if path.extension().is_some_and(|e| e == "toml") {
