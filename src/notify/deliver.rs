@@ -300,7 +300,7 @@ async fn rollout(
         match f.outcome.as_str() {
             "HTTP 401" => f.error.push_str(": the service account token was refused"),
             "HTTP 403" => f.error.push_str(&format!(
-                ": the service account may not patch deployments in {}; grant `patch` on `deployments` (deploy/kubernetes/rbac.yaml)",
+                ": the service account may not patch deployments in {}; grant `patch` on `deployments` there with a Role and RoleBinding (deploy/kubernetes/rollout-payments/)",
                 h.namespace
             )),
             "HTTP 404" => f.error.push_str(&format!(

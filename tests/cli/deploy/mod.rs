@@ -1,5 +1,11 @@
-//! The operators' files in `deploy/`: the Prometheus rules pass `promtool check rules` and their
-//! unit tests, and every metric the rules and the Grafana dashboard name is one rotor exports.
+//! The operators' files in `deploy/`, checked by the tools that consume them: the Prometheus
+//! rules pass `promtool check rules` and their unit tests, and every metric the rules and the
+//! Grafana dashboard name is one rotor exports (here); the Kubernetes files as `kubectl
+//! kustomize` renders them, the systemd unit and the Containerfile (in the modules below).
+
+mod container;
+mod kubernetes;
+mod systemd;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -7,7 +13,7 @@ use std::path::Path;
 use crate::generated_config;
 use crate::support::{Rotor, require_program};
 
-fn deploy(path: &str) -> std::path::PathBuf {
+pub(crate) fn deploy(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("deploy")
         .join(path)
