@@ -672,10 +672,7 @@ rotator = {{ kind = "manual", remind_before = "14d", instructions = "https://con
             active().await.is_empty(),
             "60 days after confirmation: quiet"
         );
-        assert!(
-            store.run_outcomes().await.unwrap().is_empty(),
-            "no run ever"
-        );
+        assert!(store.run_totals().await.unwrap().is_empty(), "no run ever");
     }
 
     #[tokio::test]

@@ -1070,3 +1070,126 @@ async fn a_run_in_a_state_this_rotor_does_not_know_is_an_error_not_stuck() {
         store.close().await;
     }
 }
+
+/// The totals /metrics reads, against the count over every run they summarise.
+async fn totals_and_recount(store: &Store, url: &str) -> (Vec<String>, Vec<String>) {
+    let mut kept: Vec<String> = store
+        .run_totals()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.runs != 0)
+        .map(|t| {
+            let buckets: Vec<String> = t.buckets().iter().map(|(_, n)| n.to_string()).collect();
+            format!(
+                "{} {} {} {} {} {}",
+                t.credential_id,
+                t.state,
+                t.runs,
+                t.timed,
+                t.duration_ms,
+                buckets.join(",")
+            )
+        })
+        .collect();
+    kept.sort();
+    let bounds = rotor::store::totals::DURATION_BUCKETS
+        .map(|le| format!("COUNT(CASE WHEN state = 'completed' AND finished_at - created_at <= {} THEN 1 END)", le * 1000))
+        .join(" || ',' || ");
+    let timed = "state = 'completed' AND finished_at IS NOT NULL";
+    let mut recount = fetch_text(
+        url,
+        &format!(
+            "SELECT credential_id || ' ' || state || ' ' || COUNT(*) || ' ' \
+             || COUNT(CASE WHEN {timed} THEN 1 END) || ' ' \
+             || COALESCE(SUM(CASE WHEN {timed} THEN finished_at - created_at END), 0) || ' ' || {bounds} \
+             FROM runs WHERE state IN ('completed', 'rolled_back', 'stuck') \
+             AND (drill IS NULL OR drill <> 'dry_run') GROUP BY credential_id, state"
+        ),
+    )
+    .await;
+    recount.sort();
+    (kept, recount)
+}
+
+#[tokio::test]
+async fn run_totals_follow_every_run_to_rest_and_are_rebuilt_from_history() {
+    for (label, url, _keep) in backends() {
+        let store = connect(&url).await.unwrap();
+        store
+            .reconcile(&[desired("a", "h"), desired("b", "h")], 0, |_, _| {
+                (Some(0), "initial".into())
+            })
+            .await
+            .unwrap();
+        let run = |id: &str,
+                   credential: &str,
+                   state: &str,
+                   created: i64,
+                   finished: &str,
+                   drill: &str| {
+            format!(
+                "INSERT INTO runs (id, credential_id, token, state, reason, grace_ms, not_before, \
+                 created_at, finished_at, updated_at, drill) VALUES ('{id}', '{credential}', \
+                 'token_{id}', '{state}', 'schedule', 0, 0, {created}, {finished}, 0, {drill});"
+            )
+        };
+        // Completed in 5 s and in 2 h, one rolled back, a dry-run drill (not a rotation), and
+        // one still live: what each process's transaction writes as a run comes to rest.
+        let mut sql = String::new();
+        sql += &run("r1", "a", "completed", 0, "5000", "NULL");
+        sql += &run("r2", "a", "completed", 0, "7200000", "'live'");
+        sql += &run("r3", "a", "rolled_back", 0, "10", "NULL");
+        sql += &run("r4", "b", "completed", 0, "1", "'dry_run'");
+        sql += &run("r5", "b", "minting", 0, "NULL", "NULL");
+        tamper(&url, &sql).await;
+        let (kept, recount) = totals_and_recount(&store, &url).await;
+        assert_eq!(kept, recount, "{label}");
+        assert_eq!(kept.len(), 2, "{label}: {kept:?}");
+        assert!(
+            kept[0].starts_with("a completed 2 2 7205000 0,1,1,1,1,1,2,2,2,2"),
+            "{label}: {kept:?}"
+        );
+
+        // The live run gets stuck, then a person resolves it: it moves between totals.
+        tamper(&url, "UPDATE runs SET state = 'verifying' WHERE id = 'r5'").await;
+        tamper(&url, "UPDATE runs SET state = 'stuck' WHERE id = 'r5'").await;
+        let (kept, recount) = totals_and_recount(&store, &url).await;
+        assert_eq!(kept, recount, "{label}");
+        assert!(
+            kept.iter().any(|k| k.starts_with("b stuck 1 ")),
+            "{label}: {kept:?}"
+        );
+        tamper(
+            &url,
+            "UPDATE runs SET state = 'rolled_back', finished_at = 90 WHERE id = 'r5'",
+        )
+        .await;
+        let (kept, recount) = totals_and_recount(&store, &url).await;
+        assert_eq!(kept, recount, "{label}");
+        assert!(
+            !kept.iter().any(|k| k.contains(" stuck ")),
+            "{label}: {kept:?}"
+        );
+
+        // A store migrated with history already in it: the totals are counted from it once.
+        store.close().await;
+        let undo = if url.starts_with("sqlite:") {
+            "DROP TRIGGER run_totals_insert; DROP TRIGGER run_totals_update; DROP TABLE run_totals; \
+             DELETE FROM _sqlx_migrations WHERE version = 13;"
+        } else {
+            "DROP TRIGGER run_totals_insert ON runs; DROP TRIGGER run_totals_update ON runs; \
+             DROP FUNCTION run_totals_count(); DROP TABLE run_totals; \
+             DELETE FROM _sqlx_migrations WHERE version = 13;"
+        };
+        tamper(&url, undo).await;
+        let store = connect(&url).await.unwrap();
+        let (rebuilt, recount) = totals_and_recount(&store, &url).await;
+        assert_eq!(rebuilt, recount, "{label}");
+        assert_eq!(
+            rebuilt, kept,
+            "{label}: the migration counts what the triggers counted"
+        );
+        store.close().await;
+    }
+}

@@ -278,6 +278,7 @@ pub mod incident;
 mod keyed_fingerprints;
 mod reader;
 pub mod seen;
+pub mod totals;
 
 // After the macros above, which it uses.
 pub mod drill;
@@ -1415,35 +1416,6 @@ impl Store {
     ) -> Result<Vec<RunRow>, StoreError> {
         Ok(with_pool!(self, p => sqlx::query_as(sql::RUNS
         ).bind(credential_id).bind(limit).fetch_all(p).await?))
-    }
-
-    /// How many runs of each credential ended in each terminal state (metrics).
-    pub async fn run_outcomes(
-        &self,
-    ) -> Result<std::collections::HashMap<(String, String), i64>, StoreError> {
-        with_pool!(self, pool => {
-            let rows: Vec<(String, String, i64)> = sqlx::query_as(sql::RUN_OUTCOMES)
-            .fetch_all(pool)
-            .await?;
-            Ok(rows.into_iter().map(|(c, s, n)| ((c, s), n)).collect())
-        })
-    }
-
-    /// The duration (ms) of every completed run, per credential (metrics).
-    pub async fn completed_durations(
-        &self,
-    ) -> Result<std::collections::HashMap<String, Vec<i64>>, StoreError> {
-        with_pool!(self, pool => {
-            let rows: Vec<(String, i64)> = sqlx::query_as(sql::COMPLETED_DURATIONS,
-            )
-            .fetch_all(pool)
-            .await?;
-            let mut by: std::collections::HashMap<String, Vec<i64>> = Default::default();
-            for (c, ms) in rows {
-                by.entry(c).or_default().push(ms);
-            }
-            Ok(by)
-        })
     }
 
     /// Records that a person rotated a credential by hand (`rotor confirm`), with its audit row.

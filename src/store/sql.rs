@@ -302,15 +302,8 @@ pub const LIVE_RUNS: &str = concat!(
     " ORDER BY credential_id"
 );
 
-/// How the runs that came to rest ended, per credential (dry-run drills left out).
-pub const RUN_OUTCOMES: &str = concat!(
-    "\
-SELECT credential_id, state, COUNT(*) FROM runs
-WHERE state IN ",
-    at_rest_states!(),
-    " AND (drill IS NULL OR drill <> 'dry_run')
-GROUP BY credential_id, state"
-);
+/// Run by `Store::run_totals`: the triggers' totals (migration 0013).
+pub const RUN_TOTALS: &str = "SELECT * FROM run_totals";
 
 /// Runs a worker could drive by `$1`.
 pub const RUNS_READY_BEFORE: &str = concat!(
@@ -389,10 +382,6 @@ pub const RUN: &str = "SELECT * FROM runs WHERE id = $1";
 
 /// Run by `Store::runs`.
 pub const RUNS: &str = "SELECT * FROM runs WHERE ($1 IS NULL OR credential_id = $1) ORDER BY created_at DESC, id DESC LIMIT $2";
-
-/// Run by `Store::completed_durations`.
-pub const COMPLETED_DURATIONS: &str = "SELECT credential_id, finished_at - created_at FROM runs \
-    WHERE state = 'completed' AND finished_at IS NOT NULL";
 
 /// Run by `Store::confirm_manual`.
 pub const CONFIRM_MANUAL: &str = "UPDATE credentials SET current_since = $2, last_success_at = $2, expires_at = $3, \

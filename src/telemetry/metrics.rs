@@ -1,5 +1,7 @@
 //! Prometheus metrics, rendered from the store on each scrape, so every replica reports the
-//! same state and a restarted process loses nothing. Labels come only from config (credential
+//! same state and a restarted process loses nothing. What a scrape reads is bounded by the
+//! config, not the history: the credentials, and the run totals the store's triggers keep
+//! (`store::totals`), never the runs themselves. Labels come only from config (credential
 //! id, provider) and fixed sets (outcome, condition): cardinality is bounded by the config.
 //! A series exists for every configured credential from startup, not only after an event.
 
@@ -9,12 +11,8 @@ use std::sync::atomic::Ordering;
 
 use crate::config::Config;
 use crate::scheduler::lag::{LAG_BUCKETS, Lag};
+use crate::store::totals::{DURATION_BUCKETS, RunTotals};
 use crate::store::{Store, StoreError};
-
-/// Rotation durations (run start to completion, grace included).
-const DURATION_BUCKETS: [f64; 10] = [
-    1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0, 259200.0, 604800.0,
-];
 
 /// `"` `\` and newlines escaped, as the text format requires of label values.
 fn label(value: &str) -> String {
@@ -41,8 +39,12 @@ pub async fn render(
     now: i64,
 ) -> Result<String, StoreError> {
     let rows = store.credentials_by_id().await?;
-    let outcomes = store.run_outcomes().await?;
-    let durations = store.completed_durations().await?;
+    let totals: BTreeMap<(String, String), RunTotals> = store
+        .run_totals()
+        .await?
+        .into_iter()
+        .map(|t| ((t.credential_id.clone(), t.state.clone()), t))
+        .collect();
     let in_flight = store.live_runs().await?.len();
     let alerts = store.active_alerts().await?;
     let notified: BTreeMap<(String, String), crate::store::notify::HookCounts> = store
@@ -67,10 +69,9 @@ pub async fn render(
     );
     for ((id, provider), c) in ids.iter().zip(&config.credentials) {
         for outcome in ["completed", "rolled_back", "stuck"] {
-            let n = outcomes
+            let n = totals
                 .get(&(c.id.clone(), outcome.to_owned()))
-                .copied()
-                .unwrap_or(0);
+                .map_or(0, |t| t.runs);
             let _ = writeln!(
                 out,
                 "rotor_rotations_total{{credential=\"{id}\",provider=\"{provider}\",outcome=\"{outcome}\"}} {n}"
@@ -85,28 +86,29 @@ pub async fn render(
         "Time from the start of a rotation to its completion, grace included.",
     );
     for ((id, provider), c) in ids.iter().zip(&config.credentials) {
-        let mine: &[i64] = durations.get(&c.id).map(Vec::as_slice).unwrap_or(&[]);
-        for le in DURATION_BUCKETS {
-            let n = mine.iter().filter(|&&ms| seconds(ms) <= le).count();
+        let completed = totals.get(&(c.id.clone(), "completed".to_owned()));
+        for (le, n) in completed
+            .map(RunTotals::buckets)
+            .unwrap_or_else(|| DURATION_BUCKETS.map(|le| (le, 0)))
+        {
             let _ = writeln!(
                 out,
                 "rotor_rotation_duration_seconds_bucket{{credential=\"{id}\",provider=\"{provider}\",le=\"{le}\"}} {n}"
             );
         }
+        let (count, sum_ms) = completed.map_or((0, 0), |t| (t.timed, t.duration_ms));
         let _ = writeln!(
             out,
-            "rotor_rotation_duration_seconds_bucket{{credential=\"{id}\",provider=\"{provider}\",le=\"+Inf\"}} {}",
-            mine.len()
+            "rotor_rotation_duration_seconds_bucket{{credential=\"{id}\",provider=\"{provider}\",le=\"+Inf\"}} {count}"
         );
         let _ = writeln!(
             out,
             "rotor_rotation_duration_seconds_sum{{credential=\"{id}\",provider=\"{provider}\"}} {}",
-            seconds(mine.iter().sum())
+            seconds(sum_ms)
         );
         let _ = writeln!(
             out,
-            "rotor_rotation_duration_seconds_count{{credential=\"{id}\",provider=\"{provider}\"}} {}",
-            mine.len()
+            "rotor_rotation_duration_seconds_count{{credential=\"{id}\",provider=\"{provider}\"}} {count}"
         );
     }
 
