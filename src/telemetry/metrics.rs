@@ -1,303 +1,400 @@
-//! Prometheus metrics, rendered from the store on each scrape, so every replica reports the
-//! same state and a restarted process loses nothing. What a scrape reads is bounded by the
-//! config, not the history: the credentials, and the run totals the store's triggers keep
-//! (`store::totals`), never the runs themselves. Labels come only from config (credential
-//! id, provider) and fixed sets (outcome, condition): cardinality is bounded by the config.
-//! A series exists for every configured credential from startup, not only after an event.
+//! Prometheus metrics, encoded by `prometheus-client` in the format the scraper asks for
+//! (OpenMetrics for Prometheus, the classic text format otherwise). Each
+//! scrape reads the store first, so every replica reports the same state and a restarted
+//! process loses nothing; what it reads is bounded by the config, not the history: the
+//! credentials, and the run totals the store's triggers keep (`store::totals`), never the runs
+//! themselves. Labels come only from config (credential id, provider, hook) and fixed sets
+//! (outcome, condition): cardinality is bounded by the config. A series exists for every
+//! configured credential from startup, not only after an event.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use crate::config::Config;
-use crate::scheduler::lag::{LAG_BUCKETS, Lag};
+use crate::scheduler::lag::Lag;
 use crate::store::totals::{DURATION_BUCKETS, RunTotals};
-use crate::store::{Store, StoreError};
+use crate::store::{CredentialRow, Store, StoreError};
 
-/// `"` `\` and newlines escaped, as the text format requires of label values.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// The two text formats a scraper may ask for: Prometheus sends `Accept:
+/// application/openmetrics-text` and gets OpenMetrics; anything else (a person with curl,
+/// `promtool check metrics`) gets the classic Prometheus text format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    OpenMetrics,
+    Prometheus,
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+impl Format {
+    /// The format an `Accept` header asks for.
+    pub fn accepted(accept: Option<&str>) -> Format {
+        if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
 }
+
+const OUTCOMES: [&str; 3] = ["completed", "rolled_back", "stuck"];
+const CONDITIONS: [&str; 6] = [
+    "rolled_back",
+    "retries_exhausted",
+    "stuck",
+    "conflict",
+    "too_old",
+    "notify_failed",
+];
+
+/// The per-credential gauges read from the credential's row: name, help, the value when the
+/// row says nothing (no row yet, or the field is unset), and how to read it.
+type Pick = fn(&CredentialRow, i64) -> Option<f64>;
+const GAUGES: [(&str, &str, f64, Pick); 7] = [
+    (
+        "rotor_credential_age_seconds",
+        "Age of the current version (absent until the first rotation: -1).",
+        -1.0,
+        |r, now| r.current_since.map(|s| seconds(now - s)),
+    ),
+    (
+        "rotor_next_rotation_timestamp_seconds",
+        "When the credential rotates next (0 when only by hand).",
+        0.0,
+        |r, _| r.next_due_at.map(seconds),
+    ),
+    (
+        "rotor_last_success_timestamp_seconds",
+        "When the last rotation completed (0: never).",
+        0.0,
+        |r, _| r.last_success_at.map(seconds),
+    ),
+    (
+        "rotor_consecutive_failures",
+        "Failed rotations since the last success.",
+        0.0,
+        |r, _| Some(r.consecutive_failures as f64),
+    ),
+    (
+        "rotor_last_drill_timestamp_seconds",
+        "When the last rotation drill of the credential ran (0: never).",
+        0.0,
+        |r, _| r.last_drill_at.map(seconds),
+    ),
+    (
+        "rotor_credential_paused",
+        "1 while the credential is paused (`rotor pause`; `rotor status` says who paused it and why: free text is no label).",
+        0.0,
+        |r, now| Some(if r.is_paused(now) { 1.0 } else { 0.0 }),
+    ),
+    (
+        "rotor_credential_paused_until_timestamp_seconds",
+        "When the pause ends by itself (0: not paused, or paused until `rotor resume`).",
+        0.0,
+        |r, now| r.paused_until.filter(|_| r.is_paused(now)).map(seconds),
+    ),
+];
 
 fn seconds(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
 
-/// The whole exposition, in the Prometheus text format (0.0.4).
+/// One configured credential's series, read from the store.
+#[derive(Debug)]
+struct Series {
+    id: String,
+    provider: String,
+    /// Runs at rest per `OUTCOMES`.
+    outcomes: [u64; 3],
+    /// Completed runs' durations: sum (s), count, and per-bucket (not cumulative) counts.
+    duration_sum: f64,
+    duration_count: u64,
+    duration_buckets: Vec<(f64, u64)>,
+    gauges: [f64; GAUGES.len()],
+    due_by_hand: f64,
+    max_age: u64,
+    /// Raised per `CONDITIONS`.
+    alerts: [bool; CONDITIONS.len()],
+    /// (hook, successes, failures) per configured hook.
+    notified: Vec<(String, u64, u64)>,
+}
+
+/// Everything one scrape reports: read from the store (async), then encoded (sync).
+#[derive(Debug)]
+struct Snapshot {
+    series: Vec<Series>,
+    in_flight: u64,
+    lag: Lag,
+}
+
+/// The per-bucket counts `prometheus-client` encodes, from cumulative ones, with `+Inf`.
+fn per_bucket(cumulative: [(u64, i64); DURATION_BUCKETS.len()], count: i64) -> Vec<(f64, u64)> {
+    let mut below = 0;
+    let mut buckets: Vec<(f64, u64)> = cumulative
+        .iter()
+        .map(|&(le, n)| {
+            let here = (n - below).max(0) as u64;
+            below = n;
+            (le as f64, here)
+        })
+        .collect();
+    buckets.push((f64::INFINITY, (count - below).max(0) as u64));
+    buckets
+}
+
+impl Snapshot {
+    async fn read(store: &Store, config: &Config, lag: &Lag, now: i64) -> Result<Self, StoreError> {
+        let rows = store.credentials_by_id().await?;
+        let mut totals: BTreeMap<(String, String), RunTotals> = store
+            .run_totals()
+            .await?
+            .into_iter()
+            .map(|t| ((t.credential_id.clone(), t.state.clone()), t))
+            .collect();
+        let in_flight = store.live_runs().await?.len() as u64;
+        let alerts = store.active_alerts().await?;
+        let notified: BTreeMap<(String, String), crate::store::notify::HookCounts> = store
+            .hook_counts()
+            .await?
+            .into_iter()
+            .map(|c| ((c.credential_id.clone(), c.hook.clone()), c))
+            .collect();
+        let series = config
+            .credentials
+            .iter()
+            .map(|c| {
+                let row = rows.get(&c.id);
+                let outcomes = OUTCOMES.map(|o| {
+                    totals
+                        .get(&(c.id.clone(), o.to_owned()))
+                        .map_or(0, |t| t.runs.max(0) as u64)
+                });
+                let completed = totals.remove(&(c.id.clone(), "completed".to_owned()));
+                let (sum_ms, count) = completed
+                    .as_ref()
+                    .map_or((0, 0), |t| (t.duration_ms, t.timed));
+                let cumulative = completed
+                    .as_ref()
+                    .map_or(DURATION_BUCKETS.map(|le| (le, 0)), RunTotals::buckets);
+                Series {
+                    id: c.id.clone(),
+                    provider: c.provider().to_owned(),
+                    outcomes,
+                    duration_sum: seconds(sum_ms),
+                    duration_count: count.max(0) as u64,
+                    duration_buckets: per_bucket(cumulative, count),
+                    gauges: GAUGES.map(|(_, _, fallback, pick)| {
+                        row.and_then(|r| pick(r, now)).unwrap_or(fallback)
+                    }),
+                    due_by_hand: row
+                        .and_then(|r| crate::scheduler::by_hand::deadline(c, r))
+                        .map_or(0.0, seconds),
+                    max_age: c.schedule.max_age.map_or(0, |m| m.as_secs()),
+                    alerts: CONDITIONS.map(|condition| {
+                        alerts
+                            .iter()
+                            .any(|a| a.credential_id == c.id && a.condition == condition)
+                    }),
+                    notified: c
+                        .notify
+                        .iter()
+                        .map(|hook| {
+                            let counts = notified.get(&(c.id.clone(), hook.clone()));
+                            (
+                                hook.clone(),
+                                counts.map_or(0, |n| n.succeeded.max(0) as u64),
+                                counts.map_or(0, |n| n.failed.max(0) as u64),
+                            )
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Ok(Snapshot {
+            series,
+            in_flight,
+            lag: lag.clone(),
+        })
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let labels = |s: &Series| {
+            [
+                ("credential", s.id.clone()),
+                ("provider", s.provider.clone()),
+            ]
+        };
+
+        // A counter's descriptor is named without `_total`: the encoder adds it to the samples.
+        let mut family = encoder.encode_descriptor(
+            "rotor_rotations",
+            "Rotation runs that ended, by outcome.",
+            None,
+            MetricType::Counter,
+        )?;
+        for s in &self.series {
+            for (outcome, n) in OUTCOMES.iter().zip(s.outcomes) {
+                let [credential, provider] = labels(s);
+                let set = [credential, provider, ("outcome", (*outcome).to_owned())];
+                family
+                    .encode_family(&set)?
+                    .encode_counter::<NoLabelSet, _, f64>(&n, None)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "rotor_rotation_duration_seconds",
+            "Time from the start of a rotation to its completion, grace included.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for s in &self.series {
+            family
+                .encode_family(&labels(s))?
+                .encode_histogram::<NoLabelSet>(
+                    s.duration_sum,
+                    s.duration_count,
+                    &s.duration_buckets,
+                    None,
+                )?;
+        }
+
+        for (i, (name, help, _, _)) in GAUGES.iter().enumerate() {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for s in &self.series {
+                family
+                    .encode_family(&labels(s))?
+                    .encode_gauge(&s.gauges[i])?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "rotor_credential_due_by_hand_timestamp_seconds",
+            "For a credential rotated by hand: when it is due (its expiry, or max_age after its last confirmation); 0 for the others.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &self.series {
+            family
+                .encode_family(&labels(s))?
+                .encode_gauge(&s.due_by_hand)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "rotor_credential_max_age_seconds",
+            "The configured max_age (0: none), to alert on independently of rotor.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &self.series {
+            family.encode_family(&labels(s))?.encode_gauge(&s.max_age)?;
+        }
+
+        encoder
+            .encode_descriptor(
+                "rotor_runs_in_flight",
+                "Runs started and not yet finished.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&self.in_flight)?;
+
+        let mut family = encoder.encode_descriptor(
+            "rotor_alerts_active",
+            "Alert conditions raised and not yet resolved.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &self.series {
+            for (condition, raised) in CONDITIONS.iter().zip(s.alerts) {
+                let [credential, provider] = labels(s);
+                let set = [credential, provider, ("condition", (*condition).to_owned())];
+                family
+                    .encode_family(&set)?
+                    .encode_gauge(&u64::from(raised))?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "rotor_notifications",
+            "Attempts to notify a credential's consumers, by hook and outcome (success, failure).",
+            None,
+            MetricType::Counter,
+        )?;
+        for s in &self.series {
+            for (hook, succeeded, failed) in &s.notified {
+                for (outcome, n) in [("success", succeeded), ("failure", failed)] {
+                    let set = [
+                        ("credential", s.id.clone()),
+                        ("hook", hook.clone()),
+                        ("outcome", outcome.to_owned()),
+                    ];
+                    family
+                        .encode_family(&set)?
+                        .encode_counter::<NoLabelSet, _, f64>(n, None)?;
+                }
+            }
+        }
+
+        let family = encoder.encode_descriptor(
+            "rotor_scheduler_lag_seconds",
+            "Time from a run's due time to its claim by this process.",
+            None,
+            self.lag.0.metric_type(),
+        )?;
+        self.lag.0.encode(family)?;
+
+        encoder
+            .encode_descriptor(
+                "rotor_credentials",
+                "Credentials in the loaded config.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&(self.series.len() as u64))?;
+
+        let mut family = encoder.encode_descriptor(
+            "rotor_build_info",
+            "The running rotor's version.",
+            None,
+            MetricType::Gauge,
+        )?;
+        family
+            .encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?
+            .encode_gauge(&1u64)?;
+        Ok(())
+    }
+}
+
+/// The whole exposition, in `format`.
 pub async fn render(
     store: &Store,
     config: &Config,
     lag: &Lag,
     now: i64,
+    format: Format,
 ) -> Result<String, StoreError> {
-    let rows = store.credentials_by_id().await?;
-    let totals: BTreeMap<(String, String), RunTotals> = store
-        .run_totals()
-        .await?
-        .into_iter()
-        .map(|t| ((t.credential_id.clone(), t.state.clone()), t))
-        .collect();
-    let in_flight = store.live_runs().await?.len();
-    let alerts = store.active_alerts().await?;
-    let notified: BTreeMap<(String, String), crate::store::notify::HookCounts> = store
-        .hook_counts()
-        .await?
-        .into_iter()
-        .map(|c| ((c.credential_id.clone(), c.hook.clone()), c))
-        .collect();
-    let mut out = String::with_capacity(256 * config.credentials.len() + 4096);
-
-    let ids: Vec<(String, String)> = config
-        .credentials
-        .iter()
-        .map(|c| (label(&c.id), label(c.provider())))
-        .collect();
-
-    header(
-        &mut out,
-        "rotor_rotations_total",
-        "counter",
-        "Rotation runs that ended, by outcome.",
-    );
-    for ((id, provider), c) in ids.iter().zip(&config.credentials) {
-        for outcome in ["completed", "rolled_back", "stuck"] {
-            let n = totals
-                .get(&(c.id.clone(), outcome.to_owned()))
-                .map_or(0, |t| t.runs);
-            let _ = writeln!(
-                out,
-                "rotor_rotations_total{{credential=\"{id}\",provider=\"{provider}\",outcome=\"{outcome}\"}} {n}"
-            );
+    let snapshot = Snapshot::read(store, config, lag, now).await?;
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snapshot));
+    let mut out = String::with_capacity(2048 * config.credentials.len() + 4096);
+    match format {
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
+        Format::Prometheus => {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
         }
     }
-
-    header(
-        &mut out,
-        "rotor_rotation_duration_seconds",
-        "histogram",
-        "Time from the start of a rotation to its completion, grace included.",
-    );
-    for ((id, provider), c) in ids.iter().zip(&config.credentials) {
-        let completed = totals.get(&(c.id.clone(), "completed".to_owned()));
-        for (le, n) in completed
-            .map(RunTotals::buckets)
-            .unwrap_or_else(|| DURATION_BUCKETS.map(|le| (le, 0)))
-        {
-            let _ = writeln!(
-                out,
-                "rotor_rotation_duration_seconds_bucket{{credential=\"{id}\",provider=\"{provider}\",le=\"{le}\"}} {n}"
-            );
-        }
-        let (count, sum_ms) = completed.map_or((0, 0), |t| (t.timed, t.duration_ms));
-        let _ = writeln!(
-            out,
-            "rotor_rotation_duration_seconds_bucket{{credential=\"{id}\",provider=\"{provider}\",le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "rotor_rotation_duration_seconds_sum{{credential=\"{id}\",provider=\"{provider}\"}} {}",
-            seconds(sum_ms)
-        );
-        let _ = writeln!(
-            out,
-            "rotor_rotation_duration_seconds_count{{credential=\"{id}\",provider=\"{provider}\"}} {count}"
-        );
-    }
-
-    type Pick = fn(&crate::store::CredentialRow, i64) -> Option<f64>;
-    let gauges: [(&str, &str, Pick); 7] = [
-        (
-            "rotor_credential_age_seconds",
-            "Age of the current version (absent until the first rotation: -1).",
-            |r, now| r.current_since.map(|s| seconds(now - s)),
-        ),
-        (
-            "rotor_next_rotation_timestamp_seconds",
-            "When the credential rotates next (0 when only by hand).",
-            |r, _| r.next_due_at.map(seconds),
-        ),
-        (
-            "rotor_last_success_timestamp_seconds",
-            "When the last rotation completed (0: never).",
-            |r, _| r.last_success_at.map(seconds),
-        ),
-        (
-            "rotor_consecutive_failures",
-            "Failed rotations since the last success.",
-            |r, _| Some(r.consecutive_failures as f64),
-        ),
-        (
-            "rotor_last_drill_timestamp_seconds",
-            "When the last rotation drill of the credential ran (0: never).",
-            |r, _| r.last_drill_at.map(seconds),
-        ),
-        (
-            "rotor_credential_paused",
-            "1 while the credential is paused (`rotor pause`; `rotor status` says who paused it and why: free text is no label).",
-            |r, now| Some(if r.is_paused(now) { 1.0 } else { 0.0 }),
-        ),
-        (
-            "rotor_credential_paused_until_timestamp_seconds",
-            "When the pause ends by itself (0: not paused, or paused until `rotor resume`).",
-            |r, now| r.paused_until.filter(|_| r.is_paused(now)).map(seconds),
-        ),
-    ];
-    for (name, help, pick) in gauges {
-        header(&mut out, name, "gauge", help);
-        for ((id, provider), c) in ids.iter().zip(&config.credentials) {
-            let fallback = if name == "rotor_credential_age_seconds" {
-                -1.0
-            } else {
-                0.0
-            };
-            let value = rows
-                .get(&c.id)
-                .and_then(|r| pick(r, now))
-                .unwrap_or(fallback);
-            let _ = writeln!(
-                out,
-                "{name}{{credential=\"{id}\",provider=\"{provider}\"}} {value}"
-            );
-        }
-    }
-
-    header(
-        &mut out,
-        "rotor_credential_due_by_hand_timestamp_seconds",
-        "gauge",
-        "For a credential rotated by hand: when it is due (its expiry, or max_age after its last confirmation); 0 for the others.",
-    );
-    for ((id, provider), c) in ids.iter().zip(&config.credentials) {
-        let due = rows
-            .get(&c.id)
-            .and_then(|r| crate::scheduler::by_hand::deadline(c, r))
-            .map_or(0.0, seconds);
-        let _ = writeln!(
-            out,
-            "rotor_credential_due_by_hand_timestamp_seconds{{credential=\"{id}\",provider=\"{provider}\"}} {due}"
-        );
-    }
-
-    header(
-        &mut out,
-        "rotor_credential_max_age_seconds",
-        "gauge",
-        "The configured max_age (0: none), to alert on independently of rotor.",
-    );
-    for ((id, provider), c) in ids.iter().zip(&config.credentials) {
-        let max_age = c.schedule.max_age.map_or(0, |m| m.as_secs());
-        let _ = writeln!(
-            out,
-            "rotor_credential_max_age_seconds{{credential=\"{id}\",provider=\"{provider}\"}} {max_age}"
-        );
-    }
-
-    header(
-        &mut out,
-        "rotor_runs_in_flight",
-        "gauge",
-        "Runs started and not yet finished.",
-    );
-    let _ = writeln!(out, "rotor_runs_in_flight {in_flight}");
-
-    header(
-        &mut out,
-        "rotor_alerts_active",
-        "gauge",
-        "Alert conditions raised and not yet resolved.",
-    );
-    for ((id, provider), c) in ids.iter().zip(&config.credentials) {
-        for condition in [
-            "rolled_back",
-            "retries_exhausted",
-            "stuck",
-            "conflict",
-            "too_old",
-            "notify_failed",
-        ] {
-            let raised = alerts
-                .iter()
-                .any(|a| a.credential_id == c.id && a.condition == condition);
-            let _ = writeln!(
-                out,
-                "rotor_alerts_active{{credential=\"{id}\",provider=\"{provider}\",condition=\"{condition}\"}} {}",
-                u8::from(raised)
-            );
-        }
-    }
-
-    header(
-        &mut out,
-        "rotor_notifications_total",
-        "counter",
-        "Attempts to notify a credential's consumers, by hook and outcome (success, failure).",
-    );
-    for ((id, _), c) in ids.iter().zip(&config.credentials) {
-        for hook in &c.notify {
-            let counts = notified.get(&(c.id.clone(), hook.clone()));
-            for (outcome, n) in [
-                ("success", counts.map_or(0, |c| c.succeeded)),
-                ("failure", counts.map_or(0, |c| c.failed)),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "rotor_notifications_total{{credential=\"{id}\",hook=\"{}\",outcome=\"{outcome}\"}} {n}",
-                    label(hook)
-                );
-            }
-        }
-    }
-
-    header(
-        &mut out,
-        "rotor_scheduler_lag_seconds",
-        "histogram",
-        "Time from a run's due time to its claim by this process.",
-    );
-    for (bucket, le) in lag.buckets.iter().zip(LAG_BUCKETS) {
-        let _ = writeln!(
-            out,
-            "rotor_scheduler_lag_seconds_bucket{{le=\"{le}\"}} {}",
-            bucket.load(Ordering::Relaxed)
-        );
-    }
-    let count = lag.count.load(Ordering::Relaxed);
-    let _ = writeln!(
-        out,
-        "rotor_scheduler_lag_seconds_bucket{{le=\"+Inf\"}} {count}"
-    );
-    let _ = writeln!(
-        out,
-        "rotor_scheduler_lag_seconds_sum {}",
-        lag.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0
-    );
-    let _ = writeln!(out, "rotor_scheduler_lag_seconds_count {count}");
-
-    header(
-        &mut out,
-        "rotor_credentials",
-        "gauge",
-        "Credentials in the loaded config.",
-    );
-    let _ = writeln!(out, "rotor_credentials {}", config.credentials.len());
-    header(
-        &mut out,
-        "rotor_build_info",
-        "gauge",
-        "The running rotor's version.",
-    );
-    let _ = writeln!(
-        out,
-        "rotor_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
+    .expect("writing to a String cannot fail");
     Ok(out)
 }

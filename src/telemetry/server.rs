@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use super::metrics::render;
+use super::metrics::{Format, render};
 use crate::clock::Clock;
 use crate::engine::Runtime;
 use crate::scheduler::lag::Lag;
@@ -53,22 +53,24 @@ pub async fn serve(
     Ok(bound)
 }
 
-async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
+async fn metrics(
+    State(shared): State<Shared>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let format = Format::accepted(headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()));
     let runtime = shared.runtime.borrow().clone();
     match render(
         &shared.store,
         &runtime.config,
         &shared.lag,
         shared.clock.now_ms(),
+        format,
     )
     .await
     {
         Ok(text) => (
             StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
+            [(header::CONTENT_TYPE, format.content_type())],
             text,
         )
             .into_response(),

@@ -1,6 +1,7 @@
 //! `/metrics`, `/healthz` and `/readyz` of a running daemon, scraped by a real Prometheus: a
 //! series for every configured credential from startup, then a success and a failure seen
-//! through Prometheus's query API; `promtool check metrics` accepts the exposition.
+//! through Prometheus's query API; `promtool check metrics` accepts the exposition; and a
+//! restart that Prometheus scrapes across without a counter reset.
 
 use std::time::Duration;
 
@@ -96,6 +97,39 @@ fn prometheus_scrapes_rotations_and_failures() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Prometheus asked for OpenMetrics; a client that asks for nothing got the classic format.
+    let (_, open) = crate::support::http_get_accepting(
+        &metrics_url,
+        "application/openmetrics-text; version=1.0.0",
+    )
+    .unwrap();
+    assert!(open.ends_with("# EOF\n"), "{open}");
+    assert!(!body.contains("# EOF"), "{body}");
+
+    // Restarted on the same address, the daemon reports what it reported before: the counters
+    // come from the store, so Prometheus sees no reset (a reset would read as lost history).
+    let completed = "rotor_rotations_total{credential=\"app/key0\",outcome=\"completed\"}";
+    let before = prometheus.wait_for(completed, |v| v >= 1.0);
+    let durations = "rotor_rotation_duration_seconds_count{credential=\"app/key0\"}";
+    let durations_before = prometheus.wait_for(durations, |v| v >= 1.0);
+    stop(&mut daemon);
+    prometheus.wait_for("up{job=\"rotor\"}", |v| v == 0.0);
+    let mut daemon = rotor
+        .command(&["run", "--listen", &addr, "--poll", "1s"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    prometheus.wait_for("up{job=\"rotor\"}", |v| v == 1.0);
+    // Two scrapes of the new process, at least, within the range below.
+    prometheus.wait_for("count_over_time(up{job=\"rotor\"}[3s])", |v| v >= 2.0);
+    assert_eq!(prometheus.wait_for(completed, |_| true), before);
+    assert_eq!(prometheus.wait_for(durations, |_| true), durations_before);
+    let resets = format!("sum(resets({completed}[5m])) + sum(resets({durations}[5m]))");
+    assert_eq!(prometheus.wait_for(&resets, |_| true), 0.0, "{resets}");
+    stop(&mut daemon);
+}
+
+fn stop(daemon: &mut std::process::Child) {
     let stopped = std::process::Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])
         .status()

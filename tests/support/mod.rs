@@ -293,12 +293,25 @@ pub fn spawn_watchdog(mut shell: Command, what: &str) {
 
 /// A GET with rotor's own HTTP client: the status and body, or `None` when nothing answers.
 pub fn http_get(url: &str) -> Option<(u16, String)> {
+    http_get_with(url, None)
+}
+
+/// `http_get` with an `Accept` header.
+pub fn http_get_accepting(url: &str, accept: &str) -> Option<(u16, String)> {
+    http_get_with(url, Some(accept))
+}
+
+fn http_get_with(url: &str, accept: Option<&str>) -> Option<(u16, String)> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
         .block_on(async {
-            let response = reqwest::get(url).await.ok()?;
+            let mut request = reqwest::Client::new().get(url);
+            if let Some(accept) = accept {
+                request = request.header(reqwest::header::ACCEPT, accept);
+            }
+            let response = request.send().await.ok()?;
             let status = response.status().as_u16();
             Some((status, response.text().await.ok()?))
         })
