@@ -9,6 +9,31 @@
 //! `custom_metadata` records rotor's token, stage and version, never a fingerprint (policies
 //! often let more people read metadata than data). Pending versions are removed with all their
 //! history (metadata delete), so no unused secret lingers.
+//!
+//! ## Why not `vaultrs`
+//! Read at vaultrs 0.8.0, it covers the API rotor calls (KV v2 read, write with `cas`,
+//! metadata, delete; AppRole login; token lookup and renewal; namespaces; client certificates),
+//! but using it would lose these, each tested here:
+//! - **Redirects.** `VaultClient::new` builds its own reqwest client with the default policy:
+//!   up to 10 redirects, https to http allowed, `X-Vault-Token` and 307/308 bodies carried
+//!   along. rotor follows none to another origin and refuses a standby's redirect with an error
+//!   naming `api_addr` (tests/cli/redirects.rs). A `Client` of our own over its `rustify`
+//!   layer could supply our client, but then the one part worth taking is the request structs.
+//! - **Bounded replies.** rustify reads a whole body; rotor stops at 4 MiB
+//!   (`an_oversized_reply_is_refused_after_the_limit`).
+//! - **The token in types.** It is a plain `String` in `VaultClientSettings` and in the
+//!   endpoint middleware, both deriving `Debug`, so a debug print of the client shows it; here
+//!   it is a `SecretString`, redacted in `Debug` and zeroized when dropped.
+//! - **Environment defaults.** Unset settings come from `VAULT_ADDR`, `VAULT_TOKEN`,
+//!   `VAULT_SKIP_VERIFY`, `VAULT_CACERT`: a stray `VAULT_SKIP_VERIFY` in a unit file would turn
+//!   verification off with a warning in a log. rotor's config names every input and verifies TLS
+//!   unless `insecure_transport` is written.
+//! - **Metadata merge.** Removing a key from `custom_metadata` (the `rotor_fingerprint` older
+//!   rotors wrote) needs a JSON merge-patch of the metadata; vaultrs offers only the full write,
+//!   which would replace custom metadata other tools keep there.
+//!
+//! What remains here is one HTTP exchange of about 80 lines (`send`) and the KV v2 and auth
+//! calls rotor makes, tested against a real `bao server -dev` (tests/vaults.rs, tests/cli).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
