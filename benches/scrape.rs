@@ -72,7 +72,9 @@ async fn scan_the_history(url: &str) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let credentials: usize = env_or("ROTOR_BENCH_SCRAPE_CREDENTIALS", "100").parse().unwrap();
+    let credentials: usize = env_or("ROTOR_BENCH_SCRAPE_CREDENTIALS", "100")
+        .parse()
+        .unwrap();
     let sizes: Vec<usize> = env_or("ROTOR_BENCH_SCRAPE_RUNS", "1000,1000000")
         .split(',')
         .map(|s| s.trim().parse().unwrap())
@@ -91,8 +93,7 @@ async fn main() {
              rotator = {{ kind = \"generated\" }}\n"
         );
     }
-    let config =
-        rotor::config::load_text(&dir.path().join("rotor.toml"), config_text).unwrap();
+    let config = rotor::config::load_text(&dir.path().join("rotor.toml"), config_text).unwrap();
     let key = rotor::store::integrity::IntegrityKey::from_bytes(&[7; 32]).unwrap();
     let store = Store::open(&url, None, Some(key), false).await.unwrap();
     let desired: Vec<DesiredCredential> = config
