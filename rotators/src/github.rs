@@ -15,8 +15,6 @@
 use crate::kinds::Settings;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use octocrab::Octocrab;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -289,61 +287,28 @@ pub struct GithubDeployKey {
     secrets: Secrets,
 }
 
-/// The SSH wire encoding of a string.
-fn ssh_string(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
-/// The PEM label of an OpenSSH private key file. Kept apart from the BEGIN/END lines so that
-/// a scan of the repository for committed private keys does not take this writer for one.
-const OPENSSH_PEM_LABEL: &str = "OPENSSH PRIVATE KEY";
-
 /// An ed25519 key pair as OpenSSH writes it: the private key file (unencrypted, as
-/// `ssh-keygen -N ""` makes it) and the `ssh-ed25519 AAAA... comment` public line.
+/// `ssh-keygen -N ""` makes it) and the `ssh-ed25519 AAAA... comment` public line. The key is
+/// made by aws-lc-rs (rotor's one source of key material); the `ssh-key` crate encodes it.
 pub fn ed25519_openssh(comment: &str) -> (Zeroizing<String>, String) {
     use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use ssh_key::private::{Ed25519Keypair, KeypairData, PrivateKey};
     let seed = random_bytes::<32>();
     let pair = Ed25519KeyPair::from_seed_unchecked(seed.as_ref()).expect("a 32-byte seed is a key");
-    let public = pair.public_key().as_ref().to_vec();
-    let mut blob = Vec::new();
-    ssh_string(&mut blob, b"ssh-ed25519");
-    ssh_string(&mut blob, &public);
-
-    let check = u32::from_be_bytes(*random_bytes::<4>());
-    let mut private = Zeroizing::new(Vec::new());
-    private.extend_from_slice(&check.to_be_bytes());
-    private.extend_from_slice(&check.to_be_bytes());
-    ssh_string(&mut private, b"ssh-ed25519");
-    ssh_string(&mut private, &public);
-    let mut secret = Zeroizing::new(seed.to_vec());
-    secret.extend_from_slice(&public);
-    ssh_string(&mut private, &secret);
-    ssh_string(&mut private, comment.as_bytes());
-    let mut pad = 1u8;
-    while private.len() % 8 != 0 {
-        private.push(pad);
-        pad += 1;
-    }
-
-    let mut file = Zeroizing::new(b"openssh-key-v1\0".to_vec());
-    ssh_string(&mut file, b"none");
-    ssh_string(&mut file, b"none");
-    ssh_string(&mut file, b"");
-    file.extend_from_slice(&1u32.to_be_bytes());
-    ssh_string(&mut file, &blob);
-    ssh_string(&mut file, &private);
-    let encoded = Zeroizing::new(BASE64.encode(&*file));
-    let mut pem = Zeroizing::new(format!("-----BEGIN {OPENSSH_PEM_LABEL}-----\n"));
-    for chunk in encoded.as_bytes().chunks(70) {
-        pem.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
-        pem.push('\n');
-    }
-    pem.push_str(&format!("-----END {OPENSSH_PEM_LABEL}-----\n"));
-    (
-        pem,
-        format!("ssh-ed25519 {} {comment}", BASE64.encode(&blob)),
-    )
+    let mut both = Zeroizing::new([0u8; 64]);
+    both[..32].copy_from_slice(seed.as_ref());
+    both[32..].copy_from_slice(pair.public_key().as_ref());
+    let keypair = Ed25519Keypair::from_bytes(&both).expect("a seed and its public key");
+    let private = PrivateKey::new(KeypairData::Ed25519(keypair), comment)
+        .expect("an ed25519 key pair is a private key");
+    let file = private
+        .to_openssh(ssh_key::LineEnding::LF)
+        .expect("an unencrypted ed25519 key encodes");
+    let public = private
+        .public_key()
+        .to_openssh()
+        .expect("an ed25519 public key encodes");
+    (file, public)
 }
 
 /// `ssh-ed25519 AAAA...` without the comment: what GitHub stores and lists.
@@ -357,12 +322,8 @@ fn key_body(public: &str) -> String {
 
 /// The SHA256 fingerprint OpenSSH shows for a public key line.
 fn ssh_fingerprint(public: &str) -> Option<String> {
-    let blob = BASE64.decode(public.split_whitespace().nth(1)?).ok()?;
-    let digest = Sha256::digest(&blob);
-    Some(format!(
-        "SHA256:{}",
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
-    ))
+    let key = ssh_key::PublicKey::from_openssh(public).ok()?;
+    Some(key.fingerprint(ssh_key::HashAlg::Sha256).to_string())
 }
 
 impl GithubDeployKey {
@@ -1015,6 +976,14 @@ mod tests {
         );
         assert!(public.ends_with(" rotor test"));
         assert!(ssh_fingerprint(&public).unwrap().starts_with("SHA256:"));
+        // A key and its fingerprint as `ssh-keygen -l -E sha256` printed them.
+        assert_eq!(
+            ssh_fingerprint(
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL/fMYzPts/HUm9wjG1u8INXJ6+urTKqgkIWteRi3YF9 vector"
+            )
+            .as_deref(),
+            Some("SHA256:F35SHxGQvqOIHsKMcpNUZNgs85fG3OyCuLlNVeFnw9s")
+        );
         let (_, other) = ed25519_openssh("rotor test");
         assert_ne!(public, other);
     }

@@ -187,22 +187,13 @@ pub fn scram_verifier(password: &SecretString) -> Zeroizing<String> {
 
 fn scram_verifier_with(password: &[u8], salt: &[u8], iterations: u32) -> Zeroizing<String> {
     type HmacSha256 = Hmac<Sha256>;
-    // PBKDF2-HMAC-SHA256 with one output block (Hi() of RFC 5802). The passwords rotor
-    // generates are ASCII, for which SASLprep changes nothing.
-    let keyed = <HmacSha256 as KeyInit>::new_from_slice(password).expect("HMAC takes any key");
-    let mut mac = keyed.clone();
-    mac.update(salt);
-    mac.update(&1u32.to_be_bytes());
-    let mut u = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
-    let mut salted = Zeroizing::new(*u);
-    for _ in 1..iterations {
-        let mut mac = keyed.clone();
-        mac.update(u.as_ref());
-        *u = mac.finalize().into_bytes().into();
-        for (s, x) in salted.iter_mut().zip(u.iter()) {
-            *s ^= x;
-        }
-    }
+    // SaltedPassword = Hi(password, salt, i) of RFC 5802: PBKDF2-HMAC-SHA256, one block. The
+    // passwords rotor generates are ASCII, for which SASLprep changes nothing.
+    // postgres-protocol's `scram_sha_256` would do this whole function, but copies the
+    // password into a buffer it does not zeroize and picks its own salt (so the RFC 7677
+    // vector below could not check it).
+    let mut salted = Zeroizing::new([0u8; 32]);
+    pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, salted.as_mut());
     let key = |label: &[u8]| {
         let mut mac =
             <HmacSha256 as KeyInit>::new_from_slice(salted.as_ref()).expect("HMAC takes any key");
