@@ -339,8 +339,9 @@ impl Alerter {
                 }
                 Err(error) => {
                     let attempts = delivery.attempts + 1;
-                    // 2 s, 4 s, 8 s ... capped at 5 minutes.
-                    let backoff = (1_000i64 << attempts.min(9) as u32).min(300_000);
+                    let backoff = crate::policy::backoff::OUTBOX
+                        .delay(attempts.clamp(0, i64::from(u32::MAX)) as u32)
+                        .as_millis() as i64;
                     tracing::warn!(sink = %delivery.sink, credential = %delivery.credential_id, attempts, retry_in_ms = backoff, error = %error, "alert delivery failed; will retry");
                     store
                         .delivery_failed(delivery.id, now + backoff, &error)

@@ -331,8 +331,9 @@ impl Notifier {
                 Err(failed) => {
                     pass.failed += 1;
                     let failures = n.failures + 1;
-                    // 2 s, 4 s, 8 s ... capped at 5 minutes.
-                    let backoff = (1_000i64 << failures.min(9) as u32).min(300_000);
+                    let backoff = crate::policy::backoff::OUTBOX
+                        .delay(failures.clamp(0, i64::from(u32::MAX)) as u32)
+                        .as_millis() as i64;
                     span.in_scope(|| tracing::warn!(outcome = %failed.outcome, failures, retry_in_ms = backoff, error = %failed.error, "notification failed; will retry"));
                     store
                         .notification_failed(&n, &failed.outcome, &failed.error, now() + backoff)

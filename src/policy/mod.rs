@@ -5,6 +5,7 @@ use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, NaiveTim
 use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 
+pub mod backoff;
 pub mod schedule;
 
 use rotor_rotators::duration::Duration;
@@ -302,32 +303,21 @@ impl RetryPolicy {
     /// step fixed, half random), so a delay never exceeds `max`: an operator who configured
     /// `max = "4s"` waits at most four seconds, and retries of many runs still spread out.
     pub fn delay(&self, attempt: u32) -> Option<std::time::Duration> {
-        self.step(attempt).map(jittered)
+        self.step(attempt).map(backoff::jittered)
     }
 
     /// The delay between attempts once the budget is spent, for a run that keeps retrying
     /// because giving up would leave it for a person (a failure after promotion on a
     /// transient cause): the cap, jittered within it.
     pub fn delay_past_budget(&self) -> std::time::Duration {
-        jittered(self.max)
+        backoff::jittered(self.max)
     }
 
     /// The capped exponential step of retry number `attempt`, before jitter.
     fn step(&self, attempt: u32) -> Option<std::time::Duration> {
-        if attempt >= self.max_attempts {
-            return None;
-        }
-        let factor = 1u32 << attempt.saturating_sub(1).min(30);
-        Some(self.initial.saturating_mul(factor).min(self.max))
+        (attempt < self.max_attempts)
+            .then(|| backoff::Backoff::new(self.initial, self.max).step(attempt))
     }
-}
-
-/// `step`, half of it fixed and half random: never longer than `step`.
-fn jittered(step: std::time::Duration) -> std::time::Duration {
-    use rand::Rng;
-    let half = step / 2;
-    let spread = (step - half).as_millis() as u64;
-    half + std::time::Duration::from_millis(rand::rng().random_range(0..=spread))
 }
 
 impl Schedule {
@@ -340,8 +330,11 @@ impl Schedule {
         retry_max: std::time::Duration,
         now: DateTime<Utc>,
     ) -> DateTime<Utc> {
-        let backoff = retry_max.as_millis() as i64 * (1i64 << failures.clamp(0, 10));
-        let at = now + ChronoDuration::milliseconds(backoff.clamp(60_000, 86_400_000));
+        const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+        let wait = backoff::Backoff::new(retry_max.saturating_mul(2), DAY)
+            .step(failures.clamp(0, i64::from(u32::MAX)) as u32)
+            .max(std::time::Duration::from_secs(60));
+        let at = now + ChronoDuration::milliseconds(wait.as_millis() as i64);
         match &self.window {
             Some(window) => window.next_open(at, self.tz),
             None => at,

@@ -259,7 +259,7 @@ impl Daemon {
                     }
                     Err(e) if tolerant && !stopping.load(Ordering::SeqCst) => {
                         store_failures += 1;
-                        let wait = Duration::from_millis((250u64 << store_failures.min(6)).min(10_000));
+                        let wait = crate::policy::backoff::STORE_LOST.delay(store_failures);
                         tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "store unavailable; waiting, then trying again");
                         tokio::time::sleep(wait).await;
                         continue;
