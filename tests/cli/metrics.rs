@@ -14,11 +14,13 @@ fn prometheus_scrapes_rotations_and_failures() {
     let rotor = Rotor::new(&generated_config(2, "0s"));
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut daemon = rotor
-        .command(&["run", "--listen", &addr, "--poll", "1s"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = Running(Some(
+        rotor
+            .command(&["run", "--listen", &addr, "--poll", "1s"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
     let metrics_url = format!("http://{addr}/metrics");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let first = loop {
@@ -114,11 +116,13 @@ fn prometheus_scrapes_rotations_and_failures() {
     let durations_before = prometheus.wait_for(durations, |v| v >= 1.0);
     stop(&mut daemon);
     prometheus.wait_for("up{job=\"rotor\"}", |v| v == 0.0);
-    let mut daemon = rotor
-        .command(&["run", "--listen", &addr, "--poll", "1s"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = Running(Some(
+        rotor
+            .command(&["run", "--listen", &addr, "--poll", "1s"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
     prometheus.wait_for("up{job=\"rotor\"}", |v| v == 1.0);
     // Two scrapes of the new process, at least, within the range below.
     prometheus.wait_for("count_over_time(up{job=\"rotor\"}[3s])", |v| v >= 2.0);
@@ -129,7 +133,21 @@ fn prometheus_scrapes_rotations_and_failures() {
     stop(&mut daemon);
 }
 
-fn stop(daemon: &mut std::process::Child) {
+/// A daemon killed if the test fails before stopping it, so that no process outlives the test
+/// holding its output open.
+struct Running(Option<std::process::Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn stop(daemon: &mut Running) {
+    let mut daemon = daemon.0.take().expect("the daemon was started");
     let stopped = std::process::Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])
         .status()
