@@ -16,6 +16,7 @@ use crate::kinds::Settings;
 use std::time::Duration;
 
 use octocrab::Octocrab;
+use octocrab::models::repos::DeployKey;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -274,14 +275,6 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
-struct DeployKey {
-    id: u64,
-    key: String,
-    #[serde(default)]
-    read_only: bool,
-}
-
 pub struct GithubDeployKey {
     config: DeployKeyConfig,
     secrets: Secrets,
@@ -332,21 +325,30 @@ impl GithubDeployKey {
         Ok(Self { config, secrets })
     }
 
-    fn route(&self) -> String {
-        format!("/repos/{}/{}/keys", self.config.owner, self.config.repo)
+    fn repo<'a>(&self, github: &'a Octocrab) -> octocrab::repos::RepoHandler<'a> {
+        github.repos(&self.config.owner, &self.config.repo)
     }
 
+    /// Every deploy key of the repository, page after page.
     async fn keys(&self, github: &Octocrab) -> Result<Vec<DeployKey>, RotatorError> {
-        let route = format!("{}?per_page=100", self.route());
-        github.get(&route, None::<&()>).await.map_err(|e| {
-            classify(
-                e,
-                &format!(
-                    "listing the deploy keys of {}/{}",
-                    self.config.owner, self.config.repo
-                ),
+        let listing = || {
+            format!(
+                "listing the deploy keys of {}/{}",
+                self.config.owner, self.config.repo
             )
-        })
+        };
+        let first = self
+            .repo(github)
+            .keys()
+            .list()
+            .per_page(100u8)
+            .send()
+            .await
+            .map_err(|e| classify(e, &listing()))?;
+        github
+            .all_pages(first)
+            .await
+            .map_err(|e| classify(e, &listing()))
     }
 
     async fn find(
@@ -367,19 +369,19 @@ impl GithubDeployKey {
         let Some(key) = self.find(&github, credential).await? else {
             return Ok(());
         };
-        let route = format!("{}/{}", self.route(), key.id);
-        match github._delete(&route, None::<&()>).await {
-            Ok(response) if response.status().is_success() || response.status().as_u16() == 404 => {
+        match self.repo(&github).keys().delete(key.id).await {
+            Ok(()) => Ok(()),
+            // Removed since it was listed: what retirement wanted.
+            Err(octocrab::Error::GitHub { source, .. }) if source.status_code.as_u16() == 404 => {
                 Ok(())
             }
-            Ok(response) => Err(RotatorError::transient(format!(
-                "{what} deploy key {} of {}/{}: GitHub answered {}",
-                key.id,
-                self.config.owner,
-                self.config.repo,
-                response.status()
-            ))),
-            Err(e) => Err(classify(e, &format!("{what} deploy key {}", key.id))),
+            Err(e) => Err(classify(
+                e,
+                &format!(
+                    "{what} deploy key {} of {}/{}",
+                    key.id, self.config.owner, self.config.repo
+                ),
+            )),
         }
     }
 }
@@ -416,20 +418,21 @@ impl Rotator for GithubDeployKey {
             .nth(2)
             .unwrap_or(&self.config.title)
             .to_owned();
-        let body = serde_json::json!({
-            "title": title,
-            "key": key_body(public),
-            "read_only": !self.config.read_write,
-        });
-        let _: DeployKey = github.post(self.route(), Some(&body)).await.map_err(|e| {
-            classify(
-                e,
-                &format!(
-                    "adding a deploy key to {}/{}",
-                    self.config.owner, self.config.repo
-                ),
-            )
-        })?;
+        self.repo(&github)
+            .keys()
+            .create(title, key_body(public))
+            .read_only(!self.config.read_write)
+            .send()
+            .await
+            .map_err(|e| {
+                classify(
+                    e,
+                    &format!(
+                        "adding a deploy key to {}/{}",
+                        self.config.owner, self.config.repo
+                    ),
+                )
+            })?;
         Ok(())
     }
 

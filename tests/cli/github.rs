@@ -1,6 +1,7 @@
 //! The GitHub rotators through the binary, against the fake GitHub API: the webhook keeps
 //! signing with the old secret until grace is over, a rate limit is waited out until its
-//! reset, and GitHub's 404 and 422 answers become errors that say what to do.
+//! reset, GitHub's 404 and 422 answers become errors that say what to do, and deploy keys
+//! past the first page of the list are found.
 
 use std::time::Duration;
 
@@ -162,4 +163,53 @@ fn policies_name_the_github_permissions() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains(expected), "{provider:?}: {text}");
     }
+}
+
+#[test]
+fn deploy_keys_past_the_first_page_are_verified_and_retired() {
+    let (rotor, fixture) = rotor_for(Provider::GithubDeployKey, "0s");
+    let github = fixture.github.as_ref().unwrap();
+    // 150 keys other tools added: rotor's own land on the second page of 100.
+    {
+        let mut state = github.state.lock().unwrap();
+        for n in 0..150u64 {
+            state.deploy_keys.insert(
+                10_000 + n,
+                crate::support::github::DeployKey {
+                    key: format!("ssh-ed25519 AAAAother{n}"),
+                    title: format!("ci-{n}"),
+                    read_only: true,
+                },
+            );
+        }
+    }
+    let ours = |state: &crate::support::github::State| -> Vec<String> {
+        state
+            .deploy_keys
+            .values()
+            .filter(|k| !k.title.starts_with("ci-"))
+            .map(|k| k.key.clone())
+            .collect()
+    };
+    rotor.ok(&["rotate", "app/key0"]);
+    let first = ours(&github.state.lock().unwrap());
+    assert_eq!(first.len(), 1, "{first:?}");
+    rotor.ok(&["rotate", "app/key0"]);
+    let state = github.state.lock().unwrap();
+    let second = ours(&state);
+    assert_eq!(
+        second.len(),
+        1,
+        "the old key was found and retired: {second:?}"
+    );
+    assert_ne!(second, first);
+    assert_eq!(state.deploy_keys.len(), 151, "the other keys are untouched");
+    assert!(
+        state
+            .calls
+            .iter()
+            .any(|c| c.starts_with("GET ") && c.contains("page=2")),
+        "{:?}",
+        state.calls
+    );
 }

@@ -47,7 +47,7 @@ pub struct State {
     pub rate_limited: u32,
     /// New deploy keys are refused as "already in use" (registered in another repository).
     pub keys_in_use_elsewhere: bool,
-    /// Every request, as "METHOD /path".
+    /// Every request, as "METHOD /path?query".
     pub calls: Vec<String>,
 }
 
@@ -90,6 +90,55 @@ fn bearer(request: &Request) -> Option<String> {
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("token "))
         .map(str::to_owned)
+}
+
+/// One page of a list, as GitHub pages: `per_page` (default 30, at most 100) and `page`
+/// (from 1) in the query, and a `Link` header with `rel="next"` and `rel="last"` while more
+/// pages follow.
+fn paged(request: &wiremock::Request, items: Vec<serde_json::Value>) -> ResponseTemplate {
+    let query = |name: &str| {
+        request
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+    };
+    let per_page = query("per_page").unwrap_or(30).clamp(1, 100);
+    let page = query("page").unwrap_or(1).max(1);
+    let last = items.len().div_ceil(per_page).max(1);
+    let body: Vec<serde_json::Value> = items
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
+    let mut response = json(200, serde_json::Value::Array(body));
+    if page < last {
+        // Absolute, as GitHub writes them, on the address the request came to (wiremock's
+        // `request.url` names no port).
+        let host = request
+            .headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        let link = |n: usize| {
+            let mut url =
+                reqwest::Url::parse(&format!("http://{host}{}", request.url.path())).unwrap();
+            url.query_pairs_mut()
+                .clear()
+                .append_pair("per_page", &per_page.to_string())
+                .append_pair("page", &n.to_string());
+            url.to_string()
+        };
+        response = response.insert_header(
+            "link",
+            format!(
+                "<{}>; rel=\"next\", <{}>; rel=\"last\"",
+                link(page + 1),
+                link(last)
+            ),
+        );
+    }
+    response
 }
 
 fn deploy_key_json(id: u64, key: &DeployKey) -> serde_json::Value {
@@ -219,16 +268,14 @@ impl Api {
         let repo_hook = format!("/repos/{OWNER}/{REPO}/hooks/{REPO_HOOK}/config");
         let org_hook = format!("/orgs/{OWNER}/hooks/{ORG_HOOK}/config");
         match (method.as_str(), path.as_str()) {
-            ("GET", p) if p == keys => json(
-                200,
-                serde_json::Value::Array(
-                    state
-                        .deploy_keys
-                        .iter()
-                        .map(|(id, k)| deploy_key_json(*id, k))
-                        .collect(),
-                ),
-            ),
+            ("GET", p) if p == keys => {
+                let all: Vec<serde_json::Value> = state
+                    .deploy_keys
+                    .iter()
+                    .map(|(id, k)| deploy_key_json(*id, k))
+                    .collect();
+                paged(request, all)
+            }
             ("POST", p) if p == keys => {
                 let Ok(body) = request.body_json::<serde_json::Value>() else {
                     return error(
@@ -308,9 +355,10 @@ impl Api {
 impl Respond for Api {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let mut state = self.state.lock().unwrap();
-        state
-            .calls
-            .push(format!("{} {}", request.method, request.url.path()));
+        state.calls.push(match request.url.query() {
+            Some(query) => format!("{} {}?{query}", request.method, request.url.path()),
+            None => format!("{} {}", request.method, request.url.path()),
+        });
         if state.rate_limited > 0 {
             state.rate_limited -= 1;
             let reset = chrono::Utc::now().timestamp() + 2;
