@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use rotor::store::{DesiredCredential, Store};
+use rotor::store::Store;
 use rotor::telemetry::metrics::{Format, render};
 use sqlx::Connection;
 
@@ -96,19 +96,7 @@ async fn main() {
     let config = rotor::config::load_text(&dir.path().join("rotor.toml"), config_text).unwrap();
     let key = rotor::store::integrity::IntegrityKey::from_bytes(&[7; 32]).unwrap();
     let store = Store::open(&url, None, Some(key), false).await.unwrap();
-    let desired: Vec<DesiredCredential> = config
-        .credentials
-        .iter()
-        .map(|c| DesiredCredential {
-            id: c.id.clone(),
-            provider: c.provider().to_owned(),
-            vault: c.vault.clone(),
-            vault_path: c.vault_path.clone(),
-            schedule_hash: "bench".into(),
-        })
-        .collect();
-    store
-        .reconcile(&desired, 0, |_, _| (Some(0), "initial".into()))
+    rotor::scheduler::daemon::reconcile(&store, &config, &rotor::clock::SystemClock)
         .await
         .unwrap();
     let lag = Default::default();

@@ -14,13 +14,7 @@ fn prometheus_scrapes_rotations_and_failures() {
     let rotor = Rotor::new(&generated_config(2, "0s"));
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut daemon = Running(Some(
-        rotor
-            .command(&["run", "--listen", &addr, "--poll", "1s"])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
+    let mut daemon = serving(&rotor, &addr);
     let metrics_url = format!("http://{addr}/metrics");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let first = loop {
@@ -116,13 +110,7 @@ fn prometheus_scrapes_rotations_and_failures() {
     let durations_before = prometheus.wait_for(durations, |v| v >= 1.0);
     stop(&mut daemon);
     prometheus.wait_for("up{job=\"rotor\"}", |v| v == 0.0);
-    let mut daemon = Running(Some(
-        rotor
-            .command(&["run", "--listen", &addr, "--poll", "1s"])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
+    let mut daemon = serving(&rotor, &addr);
     prometheus.wait_for("up{job=\"rotor\"}", |v| v == 1.0);
     // Two scrapes of the new process, at least, within the range below.
     prometheus.wait_for("count_over_time(up{job=\"rotor\"}[3s])", |v| v >= 2.0);
@@ -131,6 +119,17 @@ fn prometheus_scrapes_rotations_and_failures() {
     let resets = format!("sum(resets({completed}[5m])) + sum(resets({durations}[5m]))");
     assert_eq!(prometheus.wait_for(&resets, |_| true), 0.0, "{resets}");
     stop(&mut daemon);
+}
+
+/// `rotor run` serving its endpoints on `addr`.
+fn serving(rotor: &Rotor, addr: &str) -> Running {
+    Running(Some(
+        rotor
+            .command(&["run", "--listen", addr, "--poll", "1s"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ))
 }
 
 /// A daemon killed if the test fails before stopping it, so that no process outlives the test

@@ -52,6 +52,16 @@ pub(super) fn container(deployment: &Value) -> &Value {
     &deployment["spec"]["template"]["spec"]["containers"][0]
 }
 
+/// The pod's volume a container's mount names.
+fn volume_of<'a>(pod: &'a Value, mount: &Value) -> &'a Value {
+    pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("no volume for the mount {mount}"))
+}
+
 /// The folder a ConfigMap volume shows the pod, laid out as the kubelet writes it: the files
 /// in a hidden timestamped folder, a hidden `..data` link to it, and a link per file.
 fn as_the_kubelet_mounts(config_map: &Value, at: &Path) {
@@ -73,13 +83,7 @@ fn mounted_config(objects: &[Value], dir: &Path) -> (PathBuf, rotor::config::Con
         .iter()
         .find(|m| m["mountPath"] == "/etc/rotor/schedules")
         .expect("the schedules are mounted where the image's ENTRYPOINT reads them");
-    let volume = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == mount["name"])
-        .unwrap();
-    let name = str_at(volume, "/configMap/name");
+    let name = str_at(volume_of(pod, mount), "/configMap/name");
     let config_map = of_kind(objects, "ConfigMap")
         .find(|c| c["metadata"]["name"] == name)
         .unwrap_or_else(|| panic!("the schedules' ConfigMap {name} is rendered"));
@@ -190,12 +194,7 @@ fn every_file_the_config_reads_is_mounted_from_an_object_that_exists() {
     // Each mounted volume: where, and which keys it shows.
     let mut mounts: Vec<(String, String, BTreeSet<String>)> = Vec::new();
     for mount in container(rotor)["volumeMounts"].as_array().unwrap() {
-        let volume = pod["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == mount["name"])
-            .unwrap();
+        let volume = volume_of(pod, mount);
         let (kind, name) = if let Some(name) = volume.pointer("/secret/secretName") {
             ("Secret", name.as_str().unwrap())
         } else if let Some(name) = volume.pointer("/configMap/name") {
