@@ -7,7 +7,7 @@
 //! (outcome, condition): cardinality is bounded by the config. A series exists for every
 //! configured credential from startup, not only after an event.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
@@ -128,12 +128,32 @@ struct Series {
     notified: Vec<(String, u64, u64)>,
 }
 
+impl Series {
+    /// The labels of every per-credential series, borrowed: a scrape of many credentials
+    /// copies no label value.
+    fn labels(&self) -> [(&'static str, &str); 2] {
+        [("credential", &self.id), ("provider", &self.provider)]
+    }
+}
+
 /// Everything one scrape reports: read from the store (async), then encoded (sync).
 #[derive(Debug)]
 struct Snapshot {
     series: Vec<Series>,
     in_flight: u64,
     lag: Lag,
+}
+
+/// `rows` grouped by the credential each belongs to.
+fn by_credential<T>(rows: Vec<T>, credential: impl Fn(&T) -> &String) -> HashMap<String, Vec<T>> {
+    let mut grouped: HashMap<String, Vec<T>> = HashMap::new();
+    for row in rows {
+        grouped
+            .entry(credential(&row).clone())
+            .or_default()
+            .push(row);
+    }
+    grouped
 }
 
 /// The per-bucket counts `prometheus-client` encodes, from cumulative ones, with `+Inf`.
@@ -154,37 +174,26 @@ fn per_bucket(cumulative: [(u64, i64); DURATION_BUCKETS.len()], count: i64) -> V
 impl Snapshot {
     async fn read(store: &Store, config: &Config, lag: &Lag, now: i64) -> Result<Self, StoreError> {
         let rows = store.credentials_by_id().await?;
-        let mut totals: BTreeMap<(String, String), RunTotals> = store
-            .run_totals()
-            .await?
-            .into_iter()
-            .map(|t| ((t.credential_id.clone(), t.state.clone()), t))
-            .collect();
+        // Each read grouped by credential once, so that building a credential's series looks
+        // up its own rows instead of scanning everyone's.
+        let mut totals = by_credential(store.run_totals().await?, |t| &t.credential_id);
         let in_flight = store.live_runs().await?.len() as u64;
-        let alerts = store.active_alerts().await?;
-        let notified: BTreeMap<(String, String), crate::store::notify::HookCounts> = store
-            .hook_counts()
-            .await?
-            .into_iter()
-            .map(|c| ((c.credential_id.clone(), c.hook.clone()), c))
-            .collect();
+        let mut alerts = by_credential(store.active_alerts().await?, |a| &a.credential_id);
+        let mut notified = by_credential(store.hook_counts().await?, |n| &n.credential_id);
         let series = config
             .credentials
             .iter()
             .map(|c| {
                 let row = rows.get(&c.id);
-                let outcomes = OUTCOMES.map(|o| {
-                    totals
-                        .get(&(c.id.clone(), o.to_owned()))
-                        .map_or(0, |t| t.runs.max(0) as u64)
-                });
-                let completed = totals.remove(&(c.id.clone(), "completed".to_owned()));
-                let (sum_ms, count) = completed
-                    .as_ref()
-                    .map_or((0, 0), |t| (t.duration_ms, t.timed));
-                let cumulative = completed
-                    .as_ref()
-                    .map_or(DURATION_BUCKETS.map(|le| (le, 0)), RunTotals::buckets);
+                let totals = totals.remove(&c.id).unwrap_or_default();
+                let in_state = |state: &str| totals.iter().find(|t| t.state == state);
+                let outcomes = OUTCOMES.map(|o| in_state(o).map_or(0, |t| t.runs.max(0) as u64));
+                let completed = in_state("completed");
+                let (sum_ms, count) = completed.map_or((0, 0), |t| (t.duration_ms, t.timed));
+                let cumulative =
+                    completed.map_or(DURATION_BUCKETS.map(|le| (le, 0)), RunTotals::buckets);
+                let alerts = alerts.remove(&c.id).unwrap_or_default();
+                let notified = notified.remove(&c.id).unwrap_or_default();
                 Series {
                     id: c.id.clone(),
                     provider: c.provider().to_owned(),
@@ -199,16 +208,13 @@ impl Snapshot {
                         .and_then(|r| crate::scheduler::by_hand::deadline(c, r))
                         .map_or(0.0, seconds),
                     max_age: c.schedule.max_age.map_or(0, |m| m.as_secs()),
-                    alerts: CONDITIONS.map(|condition| {
-                        alerts
-                            .iter()
-                            .any(|a| a.credential_id == c.id && a.condition == condition)
-                    }),
+                    alerts: CONDITIONS
+                        .map(|condition| alerts.iter().any(|a| a.condition == condition)),
                     notified: c
                         .notify
                         .iter()
                         .map(|hook| {
-                            let counts = notified.get(&(c.id.clone(), hook.clone()));
+                            let counts = notified.iter().find(|n| n.hook == *hook);
                             (
                                 hook.clone(),
                                 counts.map_or(0, |n| n.succeeded.max(0) as u64),
@@ -229,13 +235,6 @@ impl Snapshot {
 
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let labels = |s: &Series| {
-            [
-                ("credential", s.id.clone()),
-                ("provider", s.provider.clone()),
-            ]
-        };
-
         // A counter's descriptor is named without `_total`: the encoder adds it to the samples.
         let mut family = encoder.encode_descriptor(
             "rotor_rotations",
@@ -245,8 +244,8 @@ impl Collector for Snapshot {
         )?;
         for s in &self.series {
             for (outcome, n) in OUTCOMES.iter().zip(s.outcomes) {
-                let [credential, provider] = labels(s);
-                let set = [credential, provider, ("outcome", (*outcome).to_owned())];
+                let [credential, provider] = s.labels();
+                let set = [credential, provider, ("outcome", *outcome)];
                 family
                     .encode_family(&set)?
                     .encode_counter::<NoLabelSet, _, f64>(&n, None)?;
@@ -261,7 +260,7 @@ impl Collector for Snapshot {
         )?;
         for s in &self.series {
             family
-                .encode_family(&labels(s))?
+                .encode_family(&s.labels())?
                 .encode_histogram::<NoLabelSet>(
                     s.duration_sum,
                     s.duration_count,
@@ -274,7 +273,7 @@ impl Collector for Snapshot {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for s in &self.series {
                 family
-                    .encode_family(&labels(s))?
+                    .encode_family(&s.labels())?
                     .encode_gauge(&s.gauges[i])?;
             }
         }
@@ -287,7 +286,7 @@ impl Collector for Snapshot {
         )?;
         for s in &self.series {
             family
-                .encode_family(&labels(s))?
+                .encode_family(&s.labels())?
                 .encode_gauge(&s.due_by_hand)?;
         }
 
@@ -298,7 +297,9 @@ impl Collector for Snapshot {
             MetricType::Gauge,
         )?;
         for s in &self.series {
-            family.encode_family(&labels(s))?.encode_gauge(&s.max_age)?;
+            family
+                .encode_family(&s.labels())?
+                .encode_gauge(&s.max_age)?;
         }
 
         encoder
@@ -318,8 +319,8 @@ impl Collector for Snapshot {
         )?;
         for s in &self.series {
             for (condition, raised) in CONDITIONS.iter().zip(s.alerts) {
-                let [credential, provider] = labels(s);
-                let set = [credential, provider, ("condition", (*condition).to_owned())];
+                let [credential, provider] = s.labels();
+                let set = [credential, provider, ("condition", *condition)];
                 family
                     .encode_family(&set)?
                     .encode_gauge(&u64::from(raised))?;
@@ -336,9 +337,9 @@ impl Collector for Snapshot {
             for (hook, succeeded, failed) in &s.notified {
                 for (outcome, n) in [("success", succeeded), ("failure", failed)] {
                     let set = [
-                        ("credential", s.id.clone()),
-                        ("hook", hook.clone()),
-                        ("outcome", outcome.to_owned()),
+                        ("credential", s.id.as_str()),
+                        ("hook", hook.as_str()),
+                        ("outcome", outcome),
                     ];
                     family
                         .encode_family(&set)?
