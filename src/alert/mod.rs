@@ -339,9 +339,7 @@ impl Alerter {
                 }
                 Err(error) => {
                     let attempts = delivery.attempts + 1;
-                    let backoff = crate::policy::backoff::OUTBOX
-                        .delay(attempts.clamp(0, i64::from(u32::MAX)) as u32)
-                        .as_millis() as i64;
+                    let backoff = crate::policy::backoff::OUTBOX.delay_ms(attempts);
                     tracing::warn!(sink = %delivery.sink, credential = %delivery.credential_id, attempts, retry_in_ms = backoff, error = %error, "alert delivery failed; will retry");
                     store
                         .delivery_failed(delivery.id, now + backoff, &error)

@@ -331,9 +331,7 @@ impl Notifier {
                 Err(failed) => {
                     pass.failed += 1;
                     let failures = n.failures + 1;
-                    let backoff = crate::policy::backoff::OUTBOX
-                        .delay(failures.clamp(0, i64::from(u32::MAX)) as u32)
-                        .as_millis() as i64;
+                    let backoff = crate::policy::backoff::OUTBOX.delay_ms(failures);
                     span.in_scope(|| tracing::warn!(outcome = %failed.outcome, failures, retry_in_ms = backoff, error = %failed.error, "notification failed; will retry"));
                     store
                         .notification_failed(&n, &failed.outcome, &failed.error, now() + backoff)

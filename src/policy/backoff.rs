@@ -42,6 +42,13 @@ impl Backoff {
     pub fn delay(&self, failures: u32) -> Duration {
         jittered(self.step(failures))
     }
+
+    /// `delay` in milliseconds, for a failure count as the store keeps it: what an outbox adds
+    /// to the clock for its next attempt.
+    pub fn delay_ms(&self, failures: i64) -> i64 {
+        let failures = failures.clamp(0, i64::from(u32::MAX)) as u32;
+        self.delay(failures).as_millis() as i64
+    }
 }
 
 /// `step`, half of it fixed and half random: never longer than `step`.
