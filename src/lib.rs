@@ -3,7 +3,8 @@
 //! `config` turns schedules into a validated model, `model` names a run's states and steps,
 //! `store` persists credentials, runs and the audit log, `fingerprint` keys what identifies a
 //! value, `vault` is where consumers read credentials, `engine` drives one rotation through
-//! its state machine, `scheduler` decides what is due and runs the daemon loop, `cli` is the
+//! its state machine, `scheduler` decides what is due and runs the daemon loop, `alert` and
+//! `notify` tell people and consumers through the one delivery loop of `outbox`, `cli` is the
 //! command line.
 
 pub mod alert;
@@ -17,6 +18,7 @@ pub mod failpoint;
 pub mod fingerprint;
 pub mod model;
 pub mod notify;
+pub mod outbox;
 pub mod policy;
 pub mod scheduler;
 pub mod store;

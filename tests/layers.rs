@@ -144,8 +144,8 @@ const LAYERS: &[&[&str]] = &[
     &["model", "clock", "failpoint", "policy", "fingerprint"],
     // Where state lives: rotor's store and the vaults.
     &["store", "vault"],
-    // Who hears of it: alert sinks and hooks.
-    &["alert", "notify"],
+    // Who hears of it: alert sinks and hooks, delivered by one outbox loop.
+    &["outbox", "alert", "notify"],
     // The composition of all plug-ins that one installation declares.
     &["config"],
     // What runs: the engine, the scheduler over it, drills, and what observes them.

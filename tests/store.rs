@@ -6,6 +6,7 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rotor::engine::state::RunState;
+use rotor::store::outbox::Channel;
 use rotor::store::{
     AuditEntry, DesiredCredential, Durability, NewRun, ReconcileChange, RunRow, StepEnd, Store,
     StoreError, Then,
@@ -539,8 +540,8 @@ async fn a_store_s_fingerprints_are_keyed_once_where_it_holds_digests() {
                  UPDATE credentials SET current_fingerprint = 'not-a-digest' WHERE id = 'b';
                  UPDATE runs SET pending_fingerprint = '{p}', replaced_fingerprint = '{c}';
                  UPDATE value_fingerprints SET fingerprint = '{v}';
-                 INSERT INTO notify_outbox (run_id, credential_id, hook, event, payload, created_at, next_attempt_at)
-                     VALUES ('run_a_1', 'a', 'consumer', 'promoted', '{payload}', 3, 3);
+                 INSERT INTO outbox (channel, run_id, credential_id, target, event, payload, created_at, next_attempt_at)
+                     VALUES ('notify', 'run_a_1', 'a', 'consumer', 'promoted', '{payload}', 3, 3);
                  UPDATE audit_head SET fingerprints_keyed = 0 WHERE id = 1;",
                 c = current.to_hex(),
                 p = pending.to_hex(),
@@ -579,10 +580,9 @@ async fn a_store_s_fingerprints_are_keyed_once_where_it_holds_digests() {
                 store.minted(&value.to_hex()).await.unwrap().is_empty(),
                 "{label}"
             );
-            let payload: serde_json::Value = serde_json::from_str(
-                &fetch_text(&url, "SELECT payload FROM notify_outbox").await[0],
-            )
-            .unwrap();
+            let payload: serde_json::Value =
+                serde_json::from_str(&fetch_text(&url, "SELECT payload FROM outbox").await[0])
+                    .unwrap();
             assert_eq!(
                 payload["fingerprint"],
                 format!("hmac-sha256:{}", key.of(&pending)),
@@ -610,7 +610,7 @@ async fn a_store_s_fingerprints_are_keyed_once_where_it_holds_digests() {
             ("runs", "pending_fingerprint"),
             ("runs", "replaced_fingerprint"),
             ("value_fingerprints", "fingerprint"),
-            ("notify_outbox", "payload"),
+            ("outbox", "payload"),
         ] {
             for text in fetch_text(
                 &url,
@@ -717,23 +717,36 @@ async fn alerts_are_deduplicated_resolved_and_retried_from_the_outbox() {
                 .await
                 .unwrap()
         );
-        let due = store.due_deliveries(2_000, 100).await.unwrap();
+        let due = store
+            .due_messages(Channel::Alert, 2_000, 100, None)
+            .await
+            .unwrap();
         assert_eq!(due.len(), 4, "{label}: one delivery per sink and condition");
         assert_eq!(store.active_alerts().await.unwrap().len(), 2);
 
+        // One claim per attempt: a second replica finds it taken.
+        assert!(store.claim_message(&due[0], 50_000).await.unwrap());
+        assert!(!store.claim_message(&due[0], 50_000).await.unwrap());
         // A sink that failed waits for its backoff; one that took it is done.
         store
-            .delivery_failed(due[0].id, 10_000, "sink down")
+            .message_failed(&due[0], "HTTP 503", "sink down", 10_000)
             .await
             .unwrap();
         for d in &due[1..] {
-            store.delivered(d.id, 2_000).await.unwrap();
+            store
+                .message_delivered(d, "HTTP 200", false, 2_000)
+                .await
+                .unwrap();
         }
-        assert!(store.due_deliveries(9_999, 100).await.unwrap().is_empty());
-        let retry = store.due_deliveries(10_000, 100).await.unwrap();
+        let due_at = |t| store.due_messages(Channel::Alert, t, 100, None);
+        assert!(due_at(9_999).await.unwrap().is_empty());
+        let retry = due_at(10_000).await.unwrap();
         assert_eq!(retry.len(), 1, "{label}");
-        assert_eq!(retry[0].attempts, 1);
-        assert_eq!(store.next_delivery_at().await.unwrap(), Some(10_000));
+        assert_eq!((retry[0].attempts, retry[0].failures), (1, 1));
+        assert_eq!(
+            store.next_message_at(Channel::Alert).await.unwrap(),
+            Some(10_000)
+        );
 
         let resolved = store
             .resolve_alerts("app/a", &["rolled_back", "too_old"], &sinks, 20_000)
@@ -741,11 +754,45 @@ async fn alerts_are_deduplicated_resolved_and_retried_from_the_outbox() {
             .unwrap();
         assert_eq!(resolved.len(), 2, "{label}");
         assert!(store.active_alerts().await.unwrap().is_empty());
-        let due = store.due_deliveries(20_000, 100).await.unwrap();
+        // A sink hears a condition's resolve only after its trigger: the one whose trigger
+        // still waits gets the trigger first.
+        let due = due_at(20_000).await.unwrap();
+        let events = |due: &[rotor::store::outbox::Message]| {
+            due.iter()
+                .map(|d| format!("{} {} {}", d.target, d.condition, d.event))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            due.iter().filter(|d| d.event == "resolve").count(),
-            4,
+            events(&due),
+            [
+                "hook rolled_back trigger",
+                "pager rolled_back resolve",
+                "hook too_old resolve",
+                "pager too_old resolve"
+            ],
             "{label}"
+        );
+        store
+            .message_delivered(&due[0], "HTTP 200", false, 20_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            events(&due_at(20_000).await.unwrap()),
+            [
+                "hook rolled_back resolve",
+                "pager rolled_back resolve",
+                "hook too_old resolve",
+                "pager too_old resolve"
+            ],
+            "{label}"
+        );
+        // The notifications' rows are another channel's.
+        assert!(
+            store
+                .due_messages(Channel::Notify, 20_000, 100, None)
+                .await
+                .unwrap()
+                .is_empty()
         );
         // Raised again after resolution: a new incident.
         assert!(
@@ -774,10 +821,13 @@ async fn notifications_queue_once_in_order_are_claimed_once_and_superseded() {
             .queue_notifications("run_1", "app/a", "retired", &hooks[..1], "{}", 1_000)
             .await
             .unwrap();
-        let due = store.due_notifications(1_000, 100).await.unwrap();
+        let due = store
+            .due_messages(Channel::Notify, 1_000, 100, None)
+            .await
+            .unwrap();
         assert_eq!(
             due.iter()
-                .map(|n| (&*n.hook, &*n.event))
+                .map(|n| (&*n.target, &*n.event))
                 .collect::<Vec<_>>(),
             [("hook", "promoted"), ("rollout", "promoted")],
             "{label}: `retired` waits for `promoted` to the same hook"
@@ -790,22 +840,25 @@ async fn notifications_queue_once_in_order_are_claimed_once_and_superseded() {
         );
 
         // One claim per attempt: a second process finds it taken.
-        assert!(store.claim_notification(&due[0], 50_000).await.unwrap());
-        assert!(!store.claim_notification(&due[0], 50_000).await.unwrap());
+        assert!(store.claim_message(&due[0], 50_000).await.unwrap());
+        assert!(!store.claim_message(&due[0], 50_000).await.unwrap());
         store
-            .notification_failed(&due[0], "HTTP 503", "hook down", 3_000)
+            .message_failed(&due[0], "HTTP 503", "hook down", 3_000)
             .await
             .unwrap();
         assert!(
             store.notifications_failing("app/a").await.unwrap(),
             "{label}"
         );
-        assert!(store.claim_notification(&due[1], 50_000).await.unwrap());
+        assert!(store.claim_message(&due[1], 50_000).await.unwrap());
         store
-            .notification_delivered(&due[1], "HTTP 200", true, 2_000)
+            .message_delivered(&due[1], "HTTP 200", true, 2_000)
             .await
             .unwrap();
-        let retry = store.due_notifications(3_000, 100).await.unwrap();
+        let retry = store
+            .due_messages(Channel::Notify, 3_000, 100, None)
+            .await
+            .unwrap();
         assert_eq!(retry.len(), 1, "{label}");
         assert_eq!((retry[0].failures, retry[0].attempts), (1, 1));
 
@@ -814,8 +867,19 @@ async fn notifications_queue_once_in_order_are_claimed_once_and_superseded() {
             .queue_notifications("run_2", "app/a", "promoted", &hooks[..1], "{}", 4_000)
             .await
             .unwrap();
-        let due = store.due_notifications(4_000, 100).await.unwrap();
+        let due = store
+            .due_messages(Channel::Notify, 4_000, 100, Some("app/a"))
+            .await
+            .unwrap();
         assert_eq!(due.len(), 1, "{label}");
+        assert!(
+            store
+                .due_messages(Channel::Notify, 4_000, 100, Some("app/b"))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{label}: only the credential asked for"
+        );
         assert_eq!(due[0].run_id, "run_2");
         assert!(!store.notifications_failing("app/a").await.unwrap());
         let states = store.hook_states().await.unwrap();
@@ -823,9 +887,9 @@ async fn notifications_queue_once_in_order_are_claimed_once_and_superseded() {
         assert_eq!((hook.run_id.as_str(), hook.undelivered), ("run_2", 1));
 
         // Its last hook took it: the run's `promoted` notifications are settled.
-        store.claim_notification(&due[0], 50_000).await.unwrap();
+        store.claim_message(&due[0], 50_000).await.unwrap();
         store
-            .notification_delivered(&due[0], "HTTP 200", true, 5_000)
+            .message_delivered(&due[0], "HTTP 200", true, 5_000)
             .await
             .unwrap();
         assert!(
@@ -839,7 +903,7 @@ async fn notifications_queue_once_in_order_are_claimed_once_and_superseded() {
         assert_eq!((hook.succeeded, hook.failed), (1, 1), "{label}");
         let rollout = counts.iter().find(|c| c.hook == "rollout").unwrap();
         assert_eq!((rollout.succeeded, rollout.failed), (1, 0), "{label}");
-        assert_eq!(store.next_notification_at().await.unwrap(), None);
+        assert_eq!(store.next_message_at(Channel::Notify).await.unwrap(), None);
         store.close().await;
     }
 }
@@ -1190,6 +1254,104 @@ async fn run_totals_follow_every_run_to_rest_and_are_rebuilt_from_history() {
             rebuilt, kept,
             "{label}: the migration counts what the triggers counted"
         );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn the_alert_and_notify_outboxes_of_an_older_store_become_one_outbox() {
+    for (label, url, _keep) in backends() {
+        connect(&url).await.unwrap().close().await;
+        // As a store before migration 14 held them: a delivered and a waiting alert, two
+        // notifications of which the first waits.
+        let serial = if url.starts_with("sqlite:") {
+            "INTEGER PRIMARY KEY AUTOINCREMENT"
+        } else {
+            "BIGSERIAL PRIMARY KEY"
+        };
+        tamper(
+            &url,
+            &format!(
+                "DROP TABLE outbox; DELETE FROM _sqlx_migrations WHERE version = 14;
+                 CREATE TABLE alert_outbox (id {serial}, sink TEXT NOT NULL, credential_id TEXT NOT NULL,
+                     condition TEXT NOT NULL, event TEXT NOT NULL, payload TEXT NOT NULL,
+                     created_at BIGINT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0,
+                     next_attempt_at BIGINT NOT NULL, delivered_at BIGINT, last_error TEXT);
+                 CREATE TABLE notify_outbox (id {serial}, run_id TEXT NOT NULL, credential_id TEXT NOT NULL,
+                     hook TEXT NOT NULL, event TEXT NOT NULL, payload TEXT NOT NULL,
+                     created_at BIGINT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0,
+                     failures BIGINT NOT NULL DEFAULT 0, next_attempt_at BIGINT NOT NULL,
+                     delivered_at BIGINT, last_outcome TEXT, last_error TEXT,
+                     UNIQUE (run_id, event, hook));
+                 INSERT INTO alert_outbox (sink, credential_id, condition, event, payload, created_at,
+                     attempts, next_attempt_at, delivered_at, last_error) VALUES
+                     ('pager', 'app/a', 'rolled_back', 'trigger', '{{}}', 1, 3, 1, 5, NULL),
+                     ('pager', 'app/a', 'rolled_back', 'resolve', '{{}}', 6, 2, 9000, NULL, 'sink down');
+                 INSERT INTO notify_outbox (run_id, credential_id, hook, event, payload, created_at,
+                     attempts, failures, next_attempt_at, delivered_at, last_outcome) VALUES
+                     ('run_1', 'app/a', 'consumer', 'promoted', '{{}}', 2, 1, 1, 8000, NULL, 'HTTP 503'),
+                     ('run_1', 'app/a', 'consumer', 'retired', '{{}}', 3, 0, 0, 3, NULL, NULL);"
+            ),
+        )
+        .await;
+        let store = connect(&url).await.unwrap();
+        let rows = fetch_text(
+            &url,
+            "SELECT CAST(id AS TEXT) || ' ' || channel || ' ' || target || ' ' || event || ' ' \
+             || CAST(attempts AS TEXT) || ' ' || CAST(failures AS TEXT) FROM outbox ORDER BY id",
+        )
+        .await;
+        assert_eq!(
+            rows,
+            [
+                "1 notify consumer promoted 1 1",
+                "2 notify consumer retired 0 0",
+                "3 alert pager trigger 3 2",
+                "4 alert pager resolve 2 2",
+            ],
+            "{label}"
+        );
+        // Each channel's rows wait in their old order; the ids go on after the copied ones.
+        let due = store
+            .due_messages(Channel::Notify, 9_000, 100, None)
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1, "{label}: `retired` waits behind `promoted`");
+        assert_eq!(due[0].event, "promoted");
+        let due = store
+            .due_messages(Channel::Alert, 9_000, 100, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (due.len(), due[0].event.as_str()),
+            (1, "resolve"),
+            "{label}"
+        );
+        store
+            .queue_notifications("run_2", "app/a", "promoted", &["consumer".into()], "{}", 10)
+            .await
+            .unwrap();
+        let ids = fetch_text(
+            &url,
+            "SELECT CAST(id AS TEXT) FROM outbox WHERE run_id = 'run_2'",
+        )
+        .await;
+        assert_eq!(ids, ["5"], "{label}");
+        for table in ["alert_outbox", "notify_outbox"] {
+            let left = fetch_text(
+                &url,
+                &format!(
+                    "SELECT CAST(COUNT(*) AS TEXT) FROM {} WHERE name = '{table}'",
+                    if url.starts_with("sqlite:") {
+                        "sqlite_master"
+                    } else {
+                        "(SELECT tablename AS name FROM pg_tables) t"
+                    }
+                ),
+            )
+            .await;
+            assert_eq!(left, ["0"], "{label}: {table} is gone");
+        }
         store.close().await;
     }
 }

@@ -42,6 +42,8 @@ rotor_rotators::kinds! {
 /// What every alert sink's settings say about themselves: what serde cannot check and the
 /// secret references they read. Sinks need no privilege of rotor's to grant.
 pub trait AlertSettings: Settings {}
+use crate::outbox::{self, Attempt, Failed};
+use crate::store::outbox::{Channel as Table, Message};
 use crate::store::{Store, StoreError};
 use crate::vault::Vaults;
 
@@ -296,58 +298,9 @@ impl Alerter {
         Ok(())
     }
 
-    /// Sends every delivery that is due; a sink that fails is retried later with backoff.
-    /// Returns how many were delivered.
-    pub async fn deliver_due(&self, store: &Store, now: i64) -> Result<usize, StoreError> {
-        let mut delivered = 0;
-        for delivery in store.due_deliveries(now, 100).await? {
-            let alert: Alert = match serde_json::from_str(&delivery.payload) {
-                Ok(alert) => alert,
-                Err(e) => {
-                    tracing::error!(id = delivery.id, error = %e, "undecodable alert in the outbox; dropped");
-                    store.delivered(delivery.id, now).await?;
-                    continue;
-                }
-            };
-            let resolve = delivery.event == "resolve";
-            let outcome = match self.sinks.get(&delivery.sink) {
-                _ if delivery.sink == DEFAULT_SINK => {
-                    sink::log(&delivery.sink, &alert, resolve);
-                    Ok(())
-                }
-                Some(config) => {
-                    sink::send(
-                        self.client_for(&delivery.sink),
-                        &self.vaults,
-                        &delivery.sink,
-                        config,
-                        &alert,
-                        resolve,
-                        now,
-                    )
-                    .await
-                }
-                None => Err(format!(
-                    "alert sink `{}` is no longer configured; add it back or the delivery waits",
-                    delivery.sink
-                )),
-            };
-            match outcome {
-                Ok(()) => {
-                    store.delivered(delivery.id, now).await?;
-                    delivered += 1;
-                }
-                Err(error) => {
-                    let attempts = delivery.attempts + 1;
-                    let backoff = crate::policy::backoff::OUTBOX.delay_ms(attempts);
-                    tracing::warn!(sink = %delivery.sink, credential = %delivery.credential_id, attempts, retry_in_ms = backoff, error = %error, "alert delivery failed; will retry");
-                    store
-                        .delivery_failed(delivery.id, now + backoff, &error)
-                        .await?;
-                }
-            }
-        }
-        Ok(delivered)
+    /// Sends every alert delivery that is due; a sink that fails is retried later with backoff.
+    pub async fn deliver_due(&self, store: &Store, now: i64) -> Result<outbox::Pass, StoreError> {
+        outbox::deliver_due(store, self, &|| now, None).await
     }
 
     /// Re-sends raised alerts to Alertmanager sinks, which drop alerts that are not repeated.
@@ -358,7 +311,7 @@ impl Alerter {
             };
             for name in self.routes.get(&active.credential_id).into_iter().flatten() {
                 if let Some(config @ AlertConfig::Alertmanager(_)) = self.sinks.get(name)
-                    && let Err(e) = sink::send(
+                    && let Err(failed) = sink::send(
                         self.client_for(name),
                         &self.vaults,
                         name,
@@ -369,10 +322,67 @@ impl Alerter {
                     )
                     .await
                 {
-                    tracing::warn!(sink = %name, error = %e, "could not remind Alertmanager");
+                    tracing::warn!(sink = %name, error = %failed.error, "could not remind Alertmanager");
                 }
             }
         }
+        Ok(())
+    }
+}
+
+/// Alerts are the outbox's `alert` rows: one per raise or resolve and sink.
+impl outbox::Channel for Alerter {
+    const TABLE: Table = Table::Alert;
+
+    fn attempt_timeout(&self, _sink: &str) -> Duration {
+        DELIVERY_TIMEOUT
+    }
+
+    async fn send(&self, delivery: &Message, now: i64) -> Attempt {
+        let alert: Alert = match serde_json::from_str(&delivery.payload) {
+            Ok(alert) => alert,
+            Err(e) => return Attempt::Dropped(format!("undecodable alert: {e}")),
+        };
+        let resolve = delivery.event == "resolve";
+        if delivery.target == DEFAULT_SINK {
+            sink::log(&delivery.target, &alert, resolve);
+            return Attempt::Delivered("logged".to_owned());
+        }
+        let Some(config) = self.sinks.get(&delivery.target) else {
+            // An alert is never dropped: the sink may come back with the next reload.
+            return Attempt::Failed(Failed {
+                outcome: "no such sink".to_owned(),
+                error: format!(
+                    "alert sink `{}` is no longer configured; add it back or the delivery waits",
+                    delivery.target
+                ),
+            });
+        };
+        let client = self.client_for(&delivery.target);
+        match sink::send(
+            client,
+            &self.vaults,
+            &delivery.target,
+            config,
+            &alert,
+            resolve,
+            now,
+        )
+        .await
+        {
+            Ok(outcome) => Attempt::Delivered(outcome),
+            Err(failed) => Attempt::Failed(failed),
+        }
+    }
+
+    async fn after(
+        &self,
+        _store: &Store,
+        _delivery: &Message,
+        _attempt: &Attempt,
+        _failures: i64,
+        _now: i64,
+    ) -> Result<(), StoreError> {
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ use rotor_rotators::kinds::Settings;
 use serde::{Deserialize, Serialize};
 
 use super::{AlertConfig, AlertSettings};
+use crate::outbox::{Failed, Outcome};
 use crate::vault::{Vaults, resolve};
 
 /// `webhook`: a JSON event per alert and resolution.
@@ -354,16 +355,17 @@ pub async fn send(
     alert: &Alert,
     resolve: bool,
     now: i64,
-) -> Result<(), String> {
+) -> Result<Outcome, Failed> {
     let secret = |reference| async move {
-        self::resolve(reference, vaults)
-            .await
-            .map_err(|e| format!("alert sink `{name}`: {e}"))
+        self::resolve(reference, vaults).await.map_err(|e| Failed {
+            outcome: "no secret".to_owned(),
+            error: format!("alert sink `{name}`: {e}"),
+        })
     };
     let request = match config {
         AlertConfig::Log(_) => {
             log(name, alert, resolve);
-            return Ok(());
+            return Ok("logged".to_owned());
         }
         AlertConfig::Webhook(c) => {
             let body = serde_json::to_vec(&webhook_body(alert, resolve, now)).expect("JSON");
@@ -404,21 +406,28 @@ pub async fn send(
                 .json(&pagerduty_body(alert, resolve, key.expose_secret()))
         }
     };
-    let response = request.send().await.map_err(|e| {
-        format!(
+    let response = request.send().await.map_err(|e| Failed {
+        outcome: if e.is_timeout() {
+            "timed out"
+        } else {
+            "unreachable"
+        }
+        .to_owned(),
+        error: format!(
             "alert sink `{name}` ({}) is unreachable: {}",
             config.kind(),
             e.without_url()
-        )
+        ),
     })?;
     let status = response.status();
+    let outcome = format!("HTTP {}", status.as_u16());
     if status.is_success() {
         tracing::info!(sink = name, kind = config.kind(), credential = %alert.credential_id, condition = alert.condition.as_str(), resolve, "alert delivered");
-        Ok(())
+        Ok(outcome)
     } else {
-        Err(format!(
-            "alert sink `{name}` ({}) answered {status}",
-            config.kind()
-        ))
+        Err(Failed {
+            outcome,
+            error: format!("alert sink `{name}` ({}) answered {status}", config.kind()),
+        })
     }
 }

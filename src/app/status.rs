@@ -8,7 +8,8 @@ use serde::Serialize;
 use crate::clock::rfc3339;
 use crate::config::{Config, Credential};
 use crate::model::state::RunState;
-use crate::store::notify::{DROPPED, HookState, SUPERSEDED};
+use crate::store::notify::{HookState, SUPERSEDED};
+use crate::store::outbox::DROPPED;
 use crate::store::{CredentialRow, RunRow, Store, StoreError};
 
 /// One credential in `status --json`. Field names are a stable interface.

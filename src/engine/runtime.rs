@@ -27,11 +27,11 @@ impl Runtime {
     pub async fn notify_due(
         &self,
         store: &Store,
-        now: impl Fn() -> i64,
+        now: impl Fn() -> i64 + Sync,
         only: Option<&str>,
-    ) -> Result<crate::notify::Pass, StoreError> {
+    ) -> Result<crate::outbox::Pass, StoreError> {
         self.notifier
-            .deliver_due(store, &self.config, &self.alerter, now, only)
+            .deliver_due(store, &self.config, &self.alerter, &now, only)
             .await
     }
 

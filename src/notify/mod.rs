@@ -15,12 +15,14 @@ pub use hook::{CommandHook, HookConfig, HookSettings, KubernetesRolloutHook, Web
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::alert::{Alert, Alerter, Condition};
-use crate::store::notify::DROPPED;
+use crate::outbox::{self, Attempt};
+use crate::store::outbox::{Channel as Table, Message};
 use crate::store::{Store, StoreError};
 use crate::vault::Vaults;
 
@@ -117,21 +119,10 @@ pub fn delivery_id(run_id: &str, event: EventKind, hook: &str) -> String {
     format!("{run_id}/{}/{hook}", event.as_str())
 }
 
-/// Rounds of one delivery pass (each may free the next event of a credential to a hook).
-const MAX_BATCHES: usize = 8;
-
 /// A failing hook is alerted once it failed this many times in a row (a blip is not a page).
 const ALERT_AFTER_FAILURES: i64 = 3;
 
-/// What one attempt came to, for the outbox and `status`: `HTTP 200`, `exit 0` ...
-pub type Outcome = String;
-
-/// A failed attempt: its outcome and what to do about it.
-#[derive(Debug)]
-pub struct Failed {
-    pub outcome: Outcome,
-    pub error: String,
-}
+pub use crate::outbox::{Failed, Outcome, Pass};
 
 /// Queues and delivers notifications for one config.
 #[derive(Clone)]
@@ -162,16 +153,6 @@ pub trait Subscribers: Sync {
 
     /// Where the credential's alerts go.
     fn alert_routes(&self, credential: &str) -> &[String];
-}
-
-/// What one delivery pass did.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Pass {
-    /// Delivered, or dropped because the hook is gone.
-    pub delivered: usize,
-    pub failed: usize,
-    /// Runs made ready because their hooks were all notified.
-    pub woken: usize,
 }
 
 impl Notifier {
@@ -233,133 +214,120 @@ impl Notifier {
         store: &Store,
         subscribers: &dyn Subscribers,
         alerter: &Alerter,
-        now: impl Fn() -> i64,
+        now: &(dyn Fn() -> i64 + Sync),
         only: Option<&str>,
     ) -> Result<Pass, StoreError> {
-        let mut pass = Pass::default();
-        // A hook hears of a credential's changes in order, so the next event of one may
-        // become due only when this batch delivered the one before it: fetch again then.
-        for _ in 0..MAX_BATCHES {
-            let batch = store.due_notifications(now(), 100).await?;
-            let before = pass;
-            for n in batch {
-                self.deliver_one(store, subscribers, alerter, &now, only, n, &mut pass)
-                    .await?;
-            }
-            if pass.delivered == before.delivered {
-                break;
-            }
-        }
-        Ok(pass)
+        let channel = Hooks {
+            notifier: self,
+            subscribers,
+            alerter,
+        };
+        outbox::deliver_due(store, &channel, now, only).await
+    }
+}
+
+/// Notifications are the outbox's `notify` rows: one per run, event and hook.
+struct Hooks<'a> {
+    notifier: &'a Notifier,
+    subscribers: &'a dyn Subscribers,
+    alerter: &'a Alerter,
+}
+
+impl outbox::Channel for Hooks<'_> {
+    const TABLE: Table = Table::Notify;
+
+    fn attempt_timeout(&self, hook: &str) -> Duration {
+        self.notifier
+            .hooks
+            .get(hook)
+            .map_or(Duration::ZERO, HookConfig::timeout)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn deliver_one(
+    async fn send(&self, n: &Message, _now: i64) -> Attempt {
+        let Some(hook) = self.notifier.hooks.get(&n.target) else {
+            return Attempt::Dropped(format!("hook `{}` is no longer configured", n.target));
+        };
+        let event: Event = match serde_json::from_str(&n.payload) {
+            Ok(e) => e,
+            Err(e) => return Attempt::Dropped(format!("undecodable event: {e}")),
+        };
+        let span = tracing::info_span!(
+            "notify",
+            credential = %n.credential_id,
+            hook = %n.target,
+            kind = hook.kind(),
+            event = %n.event,
+            run = %n.run_id,
+            attempt = n.attempts + 1,
+        );
+        let sent = deliver::send(
+            &self.notifier.client,
+            &self.notifier.vaults,
+            &n.target,
+            hook,
+            &event,
+        )
+        .instrument(span.clone())
+        .await;
+        match sent {
+            Ok(outcome) => {
+                span.in_scope(|| tracing::info!(outcome = %outcome, "consumer notified"));
+                Attempt::Delivered(outcome)
+            }
+            Err(failed) => Attempt::Failed(failed),
+        }
+    }
+
+    fn wakes_run(&self, n: &Message) -> bool {
+        self.subscribers.retires_when_notified(&n.credential_id)
+    }
+
+    /// A hook that keeps failing is alerted (`notify_failed`); the alert is resolved once
+    /// nothing of the credential's fails any more.
+    async fn after(
         &self,
         store: &Store,
-        subscribers: &dyn Subscribers,
-        alerter: &Alerter,
-        now: &impl Fn() -> i64,
-        only: Option<&str>,
-        n: crate::store::notify::Notification,
-        pass: &mut Pass,
+        n: &Message,
+        attempt: &Attempt,
+        failures: i64,
+        now: i64,
     ) -> Result<(), StoreError> {
-        {
-            if only.is_some_and(|id| id != n.credential_id) {
-                return Ok(());
-            }
-            let Some(hook) = self.hooks.get(&n.hook) else {
-                tracing::warn!(hook = %n.hook, credential = %n.credential_id, run = %n.run_id, "hook is no longer configured; its notification is dropped");
-                store
-                    .notification_delivered(&n, DROPPED, true, now())
+        let id = &n.credential_id;
+        let routes = self.subscribers.alert_routes(id);
+        let Attempt::Failed(failed) = attempt else {
+            if !store.notifications_failing(id).await? {
+                self.alerter
+                    .resolve(store, id, &[Condition::NotifyFailed], routes, now)
                     .await?;
-                pass.delivered += 1;
-                return Ok(());
-            };
-            // Past the attempt's own timeout: a process that died mid-attempt holds it no longer.
-            let claimed_until = now() + hook.timeout().as_millis() as i64 + 5_000;
-            if !store.claim_notification(&n, claimed_until).await? {
-                return Ok(());
             }
-            let event: Event = match serde_json::from_str(&n.payload) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!(id = n.id, error = %e, "undecodable event in the outbox; dropped");
-                    store
-                        .notification_delivered(&n, DROPPED, true, now())
-                        .await?;
-                    pass.delivered += 1;
-                    return Ok(());
-                }
-            };
-            let span = tracing::info_span!(
-                "notify",
-                credential = %n.credential_id,
-                hook = %n.hook,
-                kind = hook.kind(),
-                event = %n.event,
-                run = %n.run_id,
-                attempt = n.attempts + 1,
-            );
-            let result = deliver::send(&self.client, &self.vaults, &n.hook, hook, &event)
-                .instrument(span.clone())
-                .await;
-            match result {
-                Ok(outcome) => {
-                    let wake = subscribers.retires_when_notified(&n.credential_id);
-                    if store
-                        .notification_delivered(&n, &outcome, wake, now())
-                        .await?
-                    {
-                        pass.woken += 1;
-                    }
-                    pass.delivered += 1;
-                    span.in_scope(|| tracing::info!(outcome = %outcome, "consumer notified"));
-                    if !store.notifications_failing(&n.credential_id).await? {
-                        let routes = subscribers.alert_routes(&n.credential_id);
-                        alerter
-                            .resolve(
-                                store,
-                                &n.credential_id,
-                                &[Condition::NotifyFailed],
-                                routes,
-                                now(),
-                            )
-                            .await?;
-                    }
-                }
-                Err(failed) => {
-                    pass.failed += 1;
-                    let failures = n.failures + 1;
-                    let backoff = crate::policy::backoff::OUTBOX.delay_ms(failures);
-                    span.in_scope(|| tracing::warn!(outcome = %failed.outcome, failures, retry_in_ms = backoff, error = %failed.error, "notification failed; will retry"));
-                    store
-                        .notification_failed(&n, &failed.outcome, &failed.error, now() + backoff)
-                        .await?;
-                    if failures >= ALERT_AFTER_FAILURES
-                        && let Some(provider) = subscribers.provider(&n.credential_id)
-                    {
-                        let id = &n.credential_id;
-                        let alert = Alert {
-                            credential_id: id.clone(),
-                            provider: provider.to_owned(),
-                            condition: Condition::NotifyFailed,
-                            step: format!("notify:{}", n.event),
-                            attempt: failures,
-                            run_id: n.run_id.clone(),
-                            cause: format!("hook `{}` ({}): {}", n.hook, hook.kind(), failed.error),
-                            action: format!(
-                                "the new credential stays current; fix hook `{}` (rotor retries it, see `rotor status {}`), or make its consumers reload by hand",
-                                n.hook, id
-                            ),
-                            raised_at: String::new(),
-                        };
-                        let routes = subscribers.alert_routes(id);
-                        alerter.raise(store, &alert, routes, now()).await?;
-                    }
-                }
-            }
+            return Ok(());
+        };
+        let Some(provider) = self.subscribers.provider(id) else {
+            return Ok(());
+        };
+        if failures < ALERT_AFTER_FAILURES {
+            return Ok(());
         }
+        let kind = self
+            .notifier
+            .hooks
+            .get(&n.target)
+            .map_or("?", HookConfig::kind);
+        let alert = Alert {
+            credential_id: id.clone(),
+            provider: provider.to_owned(),
+            condition: Condition::NotifyFailed,
+            step: format!("notify:{}", n.event),
+            attempt: failures,
+            run_id: n.run_id.clone(),
+            cause: format!("hook `{}` ({kind}): {}", n.target, failed.error),
+            action: format!(
+                "the new credential stays current; fix hook `{}` (rotor retries it, see `rotor status {id}`), or make its consumers reload by hand",
+                n.target
+            ),
+            raised_at: String::new(),
+        };
+        self.alerter.raise(store, &alert, routes, now).await?;
         Ok(())
     }
 }

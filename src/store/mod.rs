@@ -281,6 +281,7 @@ pub mod seen;
 pub mod totals;
 
 // After the macros above, which it uses.
+pub mod alerts;
 pub mod drill;
 pub mod limits;
 pub mod notify;

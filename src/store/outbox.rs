@@ -1,199 +1,151 @@
-//! Alerts in the store: which conditions are raised (deduplicated per credential and
-//! condition, resolved by the next success) and a durable outbox of deliveries, one row per
-//! sink, retried with backoff until the sink takes it. An alert raised just before a crash is
-//! delivered after the restart.
+//! The outbox: one table of what rotor tells the outside world, alerts to sinks and change
+//! events to consumer hooks, each row retried until its target takes it. A row is claimed for
+//! one attempt by moving its due time past the attempt (a compare-and-swap), so two replicas
+//! never send the same row at once; a row waits behind older undelivered rows of the same
+//! channel, credential, target and condition, so a target hears of them in order.
 
 use super::BeginWrite;
 use super::sql;
 use super::{Pool, Store, StoreError};
 
-/// Queues one delivery inside transaction `$tx` (a macro: the same text for both backends).
-macro_rules! queue {
-    ($tx:expr, $sink:expr, $credential:expr, $condition:expr, $event:expr, $payload:expr, $now:expr) => {
-        sqlx::query(sql::QUEUE_ALERT_DELIVERY)
-            .bind($sink)
-            .bind($credential)
-            .bind($condition)
-            .bind($event)
-            .bind($payload)
-            .bind($now)
-            .execute(&mut *$tx)
-            .await?
-    };
+/// Which kind of row: what rotor tells, and to whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Alerts to sinks (`store::alerts`).
+    Alert,
+    /// Change events to consumer hooks (`store::notify`).
+    Notify,
 }
 
-/// One delivery to make.
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Alert => "alert",
+            Channel::Notify => "notify",
+        }
+    }
+}
+
+/// The outcome recorded for a row given up without an attempt (its target left the config,
+/// or its payload cannot be read).
+pub const DROPPED: &str = "dropped";
+
+/// One row to deliver.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Delivery {
+pub struct Message {
     pub id: i64,
-    pub sink: String,
+    /// `alert` or `notify`.
+    pub channel: String,
     pub credential_id: String,
+    /// The alert sink or the notify hook.
+    pub target: String,
+    /// The alert's condition; empty for notifications.
     pub condition: String,
-    /// `trigger` or `resolve`.
+    /// The run a notification tells of; empty for alerts.
+    pub run_id: String,
+    /// `trigger` or `resolve` (alerts), `promoted` or `retired` (notifications).
     pub event: String,
-    /// The alert as JSON (never a secret).
+    /// JSON that names versions and fingerprints, never a secret.
     pub payload: String,
-    pub created_at: i64,
     pub attempts: i64,
-}
-
-/// A condition that is raised now.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ActiveAlert {
-    pub credential_id: String,
-    pub condition: String,
-    pub raised_at: i64,
-    pub payload: String,
+    pub failures: i64,
+    pub next_attempt_at: i64,
 }
 
 impl Store {
-    /// Raises `condition` for a credential and queues a delivery to each sink, unless it is
-    /// already raised (then nothing is queued: one page per problem, not per attempt).
-    /// Returns whether it was newly raised.
-    pub async fn raise_alert(
+    /// Rows of `channel` due now (of one credential with `only`), oldest first, each only when
+    /// no older row to the same target about the same thing still waits.
+    pub async fn due_messages(
         &self,
-        credential_id: &str,
-        condition: &str,
-        payload: &str,
-        sinks: &[String],
+        channel: Channel,
+        now: i64,
+        limit: i64,
+        only: Option<&str>,
+    ) -> Result<Vec<Message>, StoreError> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(sql::DUE_MESSAGES)
+                .bind(channel.as_str())
+                .bind(now)
+                .bind(limit)
+                .bind(only.unwrap_or(""))
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+
+    /// Claims a due row for one attempt until `until`; false when another process claimed
+    /// (or delivered) it first.
+    pub async fn claim_message(&self, message: &Message, until: i64) -> Result<bool, StoreError> {
+        with_pool!(self, pool => {
+            let done = sqlx::query(sql::CLAIM_MESSAGE)
+                .bind(message.id)
+                .bind(message.next_attempt_at)
+                .bind(until)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// Records a delivered (or dropped) row. With `wake`, a run waiting out its grace for its
+    /// hooks (`retire_after = "notified"`) is made ready when this was its last `promoted`
+    /// notification; returns whether it was.
+    pub async fn message_delivered(
+        &self,
+        message: &Message,
+        outcome: &str,
+        wake: bool,
         now: i64,
     ) -> Result<bool, StoreError> {
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let active: Option<i64> = sqlx::query_scalar(sql::ALERT_ACTIVE,
-            )
-            .bind(credential_id)
-            .bind(condition)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if active == Some(1) {
-                tx.commit().await?;
-                return Ok(false);
-            }
-            sqlx::query(sql::RAISE_ALERT,
-            )
-            .bind(credential_id)
-            .bind(condition)
-            .bind(now)
-            .bind(payload)
-            .execute(&mut *tx)
-            .await?;
-            for sink in sinks {
-                queue!(tx, sink, credential_id, condition, "trigger", payload, now);
-            }
-            tx.commit().await?;
-            Ok(true)
-        })
-    }
-
-    /// Resolves those of `conditions` that are raised for a credential, queueing a `resolve`
-    /// delivery to each sink. Returns the conditions resolved.
-    pub async fn resolve_alerts(
-        &self,
-        credential_id: &str,
-        conditions: &[&str],
-        sinks: &[String],
-        now: i64,
-    ) -> Result<Vec<String>, StoreError> {
-        // Nearly every successful rotation has nothing to resolve: one read, no transaction.
-        let any = match &self.reads {
-            Some(reads) => reads.any_active_alert(credential_id)?,
-            None => with_pool!(self, pool => sqlx::query_scalar::<_, i64>(sql::ACTIVE_ALERT_COUNT,
-            )
-            .bind(credential_id)
-            .fetch_one(pool)
-            .await? > 0),
-        };
-        if !any {
-            return Ok(Vec::new());
-        }
-        with_pool!(self, pool => {
-            let mut tx = pool.begin_write().await?;
-            let raised: Vec<(String, String)> = sqlx::query_as(sql::CREDENTIAL_ACTIVE_ALERTS,
-            )
-            .bind(credential_id)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut resolved = Vec::new();
-            for (cond, payload) in raised {
-                if !conditions.contains(&cond.as_str()) {
-                    continue;
-                }
-                sqlx::query(sql::RESOLVE_ALERT,
-                )
-                .bind(credential_id)
-                .bind(&cond)
+            sqlx::query(sql::MESSAGE_DELIVERED)
+                .bind(message.id)
                 .bind(now)
+                .bind(outcome)
                 .execute(&mut *tx)
                 .await?;
-                for sink in sinks {
-                    queue!(tx, sink, credential_id, &cond, "resolve", &payload, now);
-                }
-                resolved.push(cond);
+            let mut woken = false;
+            if wake && message.channel == Channel::Notify.as_str() && message.event == "promoted" {
+                let done = sqlx::query(sql::WAKE_NOTIFIED_RUN)
+                    .bind(&message.run_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                woken = done.rows_affected() == 1;
             }
             tx.commit().await?;
-            Ok(resolved)
+            Ok(woken)
         })
     }
 
-    /// The conditions raised now, for sinks that must be reminded (Alertmanager) and status.
-    pub async fn active_alerts(&self) -> Result<Vec<ActiveAlert>, StoreError> {
+    /// Records a failed attempt; the row is tried again at `next_attempt_at`.
+    pub async fn message_failed(
+        &self,
+        message: &Message,
+        outcome: &str,
+        error: &str,
+        next_attempt_at: i64,
+    ) -> Result<(), StoreError> {
         with_pool!(self, pool => {
-            Ok(sqlx::query_as(sql::ACTIVE_ALERTS,
-            )
-            .fetch_all(pool)
-            .await?)
-        })
-    }
-
-    /// Deliveries due now, oldest first.
-    pub async fn due_deliveries(&self, now: i64, limit: i64) -> Result<Vec<Delivery>, StoreError> {
-        with_pool!(self, pool => {
-            Ok(sqlx::query_as(sql::DUE_DELIVERIES,
-            )
-            .bind(now)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?)
-        })
-    }
-
-    /// When the next undelivered delivery is due, if any.
-    pub async fn next_delivery_at(&self) -> Result<Option<i64>, StoreError> {
-        with_pool!(self, pool => {
-            Ok(sqlx::query_scalar(sql::NEXT_DELIVERY_AT,
-            )
-            .fetch_one(pool)
-            .await?)
-        })
-    }
-
-    pub async fn delivered(&self, id: i64, now: i64) -> Result<(), StoreError> {
-        with_pool!(self, pool => {
-            sqlx::query(sql::DELIVERED)
-                .bind(id)
-                .bind(now)
+            sqlx::query(sql::MESSAGE_FAILED)
+                .bind(message.id)
+                .bind(next_attempt_at)
+                .bind(outcome)
+                .bind(error)
                 .execute(pool)
                 .await?;
             Ok(())
         })
     }
 
-    pub async fn delivery_failed(
-        &self,
-        id: i64,
-        next_attempt_at: i64,
-        error: &str,
-    ) -> Result<(), StoreError> {
+    /// When the next undelivered row of `channel` is due, if any.
+    pub async fn next_message_at(&self, channel: Channel) -> Result<Option<i64>, StoreError> {
         with_pool!(self, pool => {
-            sqlx::query(sql::DELIVERY_FAILED,
-            )
-            .bind(id)
-            .bind(next_attempt_at)
-            .bind(error)
-            .execute(pool)
-            .await?;
-            Ok(())
+            Ok(sqlx::query_scalar(sql::NEXT_MESSAGE_AT)
+                .bind(channel.as_str())
+                .fetch_one(pool)
+                .await?)
         })
     }
 }

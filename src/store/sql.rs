@@ -419,9 +419,10 @@ pub const SET_FINGERPRINTS_KEYED: &str =
     "UPDATE audit_head SET fingerprints_keyed = 1 WHERE id = 1";
 
 /// Every notification payload, to key the fingerprints it names.
-pub const NOTIFY_PAYLOADS: &str = "SELECT id, payload FROM notify_outbox ORDER BY id";
+pub const NOTIFY_PAYLOADS: &str =
+    "SELECT id, payload FROM outbox WHERE channel = 'notify' ORDER BY id";
 
-pub const SET_NOTIFY_PAYLOAD: &str = "UPDATE notify_outbox SET payload = $1 WHERE id = $2";
+pub const SET_NOTIFY_PAYLOAD: &str = "UPDATE outbox SET payload = $1 WHERE id = $2";
 
 /// Rehashes one row under the key.
 pub const REHASH_AUDIT_ROW: &str = "UPDATE audit SET prev_hash = $1, hash = $2 WHERE seq = $3";
@@ -430,110 +431,100 @@ pub const REHASH_AUDIT_ROW: &str = "UPDATE audit SET prev_hash = $1, hash = $2 W
 pub const KEYED_AUDIT_HEAD: &str = "UPDATE audit_head SET hash = $1, keyed = 1 WHERE id = 1";
 
 /// Run by `queue_notifications` in `store/notify.rs`.
-pub const SUPERSEDE_NOTIFICATIONS: &str = "UPDATE notify_outbox SET delivered_at = $4, last_outcome = $5 \
-    WHERE credential_id = $1 AND hook = $2 AND run_id <> $3 AND delivered_at IS NULL";
+pub const SUPERSEDE_NOTIFICATIONS: &str = "UPDATE outbox SET delivered_at = $4, last_outcome = $5 \
+    WHERE channel = 'notify' AND credential_id = $1 AND target = $2 AND run_id <> $3 AND delivered_at IS NULL";
 
 /// Run by `queue_notifications` in `store/notify.rs`.
-pub const QUEUE_NOTIFICATION: &str = "INSERT INTO notify_outbox (run_id, credential_id, hook, event, payload, created_at, next_attempt_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (run_id, event, hook) DO NOTHING";
+pub const QUEUE_NOTIFICATION: &str = "INSERT INTO outbox (channel, run_id, credential_id, target, event, payload, created_at, next_attempt_at) \
+    VALUES ('notify', $1, $2, $3, $4, $5, $6, $6) ON CONFLICT (run_id, event, target) WHERE channel = 'notify' DO NOTHING";
 
-/// Run by `due_notifications` in `store/notify.rs`.
-pub const DUE_NOTIFICATIONS: &str = "SELECT id, run_id, credential_id, hook, event, payload, attempts, failures, next_attempt_at \
-    FROM notify_outbox o WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
-    AND NOT EXISTS (SELECT 1 FROM notify_outbox e WHERE e.credential_id = o.credential_id \
-    AND e.hook = o.hook AND e.id < o.id AND e.delivered_at IS NULL) \
-    ORDER BY id LIMIT $2";
+/// Run by `due_messages` in `store/outbox.rs`: due rows of one channel (of one credential
+/// unless `$4` is ''), each only when no older row of the same channel, credential, target
+/// and condition still waits.
+pub const DUE_MESSAGES: &str = "SELECT id, channel, credential_id, target, condition, run_id, event, payload, \
+    attempts, failures, next_attempt_at FROM outbox o \
+    WHERE o.channel = $1 AND o.delivered_at IS NULL AND o.next_attempt_at <= $2 \
+    AND ($4 = '' OR o.credential_id = $4) \
+    AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.credential_id = o.credential_id \
+    AND e.target = o.target AND e.id < o.id AND e.channel = o.channel \
+    AND e.condition = o.condition AND e.delivered_at IS NULL) \
+    ORDER BY o.id LIMIT $3";
 
-/// Run by `claim_notification` in `store/notify.rs`.
-pub const CLAIM_NOTIFICATION: &str = "UPDATE notify_outbox SET next_attempt_at = $3 \
+/// Run by `claim_message` in `store/outbox.rs`.
+pub const CLAIM_MESSAGE: &str = "UPDATE outbox SET next_attempt_at = $3 \
     WHERE id = $1 AND next_attempt_at = $2 AND delivered_at IS NULL";
 
-/// Run by `notification_delivered` in `store/notify.rs`.
-pub const NOTIFICATION_DELIVERED: &str = "UPDATE notify_outbox SET delivered_at = $2, attempts = attempts + 1, \
+/// Run by `message_delivered` in `store/outbox.rs`.
+pub const MESSAGE_DELIVERED: &str = "UPDATE outbox SET delivered_at = $2, attempts = attempts + 1, \
     last_outcome = $3, last_error = NULL WHERE id = $1";
 
-/// Run by `notification_delivered` in `store/notify.rs`.
+/// Run by `message_delivered` in `store/outbox.rs`.
 pub const WAKE_NOTIFIED_RUN: &str = "UPDATE runs SET not_before = $2 WHERE id = $1 AND state = 'promoted' \
     AND lease_owner IS NULL AND not_before > $2 AND NOT EXISTS \
-    (SELECT 1 FROM notify_outbox WHERE run_id = $1 AND event = 'promoted' AND delivered_at IS NULL)";
+    (SELECT 1 FROM outbox WHERE channel = 'notify' AND run_id = $1 AND event = 'promoted' AND delivered_at IS NULL)";
 
-/// Run by `notification_failed` in `store/notify.rs`.
-pub const NOTIFICATION_FAILED: &str = "UPDATE notify_outbox SET attempts = attempts + 1, failures = failures + 1, \
+/// Run by `message_failed` in `store/outbox.rs`.
+pub const MESSAGE_FAILED: &str = "UPDATE outbox SET attempts = attempts + 1, failures = failures + 1, \
     next_attempt_at = $2, last_outcome = $3, last_error = $4 WHERE id = $1";
 
+/// Run by `next_message_at` in `store/outbox.rs`.
+pub const NEXT_MESSAGE_AT: &str =
+    "SELECT MIN(next_attempt_at) FROM outbox WHERE channel = $1 AND delivered_at IS NULL";
+
 /// Run by `notifications_settled` in `store/notify.rs`.
-pub const NOTIFICATIONS_SETTLED: &str =
-    "SELECT COUNT(*) FROM notify_outbox WHERE run_id = $1 AND event = $2 AND delivered_at IS NULL";
+pub const NOTIFICATIONS_SETTLED: &str = "SELECT COUNT(*) FROM outbox \
+    WHERE channel = 'notify' AND run_id = $1 AND event = $2 AND delivered_at IS NULL";
 
 /// Run by `wake_promoted_run` in `store/notify.rs`.
 pub const WAKE_PROMOTED_RUN: &str = "UPDATE runs SET not_before = $2 WHERE id = $1 AND state = 'promoted' \
     AND lease_owner IS NULL AND not_before > $2";
 
 /// Run by `notifications_failing` in `store/notify.rs`.
-pub const NOTIFICATIONS_FAILING: &str = "SELECT COUNT(*) FROM notify_outbox WHERE credential_id = $1 AND delivered_at IS NULL AND failures > 0";
+pub const NOTIFICATIONS_FAILING: &str = "SELECT COUNT(*) FROM outbox \
+    WHERE channel = 'notify' AND credential_id = $1 AND delivered_at IS NULL AND failures > 0";
 
 /// Run by `hook_states` in `store/notify.rs`.
-pub const HOOK_STATES: &str = "SELECT o.credential_id, o.hook, o.event, o.run_id, o.attempts, o.delivered_at, o.next_attempt_at, \
-    o.last_outcome, o.last_error, \
-    (SELECT COUNT(*) FROM notify_outbox w WHERE w.credential_id = o.credential_id AND w.hook = o.hook \
-    AND w.delivered_at IS NULL) AS undelivered \
-    FROM notify_outbox o WHERE o.id = (SELECT MAX(l.id) FROM notify_outbox l \
-    WHERE l.credential_id = o.credential_id AND l.hook = o.hook) \
-    ORDER BY o.credential_id, o.hook";
+pub const HOOK_STATES: &str = "SELECT o.credential_id, o.target AS hook, o.event, o.run_id, o.attempts, o.delivered_at, \
+    o.next_attempt_at, o.last_outcome, o.last_error, \
+    (SELECT COUNT(*) FROM outbox w WHERE w.channel = 'notify' AND w.credential_id = o.credential_id \
+    AND w.target = o.target AND w.delivered_at IS NULL) AS undelivered \
+    FROM outbox o WHERE o.id = (SELECT MAX(l.id) FROM outbox l \
+    WHERE l.channel = 'notify' AND l.credential_id = o.credential_id AND l.target = o.target) \
+    ORDER BY o.credential_id, o.target";
 
 /// Run by `hook_counts` in `store/notify.rs`.
-pub const HOOK_COUNTS: &str = "SELECT credential_id, hook, \
+pub const HOOK_COUNTS: &str = "SELECT credential_id, target AS hook, \
     CAST(SUM(CASE WHEN delivered_at IS NOT NULL AND last_outcome NOT IN ('dropped', 'superseded') \
     THEN 1 ELSE 0 END) AS BIGINT) AS succeeded, \
     CAST(SUM(failures) AS BIGINT) AS failed \
-    FROM notify_outbox GROUP BY credential_id, hook ORDER BY credential_id, hook";
+    FROM outbox WHERE channel = 'notify' GROUP BY credential_id, target ORDER BY credential_id, target";
 
-/// Run by `next_notification_at` in `store/notify.rs`.
-pub const NEXT_NOTIFICATION_AT: &str =
-    "SELECT MIN(next_attempt_at) FROM notify_outbox WHERE delivered_at IS NULL";
+/// Run by `raise_alert` and `resolve_alerts` in `store/alerts.rs`.
+pub const QUEUE_ALERT: &str = "INSERT INTO outbox (channel, target, credential_id, condition, event, payload, created_at, next_attempt_at) \
+    VALUES ('alert', $1, $2, $3, $4, $5, $6, $6)";
 
-/// Run by `store` in `store/outbox.rs`.
-pub const QUEUE_ALERT_DELIVERY: &str = "INSERT INTO alert_outbox (sink, credential_id, condition, event, payload, created_at, next_attempt_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $6)";
-
-/// Run by `raise_alert` in `store/outbox.rs`.
+/// Run by `raise_alert` in `store/alerts.rs`.
 pub const ALERT_ACTIVE: &str =
     "SELECT active FROM alert_state WHERE credential_id = $1 AND condition = $2";
 
-/// Run by `raise_alert` in `store/outbox.rs`.
+/// Run by `raise_alert` in `store/alerts.rs`.
 pub const RAISE_ALERT: &str = "INSERT INTO alert_state (credential_id, condition, active, raised_at, resolved_at, payload) \
     VALUES ($1, $2, 1, $3, NULL, $4) \
     ON CONFLICT (credential_id, condition) DO UPDATE SET active = 1, raised_at = $3, resolved_at = NULL, payload = $4";
 
-/// Run by `resolve_alerts` in `store/outbox.rs`.
+/// Run by `resolve_alerts` in `store/alerts.rs`.
 pub const ACTIVE_ALERT_COUNT: &str =
     "SELECT COUNT(*) FROM alert_state WHERE credential_id = $1 AND active = 1";
 
-/// Run by `resolve_alerts` in `store/outbox.rs`.
-pub const CREDENTIAL_ACTIVE_ALERTS: &str =
-    "SELECT condition, payload FROM alert_state WHERE credential_id = $1 AND active = 1";
+/// Run by `resolve_alerts` in `store/alerts.rs`.
+pub const CREDENTIAL_ACTIVE_ALERTS: &str = "SELECT condition, payload FROM alert_state WHERE credential_id = $1 AND active = 1 ORDER BY condition";
 
-/// Run by `resolve_alerts` in `store/outbox.rs`.
+/// Run by `resolve_alerts` in `store/alerts.rs`.
 pub const RESOLVE_ALERT: &str = "UPDATE alert_state SET active = 0, resolved_at = $3 WHERE credential_id = $1 AND condition = $2";
 
-/// Run by `active_alerts` in `store/outbox.rs`.
+/// Run by `active_alerts` in `store/alerts.rs`.
 pub const ACTIVE_ALERTS: &str = "SELECT credential_id, condition, raised_at, payload FROM alert_state WHERE active = 1 \
     ORDER BY credential_id, condition";
-
-/// Run by `due_deliveries` in `store/outbox.rs`.
-pub const DUE_DELIVERIES: &str = "SELECT id, sink, credential_id, condition, event, payload, created_at, attempts \
-    FROM alert_outbox WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
-    ORDER BY id LIMIT $2";
-
-/// Run by `next_delivery_at` in `store/outbox.rs`.
-pub const NEXT_DELIVERY_AT: &str =
-    "SELECT MIN(next_attempt_at) FROM alert_outbox WHERE delivered_at IS NULL";
-
-/// Run by `delivered` in `store/outbox.rs`.
-pub const DELIVERED: &str = "UPDATE alert_outbox SET delivered_at = $2, attempts = attempts + 1, last_error = NULL WHERE id = $1";
-
-/// Run by `delivery_failed` in `store/outbox.rs`.
-pub const DELIVERY_FAILED: &str = "UPDATE alert_outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 WHERE id = $1";
 
 /// Run by `start_drill` in `store/drill.rs`.
 pub const START_DRILL: &str =
@@ -552,8 +543,8 @@ pub const RECORD_DRILL_OUTCOME: &str = "UPDATE credentials SET last_drill_outcom
 pub const LAST_DRILL: &str = "SELECT * FROM drills ORDER BY started_at DESC, id DESC LIMIT 1";
 
 /// Run by `deliveries_since` in `store/drill.rs`.
-pub const DELIVERIES_SINCE: &str = "SELECT sink, condition, event, attempts, delivered_at, last_error FROM alert_outbox \
-    WHERE credential_id = $1 AND created_at >= $2 ORDER BY id";
+pub const DELIVERIES_SINCE: &str = "SELECT target AS sink, condition, event, attempts, delivered_at, last_error FROM outbox \
+    WHERE channel = 'alert' AND credential_id = $1 AND created_at >= $2 ORDER BY id";
 
 /// Run by `claim_within` in `store/limits.rs`.
 pub const CLAIM_WITHIN: &str = "UPDATE runs SET lease_owner = $1, lease_until = $2 WHERE id = $3 \

@@ -268,8 +268,9 @@ fn a_sink_that_is_down_gets_the_alert_from_the_outbox_exactly_once() {
     )]));
     rotor.ok(&["rotate", "app/key0"]);
     let out = fail_once(&rotor);
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("alert delivery failed; will retry"),
+        stderr.contains("delivery failed; will retry") && stderr.contains("channel=alert"),
         "{out:?}"
     );
 
