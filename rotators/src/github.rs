@@ -16,11 +16,14 @@ use crate::kinds::Settings;
 use std::time::Duration;
 
 use octocrab::Octocrab;
+use octocrab::models::apps::CreateInstallationAccessToken;
+use octocrab::models::hooks::{Config as HookConfigModel, UpdateHookConfig};
 use octocrab::models::repos::DeployKey;
+use octocrab::models::{HookId, InstallationId};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::password::{Alphabet, random, random_bytes};
 use crate::{
@@ -148,6 +151,29 @@ fn app_client(api: &str, app_id: u64, pem: &SecretString) -> Result<Octocrab, Ro
 
 /// What a failed call means for the engine; GitHub's own message is kept (it holds no secret).
 fn classify(error: octocrab::Error, what: &str) -> RotatorError {
+    // A reply that does not parse is named by where, never by what: serde's message quotes the
+    // value it could not take, and a reply may carry a new secret.
+    let unparsed = match &error {
+        octocrab::Error::Json { source, .. } => Some(format!(
+            " at `{}` ({:?} error, line {}, column {})",
+            source.path(),
+            source.inner().classify(),
+            source.inner().line(),
+            source.inner().column()
+        )),
+        octocrab::Error::Serde { source, .. } => Some(format!(
+            " ({:?} error, line {}, column {})",
+            source.classify(),
+            source.line(),
+            source.column()
+        )),
+        _ => None,
+    };
+    if let Some(place) = unparsed {
+        return RotatorError::transient(format!(
+            "{what}: GitHub's reply is not shaped as its API documents{place}; rotor retries"
+        ));
+    }
     let octocrab::Error::GitHub { source, .. } = &error else {
         return RotatorError::transient(format!(
             "{what}: {error} (GitHub is unreachable; rotor retries)"
@@ -588,14 +614,6 @@ impl RotatorSettings for WebhookConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct HookConfig {
-    #[serde(default)]
-    url: Option<String>,
-    #[serde(default)]
-    secret: Option<String>,
-}
-
 pub struct GithubWebhookSecret {
     config: WebhookConfig,
     secrets: Secrets,
@@ -605,19 +623,6 @@ impl GithubWebhookSecret {
     pub fn build(config: WebhookConfig, secrets: Secrets) -> Result<Self, RotatorError> {
         config.validate().map_err(RotatorError::permanent)?;
         Ok(Self { config, secrets })
-    }
-
-    fn route(&self) -> String {
-        match &self.config.repo {
-            Some(repo) => format!(
-                "/repos/{}/{repo}/hooks/{}/config",
-                self.config.owner, self.config.hook_id
-            ),
-            None => format!(
-                "/orgs/{}/hooks/{}/config",
-                self.config.owner, self.config.hook_id
-            ),
-        }
     }
 
     fn name(&self) -> String {
@@ -633,11 +638,25 @@ impl GithubWebhookSecret {
         }
     }
 
-    async fn read(&self, github: &Octocrab) -> Result<HookConfig, RotatorError> {
-        github
-            .get(self.route(), None::<&()>)
-            .await
-            .map_err(|e| classify(e, &format!("reading the configuration of {}", self.name())))
+    async fn read(&self, github: &Octocrab) -> Result<HookConfigModel, RotatorError> {
+        let hook = HookId(self.config.hook_id);
+        let read = match &self.config.repo {
+            Some(repo) => {
+                github
+                    .repos(&self.config.owner, repo)
+                    .hooks()
+                    .get_config(hook)
+                    .await
+            }
+            None => {
+                github
+                    .orgs(&self.config.owner)
+                    .hooks()
+                    .get_config(hook)
+                    .await
+            }
+        };
+        read.map_err(|e| classify(e, &format!("reading the configuration of {}", self.name())))
     }
 }
 
@@ -673,7 +692,7 @@ impl Rotator for GithubWebhookSecret {
         // The webhook exists and rotor may change it: the switch at retirement will work.
         let github = client(&self.config.access, &self.secrets).await?;
         let hook = self.read(&github).await?;
-        if hook.url.is_none() {
+        if hook.url.is_empty() {
             return Err(RotatorError::permanent(format!(
                 "{} has no delivery URL",
                 self.name()
@@ -684,13 +703,34 @@ impl Rotator for GithubWebhookSecret {
 
     async fn switch_over(&self, current: &Credential) -> Result<(), RotatorError> {
         let github = client(&self.config.access, &self.secrets).await?;
-        let mut body = serde_json::json!({ "secret": current.require(VALUE)?.expose_secret() });
-        let hook: Result<HookConfig, _> = github.patch(self.route(), Some(&body)).await;
-        if let Some(serde_json::Value::String(secret)) = body.get_mut("secret") {
-            secret.zeroize();
-        }
-        let hook =
-            hook.map_err(|e| classify(e, &format!("switching {} to the new secret", self.name())))?;
+        // octocrab takes the secret as a String and serializes it into a request body that it
+        // drops without zeroizing (as its generic `patch` did with rotor's JSON body).
+        let secret = current.require(VALUE)?.expose_secret().to_owned();
+        let hook_id = HookId(self.config.hook_id);
+        let switched = match &self.config.repo {
+            Some(repo) => {
+                github
+                    .repos(&self.config.owner, repo)
+                    .hooks()
+                    .update_config(hook_id)
+                    .secret(secret)
+                    .send()
+                    .await
+            }
+            None => {
+                let config = UpdateHookConfig {
+                    secret: Some(secret),
+                    ..UpdateHookConfig::default()
+                };
+                github
+                    .orgs(&self.config.owner)
+                    .hooks()
+                    .update_config(hook_id, config)
+                    .await
+            }
+        };
+        let hook = switched
+            .map_err(|e| classify(e, &format!("switching {} to the new secret", self.name())))?;
         if hook.secret.is_none() {
             return Err(RotatorError::transient(format!(
                 "{} reports no secret after the switch; rotor retries",
@@ -797,12 +837,6 @@ impl RotatorSettings for InstallationTokenConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct InstallationToken {
-    token: String,
-    expires_at: String,
-}
-
 pub struct GithubAppInstallationToken {
     config: InstallationTokenConfig,
     secrets: Secrets,
@@ -816,6 +850,10 @@ impl GithubAppInstallationToken {
 
     fn api(&self) -> &str {
         self.config.api_url.as_deref().unwrap_or(DEFAULT_API)
+    }
+
+    fn installation(&self) -> InstallationId {
+        InstallationId(self.config.installation_id)
     }
 
     /// A client authenticated as the installation token itself.
@@ -848,28 +886,34 @@ impl Rotator for GithubAppInstallationToken {
         // GitHub can neither list nor revoke a token rotor never received; one lost to a crash
         // here expires within the hour.
         let app = self.as_app().await?;
-        let route = format!(
-            "/app/installations/{}/access_tokens",
-            self.config.installation_id
-        );
-        let body = if self.config.repositories.is_empty() {
-            serde_json::json!({})
-        } else {
-            serde_json::json!({ "repositories": self.config.repositories })
+        let body = CreateInstallationAccessToken {
+            repositories: (!self.config.repositories.is_empty())
+                .then(|| self.config.repositories.clone()),
+            ..CreateInstallationAccessToken::default()
         };
-        let token: InstallationToken = app.post(route, Some(&body)).await.map_err(|e| {
-            classify(
-                e,
-                &format!(
-                    "creating a token for installation {} of App {}",
-                    self.config.installation_id, self.config.app_id
-                ),
-            )
-        })?;
+        let token = app
+            .apps()
+            .create_installation_access_token(self.installation(), &body)
+            .await
+            .map_err(|e| {
+                classify(
+                    e,
+                    &format!(
+                        "creating a token for installation {} of App {}",
+                        self.config.installation_id, self.config.app_id
+                    ),
+                )
+            })?;
         let value = Zeroizing::new(token.token);
+        let Some(expires_at) = token.expires_at else {
+            return Err(RotatorError::permanent(format!(
+                "GitHub created a token for installation {} without `expires_at`; rotor cannot schedule its replacement (it expires within the hour)",
+                self.config.installation_id
+            )));
+        };
         Ok(Credential::new()
             .with(TOKEN, SecretString::from(value.as_str()))
-            .with(EXPIRES_AT, SecretString::from(token.expires_at)))
+            .with(EXPIRES_AT, SecretString::from(expires_at)))
     }
 
     async fn apply(
@@ -882,8 +926,11 @@ impl Rotator for GithubAppInstallationToken {
 
     async fn verify(&self, candidate: &Credential) -> Result<(), RotatorError> {
         let github = self.as_token(candidate.require(TOKEN)?)?;
-        let _: serde_json::Value = github
-            .get("/installation/repositories?per_page=1", None::<&()>)
+        github
+            .apps()
+            .installation_repositories()
+            .per_page(1)
+            .send()
             .await
             .map_err(|e| {
                 classify(
@@ -904,8 +951,8 @@ impl Rotator for GithubAppInstallationToken {
     ) -> Result<Retired, RotatorError> {
         // It would expire within the hour anyway; revoking it ends its use now.
         let github = self.as_token(old.require(TOKEN)?)?;
-        match github._delete("/installation/token", None::<&()>).await {
-            Ok(_) => Ok(Retired::Done),
+        match github.apps().revoke_installation_token().await {
+            Ok(()) => Ok(Retired::Done),
             Err(e) => match &e {
                 octocrab::Error::GitHub { source, .. } if source.status_code.as_u16() == 401 => {
                     Ok(Retired::Done)
@@ -941,16 +988,18 @@ impl Rotator for GithubAppInstallationToken {
 
     async fn preflight(&self) -> Result<(), RotatorError> {
         let app = self.as_app().await?;
-        let route = format!("/app/installations/{}", self.config.installation_id);
-        let _: serde_json::Value = app.get(route, None::<&()>).await.map_err(|e| {
-            classify(
-                e,
-                &format!(
-                    "reading installation {} of App {}",
-                    self.config.installation_id, self.config.app_id
-                ),
-            )
-        })?;
+        app.apps()
+            .installation(self.installation())
+            .await
+            .map_err(|e| {
+                classify(
+                    e,
+                    &format!(
+                        "reading installation {} of App {}",
+                        self.config.installation_id, self.config.app_id
+                    ),
+                )
+            })?;
         Ok(())
     }
 }

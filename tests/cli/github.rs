@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::providers::{Provider, setup};
 use crate::support::Rotor;
-use crate::support::github::REPO_HOOK;
+use crate::support::github::{ORG_HOOK, OWNER, REPO, REPO_HOOK};
 
 fn rotor_for(provider: Provider, grace: &str) -> (Rotor, crate::providers::Fixture) {
     let rotor = Rotor::new("");
@@ -46,6 +46,64 @@ fn the_webhook_switches_only_after_grace() {
     assert_eq!(hook_secret(&fixture).as_deref(), Some(new.as_str()));
     let doc = crate::rotation::read_document(&rotor, "app/key0");
     assert!(doc.get("previous").is_none(), "{doc}");
+}
+
+#[test]
+fn an_organisation_webhook_is_switched_through_the_organisation_hooks_api() {
+    let (rotor, fixture) = rotor_for(Provider::GithubWebhook, "0s");
+    let config = std::fs::read_to_string(&rotor.config).unwrap();
+    let repo_hook = format!("repo = \"{REPO}\"\nhook_id = {REPO_HOOK}\n");
+    assert!(config.contains(&repo_hook), "{config}");
+    std::fs::write(
+        &rotor.config,
+        config.replace(&repo_hook, &format!("hook_id = {ORG_HOOK}\n")),
+    )
+    .unwrap();
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+
+    let doc = crate::rotation::read_document(&rotor, "app/key0");
+    let state = fixture.github.as_ref().unwrap().state.lock().unwrap();
+    assert_eq!(
+        state.hooks[&ORG_HOOK].secret.as_deref(),
+        doc["value"].as_str(),
+        "the organisation's webhook signs with the stored secret"
+    );
+    assert_eq!(
+        state.hooks[&REPO_HOOK].secret, None,
+        "the repository's is untouched"
+    );
+    let org_config = format!("/orgs/{OWNER}/hooks/{ORG_HOOK}/config");
+    assert!(
+        state.calls.contains(&format!("PATCH {org_config}"))
+            && state.calls.contains(&format!("GET {org_config}")),
+        "{:?}",
+        state.calls
+    );
+}
+
+#[test]
+fn a_misshapen_reply_is_named_by_where_it_broke_never_by_the_token_in_it() {
+    let (rotor, fixture) = rotor_for(Provider::GithubAppToken, "0s");
+    let github = fixture.github.as_ref().unwrap();
+    github.state.lock().unwrap().misshapen_token_replies = 1;
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("not shaped as its API documents at `permissions`"),
+        "{stdout}"
+    );
+    let lost = github.state.lock().unwrap().tokens[0].value.clone();
+    let history = rotor.run(&["history", "app/key0", "--json"]);
+    for output in [&out, &history] {
+        crate::support::assert_secrets_absent(
+            &[lost.as_str()],
+            &[output.stdout.as_slice(), output.stderr.as_slice()].concat(),
+            &rotor.path("vault"),
+        );
+    }
+    let db = std::fs::read(rotor.path("rotor.db")).unwrap();
+    assert!(!crate::support::contains(&db, lost.as_bytes()));
 }
 
 #[test]

@@ -47,6 +47,9 @@ pub struct State {
     pub rate_limited: u32,
     /// New deploy keys are refused as "already in use" (registered in another repository).
     pub keys_in_use_elsewhere: bool,
+    /// The next this many new installation tokens come in a reply that is not shaped as
+    /// documented, with the token's value where an object belongs (a proxy or API change).
+    pub misshapen_token_replies: u32,
     /// Every request, as "METHOD /path?query".
     pub calls: Vec<String>,
 }
@@ -156,6 +159,58 @@ fn deploy_key_json(id: u64, key: &DeployKey) -> serde_json::Value {
     })
 }
 
+/// A `simple-user` as GitHub's documentation shows one (an account, an owner).
+fn simple_user(login: &str, id: u64, kind: &str) -> serde_json::Value {
+    let api = format!("https://api.github.com/users/{login}");
+    serde_json::json!({
+        "login": login,
+        "id": id,
+        "node_id": "MDEyOk9yZ2FuaXphdGlvbjE=",
+        "avatar_url": "https://github.com/images/error/octocat_happy.gif",
+        "gravatar_id": "",
+        "url": api,
+        "html_url": format!("https://github.com/{login}"),
+        "followers_url": format!("{api}/followers"),
+        "following_url": format!("{api}/following{{/other_user}}"),
+        "gists_url": format!("{api}/gists{{/gist_id}}"),
+        "starred_url": format!("{api}/starred{{/owner}}{{/repo}}"),
+        "subscriptions_url": format!("{api}/subscriptions"),
+        "organizations_url": format!("{api}/orgs"),
+        "repos_url": format!("{api}/repos"),
+        "events_url": format!("{api}/events{{/privacy}}"),
+        "received_events_url": format!("{api}/received_events"),
+        "type": kind,
+        "site_admin": false
+    })
+}
+
+/// A `repository` as the installation endpoints return it (GitHub's documented example,
+/// its `*_url` templates cut to those a client reads).
+fn repository_json() -> serde_json::Value {
+    let api = format!("https://api.github.com/repos/{OWNER}/{REPO}");
+    serde_json::json!({
+        "id": 1296269,
+        "node_id": "MDEwOlJlcG9zaXRvcnkxMjk2MjY5",
+        "name": REPO,
+        "full_name": format!("{OWNER}/{REPO}"),
+        "owner": simple_user(OWNER, 1, "Organization"),
+        "private": true,
+        "html_url": format!("https://github.com/{OWNER}/{REPO}"),
+        "description": "This your first repo!",
+        "fork": false,
+        "url": api,
+        "keys_url": format!("{api}/keys{{/key_id}}"),
+        "hooks_url": format!("{api}/hooks"),
+        "default_branch": "main",
+        "visibility": "private",
+        "archived": false,
+        "disabled": false,
+        "pushed_at": "2011-01-26T19:06:43Z",
+        "created_at": "2011-01-26T19:01:12Z",
+        "updated_at": "2011-01-26T19:14:43Z"
+    })
+}
+
 fn hook_config_json(hook: &Hook) -> serde_json::Value {
     serde_json::json!({
         "content_type": "json",
@@ -212,7 +267,27 @@ impl Api {
             return match (method.as_str(), path.as_str()) {
                 ("GET", p) if p == installation => json(
                     200,
-                    serde_json::json!({"id": INSTALLATION_ID, "app_id": APP_ID, "account": {"login": OWNER}, "target_type": "Organization"}),
+                    serde_json::json!({
+                        "id": INSTALLATION_ID,
+                        "account": simple_user(OWNER, 1, "Organization"),
+                        "access_tokens_url": format!("https://api.github.com{installation}/access_tokens"),
+                        "repositories_url": "https://api.github.com/installation/repositories",
+                        "html_url": format!("https://github.com/organizations/{OWNER}/settings/installations/{INSTALLATION_ID}"),
+                        "app_id": APP_ID,
+                        "target_id": 1,
+                        "target_type": "Organization",
+                        "permissions": {"contents": "read", "metadata": "read"},
+                        "events": ["push", "pull_request"],
+                        "single_file_name": null,
+                        "has_multiple_single_files": false,
+                        "single_file_paths": [],
+                        "repository_selection": "selected",
+                        "created_at": "2017-07-08T16:18:44-04:00",
+                        "updated_at": "2017-07-08T16:18:44-04:00",
+                        "app_slug": "rotor-test",
+                        "suspended_at": null,
+                        "suspended_by": null
+                    }),
                 ),
                 ("POST", p) if p == format!("{installation}/access_tokens") => {
                     state.next_id += 1;
@@ -224,13 +299,21 @@ impl Api {
                         value: value.clone(),
                         revoked: false,
                     });
+                    if state.misshapen_token_replies > 0 {
+                        state.misshapen_token_replies -= 1;
+                        return json(
+                            201,
+                            serde_json::json!({"token": value, "permissions": value}),
+                        );
+                    }
                     json(
                         201,
                         serde_json::json!({
                             "token": value,
                             "expires_at": "2026-11-27T11:00:00Z",
                             "permissions": {"contents": "read", "metadata": "read"},
-                            "repository_selection": "selected"
+                            "repository_selection": "selected",
+                            "repositories": [repository_json()]
                         }),
                     )
                 }
@@ -251,7 +334,11 @@ impl Api {
             return match (method.as_str(), path.as_str()) {
                 ("GET", "/installation/repositories") => json(
                     200,
-                    serde_json::json!({"total_count": 1, "repositories": [{"id": 1, "name": REPO, "full_name": format!("{OWNER}/{REPO}")}]}),
+                    serde_json::json!({
+                        "total_count": 1,
+                        "repository_selection": "selected",
+                        "repositories": [repository_json()]
+                    }),
                 ),
                 ("DELETE", "/installation/token") => {
                     token.revoked = true;
