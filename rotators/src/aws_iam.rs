@@ -19,6 +19,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
+use crate::backoff::Backoff;
+
 use crate::{
     Credential, LiveCredential, MintContext, Origin, Retired, Rotator, RotatorError,
     RotatorSettings, SecretRef, Secrets, resolve_secret,
@@ -28,6 +30,9 @@ pub const ACCESS_KEY_ID: &str = "access_key_id";
 pub const SECRET_ACCESS_KEY: &str = "secret_access_key";
 
 /// The user tag holding the run token and the keys that existed before its `CreateAccessKey`.
+/// How often a new key is tried while IAM propagates it: 250 ms, 500 ms, 1 s ... 5 s.
+const PROPAGATION: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+
 const MINTING_TAG: &str = "rotor:minting";
 /// Prefix of the user tags holding when rotor deactivated a key (`rotor:deactivated:KEYID`).
 const DEACTIVATED_TAG: &str = "rotor:deactivated:";
@@ -570,7 +575,7 @@ impl Rotator for AwsIamAccessKey {
             .build();
         let sts = aws_sdk_sts::Client::from_conf(config);
         let deadline = tokio::time::Instant::now() + self.config.verify_within.as_std();
-        let mut wait = Duration::from_millis(250);
+        let mut failures = 0;
         let what = format!(
             "verifying access key {id} of IAM user {} with sts:GetCallerIdentity",
             self.user()
@@ -582,6 +587,8 @@ impl Rotator for AwsIamAccessKey {
                     let error = classify(&e, &what);
                     // New keys take a few seconds to be accepted everywhere: a refusal counts
                     // only when it lasts `verify_within`.
+                    failures += 1;
+                    let wait = PROPAGATION.delay(failures);
                     if tokio::time::Instant::now() + wait > deadline {
                         return Err(RotatorError {
                             message: format!(
@@ -592,7 +599,6 @@ impl Rotator for AwsIamAccessKey {
                         });
                     }
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
                 }
             }
         };

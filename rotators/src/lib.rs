@@ -6,6 +6,7 @@
 
 #[cfg(feature = "aws_iam_access_key")]
 pub mod aws_iam;
+pub mod backoff;
 pub mod credential;
 pub mod duration;
 pub mod error;

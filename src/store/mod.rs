@@ -1307,11 +1307,13 @@ impl Store {
         let mut listener = Some(listen(pool).await?);
         let pool = pool.clone();
         Ok(Some(tokio::spawn(async move {
+            let mut failures = 0;
             loop {
                 let current = match listener.as_mut() {
                     Some(current) => current,
                     None => match listen(&pool).await {
                         Ok(fresh) => {
+                            failures = 0;
                             tracing::info!("listening for work notifications again");
                             wake.notify_one();
                             listener.insert(fresh)
@@ -1319,8 +1321,10 @@ impl Store {
                         // The store is shutting down.
                         Err(sqlx::Error::PoolClosed) => return,
                         Err(e) => {
-                            tracing::warn!(error = %e, "lost the work notifications; reconnecting");
-                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            failures += 1;
+                            let wait = crate::policy::backoff::STORE_LOST.delay(failures);
+                            tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "lost the work notifications; reconnecting");
+                            tokio::time::sleep(wait).await;
                             continue;
                         }
                     },
@@ -1338,9 +1342,11 @@ impl Store {
                     Err(sqlx::Error::PoolClosed) => return,
                     // Any other error may leave the listener on a dead connection: start over.
                     Err(e) => {
-                        tracing::warn!(error = %e, "lost the work notifications; reconnecting");
+                        failures += 1;
+                        let wait = crate::policy::backoff::STORE_LOST.delay(failures);
+                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "lost the work notifications; reconnecting");
                         listener = None;
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        tokio::time::sleep(wait).await;
                     }
                 }
             }
