@@ -10,7 +10,6 @@
 //! stop the rotation with a conflict.
 
 use crate::kinds::Settings;
-use std::time::Duration;
 
 use aws_sdk_iam::config::http::HttpResponse;
 use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
@@ -19,7 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-use crate::backoff::Backoff;
+use crate::backoff::PROPAGATION;
 
 use crate::{
     Credential, LiveCredential, MintContext, Origin, Retired, Rotator, RotatorError,
@@ -30,9 +29,6 @@ pub const ACCESS_KEY_ID: &str = "access_key_id";
 pub const SECRET_ACCESS_KEY: &str = "secret_access_key";
 
 /// The user tag holding the run token and the keys that existed before its `CreateAccessKey`.
-/// How often a new key is tried while IAM propagates it: 250 ms, 500 ms, 1 s ... 5 s.
-const PROPAGATION: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
-
 const MINTING_TAG: &str = "rotor:minting";
 /// Prefix of the user tags holding when rotor deactivated a key (`rotor:deactivated:KEYID`).
 const DEACTIVATED_TAG: &str = "rotor:deactivated:";

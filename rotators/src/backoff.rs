@@ -4,6 +4,10 @@
 
 use std::time::Duration;
 
+/// A new credential the provider refuses while it propagates, tried again: 250 ms, 500 ms,
+/// 1 s ... 5 s, within the rotator's `verify_within`.
+pub const PROPAGATION: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+
 /// A capped exponential backoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {

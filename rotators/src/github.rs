@@ -340,6 +340,15 @@ fn key_body(public: &str) -> String {
 }
 
 /// The SHA256 fingerprint OpenSSH shows for a public key line.
+/// The OpenSSH public key (`ssh-ed25519 AAAA…`) of a private key in OpenSSH format.
+fn public_half(private: &SecretString) -> Result<String, RotatorError> {
+    let key = ssh_key::PrivateKey::from_openssh(private.expose_secret().as_bytes())
+        .map_err(|_| RotatorError::permanent("the stored private key is not an OpenSSH key"))?;
+    key.public_key()
+        .to_openssh()
+        .map_err(|_| RotatorError::permanent("the stored private key has no OpenSSH public half"))
+}
+
 fn ssh_fingerprint(public: &str) -> Option<String> {
     let key = ssh_key::PublicKey::from_openssh(public).ok()?;
     Some(key.fingerprint(ssh_key::HashAlg::Sha256).to_string())
@@ -463,9 +472,19 @@ impl Rotator for GithubDeployKey {
     }
 
     async fn verify(&self, candidate: &Credential) -> Result<(), RotatorError> {
+        // Consumers read the private key: it must be the half of the key GitHub holds.
+        let public = candidate.require(PUBLIC_KEY)?.expose_secret();
+        let derived = public_half(candidate.require(PRIVATE_KEY)?)?;
+        if key_body(&derived) != key_body(public) {
+            return Err(RotatorError::permanent(format!(
+                "the stored private key of {}/{} is not the half of its public key {}; the document was changed outside rotor",
+                self.config.owner,
+                self.config.repo,
+                ssh_fingerprint(public).unwrap_or_default()
+            )));
+        }
         let github = client(&self.config.access, &self.secrets).await?;
-        let fingerprint =
-            ssh_fingerprint(candidate.require(PUBLIC_KEY)?.expose_secret()).unwrap_or_default();
+        let fingerprint = ssh_fingerprint(public).unwrap_or_default();
         let key = self.find(&github, candidate).await?.ok_or_else(|| {
             RotatorError::permanent(format!(
                 "deploy key {fingerprint} is not registered at {}/{}",
@@ -1015,6 +1034,17 @@ fn hex_prefix(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_public_half_of_a_stored_private_key_is_its_own_and_no_other() {
+        let (private, public) = ed25519_openssh("rotor test");
+        let (_, other) = ed25519_openssh("rotor test");
+        let derived = public_half(&SecretString::from(private.as_str())).unwrap();
+        assert_eq!(key_body(&derived), key_body(&public));
+        assert_ne!(key_body(&derived), key_body(&other));
+        let garbage = public_half(&SecretString::from("not a key")).unwrap_err();
+        assert_eq!(garbage.class, crate::ErrorClass::Permanent);
+    }
 
     #[test]
     fn the_openssh_key_is_well_formed() {

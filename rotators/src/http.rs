@@ -10,6 +10,7 @@
 //! Templates: `{{token}}` (the run token), `{{id}}` (the credential's id at the provider),
 //! `{{secret}}` (only in headers and bodies: never in a URL, which ends up in logs).
 
+use crate::backoff::PROPAGATION;
 use crate::kinds::Settings;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -45,6 +46,11 @@ pub struct HttpConfig {
     pub apply: Option<HttpCall>,
     /// A call made *as* the new credential (`{{secret}}` in a header) that must succeed.
     pub verify: HttpCall,
+    /// How long a refusal of the new credential by `verify` (401, 403, 404) counts as the
+    /// provider still propagating it: rotor calls again, backing off, and rolls back only when
+    /// it is still refused after this long. "0s" rolls back at the first refusal.
+    #[serde(default = "default_verify_within")]
+    pub verify_within: crate::duration::Duration,
     /// Revokes a replaced or rolled-back credential (`{{id}}` or `{{secret}}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retire: Option<HttpCall>,
@@ -74,6 +80,10 @@ fn default_length() -> usize {
 
 fn default_timeout() -> crate::duration::Duration {
     crate::duration::Duration::from_secs(10)
+}
+
+fn default_verify_within() -> crate::duration::Duration {
+    crate::duration::Duration::from_secs(30)
 }
 
 /// A header carrying rotor's own credential: `Authorization: Bearer <value>`.
@@ -302,6 +312,55 @@ const NOT_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHA
 /// answer without end must not fill rotor's memory.
 const MAX_ANSWER: usize = 1 << 20;
 
+/// What the provider answered to one call.
+struct Answer {
+    /// The step and the call, as errors name them: `verify: GET /v1/whoami`.
+    shown: String,
+    status: StatusCode,
+    retry_after: Option<String>,
+    body: Zeroizing<Vec<u8>>,
+    /// The status is the one the call expects.
+    accepted: bool,
+}
+
+impl Answer {
+    /// The error an answer that was not accepted comes to, by its status.
+    fn refusal(&self, as_rotor: bool) -> RotatorError {
+        let message = format!("{} answered {}", self.shown, self.status);
+        let retry_after = self.retry_after.as_ref();
+        match self.status.as_u16() {
+            429 => RotatorError::transient(format!(
+                "{message}: rate limited{}; rotor retries",
+                retry_after
+                    .map(|s| format!(" (Retry-After {s})"))
+                    .unwrap_or_default()
+            )),
+            500..=599 | 408 => RotatorError::transient(format!("{message}; rotor retries")),
+            401 | 403 if as_rotor => RotatorError::permanent(format!(
+                "{message}: the provider refused rotor's credential (`auth`); grant it the calls `rotor policy ID` lists"
+            )),
+            401 | 403 => {
+                RotatorError::permanent(format!("{message}: the provider refused the credential"))
+            }
+            300..=399 => RotatorError::permanent(format!(
+                "{message}: a redirect to another origin (or from https to http), which rotor does not follow \
+                     with its credential; point `base_url` at the API itself"
+            )),
+            409 => RotatorError::conflict(format!(
+                "{message}: the provider reports a conflict (changed outside rotor?); check it by hand"
+            )),
+            _ => RotatorError::permanent(format!(
+                "{message}; check the call in the rotator's config"
+            )),
+        }
+    }
+
+    /// Whether a refusal of a new credential may be the provider still propagating it.
+    fn maybe_propagating(&self) -> bool {
+        matches!(self.status.as_u16(), 401 | 403 | 404)
+    }
+}
+
 async fn read_limited(
     response: reqwest::Response,
     shown: &str,
@@ -441,6 +500,22 @@ impl HttpRotator {
         values: &Values<'_>,
         as_rotor: bool,
     ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), RotatorError> {
+        let answer = self.call(step, call, values, as_rotor).await?;
+        if answer.accepted {
+            Ok((answer.status, answer.body))
+        } else {
+            Err(answer.refusal(as_rotor))
+        }
+    }
+
+    /// Makes one call; an answer of any status is `Ok`, only a call that got none is an error.
+    async fn call(
+        &self,
+        step: &str,
+        call: &HttpCall,
+        values: &Values<'_>,
+        as_rotor: bool,
+    ) -> Result<Answer, RotatorError> {
         let path = Self::fill(
             &call.path,
             &Values {
@@ -509,39 +584,17 @@ impl HttpRotator {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let body = read_limited(response, &shown).await?;
-        let ok = if call.expect.is_empty() {
+        let accepted = if call.expect.is_empty() {
             status.is_success()
         } else {
             call.expect.contains(&status.as_u16())
         };
-        if ok {
-            return Ok((status, body));
-        }
-        let message = format!("{shown} answered {status}");
-        Err(match status.as_u16() {
-            429 => RotatorError::transient(format!(
-                "{message}: rate limited{}; rotor retries",
-                retry_after
-                    .map(|s| format!(" (Retry-After {s})"))
-                    .unwrap_or_default()
-            )),
-            500..=599 | 408 => RotatorError::transient(format!("{message}; rotor retries")),
-            401 | 403 if as_rotor => RotatorError::permanent(format!(
-                "{message}: the provider refused rotor's credential (`auth`); grant it the calls `rotor policy ID` lists"
-            )),
-            401 | 403 => {
-                RotatorError::permanent(format!("{message}: the provider refused the credential"))
-            }
-            300..=399 => RotatorError::permanent(format!(
-                "{message}: a redirect to another origin (or from https to http), which rotor does not follow \
-                 with its credential; point `base_url` at the API itself"
-            )),
-            409 => RotatorError::conflict(format!(
-                "{message}: the provider reports a conflict (changed outside rotor?); check it by hand"
-            )),
-            _ => RotatorError::permanent(format!(
-                "{message}; check the call in the rotator's config"
-            )),
+        Ok(Answer {
+            shown,
+            status,
+            retry_after,
+            body,
+            accepted,
         })
     }
 
@@ -688,16 +741,39 @@ impl Rotator for HttpRotator {
             secret: Some(candidate.require(VALUE)?),
             token: None,
         };
-        self.send("verify", &self.config.verify, &values, false)
-            .await
-            .map(drop)
-            .map_err(|e| RotatorError {
-                message: match Self::id_of(candidate) {
-                    Some(id) => format!("{} (credential {id})", e.message),
-                    None => e.message,
-                },
-                ..e
-            })
+        let deadline = tokio::time::Instant::now() + self.config.verify_within.as_std();
+        let mut refusals = 0;
+        let refused = loop {
+            let answer = self
+                .call("verify", &self.config.verify, &values, false)
+                .await?;
+            if answer.accepted {
+                return Ok(());
+            }
+            let refused = answer.refusal(false);
+            if !answer.maybe_propagating() {
+                break refused;
+            }
+            refusals += 1;
+            let wait = PROPAGATION.delay(refusals);
+            if tokio::time::Instant::now() + wait > deadline {
+                break RotatorError {
+                    message: format!(
+                        "{} (still refused after verify_within = {})",
+                        refused.message, self.config.verify_within
+                    ),
+                    ..refused
+                };
+            }
+            tokio::time::sleep(wait).await;
+        };
+        Err(RotatorError {
+            message: match Self::id_of(candidate) {
+                Some(id) => format!("{} (credential {id})", refused.message),
+                None => refused.message,
+            },
+            ..refused
+        })
     }
 
     async fn retire(

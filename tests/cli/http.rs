@@ -59,6 +59,53 @@ fn a_provider_that_fails_for_a_while_is_retried_until_it_answers() {
 }
 
 #[test]
+fn a_new_key_is_verified_again_while_it_propagates_and_rolled_back_when_it_never_works() {
+    let rotor = Rotor::new("");
+    let fixture = setup(Provider::Http, "propagating", rotor.dir.path());
+    std::fs::write(&rotor.config, fixture.config("0s", rotor.dir.path())).unwrap();
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    let saas = fixture.service.clone().unwrap();
+
+    // Refused twice, then accepted: propagation, not a bad key. The rotation completes.
+    saas.state.lock().unwrap().propagating = 2;
+    let before = saas.state.lock().unwrap().calls.len();
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    let calls = saas.state.lock().unwrap().calls[before..].to_vec();
+    assert_eq!(
+        calls.iter().filter(|c| *c == "GET /v1/whoami").count(),
+        3,
+        "{calls:?}"
+    );
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    assert_eq!(history[0]["state"], "completed", "{history}");
+    let current = current_fingerprint(&rotor);
+    let keys = saas.key_ids();
+    assert_eq!(keys.len(), 1, "the old key was retired: {keys:?}");
+
+    // Refused for longer than `verify_within` (2 s in the fixture): rolled back, the current
+    // key kept, the candidate revoked, and the error says how long rotor waited.
+    saas.state.lock().unwrap().propagating = u32::MAX;
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    assert_eq!(history[0]["state"], "rolled_back", "{history}");
+    let error = history[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|s| s["error"].as_str())
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains("GET /v1/whoami answered 401")
+            && error.contains("still refused after verify_within = 2s"),
+        "{error}"
+    );
+    assert_eq!(current_fingerprint(&rotor), current);
+    assert_eq!(saas.key_ids(), keys, "the candidate was revoked");
+}
+
+#[test]
 fn a_refused_admin_credential_rolls_back_and_says_which_call() {
     let rotor = Rotor::new("");
     let fixture = setup(Provider::Http, "badadmin", rotor.dir.path());

@@ -493,6 +493,7 @@ base_url = "{}"
 auth = {{ value = {{ file = "{}" }} }}
 mint = {{ method = "POST", path = "/v1/keys", body = '{{"name": "{unique} {{{{token}}}}"}}', secret = "/key", id = "/id" }}
 verify = {{ path = "/v1/whoami", headers = {{ Authorization = "Bearer {{{{secret}}}}" }} }}
+verify_within = "2s"
 retire = {{ method = "DELETE", path = "/v1/keys/{{{{id}}}}", expect = [204, 404] }}
 list = {{ path = "/v1/keys", items = "/keys", id = "/id", name = "/name", active = "/active" }}
 "#,

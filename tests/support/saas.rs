@@ -22,6 +22,9 @@ pub struct State {
     next: u64,
     /// The next this many requests answer 503.
     pub fail_next: u32,
+    /// The next this many calls to `/v1/whoami` refuse even a valid key (401), as a provider
+    /// does while a new key propagates to its edge.
+    pub propagating: u32,
     /// Every request seen, as "METHOD /path".
     pub calls: Vec<String>,
     /// When each request of `calls` arrived.
@@ -68,6 +71,10 @@ impl Respond for Api {
             ResponseTemplate::new(401).set_body_json(serde_json::json!({"error": "unauthorized"}))
         };
         if path == "/v1/whoami" {
+            if state.propagating > 0 {
+                state.propagating -= 1;
+                return unauthorized();
+            }
             let presented = bearer(request);
             return match state
                 .keys
