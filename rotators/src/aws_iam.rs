@@ -22,7 +22,7 @@ use crate::backoff::PROPAGATION;
 
 use crate::{
     Credential, LiveCredential, MintContext, Origin, Retired, Rotator, RotatorError,
-    RotatorSettings, SecretRef, Secrets, resolve_secret,
+    RotatorSettings, SecretRef, Secrets, Usage, resolve_secret,
 };
 
 pub const ACCESS_KEY_ID: &str = "access_key_id";
@@ -129,6 +129,12 @@ impl Settings for AwsIamConfig {
 }
 
 impl RotatorSettings for AwsIamConfig {
+    fn usage_evidence(&self) -> Option<&'static str> {
+        Some(
+            "GetAccessKeyLastUsed of the old key (date, service, region; AWS updates it within hours)",
+        )
+    }
+
     fn least_privilege(&self, credential_id: &str) -> String {
         let account = self.account_id.as_deref().unwrap_or("*");
         let policy = serde_json::json!({
@@ -142,6 +148,7 @@ impl RotatorSettings for AwsIamConfig {
                     "iam:CreateAccessKey",
                     "iam:UpdateAccessKey",
                     "iam:DeleteAccessKey",
+                    "iam:GetAccessKeyLastUsed",
                     "iam:ListUserTags",
                     "iam:TagUser",
                     "iam:UntagUser"
@@ -627,6 +634,34 @@ impl Rotator for AwsIamAccessKey {
     ) -> Result<Retired, RotatorError> {
         self.retire_key(old, current, std::time::Duration::ZERO)
             .await
+    }
+
+    /// `GetAccessKeyLastUsed`: when the old key last signed a request, for which service in
+    /// which region (AWS records this within hours, not seconds: "unused for 15m" is as
+    /// fresh as AWS's record).
+    async fn last_used(&self, old: &Credential) -> Result<Usage, RotatorError> {
+        let id = key_id(old)?;
+        let iam = self.iam().await?;
+        let answer = iam
+            .get_access_key_last_used()
+            .access_key_id(&id)
+            .send()
+            .await
+            .map_err(|e| classify(&e, &format!("reading when access key {id} was last used")))?;
+        let Some(used) = answer.access_key_last_used() else {
+            return Ok(Usage::Unseen);
+        };
+        let Some(date) = used.last_used_date() else {
+            return Ok(Usage::Unseen);
+        };
+        Ok(Usage::Seen {
+            at: Some(date.to_millis().unwrap_or(i64::MAX)),
+            by: format!(
+                "access key {id}: {} in {}",
+                used.service_name(),
+                used.region()
+            ),
+        })
     }
 
     async fn unissued(&self, current: &Credential) -> Result<usize, RotatorError> {

@@ -252,6 +252,17 @@ pub trait Rotator: Send + Sync {
     /// Checks reachability and permissions without changing anything.
     fn preflight(&self) -> impl Future<Output = Result<(), RotatorError>> + Send;
 
+    /// Whether anyone still uses `old`, as far as the provider can tell: asked during grace
+    /// to retire by evidence (`retire_when = "unused"`). A provider that cannot tell answers
+    /// `Usage::Unknown` (the default), and retirement falls back to the timer.
+    fn last_used(
+        &self,
+        old: &Credential,
+    ) -> impl Future<Output = Result<Usage, RotatorError>> + Send {
+        let _ = old;
+        async { Ok(Usage::Unknown) }
+    }
+
     /// Whether `apply` changes what consumers of the current credential use (a single role
     /// re-passworded in place). A dry-run drill then stops after minting.
     fn apply_disturbs_current(&self) -> bool {
@@ -271,6 +282,12 @@ pub trait RotatorSettings: kinds::Settings {
     /// The least privilege rotor needs at the provider, in the provider's own language, for
     /// `rotor policy ID`.
     fn least_privilege(&self, credential_id: &str) -> String;
+
+    /// What the provider tells of a credential's use (`Rotator::last_used`), for `rotor
+    /// validate` and the drill report; `None` when it tells nothing.
+    fn usage_evidence(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Declares the closed set of providers: the tagged config enum (the plug-in shape every
@@ -404,4 +421,20 @@ impl Rotator for AnyRotator {
     fn vault_only(&self) -> bool {
         dispatch!(self, r => r.vault_only())
     }
+    async fn last_used(&self, old: &Credential) -> Result<Usage, RotatorError> {
+        dispatch!(self, r => r.last_used(old).await)
+    }
+}
+
+/// What a provider can tell of a credential's use (`Rotator::last_used`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Usage {
+    /// The provider cannot tell (one user holding both passwords does not say which one a
+    /// client used).
+    Unknown,
+    /// Not seen in use: no session now, or never used.
+    Unseen,
+    /// Seen in use at `at` (ms since the epoch; `None`: now, a session open now) by `by`:
+    /// who, in the provider's words (address, application, service). Never a secret.
+    Seen { at: Option<i64>, by: String },
 }

@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 use crate::password::{Alphabet, random, random_bytes};
 use crate::{
     Credential, LiveCredential, MintContext, Origin, Retired, Rotator, RotatorError,
-    RotatorSettings, SecretRef, Secrets, resolve_secret,
+    RotatorSettings, SecretRef, Secrets, Usage, resolve_secret,
 };
 
 /// The vault document's fields.
@@ -138,6 +138,11 @@ impl Settings for PostgresConfig {
 }
 
 impl RotatorSettings for PostgresConfig {
+    fn usage_evidence(&self) -> Option<&'static str> {
+        (self.strategy == Strategy::Alternating)
+            .then_some("the old role's sessions in pg_stat_activity (address, application, start)")
+    }
+
     fn least_privilege(&self, credential_id: &str) -> String {
         let admin = PgConnectOptions::from_str(&self.dsn)
             .map(|o| o.get_username().to_owned())
@@ -157,6 +162,11 @@ impl RotatorSettings for PostgresConfig {
             ));
         }
         if self.strategy == Strategy::Alternating {
+            sql.push_str(&format!(
+                "-- Retiring by evidence (`retire_when = \"unused\"`) reads the old role's sessions in\n\
+                 -- pg_stat_activity; to name their address and application as well:\n\
+                 GRANT pg_read_all_stats TO {admin};\n"
+            ));
             sql.push_str(
                 "-- The alternating roles must hold the same grants; grant through a group role so\n\
                  -- they cannot drift (`rotor validate --online` reports any difference):\n",
@@ -577,6 +587,61 @@ impl Rotator for PostgresPassword {
         }
         self.set_password(&user, None).await?;
         Ok(Retired::Done)
+    }
+
+    /// The old role's sessions open now (alternating: the old credential is a role of its
+    /// own). In place, one role holds the new password: no session says which it logged in with.
+    async fn last_used(&self, old: &Credential) -> Result<Usage, RotatorError> {
+        if self.config.strategy == Strategy::Single {
+            return Ok(Usage::Unknown);
+        }
+        let user = username(old)?;
+        let mut conn = self.admin().await?;
+        // Address and application show only with pg_read_all_stats (`rotor policy`); the
+        // sessions are counted either way.
+        let sessions: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT host(client_addr), NULLIF(application_name, ''), \
+             to_char(backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+             FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid() \
+             ORDER BY backend_start",
+        )
+        .bind(&user)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| classify(e, &format!("reading the sessions of role {user}")))?;
+        conn.keep();
+        if sessions.is_empty() {
+            return Ok(Usage::Unseen);
+        }
+        const NAMED: usize = 3;
+        let mut by: Vec<String> = sessions
+            .iter()
+            .take(NAMED)
+            .map(|(addr, app, since)| {
+                format!(
+                    "{} ({}{})",
+                    addr.as_deref().unwrap_or("a local or hidden address"),
+                    app.as_deref()
+                        .map_or("no application_name".to_owned(), |a| format!(
+                            "application {a}"
+                        )),
+                    since
+                        .as_deref()
+                        .map_or(String::new(), |s| format!(", since {s}"))
+                )
+            })
+            .collect();
+        if sessions.len() > NAMED {
+            by.push(format!("{} more", sessions.len() - NAMED));
+        }
+        Ok(Usage::Seen {
+            at: None,
+            by: format!(
+                "{} session(s) of role {user}: {}",
+                sessions.len(),
+                by.join("; ")
+            ),
+        })
     }
 
     /// The partner role of an alternating pair may hold a password set before rotor, but a

@@ -92,6 +92,9 @@ pub enum Condition {
     ManualOverdue,
     /// A `notify` hook keeps failing: consumers may still use the previous credential.
     NotifyFailed,
+    /// Grace ended (`retire_when = "unused"`) while the provider still saw the replaced
+    /// credential in use: the alert names who. The run's completion resolves it.
+    StillUsed,
 }
 
 impl Condition {
@@ -108,6 +111,7 @@ impl Condition {
         Condition::Overdue,
         Condition::ManualDue,
         Condition::ManualOverdue,
+        Condition::StillUsed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -123,6 +127,7 @@ impl Condition {
             Condition::ManualDue => "manual_due",
             Condition::ManualOverdue => "manual_overdue",
             Condition::NotifyFailed => "notify_failed",
+            Condition::StillUsed => "still_used",
         }
     }
 
@@ -140,6 +145,7 @@ impl Condition {
             Condition::ManualDue => "RotorManualRotationDue",
             Condition::ManualOverdue => "RotorManualRotationOverdue",
             Condition::NotifyFailed => "RotorNotifyFailed",
+            Condition::StillUsed => "RotorPreviousCredentialStillUsed",
         }
     }
 
@@ -158,6 +164,7 @@ impl Condition {
             Condition::ManualDue => "must be rotated by hand soon",
             Condition::ManualOverdue => "is past due: it must be rotated by hand now",
             Condition::NotifyFailed => "rotated, but a consumer hook keeps failing",
+            Condition::StillUsed => "grace is over and the replaced credential is still in use",
         }
     }
 }

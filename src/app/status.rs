@@ -44,6 +44,35 @@ pub struct CredentialStatus {
     pub max_age: Option<String>,
     /// When the current version reaches it: `too_old` is raised from then on.
     pub max_age_deadline: Option<String>,
+    /// During grace under `retire_when = "unused"`: what the provider told of the replaced
+    /// credential's use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_usage: Option<PreviousUsageStatus>,
+}
+
+/// What the provider told of the replaced credential's use (`status --json`).
+#[derive(Debug, Serialize)]
+pub struct PreviousUsageStatus {
+    /// `seen`, `unseen` or `unknown`, as of the last question; `None` before the first.
+    pub evidence: Option<String>,
+    /// When it was last seen in use, and by whom (in the provider's words).
+    pub last_seen_at: Option<String>,
+    pub by: Option<String>,
+    /// When rotor last asked, and why that failed if it did.
+    pub checked_at: Option<String>,
+    pub error: Option<String>,
+}
+
+impl From<crate::engine::PreviousUsage> for PreviousUsageStatus {
+    fn from(u: crate::engine::PreviousUsage) -> Self {
+        PreviousUsageStatus {
+            evidence: u.evidence,
+            last_seen_at: u.last_seen.map(rfc3339),
+            by: u.by,
+            checked_at: u.checked_at.map(rfc3339),
+            error: u.error,
+        }
+    }
 }
 
 /// Who paused a credential, why, since and until when.
@@ -187,6 +216,16 @@ fn next_action(
             ),
             Some(r.not_before.max(now)),
         ),
+        Some(r) if r.state() == RunState::Promoted && r.previous_usage.is_some() => {
+            let usage = crate::engine::PreviousUsage::of(r);
+            (
+                format!(
+                    "retires the previous credential once unused (old credential {}), when the grace ends at the latest",
+                    usage.describe()
+                ),
+                Some(r.not_before.max(now)),
+            )
+        }
         Some(r) if r.state() == RunState::Promoted => (
             "retires the previous credential when the grace ends".into(),
             r.grace_until.or(Some(r.not_before)).map(|t| t.max(now)),
@@ -282,6 +321,9 @@ pub async fn status(
                     .credential(&row.id)
                     .and_then(|c| max_age_deadline(c, Some(row)))
                     .map(rfc3339),
+                previous_usage: run
+                    .filter(|r| r.previous_usage.is_some())
+                    .map(|r| crate::engine::PreviousUsage::of(r).into()),
                 paused: row.is_paused(now).then(|| PauseStatus {
                     by: row.paused_by.clone().unwrap_or_default(),
                     reason: row.paused_reason.clone().unwrap_or_default(),

@@ -29,6 +29,10 @@ pub struct RunHistory {
     pub attempts: i64,
     pub error: Option<String>,
     pub steps: Vec<StepHistory>,
+    /// Under `retire_when = "unused"`: what the provider told of the replaced credential's
+    /// use during the run's grace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_usage: Option<crate::app::status::PreviousUsageStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,7 +53,12 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let mut history = Vec::with_capacity(runs.len());
     for run in runs {
         let steps = store.steps(&run.id).await?;
+        let previous_usage = run
+            .previous_usage
+            .is_some()
+            .then(|| previous_usage_of(&run));
         history.push(RunHistory {
+            previous_usage,
             attempts: steps.len() as i64,
             run_id: run.id,
             id: run.credential_id,
@@ -90,6 +99,16 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
                 .map(|f| format!(", finished {f}"))
                 .unwrap_or_default()
         );
+        if let Some(u) = &run.previous_usage {
+            let seen = match (&u.last_seen_at, &u.by) {
+                (Some(at), Some(by)) => format!("last seen in use {at}: {by}"),
+                _ => format!(
+                    "{} (the provider's last answer)",
+                    u.evidence.as_deref().unwrap_or("not asked")
+                ),
+            };
+            println!("    old credential: {seen}");
+        }
         for s in &run.steps {
             println!(
                 "    {:<9} attempt {}  {:<8} {}{}",
@@ -105,4 +124,8 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         }
     }
     Ok(Exit::Ok)
+}
+
+fn previous_usage_of(run: &crate::store::RunRow) -> crate::app::status::PreviousUsageStatus {
+    crate::engine::PreviousUsage::of(run).into()
 }

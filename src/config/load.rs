@@ -708,6 +708,70 @@ impl Loader {
         }
     }
 
+    /// `retire_when = "unused"` needs a provider that tells of use, and settles with
+    /// `retire_after` which of the two ends grace; `unused_for` and `on_still_used` belong to it.
+    fn usage_gate(
+        &mut self,
+        file: usize,
+        c: &CredentialConfig,
+        rotator: &RotatorConfig,
+    ) -> Option<crate::policy::usage::Gate> {
+        use crate::policy::usage::{Gate, RetireWhen};
+        let id = c.id.get_ref();
+        let Some(when) = c
+            .retire_when
+            .as_ref()
+            .filter(|w| *w.get_ref() == RetireWhen::Unused)
+        else {
+            if c.unused_for.is_some() || c.on_still_used.is_some() {
+                self.error(
+                    file,
+                    Some(c.id.span()),
+                    format!("`{id}` sets `unused_for` or `on_still_used`, which only `retire_when = \"unused\"` reads; add it or remove them"),
+                );
+            }
+            return None;
+        };
+        if rotator.settings().usage_evidence().is_none() {
+            self.error(
+                file,
+                Some(when.span()),
+                format!(
+                    "`{id}`: the {} rotator{} cannot tell whether the old credential is still used, so `retire_when = \"unused\"` would only wait out `grace`; remove it (see README, \"What rotor can tell of use\")",
+                    rotator.kind(),
+                    if rotator.kind() == "postgres_password" {
+                        " with `strategy = \"single\"`"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+            return None;
+        }
+        if c.retire_after.as_ref().map(|a| *a.get_ref())
+            == Some(crate::notify::RetireAfter::Notified)
+        {
+            self.error(
+                file,
+                Some(when.span()),
+                format!("`{id}` sets both `retire_after = \"notified\"` and `retire_when = \"unused\"`; choose one way to end grace early"),
+            );
+            return None;
+        }
+        let Some(unused_for) = c.unused_for else {
+            self.error(
+                file,
+                Some(when.span()),
+                format!("`{id}`: `retire_when = \"unused\"` needs `unused_for`, how long the old credential must go unused (e.g. \"15m\")"),
+            );
+            return None;
+        };
+        Some(Gate {
+            unused_for: unused_for.as_std().as_millis() as i64,
+            on_still_used: c.on_still_used.unwrap_or_default(),
+        })
+    }
+
     fn finish(mut self) -> Result<Config, Diagnostics> {
         let defaults = self
             .defaults
@@ -820,6 +884,7 @@ impl Loader {
                     );
                 }
             }
+            let usage_gate = self.usage_gate(file, &c, &rotator);
             let max_age = self.max_age(file, &c, &defaults, defaults_file);
             let explicit = match &max_age {
                 MaxAgeChoice::Explicit(limit, span) => Some((*limit, span.clone())),
@@ -888,6 +953,7 @@ impl Loader {
                     .as_ref()
                     .map(|a| *a.get_ref())
                     .unwrap_or_default(),
+                usage_gate,
                 retry,
                 schedule_hash,
             });

@@ -239,6 +239,18 @@ pub struct CredentialConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<crate::notify::RetireAfter>")]
     pub retire_after: Option<Spanned<crate::notify::RetireAfter>>,
+    /// `grace` (default) or `unused`: retire the replaced credential once the provider shows
+    /// it unused for `unused_for` after promotion, at the end of `grace` at the latest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::policy::usage::RetireWhen>")]
+    pub retire_when: Option<Spanned<crate::policy::usage::RetireWhen>>,
+    /// With `retire_when = "unused"`: how long the replaced credential must go unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unused_for: Option<Duration>,
+    /// With `retire_when = "unused"`: `retire` (default) or `wait` when grace ends while the
+    /// replaced credential is still in use. Either way an alert names who uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_still_used: Option<crate::policy::usage::OnStillUsed>,
     /// Free text for people: what uses this credential, who owns it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -276,6 +288,8 @@ pub struct Credential {
     /// Hooks told of its changes.
     pub notify: Vec<String>,
     pub retire_after: crate::notify::RetireAfter,
+    /// `retire_when = "unused"`: retire by the provider's evidence of use.
+    pub usage_gate: Option<crate::policy::usage::Gate>,
     pub retry: RetryPolicy,
     /// SHA-256 of the settings that decide when it is due: a change recomputes `next_due_at`.
     pub schedule_hash: String,

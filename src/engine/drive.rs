@@ -195,6 +195,9 @@ impl Engine {
                         .await?,
             )
         };
+        if let (Some(gate), Some(until)) = (self.usage_gate(ctx, run), run.grace_until) {
+            return self.wait_for_disuse(ctx, run, gate, until).await;
+        }
         let Some(until) = run.grace_until.filter(|&until| until > now) else {
             return Ok(None);
         };
@@ -262,7 +265,8 @@ impl Engine {
         // Begin the next step in the same commit when it runs right away: not a grace that
         // waits for its timer or for hooks, not when the worker stops.
         let grace_over = run.grace_until.is_some_and(|until| until <= now)
-            && ctx.credential.retire_after != RetireAfter::Notified;
+            && ctx.credential.retire_after != RetireAfter::Notified
+            && self.usage_gate(ctx, run).is_none();
         let runs_now = |t: &state::Transition| {
             (t.step != Step::Grace || grace_over) && !self.stopping.load(Ordering::SeqCst)
         };

@@ -18,6 +18,9 @@ mod lease;
 mod panicked;
 mod runtime;
 mod step;
+mod usage;
+
+pub use usage::PreviousUsage;
 
 pub use crate::model::state;
 pub use drive::next_step;

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 pub mod backoff;
 pub mod schedule;
+pub mod usage;
 
 use rotor_rotators::duration::Duration;
 use schedule::{CronExpr, DaySet};

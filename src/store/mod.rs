@@ -175,6 +175,7 @@ macro_rules! bind_save_run {
             .bind($run.stuck_from.map(RunState::as_str))
             .bind($run.finished_at)
             .bind($now)
+            .bind(&$run.previous_usage)
     };
 }
 
@@ -363,6 +364,9 @@ pub struct RunRow {
     pub drill: Option<String>,
     /// What a person asked of the run while it was live (`store::incident::Interrupt`).
     pub interrupt: Option<String>,
+    /// What the provider told of the replaced credential's use during grace, as JSON
+    /// (`engine::usage::PreviousUsage`).
+    pub previous_usage: Option<String>,
     pub created_at: i64,
     pub finished_at: Option<i64>,
     pub updated_at: i64,

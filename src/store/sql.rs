@@ -94,7 +94,8 @@ pub const SAVE_RUN: &str = "\
 UPDATE runs SET state = $4, attempts = $5, not_before = $6, lease_owner = $7,
     lease_until = CASE WHEN $7 IS NULL THEN NULL WHEN lease_until > $8 THEN lease_until ELSE $8 END,
     pending_version = $9, pending_fingerprint = $10, replaced_version = $11, replaced_fingerprint = $12,
-    grace_until = $13, last_error = $14, error_class = $15, stuck_from = $16, finished_at = $17, updated_at = $18
+    grace_until = $13, last_error = $14, error_class = $15, stuck_from = $16, finished_at = $17, updated_at = $18,
+    previous_usage = $19
 WHERE id = $1 AND state = $2 AND lease_owner = $3";
 
 /// Update a credential from a run's save; `NULL` parameters leave a column as it is, except

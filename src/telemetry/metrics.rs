@@ -47,13 +47,14 @@ impl Format {
 }
 
 const OUTCOMES: [&str; 3] = ["completed", "rolled_back", "stuck"];
-const CONDITIONS: [&str; 6] = [
+const CONDITIONS: [&str; 7] = [
     "rolled_back",
     "retries_exhausted",
     "stuck",
     "conflict",
     "too_old",
     "notify_failed",
+    "still_used",
 ];
 
 /// The per-credential gauges read from the credential's row: name, help, the value when the

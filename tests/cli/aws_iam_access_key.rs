@@ -133,3 +133,49 @@ fn policy_is_scoped_to_the_user() {
         "{text}"
     );
 }
+
+#[test]
+fn retiring_by_evidence_reads_when_the_old_key_was_last_used() {
+    let rotor = Rotor::new("");
+    let fixture = iam::setup("evidence", rotor.dir.path());
+    let config = fixture.config("1h", rotor.dir.path()).replace(
+        "[credential.rotator]",
+        "retire_when = \"unused\"\nunused_for = \"1s\"\n[credential.rotator]",
+    );
+    std::fs::write(&rotor.config, config).unwrap();
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    let old = crate::providers::current(&rotor);
+    block_on(iam::identity(&old)).expect("the key signs a request");
+    rotor.ok(&["rotate", "app/key0"]);
+    // moto in its authenticating mode records the STS call the old key signed.
+    let status = &rotor.json(&["status", "app/key0", "--json"])[0];
+    let usage = &status["previous_usage"];
+    assert_eq!(usage["evidence"], "seen", "{status}");
+    let old_id = crate::providers::field(&old, "access_key_id");
+    assert_eq!(
+        usage["by"],
+        format!("access key {old_id}: sts in us-east-1"),
+        "{status}"
+    );
+    assert!(usage["last_seen_at"].is_string(), "{status}");
+    // Its last use was before the promotion: once a second has passed without another, it is
+    // retired, long before the hour of grace.
+    let mut state = String::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(300));
+        rotor.ok(&["run", "--once"]);
+        state = rotor.json(&["history", "app/key0", "--json"])[0]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if state == "completed" {
+            break;
+        }
+    }
+    assert_eq!(state, "completed");
+    let keys = block_on(iam::keys("evidence"));
+    assert!(
+        !keys.iter().any(|(id, active)| *id == old_id && *active),
+        "the old key is no longer active: {keys:?}"
+    );
+}

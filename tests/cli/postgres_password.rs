@@ -239,3 +239,145 @@ fn a_rotation_over_tls_verifies_the_server_against_the_operators_ca() {
         "{history}"
     );
 }
+
+/// The fixture's config with `retire_when = "unused"` and these settings on `app/key0`.
+fn retire_when_unused(fixture: &Fixture, rotor: &Rotor, grace: &str, settings: &str) {
+    let config = fixture.config(grace, rotor.dir.path()).replace(
+        "[credential.rotator]",
+        &format!("retire_when = \"unused\"\n{settings}\n[credential.rotator]"),
+    );
+    std::fs::write(&rotor.config, config).unwrap();
+}
+
+fn run_state(rotor: &Rotor) -> String {
+    rotor.json(&["history", "app/key0", "--json"])[0]["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_session_of_the_old_role_holds_retirement_until_it_is_gone_for_unused_for() {
+    let rotor = Rotor::new("");
+    let fixture = setup(Provider::Postgres, "evidence", rotor.dir.path());
+    retire_when_unused(&fixture, &rotor, "1h", "unused_for = \"2s\"");
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    let old = current(&rotor);
+    let old_role = crate::providers::field(&old, "username");
+    crate::providers::block_on(async {
+        // A consumer nobody remembered, still logged in with the credential about to be old.
+        let mut consumer = pg::login(&old).await.unwrap();
+        sqlx::raw_sql("SET application_name = 'billing-cron'")
+            .execute(&mut consumer)
+            .await
+            .unwrap();
+        rotor.ok(&["rotate", "app/key0"]);
+        let status = &rotor.json(&["status", "app/key0", "--json"])[0];
+        assert_eq!(status["state"], "grace", "{status}");
+        let usage = &status["previous_usage"];
+        assert_eq!(usage["evidence"], "seen", "{status}");
+        let by = usage["by"].as_str().unwrap();
+        assert!(
+            by.contains(&format!("1 session(s) of role {old_role}"))
+                && by.contains("application billing-cron"),
+            "{by}"
+        );
+        assert!(
+            status["next_action"]
+                .as_str()
+                .unwrap()
+                .contains("once unused"),
+            "{status}"
+        );
+        // Past `unused_for`, but the session is still there: the old role keeps its password.
+        std::thread::sleep(std::time::Duration::from_millis(2_200));
+        rotor.ok(&["run", "--once"]);
+        assert_eq!(run_state(&rotor), "promoted");
+        assert!(
+            pg::login(&old).await.is_ok(),
+            "the old password still works"
+        );
+        use sqlx::Connection;
+        consumer.close().await.unwrap();
+    });
+    // Gone: retired once it has been unused for two seconds, long before the hour of grace.
+    let mut state = String::new();
+    for _ in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        rotor.ok(&["run", "--once"]);
+        state = run_state(&rotor);
+        if state == "completed" {
+            break;
+        }
+    }
+    assert_eq!(state, "completed");
+    fixture.check_rotated(&current(&rotor), &old);
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    assert!(history[0].to_string().contains("unseen"), "{}", history[0]);
+}
+
+#[test]
+fn still_used_when_grace_ends_alerts_and_waits_until_a_person_retires_it() {
+    let rotor = Rotor::new("");
+    let fixture = setup(Provider::Postgres, "stillused", rotor.dir.path());
+    retire_when_unused(
+        &fixture,
+        &rotor,
+        "2s",
+        "unused_for = \"1h\"\non_still_used = \"wait\"",
+    );
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    let old = current(&rotor);
+    crate::providers::block_on(async {
+        let _consumer = pg::login(&old).await.unwrap();
+        rotor.ok(&["rotate", "app/key0"]);
+        std::thread::sleep(std::time::Duration::from_millis(2_200));
+        let out = rotor.ok(&["run", "--once"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("grace is over and the old credential is still in use")
+                && stderr.contains("still_used"),
+            "{stderr}"
+        );
+        // Kept: the operator chose to wait for its users to move.
+        assert_eq!(run_state(&rotor), "promoted");
+        assert!(
+            pg::login(&old).await.is_ok(),
+            "the old password still works"
+        );
+        // A person ends it: `--retire-now` is not held by the evidence.
+        let out = rotor.ok(&["cancel", "app/key0", "--retire-now", "--reason", "moved"]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("completed now"),
+            "{out:?}"
+        );
+    });
+    fixture.check_rotated(&current(&rotor), &old);
+}
+
+#[test]
+fn an_emergency_is_not_held_by_a_session_of_the_old_role() {
+    let rotor = Rotor::new("");
+    let fixture = setup(Provider::Postgres, "evidence_emergency", rotor.dir.path());
+    retire_when_unused(
+        &fixture,
+        &rotor,
+        "1h",
+        "unused_for = \"1h\"\non_still_used = \"wait\"",
+    );
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    let old = current(&rotor);
+    crate::providers::block_on(async {
+        let _consumer = pg::login(&old).await.unwrap();
+        rotor.ok(&["rotate", "app/key0"]);
+        assert_eq!(run_state(&rotor), "promoted");
+        // The key leaked: whoever still uses the old password must stop now.
+        let out = rotor.run(&["rotate", "app/key0", "--emergency", "--reason", "leaked"]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert!(
+            pg::login(&old).await.is_err(),
+            "the old password is refused"
+        );
+    });
+    assert_eq!(rotor.json(&["status", "--json"])[0]["state"], "idle");
+}

@@ -28,6 +28,9 @@ impl Engine {
                 .unissued(&self.candidate(ctx, run, known).await?)
                 .await?
                 > 0;
+        self.note_replaced_since(ctx, run)
+            .await
+            .map_err(crate::engine::error::store_step_error)?;
         let version = self.promote_in_vault(ctx, run, known).await?;
         let now = self.now();
         let event = self.event(ctx, run, EventKind::Promoted, Some(version.clone()), now);

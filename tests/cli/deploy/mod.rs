@@ -137,6 +137,7 @@ fn every_metric_the_rules_and_the_dashboard_name_is_exported() {
         "RotorDown",
         "RotorStuckRun",
         "RotorRunRetrying",
+        "RotorPreviousCredentialStillUsed",
         "RotorCredentialPaused",
     ] {
         assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
