@@ -28,7 +28,7 @@ use zeroize::Zeroizing;
 use crate::password::{Alphabet, random, random_bytes};
 use crate::{
     Credential, LiveCredential, MintContext, Origin, Retired, Rotator, RotatorError,
-    RotatorSettings, SecretRef, Secrets, resolve_secret,
+    RotatorSettings, SecretRef, Secrets, Usage, resolve_secret,
 };
 
 const DEFAULT_API: &str = "https://api.github.com";
@@ -277,6 +277,10 @@ impl Settings for DeployKeyConfig {
 }
 
 impl RotatorSettings for DeployKeyConfig {
+    fn usage_evidence(&self) -> Option<&'static str> {
+        Some("the old deploy key's `last_used` at GitHub")
+    }
+
     fn least_privilege(&self, credential_id: &str) -> String {
         format!(
             "# rotor: least privilege at GitHub for credential \"{credential_id}\" (deploy key of {}/{}).\n\
@@ -510,6 +514,21 @@ impl Rotator for GithubDeployKey {
             )));
         }
         Ok(())
+    }
+
+    /// GitHub's `last_used` of the old key (a key no longer registered is not in use).
+    async fn last_used(&self, old: &Credential) -> Result<Usage, RotatorError> {
+        let github = client(&self.config.access, &self.secrets).await?;
+        Ok(match self.find(&github, old).await? {
+            Some(key) => match key.last_used {
+                Some(at) => Usage::Seen {
+                    at: Some(at.timestamp_millis()),
+                    by: format!("deploy key {} ({})", key.id, key.title),
+                },
+                None => Usage::Unseen,
+            },
+            None => Usage::Unseen,
+        })
     }
 
     async fn retire(

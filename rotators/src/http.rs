@@ -10,6 +10,7 @@
 //! Templates: `{{token}}` (the run token), `{{id}}` (the credential's id at the provider),
 //! `{{secret}}` (only in headers and bodies: never in a URL, which ends up in logs).
 
+use crate::Usage;
 use crate::backoff::PROPAGATION;
 use crate::kinds::Settings;
 use std::collections::BTreeMap;
@@ -161,6 +162,30 @@ pub struct ListCall {
     /// JSON pointer to a boolean "active" within an item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<String>,
+    /// JSON pointer to when a key was last used, within an item: RFC 3339 text or seconds
+    /// since the epoch (`null`: never). Gives `retire_when = "unused"` its evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<String>,
+}
+
+/// One key as the `list` call shows it.
+struct Listed {
+    id: String,
+    name: Option<String>,
+    active: bool,
+    /// When it was last used (ms), where the list says.
+    last_used: Option<i64>,
+}
+
+/// A time as APIs write it: RFC 3339 text, or seconds since the epoch.
+fn time_at(value: &serde_json::Value, pointer: &str) -> Option<i64> {
+    match value.pointer(pointer)? {
+        serde_json::Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.timestamp_millis()),
+        serde_json::Value::Number(n) => n.as_i64().map(|secs| secs.saturating_mul(1000)),
+        _ => None,
+    }
 }
 
 impl HttpConfig {
@@ -249,6 +274,11 @@ impl Settings for HttpConfig {
                 return Err("mint must carry {{token}} (in the key's name or an idempotency header), so that a retried mint can find what an interrupted one made".into());
             }
         }
+        if let Some(pointer) = self.list.as_ref().and_then(|l| l.last_used.as_ref())
+            && !pointer.starts_with('/')
+        {
+            return Err("list.last_used must be a JSON pointer such as \"/last_used_at\"".into());
+        }
         if self.apply.is_some() && !(16..=512).contains(&self.length) {
             return Err(format!(
                 "length must be between 16 and 512, got {}",
@@ -264,6 +294,13 @@ impl Settings for HttpConfig {
 }
 
 impl RotatorSettings for HttpConfig {
+    fn usage_evidence(&self) -> Option<&'static str> {
+        self.list
+            .as_ref()
+            .and_then(|l| l.last_used.as_ref())
+            .map(|_| "the `list` call's `last_used` of the old key")
+    }
+
     fn least_privilege(&self, credential_id: &str) -> String {
         let mut text = format!(
             "# rotor: what the `http` rotator of credential \"{credential_id}\" calls at {}.\n\
@@ -616,10 +653,7 @@ impl HttpRotator {
     }
 
     /// The keys the provider lists: (id, name, active).
-    async fn listed(
-        &self,
-        list: &ListCall,
-    ) -> Result<Vec<(String, Option<String>, bool)>, RotatorError> {
+    async fn listed(&self, list: &ListCall) -> Result<Vec<Listed>, RotatorError> {
         let (_, body) = self
             .send("list", &list.call, &Values::default(), true)
             .await?;
@@ -642,7 +676,13 @@ impl HttpRotator {
                     .and_then(|p| item.pointer(p))
                     .and_then(|v| v.as_bool())
                     .unwrap_or(true);
-                Some((id, name, active))
+                let last_used = list.last_used.as_deref().and_then(|p| time_at(item, p));
+                Some(Listed {
+                    id,
+                    name,
+                    active,
+                    last_used,
+                })
             })
             .collect();
         zeroize_json(&mut value);
@@ -675,7 +715,7 @@ impl Rotator for HttpRotator {
             && list.name.is_some()
         {
             let current = context.current.and_then(Self::id_of);
-            for (id, name, _) in self.listed(list).await? {
+            for Listed { id, name, .. } in self.listed(list).await? {
                 if name.as_deref().is_some_and(|n| n.contains(context.token))
                     && Some(id.as_str()) != current
                 {
@@ -815,15 +855,36 @@ impl Rotator for HttpRotator {
             .listed(list)
             .await?
             .into_iter()
-            .map(|(id, _, active)| LiveCredential {
-                provider_id: id,
-                active,
+            .map(|key| LiveCredential {
+                provider_id: key.id,
+                active: key.active,
             })
             .collect())
     }
 
     fn provider_id(&self, credential: &Credential) -> Option<String> {
         Self::id_of(credential).map(str::to_owned)
+    }
+
+    /// The `list` call's `last_used` of the old key; a key no longer listed is not in use.
+    async fn last_used(&self, old: &Credential) -> Result<Usage, RotatorError> {
+        let (Some(list), Some(id)) = (&self.config.list, Self::id_of(old)) else {
+            return Ok(Usage::Unknown);
+        };
+        if list.last_used.is_none() {
+            return Ok(Usage::Unknown);
+        }
+        let listed = self.listed(list).await?;
+        Ok(match listed.iter().find(|key| key.id == id) {
+            Some(Listed {
+                last_used: Some(at),
+                ..
+            }) => Usage::Seen {
+                at: Some(*at),
+                by: format!("key {id} (the provider's last-used time)"),
+            },
+            _ => Usage::Unseen,
+        })
     }
 
     async fn preflight(&self) -> Result<(), RotatorError> {

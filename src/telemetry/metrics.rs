@@ -127,6 +127,9 @@ struct Series {
     alerts: [bool; CONDITIONS.len()],
     /// (hook, successes, failures) per configured hook.
     notified: Vec<(String, u64, u64)>,
+    /// During grace under `retire_when = "unused"`: when the replaced credential was last
+    /// seen in use (s).
+    previous_last_used: Option<f64>,
 }
 
 impl Series {
@@ -178,7 +181,15 @@ impl Snapshot {
         // Each read grouped by credential once, so that building a credential's series looks
         // up its own rows instead of scanning everyone's.
         let mut totals = by_credential(store.run_totals().await?, |t| &t.credential_id);
-        let in_flight = store.live_runs().await?.len() as u64;
+        let live = store.live_runs().await?;
+        let in_flight = live.len() as u64;
+        let mut previous_last_used: HashMap<String, f64> = live
+            .iter()
+            .filter_map(|r| {
+                let seen = crate::engine::PreviousUsage::of(r).last_seen?;
+                Some((r.credential_id.clone(), seconds(seen)))
+            })
+            .collect();
         let mut alerts = by_credential(store.active_alerts().await?, |a| &a.credential_id);
         let mut notified = by_credential(store.hook_counts().await?, |n| &n.credential_id);
         let series = config
@@ -196,6 +207,7 @@ impl Snapshot {
                 let alerts = alerts.remove(&c.id).unwrap_or_default();
                 let notified = notified.remove(&c.id).unwrap_or_default();
                 Series {
+                    previous_last_used: previous_last_used.remove(&c.id),
                     id: c.id.clone(),
                     provider: c.provider().to_owned(),
                     outcomes,
@@ -289,6 +301,18 @@ impl Collector for Snapshot {
             family
                 .encode_family(&s.labels())?
                 .encode_gauge(&s.due_by_hand)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "rotor_previous_credential_last_used_timestamp_seconds",
+            "During grace under retire_when = \"unused\": when the replaced credential was last seen in use, as the provider tells (no sample before the first sighting).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &self.series {
+            if let Some(at) = &s.previous_last_used {
+                family.encode_family(&s.labels())?.encode_gauge(at)?;
+            }
         }
 
         let mut family = encoder.encode_descriptor(

@@ -237,6 +237,7 @@ fn deploy_keys_past_the_first_page_are_verified_and_retired() {
                     key: format!("ssh-ed25519 AAAAother{n}"),
                     title: format!("ci-{n}"),
                     read_only: true,
+                    last_used: None,
                 },
             );
         }
@@ -269,5 +270,55 @@ fn deploy_keys_past_the_first_page_are_verified_and_retired() {
             .any(|c| c.starts_with("GET ") && c.contains("page=2")),
         "{:?}",
         state.calls
+    );
+}
+
+#[test]
+fn a_deploy_keys_last_used_at_github_is_its_evidence_of_use() {
+    let (rotor, fixture) = rotor_for(Provider::GithubDeployKey, "1h");
+    let config = std::fs::read_to_string(&rotor.config).unwrap().replace(
+        "[credential.rotator]",
+        "retire_when = \"unused\"\nunused_for = \"1s\"\n[credential.rotator]",
+    );
+    std::fs::write(&rotor.config, config).unwrap();
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    let github = fixture.github.as_ref().unwrap();
+    let old_id = {
+        let mut state = github.state.lock().unwrap();
+        let (id, key) = state.deploy_keys.iter_mut().next().unwrap();
+        key.last_used = Some(chrono::Utc::now().to_rfc3339());
+        *id
+    };
+    rotor.ok(&["rotate", "app/key0"]);
+    let status = &rotor.json(&["status", "app/key0", "--json"])[0];
+    assert_eq!(status["previous_usage"]["evidence"], "seen", "{status}");
+    assert!(
+        status["previous_usage"]["by"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("deploy key {old_id} (")),
+        "{status}"
+    );
+    let mut state = String::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(300));
+        rotor.ok(&["run", "--once"]);
+        state = rotor.json(&["history", "app/key0", "--json"])[0]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if state == "completed" {
+            break;
+        }
+    }
+    assert_eq!(state, "completed");
+    assert!(
+        !github
+            .state
+            .lock()
+            .unwrap()
+            .deploy_keys
+            .contains_key(&old_id),
+        "the old key is deleted"
     );
 }

@@ -189,3 +189,60 @@ fn a_hostile_providers_id_and_oversized_answer_are_refused() {
     assert_eq!(out.status.code(), Some(4), "{text}");
     assert!(text.contains("larger than 1024 KiB"), "{text}");
 }
+
+#[test]
+fn the_vendors_last_used_time_holds_retirement_until_the_old_key_is_quiet() {
+    let rotor = Rotor::new("");
+    let fixture = setup(Provider::Http, "lastused", rotor.dir.path());
+    let config = fixture
+        .config("1h", rotor.dir.path())
+        .replace(
+            "active = \"/active\" }",
+            "active = \"/active\", last_used = \"/last_used_at\" }",
+        )
+        .replace(
+            "[credential.rotator]",
+            "retire_when = \"unused\"\nunused_for = \"2s\"\n[credential.rotator]",
+        );
+    std::fs::write(&rotor.config, config).unwrap();
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    let saas = fixture.service.clone().unwrap();
+    let old = crate::providers::current(&rotor);
+    let (old_id, old_secret) = (
+        crate::providers::field(&old, "id"),
+        crate::providers::field(&old, "value"),
+    );
+    saas.used_now(&old_secret);
+    rotor.ok(&["rotate", "app/key0"]);
+    let status = &rotor.json(&["status", "app/key0", "--json"])[0];
+    assert_eq!(status["previous_usage"]["evidence"], "seen", "{status}");
+    assert_eq!(
+        status["previous_usage"]["by"],
+        format!("key {old_id} (the provider's last-used time)")
+    );
+    // Still called now and then: kept.
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(600));
+        saas.used_now(&old_secret);
+        rotor.ok(&["run", "--once"]);
+        assert!(saas.key_ids().contains(&old_id), "the old key is kept");
+    }
+    // Quiet for two seconds: revoked.
+    let mut state = String::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(400));
+        rotor.ok(&["run", "--once"]);
+        state = rotor.json(&["history", "app/key0", "--json"])[0]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if state == "completed" {
+            break;
+        }
+    }
+    assert_eq!(state, "completed");
+    assert!(!saas.key_ids().contains(&old_id), "the old key is revoked");
+    let mut output = rotor.run(&["status", "--json"]).stdout;
+    output.extend(rotor.run(&["history", "--json"]).stdout);
+    assert_secrets_absent(&[old_secret.as_str()], &output, rotor.dir.path());
+}

@@ -345,13 +345,39 @@ fn still_used_when_grace_ends_alerts_and_waits_until_a_person_retires_it() {
             pg::login(&old).await.is_ok(),
             "the old password still works"
         );
-        // A person ends it: `--retire-now` is not held by the evidence.
-        let out = rotor.ok(&["cancel", "app/key0", "--retire-now", "--reason", "moved"]);
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("completed now"),
-            "{out:?}"
-        );
     });
+    // Monitoring sees it too: when it was last seen in use, and the raised condition.
+    let addr = format!("127.0.0.1:{}", crate::support::postgres::free_port());
+    let mut daemon = rotor
+        .command(&["run", "--listen", &addr, "--poll", "1s"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        if let Some((200, body)) = crate::support::http_get(&format!("http://{addr}/metrics")) {
+            metrics = body;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Stopped as an operator would (SIGTERM): it gives its leases back.
+    std::process::Command::new("kill")
+        .arg(daemon.id().to_string())
+        .status()
+        .unwrap();
+    daemon.wait().unwrap();
+    assert!(
+        metrics.contains("rotor_previous_credential_last_used_timestamp_seconds{credential=\"app/key0\",provider=\"postgres_password\"} ")
+            && metrics.contains("rotor_alerts_active{credential=\"app/key0\",provider=\"postgres_password\",condition=\"still_used\"} 1"),
+        "{metrics}"
+    );
+    // A person ends it: `--retire-now` is not held by the evidence.
+    let out = rotor.ok(&["cancel", "app/key0", "--retire-now", "--reason", "moved"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("completed now"),
+        "{out:?}"
+    );
     fixture.check_rotated(&current(&rotor), &old);
 }
 

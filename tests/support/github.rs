@@ -23,6 +23,8 @@ pub struct DeployKey {
     pub key: String,
     pub title: String,
     pub read_only: bool,
+    /// When GitHub last saw the key used (RFC 3339).
+    pub last_used: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -154,7 +156,7 @@ fn deploy_key_json(id: u64, key: &DeployKey) -> serde_json::Value {
         "created_at": "2026-11-27T09:00:00Z",
         "read_only": key.read_only,
         "added_by": "rotor-bot",
-        "last_used": null,
+        "last_used": key.last_used,
         "enabled": true
     })
 }
@@ -400,6 +402,7 @@ impl Api {
                     key,
                     title: body["title"].as_str().unwrap_or("").to_owned(),
                     read_only: body["read_only"].as_bool().unwrap_or(false),
+                    last_used: None,
                 };
                 let response = deploy_key_json(id, &created);
                 state.deploy_keys.insert(id, created);

@@ -14,6 +14,8 @@ pub const ADMIN_TOKEN: &str = "saas-admin-token-for-rotor-tests";
 pub struct Key {
     pub secret: String,
     pub name: String,
+    /// When the key last called the API (RFC 3339), as the vendor records it.
+    pub last_used_at: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -81,8 +83,14 @@ impl Respond for Api {
                 .iter()
                 .find(|(_, k)| Some(&k.secret) == presented.as_ref())
             {
-                Some((id, key)) => ResponseTemplate::new(200)
-                    .set_body_json(serde_json::json!({"id": id, "name": key.name})),
+                Some((id, key)) => {
+                    let body = serde_json::json!({"id": id, "name": key.name});
+                    let id = id.clone();
+                    if let Some(key) = state.keys.get_mut(&id) {
+                        key.last_used_at = Some(chrono::Utc::now().to_rfc3339());
+                    }
+                    ResponseTemplate::new(200).set_body_json(body)
+                }
                 None => unauthorized(),
             };
         }
@@ -110,6 +118,7 @@ impl Respond for Api {
                     Key {
                         secret: secret.clone(),
                         name: name.clone(),
+                        last_used_at: None,
                     },
                 );
                 let padding = "x".repeat(state.mint_padding);
@@ -123,7 +132,9 @@ impl Respond for Api {
                 let keys: Vec<_> = state
                     .keys
                     .iter()
-                    .map(|(id, k)| serde_json::json!({"id": id, "name": k.name, "active": true}))
+                    .map(|(id, k)| {
+                        serde_json::json!({"id": id, "name": k.name, "active": true, "last_used_at": k.last_used_at})
+                    })
                     .collect();
                 ResponseTemplate::new(200).set_body_json(serde_json::json!({ "keys": keys }))
             }
@@ -181,6 +192,14 @@ impl Saas {
     /// The ids of the keys that exist now.
     pub fn key_ids(&self) -> Vec<String> {
         self.state.lock().unwrap().keys.keys().cloned().collect()
+    }
+
+    /// Records that a consumer called the API with `secret` now, as the vendor would.
+    pub fn used_now(&self, secret: &str) {
+        let mut state = self.state.lock().unwrap();
+        for key in state.keys.values_mut().filter(|k| k.secret == secret) {
+            key.last_used_at = Some(chrono::Utc::now().to_rfc3339());
+        }
     }
 
     /// Whether `secret` is accepted by `/v1/whoami`.
