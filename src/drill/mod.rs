@@ -201,6 +201,9 @@ impl Driller {
         for step in self.store.steps(&run.id).await? {
             report.steps.push(StepReport::from(&step));
         }
+        if row.previous_usage.is_some() {
+            report.previous_used = Some(crate::engine::PreviousUsage::of(&row).describe());
+        }
 
         bar.step("checking");
         let after = vault.read_current(&credential.vault_path).await;

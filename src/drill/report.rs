@@ -80,6 +80,12 @@ pub struct CredentialReport {
     pub duration_ms: i64,
     pub steps: Vec<StepReport>,
     pub alerts: Vec<AlertDelivery>,
+    /// What the provider tells of a credential's use (`None`: nothing, so `retire_when =
+    /// "unused"` is not available for it).
+    pub usage_evidence: Option<String>,
+    /// Who was seen using the replaced credential during the drill's grace, as the provider
+    /// tells (`None`: no evidence, or no grace).
+    pub previous_used: Option<String>,
     /// What went as documented but deserves a word.
     pub notes: Vec<String>,
     /// What failed, each with what to fix.
@@ -110,6 +116,12 @@ impl CredentialReport {
             duration_ms: 0,
             steps: Vec::new(),
             alerts: Vec::new(),
+            usage_evidence: credential
+                .rotator
+                .settings()
+                .usage_evidence()
+                .map(str::to_owned),
+            previous_used: None,
             notes: Vec::new(),
             problems: Vec::new(),
         }
@@ -304,6 +316,23 @@ impl Report {
                         a.condition,
                         a.event,
                         cell(&delivered)
+                    );
+                }
+            }
+            match (&c.usage_evidence, &c.previous_used) {
+                (Some(evidence), Some(used)) => {
+                    let _ = writeln!(
+                        out,
+                        "\nEvidence of use ({evidence}): the previous credential, during grace: {used}."
+                    );
+                }
+                (Some(evidence), None) => {
+                    let _ = writeln!(out, "\nEvidence of use: {evidence}.");
+                }
+                (None, _) => {
+                    let _ = writeln!(
+                        out,
+                        "\nEvidence of use: none from this provider (`retire_when = \"unused\"` is not available)."
                     );
                 }
             }

@@ -185,6 +185,10 @@ impl Engine {
         ctx: &Ctx<'_>,
         run: &mut RunRow,
     ) -> Result<Option<Driven>, EngineError> {
+        if run.drill.is_some() {
+            // A drill's report says who used the previous credential during its grace.
+            self.observe_usage(ctx, run).await;
+        }
         let now = self.now();
         let notified = || async {
             Ok::<_, StoreError>(

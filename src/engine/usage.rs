@@ -192,6 +192,28 @@ impl Engine {
         }
     }
 
+    /// Asks the provider once, where it can tell, and keeps the answer on the run (saved with
+    /// the run's next commit): what a drill reports. Never holds the run.
+    pub(super) async fn observe_usage(&self, ctx: &Ctx<'_>, run: &mut RunRow) {
+        if ctx.credential.rotator.settings().usage_evidence().is_none() {
+            return;
+        }
+        let Ok(Some(document)) = ctx.vault.read_current(&ctx.credential.vault_path).await else {
+            return;
+        };
+        let Some(previous) = document.previous else {
+            return;
+        };
+        let answer = ctx
+            .rotator
+            .last_used(&previous.credential)
+            .await
+            .map_err(|e| e.message);
+        let mut usage = PreviousUsage::of(run);
+        usage.record(answer, self.now());
+        usage.save(run);
+    }
+
     /// Gives the run back to the durable timer until `until`, with what was seen saved.
     async fn hold_until(
         &self,

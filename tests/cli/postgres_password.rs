@@ -407,3 +407,35 @@ fn an_emergency_is_not_held_by_a_session_of_the_old_role() {
     });
     assert_eq!(rotor.json(&["status", "--json"])[0]["state"], "idle");
 }
+
+#[test]
+fn a_drill_reports_who_used_the_previous_credential_during_its_grace() {
+    let (rotor, _fixture) = rotor_for("drill_evidence");
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    let old = current(&rotor);
+    let old_role = crate::providers::field(&old, "username");
+    let report: serde_json::Value = crate::providers::block_on(async {
+        let mut consumer = pg::login(&old).await.unwrap();
+        sqlx::raw_sql("SET application_name = 'nightly-report'")
+            .execute(&mut consumer)
+            .await
+            .unwrap();
+        let out = rotor.run(&["drill", "--grace", "1s", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    });
+    let c = &report["credentials"][0];
+    assert!(
+        c["usage_evidence"]
+            .as_str()
+            .unwrap()
+            .contains("pg_stat_activity"),
+        "{c:#}"
+    );
+    let used = c["previous_used"].as_str().unwrap();
+    assert!(
+        used.contains(&format!("1 session(s) of role {old_role}"))
+            && used.contains("application nightly-report"),
+        "{used}"
+    );
+}
