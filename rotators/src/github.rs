@@ -698,6 +698,70 @@ impl GithubWebhookSecret {
     }
 }
 
+/// How often, and how many times, the deliveries are read for the ping's.
+const PING_POLL: Duration = Duration::from_millis(500);
+const PING_READS: u32 = 10;
+
+impl GithubWebhookSecret {
+    /// Consumers' view of the switch: GitHub pings the webhook, signed with the new secret,
+    /// and the delivery's status says whether the receiver took it. A refusal is transient
+    /// (the switch and the ping are retried, and the run alerts past its retry budget): the
+    /// receivers must accept the new secret, which the vault has held since promotion. GitHub
+    /// not reporting the delivery in time is not a failure: it delivers asynchronously.
+    async fn ping(&self, github: &Octocrab) -> Result<(), RotatorError> {
+        use octocrab::models::webhook_events::WebhookEventType;
+        let hook_id = HookId(self.config.hook_id);
+        let hooks = github.hooks(&self.config.owner);
+        let hooks = match &self.config.repo {
+            Some(repo) => hooks.repo(repo.clone()),
+            None => hooks,
+        };
+        let newest_ping = || async {
+            let page = hooks
+                .list_deliveries(hook_id)
+                .per_page(20u8)
+                .send()
+                .await
+                .map_err(|e| classify(e, &format!("reading the deliveries of {}", self.name())))?;
+            Ok::<_, RotatorError>(
+                page.items
+                    .into_iter()
+                    .filter(|d| d.event == Some(WebhookEventType::Ping))
+                    .max_by_key(|d| d.delivered_at),
+            )
+        };
+        let before = newest_ping().await?.map(|d| d.id);
+        let pinged = match &self.config.repo {
+            Some(repo) => {
+                github
+                    .repos(&self.config.owner, repo)
+                    .hooks()
+                    .ping(hook_id)
+                    .await
+            }
+            None => github.orgs(&self.config.owner).hooks().ping(hook_id).await,
+        };
+        pinged.map_err(|e| classify(e, &format!("pinging {}", self.name())))?;
+        for _ in 0..PING_READS {
+            tokio::time::sleep(PING_POLL).await;
+            let Some(delivery) = newest_ping().await?.filter(|d| Some(d.id) != before) else {
+                continue;
+            };
+            if (200..300).contains(&delivery.status_code) {
+                return Ok(());
+            }
+            return Err(RotatorError::transient(format!(
+                "{} now signs with the new secret, but its receiver answered GitHub's ping with {} ({}): receivers must accept the secret the vault holds as `value`; rotor pings again",
+                self.name(),
+                delivery.status_code,
+                delivery.status
+            )));
+        }
+        tracing::warn!(webhook = %self.name(), "GitHub has not reported the ping's delivery yet; the switch stands");
+        Ok(())
+    }
+}
+
 impl Rotator for GithubWebhookSecret {
     fn kind(&self) -> &'static str {
         "github_webhook_secret"
@@ -775,7 +839,7 @@ impl Rotator for GithubWebhookSecret {
                 self.name()
             )));
         }
-        Ok(())
+        self.ping(&github).await
     }
 
     async fn retire(

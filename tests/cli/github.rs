@@ -46,6 +46,45 @@ fn the_webhook_switches_only_after_grace() {
     assert_eq!(hook_secret(&fixture).as_deref(), Some(new.as_str()));
     let doc = crate::rotation::read_document(&rotor, "app/key0");
     assert!(doc.get("previous").is_none(), "{doc}");
+    // Each switch was followed by a ping, signed with the new secret, that the receiver took.
+    let state = fixture.github.as_ref().unwrap().state.lock().unwrap();
+    let pings = &state.hooks[&REPO_HOOK].deliveries;
+    assert_eq!(pings.len(), 2, "{pings:?}");
+    assert!(pings.iter().all(|d| d["status_code"] == 200), "{pings:?}");
+}
+
+#[test]
+fn a_receiver_that_refuses_the_ping_after_the_switch_is_retried_and_named() {
+    let (rotor, fixture) = rotor_for(Provider::GithubWebhook, "0s");
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    let github = fixture.github.as_ref().unwrap();
+    github.state.lock().unwrap().receiver_refuses = Some(401);
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .contains("its receiver answered GitHub's ping with 401 (Invalid HTTP Response: 401)"),
+        "{stdout}"
+    );
+    // Promoted and switched: nothing to roll back. Once the receiver takes the new secret,
+    // the retried switch and ping complete the run.
+    github.state.lock().unwrap().receiver_refuses = None;
+    let mut state = String::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(500));
+        rotor.ok(&["run", "--once"]);
+        state = rotor.json(&["history", "app/key0", "--json"])[0]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if state == "completed" {
+            break;
+        }
+    }
+    assert_eq!(state, "completed");
+    let doc = crate::rotation::read_document(&rotor, "app/key0");
+    assert_eq!(hook_secret(&fixture).as_deref(), doc["value"].as_str());
 }
 
 #[test]

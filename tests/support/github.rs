@@ -31,6 +31,8 @@ pub struct DeployKey {
 pub struct Hook {
     pub url: String,
     pub secret: Option<String>,
+    /// What GitHub delivered to the receiver (pings), newest last.
+    pub deliveries: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +54,8 @@ pub struct State {
     /// The next this many new installation tokens come in a reply that is not shaped as
     /// documented, with the token's value where an object belongs (a proxy or API change).
     pub misshapen_token_replies: u32,
+    /// The status the webhooks' receiver answers a delivery with (`None`: 200).
+    pub receiver_refuses: Option<u16>,
     /// Every request, as "METHOD /path?query".
     pub calls: Vec<String>,
 }
@@ -356,6 +360,10 @@ impl Api {
         let keys = format!("/repos/{OWNER}/{REPO}/keys");
         let repo_hook = format!("/repos/{OWNER}/{REPO}/hooks/{REPO_HOOK}/config");
         let org_hook = format!("/orgs/{OWNER}/hooks/{ORG_HOOK}/config");
+        let repo_pings = format!("/repos/{OWNER}/{REPO}/hooks/{REPO_HOOK}/pings");
+        let org_pings = format!("/orgs/{OWNER}/hooks/{ORG_HOOK}/pings");
+        let repo_deliveries = format!("/repos/{OWNER}/{REPO}/hooks/{REPO_HOOK}/deliveries");
+        let org_deliveries = format!("/orgs/{OWNER}/hooks/{ORG_HOOK}/deliveries");
         match (method.as_str(), path.as_str()) {
             ("GET", p) if p == keys => {
                 let all: Vec<serde_json::Value> = state
@@ -417,6 +425,44 @@ impl Api {
                         "Not Found",
                         "deploy-keys/deploy-keys#delete-a-deploy-key",
                     ),
+                }
+            }
+            ("POST", p) if p == repo_pings || p == org_pings => {
+                let id = if p == repo_pings { REPO_HOOK } else { ORG_HOOK };
+                let status = state.receiver_refuses.unwrap_or(200);
+                let Some(hook) = state.hooks.get_mut(&id) else {
+                    return error(404, "Not Found", "webhooks/repos#ping-a-repository-webhook");
+                };
+                let n = hook.deliveries.len() as u64 + 1;
+                hook.deliveries.push(serde_json::json!({
+                    "id": 12_345_000 + n,
+                    "guid": format!("0b989ba4-242f-11e5-81e1-{n:012x}"),
+                    "delivered_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    "redelivery": false,
+                    "duration": 0.27,
+                    "status": if status == 200 { "OK".to_owned() } else { format!("Invalid HTTP Response: {status}") },
+                    "status_code": status,
+                    "event": "ping",
+                    "action": null,
+                    "installation_id": null,
+                    "repository_id": 1296269,
+                    "throttled_at": null
+                }));
+                ResponseTemplate::new(204)
+            }
+            ("GET", p) if p == repo_deliveries || p == org_deliveries => {
+                let id = if p == repo_deliveries {
+                    REPO_HOOK
+                } else {
+                    ORG_HOOK
+                };
+                match state.hooks.get(&id) {
+                    // Newest first, as GitHub lists them.
+                    Some(hook) => json(
+                        200,
+                        serde_json::json!(hook.deliveries.iter().rev().collect::<Vec<_>>()),
+                    ),
+                    None => error(404, "Not Found", "webhooks/repo-deliveries"),
                 }
             }
             ("GET" | "PATCH", p) if p == repo_hook || p == org_hook => {
@@ -507,6 +553,7 @@ impl GitHub {
                 Hook {
                     url: "https://hooks.acme.example/github".into(),
                     secret: None,
+                    deliveries: Vec::new(),
                 },
             );
         }
