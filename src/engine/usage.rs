@@ -38,6 +38,11 @@ pub struct PreviousUsage {
     /// Why the last question failed, if it did (rotor asks again at the next sample).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Retired while still in use (`on_still_used = "retire"`, or `"wait"` at `max_age`): its
+    /// `still_used` alert stays raised past this run's completion, until a later rotation
+    /// retires with nobody seen on the old credential.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retired_in_use: bool,
 }
 
 impl PreviousUsage {
@@ -180,6 +185,7 @@ impl Engine {
                 Ok(None)
             }
             Decision::RetireStillUsed => {
+                usage.retired_in_use = true;
                 usage.save(run);
                 self.alert_still_used(ctx, run, &usage, true).await?;
                 Ok(None)

@@ -439,3 +439,44 @@ fn a_drill_reports_who_used_the_previous_credential_during_its_grace() {
         "{used}"
     );
 }
+
+#[test]
+fn still_used_when_grace_ends_is_retired_by_default_and_alerted_with_who() {
+    let rotor = Rotor::new("");
+    let fixture = setup(Provider::Postgres, "stillretire", rotor.dir.path());
+    retire_when_unused(&fixture, &rotor, "2s", "unused_for = \"1h\"");
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    let old = current(&rotor);
+    let old_role = crate::providers::field(&old, "username");
+    let stderr = crate::providers::block_on(async {
+        let _consumer = pg::login(&old).await.unwrap();
+        rotor.ok(&["rotate", "app/key0"]);
+        std::thread::sleep(std::time::Duration::from_millis(2_200));
+        let out = rotor.ok(&["run", "--once"]);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    });
+    // Retired anyway (`on_still_used = "retire"` is the default), and the alert says who.
+    assert_eq!(run_state(&rotor), "completed");
+    fixture.check_rotated(&current(&rotor), &old);
+    assert!(
+        stderr.contains("condition=\"still_used\"")
+            && stderr.contains(&format!("1 session(s) of role {old_role}")),
+        "{stderr}"
+    );
+    // The completion does not resolve it: whoever used the old credential is failing now.
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    assert_eq!(
+        history[0]["previous_usage"]["evidence"], "seen",
+        "{history}"
+    );
+    assert!(
+        !stderr.contains("alert resolved"),
+        "the still_used alert stays raised: {stderr}"
+    );
+    // The next rotation that retires with nobody on the old credential resolves it.
+    let out = rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("alert resolved"),
+        "{out:?}"
+    );
+}

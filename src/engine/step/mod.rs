@@ -96,10 +96,19 @@ impl Engine {
         }
         // A completed rotation puts every failure right; a rollback that finished only the
         // retrying it needed (its own failure stays raised).
-        let resolves: &[Condition] = match step {
-            Step::Retire => Condition::RESOLVED_BY_ROTATION,
-            Step::Rollback => &[Condition::Retrying],
-            _ => &[],
+        let resolves: Vec<Condition> = match step {
+            // The users of an old credential retired while they still used it are not put
+            // right by its retirement: that alert stays for people.
+            Step::Retire if crate::engine::PreviousUsage::of(run).retired_in_use => {
+                Condition::RESOLVED_BY_ROTATION
+                    .iter()
+                    .copied()
+                    .filter(|c| *c != Condition::StillUsed)
+                    .collect()
+            }
+            Step::Retire => Condition::RESOLVED_BY_ROTATION.to_vec(),
+            Step::Rollback => vec![Condition::Retrying],
+            _ => Vec::new(),
         };
         if !resolves.is_empty() && matches!(outcome.performed, Performed::Done(_)) {
             ctx.runtime
@@ -107,7 +116,7 @@ impl Engine {
                 .resolve(
                     &self.store,
                     &ctx.credential.id,
-                    resolves,
+                    &resolves,
                     &ctx.credential.alerts,
                     now,
                 )
