@@ -716,7 +716,8 @@ impl GithubWebhookSecret {
             Some(repo) => hooks.repo(repo.clone()),
             None => hooks,
         };
-        let newest_ping = || async {
+        // The pings listed now, newest first (GitHub's order); ours is the one not seen before.
+        let pings = || async {
             let page = hooks
                 .list_deliveries(hook_id)
                 .per_page(20u8)
@@ -727,10 +728,10 @@ impl GithubWebhookSecret {
                 page.items
                     .into_iter()
                     .filter(|d| d.event == Some(WebhookEventType::Ping))
-                    .max_by_key(|d| d.delivered_at),
+                    .collect::<Vec<_>>(),
             )
         };
-        let before = newest_ping().await?.map(|d| d.id);
+        let before: Vec<_> = pings().await?.into_iter().map(|d| d.id).collect();
         let pinged = match &self.config.repo {
             Some(repo) => {
                 github
@@ -744,7 +745,8 @@ impl GithubWebhookSecret {
         pinged.map_err(|e| classify(e, &format!("pinging {}", self.name())))?;
         for _ in 0..PING_READS {
             tokio::time::sleep(PING_POLL).await;
-            let Some(delivery) = newest_ping().await?.filter(|d| Some(d.id) != before) else {
+            let Some(delivery) = pings().await?.into_iter().find(|d| !before.contains(&d.id))
+            else {
                 continue;
             };
             if (200..300).contains(&delivery.status_code) {

@@ -160,19 +160,10 @@ fn retiring_by_evidence_reads_when_the_old_key_was_last_used() {
     assert!(usage["last_seen_at"].is_string(), "{status}");
     // Its last use was before the promotion: once a second has passed without another, it is
     // retired, long before the hour of grace.
-    let mut state = String::new();
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(300));
-        rotor.ok(&["run", "--once"]);
-        state = rotor.json(&["history", "app/key0", "--json"])[0]["state"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        if state == "completed" {
-            break;
-        }
-    }
-    assert_eq!(state, "completed");
+    assert_eq!(
+        rotor.run_until_completed("app/key0", std::time::Duration::from_millis(300)),
+        "completed"
+    );
     let keys = block_on(iam::keys("evidence"));
     assert!(
         !keys.iter().any(|(id, active)| *id == old_id && *active),

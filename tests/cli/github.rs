@@ -70,19 +70,10 @@ fn a_receiver_that_refuses_the_ping_after_the_switch_is_retried_and_named() {
     // Promoted and switched: nothing to roll back. Once the receiver takes the new secret,
     // the retried switch and ping complete the run.
     github.state.lock().unwrap().receiver_refuses = None;
-    let mut state = String::new();
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(500));
-        rotor.ok(&["run", "--once"]);
-        state = rotor.json(&["history", "app/key0", "--json"])[0]["state"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        if state == "completed" {
-            break;
-        }
-    }
-    assert_eq!(state, "completed");
+    assert_eq!(
+        rotor.run_until_completed("app/key0", std::time::Duration::from_millis(500)),
+        "completed"
+    );
     let doc = crate::rotation::read_document(&rotor, "app/key0");
     assert_eq!(hook_secret(&fixture).as_deref(), doc["value"].as_str());
 }
@@ -176,19 +167,10 @@ fn a_rate_limit_is_waited_out_until_its_reset() {
             .contains("API rate limit exceeded"),
         "{retried}"
     );
-    let mut state = String::new();
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(500));
-        rotor.ok(&["run", "--once"]);
-        state = rotor.json(&["history", "app/key0", "--json"])[0]["state"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        if state == "completed" {
-            break;
-        }
-    }
-    assert_eq!(state, "completed");
+    assert_eq!(
+        rotor.run_until_completed("app/key0", std::time::Duration::from_millis(500)),
+        "completed"
+    );
 }
 
 #[test]
@@ -338,19 +320,10 @@ fn a_deploy_keys_last_used_at_github_is_its_evidence_of_use() {
             .starts_with(&format!("deploy key {old_id} (")),
         "{status}"
     );
-    let mut state = String::new();
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(300));
-        rotor.ok(&["run", "--once"]);
-        state = rotor.json(&["history", "app/key0", "--json"])[0]["state"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        if state == "completed" {
-            break;
-        }
-    }
-    assert_eq!(state, "completed");
+    assert_eq!(
+        rotor.run_until_completed("app/key0", std::time::Duration::from_millis(300)),
+        "completed"
+    );
     assert!(
         !github
             .state

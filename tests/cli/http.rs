@@ -228,19 +228,10 @@ fn the_vendors_last_used_time_holds_retirement_until_the_old_key_is_quiet() {
         assert!(saas.key_ids().contains(&old_id), "the old key is kept");
     }
     // Quiet for two seconds: revoked.
-    let mut state = String::new();
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(400));
-        rotor.ok(&["run", "--once"]);
-        state = rotor.json(&["history", "app/key0", "--json"])[0]["state"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        if state == "completed" {
-            break;
-        }
-    }
-    assert_eq!(state, "completed");
+    assert_eq!(
+        rotor.run_until_completed("app/key0", std::time::Duration::from_millis(400)),
+        "completed"
+    );
     assert!(!saas.key_ids().contains(&old_id), "the old key is revoked");
     let mut output = rotor.run(&["status", "--json"]).stdout;
     output.extend(rotor.run(&["history", "--json"]).stdout);

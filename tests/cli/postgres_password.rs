@@ -301,16 +301,10 @@ fn a_session_of_the_old_role_holds_retirement_until_it_is_gone_for_unused_for() 
         consumer.close().await.unwrap();
     });
     // Gone: retired once it has been unused for two seconds, long before the hour of grace.
-    let mut state = String::new();
-    for _ in 0..20 {
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        rotor.ok(&["run", "--once"]);
-        state = run_state(&rotor);
-        if state == "completed" {
-            break;
-        }
-    }
-    assert_eq!(state, "completed");
+    assert_eq!(
+        rotor.run_until_completed("app/key0", std::time::Duration::from_millis(500)),
+        "completed"
+    );
     fixture.check_rotated(&current(&rotor), &old);
     let history = rotor.json(&["history", "app/key0", "--json"]);
     assert!(history[0].to_string().contains("unseen"), "{}", history[0]);

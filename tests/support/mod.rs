@@ -150,6 +150,24 @@ impl Rotor {
         serde_json::from_slice(&out.stdout).expect("JSON output")
     }
 
+    /// Runs `rotor run --once` every `every` until the latest run of `id` completes, at most
+    /// 20 times; returns that run's last state.
+    pub fn run_until_completed(&self, id: &str, every: std::time::Duration) -> String {
+        let mut state = String::new();
+        for _ in 0..20 {
+            std::thread::sleep(every);
+            self.ok(&["run", "--once"]);
+            state = self.json(&["history", id, "--json"])[0]["state"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if state == "completed" {
+                break;
+            }
+        }
+        state
+    }
+
     /// The store URL of this scratch folder.
     pub fn store_url(&self) -> String {
         self.database
