@@ -17,9 +17,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::{
-    AlertConfig, Config, ConfigFile, Credential, CredentialConfig, DEFAULT_GRACE,
-    DEFAULT_STORE_URL, DefaultsConfig, Diagnostics, DrillConfig, Duration, RetryConfig, SourceFile,
-    StoreConfig, VaultConfig,
+    AlertConfig, Config, ConfigFile, Credential, CredentialConfig,
+    DEFAULT_EXTERNAL_SECRETS_REFRESH, DEFAULT_GRACE, DEFAULT_STORE_URL, DefaultsConfig,
+    Diagnostics, DrillConfig, Duration, RetryConfig, SourceFile, StoreConfig, VaultConfig,
 };
 use crate::config::MaxAge;
 use crate::policy::{Cadence, RetryPolicy, Schedule, Window};
@@ -708,6 +708,42 @@ impl Loader {
         }
     }
 
+    /// `consumers = "external-secrets"`: the operator's refresh must fit twice into grace, or a
+    /// consumer may get the new credential only after the old one is retired.
+    fn consumers(
+        &mut self,
+        file: usize,
+        c: &CredentialConfig,
+        defaults: &crate::config::DefaultsConfig,
+    ) -> Option<Duration> {
+        let id = c.id.get_ref();
+        let Some(consumers) = &c.consumers else {
+            if c.refresh_interval.is_some() {
+                self.error(
+                    file,
+                    Some(c.id.span()),
+                    format!("`{id}` sets `refresh_interval`, which only `consumers = \"external-secrets\"` reads; add it or remove `refresh_interval`"),
+                );
+            }
+            return None;
+        };
+        let refresh = c
+            .refresh_interval
+            .unwrap_or(DEFAULT_EXTERNAL_SECRETS_REFRESH);
+        let grace = c.grace.or(defaults.grace).unwrap_or(DEFAULT_GRACE);
+        if grace.as_std() < refresh.as_std() * 2 {
+            self.warn(
+                file,
+                Some(consumers.span()),
+                format!(
+                    "`{id}`: the External Secrets Operator copies it every {refresh}, but its grace is {grace}: a pod may get the new credential only after the old one is retired; make grace at least {} or the ExternalSecret's refreshInterval (and `refresh_interval`) at most half the grace",
+                    Duration::from_secs(refresh.as_std().as_secs() * 2)
+                ),
+            );
+        }
+        Some(refresh)
+    }
+
     /// `retire_when = "unused"` needs a provider that tells of use, and settles with
     /// `retire_after` which of the two ends grace; `unused_for` and `on_still_used` belong to it.
     fn usage_gate(
@@ -885,6 +921,7 @@ impl Loader {
                 }
             }
             let usage_gate = self.usage_gate(file, &c, &rotator);
+            let external_secrets_refresh = self.consumers(file, &c, &defaults);
             let max_age = self.max_age(file, &c, &defaults, defaults_file);
             let explicit = match &max_age {
                 MaxAgeChoice::Explicit(limit, span) => Some((*limit, span.clone())),
@@ -954,6 +991,7 @@ impl Loader {
                     .map(|a| *a.get_ref())
                     .unwrap_or_default(),
                 usage_gate,
+                external_secrets_refresh,
                 retry,
                 schedule_hash,
             });

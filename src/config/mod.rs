@@ -251,9 +251,27 @@ pub struct CredentialConfig {
     /// replaced credential is still in use. Either way an alert names who uses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_still_used: Option<crate::policy::usage::OnStillUsed>,
+    /// `"external-secrets"` when the External Secrets Operator copies the credential into
+    /// Kubernetes Secrets: `rotor validate` warns when `grace` is shorter than twice its
+    /// `refresh_interval`, so that consumers hold the new credential before the old one goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Consumers>")]
+    pub consumers: Option<Spanned<Consumers>>,
+    /// With `consumers = "external-secrets"`: the ExternalSecret's `refreshInterval` (default
+    /// "1h", the operator's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_interval: Option<Duration>,
     /// Free text for people: what uses this credential, who owns it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+}
+
+/// Who reads a credential from its vault, where rotor can check the timing for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+pub enum Consumers {
+    /// The External Secrets Operator, which copies it into Kubernetes Secrets.
+    #[serde(rename = "external-secrets")]
+    ExternalSecrets,
 }
 
 /// A validated configuration: every reference resolved, every default applied.
@@ -290,6 +308,8 @@ pub struct Credential {
     pub retire_after: crate::notify::RetireAfter,
     /// `retire_when = "unused"`: retire by the provider's evidence of use.
     pub usage_gate: Option<crate::policy::usage::Gate>,
+    /// `consumers = "external-secrets"`: how often the operator copies it (`refresh_interval`).
+    pub external_secrets_refresh: Option<Duration>,
     pub retry: RetryPolicy,
     /// SHA-256 of the settings that decide when it is due: a change recomputes `next_due_at`.
     pub schedule_hash: String,
@@ -367,3 +387,6 @@ impl Subscribers for Config {
 
 /// Default grace when neither the credential nor `[defaults]` sets one.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// The External Secrets Operator's default `refreshInterval`.
+pub const DEFAULT_EXTERNAL_SECRETS_REFRESH: Duration = Duration::from_secs(3600);

@@ -255,3 +255,28 @@ fn a_plaintext_url_is_reported_at_the_value_not_at_its_table() {
         );
     }
 }
+
+#[test]
+fn a_grace_shorter_than_twice_the_external_secrets_refresh_is_warned_of_where_it_is_declared() {
+    let declared = |grace: &str| {
+        crate::generated_config(1, grace).replacen(
+            "schedule = { every = \"30d\" }",
+            "schedule = { every = \"30d\" }\nconsumers = \"external-secrets\"\nrefresh_interval = \"1h\"",
+            1,
+        )
+    };
+    let rotor = Rotor::new(&declared("90m"));
+    let out = rotor.ok(&["validate"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:18:13: `app/key0`: the External Secrets Operator copies it every 1h, but its grace is 1h30m", rotor.config.display()))
+            && stderr.contains("make grace at least 2h"),
+        "{stderr}"
+    );
+    let rotor = Rotor::new(&declared("2h"));
+    let out = rotor.ok(&["validate"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("External Secrets"),
+        "{out:?}"
+    );
+}

@@ -15,15 +15,20 @@ const KUBECTL_INSTALL: &str = "see https://kubernetes.io/docs/tasks/tools/instal
 
 /// Every object `kubectl kustomize deploy/kubernetes` renders.
 pub(super) fn rendered() -> Vec<Value> {
+    render("kubernetes")
+}
+
+/// Every object `kubectl kustomize deploy/FOLDER` renders.
+fn render(folder: &str) -> Vec<Value> {
     let kubectl = require_program("kubectl", KUBECTL_INSTALL);
     let out = Command::new(kubectl)
         .arg("kustomize")
-        .arg(deploy("kubernetes"))
+        .arg(deploy(folder))
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "kubectl kustomize deploy/kubernetes:\n{}",
+        "kubectl kustomize deploy/{folder}:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let yaml = String::from_utf8(out.stdout).unwrap();
@@ -306,4 +311,95 @@ fn the_pod_is_probed_limited_and_runs_the_published_image_of_this_version() {
     let security = &rotor["securityContext"];
     assert_eq!(security["readOnlyRootFilesystem"], true);
     assert_eq!(security["allowPrivilegeEscalation"], false);
+}
+
+/// An ExternalSecret's `refreshInterval` ("90m", "1h", "2h30m") in seconds.
+fn interval_secs(text: &str) -> u64 {
+    let mut total = 0;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: u64 = number
+            .parse()
+            .unwrap_or_else(|_| panic!("bad interval {text}"));
+        number.clear();
+        total += n * match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => panic!("bad interval {text}"),
+        };
+    }
+    assert!(number.is_empty(), "bad interval {text}");
+    total
+}
+
+#[test]
+fn each_external_secret_reads_a_credential_declared_for_it_within_half_its_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = mounted_config(&rendered(), dir.path());
+    let objects = render("kubernetes/external-secrets");
+    let stores: Vec<_> = of_kind(&objects, "SecretStore").collect();
+    let secrets: Vec<_> = of_kind(&objects, "ExternalSecret").collect();
+    assert!(secrets.len() >= 3, "{objects:#?}");
+    for es in secrets {
+        let name = str_at(es, "/metadata/name");
+        assert_eq!(str_at(es, "/metadata/namespace"), "payments", "{name}");
+        let keys: BTreeSet<&str> = es["spec"]["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| str_at(d, "/remoteRef/key"))
+            .chain(
+                es["spec"]["dataFrom"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|d| str_at(d, "/extract/key")),
+            )
+            .collect();
+        assert_eq!(keys.len(), 1, "{name} reads one document: {keys:?}");
+        let key = keys.into_iter().next().unwrap();
+        let credential = config
+            .credentials
+            .iter()
+            .find(|c| c.vault_path == key)
+            .unwrap_or_else(|| {
+                panic!("{name} reads `{key}`, which no credential of rotor.toml writes")
+            });
+        // Read from the store that is that credential's vault.
+        let store_name = str_at(es, "/spec/secretStoreRef/name");
+        let store = stores
+            .iter()
+            .find(|s| s["metadata"]["name"] == store_name)
+            .unwrap_or_else(|| panic!("{name}: no SecretStore {store_name}"));
+        let provider = match &config.vaults[&credential.vault] {
+            rotor::vault::VaultConfig::Openbao(_) => "vault",
+            rotor::vault::VaultConfig::AwsSecretsManager(_) => "aws",
+            other => panic!("{name}: the operator cannot read a {} vault", other.kind()),
+        };
+        assert!(
+            store["spec"]["provider"].get(provider).is_some(),
+            "{name}: {store_name} is not the `{provider}` store of `{}`",
+            credential.vault
+        );
+        // The timing rule, declared on both sides.
+        let interval = interval_secs(str_at(es, "/spec/refreshInterval"));
+        assert_eq!(
+            credential
+                .external_secrets_refresh
+                .map(|d| d.as_std().as_secs()),
+            Some(interval),
+            "{name}: `{}` must say consumers = \"external-secrets\" with refresh_interval = {interval}s",
+            credential.id
+        );
+        assert!(
+            interval * 2 <= credential.grace.as_std().as_secs(),
+            "{name}: refreshInterval {interval}s is more than half the grace of `{}`",
+            credential.id
+        );
+    }
 }
