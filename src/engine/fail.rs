@@ -95,19 +95,32 @@ impl Engine {
             ),
             raised_at: String::new(),
         };
+        let detail = format!("{} at {step}", Condition::Retrying.as_str());
+        if self.raise_once(ctx, run, &alert, detail).await? {
+            tracing::error!(step = %step, attempt, retry_in_ms = delay.as_millis() as u64, "retries exhausted after promotion; retrying at the cap until it heals");
+        }
+        Ok(())
+    }
+
+    /// Raises `alert` on the credential's routes and, when it was not raised already, audits
+    /// it with `detail`. Returns whether it was newly raised.
+    pub(super) async fn raise_once(
+        &self,
+        ctx: &Ctx<'_>,
+        run: &RunRow,
+        alert: &Alert,
+        detail: String,
+    ) -> Result<bool, EngineError> {
         let raised = ctx
             .runtime
             .alerter
-            .raise(&self.store, &alert, &ctx.credential.alerts, self.now())
+            .raise(&self.store, alert, &ctx.credential.alerts, self.now())
             .await?;
         if raised {
-            tracing::error!(step = %step, attempt, retry_in_ms = delay.as_millis() as u64, "retries exhausted after promotion; retrying at the cap until it heals");
-            let audit = self
-                .audit(run, "alert")
-                .detail(format!("{} at {step}", Condition::Retrying.as_str()));
+            let audit = self.audit(run, "alert").detail(detail);
             self.store.audit(&audit, self.now()).await?;
         }
-        Ok(())
+        Ok(raised)
     }
 
     /// The same step again after `delay`, from the durable timer.

@@ -277,19 +277,9 @@ impl Engine {
             action,
             raised_at: String::new(),
         };
-        let raised = ctx
-            .runtime
-            .alerter
-            .raise(&self.store, &alert, &ctx.credential.alerts, self.now())
-            .await?;
-        if raised {
+        let detail = format!("{}: {}", Condition::StillUsed.as_str(), usage.describe());
+        if self.raise_once(ctx, run, &alert, detail).await? {
             tracing::warn!(usage = %usage.describe(), retiring, "grace is over and the old credential is still in use");
-            let audit = self.audit(run, "alert").detail(format!(
-                "{}: {}",
-                Condition::StillUsed.as_str(),
-                usage.describe()
-            ));
-            self.store.audit(&audit, self.now()).await?;
         }
         Ok(())
     }
