@@ -237,3 +237,71 @@ fn the_vendors_last_used_time_holds_retirement_until_the_old_key_is_quiet() {
     output.extend(rotor.run(&["history", "--json"]).stdout);
     assert_secrets_absent(&[old_secret.as_str()], &output, rotor.dir.path());
 }
+
+#[test]
+fn the_cloudflare_recipe_rotates_a_token_through_the_api_cloudflare_documents() {
+    use crate::support::cloudflare::{ADMIN_TOKEN, Cloudflare};
+    let cloudflare = Cloudflare::start();
+    let rotor = Rotor::new("");
+    let admin = rotor.path("cloudflare-admin-token");
+    std::fs::write(&admin, ADMIN_TOKEN).unwrap();
+    let recipe = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schedules/examples/saas/cloudflare.toml"
+    ))
+    .unwrap();
+    // The recipe as written, pointed at the fake, a local vault and a one-second quiet time.
+    let recipe = recipe
+        .replace(
+            "https://api.cloudflare.com/client/v4",
+            &cloudflare.base_url(),
+        )
+        .replace(
+            "{ vault = \"bao\", path = \"admin/cloudflare\", field = \"token\" }",
+            &format!("{{ file = \"{}\" }}", admin.display()),
+        )
+        .replace("vault = { name = \"bao\"", "vault = { name = \"local\"")
+        .replace("unused_for = \"1h\"", "unused_for = \"1s\"");
+    let config = crate::generated_config(0, "1h")
+        .replace(
+            "dir = \"vault\"",
+            &format!("dir = \"{}/vault\"", rotor.dir.path().display()),
+        )
+        .replace(
+            "file = \"vault.key\"",
+            &format!("file = \"{}/vault.key\"", rotor.dir.path().display()),
+        )
+        + &recipe;
+    std::fs::write(&rotor.config, config).unwrap();
+    let id = "edge/cloudflare-dns";
+    rotor.ok(&["rotate", id, "--emergency"]);
+    let first = crate::providers::current_at(&rotor, id);
+    rotor.ok(&["rotate", id]);
+    assert_eq!(
+        rotor.run_until_completed(id, Duration::from_millis(500)),
+        "completed"
+    );
+    let current = crate::providers::current_at(&rotor, id);
+    let state = cloudflare.state.lock().unwrap();
+    let tokens: Vec<_> = state.tokens.iter().collect();
+    assert_eq!(tokens.len(), 1, "the old token is deleted: {tokens:?}");
+    let (token_id, token) = tokens[0];
+    assert_eq!(*token_id, crate::providers::field(&current, "id"));
+    assert_eq!(token.value, crate::providers::field(&current, "value"));
+    assert_ne!(token.value, crate::providers::field(&first, "value"));
+    // Named with the run's token, which a retried mint looks for.
+    assert!(
+        token.name.len() > "rotor dns ".len() && token.name.starts_with("rotor dns "),
+        "{}",
+        token.name
+    );
+    assert_eq!(
+        token.policies[0]["permission_groups"][0]["name"], "DNS Write",
+        "the recipe's policies reach Cloudflare"
+    );
+    assert!(
+        state.pages_asked.iter().all(|p| p.as_deref() == Some("50")),
+        "{:?}",
+        state.pages_asked
+    );
+}

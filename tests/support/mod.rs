@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod alertmanager;
+pub mod cloudflare;
 pub mod github;
 pub mod kubernetes;
 pub mod moto;
