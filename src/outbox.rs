@@ -50,7 +50,7 @@ pub trait Channel: Sync {
     }
 
     /// What follows an attempt, once it is recorded: `failures` counts the row's failures so
-    /// far, this attempt included.
+    /// far, this attempt included. Nothing, unless the channel says.
     fn after(
         &self,
         store: &Store,
@@ -58,7 +58,10 @@ pub trait Channel: Sync {
         attempt: &Attempt,
         failures: i64,
         now: i64,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (store, message, attempt, failures, now);
+        async { Ok(()) }
+    }
 }
 
 /// What one delivery pass did.

@@ -381,15 +381,4 @@ impl outbox::Channel for Alerter {
             Err(failed) => Attempt::Failed(failed),
         }
     }
-
-    async fn after(
-        &self,
-        _store: &Store,
-        _delivery: &Message,
-        _attempt: &Attempt,
-        _failures: i64,
-        _now: i64,
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
 }

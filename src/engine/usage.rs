@@ -145,27 +145,11 @@ impl Engine {
         grace_until: i64,
     ) -> Result<Option<Driven>, EngineError> {
         let now = self.now();
-        let previous = match ctx.vault.read_current(&ctx.credential.vault_path).await {
-            Ok(document) => document.and_then(|d| d.previous).map(|p| p.credential),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the replaced credential to ask of its use; waiting out grace");
-                None
-            }
-        };
         let mut usage = PreviousUsage::of(run);
-        let Some(previous) = previous else {
+        if !self.ask_usage(ctx, &mut usage, now).await {
             // Nothing of rotor's to ask about (an adopted credential): the timer decides.
             return self.hold_until(run, grace_until, &usage, now).await;
-        };
-        let answer = ctx
-            .rotator
-            .last_used(&previous)
-            .await
-            .map_err(|e| e.message);
-        if let Err(message) = &answer {
-            tracing::warn!(error = %message, "the provider did not say whether the old credential is used; asking again at the next sample");
         }
-        usage.record(answer, now);
         let keep_until = match (usage.since, ctx.credential.schedule.max_age) {
             (Some(since), Some(max_age)) => Some(since + max_age.as_std().as_millis() as i64),
             _ => None,
@@ -204,20 +188,36 @@ impl Engine {
         if ctx.credential.rotator.settings().usage_evidence().is_none() {
             return;
         }
-        let Ok(Some(document)) = ctx.vault.read_current(&ctx.credential.vault_path).await else {
-            return;
+        let mut usage = PreviousUsage::of(run);
+        if self.ask_usage(ctx, &mut usage, self.now()).await {
+            usage.save(run);
+        }
+    }
+
+    /// Asks the provider whether the credential the run replaced (the vault's `previous`) is
+    /// still used, and records the answer (a failed question too) in `usage`. False when
+    /// there is no such credential to ask about.
+    async fn ask_usage(&self, ctx: &Ctx<'_>, usage: &mut PreviousUsage, now: i64) -> bool {
+        let previous = match ctx.vault.read_current(&ctx.credential.vault_path).await {
+            Ok(document) => document.and_then(|d| d.previous).map(|p| p.credential),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the replaced credential to ask of its use");
+                None
+            }
         };
-        let Some(previous) = document.previous else {
-            return;
+        let Some(previous) = previous else {
+            return false;
         };
         let answer = ctx
             .rotator
-            .last_used(&previous.credential)
+            .last_used(&previous)
             .await
             .map_err(|e| e.message);
-        let mut usage = PreviousUsage::of(run);
-        usage.record(answer, self.now());
-        usage.save(run);
+        if let Err(message) = &answer {
+            tracing::warn!(error = %message, "the provider did not say whether the old credential is used; asking again at the next sample");
+        }
+        usage.record(answer, now);
+        true
     }
 
     /// Gives the run back to the durable timer until `until`, with what was seen saved.
