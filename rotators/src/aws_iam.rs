@@ -18,7 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-use crate::backoff::PROPAGATION;
+use crate::backoff::while_propagating;
 
 use crate::{
     Credential, LiveCredential, MintContext, Origin, Retired, Rotator, RotatorError,
@@ -577,34 +577,30 @@ impl Rotator for AwsIamAccessKey {
             .credentials_provider(credentials)
             .build();
         let sts = aws_sdk_sts::Client::from_conf(config);
-        let deadline = tokio::time::Instant::now() + self.config.verify_within.as_std();
-        let mut failures = 0;
         let what = format!(
             "verifying access key {id} of IAM user {} with sts:GetCallerIdentity",
             self.user()
         );
-        let identity = loop {
-            match sts.get_caller_identity().send().await {
-                Ok(identity) => break identity,
-                Err(e) => {
-                    let error = classify(&e, &what);
-                    // New keys take a few seconds to be accepted everywhere: a refusal counts
-                    // only when it lasts `verify_within`.
-                    failures += 1;
-                    let wait = PROPAGATION.delay(failures);
-                    if tokio::time::Instant::now() + wait > deadline {
-                        return Err(RotatorError {
-                            message: format!(
-                                "{} (still failing after {})",
-                                error.message, self.config.verify_within
-                            ),
-                            ..error
-                        });
-                    }
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        };
+        // New keys take a few seconds to be accepted everywhere: a failure counts only when it
+        // lasts `verify_within`.
+        let identity = while_propagating(
+            self.config.verify_within.as_std(),
+            || async {
+                sts.get_caller_identity()
+                    .send()
+                    .await
+                    .map_err(|e| classify(&e, &what))
+            },
+            |_| true,
+        )
+        .await
+        .map_err(|(error, _)| RotatorError {
+            message: format!(
+                "{} (still failing after {})",
+                error.message, self.config.verify_within
+            ),
+            ..error
+        })?;
         let arn = identity.arn().unwrap_or_default();
         if !arn.ends_with(&format!("/{}", self.user()))
             && !arn.ends_with(&format!(":user/{}", self.user()))

@@ -8,6 +8,37 @@ use std::time::Duration;
 /// 1 s ... 5 s, within the rotator's `verify_within`.
 pub const PROPAGATION: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
 
+/// Calls `attempt` until it succeeds. An error `propagating` says may be the provider still
+/// propagating a new credential is tried again after the `PROPAGATION` backoff, for as long as
+/// `within`; any other error ends it at once. The error comes back with whether `within` ran
+/// out (the refusal lasted) or not (it was not one to wait out).
+#[cfg(any(feature = "http", feature = "aws_iam_access_key"))]
+pub async fn while_propagating<T, E, Attempt>(
+    within: Duration,
+    mut attempt: impl FnMut() -> Attempt,
+    propagating: impl Fn(&E) -> bool,
+) -> Result<T, (E, bool)>
+where
+    Attempt: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut refusals = 0;
+    loop {
+        match attempt().await {
+            Ok(done) => return Ok(done),
+            Err(e) if !propagating(&e) => return Err((e, false)),
+            Err(e) => {
+                refusals += 1;
+                let wait = PROPAGATION.delay(refusals);
+                if tokio::time::Instant::now() + wait > deadline {
+                    return Err((e, true));
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
 /// A capped exponential backoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {

@@ -11,7 +11,7 @@
 //! `{{secret}}` (only in headers and bodies: never in a URL, which ends up in logs).
 
 use crate::Usage;
-use crate::backoff::PROPAGATION;
+use crate::backoff::while_propagating;
 use crate::kinds::Settings;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -781,31 +781,45 @@ impl Rotator for HttpRotator {
             secret: Some(candidate.require(VALUE)?),
             token: None,
         };
-        let deadline = tokio::time::Instant::now() + self.config.verify_within.as_std();
-        let mut refusals = 0;
-        let refused = loop {
-            let answer = self
-                .call("verify", &self.config.verify, &values, false)
-                .await?;
-            if answer.accepted {
-                return Ok(());
+        /// Why one verify call did not pass.
+        enum NotVerified {
+            /// The provider answered, refusing the key.
+            Refused(Answer),
+            /// No answer (an error rotor retries as any other).
+            Unanswered(RotatorError),
+        }
+        let verified = while_propagating(
+            self.config.verify_within.as_std(),
+            || async {
+                match self
+                    .call("verify", &self.config.verify, &values, false)
+                    .await
+                {
+                    Ok(answer) if answer.accepted => Ok(()),
+                    Ok(answer) => Err(NotVerified::Refused(answer)),
+                    Err(e) => Err(NotVerified::Unanswered(e)),
+                }
+            },
+            |e| matches!(e, NotVerified::Refused(answer) if answer.maybe_propagating()),
+        )
+        .await;
+        let refused = match verified {
+            Ok(()) => return Ok(()),
+            Err((NotVerified::Unanswered(e), _)) => return Err(e),
+            Err((NotVerified::Refused(answer), lasted)) => {
+                let refused = answer.refusal(false);
+                if lasted {
+                    RotatorError {
+                        message: format!(
+                            "{} (still refused after verify_within = {})",
+                            refused.message, self.config.verify_within
+                        ),
+                        ..refused
+                    }
+                } else {
+                    refused
+                }
             }
-            let refused = answer.refusal(false);
-            if !answer.maybe_propagating() {
-                break refused;
-            }
-            refusals += 1;
-            let wait = PROPAGATION.delay(refusals);
-            if tokio::time::Instant::now() + wait > deadline {
-                break RotatorError {
-                    message: format!(
-                        "{} (still refused after verify_within = {})",
-                        refused.message, self.config.verify_within
-                    ),
-                    ..refused
-                };
-            }
-            tokio::time::sleep(wait).await;
         };
         Err(RotatorError {
             message: match Self::id_of(candidate) {
