@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::any};
+use wiremock::{MockServer, Request, Respond, ResponseTemplate};
 
 /// rotor's own token (with "API Tokens Write").
 pub const ADMIN_TOKEN: &str = "cf-admin-token-with-api-tokens-write-0123";
@@ -143,19 +143,8 @@ impl Respond for Api {
 
 impl Cloudflare {
     pub fn start() -> Arc<Cloudflare> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         let state = Arc::new(Mutex::new(State::default()));
-        let server = runtime.block_on(async {
-            let server = MockServer::start().await;
-            Mock::given(any())
-                .respond_with(Api(state.clone()))
-                .mount(&server)
-                .await;
-            server
-        });
+        let (server, runtime) = super::serve(Api(state.clone()));
         Arc::new(Cloudflare {
             server,
             state,

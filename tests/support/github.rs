@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::any};
+use wiremock::{MockServer, Request, Respond, ResponseTemplate};
 
 pub const OWNER: &str = "acme";
 pub const REPO: &str = "app";
@@ -542,10 +542,6 @@ impl GitHub {
             "-out",
             public.to_str().unwrap(),
         ]);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         let mut state = State::default();
         for id in [REPO_HOOK, ORG_HOOK] {
             state.hooks.insert(
@@ -562,11 +558,7 @@ impl GitHub {
             state: state.clone(),
             app_public_pem: std::fs::read_to_string(&public).unwrap(),
         };
-        let server = runtime.block_on(async {
-            let server = MockServer::start().await;
-            Mock::given(any()).respond_with(api).mount(&server).await;
-            server
-        });
+        let (server, runtime) = super::serve(api);
         Arc::new(GitHub {
             server,
             state,

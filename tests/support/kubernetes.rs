@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::any};
+use wiremock::{MockServer, Request, Respond, ResponseTemplate};
 
 pub const TOKEN: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6InJvdG9yLXRlc3QifQ.service-account.token";
 
@@ -177,10 +177,6 @@ impl Respond for Api {
 impl Kubernetes {
     /// A fake API server holding the Deployments `namespace/name` given.
     pub fn start(deployments: &[&str]) -> Kubernetes {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         let state = Arc::new(Mutex::new(State::default()));
         for d in deployments {
             state.lock().unwrap().deployments.insert(
@@ -194,11 +190,7 @@ impl Kubernetes {
         let api = Api {
             state: state.clone(),
         };
-        let server = runtime.block_on(async move {
-            let server = MockServer::start().await;
-            Mock::given(any()).respond_with(api).mount(&server).await;
-            server
-        });
+        let (server, runtime) = super::serve(api);
         Kubernetes {
             server,
             state,

@@ -336,6 +336,27 @@ fn http_get_with(url: &str, accept: Option<&str>) -> Option<(u16, String)> {
         })
 }
 
+/// A wiremock server answering every request with `api`, started on a runtime of its own:
+/// wiremock serves from its own thread, so the `rotor` processes a test starts can call it.
+/// The runtime must live as long as the server.
+pub fn serve(
+    api: impl wiremock::Respond + 'static,
+) -> (wiremock::MockServer, tokio::runtime::Runtime) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = runtime.block_on(async {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::any())
+            .respond_with(api)
+            .mount(&server)
+            .await;
+        server
+    });
+    (server, runtime)
+}
+
 /// A config with `n` generated credentials in a file vault, with the given grace.
 pub fn generated_config(n: usize, grace: &str) -> String {
     let mut text = format!(

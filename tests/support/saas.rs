@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::any};
+use wiremock::{MockServer, Request, Respond, ResponseTemplate};
 
 pub const ADMIN_TOKEN: &str = "saas-admin-token-for-rotor-tests";
 
@@ -165,19 +165,8 @@ impl Respond for Api {
 
 impl Saas {
     pub fn start() -> Arc<Saas> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         let state = Arc::new(Mutex::new(State::default()));
-        let server = runtime.block_on(async {
-            let server = MockServer::start().await;
-            Mock::given(any())
-                .respond_with(Api(state.clone()))
-                .mount(&server)
-                .await;
-            server
-        });
+        let (server, runtime) = super::serve(Api(state.clone()));
         Arc::new(Saas {
             server,
             state,
