@@ -5,6 +5,7 @@
 
 use crate::providers::{Fixture, Provider, current, pg, setup};
 use crate::support::{Rotor, assert_secrets_absent};
+use rotor_rotators::Credential;
 use secrecy::ExposeSecret;
 
 fn rotor_for(unique: &str) -> (Rotor, Fixture) {
@@ -240,13 +241,19 @@ fn a_rotation_over_tls_verifies_the_server_against_the_operators_ca() {
     );
 }
 
-/// The fixture's config with `retire_when = "unused"` and these settings on `app/key0`.
-fn retire_when_unused(fixture: &Fixture, rotor: &Rotor, grace: &str, settings: &str) {
+/// A role pair `unique_a`/`unique_b` as `app/key0` with `retire_when = "unused"` and these
+/// settings, its first version minted: the credential that becomes the old one next.
+fn retiring_when_unused(unique: &str, grace: &str, settings: &str) -> (Rotor, Fixture, Credential) {
+    let rotor = Rotor::new("");
+    let fixture = setup(Provider::Postgres, unique, rotor.dir.path());
     let config = fixture.config(grace, rotor.dir.path()).replace(
         "[credential.rotator]",
         &format!("retire_when = \"unused\"\n{settings}\n[credential.rotator]"),
     );
     std::fs::write(&rotor.config, config).unwrap();
+    rotor.ok(&["rotate", "app/key0", "--emergency"]);
+    let first = current(&rotor);
+    (rotor, fixture, first)
 }
 
 fn run_state(rotor: &Rotor) -> String {
@@ -258,11 +265,7 @@ fn run_state(rotor: &Rotor) -> String {
 
 #[test]
 fn a_session_of_the_old_role_holds_retirement_until_it_is_gone_for_unused_for() {
-    let rotor = Rotor::new("");
-    let fixture = setup(Provider::Postgres, "evidence", rotor.dir.path());
-    retire_when_unused(&fixture, &rotor, "1h", "unused_for = \"2s\"");
-    rotor.ok(&["rotate", "app/key0", "--emergency"]);
-    let old = current(&rotor);
+    let (rotor, fixture, old) = retiring_when_unused("evidence", "1h", "unused_for = \"2s\"");
     let old_role = crate::providers::field(&old, "username");
     crate::providers::block_on(async {
         // A consumer nobody remembered, still logged in with the credential about to be old.
@@ -312,16 +315,11 @@ fn a_session_of_the_old_role_holds_retirement_until_it_is_gone_for_unused_for() 
 
 #[test]
 fn still_used_when_grace_ends_alerts_and_waits_until_a_person_retires_it() {
-    let rotor = Rotor::new("");
-    let fixture = setup(Provider::Postgres, "stillused", rotor.dir.path());
-    retire_when_unused(
-        &fixture,
-        &rotor,
+    let (rotor, fixture, old) = retiring_when_unused(
+        "stillused",
         "2s",
         "unused_for = \"1h\"\non_still_used = \"wait\"",
     );
-    rotor.ok(&["rotate", "app/key0", "--emergency"]);
-    let old = current(&rotor);
     crate::providers::block_on(async {
         let _consumer = pg::login(&old).await.unwrap();
         rotor.ok(&["rotate", "app/key0"]);
@@ -377,16 +375,11 @@ fn still_used_when_grace_ends_alerts_and_waits_until_a_person_retires_it() {
 
 #[test]
 fn an_emergency_is_not_held_by_a_session_of_the_old_role() {
-    let rotor = Rotor::new("");
-    let fixture = setup(Provider::Postgres, "evidence_emergency", rotor.dir.path());
-    retire_when_unused(
-        &fixture,
-        &rotor,
+    let (rotor, _fixture, old) = retiring_when_unused(
+        "evidence_emergency",
         "1h",
         "unused_for = \"1h\"\non_still_used = \"wait\"",
     );
-    rotor.ok(&["rotate", "app/key0", "--emergency"]);
-    let old = current(&rotor);
     crate::providers::block_on(async {
         let _consumer = pg::login(&old).await.unwrap();
         rotor.ok(&["rotate", "app/key0"]);
@@ -436,11 +429,7 @@ fn a_drill_reports_who_used_the_previous_credential_during_its_grace() {
 
 #[test]
 fn still_used_when_grace_ends_is_retired_by_default_and_alerted_with_who() {
-    let rotor = Rotor::new("");
-    let fixture = setup(Provider::Postgres, "stillretire", rotor.dir.path());
-    retire_when_unused(&fixture, &rotor, "2s", "unused_for = \"1h\"");
-    rotor.ok(&["rotate", "app/key0", "--emergency"]);
-    let old = current(&rotor);
+    let (rotor, fixture, old) = retiring_when_unused("stillretire", "2s", "unused_for = \"1h\"");
     let old_role = crate::providers::field(&old, "username");
     let stderr = crate::providers::block_on(async {
         let _consumer = pg::login(&old).await.unwrap();
