@@ -463,3 +463,38 @@ fn still_used_when_grace_ends_is_retired_by_default_and_alerted_with_who() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_pause_holds_a_run_waiting_on_evidence_and_a_drill_leaves_it_alone() {
+    let (rotor, fixture, old) = retiring_when_unused("evidence_pause", "1h", "unused_for = \"1s\"");
+    crate::providers::block_on(async {
+        let _consumer = pg::login(&old).await.unwrap();
+        rotor.ok(&["rotate", "app/key0"]);
+    });
+    // A drill finds the credential in its (evidence-held) grace and starts no run of its own.
+    let out = rotor.run(&["drill", "--grace", "1s", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        rotor
+            .json(&["history", "app/key0", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["reason"] == "drill")
+            .count(),
+        0,
+        "{report:#}"
+    );
+    // The consumer is gone, so the next look would retire the old role; a pause holds it.
+    rotor.ok(&["pause", "app/key0", "--reason", "migration"]);
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    rotor.ok(&["run", "--once"]);
+    assert_eq!(run_state(&rotor), "promoted", "paused: not retired");
+    assert!(crate::providers::block_on(pg::login(&old)).is_ok());
+    rotor.ok(&["resume", "app/key0"]);
+    assert_eq!(
+        rotor.run_until_completed("app/key0", std::time::Duration::from_millis(300)),
+        "completed"
+    );
+    fixture.check_rotated(&current(&rotor), &old);
+}
