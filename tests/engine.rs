@@ -473,6 +473,7 @@ rotator = {{ kind = "generated", length = 24 }}
         for provider in [
             Provider::Postgres,
             Provider::Redis,
+            Provider::RedisAlternating,
             Provider::Iam,
             Provider::Http,
             Provider::GithubDeployKey,

@@ -1,6 +1,14 @@
-//! `redis_acl_password`: a Redis ACL user's password. One ACL user holds several passwords at
-//! once, so the old and the new one both work through grace: `apply` adds the new password,
-//! `retire` removes the old one.
+//! `redis_acl_password`: a Redis ACL user's password, by one of two strategies.
+//!
+//! `two_passwords` (the default): one ACL user holds several passwords at once, so the old and
+//! the new one both work through grace: `apply` adds the new password, `retire` removes the
+//! old one. The server does not say which password a client logged in with, so nothing tells
+//! whether the old one is still used.
+//!
+//! `alternating`: two ACL users with the same rules take turns, like PostgreSQL's alternating
+//! roles. The new password goes to the user consumers do not use now; `retire` removes the
+//! old user's password. Which user a connection logged in as is in `CLIENT LIST`, and that is
+//! the evidence of use `retire_when = "unused"` reads.
 //!
 //! Passwords are added and removed by their SHA-256 (`#hash`, `!hash`), the form `ACL GETUSER`
 //! reports: the plaintext never travels in an admin command, and "already added" or "already
@@ -18,7 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::password::{Alphabet, random};
 use crate::{
     Credential, LiveCredential, MintContext, Origin, Retired, Rotator, RotatorError,
-    RotatorSettings, SecretRef, Secrets, resolve_secret,
+    RotatorSettings, SecretRef, Secrets, Usage, resolve_secret,
 };
 
 pub const USERNAME: &str = "username";
@@ -39,13 +47,35 @@ pub enum Persist {
     ConfigRewrite,
 }
 
+/// How the old and the new password both work through grace.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// One ACL user (`user`) holds the old and the new password through grace.
+    #[default]
+    TwoPasswords,
+    /// Two ACL users (`users`) with the same rules take turns; which one a client logged in
+    /// as shows in `CLIENT LIST`, so `retire_when = "unused"` can see the old one in use.
+    Alternating,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// The server, without credentials: `redis://redis.internal:6379` or `rediss://...` (TLS).
     pub url: String,
-    /// The ACL user consumers log in as. Never `default`.
-    pub user: String,
+    /// `two_passwords` (default, with `user`) or `alternating` (with `users`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub strategy: Strategy,
+    /// `two_passwords`: the ACL user consumers log in as. Never `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// `alternating`: the two ACL users consumers log in as, with the same rules. Never
+    /// `default`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
     /// The ACL user rotor logs in as (see `rotor policy ID`); `default` when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_user: Option<String>,
@@ -76,6 +106,10 @@ fn default_length() -> usize {
     32
 }
 
+fn is_default(strategy: &Strategy) -> bool {
+    *strategy == Strategy::default()
+}
+
 fn default_timeout() -> crate::duration::Duration {
     crate::duration::Duration::from_secs(10)
 }
@@ -86,14 +120,37 @@ impl Settings for RedisConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.user == "default" {
-            return Err("refusing to rotate the `default` user: every connection that sends no user name logs in as it, so a rotation would lock out clients rotor does not know of; create a named ACL user for the application".into());
+        match (self.strategy, &self.user, self.users.len()) {
+            (Strategy::TwoPasswords, Some(_), 0) => {}
+            (Strategy::TwoPasswords, _, _) => {
+                return Err("strategy `two_passwords` (the default) rotates one ACL user: set `user`, not `users` (two users that take turns are `strategy = \"alternating\"`)".into());
+            }
+            (Strategy::Alternating, None, 2) => {
+                if self.users[0] == self.users[1] {
+                    return Err("the two alternating ACL users must differ".into());
+                }
+            }
+            (Strategy::Alternating, _, n) => {
+                return Err(format!(
+                    "strategy `alternating` needs exactly two ACL users in `users` and no `user`, got {n} in `users`{}",
+                    if self.user.is_some() {
+                        " and a `user`"
+                    } else {
+                        ""
+                    }
+                ));
+            }
         }
-        if self.user.is_empty() || self.user.contains(char::is_whitespace) {
-            return Err("`user` must be a non-empty ACL user name without spaces".into());
-        }
-        if self.admin_user.as_deref() == Some(self.user.as_str()) {
-            return Err("rotor's `admin_user` must not be the rotated `user`".into());
+        for user in self.accounts() {
+            if user == "default" {
+                return Err("refusing to rotate the `default` user: every connection that sends no user name logs in as it, so a rotation would lock out clients rotor does not know of; create a named ACL user for the application".into());
+            }
+            if user.is_empty() || user.contains(char::is_whitespace) {
+                return Err("ACL user names must be non-empty and without spaces".into());
+            }
+            if self.admin_user.as_deref() == Some(user) {
+                return Err("rotor's `admin_user` must not be a rotated user".into());
+            }
         }
         if !(16..=256).contains(&self.password_length) {
             return Err(format!(
@@ -120,7 +177,20 @@ impl Settings for RedisConfig {
     }
 }
 
+impl RedisConfig {
+    /// The rotated ACL users: `user`, or the two `users`.
+    fn accounts(&self) -> impl Iterator<Item = &str> {
+        self.user.iter().chain(&self.users).map(String::as_str)
+    }
+}
+
 impl RotatorSettings for RedisConfig {
+    fn usage_evidence(&self) -> Option<&'static str> {
+        (self.strategy == Strategy::Alternating).then_some(
+            "connections of the old ACL user in CLIENT LIST (address, client name, idle time), sampled during grace",
+        )
+    }
+
     fn least_privilege(&self, credential_id: &str) -> String {
         let admin = self.admin_user.as_deref().unwrap_or("default");
         let persist = match self.persist {
@@ -128,14 +198,43 @@ impl RotatorSettings for RedisConfig {
             Persist::AclSave => " +acl|save",
             Persist::ConfigRewrite => " +config|rewrite",
         };
+        let users: Vec<&str> = self.accounts().collect();
+        let (client_list, alternating) = match self.strategy {
+            Strategy::TwoPasswords => ("", String::new()),
+            Strategy::Alternating => (
+                " +client|list",
+                format!(
+                    "# CLIENT LIST tells which of the two users each connection logged in as: the evidence of use.\n\
+                     # The two users must have the same rules (`rotor validate --online` compares them), e.g.\n\
+                     #   ACL SETUSER {} on ~app:* +@read\n\
+                     #   ACL SETUSER {} on ~app:* +@read\n",
+                    users[0], users[1]
+                ),
+            ),
+        };
         format!(
-            "# rotor: least privilege in Redis for credential \"{credential_id}\" (ACL user \"{}\").\n\
+            "# rotor: least privilege in Redis for credential \"{credential_id}\" (ACL user(s) {}).\n\
              # rotor's admin user reads and changes ACL users and nothing else; it needs no key access.\n\
              # Redis cannot limit ACL SETUSER to one user: treat this user as an administrator.\n\
-             ACL SETUSER {admin} on >ADMIN_PASSWORD resetkeys resetchannels -@all +ping +acl|getuser +acl|setuser{persist}\n",
-            self.user
+             {alternating}\
+             ACL SETUSER {admin} on >ADMIN_PASSWORD resetkeys resetchannels -@all +ping +acl|getuser +acl|setuser{client_list}{persist}\n",
+            users
+                .iter()
+                .map(|u| format!("\"{u}\""))
+                .collect::<Vec<_>>()
+                .join(" and ")
         )
     }
+}
+
+/// An ACL user as `ACL GETUSER` reports it.
+struct AclUser {
+    on: bool,
+    /// SHA-256 of each password, lowercase hex.
+    passwords: Vec<String>,
+    /// Everything else that decides what the user may do (`flags`, `commands`, `keys`,
+    /// `channels`, `selectors`), one comparable line each.
+    rules: Vec<String>,
 }
 
 pub struct RedisAclPassword {
@@ -261,13 +360,12 @@ impl RedisAclPassword {
             .await
     }
 
-    /// The password hashes the rotated user holds now, and whether it is enabled; `None` when
-    /// the user does not exist.
+    /// `user` as `ACL GETUSER` reports it; `None` when it does not exist.
     async fn user_state(
         &self,
         conn: &mut MultiplexedConnection,
-    ) -> Result<Option<(bool, Vec<String>)>, RotatorError> {
-        let user = &self.config.user;
+        user: &str,
+    ) -> Result<Option<AclUser>, RotatorError> {
         let reply: Value = redis::cmd("ACL")
             .arg("GETUSER")
             .arg(user)
@@ -284,52 +382,52 @@ impl RedisAclPassword {
                 )));
             }
         };
-        let text = |v: &Value| match v {
-            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-            Value::SimpleString(s) => s.clone(),
-            _ => String::new(),
+        let mut state = AclUser {
+            on: false,
+            passwords: Vec::new(),
+            rules: Vec::new(),
         };
-        let list = |v: &Value| match v {
-            Value::Array(items) | Value::Set(items) => items.iter().map(text).collect(),
-            _ => Vec::new(),
-        };
-        let (mut on, mut passwords) = (false, Vec::new());
         for pair in fields.chunks(2) {
             if let [key, value] = pair {
                 match text(key).as_str() {
-                    "flags" => on = list(value).iter().any(|f| f == "on"),
-                    "passwords" => passwords = list(value),
-                    _ => {}
+                    "flags" => {
+                        let flags = list(value);
+                        state.on = flags.iter().any(|f| f == "on");
+                        state.rules.push(format!("flags {}", flags.join(" ")));
+                    }
+                    "passwords" => state.passwords = list(value),
+                    field => state.rules.push(format!("{field} {}", render(value))),
                 }
             }
         }
-        Ok(Some((on, passwords)))
+        Ok(Some(state))
     }
 
     async fn existing_user(
         &self,
         conn: &mut MultiplexedConnection,
-    ) -> Result<(bool, Vec<String>), RotatorError> {
-        self.user_state(conn).await?.ok_or_else(|| {
+        user: &str,
+    ) -> Result<AclUser, RotatorError> {
+        self.user_state(conn, user).await?.ok_or_else(|| {
             RotatorError::permanent(format!(
-                "ACL user {} does not exist; create it with the key and command rules consumers need (rotor only manages its passwords)",
-                self.config.user
+                "ACL user {user} does not exist; create it with the key and command rules consumers need (rotor only manages its passwords)"
             ))
         })
     }
 
-    /// `ACL SETUSER user <rule>` then the configured persistence.
+    /// `ACL SETUSER user <rules>` (applied together, or not at all) then the configured
+    /// persistence.
     async fn set(
         &self,
         conn: &mut MultiplexedConnection,
-        rule: String,
+        user: &str,
+        rules: &[String],
         what: &str,
     ) -> Result<(), RotatorError> {
-        let user = &self.config.user;
         let _: () = redis::cmd("ACL")
             .arg("SETUSER")
             .arg(user)
-            .arg(rule)
+            .arg(rules)
             .query_async(conn)
             .await
             .map_err(|e| classify(e, &format!("{what} of ACL user {user}")))?;
@@ -347,40 +445,165 @@ impl RedisAclPassword {
         Ok(())
     }
 
-    /// Removes `credential`'s password from the user if it holds it.
+    /// Removes `credential`'s password from its user if the user holds it.
     async fn remove(&self, credential: &Credential, what: &str) -> Result<(), RotatorError> {
+        let user = self.user_of(credential)?;
         let hash = password_hash(credential)?;
         let mut conn = self.admin().await?;
-        let Some((_, passwords)) = self.user_state(&mut conn).await? else {
+        let Some(state) = self.user_state(&mut conn, &user).await? else {
             return Ok(());
         };
-        if passwords.contains(&hash) {
-            self.set(&mut conn, format!("!{hash}"), what).await?;
+        if state.passwords.contains(&hash) {
+            self.set(&mut conn, &user, &[format!("!{hash}")], what)
+                .await?;
         }
         Ok(())
     }
 
-    /// The password hashes of the user other than `current`'s, with the admin connection.
+    /// Every password of the rotated users other than `current`'s, as (user, hash), with the
+    /// admin connection.
     async fn others(
         &self,
         current: &Credential,
-    ) -> Result<(MultiplexedConnection, Vec<String>), RotatorError> {
+    ) -> Result<(MultiplexedConnection, Vec<(String, String)>), RotatorError> {
         let hash = password_hash(current)?;
         let mut conn = self.admin().await?;
-        let passwords = match self.user_state(&mut conn).await? {
-            Some((_, passwords)) => passwords,
-            None => Vec::new(),
-        };
-        let others = passwords.into_iter().filter(|p| *p != hash).collect();
+        let mut others = Vec::new();
+        for user in self.config.accounts() {
+            if let Some(state) = self.user_state(&mut conn, user).await? {
+                others.extend(
+                    state
+                        .passwords
+                        .into_iter()
+                        .filter(|p| *p != hash)
+                        .map(|p| (user.to_owned(), p)),
+                );
+            }
+        }
         Ok((conn, others))
     }
 
-    fn same_password(a: &Credential, b: Option<&Credential>) -> Result<bool, RotatorError> {
-        match b {
-            Some(b) => Ok(password_hash(a)? == password_hash(b)?),
-            None => Ok(false),
+    /// The ACL user `credential` logs in as; one of the configured users, or it is refused.
+    fn user_of(&self, credential: &Credential) -> Result<String, RotatorError> {
+        let user = credential.require(USERNAME)?.expose_secret();
+        if !self.config.accounts().any(|u| u == user) {
+            return Err(RotatorError::permanent(format!(
+                "the credential's ACL user {user} is not one of the configured users; was `user`/`users` changed?"
+            )));
         }
+        Ok(user.to_owned())
     }
+
+    /// Whether `credential` is what consumers use now: the same password (one user holds
+    /// both) or, alternating, the same user.
+    fn in_use_now(
+        &self,
+        credential: &Credential,
+        current: Option<&Credential>,
+    ) -> Result<bool, RotatorError> {
+        let Some(current) = current else {
+            return Ok(false);
+        };
+        Ok(match self.config.strategy {
+            Strategy::TwoPasswords => password_hash(credential)? == password_hash(current)?,
+            Strategy::Alternating => self.user_of(credential)? == self.user_of(current)?,
+        })
+    }
+
+    /// The user a new password goes to: the one user, or the one consumers do not use now.
+    fn next_user(&self, current: Option<&Credential>) -> Result<String, RotatorError> {
+        let current = current.map(|c| self.user_of(c)).transpose()?;
+        Ok(self
+            .config
+            .accounts()
+            .find(|u| Some(*u) != current.as_deref() || self.config.users.is_empty())
+            .expect("validated: one user, or two distinct users")
+            .to_owned())
+    }
+}
+
+/// Text of a reply element: bulk or simple string.
+fn text(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+fn list(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) | Value::Set(items) => items.iter().map(text).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Any reply element as comparable text (`selectors` nest maps in arrays).
+fn render(v: &Value) -> String {
+    match v {
+        Value::Array(items) | Value::Set(items) => {
+            format!(
+                "[{}]",
+                items.iter().map(render).collect::<Vec<_>>().join(" ")
+            )
+        }
+        Value::Map(pairs) => format!(
+            "{{{}}}",
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{}={}", render(k), render(v)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Value::Int(i) => i.to_string(),
+        other => text(other),
+    }
+}
+
+/// One connection of `CLIENT LIST`: its `key=value` fields. Values hold no spaces (client
+/// names cannot), so a space separates fields.
+fn client_fields(line: &str) -> Vec<(&str, &str)> {
+    line.split(' ').filter_map(|f| f.split_once('=')).collect()
+}
+
+/// "3 connection(s) of ACL user app_b: 10.0.0.5:5100 (client billing, idle 2s); ...".
+fn describe_connections(user: &str, list: &str) -> Option<String> {
+    const NAMED: usize = 3;
+    let connections: Vec<Vec<(&str, &str)>> = list
+        .lines()
+        .map(client_fields)
+        .filter(|fields| fields.iter().any(|&(k, v)| k == "user" && v == user))
+        .collect();
+    if connections.is_empty() {
+        return None;
+    }
+    let field = |c: &[(&str, &str)], name: &str| {
+        c.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let mut by: Vec<String> = connections
+        .iter()
+        .take(NAMED)
+        .map(|c| {
+            let client = field(c, "name").or_else(|| field(c, "lib-name"));
+            format!(
+                "{} ({}, idle {}s)",
+                field(c, "addr").unwrap_or_else(|| "an unknown address".into()),
+                client.map_or("no client name".to_owned(), |n| format!("client {n}")),
+                field(c, "idle").unwrap_or_else(|| "?".into())
+            )
+        })
+        .collect();
+    if connections.len() > NAMED {
+        by.push(format!("{} more", connections.len() - NAMED));
+    }
+    Some(format!(
+        "{} connection(s) of ACL user {user}: {}",
+        connections.len(),
+        by.join("; ")
+    ))
 }
 
 impl Rotator for RedisAclPassword {
@@ -392,9 +615,12 @@ impl Rotator for RedisAclPassword {
         Origin::Local
     }
 
-    async fn mint(&self, _context: MintContext<'_>) -> Result<Credential, RotatorError> {
+    async fn mint(&self, context: MintContext<'_>) -> Result<Credential, RotatorError> {
         Ok(Credential::new()
-            .with(USERNAME, SecretString::from(self.config.user.clone()))
+            .with(
+                USERNAME,
+                SecretString::from(self.next_user(context.current)?),
+            )
             .with(
                 PASSWORD,
                 random(self.config.password_length, Alphabet::Alphanumeric),
@@ -404,20 +630,48 @@ impl Rotator for RedisAclPassword {
     async fn apply(
         &self,
         candidate: &Credential,
-        _current: Option<&Credential>,
+        current: Option<&Credential>,
     ) -> Result<(), RotatorError> {
+        let user = self.user_of(candidate)?;
         let hash = password_hash(candidate)?;
         let mut conn = self.admin().await?;
-        let (_, passwords) = self.existing_user(&mut conn).await?;
-        if !passwords.contains(&hash) {
-            self.set(&mut conn, format!("#{hash}"), "adding the new password")
-                .await?;
+        let state = self.existing_user(&mut conn, &user).await?;
+        match self.config.strategy {
+            Strategy::TwoPasswords => {
+                if !state.passwords.contains(&hash) {
+                    self.set(
+                        &mut conn,
+                        &user,
+                        &[format!("#{hash}")],
+                        "adding the new password",
+                    )
+                    .await?;
+                }
+            }
+            Strategy::Alternating => {
+                if self.in_use_now(candidate, current)? {
+                    return Err(RotatorError::permanent(format!(
+                        "the candidate would re-password ACL user {user}, which consumers use now; the alternating strategy never does that"
+                    )));
+                }
+                // The resting user's passwords are all replaced: it served no one since its
+                // last retirement, and whatever it still holds was not issued by rotor.
+                if state.passwords != [hash.clone()] {
+                    self.set(
+                        &mut conn,
+                        &user,
+                        &["resetpass".into(), format!("#{hash}")],
+                        "setting the new password",
+                    )
+                    .await?;
+                }
+            }
         }
         Ok(())
     }
 
     async fn verify(&self, candidate: &Credential) -> Result<(), RotatorError> {
-        let user = candidate.require(USERNAME)?.expose_secret().to_owned();
+        let user = self.user_of(candidate)?;
         let mut conn = self
             .connect(
                 &user,
@@ -447,31 +701,54 @@ impl Rotator for RedisAclPassword {
         old: &Credential,
         current: Option<&Credential>,
     ) -> Result<Retired, RotatorError> {
-        if Self::same_password(old, current)? {
+        if self.in_use_now(old, current)? {
             return Err(RotatorError::permanent(format!(
                 "refusing to retire the password ACL user {} uses now",
-                self.config.user
+                self.user_of(old)?
             )));
         }
         self.remove(old, "removing the old password").await?;
         Ok(Retired::Done)
     }
 
+    /// Alternating: the old user's connections open now. One user holding both passwords
+    /// does not say which one a connection logged in with.
+    async fn last_used(&self, old: &Credential) -> Result<Usage, RotatorError> {
+        if self.config.strategy == Strategy::TwoPasswords {
+            return Ok(Usage::Unknown);
+        }
+        let user = self.user_of(old)?;
+        let mut conn = self.admin().await?;
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| classify(e, &format!("listing the connections of ACL user {user}")))?;
+        // An open connection counts as use now, however idle: it logged in with the old
+        // password and logs in with it again when it reconnects.
+        Ok(match describe_connections(&user, &list) {
+            Some(by) => Usage::Seen { at: None, by },
+            None => Usage::Unseen,
+        })
+    }
+
     async fn unissued(&self, current: &Credential) -> Result<usize, RotatorError> {
         Ok(self.others(current).await?.1.len())
     }
 
-    /// Removes every password of the user but `current`'s: what it had before rotor.
+    /// Removes every password of the rotated users but `current`'s: what they had before
+    /// rotor.
     async fn retire_unissued(
         &self,
         current: &Credential,
         _at_once: bool,
     ) -> Result<Retired, RotatorError> {
         let (mut conn, others) = self.others(current).await?;
-        for hash in others {
+        for (user, hash) in others {
             self.set(
                 &mut conn,
-                format!("!{hash}"),
+                &user,
+                &[format!("!{hash}")],
                 "removing a password rotor did not issue",
             )
             .await?;
@@ -484,7 +761,7 @@ impl Rotator for RedisAclPassword {
         candidate: &Credential,
         current: Option<&Credential>,
     ) -> Result<(), RotatorError> {
-        if Self::same_password(candidate, current)? {
+        if self.in_use_now(candidate, current)? {
             return Ok(());
         }
         self.remove(candidate, "removing the rolled-back password")
@@ -493,33 +770,65 @@ impl Rotator for RedisAclPassword {
 
     async fn list_live(&self) -> Result<Vec<LiveCredential>, RotatorError> {
         let mut conn = self.admin().await?;
-        let Some((on, passwords)) = self.user_state(&mut conn).await? else {
-            return Ok(Vec::new());
-        };
-        Ok(passwords
-            .iter()
-            .map(|hash| LiveCredential {
-                provider_id: format!("{}#{}", self.config.user, &hash[..hash.len().min(16)]),
-                active: on,
-            })
-            .collect())
+        let mut live = Vec::new();
+        for user in self.config.accounts() {
+            if let Some(state) = self.user_state(&mut conn, user).await? {
+                live.extend(state.passwords.iter().map(|hash| LiveCredential {
+                    provider_id: format!("{user}#{}", &hash[..hash.len().min(16)]),
+                    active: state.on,
+                }));
+            }
+        }
+        Ok(live)
     }
 
     fn provider_id(&self, credential: &Credential) -> Option<String> {
+        let user = self.user_of(credential).ok()?;
         let hash = password_hash(credential).ok()?;
-        Some(format!("{}#{}", self.config.user, &hash[..16]))
+        Some(format!("{user}#{}", &hash[..16]))
     }
 
     async fn preflight(&self) -> Result<(), RotatorError> {
         let mut conn = self.admin().await?;
-        let (on, _) = self.existing_user(&mut conn).await?;
-        if !on {
-            return Err(RotatorError::permanent(format!(
-                "ACL user {} is disabled (`off`): consumers cannot log in with any password",
-                self.config.user
-            )));
+        let mut problems = Vec::new();
+        let mut seen = Vec::new();
+        for user in self.config.accounts() {
+            match self.user_state(&mut conn, user).await? {
+                None => problems.push(format!(
+                    "ACL user {user} does not exist; create it with the key and command rules consumers need (rotor only manages its passwords)"
+                )),
+                Some(state) if !state.on => problems.push(format!(
+                    "ACL user {user} is disabled (`off`): consumers cannot log in with any password"
+                )),
+                Some(state) => seen.push((user, state.rules)),
+            }
         }
-        Ok(())
+        if let [(a, a_rules), (b, b_rules)] = seen.as_slice() {
+            for rule in a_rules.iter().filter(|r| !b_rules.contains(r)) {
+                problems.push(format!("{a} has `{rule}` but {b} has not"));
+            }
+            for rule in b_rules.iter().filter(|r| !a_rules.contains(r)) {
+                problems.push(format!("{b} has `{rule}` but {a} has not"));
+            }
+        }
+        if self.config.strategy == Strategy::Alternating {
+            // The evidence of use: a missing `+client|list` is found now, not during grace.
+            let _: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .arg("ID")
+                .arg(0)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| classify(e, "listing connections (CLIENT LIST)"))?;
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(RotatorError::permanent(format!(
+                "preflight found: {}",
+                problems.join("; ")
+            )))
+        }
     }
 }
 
@@ -549,6 +858,48 @@ mod tests {
                 .validate()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn each_strategy_names_its_users_the_way_it_needs() {
+        let alternating = |users: &str| parse(&format!("strategy = \"alternating\"\n{users}"));
+        assert!(
+            alternating("users = [\"app_a\", \"app_b\"]")
+                .validate()
+                .is_ok()
+        );
+        for (config, expected) in [
+            (alternating("user = \"app\""), "needs exactly two ACL users"),
+            (alternating("users = [\"app_a\"]"), "got 1 in `users`"),
+            (alternating("users = [\"a\", \"a\"]"), "must differ"),
+            (
+                alternating("users = [\"a\", \"default\"]"),
+                "`default` user",
+            ),
+            (parse("users = [\"a\", \"b\"]"), "set `user`, not `users`"),
+            (
+                alternating("users = [\"a\", \"b\"]\nadmin_user = \"b\""),
+                "`admin_user` must not be a rotated user",
+            ),
+        ] {
+            let e = config.validate().unwrap_err();
+            assert!(e.contains(expected), "{e} should say {expected}");
+        }
+    }
+
+    /// `CLIENT LIST` as Redis 7.2 prints it (the 7.0 line lacks lib-name and lib-ver).
+    #[test]
+    fn connections_of_the_old_user_are_named_from_client_list() {
+        let list = "id=3 addr=10.0.0.5:51234 laddr=10.0.0.1:6379 fd=8 name=billing-cron age=120 idle=30 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 tot-mem=1800 events=r cmd=get user=app_b redir=-1 resp=2 lib-name= lib-ver=\n\
+                    id=4 addr=10.0.0.6:40000 laddr=10.0.0.1:6379 fd=9 name= age=5 idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=26 qbuf-free=20448 argv-mem=10 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 tot-mem=22298 events=r cmd=client|list user=rotor redir=-1 resp=2 lib-name=redis-rs lib-ver=0.32\n\
+                    id=5 addr=10.0.0.7:40001 laddr=10.0.0.1:6379 fd=10 name= age=9 idle=9 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 tot-mem=1800 events=r cmd=set user=app_b redir=-1 resp=3 lib-name=jedis lib-ver=5.1\n";
+        assert_eq!(
+            describe_connections("app_b", list).unwrap(),
+            "2 connection(s) of ACL user app_b: 10.0.0.5:51234 (client billing-cron, idle 30s); 10.0.0.7:40001 (client jedis, idle 9s)"
+        );
+        assert_eq!(describe_connections("app_a", list), None);
+        // A user whose name is a prefix of another's is not matched by it.
+        assert_eq!(describe_connections("app", list), None);
     }
 
     #[test]

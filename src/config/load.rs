@@ -775,10 +775,10 @@ impl Loader {
                 format!(
                     "`{id}`: the {} rotator{} cannot tell whether the old credential is still used, so `retire_when = \"unused\"` would only wait out `grace`; remove it (see README, \"What rotor can tell of use\")",
                     rotator.kind(),
-                    if rotator.kind() == "postgres_password" {
-                        " with `strategy = \"single\"`"
-                    } else {
-                        ""
+                    match rotator.kind() {
+                        "postgres_password" => " with `strategy = \"single\"`",
+                        "redis_acl_password" => " with `strategy = \"two_passwords\"` (use `alternating`)",
+                        _ => "",
                     }
                 ),
             );

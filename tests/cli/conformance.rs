@@ -169,6 +169,11 @@ fn redis_acl_password_keeps_the_contract() {
 }
 
 #[test]
+fn redis_acl_password_alternating_keeps_the_contract() {
+    contract(Provider::RedisAlternating, "conformance_alternating");
+}
+
+#[test]
 fn aws_iam_access_key_keeps_the_contract() {
     contract(Provider::Iam, "conformance");
 }

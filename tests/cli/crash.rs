@@ -35,7 +35,12 @@ mod with_failpoints {
         Aws,
         /// A real provider's rotator, with the file vault.
         Provider(Provider),
+        /// A real provider's rotator whose grace ends by evidence: `retire_when = "unused"`,
+        /// `unused_for` = `UNUSED_FOR_MS`.
+        Gated(Provider),
     }
+
+    const UNUSED_FOR_MS: i64 = 1000;
 
     /// What consumers read, through rotor's own vault code.
     struct Seen {
@@ -75,6 +80,17 @@ mod with_failpoints {
             Backend::Provider(provider) => {
                 let fixture = providers::setup(provider, unique, rotor_dir);
                 return (fixture.config(grace, rotor_dir), Some(fixture));
+            }
+            Backend::Gated(provider) => {
+                let fixture = providers::setup(provider, unique, rotor_dir);
+                let gated = fixture.config(grace, rotor_dir).replace(
+                    "[credential.rotator]",
+                    &format!(
+                        "retire_when = \"unused\"\nunused_for = \"{}s\"\n[credential.rotator]",
+                        UNUSED_FOR_MS / 1000
+                    ),
+                );
+                return (gated, Some(fixture));
             }
             Backend::OpenBao => {
                 let server = crate::support::openbao::shared();
@@ -142,7 +158,12 @@ mod with_failpoints {
 
     fn crash_at(backend: Backend, grace_ms: i64, point: &str) {
         let rotor = Rotor::new("");
-        let unique = format!("crash_{}", point.replace(':', "_"));
+        let gated = if let Backend::Gated(_) = backend {
+            "gated_"
+        } else {
+            ""
+        };
+        let unique = format!("crash_{gated}{}", point.replace(':', "_"));
         let grace = format!("{}s", grace_ms / 1000);
         let (mut text, fixture) = config(backend, &grace, rotor.dir.path(), &unique);
         let receiver = matches!(backend, Backend::FileNotifying).then(|| {
@@ -283,11 +304,24 @@ mod with_failpoints {
             .min()
             .unwrap();
         let promoted_at = promoted[0].finished_at.unwrap();
+        // Evidence ends grace early, once the old credential went unused for `unused_for`.
+        let earliest = match backend {
+            Backend::Gated(_) => UNUSED_FOR_MS,
+            _ => grace_ms,
+        };
         assert!(
-            retire_started >= promoted_at + grace_ms - 5,
-            "{backend:?} {point}: retired {}ms after promotion, grace is {grace_ms}ms",
+            retire_started >= promoted_at + earliest - 5,
+            "{backend:?} {point}: retired {}ms after promotion, no earlier than {earliest}ms",
             retire_started - promoted_at
         );
+        if let Backend::Gated(_) = backend {
+            let history = rotor.json(&["history", "app/key0", "--json"]);
+            assert_eq!(
+                history[0]["previous_usage"]["evidence"], "unseen",
+                "{backend:?} {point}: what the provider said survived the crash: {}",
+                history[0]
+            );
+        }
         rotor.ok(&["audit", "verify"]);
 
         if let Some(receiver) = receiver {
@@ -382,6 +416,10 @@ mod with_failpoints {
     step_points!(aws, Backend::Aws);
     step_points!(postgres_password, Backend::Provider(Provider::Postgres));
     step_points!(redis_acl_password, Backend::Provider(Provider::Redis));
+    step_points!(
+        redis_acl_password_alternating,
+        Backend::Provider(Provider::RedisAlternating)
+    );
     step_points!(aws_iam_access_key, Backend::Provider(Provider::Iam));
     step_points!(http, Backend::Provider(Provider::Http));
     step_points!(
@@ -396,6 +434,18 @@ mod with_failpoints {
         github_app_installation_token,
         Backend::Provider(Provider::GithubAppToken)
     );
+
+    // Grace that ends by evidence: killed while it samples the old user's connections, the
+    // next process asks again and still retires no earlier than `unused_for`.
+    crash_points! { Backend::Gated(Provider::RedisAlternating);
+        gated_promote_after => "promote:after",
+        gated_grace_before => "grace:before",
+        gated_grace_effect => "grace:effect",
+        gated_grace_after => "grace:after",
+        gated_retire_before => "retire:before",
+        gated_retire_effect => "retire:effect",
+        gated_retire_after => "retire:after",
+    }
 
     // Between IAM's CreateAccessKey, which shows the secret once, and the vault write.
     crash_points! { Backend::Provider(Provider::Iam);

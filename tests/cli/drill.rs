@@ -11,9 +11,10 @@ use crate::generated_config;
 use crate::providers::{self, Provider, current_at as current};
 use crate::support::{Rotor, postgres::free_port, spawn_until};
 
-const PROVIDERS: [(Provider, &str); 7] = [
+const PROVIDERS: [(Provider, &str); 8] = [
     (Provider::Postgres, "drill/postgres"),
     (Provider::Redis, "drill/redis"),
+    (Provider::RedisAlternating, "drill/redis-alternating"),
     (Provider::Iam, "drill/iam"),
     (Provider::Http, "drill/http"),
     (Provider::GithubDeployKey, "drill/deploy-key"),
@@ -84,7 +85,7 @@ fn a_dry_run_over_every_provider_changes_nothing_consumers_read_and_leaves_nothi
 fn fixture_kind(provider: Provider) -> &'static str {
     match provider {
         Provider::Postgres => "postgres_password",
-        Provider::Redis => "redis_acl_password",
+        Provider::Redis | Provider::RedisAlternating => "redis_acl_password",
         Provider::Iam => "aws_iam_access_key",
         Provider::Http => "http",
         Provider::GithubDeployKey => "github_deploy_key",

@@ -110,6 +110,11 @@ fn an_emergency_in_grace_leaves_the_redis_user_one_password() {
 }
 
 #[test]
+fn an_emergency_in_grace_leaves_neither_alternating_redis_user_the_old_password() {
+    emergency_in_grace(Provider::RedisAlternating, "emergency_redis_alt");
+}
+
+#[test]
 fn an_emergency_in_grace_deletes_the_iam_key_at_once() {
     emergency_in_grace(Provider::Iam, "emergency_iam");
 }

@@ -198,6 +198,11 @@ mod providers {
     }
 
     #[test]
+    fn redis_acl_password_alternating() {
+        super::provider_secrets_stay_in_the_vault(Provider::RedisAlternating);
+    }
+
+    #[test]
     fn aws_iam_access_key() {
         super::provider_secrets_stay_in_the_vault(Provider::Iam);
     }

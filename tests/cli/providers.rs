@@ -14,6 +14,8 @@ use crate::support::postgres;
 pub enum Provider {
     Postgres,
     Redis,
+    /// `redis_acl_password` with `strategy = "alternating"`: two ACL users take turns.
+    RedisAlternating,
     Iam,
     Http,
     GithubDeployKey,
@@ -78,6 +80,7 @@ pub fn setup(provider: Provider, unique: &str, dir: &Path) -> Fixture {
     match provider {
         Provider::Postgres => pg::setup(unique, dir),
         Provider::Redis => redis::setup(unique, dir),
+        Provider::RedisAlternating => redis::setup_alternating(unique, dir),
         Provider::Iam => iam::setup(unique, dir),
         Provider::Http => http::setup(unique, dir),
         Provider::GithubDeployKey | Provider::GithubWebhook | Provider::GithubAppToken => {
@@ -121,7 +124,9 @@ impl Fixture {
     pub fn check_rotated(&self, current: &Credential, old: &Credential) {
         match self.provider {
             Provider::Postgres => pg::check_rotated(self, current, old),
-            Provider::Redis => redis::check_rotated(self, current, old),
+            Provider::Redis | Provider::RedisAlternating => {
+                redis::check_rotated(self, current, old)
+            }
             Provider::Iam => iam::check_rotated(self, current, old),
             Provider::Http => http::check_rotated(self, current, old),
             _ => github::check_rotated(self, current, old),
@@ -132,7 +137,7 @@ impl Fixture {
     pub async fn accepts_now(&self, credential: &Credential) -> bool {
         match self.provider {
             Provider::Postgres => pg::login(credential).await.is_ok(),
-            Provider::Redis => redis::accepts(credential),
+            Provider::Redis | Provider::RedisAlternating => redis::accepts(credential),
             Provider::Iam => iam::identity(credential).await.is_ok(),
             Provider::Http => http::accepts(self, credential),
             _ => github::accepts(self, credential),
@@ -273,15 +278,20 @@ pub mod redis {
         server
     }
 
-    pub fn setup(unique: &str, dir: &Path) -> Fixture {
-        let server = server();
-        // The application's user: its key and command rules are the operator's; it starts
-        // without any password, so nothing logs in until rotor adds one.
-        let keys = format!("~{unique}:*");
-        server.ok(&[
+    /// rotor's admin user for the alternating strategy, with exactly the rule `rotor policy`
+    /// prints for it: `CLIENT LIST` besides.
+    pub const ALTERNATING_ADMIN_RULE: &str =
+        "on resetkeys resetchannels -@all +ping +acl|getuser +acl|setuser +client|list";
+
+    /// An application's ACL user: its key and command rules are the operator's; it starts
+    /// without any password, so nothing logs in until rotor adds one. Its keys are
+    /// `{keys}:*`, shared by the two users of an alternating pair.
+    pub fn create_user(user: &str, keys: &str) {
+        let keys = format!("~{keys}:*");
+        server().ok(&[
             "ACL",
             "SETUSER",
-            unique,
+            user,
             "on",
             &keys,
             "+get",
@@ -289,6 +299,43 @@ pub mod redis {
             "+ping",
             "+acl|whoami",
         ]);
+    }
+
+    /// Two ACL users `{unique}_a` and `{unique}_b` with the same rules, and an admin that
+    /// may list connections.
+    pub fn setup_alternating(unique: &str, dir: &Path) -> Fixture {
+        static ADMIN: OnceLock<()> = OnceLock::new();
+        ADMIN.get_or_init(|| {
+            let mut args = vec!["ACL", "SETUSER", "rotor_alternating"];
+            args.extend(ALTERNATING_ADMIN_RULE.split(' '));
+            let password = format!(">{ADMIN_PASSWORD}");
+            args.push(&password);
+            server().ok(&args);
+        });
+        let users = [format!("{unique}_a"), format!("{unique}_b")];
+        for user in &users {
+            create_user(user, unique);
+        }
+        let admin_file = dir.join("redis-admin-password");
+        std::fs::write(&admin_file, ADMIN_PASSWORD).unwrap();
+        Fixture {
+            provider: Provider::RedisAlternating,
+            rotator: format!(
+                "kind = \"redis_acl_password\"\nstrategy = \"alternating\"\nurl = \"{}\"\nusers = [\"{}\", \"{}\"]\nadmin_user = \"rotor_alternating\"\nadmin = {{ file = \"{}\" }}\n",
+                server().url(),
+                users[0],
+                users[1],
+                admin_file.display()
+            ),
+            accounts: users.to_vec(),
+            service: None,
+            github: None,
+        }
+    }
+
+    pub fn setup(unique: &str, dir: &Path) -> Fixture {
+        create_user(unique, unique);
+        let server = server();
         let admin_file = dir.join("redis-admin-password");
         std::fs::write(&admin_file, ADMIN_PASSWORD).unwrap();
         Fixture {
@@ -316,7 +363,11 @@ pub mod redis {
     pub fn check_rotated(fixture: &Fixture, current: &Credential, old: &Credential) {
         let server = server();
         let (user, password) = login(current);
-        let key = format!("{user}:probe");
+        let keys = match fixture.provider {
+            Provider::RedisAlternating => fixture.accounts[0].trim_end_matches("_a"),
+            _ => &fixture.accounts[0],
+        };
+        let key = format!("{keys}:probe");
         server
             .cli(Some((&user, &password)), &["SET", &key, "1"])
             .expect("the current credential logs in and keeps its key rules");
@@ -325,16 +376,21 @@ pub mod redis {
             .cli(Some((&old_user, &old_password)), &["ACL", "WHOAMI"])
             .expect_err("the old credential is refused");
         assert!(refused.contains("WRONGPASS"), "{refused}");
-        let acl = server.ok(&["ACL", "GETUSER", &fixture.accounts[0]]);
-        let hashes: Vec<&str> = acl
-            .lines()
-            .filter(|l| l.len() == 64 && l.chars().all(|c| c.is_ascii_hexdigit()))
-            .collect();
-        assert_eq!(
-            hashes,
-            [hex::encode(Sha256::digest(password.as_bytes()))],
-            "the user holds exactly the current password: nothing orphaned"
-        );
+        // Nothing orphaned: the current user holds exactly the current password, and the
+        // other user of an alternating pair none.
+        for account in &fixture.accounts {
+            let acl = server.ok(&["ACL", "GETUSER", account]);
+            let hashes: Vec<&str> = acl
+                .lines()
+                .filter(|l| l.len() == 64 && l.chars().all(|c| c.is_ascii_hexdigit()))
+                .collect();
+            let expected = if *account == user {
+                vec![hex::encode(Sha256::digest(password.as_bytes()))]
+            } else {
+                vec![]
+            };
+            assert_eq!(hashes, expected, "passwords of ACL user {account}");
+        }
     }
 }
 
