@@ -129,6 +129,13 @@ impl Settings for AwsIamConfig {
 }
 
 impl RotatorSettings for AwsIamConfig {
+    fn verification(&self) -> crate::Verification {
+        crate::Verification {
+            proves: "STS `GetCallerIdentity` signed with the new key names the IAM user; refusals within `verify_within` (60 s) count as propagation",
+            cannot: "the consumers' own IAM permissions (the key carries the user's)",
+        }
+    }
+
     fn usage_evidence(&self) -> Option<&'static str> {
         Some(
             "GetAccessKeyLastUsed of the old key (date, service, region; AWS updates it within hours)",

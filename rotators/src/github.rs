@@ -277,6 +277,13 @@ impl Settings for DeployKeyConfig {
 }
 
 impl RotatorSettings for DeployKeyConfig {
+    fn verification(&self) -> crate::Verification {
+        crate::Verification {
+            proves: "the stored private key is the half of the public key rotor generated, and GitHub lists that key with the configured read-only flag",
+            cannot: "a `git fetch` over SSH (GitHub's SSH endpoint is not called)",
+        }
+    }
+
     fn usage_evidence(&self) -> Option<&'static str> {
         Some("the old deploy key's `last_used` at GitHub")
     }
@@ -635,6 +642,13 @@ impl Settings for WebhookConfig {
 }
 
 impl RotatorSettings for WebhookConfig {
+    fn verification(&self) -> crate::Verification {
+        crate::Verification {
+            proves: "the stored secret is what rotor generated, and the webhook exists with a delivery URL; after the switch (at grace end) GitHub's ping, signed with it, is answered 2xx by the receiver (read back from the hook's deliveries; a refusal is retried and alerted)",
+            cannot: "that every receiver accepts it, where one URL fans out to several",
+        }
+    }
+
     fn least_privilege(&self, credential_id: &str) -> String {
         match &self.repo {
             Some(repo) => format!(
@@ -931,6 +945,13 @@ impl Settings for InstallationTokenConfig {
 }
 
 impl RotatorSettings for InstallationTokenConfig {
+    fn verification(&self) -> crate::Verification {
+        crate::Verification {
+            proves: "a call as the new token (`GET /installation/repositories`) succeeds",
+            cannot: "the token's permissions beyond listing (they are the App's)",
+        }
+    }
+
     fn least_privilege(&self, credential_id: &str) -> String {
         format!(
             "# rotor: credential \"{credential_id}\" is an installation token of GitHub App {} (installation {}).\n\

@@ -294,6 +294,13 @@ impl Settings for HttpConfig {
 }
 
 impl RotatorSettings for HttpConfig {
+    fn verification(&self) -> crate::Verification {
+        crate::Verification {
+            proves: "the configured `verify` call, made as the new key, is answered as `expect` says; 401, 403 and 404 within `verify_within` (30 s) count as propagation",
+            cannot: "more than that call shows: choose one that needs what consumers need",
+        }
+    }
+
     fn usage_evidence(&self) -> Option<&'static str> {
         self.list
             .as_ref()

@@ -277,11 +277,22 @@ pub trait Rotator: Send + Sync {
     }
 }
 
+/// What a rotator's `verify` proves before a new credential is promoted, and what it cannot,
+/// in the words of the README's table (a test holds the two together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verification {
+    pub proves: &'static str,
+    pub cannot: &'static str,
+}
+
 /// What every rotator's config section can say about itself without contacting anything.
 pub trait RotatorSettings: kinds::Settings {
     /// The least privilege rotor needs at the provider, in the provider's own language, for
     /// `rotor policy ID`.
     fn least_privilege(&self, credential_id: &str) -> String;
+
+    /// What `verify` proves and cannot prove, for `rotor policy ID`. Every rotator says it.
+    fn verification(&self) -> Verification;
 
     /// What the provider tells of a credential's use (`Rotator::last_used`), for `rotor
     /// validate` and the drill report; `None` when it tells nothing.

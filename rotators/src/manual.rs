@@ -56,6 +56,13 @@ impl Settings for ManualConfig {
 }
 
 impl RotatorSettings for ManualConfig {
+    fn verification(&self) -> crate::Verification {
+        crate::Verification {
+            proves: "nothing: a person rotated it and says so with `rotor confirm`",
+            cannot: "anything",
+        }
+    }
+
     fn least_privilege(&self, credential_id: &str) -> String {
         format!(
             "# rotor: credential \"{credential_id}\" is rotated by hand; rotor needs no permission at its provider.\n{}",

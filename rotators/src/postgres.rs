@@ -138,6 +138,13 @@ impl Settings for PostgresConfig {
 }
 
 impl RotatorSettings for PostgresConfig {
+    fn verification(&self) -> crate::Verification {
+        crate::Verification {
+            proves: "a login as the new credential, `current_user` is its role, and `verify_query` runs as it",
+            cannot: "that each client's `pg_hba.conf` path (its host, its TLS) admits it",
+        }
+    }
+
     fn usage_evidence(&self) -> Option<&'static str> {
         (self.strategy == Strategy::Alternating)
             .then_some("the old role's sessions in pg_stat_activity (address, application, start)")

@@ -185,6 +185,13 @@ impl RedisConfig {
 }
 
 impl RotatorSettings for RedisConfig {
+    fn verification(&self) -> crate::Verification {
+        crate::Verification {
+            proves: "`AUTH` as the user with the new password, and `ACL WHOAMI` names the user",
+            cannot: "which commands the consumers need (the user's ACL rules are not rotor's)",
+        }
+    }
+
     fn usage_evidence(&self) -> Option<&'static str> {
         (self.strategy == Strategy::Alternating).then_some(
             "connections of the old ACL user in CLIENT LIST (address, client name, idle time), sampled during grace",

@@ -1,5 +1,6 @@
 //! `rotor policy ID`: the least privilege rotor needs to rotate a credential: at the provider
-//! (from the rotator) and in the vault, each in its own policy language, ready to apply.
+//! (from the rotator) and in the vault, each in its own policy language, ready to apply; and
+//! what the rotator's verification proves and cannot, and what evidence of use it has.
 //! `rotor policy --store ROLE`: the grants of a PostgreSQL store's runtime role, which may
 //! append audit rows but never change or delete one.
 
@@ -41,12 +42,18 @@ pub fn run(ctx: &Context, args: Args) -> CliResult {
     let id = args.id.expect("clap requires an id without --store");
     let credential = ctx.credential(&config, &id)?;
     let vault = &config.vaults[&credential.vault];
+    let settings = credential.rotator.settings();
+    println!("{}", settings.least_privilege(&credential.id));
+    let verification = settings.verification();
     println!(
-        "{}",
-        credential
-            .rotator
-            .settings()
-            .least_privilege(&credential.id)
+        "# What `verify` proves before the new credential is promoted: {}.\n\
+         # What it cannot prove: {}.\n\
+         # Evidence of use, for `retire_when = \"unused\"`: {}.\n",
+        verification.proves,
+        verification.cannot,
+        settings
+            .usage_evidence()
+            .unwrap_or("none (retirement waits out `grace`)")
     );
     let scope = PolicyScope {
         credential: &credential.id,

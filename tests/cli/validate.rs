@@ -280,3 +280,43 @@ fn a_grace_shorter_than_twice_the_external_secrets_refresh_is_warned_of_where_it
         "{out:?}"
     );
 }
+
+/// `rotor policy ID` says what each rotator's `verify` proves and cannot, and the README's
+/// table says the same: every kind in the repository's schedules is checked against it.
+#[test]
+fn policy_and_readme_say_the_same_of_what_verify_proves() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let config = rotor::config::load(&[root.join("schedules")]).unwrap();
+    let mut kinds = std::collections::BTreeSet::new();
+    for credential in &config.credentials {
+        let settings = credential.rotator.settings();
+        let v = settings.verification();
+        let row = format!("| {} | {} |", v.proves, v.cannot);
+        assert!(
+            readme.contains(&row),
+            "{}: the README's verify table lacks {row}",
+            credential.id
+        );
+        kinds.insert(credential.rotator.kind());
+    }
+    let all: std::collections::BTreeSet<_> =
+        <rotor_rotators::RotatorConfig as rotor_rotators::kinds::Kinds>::KINDS
+            .iter()
+            .copied()
+            .collect();
+    assert_eq!(
+        kinds, all,
+        "the schedules hold an example of every rotator kind"
+    );
+
+    let mut rotor = Rotor::new("");
+    rotor.config = root.join("schedules");
+    let out = rotor.ok(&["policy", "cache/sessions"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("# What `verify` proves before the new credential is promoted: `AUTH` as the user with the new password")
+            && text.contains("# Evidence of use, for `retire_when = \"unused\"`: connections of the old ACL user in CLIENT LIST"),
+        "{text}"
+    );
+}
