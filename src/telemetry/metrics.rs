@@ -130,6 +130,8 @@ struct Series {
     /// During grace under `retire_when = "unused"`: when the replaced credential was last
     /// seen in use (s).
     previous_last_used: Option<f64>,
+    /// During grace: when it ends at the latest (s).
+    grace_end: Option<f64>,
 }
 
 impl Series {
@@ -190,6 +192,10 @@ impl Snapshot {
                 Some((r.credential_id.clone(), seconds(seen)))
             })
             .collect();
+        let mut grace_end: HashMap<String, f64> = live
+            .iter()
+            .filter_map(|r| Some((r.credential_id.clone(), seconds(r.grace_until?))))
+            .collect();
         let mut alerts = by_credential(store.active_alerts().await?, |a| &a.credential_id);
         let mut notified = by_credential(store.hook_counts().await?, |n| &n.credential_id);
         let series = config
@@ -208,6 +214,7 @@ impl Snapshot {
                 let notified = notified.remove(&c.id).unwrap_or_default();
                 Series {
                     previous_last_used: previous_last_used.remove(&c.id),
+                    grace_end: grace_end.remove(&c.id),
                     id: c.id.clone(),
                     provider: c.provider().to_owned(),
                     outcomes,
@@ -311,6 +318,18 @@ impl Collector for Snapshot {
         )?;
         for s in &self.series {
             if let Some(at) = &s.previous_last_used {
+                family.encode_family(&s.labels())?.encode_gauge(at)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "rotor_grace_end_timestamp_seconds",
+            "During grace: when it ends at the latest and the replaced credential is retired (under retire_when = \"unused\" it may end sooner; no sample outside grace).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &self.series {
+            if let Some(at) = &s.grace_end {
                 family.encode_family(&s.labels())?.encode_gauge(at)?;
             }
         }

@@ -361,6 +361,7 @@ fn still_used_when_grace_ends_alerts_and_waits_until_a_person_retires_it() {
     daemon.wait().unwrap();
     assert!(
         metrics.contains("rotor_previous_credential_last_used_timestamp_seconds{credential=\"app/key0\",provider=\"postgres_password\"} ")
+            && metrics.contains("rotor_grace_end_timestamp_seconds{credential=\"app/key0\",provider=\"postgres_password\"} ")
             && metrics.contains("rotor_alerts_active{credential=\"app/key0\",provider=\"postgres_password\",condition=\"still_used\"} 1"),
         "{metrics}"
     );
