@@ -472,6 +472,7 @@ rotator = {{ kind = "generated", length = 24 }}
         use providers::Provider;
         for provider in [
             Provider::Postgres,
+            Provider::Mysql,
             Provider::Redis,
             Provider::RedisAlternating,
             Provider::Iam,

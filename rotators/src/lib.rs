@@ -23,6 +23,8 @@ pub mod http;
 pub mod kinds;
 #[cfg(feature = "manual")]
 pub mod manual;
+#[cfg(feature = "mysql_password")]
+pub mod mysql;
 pub mod net;
 pub mod password;
 #[cfg(feature = "postgres_password")]
@@ -140,6 +142,7 @@ pub type Secrets = Arc<dyn SecretSource>;
 #[cfg(any(
     feature = "postgres_password",
     feature = "redis_acl_password",
+    feature = "mysql_password",
     feature = "aws_iam_access_key",
     feature = "http",
     feature = "github_deploy_key",
@@ -360,7 +363,9 @@ providers! {
     "manual" Manual manual::ManualConfig => manual::Manual,
         "A credential people rotate by hand; rotor tracks its age or expiry and reminds them.";
     "redis_acl_password" RedisAclPassword redis::RedisConfig => redis::RedisAclPassword,
-        "A Redis ACL user's password; the user holds the old and the new one through grace.";
+        "A Redis ACL user's password: one user holds the old and the new one through grace, or two users take turns.";
+    "mysql_password" MysqlPassword mysql::MysqlConfig => mysql::MysqlPassword,
+        "A MariaDB account's password, rotated across two alternating accounts or in place.";
 }
 
 impl Rotator for AnyRotator {

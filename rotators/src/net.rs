@@ -90,8 +90,9 @@ pub fn endpoint<'a>(
 }
 
 /// Why `url` would carry secrets unprotected, if it would: plaintext HTTP or Redis, or
-/// PostgreSQL without a verified certificate, to anything but this machine. https, rediss,
-/// `sslmode=verify-full` / `verify-ca` and loopback addresses pass.
+/// PostgreSQL or MariaDB without a verified certificate, to anything but this machine. https,
+/// rediss, `sslmode=verify-full` / `verify-ca`, `ssl-mode=verify_identity` / `verify_ca` and
+/// loopback addresses pass.
 pub fn transport_problem(url: &str) -> Option<String> {
     let Ok(parsed) = reqwest::Url::parse(url) else {
         // Not a URL (a PostgreSQL key=value string, a socket path): the kind's own check reads it.
@@ -110,6 +111,22 @@ pub fn transport_problem(url: &str) -> Option<String> {
         "http" | "redis" if local => None,
         "http" => Some("plaintext http://: use https://".to_owned()),
         "redis" => Some("plaintext redis://: use rediss:// (TLS)".to_owned()),
+        "mysql" | "mariadb" => {
+            let mode = parsed
+                .query_pairs()
+                .find(|(k, _)| k == "ssl-mode")
+                .map(|(_, v)| v.to_ascii_lowercase());
+            match mode.as_deref() {
+                Some("verify_identity" | "verify_ca") => None,
+                _ if local => None,
+                Some(other) => Some(format!(
+                    "ssl-mode={other} does not verify the server: use ssl-mode=verify_identity (or verify_ca)"
+                )),
+                None => Some(
+                    "no ssl-mode: the default verifies nothing; add ?ssl-mode=verify_identity (or verify_ca)".to_owned(),
+                ),
+            }
+        }
         "postgres" | "postgresql" => {
             let mode = parsed
                 .query_pairs()
@@ -165,6 +182,8 @@ mod tests {
             "redis://127.0.0.1:6379",
             "postgres://rotor@db.internal/rotor?sslmode=verify-full",
             "postgres://rotor@127.0.0.1:5432/rotor",
+            "mysql://rotor@db.internal:3306/app?ssl-mode=verify_identity",
+            "mysql://rotor@127.0.0.1:3306/app",
             "host=/var/run/postgresql user=rotor",
         ] {
             assert_eq!(transport_problem(ok), None, "{ok}");
@@ -174,6 +193,8 @@ mod tests {
             "http://10.0.0.5/hooks",
             "redis://cache.internal:6379",
             "postgres://rotor@db.internal/rotor",
+            "mysql://rotor@db.internal:3306/app",
+            "mysql://rotor@db.internal:3306/app?ssl-mode=required",
             "postgres://rotor@db.internal/rotor?sslmode=require",
             "host=db.internal user=rotor sslmode=prefer",
         ] {

@@ -776,7 +776,7 @@ impl Loader {
                     "`{id}`: the {} rotator{} cannot tell whether the old credential is still used, so `retire_when = \"unused\"` would only wait out `grace`; remove it (see README, \"What rotor can tell of use\")",
                     rotator.kind(),
                     match rotator.kind() {
-                        "postgres_password" => " with `strategy = \"single\"`",
+                        "postgres_password" | "mysql_password" => " with `strategy = \"single\"`",
                         "redis_acl_password" => " with `strategy = \"two_passwords\"` (use `alternating`)",
                         _ => "",
                     }

@@ -197,3 +197,8 @@ fn github_webhook_secret_keeps_the_contract() {
 fn github_app_installation_token_keeps_the_contract() {
     contract(Provider::GithubAppToken, "conformance");
 }
+
+#[test]
+fn mysql_password_keeps_the_contract() {
+    contract(Provider::Mysql, "conformance");
+}

@@ -415,6 +415,7 @@ mod with_failpoints {
     step_points!(openbao, Backend::OpenBao);
     step_points!(aws, Backend::Aws);
     step_points!(postgres_password, Backend::Provider(Provider::Postgres));
+    step_points!(mysql_password, Backend::Provider(Provider::Mysql));
     step_points!(redis_acl_password, Backend::Provider(Provider::Redis));
     step_points!(
         redis_acl_password_alternating,

@@ -11,8 +11,9 @@ use crate::generated_config;
 use crate::providers::{self, Provider, current_at as current};
 use crate::support::{Rotor, postgres::free_port, spawn_until};
 
-const PROVIDERS: [(Provider, &str); 8] = [
+const PROVIDERS: [(Provider, &str); 9] = [
     (Provider::Postgres, "drill/postgres"),
+    (Provider::Mysql, "drill/mysql"),
     (Provider::Redis, "drill/redis"),
     (Provider::RedisAlternating, "drill/redis-alternating"),
     (Provider::Iam, "drill/iam"),
@@ -86,6 +87,7 @@ fn fixture_kind(provider: Provider) -> &'static str {
     match provider {
         Provider::Postgres => "postgres_password",
         Provider::Redis | Provider::RedisAlternating => "redis_acl_password",
+        Provider::Mysql => "mysql_password",
         Provider::Iam => "aws_iam_access_key",
         Provider::Http => "http",
         Provider::GithubDeployKey => "github_deploy_key",

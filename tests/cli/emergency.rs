@@ -105,6 +105,11 @@ fn an_emergency_in_grace_retires_both_postgres_passwords() {
 }
 
 #[test]
+fn an_emergency_in_grace_locks_both_old_mariadb_accounts() {
+    emergency_in_grace(Provider::Mysql, "emergency_mysql");
+}
+
+#[test]
 fn an_emergency_in_grace_leaves_the_redis_user_one_password() {
     emergency_in_grace(Provider::Redis, "emergency_redis");
 }

@@ -193,6 +193,11 @@ mod providers {
     }
 
     #[test]
+    fn mysql_password() {
+        super::provider_secrets_stay_in_the_vault(Provider::Mysql);
+    }
+
+    #[test]
     fn redis_acl_password() {
         super::provider_secrets_stay_in_the_vault(Provider::Redis);
     }

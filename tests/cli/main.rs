@@ -22,6 +22,7 @@ mod identify;
 mod leaks;
 mod manual;
 mod metrics;
+mod mysql_password;
 mod notify;
 mod pause;
 mod postgres_password;

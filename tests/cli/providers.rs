@@ -13,6 +13,8 @@ use crate::support::postgres;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Provider {
     Postgres,
+    /// `mysql_password`, alternating, on MariaDB.
+    Mysql,
     Redis,
     /// `redis_acl_password` with `strategy = "alternating"`: two ACL users take turns.
     RedisAlternating,
@@ -79,6 +81,7 @@ pub fn field(c: &Credential, name: &str) -> String {
 pub fn setup(provider: Provider, unique: &str, dir: &Path) -> Fixture {
     match provider {
         Provider::Postgres => pg::setup(unique, dir),
+        Provider::Mysql => mysql::setup(unique, dir),
         Provider::Redis => redis::setup(unique, dir),
         Provider::RedisAlternating => redis::setup_alternating(unique, dir),
         Provider::Iam => iam::setup(unique, dir),
@@ -124,6 +127,7 @@ impl Fixture {
     pub fn check_rotated(&self, current: &Credential, old: &Credential) {
         match self.provider {
             Provider::Postgres => pg::check_rotated(self, current, old),
+            Provider::Mysql => mysql::check_rotated(self, current, old),
             Provider::Redis | Provider::RedisAlternating => {
                 redis::check_rotated(self, current, old)
             }
@@ -137,6 +141,7 @@ impl Fixture {
     pub async fn accepts_now(&self, credential: &Credential) -> bool {
         match self.provider {
             Provider::Postgres => pg::login(credential).await.is_ok(),
+            Provider::Mysql => mysql::accepts(credential),
             Provider::Redis | Provider::RedisAlternating => redis::accepts(credential),
             Provider::Iam => iam::identity(credential).await.is_ok(),
             Provider::Http => http::accepts(self, credential),
@@ -253,6 +258,92 @@ pub mod pg {
             field(current, "username"),
             "only the current role has a password: nothing orphaned"
         );
+    }
+}
+
+pub mod mysql {
+    use super::*;
+    use crate::support::mariadb::{self, MariaDb};
+
+    pub const ADMIN_PASSWORD: &str = "rotor-mariadb-admin-test-password-42";
+    /// rotor's admin account, with exactly the grants `rotor policy` prints.
+    pub const ADMIN_GRANTS: [&str; 3] = [
+        "GRANT CREATE USER ON *.* TO 'rotor_admin'@'%'",
+        "GRANT SELECT ON mysql.* TO 'rotor_admin'@'%'",
+        "GRANT PROCESS ON *.* TO 'rotor_admin'@'%'",
+    ];
+
+    /// The shared server with the `app` database and rotor's admin account.
+    pub fn server() -> &'static MariaDb {
+        static READY: OnceLock<()> = OnceLock::new();
+        let server = mariadb::shared();
+        READY.get_or_init(|| {
+            server.ok(&format!(
+                "CREATE DATABASE app; CREATE USER 'rotor_admin'@'%' IDENTIFIED BY '{ADMIN_PASSWORD}'; {};",
+                ADMIN_GRANTS.join("; ")
+            ));
+        });
+        server
+    }
+
+    /// Two accounts `{unique}_a` and `{unique}_b` with the same grants on a table of their
+    /// own; locked, without a password, until rotor gives one a password.
+    pub fn setup(unique: &str, dir: &Path) -> Fixture {
+        let server = server();
+        let (a, b) = (format!("{unique}_a"), format!("{unique}_b"));
+        server.ok(&format!(
+            "CREATE TABLE app.{unique} (id INT);
+             CREATE USER '{a}'@'%' ACCOUNT LOCK; GRANT SELECT, INSERT ON app.{unique} TO '{a}'@'%';
+             CREATE USER '{b}'@'%' ACCOUNT LOCK; GRANT SELECT, INSERT ON app.{unique} TO '{b}'@'%';"
+        ));
+        let admin_file = dir.join("mariadb-admin-password");
+        std::fs::write(&admin_file, ADMIN_PASSWORD).unwrap();
+        Fixture {
+            provider: Provider::Mysql,
+            rotator: format!(
+                "kind = \"mysql_password\"\nusers = [\"{a}\", \"{b}\"]\ndsn = \"{}\"\nadmin = {{ file = \"{}\" }}\nverify_query = \"SELECT COUNT(*) FROM app.{unique}\"\n",
+                server.url("rotor_admin"),
+                admin_file.display()
+            ),
+            accounts: vec![a, b],
+            service: None,
+            github: None,
+        }
+    }
+
+    /// What the server says to a login with `c`: `CURRENT_USER()`, or the refusal.
+    pub fn login(c: &Credential) -> Result<String, String> {
+        server().sql_as(
+            Some((&field(c, "username"), &field(c, "password"))),
+            "SELECT CURRENT_USER()",
+        )
+    }
+
+    pub fn accepts(c: &Credential) -> bool {
+        login(c).is_ok()
+    }
+
+    pub fn check_rotated(fixture: &Fixture, current: &Credential, old: &Credential) {
+        let server = server();
+        let user = field(current, "username");
+        let table = fixture.accounts[0].strip_suffix("_a").unwrap();
+        server
+            .sql_as(
+                Some((&user, &field(current, "password"))),
+                &format!("INSERT INTO app.{table} VALUES (1)"),
+            )
+            .expect("the current credential logs in and keeps its grants");
+        let refused = login(old).expect_err("the old credential is refused");
+        assert!(refused.contains("Access denied"), "{refused}");
+        // Nothing orphaned: every account but the current one is locked.
+        for account in &fixture.accounts {
+            let create = server.ok(&format!("SHOW CREATE USER '{account}'@'%'"));
+            assert_eq!(
+                create.contains("ACCOUNT LOCK"),
+                *account != user,
+                "{account}: {create}"
+            );
+        }
     }
 }
 

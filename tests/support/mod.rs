@@ -6,6 +6,7 @@ pub mod alertmanager;
 pub mod cloudflare;
 pub mod github;
 pub mod kubernetes;
+pub mod mariadb;
 pub mod moto;
 pub mod openbao;
 pub mod outage;

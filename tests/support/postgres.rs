@@ -164,7 +164,7 @@ pub fn dedicated() -> Postgres {
     start()
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
