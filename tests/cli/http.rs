@@ -238,30 +238,44 @@ fn the_vendors_last_used_time_holds_retirement_until_the_old_key_is_quiet() {
     assert_secrets_absent(&[old_secret.as_str()], &output, rotor.dir.path());
 }
 
-#[test]
-fn the_cloudflare_recipe_rotates_a_token_through_the_api_cloudflare_documents() {
-    use crate::support::cloudflare::{ADMIN_TOKEN, Cloudflare};
-    let cloudflare = Cloudflare::start();
-    let rotor = Rotor::new("");
-    let admin = rotor.path("cloudflare-admin-token");
-    std::fs::write(&admin, ADMIN_TOKEN).unwrap();
-    let recipe = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/schedules/examples/saas/cloudflare.toml"
+/// The recipe `schedules/examples/saas/{file}` as written, pointed at its fake (`base_url`),
+/// with rotor's own key (`admin_ref`) in a file, a local vault, a two-second grace and a
+/// one-second quiet time; rotated twice (the second rotation to completion). Returns the
+/// credential id and the first and last versions.
+fn rotate_recipe(
+    rotor: &Rotor,
+    file: &str,
+    base_url: (&str, &str),
+    admin_ref: &str,
+    admin_key: &str,
+) -> (
+    String,
+    rotor_rotators::Credential,
+    rotor_rotators::Credential,
+) {
+    let admin = rotor.path("saas-admin-key");
+    std::fs::write(&admin, admin_key).unwrap();
+    let recipe = std::fs::read_to_string(format!(
+        "{}/schedules/examples/saas/{file}",
+        env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();
-    // The recipe as written, pointed at the fake, a local vault and a one-second quiet time.
+    assert!(
+        recipe.contains(base_url.0) && recipe.contains(admin_ref),
+        "{file}"
+    );
     let recipe = recipe
-        .replace(
-            "https://api.cloudflare.com/client/v4",
-            &cloudflare.base_url(),
-        )
-        .replace(
-            "{ vault = \"bao\", path = \"admin/cloudflare\", field = \"token\" }",
-            &format!("{{ file = \"{}\" }}", admin.display()),
-        )
+        .replace(base_url.0, base_url.1)
+        .replace(admin_ref, &format!("{{ file = \"{}\" }}", admin.display()))
         .replace("vault = { name = \"bao\"", "vault = { name = \"local\"")
+        .replace("grace = \"24h\"", "grace = \"2s\"")
         .replace("unused_for = \"1h\"", "unused_for = \"1s\"");
+    let id = recipe
+        .lines()
+        .find_map(|l| l.strip_prefix("id = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_owned();
     let config = crate::generated_config(0, "1h")
         .replace(
             "dir = \"vault\"",
@@ -273,15 +287,32 @@ fn the_cloudflare_recipe_rotates_a_token_through_the_api_cloudflare_documents() 
         )
         + &recipe;
     std::fs::write(&rotor.config, config).unwrap();
-    let id = "edge/cloudflare-dns";
-    rotor.ok(&["rotate", id, "--emergency"]);
-    let first = crate::providers::current_at(&rotor, id);
-    rotor.ok(&["rotate", id]);
+    rotor.ok(&["rotate", &id, "--emergency"]);
+    let first = crate::providers::current_at(rotor, &id);
+    rotor.ok(&["rotate", &id]);
     assert_eq!(
-        rotor.run_until_completed(id, Duration::from_millis(500)),
+        rotor.run_until_completed(&id, Duration::from_millis(500)),
         "completed"
     );
-    let current = crate::providers::current_at(&rotor, id);
+    let last = crate::providers::current_at(rotor, &id);
+    (id, first, last)
+}
+
+#[test]
+fn the_cloudflare_recipe_rotates_a_token_through_the_api_cloudflare_documents() {
+    use crate::support::cloudflare::{ADMIN_TOKEN, Cloudflare};
+    let cloudflare = Cloudflare::start();
+    let rotor = Rotor::new("");
+    let (_, first, current) = rotate_recipe(
+        &rotor,
+        "cloudflare.toml",
+        (
+            "https://api.cloudflare.com/client/v4",
+            &cloudflare.base_url(),
+        ),
+        "{ vault = \"bao\", path = \"admin/cloudflare\", field = \"token\" }",
+        ADMIN_TOKEN,
+    );
     let state = cloudflare.state.lock().unwrap();
     let tokens: Vec<_> = state.tokens.iter().collect();
     assert_eq!(tokens.len(), 1, "the old token is deleted: {tokens:?}");
@@ -304,4 +335,82 @@ fn the_cloudflare_recipe_rotates_a_token_through_the_api_cloudflare_documents() 
         "{:?}",
         state.pages_asked
     );
+}
+
+#[test]
+fn the_openai_recipe_rotates_a_project_key_and_retires_it_by_its_last_use() {
+    use crate::support::openai::{ADMIN_KEY, OpenAi};
+    let openai = OpenAi::start();
+    let rotor = Rotor::new("");
+    let (id, first, current) = rotate_recipe(
+        &rotor,
+        "openai.toml",
+        ("https://api.openai.com/v1", &openai.base_url()),
+        "{ vault = \"bao\", path = \"admin/openai\", field = \"admin_key\" }",
+        ADMIN_KEY,
+    );
+    let state = openai.state.lock().unwrap();
+    let accounts: Vec<_> = state.accounts.iter().collect();
+    assert_eq!(
+        accounts.len(),
+        1,
+        "the old service account is deleted: {accounts:?}"
+    );
+    let (account_id, account) = accounts[0];
+    assert_eq!(*account_id, crate::providers::field(&current, "id"));
+    assert_eq!(account.value, crate::providers::field(&current, "value"));
+    assert_ne!(account.value, crate::providers::field(&first, "value"));
+    assert!(
+        account.name.starts_with("rotor support-bot "),
+        "{}",
+        account.name
+    );
+    assert!(
+        state
+            .limits_asked
+            .iter()
+            .all(|l| l.as_deref() == Some("100")),
+        "{:?}",
+        state.limits_asked
+    );
+    drop(state);
+    // The old key's `last_used_at` (epoch seconds) was read as evidence of use.
+    let history = rotor.json(&["history", &id, "--json"]);
+    let old_id = crate::providers::field(&first, "id");
+    assert!(
+        history[0]["previous_usage"]["by"]
+            .as_str()
+            .is_some_and(|by| by.contains(&old_id)),
+        "{}",
+        history[0]
+    );
+}
+
+#[test]
+fn the_sendgrid_recipe_rotates_a_mail_send_key() {
+    use crate::support::sendgrid::{ADMIN_KEY, SendGrid};
+    let sendgrid = SendGrid::start();
+    let rotor = Rotor::new("");
+    let (_, first, current) = rotate_recipe(
+        &rotor,
+        "sendgrid.toml",
+        ("https://api.sendgrid.com/v3", &sendgrid.base_url()),
+        "{ vault = \"bao\", path = \"admin/sendgrid\", field = \"key\" }",
+        ADMIN_KEY,
+    );
+    let state = sendgrid.state.lock().unwrap();
+    let keys: Vec<_> = state.keys.iter().collect();
+    assert_eq!(keys.len(), 1, "the old key is deleted: {keys:?}");
+    let (key_id, key) = keys[0];
+    assert_eq!(*key_id, crate::providers::field(&current, "id"));
+    let value = crate::providers::field(&current, "value");
+    assert_eq!(key.value, value);
+    assert_eq!(value.len(), 69, "a SendGrid key is 69 characters");
+    assert_ne!(value, crate::providers::field(&first, "value"));
+    assert_eq!(
+        key.scopes,
+        ["mail.send"],
+        "the recipe's scopes reach SendGrid"
+    );
+    assert!(key.name.starts_with("rotor mailer "), "{}", key.name);
 }

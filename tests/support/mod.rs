@@ -8,6 +8,7 @@ pub mod github;
 pub mod kubernetes;
 pub mod mariadb;
 pub mod moto;
+pub mod openai;
 pub mod openbao;
 pub mod outage;
 pub mod postgres;
@@ -15,6 +16,7 @@ pub mod prometheus;
 pub mod redirect;
 pub mod redis;
 pub mod saas;
+pub mod sendgrid;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
