@@ -248,3 +248,45 @@ fn an_open_connection_of_the_old_account_holds_a_grace_that_ends_by_evidence() {
     );
     fixture.check_rotated(&current(&rotor), &old);
 }
+
+/// The rotator's connections over TLS verified against the operator's CA
+/// (`ssl-mode=verify_identity` with `ssl-ca` in `dsn`): a whole rotation, the new password
+/// verified over the same TLS; without the CA the server is refused, nothing is applied, and
+/// the run waits to be retried with an error that names the certificate.
+#[test]
+fn a_rotation_over_tls_verifies_the_server_against_the_operators_ca() {
+    let (rotor, _fixture) = rotor_for("my_tls");
+    let server = mysql::server();
+    let plain = server.url("rotor_admin");
+    let config = std::fs::read_to_string(&rotor.config).unwrap();
+    assert!(config.contains(&format!("dsn = \"{plain}\"")), "{config}");
+    let with = |query: String| {
+        config.replace(
+            &format!("dsn = \"{plain}\""),
+            &format!("dsn = \"{plain}?{query}\""),
+        )
+    };
+    std::fs::write(
+        &rotor.config,
+        with(format!(
+            "ssl-mode=verify_identity&ssl-ca={}",
+            server.ca().display()
+        )),
+    )
+    .unwrap();
+    rotor.ok(&["rotate", "app/key0"]);
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    assert_eq!(history[0]["state"], "completed", "{history}");
+
+    std::fs::write(&rotor.config, with("ssl-mode=verify_identity".into())).unwrap();
+    let out = rotor.run(&["rotate", "app/key0"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let history = rotor.json(&["history", "app/key0", "--json"]);
+    assert_eq!(history[0]["state"], "pending_stored", "{history}");
+    assert!(
+        history[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("TLS certificate was refused")),
+        "{history}"
+    );
+}

@@ -1,7 +1,8 @@
 //! A real MariaDB for the tests: `mariadb-install-db` in a temp folder, `mariadbd` on a free
 //! loopback port, started once per test binary and stopped when the test process exits. The
 //! harness administers it as `root` from 127.0.0.1 (no password); every account rotor touches
-//! gets a real password.
+//! gets a real password. The server also speaks TLS, with a certificate for 127.0.0.1 signed by
+//! a throwaway CA (`ca()`), for the tests that check rotor verifies it.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -63,11 +64,16 @@ fn start() -> MariaDb {
         "mariadb-install-db failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let certs = dir.join("tls");
+    std::fs::create_dir_all(&certs).unwrap();
+    super::tls::make_certificates(&certs);
     let port = free_port();
     let line = format!(
         "{} --no-defaults --datadir={d} --socket={s}/mariadb.sock --pid-file={s}/mariadb.pid \
          --port={port} --bind-address=127.0.0.1 --skip-name-resolve --skip-log-bin \
-         --innodb-flush-log-at-trx-commit=0 --max-connections=300 {user} >{s}/server.log 2>&1",
+         --innodb-flush-log-at-trx-commit=0 --max-connections=300 {user} \
+         --ssl-cert={s}/tls/server.pem --ssl-key={s}/tls/server.key --ssl-ca={s}/tls/ca.pem \
+         >{s}/server.log 2>&1",
         server.display(),
         d = data.display(),
         s = dir.display(),
@@ -131,6 +137,11 @@ impl MariaDb {
     pub fn ok(&self, sql: &str) -> String {
         self.sql(sql)
             .unwrap_or_else(|e| panic!("mariadb -e {sql:?}: {e}"))
+    }
+
+    /// The PEM file of the CA that signs the server's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("tls").join("ca.pem")
     }
 
     pub fn url(&self, user: &str) -> String {
