@@ -29,6 +29,10 @@ pub enum RotateError {
     #[error("run {run_id} of {credential} is gone from the store")]
     Vanished { credential: String, run_id: String },
     #[error(
+        "the emergency stopped on a bug in rotor ({0}); its run is kept in the store: run the emergency again"
+    )]
+    Panicked(String),
+    #[error(
         "`{id}` is paused by {by} {until}: {reason}; `rotor resume {id}` first, or `rotor rotate {id} --emergency --reason TEXT` if it is exposed"
     )]
     Paused {

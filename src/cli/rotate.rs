@@ -99,6 +99,6 @@ pub(super) fn cli_error(e: RotateError) -> CliError {
         RotateError::ByHand(_) | RotateError::Paused { .. } => CliError::usage(e),
         RotateError::Store(e) => CliError::Store(e),
         RotateError::Engine(e) => CliError::Engine(e),
-        RotateError::Vanished { .. } => CliError::Internal(e.into()),
+        RotateError::Vanished { .. } | RotateError::Panicked(_) => CliError::Internal(e.into()),
     }
 }
