@@ -4,6 +4,12 @@
 //! This crate cannot see the store, the vault or the scheduler: a rotator only talks to its
 //! provider. The engine decides when each step runs and persists what happened.
 
+#[cfg(any(
+    feature = "postgres_password",
+    feature = "mysql_password",
+    feature = "redis_acl_password"
+))]
+pub mod alternating;
 #[cfg(feature = "aws_iam_access_key")]
 pub mod aws_iam;
 pub mod backoff;

@@ -499,16 +499,7 @@ impl MysqlPassword {
 
     fn alternate(&self, current: Option<&Credential>) -> Result<String, RotatorError> {
         let current = current.map(username).transpose()?;
-        Ok(match self.config.strategy {
-            Strategy::Single => self.config.users[0].clone(),
-            Strategy::Alternating => self
-                .config
-                .users
-                .iter()
-                .find(|u| Some(u.as_str()) != current.as_deref())
-                .expect("two distinct users")
-                .clone(),
-        })
+        Ok(crate::alternating::partner(&self.config.users, current.as_deref()).to_owned())
     }
 }
 
@@ -575,13 +566,10 @@ impl Rotator for MysqlPassword {
                 .execute(&mut conn)
                 .await
                 .map_err(|e| {
-                    let mut e = classify(e, &format!("running verify_query as {user}"));
-                    // A query that fails for the new account is privilege drift, not an outage.
-                    if e.class == crate::ErrorClass::Transient && !e.message.contains("unreachable")
-                    {
-                        e.class = crate::ErrorClass::Permanent;
-                    }
-                    e
+                    crate::alternating::as_drift(classify(
+                        e,
+                        &format!("running verify_query as {user}"),
+                    ))
                 })?;
         }
         conn.close().await.ok();
@@ -741,12 +729,7 @@ impl Rotator for MysqlPassword {
             }
         }
         if let [(a, a_lines), (b, b_lines)] = seen.as_slice() {
-            for line in a_lines.iter().filter(|l| !b_lines.contains(l)) {
-                problems.push(format!("{a} has `{line}` but {b} has not"));
-            }
-            for line in b_lines.iter().filter(|l| !a_lines.contains(l)) {
-                problems.push(format!("{b} has `{line}` but {a} has not"));
-            }
+            problems.extend(crate::alternating::drift(a, a_lines, b, b_lines));
         }
         let own: Vec<(String,)> = sqlx::query_as("SHOW GRANTS")
             .fetch_all(&mut conn)
@@ -763,14 +746,7 @@ impl Rotator for MysqlPassword {
             ));
         }
         conn.close().await.ok();
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(RotatorError::permanent(format!(
-                "preflight found: {}",
-                problems.join("; ")
-            )))
-        }
+        crate::alternating::verdict(problems)
     }
 }
 

@@ -439,16 +439,7 @@ impl PostgresPassword {
 
     fn alternate(&self, current: Option<&Credential>) -> Result<String, RotatorError> {
         let current = current.map(username).transpose()?;
-        Ok(match self.config.strategy {
-            Strategy::Single => self.config.users[0].clone(),
-            Strategy::Alternating => self
-                .config
-                .users
-                .iter()
-                .find(|u| Some(u.as_str()) != current.as_deref())
-                .expect("two distinct users")
-                .clone(),
-        })
+        Ok(crate::alternating::partner(&self.config.users, current.as_deref()).to_owned())
     }
 
     /// The privileges of `role` as comparable lines: attributes, memberships, and the grants
@@ -564,13 +555,10 @@ impl Rotator for PostgresPassword {
                 .execute(&mut conn)
                 .await
                 .map_err(|e| {
-                    let mut e = classify(e, &format!("running verify_query as role {user}"));
-                    // A query that fails for the new role is privilege drift, not an outage.
-                    if e.class == crate::ErrorClass::Transient && !e.message.contains("unreachable")
-                    {
-                        e.class = crate::ErrorClass::Permanent;
-                    }
-                    e
+                    crate::alternating::as_drift(classify(
+                        e,
+                        &format!("running verify_query as role {user}"),
+                    ))
                 })?;
         }
         conn.close().await.ok();
@@ -729,12 +717,7 @@ impl Rotator for PostgresPassword {
             }
         }
         if let [(a, a_lines), (b, b_lines)] = seen.as_slice() {
-            for line in a_lines.iter().filter(|l| !b_lines.contains(l)) {
-                problems.push(format!("{a} has `{line}` but {b} has not"));
-            }
-            for line in b_lines.iter().filter(|l| !a_lines.contains(l)) {
-                problems.push(format!("{b} has `{line}` but {a} has not"));
-            }
+            problems.extend(crate::alternating::drift(a, a_lines, b, b_lines));
         }
         let may: bool = sqlx::query_scalar(
             "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user",
@@ -749,14 +732,7 @@ impl Rotator for PostgresPassword {
             ));
         }
         conn.keep();
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(RotatorError::permanent(format!(
-                "preflight found: {}",
-                problems.join("; ")
-            )))
-        }
+        crate::alternating::verdict(problems)
     }
 }
 

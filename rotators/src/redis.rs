@@ -520,12 +520,9 @@ impl RedisAclPassword {
     /// The user a new password goes to: the one user, or the one consumers do not use now.
     fn next_user(&self, current: Option<&Credential>) -> Result<String, RotatorError> {
         let current = current.map(|c| self.user_of(c)).transpose()?;
-        Ok(self
-            .config
-            .accounts()
-            .find(|u| Some(*u) != current.as_deref() || self.config.users.is_empty())
-            .expect("validated: one user, or two distinct users")
-            .to_owned())
+        let accounts: Vec<String> = self.config.accounts().map(str::to_owned).collect();
+        let current = current.filter(|_| self.config.strategy == Strategy::Alternating);
+        Ok(crate::alternating::partner(&accounts, current.as_deref()).to_owned())
     }
 }
 
@@ -811,12 +808,7 @@ impl Rotator for RedisAclPassword {
             }
         }
         if let [(a, a_rules), (b, b_rules)] = seen.as_slice() {
-            for rule in a_rules.iter().filter(|r| !b_rules.contains(r)) {
-                problems.push(format!("{a} has `{rule}` but {b} has not"));
-            }
-            for rule in b_rules.iter().filter(|r| !a_rules.contains(r)) {
-                problems.push(format!("{b} has `{rule}` but {a} has not"));
-            }
+            problems.extend(crate::alternating::drift(a, a_rules, b, b_rules));
         }
         if self.config.strategy == Strategy::Alternating {
             // The evidence of use: a missing `+client|list` is found now, not during grace.
@@ -828,14 +820,7 @@ impl Rotator for RedisAclPassword {
                 .await
                 .map_err(|e| classify(e, "listing connections (CLIENT LIST)"))?;
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(RotatorError::permanent(format!(
-                "preflight found: {}",
-                problems.join("; ")
-            )))
-        }
+        crate::alternating::verdict(problems)
     }
 }
 
