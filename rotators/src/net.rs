@@ -112,38 +112,52 @@ pub fn transport_problem(url: &str) -> Option<String> {
         "http" => Some("plaintext http://: use https://".to_owned()),
         "redis" => Some("plaintext redis://: use rediss:// (TLS)".to_owned()),
         "mysql" | "mariadb" => {
-            let mode = parsed
-                .query_pairs()
-                .find(|(k, _)| k == "ssl-mode")
-                .map(|(_, v)| v.to_ascii_lowercase());
-            match mode.as_deref() {
-                Some("verify_identity" | "verify_ca") => None,
-                _ if local => None,
-                Some(other) => Some(format!(
-                    "ssl-mode={other} does not verify the server: use ssl-mode=verify_identity (or verify_ca)"
-                )),
-                None => Some(
-                    "no ssl-mode: the default verifies nothing; add ?ssl-mode=verify_identity (or verify_ca)".to_owned(),
-                ),
-            }
+            let mode = query(&parsed, "ssl-mode").map(|v| v.to_ascii_lowercase());
+            unverified(
+                "ssl-mode",
+                mode.as_deref(),
+                ["verify_identity", "verify_ca"],
+                local,
+            )
         }
         "postgres" | "postgresql" => {
-            let mode = parsed
-                .query_pairs()
-                .find(|(k, _)| k == "sslmode")
-                .map(|(_, v)| v.into_owned());
-            match mode.as_deref() {
-                Some("verify-full" | "verify-ca") => None,
-                _ if local => None,
-                Some(other) => Some(format!(
-                    "sslmode={other} does not verify the server: use sslmode=verify-full (or verify-ca)"
-                )),
-                None => Some(
-                    "no sslmode: the default verifies nothing; add ?sslmode=verify-full (or verify-ca)".to_owned(),
-                ),
-            }
+            let mode = query(&parsed, "sslmode");
+            unverified(
+                "sslmode",
+                mode.as_deref(),
+                ["verify-full", "verify-ca"],
+                local,
+            )
         }
         _ => None,
+    }
+}
+
+/// The value of query parameter `key`.
+fn query(url: &reqwest::Url, key: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Why a database URL's TLS mode `param` = `mode` does not verify the server, unless it is one
+/// of `verifying` (the first is the one to advise) or the server is this machine.
+fn unverified(
+    param: &str,
+    mode: Option<&str>,
+    verifying: [&str; 2],
+    local: bool,
+) -> Option<String> {
+    let [best, other_good] = verifying;
+    match mode {
+        Some(m) if verifying.contains(&m) => None,
+        _ if local => None,
+        Some(other) => Some(format!(
+            "{param}={other} does not verify the server: use {param}={best} (or {other_good})"
+        )),
+        None => Some(format!(
+            "no {param}: the default verifies nothing; add ?{param}={best} (or {other_good})"
+        )),
     }
 }
 
