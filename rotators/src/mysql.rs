@@ -151,13 +151,7 @@ impl Settings for MysqlConfig {
         if admin.is_empty() {
             return Err("`dsn` names no user: write the admin as mysql://USER@host/db".into());
         }
-        let authority = self.dsn.split_once("://").map_or("", |(_, rest)| rest);
-        let authority = authority.split(['/', '?']).next().unwrap_or("");
-        if authority
-            .rsplit_once('@')
-            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
-            || self.dsn.contains("password=")
-        {
+        if crate::secret_ref::url_has_password(&self.dsn) {
             return Err("`dsn` contains a password; a config file holds no secrets: remove it and set `admin = { env = \"NAME\" }` (or { file = ... } or { vault = ... })".into());
         }
         if self.users.iter().any(|u| u == admin) {
@@ -346,7 +340,11 @@ impl MysqlPassword {
         options: MySqlConnectOptions,
         who: &str,
     ) -> Result<MySqlConnection, RotatorError> {
-        let what = format!("connecting to {} as {who}", self.dsn_host());
+        let what = format!(
+            "connecting to {}:{} as {who}",
+            self.admin_options.get_host(),
+            self.admin_options.get_port()
+        );
         match tokio::time::timeout(self.config.connect_timeout.as_std(), options.connect()).await {
             Ok(result) => result.map_err(|e| classify(e, &what)),
             Err(_) => Err(RotatorError::transient(format!(
@@ -354,16 +352,6 @@ impl MysqlPassword {
                 self.config.connect_timeout
             ))),
         }
-    }
-
-    /// `host:port` of `dsn`, for messages.
-    fn dsn_host(&self) -> String {
-        let rest = self.config.dsn.split_once("://").map_or("", |(_, r)| r);
-        let authority = rest.split(['/', '?']).next().unwrap_or("");
-        authority
-            .rsplit_once('@')
-            .map_or(authority, |(_, h)| h)
-            .to_owned()
     }
 
     async fn admin(&self) -> Result<MySqlConnection, RotatorError> {
@@ -378,58 +366,45 @@ impl MysqlPassword {
             .await
     }
 
-    /// Runs one administrative statement; it may hold a password hash, so it is zeroized.
-    async fn execute(
+    /// Gives `user` the password `password` (as its hash: the plaintext never leaves rotor)
+    /// and unlocks or locks the account, in one statement.
+    async fn alter_user(
         &self,
-        conn: &mut MySqlConnection,
-        statement: Zeroizing<String>,
-        what: &str,
+        user: &str,
+        password: &SecretString,
+        lock: bool,
     ) -> Result<(), RotatorError> {
+        let mut conn = self.admin().await?;
+        let hash = native_password_hash(password);
+        let (state, what) = if lock {
+            ("LOCK", "locking")
+        } else {
+            ("UNLOCK", "setting the password of")
+        };
+        // The statement holds the hash: zeroized once sent.
+        let statement = Zeroizing::new(format!(
+            "ALTER USER {} IDENTIFIED BY PASSWORD '{}' ACCOUNT {state}",
+            self.account(user),
+            hash.as_str()
+        ));
         sqlx::raw_sql(sqlx::AssertSqlSafe(statement.as_str()))
-            .execute(&mut *conn)
+            .execute(&mut conn)
             .await
-            .map_err(|e| classify(e, what))?;
+            .map_err(|e| classify(e, &format!("{what} {}", self.account(user))))?;
+        conn.close().await.ok();
         Ok(())
     }
 
     /// Gives `user` the password `password` and unlocks it.
     async fn set_password(&self, user: &str, password: &SecretString) -> Result<(), RotatorError> {
-        let mut conn = self.admin().await?;
-        let hash = native_password_hash(password);
-        let statement = Zeroizing::new(format!(
-            "ALTER USER {} IDENTIFIED BY PASSWORD '{}' ACCOUNT UNLOCK",
-            self.account(user),
-            hash.as_str()
-        ));
-        self.execute(
-            &mut conn,
-            statement,
-            &format!("setting the password of {}", self.account(user)),
-        )
-        .await?;
-        conn.close().await.ok();
-        Ok(())
+        self.alter_user(user, password, false).await
     }
 
     /// Locks `user` and gives it a password nobody knows (a fresh random one, discarded): the
     /// old password no longer logs in, and neither does anything else.
     async fn lock(&self, user: &str) -> Result<(), RotatorError> {
-        let mut conn = self.admin().await?;
-        let unknown = random(40, Alphabet::Alphanumeric);
-        let hash = native_password_hash(&unknown);
-        let statement = Zeroizing::new(format!(
-            "ALTER USER {} IDENTIFIED BY PASSWORD '{}' ACCOUNT LOCK",
-            self.account(user),
-            hash.as_str()
-        ));
-        self.execute(
-            &mut conn,
-            statement,
-            &format!("locking {}", self.account(user)),
-        )
-        .await?;
-        conn.close().await.ok();
-        Ok(())
+        self.alter_user(user, &random(40, Alphabet::Alphanumeric), true)
+            .await
     }
 
     /// `user`'s account, or `None` when it does not exist.

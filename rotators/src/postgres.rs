@@ -123,7 +123,7 @@ impl Settings for PostgresConfig {
                 "`dsn` names no user: write the admin role as postgres://ROLE@host/db".into(),
             );
         }
-        if crate::secret_ref::postgres_url_has_password(&self.dsn) {
+        if crate::secret_ref::url_has_password(&self.dsn) {
             return Err("`dsn` contains a password; a config file holds no secrets: remove it and set `admin = { env = \"NAME\" }` (or { file = ... } or { vault = ... })".into());
         }
         if self.users.iter().any(|u| u == options.get_username()) {

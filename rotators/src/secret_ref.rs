@@ -50,13 +50,11 @@ impl fmt::Display for SecretRef {
     }
 }
 
-/// Whether a PostgreSQL URL carries a password (in its user info or as `password=`): config
-/// files hold references to secrets, never the values.
-pub fn postgres_url_has_password(url: &str) -> bool {
-    let rest = url
-        .strip_prefix("postgres://")
-        .or_else(|| url.strip_prefix("postgresql://"))
-        .unwrap_or(url);
+/// Whether a database URL (`postgres://`, `mysql://`, ...) or a PostgreSQL `key=value` string
+/// carries a password, in its user info or as `password=`: config files hold references to
+/// secrets, never the values.
+pub fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     authority
         .rsplit_once('@')

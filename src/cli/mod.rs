@@ -288,7 +288,7 @@ impl Context {
         // As in the config: a password in the URL would show in `ps`, in the environment of
         // every child and in error messages.
         if let Some(url) = &self.database
-            && rotor_rotators::secret_ref::postgres_url_has_password(url)
+            && rotor_rotators::secret_ref::url_has_password(url)
         {
             return Err(CliError::usage(
                 "--database (or ROTOR_DATABASE_URL) holds a password, which `ps` and the process environment show: \

@@ -1260,7 +1260,7 @@ fn rotator_problem(rotator: &RotatorConfig) -> Result<(), String> {
 
 fn store_url_problem(url: &str) -> Option<String> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        if rotor_rotators::secret_ref::postgres_url_has_password(url) {
+        if rotor_rotators::secret_ref::url_has_password(url) {
             return Some("the store URL holds a literal secret (a password); a config file holds no secrets: remove it and set `password = { env = \"NAME\" }` (or { file = ... })".into());
         }
         return None;
