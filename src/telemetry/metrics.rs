@@ -185,16 +185,10 @@ impl Snapshot {
         let mut totals = by_credential(store.run_totals().await?, |t| &t.credential_id);
         let live = store.live_runs().await?;
         let in_flight = live.len() as u64;
-        let mut previous_last_used: HashMap<String, f64> = live
-            .iter()
-            .filter_map(|r| {
-                let seen = crate::engine::PreviousUsage::of(r).last_seen?;
-                Some((r.credential_id.clone(), seconds(seen)))
-            })
-            .collect();
-        let mut grace_end: HashMap<String, f64> = live
-            .iter()
-            .filter_map(|r| Some((r.credential_id.clone(), seconds(r.grace_until?))))
+        // At most one live run a credential.
+        let mut live: HashMap<String, _> = live
+            .into_iter()
+            .map(|r| (r.credential_id.clone(), r))
             .collect();
         let mut alerts = by_credential(store.active_alerts().await?, |a| &a.credential_id);
         let mut notified = by_credential(store.hook_counts().await?, |n| &n.credential_id);
@@ -212,9 +206,13 @@ impl Snapshot {
                     completed.map_or(DURATION_BUCKETS.map(|le| (le, 0)), RunTotals::buckets);
                 let alerts = alerts.remove(&c.id).unwrap_or_default();
                 let notified = notified.remove(&c.id).unwrap_or_default();
+                let run = live.remove(&c.id);
                 Series {
-                    previous_last_used: previous_last_used.remove(&c.id),
-                    grace_end: grace_end.remove(&c.id),
+                    previous_last_used: run
+                        .as_ref()
+                        .and_then(|r| crate::engine::PreviousUsage::of(r).last_seen)
+                        .map(seconds),
+                    grace_end: run.as_ref().and_then(|r| r.grace_until).map(seconds),
                     id: c.id.clone(),
                     provider: c.provider().to_owned(),
                     outcomes,
@@ -250,6 +248,26 @@ impl Snapshot {
             in_flight,
             lag: lag.clone(),
         })
+    }
+}
+
+impl Snapshot {
+    /// A gauge family with a sample for each credential `pick` knows a value of, none for
+    /// the others.
+    fn gauges_where_known(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        pick: fn(&Series) -> Option<f64>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for s in &self.series {
+            if let Some(at) = pick(s) {
+                family.encode_family(&s.labels())?.encode_gauge(&at)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -310,29 +328,18 @@ impl Collector for Snapshot {
                 .encode_gauge(&s.due_by_hand)?;
         }
 
-        let mut family = encoder.encode_descriptor(
+        self.gauges_where_known(
+            &mut encoder,
             "rotor_previous_credential_last_used_timestamp_seconds",
             "During grace under retire_when = \"unused\": when the replaced credential was last seen in use, as the provider tells (no sample before the first sighting).",
-            None,
-            MetricType::Gauge,
+            |s| s.previous_last_used,
         )?;
-        for s in &self.series {
-            if let Some(at) = &s.previous_last_used {
-                family.encode_family(&s.labels())?.encode_gauge(at)?;
-            }
-        }
-
-        let mut family = encoder.encode_descriptor(
+        self.gauges_where_known(
+            &mut encoder,
             "rotor_grace_end_timestamp_seconds",
             "During grace: when it ends at the latest and the replaced credential is retired (under retire_when = \"unused\" it may end sooner; no sample outside grace).",
-            None,
-            MetricType::Gauge,
+            |s| s.grace_end,
         )?;
-        for s in &self.series {
-            if let Some(at) = &s.grace_end {
-                family.encode_family(&s.labels())?.encode_gauge(at)?;
-            }
-        }
 
         let mut family = encoder.encode_descriptor(
             "rotor_credential_max_age_seconds",
