@@ -19,19 +19,6 @@ fn rotor_for(unique: &str) -> (Rotor, Fixture) {
     (rotor, fixture)
 }
 
-fn step_error(rotor: &Rotor, step: &str) -> String {
-    let history = rotor.json(&["history", "app/key0", "--json"]);
-    history[0]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["step"] == step)
-        .unwrap_or_else(|| panic!("no {step} step: {history}"))["error"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[test]
 fn validate_online_names_a_missing_account_and_grant_drift() {
     let (rotor, fixture) = rotor_for("my_drift");
@@ -80,7 +67,7 @@ fn lost_privileges_fail_verification_and_roll_back() {
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     let history = rotor.json(&["history", "app/key0", "--json"]);
     assert_eq!(history[0]["state"], "rolled_back", "{history}");
-    let error = step_error(&rotor, "verify");
+    let error = rotor.step_error("app/key0", "verify");
     assert!(
         error.contains("verify_query") && error.contains(b.as_str()) && error.contains("denied"),
         "{error}"
@@ -136,7 +123,7 @@ fn a_refused_admin_login_says_what_to_do_and_leaks_nothing() {
     std::fs::write(rotor.path("mariadb-admin-password"), wrong).unwrap();
     let out = rotor.run(&["rotate", "app/key0"]);
     assert_eq!(out.status.code(), Some(4), "{out:?}");
-    let error = step_error(&rotor, "apply");
+    let error = rotor.step_error("app/key0", "apply");
     assert!(
         error.contains("admin account rotor_admin")
             && error.contains("Access denied")

@@ -73,14 +73,7 @@ fn lost_privileges_fail_verification_and_roll_back() {
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     let history = rotor.json(&["history", "app/key0", "--json"]);
     assert_eq!(history[0]["state"], "rolled_back", "{history}");
-    let verify = history[0]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["step"] == "verify")
-        .unwrap()
-        .clone();
-    let error = verify["error"].as_str().unwrap();
+    let error = rotor.step_error("app/key0", "verify");
     assert!(
         error.contains("verify_query")
             && error.contains(b.as_str())
@@ -155,15 +148,7 @@ fn a_refused_admin_login_says_what_to_do_and_leaks_nothing() {
     std::fs::write(rotor.path("pg-admin-password"), wrong).unwrap();
     let out = rotor.run(&["rotate", "app/key0"]);
     assert_eq!(out.status.code(), Some(4), "{out:?}");
-    let history = rotor.json(&["history", "app/key0", "--json"]);
-    let apply = history[0]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["step"] == "apply")
-        .unwrap()
-        .clone();
-    let error = apply["error"].as_str().unwrap();
+    let error = rotor.step_error("app/key0", "apply");
     assert!(
         error.contains("admin role rotor_admin")
             && error.contains("password authentication failed")

@@ -66,12 +66,7 @@ fn shown(id: &str, t: &Token) -> serde_json::Value {
 impl Respond for Api {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let mut state = self.0.lock().unwrap();
-        let presented = request
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned);
+        let presented = super::bearer(request);
         let path = request.url.path().to_owned();
         if path == "/client/v4/user/tokens/verify" {
             let found = state

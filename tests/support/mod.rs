@@ -172,6 +172,20 @@ impl Rotor {
         state
     }
 
+    /// The error of step `step` in the latest run of `id`, from `history --json`.
+    pub fn step_error(&self, id: &str, step: &str) -> String {
+        let history = self.json(&["history", id, "--json"]);
+        history[0]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == step)
+            .unwrap_or_else(|| panic!("no {step} step: {history}"))["error"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// The store URL of this scratch folder.
     pub fn store_url(&self) -> String {
         self.database
@@ -337,6 +351,17 @@ fn http_get_with(url: &str, accept: Option<&str>) -> Option<(u16, String)> {
             let status = response.status().as_u16();
             Some((status, response.text().await.ok()?))
         })
+}
+
+/// The token a request presents as `Authorization: Bearer <token>`, for the HTTP fakes.
+pub fn bearer(request: &wiremock::Request) -> Option<String> {
+    request
+        .headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::to_owned)
 }
 
 /// A wiremock server answering every request with `api`, started on a runtime of its own:

@@ -48,16 +48,6 @@ pub struct Saas {
 
 struct Api(Arc<Mutex<State>>);
 
-fn bearer(request: &Request) -> Option<String> {
-    request
-        .headers
-        .get("authorization")?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::to_owned)
-}
-
 impl Respond for Api {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let mut state = self.0.lock().unwrap();
@@ -77,7 +67,7 @@ impl Respond for Api {
                 state.propagating -= 1;
                 return unauthorized();
             }
-            let presented = bearer(request);
+            let presented = super::bearer(request);
             return match state
                 .keys
                 .iter()
@@ -94,7 +84,7 @@ impl Respond for Api {
                 None => unauthorized(),
             };
         }
-        if bearer(request).as_deref() != Some(ADMIN_TOKEN) {
+        if super::bearer(request).as_deref() != Some(ADMIN_TOKEN) {
             return unauthorized();
         }
         match (request.method.as_str(), path.as_str()) {

@@ -51,12 +51,7 @@ fn alphanumeric(n: usize) -> String {
 impl Respond for Api {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let mut state = self.0.lock().unwrap();
-        let presented = request
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned);
+        let presented = super::bearer(request);
         let path = request.url.path().to_owned();
         if path == "/v3/scopes" && request.method.as_str() == "GET" {
             // The scopes of the key that asks.
