@@ -89,9 +89,17 @@ async fn file_vault() -> (tempfile::TempDir, AnyVault) {
     (dir, AnyVault::File(vault))
 }
 
+/// `path` as a vault of this kind can name it: Secret Manager's secret ids hold no `/`.
+fn at(vault: &AnyVault, path: &str) -> String {
+    match vault {
+        AnyVault::GcpSecretManager(_) => path.replace('/', "-"),
+        _ => path.to_owned(),
+    }
+}
+
 /// The rollover contract every vault keeps.
 async fn rollover_contract(vault: &AnyVault) {
-    let path = "team/app/key";
+    let path = &at(vault, "team/app/key");
     assert!(vault.read_current(path).await.unwrap().is_none());
     let p1 = vault
         .write_pending(path, &tok("t1"), &cred("one"), Previous::Kept)
@@ -232,7 +240,7 @@ async fn rollover_contract(vault: &AnyVault) {
 /// Promotion and retirement by the drive that holds what it stored: the same documents as
 /// the reading path's; retried after their write landed, the same answers.
 async fn held_contract(vault: &AnyVault) {
-    let path = "team/app/held";
+    let path = &at(vault, "team/app/held");
     vault
         .write_pending(path, &tok("t1"), &cred("one"), Previous::Kept)
         .await
@@ -319,7 +327,7 @@ async fn held_contract(vault: &AnyVault) {
 /// (the version stays the promoted one). A promotion resumed by another drive may keep it;
 /// retirement drops it then, and the next rotation, with a grace, keeps its own.
 async fn omitted_previous_contract(vault: &AnyVault) {
-    let path = "team/app/omitted";
+    let path = &at(vault, "team/app/omitted");
     let t = |n: &str| tok(&format!("o{n}"));
     vault
         .write_pending(path, &t("1"), &cred("one"), Previous::Omitted)
@@ -903,4 +911,311 @@ async fn openbao_namespaces_are_honoured() {
         !root.status.success(),
         "nothing was written outside the namespace"
     );
+}
+
+/// A fresh fake of its own: the tests below count its tokens and versions.
+fn gcp_fake() -> (tempfile::TempDir, std::sync::Arc<support::gcp::Gcp>) {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = support::gcp::Gcp::start(dir.path());
+    (dir, fake)
+}
+
+fn gcp_config(
+    fake: &support::gcp::Gcp,
+    auth: rotor::vault::gcp_secret_manager::GcpAuthConfig,
+    retired: rotor::vault::gcp_secret_manager::RetiredVersions,
+) -> rotor::vault::gcp_secret_manager::GcpSecretManagerConfig {
+    let text = format!(
+        "project = \"{}\"\nendpoint = \"{}\"\nauth = {{ method = \"metadata\" }}\n",
+        support::gcp::PROJECT,
+        fake.server.uri()
+    );
+    let mut config: rotor::vault::gcp_secret_manager::GcpSecretManagerConfig =
+        toml::from_str(&text).unwrap();
+    config.auth = auth;
+    config.retired_versions = retired;
+    config
+}
+
+fn gcp_key_auth(fake: &support::gcp::Gcp) -> rotor::vault::gcp_secret_manager::GcpAuthConfig {
+    rotor::vault::gcp_secret_manager::GcpAuthConfig::ServiceAccountKey {
+        key: SecretRef::File {
+            file: fake.key_file.clone(),
+        },
+    }
+}
+
+fn gcp_vault(
+    fake: &support::gcp::Gcp,
+    retired: rotor::vault::gcp_secret_manager::RetiredVersions,
+) -> AnyVault {
+    let config = gcp_config(fake, gcp_key_auth(fake), retired);
+    AnyVault::GcpSecretManager(Box::new(
+        rotor::vault::gcp_secret_manager::GcpSecretManager::open("gcp", &config).unwrap(),
+    ))
+}
+
+#[tokio::test]
+async fn gcp_secret_manager_keeps_the_rollover_contract_with_version_aliases() {
+    use rotor::vault::gcp_secret_manager::RetiredVersions;
+    let (_dir, fake) = gcp_fake();
+    let vault = gcp_vault(&fake, RetiredVersions::Disable);
+    rollover_contract(&vault).await;
+    held_contract(&vault).await;
+    omitted_previous_contract(&vault).await;
+    // What consumers read: `versions/current` holds the last promoted value, no pending alias is
+    // left, and every older version (each holds a retired credential) is disabled.
+    let current = fake.payload("team-app-key", "current").unwrap();
+    assert!(
+        current["value"].as_str().unwrap().contains("quote"),
+        "{current}"
+    );
+    let state = fake.state.lock().unwrap();
+    let secret = &state.secrets["team-app-key"];
+    assert_eq!(secret.aliases.keys().collect::<Vec<_>>(), ["current"]);
+    let current_n = secret.aliases["current"] as usize;
+    for (i, version) in secret.versions.iter().enumerate() {
+        let expected = if i + 1 == current_n {
+            "ENABLED"
+        } else {
+            "DISABLED"
+        };
+        assert_eq!(version.state, expected, "version {}", i + 1);
+    }
+    assert_eq!(
+        secret.labels.get("managed-by").map(String::as_str),
+        Some("rotor")
+    );
+    assert_eq!(state.issued, ["jwt"], "one token, reused for every call");
+}
+
+#[tokio::test]
+async fn gcp_pending_is_apart_from_current_and_retired_versions_are_destroyed_when_asked() {
+    use rotor::vault::gcp_secret_manager::RetiredVersions;
+    let (_dir, fake) = gcp_fake();
+    let vault = gcp_vault(&fake, RetiredVersions::Destroy);
+    let path = "svc-aliases";
+    vault
+        .write_pending(path, &tok("g1"), &cred("one"), Previous::Kept)
+        .await
+        .unwrap();
+    assert!(
+        fake.payload(path, "current").is_none(),
+        "an unverified version is never `current`"
+    );
+    let v1 = vault.promote(path, &tok("g1"), None).await.unwrap();
+    vault
+        .write_pending(path, &tok("g2"), &cred("two"), Previous::Kept)
+        .await
+        .unwrap();
+    assert_eq!(fake.payload(path, "current").unwrap()["value"], "one");
+    assert_eq!(fake.payload(path, "pending").unwrap()["value"], "two");
+    assert_eq!(
+        fake.payload(path, "latest").unwrap()["value"],
+        "two",
+        "`latest` is the pending version: why consumers read `current`"
+    );
+    let v2 = vault.promote(path, &tok("g2"), Some(&v1)).await.unwrap();
+    let during = fake.payload(path, "current").unwrap();
+    assert_eq!(during["value"], "two");
+    assert_eq!(during["previous"]["value"], "one", "both during grace");
+    assert!(fake.payload(path, "pending").is_none());
+    let after = vault
+        .drop_previous(path, &tok("g2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(after, v2);
+    let doc = fake.payload(path, "current").unwrap();
+    assert_eq!(doc["value"], "two");
+    assert!(doc.get("previous").is_none());
+    assert_eq!(
+        fake.states(path),
+        ["DESTROYED", "DESTROYED", "ENABLED"],
+        "the retired credential's version and the one that carried it during grace are destroyed"
+    );
+}
+
+#[tokio::test]
+async fn gcp_a_version_added_before_a_crash_is_adopted_not_added_twice() {
+    use rotor::vault::gcp_secret_manager::RetiredVersions;
+    let (_dir, fake) = gcp_fake();
+    let vault = gcp_vault(&fake, RetiredVersions::Disable);
+    let path = "svc-adopt";
+    vault
+        .write_pending(path, &tok("c1"), &cred("one"), Previous::Kept)
+        .await
+        .unwrap();
+    let v1 = vault.promote(path, &tok("c1"), None).await.unwrap();
+    // Someone moves an alias between rotor's read of the secret and its patch: the etag no
+    // longer matches, the patch fails, and nothing is aliased.
+    fake.state.lock().unwrap().bump_etag_after_next_read = true;
+    let raced = vault
+        .write_pending(path, &tok("c2"), &cred("two"), Previous::Kept)
+        .await
+        .unwrap_err();
+    assert_eq!(raced.class, ErrorClass::Transient, "{raced}");
+    assert!(raced.to_string().contains("changed while"), "{raced}");
+    assert!(fake.payload(path, "pending").is_none());
+    let versions = fake.states(path).len();
+    // The retry finds the version it added by its run token: the first value, no new version.
+    let again = vault
+        .write_pending(path, &tok("c2"), &cred("other"), Previous::Kept)
+        .await
+        .unwrap();
+    assert_eq!(value(&again.credential), "two");
+    assert_eq!(
+        fake.states(path).len(),
+        versions,
+        "adopted, not added again"
+    );
+    assert_eq!(fake.payload(path, "pending").unwrap()["value"], "two");
+    // A run rolled back after such a crash leaves no enabled copy of its secret.
+    fake.state.lock().unwrap().bump_etag_after_next_read = true;
+    vault
+        .write_pending(path, &tok("c3"), &cred("three"), Previous::Kept)
+        .await
+        .unwrap_err();
+    vault.discard_pending(path, &tok("c2")).await.unwrap();
+    vault.discard_pending(path, &tok("c3")).await.unwrap();
+    vault.discard_pending(path, &tok("c3")).await.unwrap();
+    assert!(vault.read_pending(path).await.unwrap().is_none());
+    let states = fake.states(path);
+    assert_eq!(
+        states.iter().filter(|s| **s == "ENABLED").count(),
+        1,
+        "only `current` is enabled: {states:?}"
+    );
+    assert_eq!(
+        vault
+            .read_current(path)
+            .await
+            .unwrap()
+            .unwrap()
+            .current
+            .version,
+        v1
+    );
+}
+
+#[tokio::test]
+async fn gcp_a_stale_pending_alias_of_someone_else_is_a_conflict_and_is_left_alone() {
+    use rotor::vault::gcp_secret_manager::RetiredVersions;
+    let (_dir, fake) = gcp_fake();
+    let vault = gcp_vault(&fake, RetiredVersions::Disable);
+    let path = "svc-stale";
+    vault
+        .write_pending(path, &tok("s1"), &cred("one"), Previous::Kept)
+        .await
+        .unwrap();
+    vault.promote(path, &tok("s1"), None).await.unwrap();
+    {
+        let mut state = fake.state.lock().unwrap();
+        let secret = state.secrets.get_mut(path).unwrap();
+        secret.versions.push(support::gcp::Version {
+            state: "ENABLED",
+            payload: Some(br#"{"value":"someone else's"}"#.to_vec()),
+        });
+        let n = secret.versions.len() as u64;
+        secret.aliases.insert("pending".into(), n);
+    }
+    let err = vault
+        .write_pending(path, &tok("s2"), &cred("two"), Previous::Kept)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Conflict, "{err}");
+    assert!(
+        err.to_string()
+            .contains("a previous rotation isn't complete")
+            && err.to_string().contains("--remove-version-aliases=pending"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("someone else's"), "{err}");
+    assert_eq!(
+        fake.payload(path, "pending").unwrap()["value"],
+        "someone else's",
+        "left alone"
+    );
+    // A promotion that expects another current version is refused the same way.
+    let err = vault
+        .promote(path, &tok("s2"), Some("99"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Conflict, "{err}");
+}
+
+#[tokio::test]
+async fn gcp_tokens_come_from_the_metadata_server_and_are_fetched_again_when_refused() {
+    use rotor::vault::gcp_secret_manager::{GcpAuthConfig, GcpSecretManager, RetiredVersions};
+    let (_dir, fake) = gcp_fake();
+    let auth = GcpAuthConfig::Metadata {
+        endpoint: fake.server.uri(),
+    };
+    let config = gcp_config(&fake, auth, RetiredVersions::Keep);
+    let vault =
+        AnyVault::GcpSecretManager(Box::new(GcpSecretManager::open("gcp", &config).unwrap()));
+    let path = "svc-metadata";
+    vault
+        .write_pending(path, &tok("m1"), &cred("one"), Previous::Kept)
+        .await
+        .unwrap();
+    // The token is revoked: a 401 drops it, and a new one is fetched once.
+    fake.state.lock().unwrap().forget_tokens();
+    vault.promote(path, &tok("m1"), None).await.unwrap();
+    assert_eq!(fake.state.lock().unwrap().issued, ["metadata", "metadata"]);
+    assert_eq!(current_value(&vault, path).await, "one");
+    // With `keep`, retirement leaves older versions enabled.
+    vault
+        .write_pending(path, &tok("m2"), &cred("two"), Previous::Kept)
+        .await
+        .unwrap();
+    let v = vault
+        .read_current(path)
+        .await
+        .unwrap()
+        .unwrap()
+        .current
+        .version;
+    vault.promote(path, &tok("m2"), Some(&v)).await.unwrap();
+    vault.drop_previous(path, &tok("m2")).await.unwrap();
+    assert!(fake.states(path).iter().all(|s| *s == "ENABLED"));
+}
+
+#[tokio::test]
+async fn gcp_an_outage_is_transient_and_a_refused_key_is_permanent_without_secrets() {
+    use rotor::vault::gcp_secret_manager::{GcpSecretManager, RetiredVersions};
+    let (_dir, fake) = gcp_fake();
+    let vault = gcp_vault(&fake, RetiredVersions::Disable);
+    fake.state.lock().unwrap().unavailable = true;
+    let err = vault
+        .write_pending("svc-outage", &tok("u1"), &cred("one"), Previous::Kept)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Transient, "{err}");
+    assert!(err.to_string().contains("503"), "{err}");
+    fake.state.lock().unwrap().unavailable = false;
+    vault
+        .write_pending("svc-outage", &tok("u1"), &cred("one"), Previous::Kept)
+        .await
+        .unwrap();
+
+    // A key whose token_uri would send the signed assertion over plaintext to another host.
+    let dir = tempfile::tempdir().unwrap();
+    let mut key: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&fake.key_file).unwrap()).unwrap();
+    key["token_uri"] = "http://oauth2.example.com/token".into();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, key.to_string()).unwrap();
+    let mut config = gcp_config(&fake, gcp_key_auth(&fake), RetiredVersions::Disable);
+    config.auth = rotor::vault::gcp_secret_manager::GcpAuthConfig::ServiceAccountKey {
+        key: SecretRef::File { file: bad },
+    };
+    let vault =
+        AnyVault::GcpSecretManager(Box::new(GcpSecretManager::open("gcp", &config).unwrap()));
+    let err = vault.read_current("svc-outage").await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Permanent, "{err}");
+    assert!(err.to_string().contains("unprotected"), "{err}");
+    let private = key["private_key"].as_str().unwrap();
+    let body = private.lines().nth(1).unwrap();
+    assert!(!err.to_string().contains(body), "no key in the error");
 }

@@ -855,7 +855,14 @@ impl Loader {
                 );
             }
             let vault_path = c.vault.path.get_ref().clone();
-            if let Some(problem) = name_problem(&vault_path) {
+            let kind_problem = || {
+                let (vault, _) = self.vaults.get(&vault_name)?;
+                vault.settings().path_problem(&vault_path)
+            };
+            if let Some(problem) = name_problem(&vault_path)
+                .map(str::to_owned)
+                .or_else(kind_problem)
+            {
                 self.error(
                     file,
                     Some(c.vault.path.span()),

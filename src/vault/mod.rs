@@ -6,6 +6,8 @@
 #[cfg(feature = "aws_secrets_manager")]
 pub mod aws_secrets_manager;
 pub mod file;
+#[cfg(feature = "gcp_secret_manager")]
+pub mod gcp_secret_manager;
 #[cfg(feature = "openbao")]
 pub mod openbao;
 pub mod wire;
@@ -33,6 +35,9 @@ rotor_rotators::kinds! {
         /// AWS Secrets Manager with native staging labels; the secret id is the vault path.
         #[cfg(feature = "aws_secrets_manager")]
         "aws_secrets_manager" => AwsSecretsManager(aws_secrets_manager::AwsSecretsManagerConfig),
+        /// Google Cloud Secret Manager with version aliases; the secret id is the vault path.
+        #[cfg(feature = "gcp_secret_manager")]
+        "gcp_secret_manager" => GcpSecretManager(gcp_secret_manager::GcpSecretManagerConfig),
     }
 }
 
@@ -41,6 +46,12 @@ pub trait VaultSettings: Settings {
     /// The least privilege rotor needs in this vault to rotate one credential, in the vault's
     /// own policy language, for `rotor policy ID`.
     fn least_privilege(&self, scope: &PolicyScope<'_>) -> String;
+
+    /// Why `path` cannot name a credential in this kind of vault, for `rotor validate`.
+    fn path_problem(&self, path: &str) -> Option<String> {
+        let _ = path;
+        None
+    }
 }
 
 /// Whose least privilege: a credential, at a path of a named vault.
@@ -288,6 +299,8 @@ pub enum AnyVault {
     Openbao(Box<openbao::OpenbaoVault>),
     #[cfg(feature = "aws_secrets_manager")]
     AwsSecretsManager(Box<aws_secrets_manager::AwsSecretsManager>),
+    #[cfg(feature = "gcp_secret_manager")]
+    GcpSecretManager(Box<gcp_secret_manager::GcpSecretManager>),
 }
 
 macro_rules! dispatch {
@@ -298,6 +311,8 @@ macro_rules! dispatch {
             AnyVault::Openbao($v) => $body,
             #[cfg(feature = "aws_secrets_manager")]
             AnyVault::AwsSecretsManager($v) => $body,
+            #[cfg(feature = "gcp_secret_manager")]
+            AnyVault::GcpSecretManager($v) => $body,
         }
     };
 }
@@ -466,6 +481,10 @@ impl Vaults {
                 VaultConfig::AwsSecretsManager(c) => AnyVault::AwsSecretsManager(Box::new(
                     aws_secrets_manager::AwsSecretsManager::open(name, c).await,
                 )),
+                #[cfg(feature = "gcp_secret_manager")]
+                VaultConfig::GcpSecretManager(c) => AnyVault::GcpSecretManager(Box::new(
+                    gcp_secret_manager::GcpSecretManager::open(name, c)?,
+                )),
             };
             vaults.vaults.insert(name.clone(), built);
         }
@@ -475,6 +494,18 @@ impl Vaults {
     pub fn get(&self, name: &str) -> Option<&AnyVault> {
         self.vaults.get(name)
     }
+}
+
+/// An error and its sources, for a message that says why a connection failed.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// The error of a pending version that is not the one the run verified.

@@ -47,7 +47,7 @@ use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
 use super::wire::{WireDocument, describe_json_error, to_zeroized_json};
-use super::{Document, Held, Previous, StoredVersion, Vault, VaultError};
+use super::{Document, Held, Previous, StoredVersion, Vault, VaultError, error_chain};
 use rotor_rotators::SecretRef;
 use rotor_rotators::duration::Duration as ConfigDuration;
 use rotor_rotators::kinds::Settings;
@@ -877,17 +877,6 @@ fn errors_of(reply: &Reply) -> String {
         })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| format!("HTTP {}", reply.status))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn stored(version: u64, token: Option<String>, credential: Credential) -> StoredVersion {

@@ -4,6 +4,7 @@
 
 pub mod alertmanager;
 pub mod cloudflare;
+pub mod gcp;
 pub mod github;
 pub mod kubernetes;
 pub mod mariadb;
