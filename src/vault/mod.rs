@@ -497,6 +497,7 @@ impl Vaults {
 }
 
 /// An error and its sources, for a message that says why a connection failed.
+#[cfg(any(feature = "openbao", feature = "gcp_secret_manager"))]
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
