@@ -33,6 +33,8 @@ mod with_failpoints {
         FileNotifying,
         OpenBao,
         Aws,
+        /// Google Cloud Secret Manager, on the fake of its REST API.
+        Gcp,
         /// A real provider's rotator, with the file vault.
         Provider(Provider),
         /// A real provider's rotator whose grace ends by evidence: `retire_when = "unused"`,
@@ -129,8 +131,31 @@ mod with_failpoints {
                     moto.endpoint
                 )
             }
+            Backend::Gcp => {
+                let fake = crate::support::gcp::shared();
+                let unique = rotor_dir
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('.', "");
+                format!(
+                    "{}\n{}",
+                    credential_only("gcp")
+                        .replace("path = \"app/key0\"", &format!("path = \"crash-{unique}\"")),
+                    fake.vault_toml("gcp", "")
+                )
+            }
         };
         (text, None)
+    }
+
+    /// Versions of `secret` in the Secret Manager fake that are still enabled.
+    fn gcp_enabled(secret: &str) -> usize {
+        crate::support::gcp::shared()
+            .states(secret)
+            .iter()
+            .filter(|s| **s == "ENABLED")
+            .count()
     }
 
     use providers::block_on;
@@ -213,7 +238,7 @@ mod with_failpoints {
                 "{backend:?} {point}: the old credential is kept beside the new one during grace"
             );
         }
-        if grace_ms == 0 && matches!(backend, Backend::File | Backend::Aws) {
+        if grace_ms == 0 && matches!(backend, Backend::File | Backend::Aws | Backend::Gcp) {
             // The pending version was written without the current one beside it; only
             // OpenBao's promotion, resumed by a drive that reads back, may add it (retired).
             assert!(
@@ -272,6 +297,16 @@ mod with_failpoints {
             "{backend:?} {point}: previous retired"
         );
         assert!(!pending, "{backend:?} {point}: no orphaned pending version");
+        if let Backend::Gcp = backend {
+            let config = rotor::config::load(std::slice::from_ref(&rotor.config)).unwrap();
+            let secret = &config.credential("app/key0").unwrap().vault_path;
+            assert_eq!(
+                gcp_enabled(secret),
+                1,
+                "{point}: only `current` is enabled: no version added twice, none left holding a retired or discarded credential: {:?}",
+                crate::support::gcp::shared().states(secret)
+            );
+        }
 
         let fingerprint = rotor.shown_fingerprint(&seen.current.fingerprint());
         let status = rotor.json(&["status", "--json"]);
@@ -414,6 +449,7 @@ mod with_failpoints {
     step_points!(file_notifying, Backend::FileNotifying);
     step_points!(openbao, Backend::OpenBao);
     step_points!(aws, Backend::Aws);
+    step_points!(gcp, Backend::Gcp);
     step_points!(postgres_password, Backend::Provider(Provider::Postgres));
     step_points!(mysql_password, Backend::Provider(Provider::Mysql));
     step_points!(redis_acl_password, Backend::Provider(Provider::Redis));
@@ -471,6 +507,13 @@ mod with_failpoints {
         aws_vault_retire_labelled => "vault:retire:labelled",
     }
 
+    crash_points! { Backend::Gcp;
+        gcp_vault_pending_added => "vault:pending:added",
+        gcp_vault_promote_written => "vault:promote:written",
+        gcp_vault_retire_written => "vault:retire:written",
+        gcp_vault_retire_labelled => "vault:retire:labelled",
+    }
+
     // With no grace the promoted document goes without the previous version: around the
     // promotion and the retirement that no longer writes, on the other vaults.
     macro_rules! no_grace_points {
@@ -491,6 +534,7 @@ mod with_failpoints {
     }
     no_grace_points!(openbao_no_grace, Backend::OpenBao);
     no_grace_points!(aws_no_grace, Backend::Aws);
+    no_grace_points!(gcp_no_grace, Backend::Gcp);
     crash_points! { Backend::OpenBao, 0;
         openbao_no_grace_vault_promote_labelled => "vault:promote:labelled",
     }
