@@ -83,6 +83,8 @@ mod with_failpoints {
         OpenBao,
         /// A secret of its own on the shared moto server (AWS Secrets Manager).
         Aws,
+        /// A secret of its own on the shared fake of Google Cloud Secret Manager.
+        Gcp,
     }
 
     /// A name no other world of this process uses.
@@ -125,6 +127,12 @@ mod with_failpoints {
                     ),
                     path,
                 );
+            }
+            VaultKind::Gcp => {
+                let fake = crate::support::gcp::shared();
+                let table = fake.vault_toml("local", "");
+                let table = table.split_once('\n').unwrap().1.to_owned();
+                return (table, unique());
             }
         };
         (table, "app/key".to_owned())
@@ -461,6 +469,16 @@ rotator = {{ kind = "generated", length = 24 }}
     async fn every_crash_point_on_aws_secrets_manager_ends_with_one_verified_current() {
         for point in POINTS {
             let deaths = scenario_in(VaultKind::Aws, vec![point], true).await;
+            assert_eq!(deaths, 1, "the worker never reached {point}");
+        }
+    }
+
+    /// The same on Google Cloud Secret Manager (its REST API's fake), where pending and
+    /// current are version aliases.
+    #[tokio::test]
+    async fn every_crash_point_on_gcp_secret_manager_ends_with_one_verified_current() {
+        for point in POINTS {
+            let deaths = scenario_in(VaultKind::Gcp, vec![point], true).await;
             assert_eq!(deaths, 1, "the worker never reached {point}");
         }
     }
@@ -995,7 +1013,12 @@ rotator = {{ kind = "manual", remind_before = "14d", instructions = "https://con
 
     #[tokio::test]
     async fn an_emergency_in_grace_leaves_one_fresh_version_in_every_vault() {
-        for kind in [VaultKind::File, VaultKind::OpenBao, VaultKind::Aws] {
+        for kind in [
+            VaultKind::File,
+            VaultKind::OpenBao,
+            VaultKind::Aws,
+            VaultKind::Gcp,
+        ] {
             let mut world = World::with_vault(kind).await;
             into_grace(&mut world).await;
             let before = world.current().await;

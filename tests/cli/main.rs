@@ -16,6 +16,7 @@ mod deploy;
 mod drill;
 mod emergency;
 mod files;
+mod gcp_secret_manager;
 mod github;
 mod http;
 mod identify;

@@ -379,6 +379,19 @@ fn each_external_secret_reads_a_credential_declared_for_it_within_half_its_grace
         let provider = match &config.vaults[&credential.vault] {
             rotor::vault::VaultConfig::Openbao(_) => "vault",
             rotor::vault::VaultConfig::AwsSecretsManager(_) => "aws",
+            rotor::vault::VaultConfig::GcpSecretManager(gcp) => {
+                // `latest` is the version being verified: only the alias rotor moves at
+                // promotion is safe to read.
+                for d in es["spec"]["data"].as_array().into_iter().flatten() {
+                    assert_eq!(
+                        d["remoteRef"]["version"].as_str(),
+                        Some(gcp.current_alias.as_str()),
+                        "{name}: reads `versions/{}`, rotor's current alias",
+                        gcp.current_alias
+                    );
+                }
+                "gcpsm"
+            }
             other => panic!("{name}: the operator cannot read a {} vault", other.kind()),
         };
         assert!(
