@@ -1219,3 +1219,35 @@ async fn gcp_an_outage_is_transient_and_a_refused_key_is_permanent_without_secre
     let body = private.lines().nth(1).unwrap();
     assert!(!err.to_string().contains(body), "no key in the error");
 }
+
+#[tokio::test]
+async fn gcp_an_answer_that_is_not_the_metadata_servers_is_refused() {
+    use rotor::vault::gcp_secret_manager::{GcpAuthConfig, GcpSecretManager, RetiredVersions};
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
+    let (_dir, fake) = gcp_fake();
+    // Something else on the metadata address: a token-shaped answer, without the header.
+    let impostor = MockServer::start().await;
+    Mock::given(matchers::path(
+        "/computeMetadata/v1/instance/service-accounts/default/token",
+    ))
+    .respond_with(
+        ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"access_token": "ya29.impostor", "expires_in": 3599}),
+        ),
+    )
+    .mount(&impostor)
+    .await;
+    let auth = GcpAuthConfig::Metadata {
+        endpoint: impostor.uri(),
+    };
+    let config = gcp_config(&fake, auth, RetiredVersions::Disable);
+    let vault =
+        AnyVault::GcpSecretManager(Box::new(GcpSecretManager::open("gcp", &config).unwrap()));
+    let err = vault.read_current("svc-impostor").await.unwrap_err();
+    assert_eq!(err.class, ErrorClass::Permanent, "{err}");
+    assert!(err.to_string().contains("not the metadata server"), "{err}");
+    assert!(
+        fake.state.lock().unwrap().requests.is_empty(),
+        "the impostor's token was never presented to Secret Manager"
+    );
+}

@@ -371,7 +371,9 @@ impl Reply {
         let mut message = value["error"]["message"]
             .as_str()
             .map_or_else(|| format!("HTTP {}", self.status), str::to_owned);
-        message.truncate(300);
+        if let Some((cut, _)) = message.char_indices().nth(300) {
+            message.truncate(cut);
+        }
         (status, message)
     }
 }
@@ -423,13 +425,24 @@ impl GcpSecretManager {
         VaultError::new(class, &self.name, path, message)
     }
 
-    /// One HTTP exchange.
+    /// One HTTP exchange, its body read.
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
         to: &str,
         path: &str,
     ) -> Result<Reply, VaultError> {
+        let response = self.exchange(request, to, path).await?;
+        self.read(response, to, path).await
+    }
+
+    /// Sends `request`; a redirect to another origin comes back as an error.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+        to: &str,
+        path: &str,
+    ) -> Result<reqwest::Response, VaultError> {
         let response = request.send().await.map_err(|e| {
             self.err(
                 ErrorClass::Transient,
@@ -448,6 +461,17 @@ impl GcpSecretManager {
                 ),
             ));
         }
+        Ok(response)
+    }
+
+    /// Reads a reply's body, within `MAX_REPLY`.
+    async fn read(
+        &self,
+        response: reqwest::Response,
+        to: &str,
+        path: &str,
+    ) -> Result<Reply, VaultError> {
+        let status = response.status();
         let body = rotor_rotators::net::read_within(response, MAX_REPLY)
             .await
             .map_err(|e| match e {
@@ -575,7 +599,23 @@ impl GcpSecretManager {
         })?;
         url.query_pairs_mut().append_pair("scopes", SCOPE);
         let request = self.http.get(url).header("Metadata-Flavor", "Google");
-        let reply = self.send(request, endpoint, path).await?;
+        let response = self.exchange(request, endpoint, path).await?;
+        // Whatever else answers on that address (a proxy, a captive portal) does not say so.
+        if response
+            .headers()
+            .get("metadata-flavor")
+            .is_none_or(|v| v != "Google")
+        {
+            return Err(self.err(
+                ErrorClass::Permanent,
+                path,
+                format!(
+                    "{endpoint} answered without `Metadata-Flavor: Google`: it is not the metadata server; \
+                     use `method = \"service_account_key\"` where there is none"
+                ),
+            ));
+        }
+        let reply = self.read(response, endpoint, path).await?;
         if !reply.status.is_success() {
             return Err(self.err(
                 class_of(reply.status),
@@ -642,6 +682,12 @@ impl GcpSecretManager {
                     Ok(reply)
                 }
                 StatusCode::CONFLICT if status == "ALREADY_EXISTS" => Ok(reply),
+                // Google's answer to a concurrency conflict: retry.
+                StatusCode::CONFLICT if status == "ABORTED" => Err(self.err(
+                    ErrorClass::Transient,
+                    path,
+                    format!("Secret Manager aborted the request: {message}"),
+                )),
                 StatusCode::UNAUTHORIZED if !retried => {
                     retried = true;
                     *self.token.lock().await = None;
