@@ -498,6 +498,7 @@ rotator = {{ kind = "generated", length = 24 }}
             Provider::GithubDeployKey,
             Provider::GithubWebhook,
             Provider::GithubAppToken,
+            Provider::Ssh,
         ] {
             for point in POINTS {
                 let deaths =

@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::password::{Alphabet, random, random_bytes};
+use crate::password::{Alphabet, random};
+use crate::sshkey::{ed25519_openssh, fingerprint, public_half};
 use crate::{
     Credential, LiveCredential, MintContext, Origin, Retired, Rotator, RotatorError,
     RotatorSettings, SecretRef, Secrets, Usage, resolve_secret,
@@ -317,30 +318,6 @@ pub struct GithubDeployKey {
     secrets: Secrets,
 }
 
-/// An ed25519 key pair as OpenSSH writes it: the private key file (unencrypted, as
-/// `ssh-keygen -N ""` makes it) and the `ssh-ed25519 AAAA... comment` public line. The key is
-/// made by aws-lc-rs (rotor's one source of key material); the `ssh-key` crate encodes it.
-pub fn ed25519_openssh(comment: &str) -> (Zeroizing<String>, String) {
-    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
-    use ssh_key::private::{Ed25519Keypair, KeypairData, PrivateKey};
-    let seed = random_bytes::<32>();
-    let pair = Ed25519KeyPair::from_seed_unchecked(seed.as_ref()).expect("a 32-byte seed is a key");
-    let mut both = Zeroizing::new([0u8; 64]);
-    both[..32].copy_from_slice(seed.as_ref());
-    both[32..].copy_from_slice(pair.public_key().as_ref());
-    let keypair = Ed25519Keypair::from_bytes(&both).expect("a seed and its public key");
-    let private = PrivateKey::new(KeypairData::Ed25519(keypair), comment)
-        .expect("an ed25519 key pair is a private key");
-    let file = private
-        .to_openssh(ssh_key::LineEnding::LF)
-        .expect("an unencrypted ed25519 key encodes");
-    let public = private
-        .public_key()
-        .to_openssh()
-        .expect("an ed25519 public key encodes");
-    (file, public)
-}
-
 /// `ssh-ed25519 AAAA...` without the comment: what GitHub stores and lists.
 fn key_body(public: &str) -> String {
     public
@@ -348,21 +325,6 @@ fn key_body(public: &str) -> String {
         .take(2)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// The SHA256 fingerprint OpenSSH shows for a public key line.
-/// The OpenSSH public key (`ssh-ed25519 AAAA…`) of a private key in OpenSSH format.
-fn public_half(private: &SecretString) -> Result<String, RotatorError> {
-    let key = ssh_key::PrivateKey::from_openssh(private.expose_secret().as_bytes())
-        .map_err(|_| RotatorError::permanent("the stored private key is not an OpenSSH key"))?;
-    key.public_key()
-        .to_openssh()
-        .map_err(|_| RotatorError::permanent("the stored private key has no OpenSSH public half"))
-}
-
-fn ssh_fingerprint(public: &str) -> Option<String> {
-    let key = ssh_key::PublicKey::from_openssh(public).ok()?;
-    Some(key.fingerprint(ssh_key::HashAlg::Sha256).to_string())
 }
 
 impl GithubDeployKey {
@@ -491,11 +453,11 @@ impl Rotator for GithubDeployKey {
                 "the stored private key of {}/{} is not the half of its public key {}; the document was changed outside rotor",
                 self.config.owner,
                 self.config.repo,
-                ssh_fingerprint(public).unwrap_or_default()
+                fingerprint(public).unwrap_or_default()
             )));
         }
         let github = client(&self.config.access, &self.secrets).await?;
-        let fingerprint = ssh_fingerprint(public).unwrap_or_default();
+        let fingerprint = fingerprint(public).unwrap_or_default();
         let key = self.find(&github, candidate).await?.ok_or_else(|| {
             RotatorError::permanent(format!(
                 "deploy key {fingerprint} is not registered at {}/{}",
@@ -574,7 +536,7 @@ impl Rotator for GithubDeployKey {
             .into_iter()
             .filter_map(|k| {
                 Some(LiveCredential {
-                    provider_id: ssh_fingerprint(&k.key)?,
+                    provider_id: fingerprint(&k.key)?,
                     active: true,
                 })
             })
@@ -582,7 +544,7 @@ impl Rotator for GithubDeployKey {
     }
 
     fn provider_id(&self, credential: &Credential) -> Option<String> {
-        ssh_fingerprint(credential.get(PUBLIC_KEY)?.expose_secret())
+        fingerprint(credential.get(PUBLIC_KEY)?.expose_secret())
     }
 
     async fn preflight(&self) -> Result<(), RotatorError> {
@@ -1163,10 +1125,10 @@ mod tests {
             "{public}"
         );
         assert!(public.ends_with(" rotor test"));
-        assert!(ssh_fingerprint(&public).unwrap().starts_with("SHA256:"));
+        assert!(fingerprint(&public).unwrap().starts_with("SHA256:"));
         // A key and its fingerprint as `ssh-keygen -l -E sha256` printed them.
         assert_eq!(
-            ssh_fingerprint(
+            fingerprint(
                 "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL/fMYzPts/HUm9wjG1u8INXJ6+urTKqgkIWteRi3YF9 vector"
             )
             .as_deref(),

@@ -38,6 +38,15 @@ pub mod postgres;
 #[cfg(feature = "redis_acl_password")]
 pub mod redis;
 pub mod secret_ref;
+#[cfg(feature = "ssh_authorized_key")]
+pub mod ssh;
+#[cfg(any(
+    feature = "github_deploy_key",
+    feature = "github_webhook_secret",
+    feature = "github_app_installation_token",
+    feature = "ssh_authorized_key"
+))]
+pub mod sshkey;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -149,6 +158,7 @@ pub type Secrets = Arc<dyn SecretSource>;
     feature = "postgres_password",
     feature = "redis_acl_password",
     feature = "mysql_password",
+    feature = "ssh_authorized_key",
     feature = "aws_iam_access_key",
     feature = "http",
     feature = "github_deploy_key",
@@ -372,6 +382,8 @@ providers! {
         "A Redis ACL user's password: one user holds the old and the new one through grace, or two users take turns.";
     "mysql_password" MysqlPassword mysql::MysqlConfig => mysql::MysqlPassword,
         "A MariaDB account's password, rotated across two alternating accounts or in place.";
+    "ssh_authorized_key" SshAuthorizedKey ssh::SshConfig => ssh::SshAuthorizedKey,
+        "An Ed25519 key pair that logs in as a user on each listed host, through its authorized_keys.";
 }
 
 impl Rotator for AnyRotator {

@@ -202,3 +202,8 @@ fn github_app_installation_token_keeps_the_contract() {
 fn mysql_password_keeps_the_contract() {
     contract(Provider::Mysql, "conformance");
 }
+
+#[test]
+fn ssh_authorized_key_keeps_the_contract() {
+    contract(Provider::Ssh, "conformance");
+}

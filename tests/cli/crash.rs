@@ -458,6 +458,7 @@ mod with_failpoints {
         Backend::Provider(Provider::RedisAlternating)
     );
     step_points!(aws_iam_access_key, Backend::Provider(Provider::Iam));
+    step_points!(ssh_authorized_key, Backend::Provider(Provider::Ssh));
     step_points!(http, Backend::Provider(Provider::Http));
     step_points!(
         github_deploy_key,

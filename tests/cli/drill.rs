@@ -11,7 +11,7 @@ use crate::generated_config;
 use crate::providers::{self, Provider, current_at as current};
 use crate::support::{Rotor, postgres::free_port, spawn_until};
 
-const PROVIDERS: [(Provider, &str); 9] = [
+const PROVIDERS: [(Provider, &str); 10] = [
     (Provider::Postgres, "drill/postgres"),
     (Provider::Mysql, "drill/mysql"),
     (Provider::Redis, "drill/redis"),
@@ -21,6 +21,7 @@ const PROVIDERS: [(Provider, &str); 9] = [
     (Provider::GithubDeployKey, "drill/deploy-key"),
     (Provider::GithubWebhook, "drill/webhook"),
     (Provider::GithubAppToken, "drill/app-token"),
+    (Provider::Ssh, "drill/ssh"),
 ];
 
 #[test]
@@ -93,6 +94,7 @@ fn fixture_kind(provider: Provider) -> &'static str {
         Provider::GithubDeployKey => "github_deploy_key",
         Provider::GithubWebhook => "github_webhook_secret",
         Provider::GithubAppToken => "github_app_installation_token",
+        Provider::Ssh => "ssh_authorized_key",
     }
 }
 

@@ -110,6 +110,11 @@ fn an_emergency_in_grace_locks_both_old_mariadb_accounts() {
 }
 
 #[test]
+fn an_emergency_in_grace_leaves_only_the_fresh_ssh_key_on_the_host() {
+    emergency_in_grace(Provider::Ssh, "emergency_ssh");
+}
+
+#[test]
 fn an_emergency_in_grace_leaves_the_redis_user_one_password() {
     emergency_in_grace(Provider::Redis, "emergency_redis");
 }

@@ -208,6 +208,11 @@ mod providers {
     }
 
     #[test]
+    fn ssh_authorized_key() {
+        super::provider_secrets_stay_in_the_vault(Provider::Ssh);
+    }
+
+    #[test]
     fn aws_iam_access_key() {
         super::provider_secrets_stay_in_the_vault(Provider::Iam);
     }

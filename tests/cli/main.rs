@@ -33,6 +33,7 @@ mod redirects;
 mod redis_acl_password;
 mod rotation;
 mod scale;
+mod ssh_authorized_key;
 mod traces;
 mod validate;
 

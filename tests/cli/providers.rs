@@ -23,6 +23,8 @@ pub enum Provider {
     GithubDeployKey,
     GithubWebhook,
     GithubAppToken,
+    /// `ssh_authorized_key`, on a real sshd of the fixture's own.
+    Ssh,
 }
 
 /// One rotated account at a provider.
@@ -36,6 +38,8 @@ pub struct Fixture {
     pub service: Option<std::sync::Arc<crate::support::saas::Saas>>,
     /// The fake GitHub of a GitHub fixture, kept running.
     pub github: Option<std::sync::Arc<crate::support::github::GitHub>>,
+    /// The sshd of an SSH fixture, kept running.
+    pub sshd: Option<std::sync::Arc<crate::support::sshd::Sshd>>,
 }
 
 /// The credential consumers read now at `app/key0` in the file vault `local` of `rotor`'s config.
@@ -89,6 +93,7 @@ pub fn setup(provider: Provider, unique: &str, dir: &Path) -> Fixture {
         Provider::GithubDeployKey | Provider::GithubWebhook | Provider::GithubAppToken => {
             github::setup(provider, dir)
         }
+        Provider::Ssh => ssh::setup(dir),
     }
 }
 
@@ -133,6 +138,7 @@ impl Fixture {
             }
             Provider::Iam => iam::check_rotated(self, current, old),
             Provider::Http => http::check_rotated(self, current, old),
+            Provider::Ssh => ssh::check_rotated(self, current, old),
             _ => github::check_rotated(self, current, old),
         }
     }
@@ -145,6 +151,7 @@ impl Fixture {
             Provider::Redis | Provider::RedisAlternating => redis::accepts(credential),
             Provider::Iam => iam::identity(credential).await.is_ok(),
             Provider::Http => http::accepts(self, credential),
+            Provider::Ssh => ssh::accepts(self, credential),
             _ => github::accepts(self, credential),
         }
     }
@@ -219,6 +226,7 @@ pub mod pg {
             accounts: vec![a, b],
             service: None,
             github: None,
+            sshd: None,
         }
     }
 
@@ -308,6 +316,7 @@ pub mod mysql {
             accounts: vec![a, b],
             service: None,
             github: None,
+            sshd: None,
         }
     }
 
@@ -421,6 +430,7 @@ pub mod redis {
             accounts: users.to_vec(),
             service: None,
             github: None,
+            sshd: None,
         }
     }
 
@@ -439,6 +449,7 @@ pub mod redis {
             accounts: vec![unique.to_owned()],
             service: None,
             github: None,
+            sshd: None,
         }
     }
 
@@ -560,6 +571,7 @@ pub mod iam {
             accounts: vec![unique.to_owned()],
             service: None,
             github: None,
+            sshd: None,
         }
     }
 
@@ -650,6 +662,7 @@ list = {{ path = "/v1/keys", items = "/keys", id = "/id", name = "/name", active
             accounts: vec![unique.to_owned()],
             service: Some(saas),
             github: None,
+            sshd: None,
         }
     }
 
@@ -725,6 +738,7 @@ pub mod github {
             accounts: vec![account],
             service: None,
             github: Some(github),
+            sshd: None,
         }
     }
 
@@ -814,5 +828,61 @@ pub mod github {
                 );
             }
         }
+    }
+}
+
+pub mod ssh {
+    use super::*;
+    use crate::support::sshd::Sshd;
+
+    /// A fresh sshd whose `authorized_keys` holds rotor's admin key and a neighbour's key.
+    pub fn setup(dir: &Path) -> Fixture {
+        let sshd = std::sync::Arc::new(Sshd::start(dir));
+        Fixture {
+            provider: Provider::Ssh,
+            rotator: format!(
+                "kind = \"ssh_authorized_key\"\nhosts = [\"127.0.0.1:{}\"]\nuser = \"{}\"\nadmin_key = {{ file = \"{}\" }}\nknown_hosts = \"{}\"\nauthorized_keys = \"{}\"\nverify_command = \"test -s {}\"\n",
+                sshd.port,
+                sshd.user,
+                sshd.admin_key.display(),
+                sshd.known_hosts.display(),
+                sshd.authorized_keys.display(),
+                sshd.authorized_keys.display(),
+            ),
+            accounts: vec![sshd.user.clone()],
+            service: None,
+            github: None,
+            sshd: Some(sshd),
+        }
+    }
+
+    fn server(fixture: &Fixture) -> &Sshd {
+        fixture.sshd.as_deref().expect("an SSH fixture")
+    }
+
+    pub fn accepts(fixture: &Fixture, c: &Credential) -> bool {
+        server(fixture)
+            .login(&field(c, "private_key"), "true")
+            .is_ok()
+    }
+
+    pub fn check_rotated(fixture: &Fixture, current: &Credential, old: &Credential) {
+        let sshd = server(fixture);
+        sshd.login(&field(current, "private_key"), "true")
+            .expect("the current key logs in");
+        let refused = sshd
+            .login(&field(old, "private_key"), "true")
+            .expect_err("the old key is refused");
+        assert!(refused.contains("Permission denied"), "{refused}");
+        // Exactly the admin's line, the neighbour's and the current key's: nothing orphaned.
+        let lines = sshd.lines();
+        let rotor_lines: Vec<_> = lines.iter().filter(|l| l.contains(" rotor:")).collect();
+        assert_eq!(rotor_lines, [&field(current, "public_key")], "{lines:#?}");
+        assert_eq!(lines[0], sshd.admin_public, "the admin key stays first");
+        assert!(
+            lines.iter().any(|l| l.ends_with(" ops@laptop")),
+            "{lines:#?}"
+        );
+        assert_eq!(lines.len(), 3, "{lines:#?}");
     }
 }

@@ -18,6 +18,7 @@ pub mod redirect;
 pub mod redis;
 pub mod saas;
 pub mod sendgrid;
+pub mod sshd;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
