@@ -391,12 +391,26 @@ impl SshAuthorizedKey {
 
     /// Runs an editing script as the admin on every host; it must exit 0.
     async fn edit_everywhere(&self, script: &str, what: &str) -> Result<(), RotatorError> {
+        self.run_everywhere(None, script, what).await
+    }
+
+    /// Runs `command` on every host, logged in with `key` (named `who` in messages), or as
+    /// rotor's admin without one; it must exit 0 on each.
+    async fn run_everywhere(
+        &self,
+        key: Option<(&SecretString, &str)>,
+        command: &str,
+        what: &str,
+    ) -> Result<(), RotatorError> {
         for host in &self.hosts {
-            let handle = self.admin(host).await?;
-            let ran = self.run(&handle, host, script, what).await?;
+            let handle = match key {
+                Some((key, who)) => self.login(host, key, who).await?,
+                None => self.admin(host).await?,
+            };
+            let ran = self.run(&handle, host, command, what).await?;
             if ran.status != Some(0) {
                 return Err(RotatorError::permanent(format!(
-                    "{what} on {}:{}: the script exited {:?}: {}",
+                    "{what} on {}:{}: exited {:?}: {}",
                     host.0,
                     host.1,
                     ran.status,
@@ -473,31 +487,12 @@ impl Rotator for SshAuthorizedKey {
                 "the stored private key is not the half of the stored public key",
             ));
         }
-        for host in &self.hosts {
-            let handle = self.login(host, key, "the new key").await?;
-            let ran = self
-                .run(
-                    &handle,
-                    host,
-                    &self.config.verify_command,
-                    "running verify_command as the new key",
-                )
-                .await?;
-            if ran.status != Some(0) {
-                return Err(RotatorError::permanent(format!(
-                    "verify_command as the new key on {}:{} exited {:?}: {}",
-                    host.0,
-                    host.1,
-                    ran.status,
-                    ran.stderr.trim()
-                )));
-            }
-            handle
-                .disconnect(russh::Disconnect::ByApplication, "", "")
-                .await
-                .ok();
-        }
-        Ok(())
+        self.run_everywhere(
+            Some((key, "the new key")),
+            &self.config.verify_command,
+            "verify_command as the new key",
+        )
+        .await
     }
 
     async fn retire(

@@ -19,11 +19,12 @@ use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use rotor_rotators::{Credential, ErrorClass};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::wire::{WireDocument, describe_json_error, to_zeroized_json};
-use super::{Document, PolicyScope, Previous, StoredVersion, Vault, VaultError, VaultSettings};
+use super::{
+    Document, PolicyScope, Previous, StoredVersion, Vault, VaultError, VaultSettings, retired_token,
+};
 use rotor_rotators::kinds::Settings;
 
 const CURRENT: &str = "AWSCURRENT";
@@ -282,17 +283,6 @@ impl AwsSecretsManager {
             .map(drop)
             .map_err(|e| self.sdk_err(path, &format!("UpdateSecretVersionStage {stage}"), &e))
     }
-}
-
-/// The client request token of the version that retirement writes: derived from the run token,
-/// so a retried retirement finds its own version.
-fn retired_token(token: &str) -> String {
-    hex::encode(
-        &Sha256::new()
-            .chain_update(b"rotor-retire:")
-            .chain_update(token.as_bytes())
-            .finalize()[..16],
-    )
 }
 
 /// A version of ours: its id is the run token it was written with.

@@ -36,13 +36,13 @@ use rotor_rotators::kinds::Settings;
 use rotor_rotators::{Credential, ErrorClass, SecretRef};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
 use super::wire::{WireDocument, describe_json_error, to_zeroized_json};
 use super::{
     Document, PolicyScope, Previous, StoredVersion, Vault, VaultError, VaultSettings, error_chain,
+    retired_token,
 };
 
 /// Google Cloud Secret Manager.
@@ -344,17 +344,6 @@ struct Claims<'a> {
 /// The number at the end of a version's resource name (`projects/P/secrets/S/versions/N`).
 fn number_of(name: &str) -> Option<u64> {
     name.rsplit('/').next().and_then(|n| n.parse().ok())
-}
-
-/// The token of the version that retirement adds: derived from the run token, so a retried
-/// retirement finds its own version.
-fn retired_token(token: &str) -> String {
-    hex::encode(
-        &Sha256::new()
-            .chain_update(b"rotor-retire:")
-            .chain_update(token.as_bytes())
-            .finalize()[..16],
-    )
 }
 
 struct Reply {

@@ -496,6 +496,19 @@ impl Vaults {
     }
 }
 
+/// The token of the version a retirement writes, for vaults that find a version by the token
+/// it was written with: derived from the run's token, so a retried retirement finds its own.
+#[cfg(any(feature = "aws_secrets_manager", feature = "gcp_secret_manager"))]
+pub(crate) fn retired_token(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(
+        &Sha256::new()
+            .chain_update(b"rotor-retire:")
+            .chain_update(token.as_bytes())
+            .finalize()[..16],
+    )
+}
+
 /// An error and its sources, for a message that says why a connection failed.
 #[cfg(any(feature = "openbao", feature = "gcp_secret_manager"))]
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {

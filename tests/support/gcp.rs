@@ -436,35 +436,12 @@ impl Respond for Api {
 impl Gcp {
     /// A fresh fake with no secrets, and a service-account key made by the `openssl` tool.
     pub fn start(dir: &std::path::Path) -> Arc<Gcp> {
-        let openssl = super::require_program("openssl", "apt-get install -y openssl");
-        let private = dir.join("gcp-sa.pem");
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new(&openssl)
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            out.stdout
-        };
-        run(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            private.to_str().unwrap(),
-        ]);
-        let public = run(&["pkey", "-in", private.to_str().unwrap(), "-pubout"]);
+        let (private, public_pem) = super::rsa_key_pair(dir, "gcp-sa");
         let state = Arc::new(Mutex::new(State::default()));
         let token_uri = Arc::new(Mutex::new(String::new()));
         let api = Api {
             state: state.clone(),
-            public_pem: String::from_utf8(public).unwrap(),
+            public_pem,
             token_uri: token_uri.clone(),
         };
         // On a thread of its own: an async test calls this from inside its runtime.

@@ -511,37 +511,7 @@ impl GitHub {
     /// A fresh fake with a repository webhook and an organisation webhook (no secret yet), and
     /// an App key pair made by the `openssl` tool.
     pub fn start(dir: &std::path::Path) -> Arc<GitHub> {
-        let openssl = super::require_program("openssl", "apt-get install -y openssl");
-        let private = dir.join("github-app.pem");
-        let public = dir.join("github-app.pub.pem");
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new(&openssl)
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            private.to_str().unwrap(),
-        ]);
-        run(&[
-            "pkey",
-            "-in",
-            private.to_str().unwrap(),
-            "-pubout",
-            "-out",
-            public.to_str().unwrap(),
-        ]);
+        let (private, public_pem) = super::rsa_key_pair(dir, "github-app");
         let mut state = State::default();
         for id in [REPO_HOOK, ORG_HOOK] {
             state.hooks.insert(
@@ -556,7 +526,7 @@ impl GitHub {
         let state = Arc::new(Mutex::new(state));
         let api = Api {
             state: state.clone(),
-            app_public_pem: std::fs::read_to_string(&public).unwrap(),
+            app_public_pem: public_pem,
         };
         let (server, runtime) = super::serve(api);
         Arc::new(GitHub {

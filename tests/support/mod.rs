@@ -263,6 +263,34 @@ pub fn require_program(program: &str, install: &str) -> PathBuf {
     found.unwrap_or_else(|| panic!("`{program}` is not installed; install it with: {install}"))
 }
 
+/// A 2048-bit RSA key pair made by the `openssl` tool: the private key's PKCS#8 PEM file
+/// `dir/STEM.pem` and the public key's PEM text (what a fake checks signatures with).
+pub fn rsa_key_pair(dir: &Path, stem: &str) -> (PathBuf, String) {
+    let openssl = require_program("openssl", "apt-get install -y openssl");
+    let private = dir.join(format!("{stem}.pem"));
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let path = private.to_str().unwrap();
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        path,
+    ]);
+    let public = run(&["pkey", "-in", path, "-pubout"]);
+    (private, String::from_utf8(public).unwrap())
+}
+
 /// Every byte of every file under `dir` (the store and its WAL, vault files...).
 pub fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
