@@ -5,8 +5,10 @@
 //! Whatever run the credential has live gets out of the way first, through the store, fenced
 //! like any step (`store::incident`): before promotion it rolls back, in grace or retiring it
 //! retires the old credential now and at once, stuck it resumes. Then a run with no grace
-//! replaces the current credential too. A daemon beside this process may drive either run
-//! (it claims what is ready like any worker); this process then waits for it.
+//! replaces the current credential too, planned and claimed by this process in one write (a
+//! daemon beside it takes that run over only once this process's lease runs out). A daemon may
+//! be driving the interrupted run (it claims what is ready like any worker); this process then
+//! waits for it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,15 +19,15 @@ use crate::config::Config;
 use crate::engine::state::RunState;
 use crate::engine::{Engine, Runtime};
 use crate::scheduler::daemon;
-use crate::store::incident::Interrupt;
-use crate::store::{AuditEntry, RunRow, Store, StoreError};
+use crate::store::incident::EmergencyStart;
+use crate::store::{RunRow, Store, StoreError};
 
 use super::rotate::RotateError;
-use super::settle::settle;
+use super::settle::{LEASE_MS, settle, settle_claimed};
 
 /// A run a daemon planned between the interruption and the emergency's own request is
-/// interrupted in turn, this many times at most.
-const ATTEMPTS: usize = 3;
+/// interrupted in turn: this many interruptions and requests at most.
+const ATTEMPTS: usize = 6;
 
 /// What an emergency rotation came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,35 +82,29 @@ pub async fn rotate(
     let mut interrupted = None;
     for _ in 0..ATTEMPTS {
         let now = clock.now_ms();
-        if let Some(run) = store
-            .interrupt_live_run(id, Interrupt::Emergency, asking.actor, asking.reason, now)
-            .await?
-        {
-            let end = settle(store, runtime, &engine, &run.id, &asking.stopping).await?;
-            match end.state() {
-                RunState::Completed | RunState::RolledBack => {
-                    interrupted = Some((run.id.clone(), end.state()));
-                }
-                _ if asking.stopping.load(Ordering::SeqCst) => {
-                    return Ok(Emergency::Stopped { run_id: run.id });
-                }
-                _ => return Ok(Emergency::Exposed(exposure(&end))),
-            }
-        }
-        let now = clock.now_ms();
         let run = daemon::new_run(id, "emergency", true, Duration::ZERO, now);
-        match store.request_rotation(&run, asking.actor, now).await {
-            Ok(_) => {}
+        let (actor, reason, worker) = (asking.actor, asking.reason, &engine.worker);
+        let started = store.start_emergency(&run, actor, reason, worker, now + LEASE_MS, now);
+        let claimed = match started.await {
+            Ok(EmergencyStart::Planned(claimed)) => claimed,
+            Ok(EmergencyStart::Interrupted(live)) => {
+                let end = settle(store, runtime, &engine, &live.id, &asking.stopping).await?;
+                match end.state() {
+                    RunState::Completed | RunState::RolledBack => {
+                        interrupted = Some((live.id, end.state()));
+                        continue;
+                    }
+                    _ if asking.stopping.load(Ordering::SeqCst) => {
+                        return Ok(Emergency::Stopped { run_id: live.id });
+                    }
+                    _ => return Ok(Emergency::Exposed(exposure(&end))),
+                }
+            }
             // A daemon planned a scheduled run just now: it is interrupted in turn.
             Err(StoreError::RunInFlight(_)) => continue,
             Err(e) => return Err(e.into()),
-        }
-        let why = AuditEntry::new(asking.actor, "emergency")
-            .credential(id)
-            .run(&run.id)
-            .detail(asking.reason.to_owned());
-        store.audit(&why, clock.now_ms()).await?;
-        let end = settle(store, runtime, &engine, &run.id, &asking.stopping).await?;
+        };
+        let end = settle_claimed(store, runtime, &engine, claimed, &asking.stopping).await?;
         return Ok(match end.state() {
             RunState::Completed => Emergency::Done {
                 run_id: run.id,

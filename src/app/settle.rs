@@ -11,7 +11,7 @@ use crate::store::{RunRow, Store};
 use super::rotate::RotateError;
 
 /// How long this process's claim on a run lasts; a daemon may take the run over after it.
-const LEASE_MS: i64 = 60_000;
+pub const LEASE_MS: i64 = 60_000;
 
 /// How often a run driven elsewhere, or leased by a worker that is losing it, is looked at.
 const POLL: Duration = Duration::from_millis(200);
@@ -50,15 +50,42 @@ pub async fn settle(
             tokio::time::sleep(POLL).await;
             continue;
         };
-        let driven = engine.drive(runtime, claimed).await?;
-        runtime
-            .notify_due(store, || clock.now_ms(), Some(&run.credential_id))
-            .await?;
-        if let Driven::Waiting(until) = driven {
-            let wait = (until - clock.now_ms()).clamp(0, POLL.as_millis() as i64 * 5);
-            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-        }
+        drive_once(store, runtime, engine, claimed).await?;
     }
+}
+
+/// `settle` for a run this process has claimed already (`Store::start_emergency`).
+pub async fn settle_claimed(
+    store: &Store,
+    runtime: &Runtime,
+    engine: &Engine,
+    claimed: RunRow,
+    stopping: &Arc<AtomicBool>,
+) -> Result<RunRow, RotateError> {
+    let run_id = claimed.id.clone();
+    drive_once(store, runtime, engine, claimed).await?;
+    settle(store, runtime, engine, &run_id, stopping).await
+}
+
+/// Drives a claimed run as far as it goes now, delivers what it left for the hooks, and waits
+/// out a short timer it stopped at.
+async fn drive_once(
+    store: &Store,
+    runtime: &Runtime,
+    engine: &Engine,
+    claimed: RunRow,
+) -> Result<(), RotateError> {
+    let clock = engine.clock.clone();
+    let credential = claimed.credential_id.clone();
+    let driven = engine.drive(runtime, claimed).await?;
+    runtime
+        .notify_due(store, || clock.now_ms(), Some(&credential))
+        .await?;
+    if let Driven::Waiting(until) = driven {
+        let wait = (until - clock.now_ms()).clamp(0, POLL.as_millis() as i64 * 5);
+        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    }
+    Ok(())
 }
 
 /// A run past its retry budget that keeps retrying on a transient cause (after promotion or in

@@ -1271,8 +1271,7 @@ impl Store {
                     .bind(&run.credential_id).execute(&mut *tx).await?;
                 "planned"
             };
-            let detail = format!("requested{}", if run.emergency { " (emergency, grace 0)" } else { "" });
-            append_audit!(&self.key, tx, now, &AuditEntry::new(actor, "rotate").credential(&run.credential_id).run(&run.id).detail(detail));
+            append_audit!(&self.key, tx, now, &requested(run, actor));
             tx.commit().await?;
             self.announce_work().await?;
             Ok(outcome)
@@ -1632,6 +1631,22 @@ fn is_connection_error(e: &sqlx::Error) -> bool {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
     )
+}
+
+/// The audit entry of a rotation someone asked for.
+fn requested(run: &NewRun, actor: &str) -> AuditEntry {
+    let detail = format!(
+        "requested{}",
+        if run.emergency {
+            " (emergency, grace 0)"
+        } else {
+            ""
+        }
+    );
+    AuditEntry::new(actor, "rotate")
+        .credential(&run.credential_id)
+        .run(&run.id)
+        .detail(detail)
 }
 
 #[cfg(test)]

@@ -92,7 +92,12 @@ fn emergency_in_grace(provider: Provider, unique: &str) {
     assert_eq!(rotor.json(&["status", "--json"])[0]["state"], "idle");
     // Audited: who, why, and each retired value by fingerprint.
     let audit = audit_text(&rotor);
-    assert!(audit.contains("found in a public repo"), "{audit}");
+    // Both the interruption of the run in grace and the emergency's own run say why.
+    assert!(audit.contains("interrupt emergency: "), "{audit}");
+    assert!(
+        audit.contains(" emergency found in a public repo"),
+        "{audit}"
+    );
     for old in [&first, &second] {
         let fingerprint = rotor.shown_fingerprint(&old.fingerprint());
         assert!(audit.contains(&format!("retired {fingerprint}")), "{audit}");
