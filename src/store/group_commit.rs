@@ -1,5 +1,5 @@
-//! SQLite group commit: the saves and step starts that arrive while one transaction is
-//! writing are written together by the next, in one transaction.
+//! SQLite group commit: the saves, step starts and minted values' fingerprints that arrive
+//! while one transaction is writing are written together by the next, in one transaction.
 //!
 //! SQLite has one writer. A thread of rotor's own writes the groups through a connection of
 //! its own (rusqlite), running each statement in-thread: through sqlx every statement was a
@@ -49,6 +49,13 @@ pub(super) enum Write {
         now: i64,
         durability: Durability,
     },
+    /// `Store::record_minted`: returns nothing.
+    Minted {
+        credential_id: String,
+        run_id: String,
+        fields: Vec<(String, String)>,
+        now: i64,
+    },
 }
 
 impl Write {
@@ -56,6 +63,8 @@ impl Write {
         match self {
             Write::Save(s) => s.durability,
             Write::Begin { durability, .. } => *durability,
+            // What `rotor identify` finds is as durable as the mint step's save after it.
+            Write::Minted { .. } => Durability::Deferred,
         }
     }
 }
@@ -167,6 +176,9 @@ async fn write_alone(
             let (run, expected) = match &queued.write {
                 Write::Save(s) => (&s.run, s.expected),
                 Write::Begin { run, .. } => (run, run.state),
+                Write::Minted { .. } => {
+                    unreachable!("only a run's compare-and-swap is refused")
+                }
             };
             Err(StoreError::LeaseLost {
                 run_id: run.id.clone(),
@@ -304,6 +316,23 @@ fn commit_batch(
                 }
                 let step = bind_begin_step!(Params::new(), run, step.as_str(), worker, *now);
                 Some(returning(db, sql::BEGIN_STEP, step)?)
+            }
+            Write::Minted {
+                credential_id,
+                run_id,
+                fields,
+                now,
+            } => {
+                for (field, fingerprint) in fields {
+                    let minted = Params::new()
+                        .bind(run_id)
+                        .bind(field)
+                        .bind(credential_id)
+                        .bind(fingerprint)
+                        .bind(*now);
+                    execute(db, sql::RECORD_MINTED, minted)?;
+                }
+                None
             }
         };
         seqs.push(begun);

@@ -2,8 +2,8 @@
 //! back to: `rotor identify` asks which credential and run a value found in the wild came from.
 
 use super::BeginWrite;
-use super::sql;
 use super::{Pool, RunRow, Store, StoreError};
+use super::{group_commit, sql};
 
 /// Where a value was minted: the credential, the run and the field.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -24,6 +24,19 @@ impl Store {
         fields: &[(&str, String)],
         now: i64,
     ) -> Result<(), StoreError> {
+        if let Some(writes) = &self.saves {
+            let minted = group_commit::Write::Minted {
+                credential_id: credential_id.to_owned(),
+                run_id: run_id.to_owned(),
+                fields: fields
+                    .iter()
+                    .map(|(f, v)| ((*f).to_owned(), v.clone()))
+                    .collect(),
+                now,
+            };
+            writes.write(minted).await?;
+            return Ok(());
+        }
         with_pool!(self, p => {
             let mut tx = p.begin_write().await?;
             for (field, fingerprint) in fields {
