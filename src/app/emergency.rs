@@ -17,13 +17,13 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::state::RunState;
-use crate::engine::{Engine, Runtime};
+use crate::engine::{Driven, Engine, Runtime};
 use crate::scheduler::daemon;
 use crate::store::incident::EmergencyStart;
 use crate::store::{RunRow, Store, StoreError};
 
 use super::rotate::RotateError;
-use super::settle::{LEASE_MS, settle, settle_claimed};
+use super::settle::{LEASE_MS, drive_once, settle};
 
 /// A run a daemon planned between the interruption and the emergency's own request is
 /// interrupted in turn: this many interruptions and requests at most.
@@ -104,13 +104,22 @@ pub async fn rotate(
             Err(StoreError::RunInFlight(_)) => continue,
             Err(e) => return Err(e.into()),
         };
-        let end = settle_claimed(store, runtime, &engine, claimed, &asking.stopping).await?;
+        let run_id = claimed.id.clone();
+        // The usual end needs no second look at the store.
+        let driven = drive_once(store, runtime, &engine, claimed).await?;
+        if driven == Driven::Finished(RunState::Completed) {
+            return Ok(Emergency::Done {
+                run_id,
+                interrupted,
+            });
+        }
+        let end = settle(store, runtime, &engine, &run_id, &asking.stopping).await?;
         return Ok(match end.state() {
             RunState::Completed => Emergency::Done {
-                run_id: run.id,
+                run_id,
                 interrupted,
             },
-            _ if asking.stopping.load(Ordering::SeqCst) => Emergency::Stopped { run_id: run.id },
+            _ if asking.stopping.load(Ordering::SeqCst) => Emergency::Stopped { run_id },
             _ => Emergency::Exposed(exposure(&end)),
         });
     }

@@ -54,27 +54,14 @@ pub async fn settle(
     }
 }
 
-/// `settle` for a run this process has claimed already (`Store::start_emergency`).
-pub async fn settle_claimed(
-    store: &Store,
-    runtime: &Runtime,
-    engine: &Engine,
-    claimed: RunRow,
-    stopping: &Arc<AtomicBool>,
-) -> Result<RunRow, RotateError> {
-    let run_id = claimed.id.clone();
-    drive_once(store, runtime, engine, claimed).await?;
-    settle(store, runtime, engine, &run_id, stopping).await
-}
-
 /// Drives a claimed run as far as it goes now, delivers what it left for the hooks, and waits
 /// out a short timer it stopped at.
-async fn drive_once(
+pub async fn drive_once(
     store: &Store,
     runtime: &Runtime,
     engine: &Engine,
     claimed: RunRow,
-) -> Result<(), RotateError> {
+) -> Result<Driven, RotateError> {
     let clock = engine.clock.clone();
     let credential = claimed.credential_id.clone();
     let driven = engine.drive(runtime, claimed).await?;
@@ -85,7 +72,7 @@ async fn drive_once(
         let wait = (until - clock.now_ms()).clamp(0, POLL.as_millis() as i64 * 5);
         tokio::time::sleep(Duration::from_millis(wait as u64)).await;
     }
-    Ok(())
+    Ok(driven)
 }
 
 /// A run past its retry budget that keeps retrying on a transient cause (after promotion or in

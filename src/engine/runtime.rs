@@ -30,6 +30,17 @@ impl Runtime {
         now: impl Fn() -> i64 + Sync,
         only: Option<&str>,
     ) -> Result<crate::outbox::Pass, StoreError> {
+        // A credential that tells no hook has nothing to deliver: not asking spares the store
+        // a read per run of an incident drain. What an earlier config left for it is the
+        // daemon's pass over every credential.
+        if let Some(id) = only
+            && self
+                .config
+                .credential(id)
+                .is_some_and(|c| c.notify.is_empty())
+        {
+            return Ok(crate::outbox::Pass::default());
+        }
         self.notifier
             .deliver_due(store, &self.config, &self.alerter, &now, only)
             .await
