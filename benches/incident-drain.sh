@@ -9,6 +9,7 @@
 #   benches/incident-drain.sh                                  # 10,000 credentials, 3 runs
 #   ROTOR_BENCH_PARALLEL="8 64" ROTOR_BENCH_RUNS=5 benches/incident-drain.sh
 #   ROTOR_BENCH_PG=postgres://postgres@127.0.0.1:5432 benches/incident-drain.sh
+#   ROTOR_BENCH_BIN=../a/target/release/rotor benches/incident-drain.sh   # a binary built elsewhere
 #
 # Prints, per `--parallel` value, the median wall time of the emergency over all credentials
 # and the rate, after checking that every credential ended idle on a new version.
@@ -18,8 +19,15 @@ cd "$(dirname "$0")/.."
 n=${ROTOR_BENCH_N:-10000}
 runs=${ROTOR_BENCH_RUNS:-3}
 parallels=${ROTOR_BENCH_PARALLEL:-"8 32 128"}
-cargo build --release --quiet --locked
-rotor=$(realpath "${CARGO_TARGET_DIR:-target}/release/rotor")
+# ROTOR_BENCH_BIN: a rotor built elsewhere (an A/B of two commits, each from its own worktree).
+if [ -n "${ROTOR_BENCH_BIN:-}" ]; then
+  rotor=$(realpath "$ROTOR_BENCH_BIN")
+  build="binary $ROTOR_BENCH_BIN"
+else
+  cargo build --release --quiet --locked
+  rotor=$(realpath "${CARGO_TARGET_DIR:-target}/release/rotor")
+  build="commit $(git rev-parse --short HEAD)"
+fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/rotor-drain.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
@@ -28,16 +36,19 @@ median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2
 install() {
   local dir=$1 url=$2
   mkdir -p "$dir"
+  # A PostgreSQL store needs its integrity key outside the database.
+  (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/store.key")
   {
-    printf '[store]\nurl = "%s"\n\n[vaults.local]\nkind = "file"\ndir = "%s/vault"\nidentity = { file = "%s/vault.key" }\n' \
-      "$url" "$dir" "$dir"
+    printf '[store]\nurl = "%s"\n' "$url"
+    [[ $url == postgres* ]] && printf 'key = { file = "%s/store.key" }\n' "$dir"
+    printf '\n[vaults.local]\nkind = "file"\ndir = "%s/vault"\nidentity = { file = "%s/vault.key" }\n' "$dir" "$dir"
     awk -v n="$n" 'BEGIN { for (i = 0; i < n; i++) printf "\n[[credential]]\nid = \"svc%d/key%d\"\nschedule = { every = \"30d\" }\ngrace = \"1h\"\nvault = { name = \"local\", path = \"svc%d/key%d\" }\nrotator = { kind = \"generated\", length = 32 }\n", i % 100, i, i % 100, i }'
   } >"$dir/rotor.toml"
 }
 
 store=SQLite
 [ -n "${ROTOR_BENCH_PG:-}" ] && store=PostgreSQL
-echo "rotor incident drain: $n generated credentials, file vault, $store store, commit $(git rev-parse --short HEAD), $(date -u +%F)"
+echo "rotor incident drain: $n generated credentials, file vault, $store store, $build, $(date -u +%F)"
 printf '%-12s %12s %12s\n' parallel "median s" "per second"
 for p in $parallels; do
   times=()
