@@ -1017,7 +1017,7 @@ impl GcpSecretManager {
         Ok(())
     }
 
-    /// The version `alias` names and its document, unless the secret or the alias is absent.
+    /// The version `alias` names and its document, unless the alias is absent.
     async fn aliased(
         &self,
         path: &str,
@@ -1037,6 +1037,18 @@ impl GcpSecretManager {
                      enable it or move the alias, then `rotor rotate`"
                 ),
             )),
+        }
+    }
+
+    /// `aliased`, the secret read first: for the reads that change nothing.
+    async fn read_aliased(
+        &self,
+        path: &str,
+        alias: &str,
+    ) -> Result<Option<(u64, Option<String>, WireDocument<Meta>)>, VaultError> {
+        match self.secret(path).await? {
+            Some(secret) => self.aliased(path, &secret, alias).await,
+            None => Ok(None),
         }
     }
 
@@ -1082,11 +1094,8 @@ impl Vault for GcpSecretManager {
     }
 
     async fn read_current(&self, path: &str) -> Result<Option<Document>, VaultError> {
-        let Some(secret) = self.secret(path).await? else {
-            return Ok(None);
-        };
         Ok(self
-            .aliased(path, &secret, &self.config.current_alias)
+            .read_aliased(path, &self.config.current_alias)
             .await?
             .map(|(n, token, doc)| Document {
                 current: stored(n, token, doc.fields),
@@ -1095,11 +1104,8 @@ impl Vault for GcpSecretManager {
     }
 
     async fn read_pending(&self, path: &str) -> Result<Option<StoredVersion>, VaultError> {
-        let Some(secret) = self.secret(path).await? else {
-            return Ok(None);
-        };
         Ok(self
-            .aliased(path, &secret, &self.config.pending_alias)
+            .read_aliased(path, &self.config.pending_alias)
             .await?
             .map(|(n, token, doc)| stored(n, token, doc.fields)))
     }

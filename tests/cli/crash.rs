@@ -77,6 +77,8 @@ mod with_failpoints {
         let base = absolute(generated_config(1, grace));
         let credential_only =
             |vault: &str| base.replace("name = \"local\"", &format!("name = \"{vault}\""));
+        // The temporary directory's name tells apart the runs that share one server.
+        let dir_name = rotor_dir.file_name().unwrap().to_string_lossy();
         let text = match backend {
             Backend::File | Backend::FileNotifying => base.clone(),
             Backend::Provider(provider) => {
@@ -96,14 +98,7 @@ mod with_failpoints {
             }
             Backend::OpenBao => {
                 let server = crate::support::openbao::shared();
-                let mount = format!(
-                    "crash{}",
-                    rotor_dir
-                        .file_name()
-                        .unwrap()
-                        .to_string_lossy()
-                        .replace(['.', '-'], "")
-                );
+                let mount = format!("crash{}", dir_name.replace(['.', '-'], ""));
                 server.kv_mount(&mount, 2);
                 std::fs::write(
                     rotor_dir.join("bao-token"),
@@ -119,11 +114,7 @@ mod with_failpoints {
             }
             Backend::Aws => {
                 let moto = crate::support::moto::shared();
-                let unique = rotor_dir
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .replace('.', "");
+                let unique = dir_name.replace('.', "");
                 format!(
                     "{}\n[vaults.aws]\nkind = \"aws_secrets_manager\"\nregion = \"eu-west-1\"\nendpoint = \"{}\"\n",
                     credential_only("aws")
@@ -133,11 +124,7 @@ mod with_failpoints {
             }
             Backend::Gcp => {
                 let fake = crate::support::gcp::shared();
-                let unique = rotor_dir
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .replace('.', "");
+                let unique = dir_name.replace('.', "");
                 format!(
                     "{}\n{}",
                     credential_only("gcp")
