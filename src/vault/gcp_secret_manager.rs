@@ -41,8 +41,8 @@ use zeroize::Zeroizing;
 
 use super::wire::{WireDocument, describe_json_error, to_zeroized_json};
 use super::{
-    Document, PolicyScope, Previous, StoredVersion, Vault, VaultError, VaultSettings, error_chain,
-    retired_token,
+    Document, PolicyScope, Previous, Reply, StoredVersion, Vault, VaultError, VaultSettings,
+    error_chain, retired_token,
 };
 
 /// Google Cloud Secret Manager.
@@ -344,11 +344,6 @@ struct Claims<'a> {
 /// The number at the end of a version's resource name (`projects/P/secrets/S/versions/N`).
 fn number_of(name: &str) -> Option<u64> {
     name.rsplit('/').next().and_then(|n| n.parse().ok())
-}
-
-struct Reply {
-    status: StatusCode,
-    body: Zeroizing<Vec<u8>>,
 }
 
 impl Reply {
@@ -718,16 +713,9 @@ impl GcpSecretManager {
         path: &str,
         what: &str,
     ) -> Result<T, VaultError> {
-        serde_json::from_slice(&reply.body).map_err(|e| {
-            self.err(
-                ErrorClass::Transient,
-                path,
-                format!(
-                    "{what}: the reply is not what Secret Manager sends ({})",
-                    describe_json_error(&e)
-                ),
-            )
-        })
+        reply
+            .decode(what, "Secret Manager")
+            .map_err(|m| self.err(ErrorClass::Transient, path, m))
     }
 
     /// The secret's etag and aliases, if it exists.

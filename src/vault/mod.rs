@@ -509,6 +509,32 @@ pub(crate) fn retired_token(token: &str) -> String {
     )
 }
 
+/// The reply of one HTTP exchange with a vault's API: its status and its body, zeroized (it
+/// may hold a secret).
+#[cfg(any(feature = "openbao", feature = "gcp_secret_manager"))]
+pub(crate) struct Reply {
+    pub status: reqwest::StatusCode,
+    pub body: zeroize::Zeroizing<Vec<u8>>,
+}
+
+#[cfg(any(feature = "openbao", feature = "gcp_secret_manager"))]
+impl Reply {
+    /// The body as `T`, or what did not match in it (never the body itself); `api` names what
+    /// should have sent it.
+    pub fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        api: &str,
+    ) -> Result<T, String> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            format!(
+                "{what}: the reply is not what {api} sends ({})",
+                wire::describe_json_error(&e)
+            )
+        })
+    }
+}
+
 /// An error and its sources, for a message that says why a connection failed.
 #[cfg(any(feature = "openbao", feature = "gcp_secret_manager"))]
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {

@@ -46,8 +46,8 @@ use serde_json::json;
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
-use super::wire::{WireDocument, describe_json_error, to_zeroized_json};
-use super::{Document, Held, Previous, StoredVersion, Vault, VaultError, error_chain};
+use super::wire::{WireDocument, to_zeroized_json};
+use super::{Document, Held, Previous, Reply, StoredVersion, Vault, VaultError, error_chain};
 use rotor_rotators::SecretRef;
 use rotor_rotators::duration::Duration as ConfigDuration;
 use rotor_rotators::kinds::Settings;
@@ -261,12 +261,6 @@ enum Read<M> {
         doc: WireDocument<M>,
         custom: std::collections::BTreeMap<String, String>,
     },
-}
-
-/// The result of one HTTP exchange: status and (zeroized) body.
-struct Reply {
-    status: StatusCode,
-    body: Zeroizing<Vec<u8>>,
 }
 
 impl OpenbaoVault {
@@ -610,16 +604,9 @@ impl OpenbaoVault {
         path: &str,
         what: &str,
     ) -> Result<T, VaultError> {
-        serde_json::from_slice(&reply.body).map_err(|e| {
-            self.err(
-                ErrorClass::Transient,
-                path,
-                format!(
-                    "{what}: the reply is not what KV v2 sends ({})",
-                    describe_json_error(&e)
-                ),
-            )
-        })
+        reply
+            .decode(what, "KV v2")
+            .map_err(|m| self.err(ErrorClass::Transient, path, m))
     }
 
     /// A request with the session token, classifying HTTP errors. A 403 once makes rotor log
