@@ -1,7 +1,7 @@
 //! `rotor cancel`: before promotion the run rolls back and the credential consumers read stays
 //! and works; after promotion nothing changes unless `--retire-now`; a stuck run repaired by
 //! hand is closed after rotor printed what the provider and the vault hold. Against a real
-//! PostgreSQL role pair.
+//! PostgreSQL role pair, and a cancel before promotion on a real sshd too.
 
 use crate::emergency::audit_text;
 use crate::providers::{self, Provider, current};
@@ -9,8 +9,12 @@ use crate::rotation::read_document;
 use crate::support::Rotor;
 
 fn rotor_with(unique: &str) -> (Rotor, providers::Fixture) {
+    rotor_of(Provider::Postgres, unique)
+}
+
+fn rotor_of(provider: Provider, unique: &str) -> (Rotor, providers::Fixture) {
     let rotor = Rotor::new("");
-    let fixture = providers::setup(Provider::Postgres, unique, rotor.dir.path());
+    let fixture = providers::setup(provider, unique, rotor.dir.path());
     std::fs::write(&rotor.config, fixture.config("1h", rotor.dir.path())).unwrap();
     rotor.ok(&["rotate", "app/key0"]);
     (rotor, fixture)
@@ -52,9 +56,21 @@ fn cancel_after_promotion_names_the_choices_and_retires_now_only_when_asked() {
 #[cfg(feature = "failpoints")]
 #[test]
 fn cancel_before_promotion_rolls_back_past_a_hung_daemon() {
+    cancel_before_promotion(Provider::Postgres, "cancel_before");
+}
+
+/// The SSH rotator's candidate is a line in a file on a host: the rollback removes it there.
+#[cfg(feature = "failpoints")]
+#[test]
+fn cancel_before_promotion_of_an_ssh_key_rolls_back_past_a_hung_daemon() {
+    cancel_before_promotion(Provider::Ssh, "cancel_before_ssh");
+}
+
+#[cfg(feature = "failpoints")]
+fn cancel_before_promotion(provider: Provider, unique: &str) {
     use crate::support::spawn_until;
     use std::time::Duration;
-    let (rotor, fixture) = rotor_with("cancel_before");
+    let (rotor, fixture) = rotor_of(provider, unique);
     let first = current(&rotor);
     rotor.ok(&["rotate", "app/key0", "--no-wait"]);
     let mut cmd = rotor.command(&["run", "--poll", "1s", "--lease", "3s"]);
@@ -73,6 +89,15 @@ fn cancel_before_promotion_rolls_back_past_a_hung_daemon() {
         "the credential consumers read still works"
     );
     assert!(!rotor.path("vault/app/key0.age.pending").exists());
+    if let Some(sshd) = &fixture.sshd {
+        let rotor_lines = sshd.lines().into_iter().filter(|l| l.contains(" rotor:"));
+        assert_eq!(
+            rotor_lines.count(),
+            1,
+            "the candidate's line is gone: {:?}",
+            sshd.lines()
+        );
+    }
     let history = rotor.json(&["history", "app/key0", "--json"]);
     assert_eq!(history[0]["state"], "rolled_back", "{history}");
     // Cancelled, not failed: no failure counted, the schedule stands.
