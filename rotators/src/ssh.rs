@@ -37,7 +37,7 @@ use crate::{
 pub const PRIVATE_KEY: &str = "private_key";
 pub const PUBLIC_KEY: &str = "public_key";
 
-/// The comment of every line rotor writes starts so: `rotor:<credential id>:<run token>`.
+/// The comment of every line rotor writes: `rotor:<run token>` (the run that minted the key).
 const TAG: &str = "rotor:";
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
