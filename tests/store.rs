@@ -298,7 +298,7 @@ async fn one_live_run_per_credential_and_each_claim_goes_to_one_worker() {
     }
 }
 
-/// Many workers saving at once (SQLite writes them as groups in one transaction): each write
+/// Many workers saving at once (either backend writes them as groups in one transaction): each write
 /// keeps its own compare-and-swap, a fenced one among them costs the others nothing, audit rows
 /// written meanwhile by other statements keep the chain whole, and every step's `seq` goes
 /// back to the worker that asked.

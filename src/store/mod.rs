@@ -105,8 +105,9 @@ enum Pool {
 pub struct Store {
     pool: Pool,
     url: String,
-    /// SQLite: saves and step starts are written in groups (see `group_commit`).
-    saves: Option<std::sync::Arc<group_commit::GroupCommit>>,
+    /// Saves, step starts and minted values' fingerprints, written in groups (see
+    /// `group_commit`).
+    saves: std::sync::Arc<group_commit::GroupCommit>,
     /// SQLite: the point reads of a rotation's steps (see `reader`).
     reads: Option<std::sync::Arc<reader::Reader>>,
     /// The store's time (see `StoreClock`): on PostgreSQL, the database's.
@@ -690,21 +691,19 @@ impl Store {
                 .await
                 .map_err(damaged)?;
             let reads = std::sync::Arc::new(reader::Reader::new(&file));
-            let saves = group_commit::GroupCommit::start(
+            let writer = group_commit::SqliteWriter::new(
                 pool.clone(),
                 file,
                 key.clone().expect("set above"),
-            )
-            .map_err(|e| StoreError::Unavailable {
-                url: shown.clone(),
-                source: sqlx::Error::Io(e),
-            })?;
-            (
-                Pool::Sqlite(pool),
-                &MIGRATOR_SQLITE,
-                Some(saves),
-                Some(reads),
-            )
+            );
+            let saves =
+                group_commit::GroupCommit::start(writer, "rotor-sqlite-writer").map_err(|e| {
+                    StoreError::Unavailable {
+                        url: shown.clone(),
+                        source: sqlx::Error::Io(e),
+                    }
+                })?;
+            (Pool::Sqlite(pool), &MIGRATOR_SQLITE, saves, Some(reads))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             if key.is_none() {
                 return Err(StoreError::Key {
@@ -733,10 +732,19 @@ impl Store {
                 .idle_timeout(None)
                 .max_lifetime(None)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await
                 .map_err(unavailable)?;
-            (Pool::Postgres(pool), &MIGRATOR_POSTGRES, None, None)
+            let writer =
+                group_commit::PostgresWriter::new(options, key.clone().expect("checked above"));
+            let saves =
+                group_commit::GroupCommit::start(writer, "rotor-postgres-writer").map_err(|e| {
+                    StoreError::Unavailable {
+                        url: shown.clone(),
+                        source: sqlx::Error::Io(e),
+                    }
+                })?;
+            (Pool::Postgres(pool), &MIGRATOR_POSTGRES, saves, None)
         } else {
             return Err(StoreError::BadUrl {
                 url: shown,
@@ -1111,36 +1119,17 @@ impl Store {
         now: i64,
         durability: Durability,
     ) -> Result<i64, StoreError> {
-        let lost = || StoreError::LeaseLost {
-            run_id: run.id.clone(),
-            expected: run.state().as_str(),
+        let begin = group_commit::Write::Begin {
+            run: run.clone(),
+            step: step.to_owned(),
+            worker: worker.to_owned(),
+            now,
+            durability,
         };
-        if let Some(writes) = &self.saves {
-            let begin = group_commit::Write::Begin {
-                run: run.clone(),
-                step: step.to_owned(),
-                worker: worker.to_owned(),
-                now,
-                durability,
-            };
-            return writes
-                .write(begin)
-                .await?
-                .ok_or_else(|| StoreError::Query(sqlx::Error::RowNotFound));
-        }
-        let seq = with_pool!(self, p => {
-            let mut tx = p.begin_write().await?;
-            let owned = sqlx::query(sql::TOUCH_LEASED_RUN)
-                .bind(&run.id).bind(run.state).bind(worker).bind(now).execute(&mut *tx).await?.rows_affected();
-            if owned == 0 {
-                return Err(lost());
-            }
-            let (seq,): (i64,) = bind_begin_step!(sqlx::query_as(sql::BEGIN_STEP), run, step, worker, now)
-                .fetch_one(&mut *tx).await?;
-            tx.commit().await?;
-            seq
-        });
-        Ok(seq)
+        self.saves
+            .write(begin)
+            .await?
+            .ok_or_else(|| StoreError::Query(sqlx::Error::RowNotFound))
     }
 
     /// Saves a run after a step: compare-and-swap on (`id`, `expected` state, lease owner),
@@ -1158,75 +1147,19 @@ impl Store {
         now: i64,
         then: Then<'_>,
     ) -> Result<Option<i64>, StoreError> {
-        let p = match &self.pool {
-            Pool::Sqlite(_) => {
-                let saves = self
-                    .saves
-                    .as_ref()
-                    .expect("a SQLite store writes in groups");
-                return saves
-                    .write(group_commit::Write::Save(group_commit::Save {
-                        run: run.clone(),
-                        expected,
-                        worker: worker.to_owned(),
-                        step: step.cloned(),
-                        credential: credential.cloned(),
-                        audit: audit.clone(),
-                        now,
-                        passed: then.passed.map(str::to_owned),
-                        begin_next: then.begin.map(str::to_owned),
-                        durability: then.durability,
-                    }))
-                    .await;
-            }
-            Pool::Postgres(p) => p,
+        let save = group_commit::Save {
+            run: run.clone(),
+            expected,
+            worker: worker.to_owned(),
+            step: step.cloned(),
+            credential: credential.cloned(),
+            audit: audit.clone(),
+            now,
+            passed: then.passed.map(str::to_owned),
+            begin_next: then.begin.map(str::to_owned),
+            durability: then.durability,
         };
-        let next_seq = {
-            let mut tx = p.begin_write().await?;
-            let changed = bind_save_run!(sqlx::query(sql::SAVE_RUN), run, expected, worker, now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if changed == 0 {
-                return Err(StoreError::LeaseLost {
-                    run_id: run.id.clone(),
-                    expected: expected.as_str(),
-                });
-            }
-            if let Some(step) = step {
-                bind_end_step!(sqlx::query(sql::END_STEP), run, step, now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some(c) = credential {
-                bind_credential_update!(sqlx::query(sql::UPDATE_CREDENTIAL), run, c, now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some(passed) = then.passed {
-                bind_begin_step!(sqlx::query(sql::PASS_STEP), run, passed, worker, now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            // The next step's "started" record rides in the same transaction as this step's
-            // "finished" one: persisted before it runs, one commit fewer.
-            let next_seq = match then.begin {
-                Some(step) => {
-                    let (seq,): (i64,) =
-                        bind_begin_step!(sqlx::query_as(sql::BEGIN_STEP), run, step, worker, now)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    Some(seq)
-                }
-                None => None,
-            };
-            // Last: the audit head's row lock serialises every writer of every replica until
-            // this commit, so it is held for two statements and the commit, no more.
-            append_audit!(&self.key, tx, now, audit);
-            tx.commit().await?;
-            next_seq
-        };
-        Ok(next_seq)
+        self.saves.write(group_commit::Write::Save(save)).await
     }
 
     /// Gives up `worker`'s lease on a run without changing its state (shutdown, or a step that

@@ -1,7 +1,6 @@
 //! The fingerprints of every value rotor minted (`Fingerprint::of_value`), and what they lead
 //! back to: `rotor identify` asks which credential and run a value found in the wild came from.
 
-use super::BeginWrite;
 use super::{Pool, RunRow, Store, StoreError};
 use super::{group_commit, sql};
 
@@ -24,28 +23,16 @@ impl Store {
         fields: &[(&str, String)],
         now: i64,
     ) -> Result<(), StoreError> {
-        if let Some(writes) = &self.saves {
-            let minted = group_commit::Write::Minted {
-                credential_id: credential_id.to_owned(),
-                run_id: run_id.to_owned(),
-                fields: fields
-                    .iter()
-                    .map(|(f, v)| ((*f).to_owned(), v.clone()))
-                    .collect(),
-                now,
-            };
-            writes.write(minted).await?;
-            return Ok(());
-        }
-        with_pool!(self, p => {
-            let mut tx = p.begin_write().await?;
-            for (field, fingerprint) in fields {
-                sqlx::query(sql::RECORD_MINTED)
-                    .bind(run_id).bind(*field).bind(credential_id).bind(fingerprint).bind(now)
-                    .execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-        });
+        let minted = group_commit::Write::Minted {
+            credential_id: credential_id.to_owned(),
+            run_id: run_id.to_owned(),
+            fields: fields
+                .iter()
+                .map(|(f, v)| ((*f).to_owned(), v.clone()))
+                .collect(),
+            now,
+        };
+        self.saves.write(minted).await?;
         Ok(())
     }
 

@@ -649,6 +649,95 @@ pub const RUN_REPLACING: &str = "SELECT * FROM runs WHERE credential_id = $1 AND
 /// PostgreSQL's clock in ms since the epoch (the time of the statement, not of a transaction).
 pub const DATABASE_NOW_MS: &str = "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 
+// PostgreSQL's group commit (store/group_commit/postgres.rs): each statement writes a whole
+// group's rows, bound as arrays of one element a write and read back by `unnest`. A run is in
+// a group at most once (its worker awaits each write before the next), so no row is matched
+// by two elements. Each mirrors the statement of one write above it names.
+
+/// `SAVE_RUN` for a group, its compare-and-swap per row: fewer rows changed than elements
+/// means a lease was lost.
+pub const SAVE_RUNS_POSTGRES: &str = "\
+UPDATE runs SET state = v.state, attempts = v.attempts, not_before = v.not_before,
+    lease_owner = v.lease_owner,
+    lease_until = CASE WHEN v.lease_owner IS NULL THEN NULL
+                       WHEN runs.lease_until > v.lease_until THEN runs.lease_until ELSE v.lease_until END,
+    pending_version = v.pending_version, pending_fingerprint = v.pending_fingerprint,
+    replaced_version = v.replaced_version, replaced_fingerprint = v.replaced_fingerprint,
+    grace_until = v.grace_until, last_error = v.last_error, error_class = v.error_class,
+    stuck_from = v.stuck_from, finished_at = v.finished_at, updated_at = v.now,
+    previous_usage = v.previous_usage
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[],
+            $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[],
+            $15::text[], $16::text[], $17::bigint[], $18::bigint[], $19::text[])
+    AS v(id, expected, worker, state, attempts, not_before, lease_owner, lease_until, pending_version,
+         pending_fingerprint, replaced_version, replaced_fingerprint, grace_until, last_error,
+         error_class, stuck_from, finished_at, now, previous_usage)
+WHERE runs.id = v.id AND runs.state = v.expected AND runs.lease_owner = v.worker";
+
+/// `END_STEP` for a group.
+pub const END_STEPS_POSTGRES: &str = "\
+UPDATE run_steps SET finished_at = v.finished_at, outcome = v.outcome, error = v.error
+FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[])
+    AS v(run_id, seq, finished_at, outcome, error)
+WHERE run_steps.run_id = v.run_id AND run_steps.seq = v.seq";
+
+/// `UPDATE_CREDENTIAL` for a group.
+pub const UPDATE_CREDENTIALS_POSTGRES: &str = "\
+UPDATE credentials SET
+    current_version = COALESCE(v.current_version, credentials.current_version),
+    current_fingerprint = COALESCE(v.current_fingerprint, credentials.current_fingerprint),
+    current_since = COALESCE(v.current_since, credentials.current_since),
+    last_success_at = COALESCE(v.last_success_at, credentials.last_success_at),
+    last_error = CASE WHEN v.set_last_error = 1 THEN v.last_error ELSE credentials.last_error END,
+    consecutive_failures = CASE WHEN v.failure = 1 THEN credentials.consecutive_failures + 1
+                                WHEN v.failure = 0 THEN 0 ELSE credentials.consecutive_failures END,
+    next_due_at = CASE WHEN v.set_next_due = 1 THEN v.next_due_at ELSE credentials.next_due_at END,
+    due_reason = COALESCE(v.due_reason, credentials.due_reason),
+    updated_at = v.now
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[],
+            $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], $12::bigint[])
+    AS v(id, current_version, current_fingerprint, current_since, last_success_at, set_last_error,
+         last_error, failure, set_next_due, next_due_at, due_reason, now)
+WHERE credentials.id = v.id";
+
+/// `TOUCH_LEASED_RUN` for a group: fewer rows changed than elements means a lease was lost.
+pub const TOUCH_LEASED_RUNS_POSTGRES: &str = "\
+UPDATE runs SET updated_at = v.now
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS v(id, state, worker, now)
+WHERE runs.id = v.id AND runs.state = v.state AND runs.lease_owner = v.worker";
+
+/// `PASS_STEP` for a group.
+pub const PASS_STEPS_POSTGRES: &str = "\
+INSERT INTO run_steps (run_id, seq, step, attempt, worker, started_at, finished_at, outcome)
+SELECT v.run_id, COALESCE((SELECT MAX(s.seq) FROM run_steps s WHERE s.run_id = v.run_id), 0) + 1,
+       v.step, v.attempt, v.worker, v.now, v.now, 'ok'
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[])
+    AS v(run_id, step, attempt, worker, now)";
+
+/// `BEGIN_STEP` for a group: each run's new `seq`.
+pub const BEGIN_STEPS_POSTGRES: &str = "\
+INSERT INTO run_steps (run_id, seq, step, attempt, worker, started_at, outcome)
+SELECT v.run_id, COALESCE((SELECT MAX(s.seq) FROM run_steps s WHERE s.run_id = v.run_id), 0) + 1,
+       v.step, v.attempt, v.worker, v.now, 'running'
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[])
+    AS v(run_id, step, attempt, worker, now)
+RETURNING run_id, seq";
+
+/// `RECORD_MINTED` for a group.
+pub const RECORD_MINTED_POSTGRES: &str = "\
+INSERT INTO value_fingerprints (run_id, field, credential_id, fingerprint, recorded_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+ON CONFLICT (run_id, field) DO NOTHING";
+
+/// `INSERT_AUDIT` for a group, in `seq` order: the trigger that moves the head's hash along
+/// fires row by row, and the head must end at the last row's.
+pub const INSERT_AUDITS_POSTGRES: &str = "\
+INSERT INTO audit (seq, at, actor, action, credential_id, run_id, detail, prev_hash, hash)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::text[], $9::text[])
+    AS v(seq, at, actor, action, credential_id, run_id, detail, prev_hash, hash)
+ORDER BY v.seq";
+
 #[cfg(test)]
 mod tests {
     use crate::model::state::RunState;

@@ -1,8 +1,7 @@
-//! SQLite group commit: the saves, step starts and minted values' fingerprints that arrive
-//! while one transaction is writing are written together by the next, in one transaction.
+//! SQLite's writer of the groups.
 //!
-//! SQLite has one writer. A thread of rotor's own writes the groups through a connection of
-//! its own (rusqlite), running each statement in-thread: through sqlx every statement was a
+//! SQLite has one writer. The writer thread writes the groups through a connection of its
+//! own (rusqlite), running each statement in-thread: through sqlx every statement was a
 //! hand-over to its connection's worker thread and back, and with a group's writes one after
 //! another those hand-overs, two thread wake-ups each, bounded the whole daemon (the writer
 //! was busy 96 % of the time at 370 rotations a second, sqlx's worker 43 %, the cores a
@@ -13,219 +12,68 @@
 //!
 //! The audit rows of the group follow the chain's head, read once the transaction holds
 //! the write lock (an in-thread read: no need to remember it between groups).
-//! Each write keeps its own compare-and-swap: when one of a group is refused (its lease was
-//! lost) or anything else fails, the group is rolled back and its writes are made one by one,
-//! each in a transaction of its own by the same statements, so that each learns its own
-//! outcome and none is lost. This is the only way a save reaches a SQLite store.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, ToSql};
-
-use super::integrity::IntegrityKey;
 use sqlx::SqlitePool;
-use tokio::sync::{mpsc, oneshot};
 
-use super::{AuditEntry, CredentialUpdate, Durability, RunRow, StepEnd, StoreError, audit, sql};
+use super::{GroupError, Queued, Write, Writer};
 use crate::model::state::RunState;
+use crate::store::integrity::IntegrityKey;
+use crate::store::{Durability, audit, sql};
 
-/// A bound on one transaction's writes: how long the writer holds SQLite's lock, and how many
-/// writes go back to one-by-one when one of them is refused.
-const MOST_IN_A_GROUP: usize = 128;
-
-/// One write, owned so that the writer can hold it past the caller's borrow.
-// A queue holds one per run in flight, each moved once: boxing would only add allocations.
-#[allow(clippy::large_enum_variant)]
-pub(super) enum Write {
-    /// `Store::save_run`: returns the next step's `seq` if one was begun.
-    Save(Save),
-    /// `Store::begin_step`: returns the step's `seq`.
-    Begin {
-        run: RunRow,
-        step: String,
-        worker: String,
-        now: i64,
-        durability: Durability,
-    },
-    /// `Store::record_minted`: returns nothing.
-    Minted {
-        credential_id: String,
-        run_id: String,
-        fields: Vec<(String, String)>,
-        now: i64,
-    },
-}
-
-impl Write {
-    fn durability(&self) -> Durability {
-        match self {
-            Write::Save(s) => s.durability,
-            Write::Begin { durability, .. } => *durability,
-            // What `rotor identify` finds is as durable as the mint step's save after it.
-            Write::Minted { .. } => Durability::Deferred,
-        }
-    }
-}
-
-/// `Store::save_run`'s arguments.
-pub(super) struct Save {
-    pub run: RunRow,
-    pub expected: RunState,
-    pub worker: String,
-    pub step: Option<StepEnd>,
-    pub credential: Option<CredentialUpdate>,
-    pub audit: AuditEntry,
-    pub now: i64,
-    pub passed: Option<String>,
-    pub begin_next: Option<String>,
-    pub durability: Durability,
-}
-
-struct Queued {
-    write: Write,
-    done: oneshot::Sender<Result<Option<i64>, StoreError>>,
-}
-
-/// The queue of writes; the writer thread ends when the last store holding it is dropped.
-pub(super) struct GroupCommit {
-    queue: mpsc::UnboundedSender<Queued>,
-}
-
-impl GroupCommit {
-    /// Starts the writer thread for the database `file`, which `pool` is connected to.
-    pub fn start(pool: SqlitePool, file: PathBuf, key: IntegrityKey) -> std::io::Result<Arc<Self>> {
-        let (queue, receiver) = mpsc::unbounded_channel();
-        // Its own runtime: the pool's connection is awaited there, and the thread outlives
-        // whichever runtime connected the store.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::Builder::new()
-            .name("rotor-sqlite-writer".into())
-            .spawn(move || runtime.block_on(write_groups(pool, file, key, receiver)))?;
-        Ok(Arc::new(GroupCommit { queue }))
-    }
-
-    pub async fn write(&self, write: Write) -> Result<Option<i64>, StoreError> {
-        let (done, outcome) = oneshot::channel();
-        self.queue
-            .send(Queued { write, done })
-            .map_err(|_| StoreError::WriterGone)?;
-        outcome.await.map_err(|_| StoreError::WriterGone)?
-    }
-}
-
-/// Why a group was not written together.
-#[derive(Debug, thiserror::Error)]
-enum GroupError {
-    #[error("a write's compare-and-swap changed nothing")]
-    Refused,
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
-    #[error(transparent)]
-    Pool(#[from] sqlx::Error),
-}
-
-async fn write_groups(
+/// Writes groups into the SQLite database `file`, which `pool` is connected to.
+pub(in crate::store) struct SqliteWriter {
     pool: SqlitePool,
     file: PathBuf,
     key: IntegrityKey,
-    mut queue: mpsc::UnboundedReceiver<Queued>,
-) {
-    let mut db: Option<Connection> = None;
-    while let Some(first) = queue.recv().await {
-        let mut group = vec![first];
-        while group.len() < MOST_IN_A_GROUP {
-            match queue.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
-            }
-        }
-        match commit_together(&pool, &file, &key, &mut db, &group).await {
-            Ok(seqs) => {
-                for (queued, seq) in group.into_iter().zip(seqs) {
-                    let _ = queued.done.send(Ok(seq));
-                }
-                continue;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, writes = group.len(), "group commit refused; writing one by one");
-            }
-        }
-        for queued in group {
-            let outcome = write_alone(&pool, &file, &key, &mut db, &queued).await;
-            let _ = queued.done.send(outcome);
+    /// Opened at the first group, and again after a failure that may have left it unusable.
+    db: Option<Connection>,
+}
+
+impl SqliteWriter {
+    pub fn new(pool: SqlitePool, file: PathBuf, key: IntegrityKey) -> Self {
+        SqliteWriter {
+            pool,
+            file,
+            key,
+            db: None,
         }
     }
 }
 
-/// One write in a transaction of its own, by the same statements as a group: its own
-/// outcome, a refused compare-and-swap as `LeaseLost`.
-async fn write_alone(
-    pool: &SqlitePool,
-    file: &Path,
-    key: &IntegrityKey,
-    db: &mut Option<Connection>,
-    queued: &Queued,
-) -> Result<Option<i64>, StoreError> {
-    match commit_together(pool, file, key, db, std::slice::from_ref(queued)).await {
-        Ok(seqs) => Ok(seqs.into_iter().next().flatten()),
-        Err(GroupError::Refused) => {
-            let (run, expected) = match &queued.write {
-                Write::Save(s) => (&s.run, s.expected),
-                Write::Begin { run, .. } => (run, run.state),
-                Write::Minted { .. } => {
-                    unreachable!("only a run's compare-and-swap is refused")
-                }
-            };
-            Err(StoreError::LeaseLost {
-                run_id: run.id.clone(),
-                expected: expected.as_str(),
-            })
+impl Writer for SqliteWriter {
+    async fn commit_together(&mut self, group: &[Queued]) -> Result<Vec<Option<i64>>, GroupError> {
+        let _turn = self.pool.acquire().await?;
+        let conn = match &mut self.db {
+            Some(conn) => conn,
+            None => self.db.insert(open(&self.file)?),
+        };
+        // The connection commits NORMAL (on disk at the next checkpoint); a group holding a
+        // write that precedes a provider change commits FULL, its WAL synced before COMMIT
+        // returns, and with it every commit before it.
+        let synced = group
+            .iter()
+            .any(|q| q.write.durability() == Durability::Synced);
+        if synced {
+            conn.pragma_update(None, "synchronous", "FULL")?;
         }
-        Err(GroupError::Sqlite(e)) => Err(StoreError::Write(e)),
-        Err(GroupError::Pool(e)) => Err(StoreError::Query(e)),
+        let outcome = commit_batch(conn, &self.key, group);
+        if outcome.is_err() && conn.execute_batch("ROLLBACK").is_err() && !conn.is_autocommit() {
+            // A connection stuck in a transaction would hold the database's lock.
+            self.db = None;
+            return outcome;
+        }
+        // Outside the transaction: SQLite refuses to change the level inside one.
+        if synced && let Err(e) = conn.pragma_update(None, "synchronous", "NORMAL") {
+            // Left at FULL it would only be slower; a fresh connection starts NORMAL.
+            tracing::debug!(error = %e, "could not set synchronous back to NORMAL");
+            self.db = None;
+        }
+        outcome
     }
-}
-
-/// Writes every write of `group` in one transaction, or none, while holding the pool's
-/// connection. Returns each one's `seq`.
-async fn commit_together(
-    pool: &SqlitePool,
-    file: &Path,
-    key: &IntegrityKey,
-    db: &mut Option<Connection>,
-    group: &[Queued],
-) -> Result<Vec<Option<i64>>, GroupError> {
-    let _turn = pool.acquire().await?;
-    let conn = match db {
-        Some(conn) => conn,
-        None => db.insert(open(file)?),
-    };
-    // The connection commits NORMAL (on disk at the next checkpoint); a group holding a write
-    // that precedes a provider change commits FULL, its WAL synced before COMMIT returns, and
-    // with it every commit before it.
-    let synced = group
-        .iter()
-        .any(|q| q.write.durability() == Durability::Synced);
-    if synced {
-        conn.pragma_update(None, "synchronous", "FULL")?;
-    }
-    let outcome = commit_batch(conn, key, group);
-    if outcome.is_err() && conn.execute_batch("ROLLBACK").is_err() && !conn.is_autocommit() {
-        // A connection stuck in a transaction would hold the database's lock.
-        *db = None;
-        return outcome;
-    }
-    // Outside the transaction: SQLite refuses to change the level inside one.
-    if synced && let Err(e) = conn.pragma_update(None, "synchronous", "NORMAL") {
-        // Left at FULL it would only be slower; a fresh connection starts NORMAL.
-        tracing::debug!(error = %e, "could not set synchronous back to NORMAL");
-        *db = None;
-    }
-    outcome
 }
 
 /// The writer's connection, set as sqlx sets its own.
