@@ -5,6 +5,9 @@
 //!   ROTOR_BENCH_N=10000 cargo bench --bench scale  # smaller
 //!   ROTOR_BENCH_FILES=100 cargo bench --bench scale # credentials spread over 100 files
 //!   ROTOR_BENCH_STORE=postgres://... cargo bench --bench scale # an empty PostgreSQL database
+//!   ROTOR_BENCH_STORE=postgres://... ROTOR_BENCH_REPLICAS=3 cargo bench --bench scale
+//!       # three replicas share the work: each its own connections, writer and worker id, in
+//!       # this one process (the concurrency is split between them)
 //!
 //! Figures: config load, reconcile, plan (read + next-due computation for every credential),
 //! sustained full rotations per second (mint, apply, verify, promote, grace 0, retire: every
@@ -140,6 +143,27 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Runs one daemon a replica until each stops, and sums what they did.
+async fn run_replicas(
+    engines: &[Arc<Engine>],
+    runtime: &Arc<Runtime>,
+    options: DaemonOptions,
+    stop_after: Option<Duration>,
+) -> daemon::RunSummary {
+    let mut replicas = tokio::task::JoinSet::new();
+    for engine in engines {
+        let (engine, runtime, options) = (engine.clone(), runtime.clone(), options.clone());
+        replicas.spawn(async move { run_daemon(&engine, &runtime, options, stop_after).await });
+    }
+    let mut all = daemon::RunSummary::default();
+    while let Some(summary) = replicas.join_next().await {
+        let summary = summary.unwrap();
+        all.completed += summary.completed;
+        all.lag_ms.extend(summary.lag_ms);
+    }
+    all
+}
+
 async fn run_daemon(
     engine: &Arc<Engine>,
     runtime: &Arc<Runtime>,
@@ -197,7 +221,7 @@ async fn main() {
     // a fixed one, as its database is thrown away.
     let key = (!url.starts_with("sqlite:"))
         .then(|| rotor::store::integrity::IntegrityKey::from_bytes(&[7; 32]).unwrap());
-    let store = Store::open(&url, None, key, false).await.unwrap();
+    let store = Store::open(&url, None, key.clone(), false).await.unwrap();
     let started = Instant::now();
     daemon::reconcile(&store, &config, &clock).await.unwrap();
     let reconcile = started.elapsed();
@@ -227,19 +251,27 @@ async fn main() {
     )
     .await;
     let runtime = Arc::new(Runtime::build(config).await.unwrap());
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        Arc::new(SystemClock),
-        daemon::worker_id(),
-    ));
+    let replicas = env_usize("ROTOR_BENCH_REPLICAS", 1).max(1);
+    let mut engines = Vec::new();
+    for replica in 0..replicas {
+        let store = match replica {
+            0 => store.clone(),
+            _ => Store::open(&url, None, key.clone(), false).await.unwrap(),
+        };
+        engines.push(Arc::new(Engine::new(
+            store,
+            Arc::new(SystemClock),
+            daemon::worker_id(),
+        )));
+    }
     let options = DaemonOptions {
-        concurrency,
+        concurrency: (concurrency / replicas).max(1),
         lease: Duration::from_secs(60),
         poll: Duration::from_secs(5),
         once: true,
     };
     let (started, cpu_before, db_before) = (Instant::now(), cpu_seconds(), postgres_cpu_seconds());
-    let summary = run_daemon(&engine, &runtime, options.clone(), None).await;
+    let summary = run_replicas(&engines, &runtime, options.clone(), None).await;
     let rotate = started.elapsed();
     let cpu_per_rotation_ms = (cpu_seconds() - cpu_before) * 1000.0 / rotations as f64;
     let db_per_rotation_ms = (postgres_cpu_seconds() - db_before) * 1000.0 / rotations as f64;
@@ -255,10 +287,11 @@ async fn main() {
         &update_first(rotations, &format!("next_due_at = {now}")),
     )
     .await;
-    let (started, cpu_before) = (Instant::now(), cpu_seconds());
-    let summary = run_daemon(&engine, &runtime, options.clone(), None).await;
+    let (started, cpu_before, db_before) = (Instant::now(), cpu_seconds(), postgres_cpu_seconds());
+    let summary = run_replicas(&engines, &runtime, options.clone(), None).await;
     let again = started.elapsed();
     let cpu_per_replacing_ms = (cpu_seconds() - cpu_before) * 1000.0 / rotations as f64;
+    let db_per_replacing_ms = (postgres_cpu_seconds() - db_before) * 1000.0 / rotations as f64;
     assert_eq!(
         summary.completed, rotations,
         "every due credential rotated again"
@@ -288,8 +321,8 @@ async fn main() {
         once: false,
         ..options
     };
-    let summary = run_daemon(
-        &engine,
+    let summary = run_replicas(
+        &engines,
         &runtime,
         steady,
         Some(Duration::from_secs_f64(seconds + 4.0)),
@@ -331,7 +364,7 @@ async fn main() {
         "PostgreSQL"
     };
     println!(
-        "rotor scale benchmark: {n} credentials in {files} file(s), generated rotator, file vault, {backend} store"
+        "rotor scale benchmark: {n} credentials in {files} file(s), generated rotator, file vault, {backend} store, {replicas} replica(s)"
     );
     println!("{:<52} {:>12}", "figure", "value");
     println!(
@@ -372,6 +405,12 @@ async fn main() {
         "{:<52} {:>10.2} ms",
         "rotor's CPU per rotation, replacing a version", cpu_per_replacing_ms
     );
+    if backend == "PostgreSQL" {
+        println!(
+            "{:<52} {:>10.2} ms",
+            "PostgreSQL's CPU per rotation, replacing a version", db_per_replacing_ms
+        );
+    }
     println!(
         "{:<52} {:>10} ms",
         format!("lag due->claimed p50 ({} runs at {rate:.0}/s)", lag.len()),
