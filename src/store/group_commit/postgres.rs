@@ -70,6 +70,18 @@ struct StepStart<'a> {
     now: i64,
 }
 
+impl<'a> StepStart<'a> {
+    /// The start of `step`, if any, recorded with `save`.
+    fn after(save: &'a Save, step: Option<&'a str>) -> Option<Self> {
+        Some(StepStart {
+            run: &save.run,
+            step: step?,
+            worker: &save.worker,
+            now: save.now,
+        })
+    }
+}
+
 /// Binds the step starts' columns onto `PASS_STEPS_POSTGRES` or `BEGIN_STEPS_POSTGRES`.
 macro_rules! bind_step_starts {
     ($query:expr, $starts:expr) => {
@@ -211,14 +223,7 @@ async fn commit_batch(
     // A step that had nothing to do is recorded before the step begun after it.
     let passed: Vec<StepStart> = saves
         .iter()
-        .filter_map(|s| {
-            Some(StepStart {
-                run: &s.run,
-                step: s.passed.as_deref()?,
-                worker: &s.worker,
-                now: s.now,
-            })
-        })
+        .filter_map(|s| StepStart::after(s, s.passed.as_deref()))
         .collect();
     if !passed.is_empty() {
         bind_step_starts!(sqlx::query(sql::PASS_STEPS_POSTGRES), &passed)
@@ -227,14 +232,7 @@ async fn commit_batch(
     }
     let begun: Vec<StepStart> = saves
         .iter()
-        .filter_map(|s| {
-            Some(StepStart {
-                run: &s.run,
-                step: s.begin_next.as_deref()?,
-                worker: &s.worker,
-                now: s.now,
-            })
-        })
+        .filter_map(|s| StepStart::after(s, s.begin_next.as_deref()))
         .chain(touched)
         .collect();
     let mut seqs: HashMap<String, i64> = HashMap::with_capacity(begun.len());
