@@ -696,13 +696,8 @@ impl Store {
                 file,
                 key.clone().expect("set above"),
             );
-            let saves =
-                group_commit::GroupCommit::start(writer, "rotor-sqlite-writer").map_err(|e| {
-                    StoreError::Unavailable {
-                        url: shown.clone(),
-                        source: sqlx::Error::Io(e),
-                    }
-                })?;
+            let saves = group_commit::GroupCommit::start(writer, "rotor-sqlite-writer")
+                .map_err(|e| unavailable(sqlx::Error::Io(e)))?;
             (Pool::Sqlite(pool), &MIGRATOR_SQLITE, saves, Some(reads))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             if key.is_none() {
@@ -737,13 +732,8 @@ impl Store {
                 .map_err(unavailable)?;
             let writer =
                 group_commit::PostgresWriter::new(options, key.clone().expect("checked above"));
-            let saves =
-                group_commit::GroupCommit::start(writer, "rotor-postgres-writer").map_err(|e| {
-                    StoreError::Unavailable {
-                        url: shown.clone(),
-                        source: sqlx::Error::Io(e),
-                    }
-                })?;
+            let saves = group_commit::GroupCommit::start(writer, "rotor-postgres-writer")
+                .map_err(|e| unavailable(sqlx::Error::Io(e)))?;
             (Pool::Postgres(pool), &MIGRATOR_POSTGRES, saves, None)
         } else {
             return Err(StoreError::BadUrl {
