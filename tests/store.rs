@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rotor::engine::state::RunState;
 use rotor::store::outbox::Channel;
 use rotor::store::{
-    AuditEntry, DesiredCredential, Durability, NewRun, ReconcileChange, RunRow, StepEnd, Store,
-    StoreError, Then,
+    AuditEntry, DesiredCredential, Durability, NewRun, Pause, ReconcileChange, RunRow, StepEnd,
+    Store, StoreError, Then,
 };
 
 static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
@@ -329,7 +329,7 @@ async fn saves_arriving_together_keep_their_own_fences_and_one_audit_chain() {
                     .begin_step(&run, "mint", worker, 20, Durability::Synced)
                     .await;
                 let seq = match begun {
-                    Ok(seq) => seq,
+                    Ok(begun) => begun.seq,
                     Err(e) => return (run.id, worker, Err(e)),
                 };
                 let mut saved = run.clone();
@@ -352,7 +352,7 @@ async fn saves_arriving_together_keep_their_own_fences_and_one_audit_chain() {
                         Then::begin("apply"),
                     )
                     .await
-                    .map(|next| (seq, next));
+                    .map(|next| (seq, next.map(|b| b.seq)));
                 (run.id, worker, outcome)
             }));
         }
@@ -1008,6 +1008,63 @@ async fn a_save_never_shortens_a_lease_the_heartbeat_extended() {
     }
 }
 
+/// A run learns of `rotor pause` from the write that begins its next step: both ways of
+/// beginning one (a step start of its own, and the save of the step before) report the
+/// credential's pause as their transaction saw it.
+#[tokio::test]
+async fn the_write_that_begins_a_step_reports_the_credentials_pause() {
+    for (label, url, _keep) in backends() {
+        let (store, mut run) = one_claimed_run(&url, 60_000).await;
+        let mint = store
+            .begin_step(&run, "mint", "w", 20, Durability::Deferred)
+            .await
+            .unwrap();
+        assert_eq!(mint.pause, Pause::default(), "{label}: not paused");
+
+        assert!(
+            store
+                .pause("a", Some(90_000), "ops", "maintenance", 25)
+                .await
+                .unwrap()
+        );
+        run.set_state(RunState::PendingStored);
+        let end = StepEnd {
+            seq: mint.seq,
+            outcome: "ok",
+            error: None,
+        };
+        let apply = store
+            .save_run(
+                &run,
+                RunState::Planned,
+                "w",
+                Some(&end),
+                None,
+                &AuditEntry::new("w", "mint"),
+                30,
+                Then::begin("apply"),
+            )
+            .await
+            .unwrap()
+            .expect("the save began apply");
+        let paused = Pause {
+            paused_at: Some(25),
+            paused_until: Some(90_000),
+        };
+        assert_eq!(apply.pause, paused, "{label}: the save saw the pause");
+        assert!(apply.pause.is_paused(30) && !apply.pause.is_paused(90_000));
+
+        assert!(store.resume("a", "ops", 40).await.unwrap());
+        let again = store
+            .begin_step(&run, "apply", "w", 45, Durability::Deferred)
+            .await
+            .unwrap();
+        assert_eq!(again.seq, apply.seq + 1, "{label}");
+        assert_eq!(again.pause, Pause::default(), "{label}: resumed");
+        store.close().await;
+    }
+}
+
 #[tokio::test]
 async fn a_passed_step_is_recorded_started_and_finished_between_the_saved_step_and_the_next() {
     for (label, url, _keep) in backends() {
@@ -1015,7 +1072,8 @@ async fn a_passed_step_is_recorded_started_and_finished_between_the_saved_step_a
         let mint = store
             .begin_step(&run, "mint", "w", 20, Durability::Deferred)
             .await
-            .unwrap();
+            .unwrap()
+            .seq;
         run.set_state(RunState::Applied);
         let end = StepEnd {
             seq: mint,
@@ -1039,7 +1097,7 @@ async fn a_passed_step_is_recorded_started_and_finished_between_the_saved_step_a
             )
             .await
             .unwrap();
-        assert_eq!(verify, Some(mint + 2), "{label}");
+        assert_eq!(verify.map(|b| b.seq), Some(mint + 2), "{label}");
         let steps = store.steps(&run.id).await.unwrap();
         let seen: Vec<_> = steps
             .iter()

@@ -7,7 +7,9 @@ use tracing::Instrument;
 
 use crate::model::state::{self, RunState, Step};
 use crate::notify::{EventKind, RetireAfter};
-use crate::store::{AuditEntry, CredentialUpdate, Durability, RunRow, StepEnd, StoreError, Then};
+use crate::store::{
+    AuditEntry, Begun, CredentialUpdate, Durability, Pause, RunRow, StepEnd, StoreError, Then,
+};
 
 use super::error::{EngineError, StepError};
 use super::step::{Known, Performed};
@@ -35,7 +37,7 @@ impl Engine {
         mut run: RunRow,
     ) -> Result<Driven, EngineError> {
         // A step whose start was already recorded by the previous step's save.
-        let mut begun: Option<(Step, i64)> = None;
+        let mut begun: Option<(Step, Begun)> = None;
         let mut known: Option<Known> = None;
         loop {
             let state = run.state();
@@ -50,17 +52,14 @@ impl Engine {
                 self.store.release(&run.id, &self.worker).await?;
                 return Ok(Driven::Stopped);
             }
-            if let Some(until) = self.paused_until(&run).await? {
-                return self.wait_while_paused(&mut run, begun.take(), until).await;
-            }
             if transition.step == Step::Grace
                 && let Some(driven) = self.wait_out_grace(ctx, &mut run).await?
             {
                 return Ok(driven);
             }
             let step = transition.step;
-            let seq = match begun.take() {
-                Some((begun, seq)) if begun == step => seq,
+            let Begun { seq, pause } = match begun.take() {
+                Some((begun_step, begun)) if begun_step == step => begun,
                 _ => {
                     let now = self.now();
                     self.store
@@ -74,6 +73,9 @@ impl Engine {
                         .await?
                 }
             };
+            if let Some(until) = self.paused_until(&run, pause) {
+                return self.wait_while_paused(&mut run, seq, until).await;
+            }
             self.point(ctx, &run, step, "before").await?;
             // An emergency does not queue behind the provider's rate limit (its hard limits,
             // such as IAM's two keys per user, still hold).
@@ -137,27 +139,26 @@ impl Engine {
         }
     }
 
-    /// When the credential's pause ends (`rotor pause`), if it is paused: its run finished
-    /// the step in flight and goes no further. An emergency, and a drill a person is running,
-    /// go on through a pause: they are the newer word.
-    async fn paused_until(&self, run: &RunRow) -> Result<Option<i64>, StoreError> {
+    /// When the credential's pause ends (`rotor pause`), if it is paused as the start of the
+    /// run's next step found it: its run finished the step in flight and goes no further. An
+    /// emergency, and a drill a person is running, go on through a pause: they are the newer
+    /// word.
+    fn paused_until(&self, run: &RunRow, pause: Pause) -> Option<i64> {
         if run.emergency != 0 || run.drill.is_some() {
-            return Ok(None);
+            return None;
         }
         let now = self.now();
-        Ok(self
-            .store
-            .credential(&run.credential_id)
-            .await?
-            .filter(|row| row.is_paused(now))
-            .map(|row| row.paused_until.unwrap_or(now + PAUSED_LOOK_AGAIN_MS)))
+        pause
+            .is_paused(now)
+            .then(|| pause.paused_until.unwrap_or(now + PAUSED_LOOK_AGAIN_MS))
     }
 
-    /// A paused run waits, unleased, until the pause ends (or `rotor resume` wakes it).
+    /// A paused run waits, unleased, until the pause ends (or `rotor resume` wakes it); the
+    /// step begun (`seq`) ends without running.
     async fn wait_while_paused(
         &self,
         run: &mut RunRow,
-        begun: Option<(Step, i64)>,
+        seq: i64,
         until: i64,
     ) -> Result<Driven, EngineError> {
         let from = run.state();
@@ -167,12 +168,13 @@ impl Engine {
             "{from}: waits before {step} until {}",
             crate::clock::rfc3339(until)
         ));
-        let end = begun.map(|(_, seq)| StepEnd {
+        let end = StepEnd {
             seq,
             outcome: "waiting",
             error: None,
-        });
-        self.commit(run, Commit::plain(from, end, audit)).await?;
+        };
+        self.commit(run, Commit::plain(from, Some(end), audit))
+            .await?;
         tracing::info!(state = %from, until = %crate::clock::rfc3339(until), "credential paused: the run waits");
         Ok(Driven::Waiting(until))
     }
@@ -251,7 +253,7 @@ impl Engine {
 
     /// A step that is done: the run moves on, passing a next step with nothing to do and
     /// beginning the one that runs right away in the same commit. Returns the step begun (with
-    /// its record's sequence number) and the step passed.
+    /// its start's record) and the step passed.
     async fn commit_done(
         &self,
         ctx: &Ctx<'_>,
@@ -259,7 +261,7 @@ impl Engine {
         transition: state::Transition,
         seq: i64,
         update: Option<CredentialUpdate>,
-    ) -> Result<(Option<(Step, i64)>, Option<Step>), EngineError> {
+    ) -> Result<(Option<(Step, Begun)>, Option<Step>), EngineError> {
         let now = self.now();
         let from = run.state();
         run.set_state(transition.to);
@@ -310,25 +312,25 @@ impl Engine {
                 durability: next.map_or(Durability::Deferred, |t| ctx.durability_before(t.step)),
             },
         };
-        let next_seq = self.commit(run, commit).await?;
+        let next_begun = self.commit(run, commit).await?;
         tracing::info!(step = %transition.step, state = %transition.to, "step done");
         if let Some(p) = passed {
             tracing::info!(step = %p.step, state = %p.to, "step done: nothing to do");
         }
         Ok((
-            next.zip(next_seq).map(|(t, seq)| (t.step, seq)),
+            next.zip(next_begun).map(|(t, begun)| (t.step, begun)),
             passed.map(|p| p.step),
         ))
     }
 
     /// The one way a step's outcome reaches the store: the run, compare-and-swapped on the
     /// state it left and this worker's lease, with everything in `commit` in one transaction.
-    /// Returns the sequence number of the step record begun with it, if any.
+    /// Returns the start of the step begun with it, if any.
     pub(super) async fn commit(
         &self,
         run: &RunRow,
         commit: Commit<'_>,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<Begun>, StoreError> {
         self.store
             .save_run(
                 run,

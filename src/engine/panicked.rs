@@ -70,6 +70,7 @@ impl Engine {
                         ctx.durability_before(transition.step),
                     )
                     .await?
+                    .seq
             }
         };
         let error = StepError::permanent(format!(

@@ -333,8 +333,39 @@ pub struct CredentialRow {
 impl CredentialRow {
     /// Whether the credential is paused at `now`: a pause with an end is over once it passed.
     pub fn is_paused(&self, now: i64) -> bool {
+        self.pause().is_paused(now)
+    }
+
+    pub fn pause(&self) -> Pause {
+        Pause {
+            paused_at: self.paused_at,
+            paused_until: self.paused_until,
+        }
+    }
+}
+
+/// A credential's `rotor pause`, as one read or write of the store saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct Pause {
+    pub paused_at: Option<i64>,
+    /// `None`: until `rotor resume`.
+    pub paused_until: Option<i64>,
+}
+
+impl Pause {
+    /// Whether the credential is paused at `now`: a pause with an end is over once it passed.
+    pub fn is_paused(&self, now: i64) -> bool {
         self.paused_at.is_some() && self.paused_until.is_none_or(|until| until > now)
     }
+}
+
+/// A step's start, recorded: its record's sequence number, and the credential's pause as the
+/// transaction that recorded it saw. A run learns of a `rotor pause` from the write that
+/// begins each step, not from a read of its own before it (one round trip a step fewer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Begun {
+    pub seq: i64,
+    pub pause: Pause,
 }
 
 /// A run as the store keeps it.
@@ -1108,7 +1139,7 @@ impl Store {
         worker: &str,
         now: i64,
         durability: Durability,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Begun, StoreError> {
         let begin = group_commit::Write::Begin {
             run: run.clone(),
             step: step.to_owned(),
@@ -1136,7 +1167,7 @@ impl Store {
         audit: &AuditEntry,
         now: i64,
         then: Then<'_>,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<Begun>, StoreError> {
         let save = group_commit::Save {
             run: run.clone(),
             expected,

@@ -82,6 +82,9 @@ INSERT INTO run_steps (run_id, seq, step, attempt, worker, started_at, outcome)
 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, 'running' FROM run_steps WHERE run_id = $1
 RETURNING seq";
 
+/// A credential's pause, read by the write that begins one of its run's steps.
+pub const CREDENTIAL_PAUSE: &str = "SELECT paused_at, paused_until FROM credentials WHERE id = $1";
+
 /// Record a step that had nothing to do (see `Then::passed`) as started and finished at `$5`,
 /// in the same commit as the save of the step before it.
 pub const PASS_STEP: &str = "\
@@ -714,14 +717,18 @@ SELECT v.run_id, COALESCE((SELECT MAX(s.seq) FROM run_steps s WHERE s.run_id = v
 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[])
     AS v(run_id, step, attempt, worker, now)";
 
-/// `BEGIN_STEP` for a group: each run's new `seq`.
+/// `BEGIN_STEP` for a group: each run's new `seq`, with its credential's pause
+/// (`CREDENTIAL_PAUSE`) read in the same statement.
 pub const BEGIN_STEPS_POSTGRES: &str = "\
-INSERT INTO run_steps (run_id, seq, step, attempt, worker, started_at, outcome)
-SELECT v.run_id, COALESCE((SELECT MAX(s.seq) FROM run_steps s WHERE s.run_id = v.run_id), 0) + 1,
-       v.step, v.attempt, v.worker, v.now, 'running'
-FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[])
-    AS v(run_id, step, attempt, worker, now)
-RETURNING run_id, seq";
+WITH begun AS (
+    INSERT INTO run_steps (run_id, seq, step, attempt, worker, started_at, outcome)
+    SELECT v.run_id, COALESCE((SELECT MAX(s.seq) FROM run_steps s WHERE s.run_id = v.run_id), 0) + 1,
+           v.step, v.attempt, v.worker, v.now, 'running'
+    FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[])
+        AS v(run_id, step, attempt, worker, now)
+    RETURNING run_id, seq)
+SELECT begun.run_id, begun.seq, c.paused_at, c.paused_until
+FROM begun JOIN runs r ON r.id = begun.run_id JOIN credentials c ON c.id = r.credential_id";
 
 /// `RECORD_MINTED` for a group.
 pub const RECORD_MINTED_POSTGRES: &str = "\

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AuditEntry, CredentialUpdate, Durability, RunRow, StepEnd, StoreError};
+use super::{AuditEntry, Begun, CredentialUpdate, Durability, RunRow, StepEnd, StoreError};
 use crate::model::state::RunState;
 
 mod postgres;
@@ -35,9 +35,9 @@ const MOST_IN_A_GROUP: usize = 128;
 // A queue holds one per run in flight, each moved once: boxing would only add allocations.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Write {
-    /// `Store::save_run`: returns the next step's `seq` if one was begun.
+    /// `Store::save_run`: returns the next step's start if one was begun.
     Save(Save),
-    /// `Store::begin_step`: returns the step's `seq`.
+    /// `Store::begin_step`: returns the step's start.
     Begin {
         run: RunRow,
         step: String,
@@ -81,7 +81,7 @@ pub(super) struct Save {
 
 struct Queued {
     write: Write,
-    done: oneshot::Sender<Result<Option<i64>, StoreError>>,
+    done: oneshot::Sender<Result<Option<Begun>, StoreError>>,
 }
 
 /// Why a group was not written together.
@@ -97,11 +97,12 @@ enum GroupError {
 
 /// A backend's way of writing a group in one transaction.
 trait Writer: Send + 'static {
-    /// Writes every write of `group` in one transaction, or none. Returns each one's `seq`.
+    /// Writes every write of `group` in one transaction, or none. Returns each one's step
+    /// start, if it began one.
     fn commit_together(
         &mut self,
         group: &[Queued],
-    ) -> impl Future<Output = Result<Vec<Option<i64>>, GroupError>>;
+    ) -> impl Future<Output = Result<Vec<Option<Begun>>, GroupError>>;
 }
 
 /// The queue of writes; the writer thread ends when the last store holding it is dropped.
@@ -125,7 +126,7 @@ impl GroupCommit {
         Ok(Arc::new(GroupCommit { queue }))
     }
 
-    pub async fn write(&self, write: Write) -> Result<Option<i64>, StoreError> {
+    pub async fn write(&self, write: Write) -> Result<Option<Begun>, StoreError> {
         let (done, outcome) = oneshot::channel();
         self.queue
             .send(Queued { write, done })
@@ -144,9 +145,9 @@ async fn write_groups(mut writer: impl Writer, mut queue: mpsc::UnboundedReceive
             }
         }
         match writer.commit_together(&group).await {
-            Ok(seqs) => {
-                for (queued, seq) in group.into_iter().zip(seqs) {
-                    let _ = queued.done.send(Ok(seq));
+            Ok(begun) => {
+                for (queued, begun) in group.into_iter().zip(begun) {
+                    let _ = queued.done.send(Ok(begun));
                 }
                 continue;
             }
@@ -163,9 +164,12 @@ async fn write_groups(mut writer: impl Writer, mut queue: mpsc::UnboundedReceive
 
 /// One write in a transaction of its own, by the same statements as a group: its own
 /// outcome, a refused compare-and-swap as `LeaseLost`.
-async fn write_alone(writer: &mut impl Writer, queued: &Queued) -> Result<Option<i64>, StoreError> {
+async fn write_alone(
+    writer: &mut impl Writer,
+    queued: &Queued,
+) -> Result<Option<Begun>, StoreError> {
     match writer.commit_together(std::slice::from_ref(queued)).await {
-        Ok(seqs) => Ok(seqs.into_iter().next().flatten()),
+        Ok(begun) => Ok(begun.into_iter().next().flatten()),
         Err(GroupError::Refused) => {
             let (run, expected) = match &queued.write {
                 Write::Save(s) => (&s.run, s.expected),

@@ -20,7 +20,7 @@ use sqlx::{Connection, Postgres, Transaction};
 use super::{GroupError, Queued, Save, Write, Writer};
 use crate::model::state::RunState;
 use crate::store::integrity::IntegrityKey;
-use crate::store::{CredentialUpdate, RunRow, StepEnd, audit, sql};
+use crate::store::{Begun, CredentialUpdate, Pause, RunRow, StepEnd, audit, sql};
 
 /// Writes groups into the PostgreSQL database `options` connects to.
 pub(in crate::store) struct PostgresWriter {
@@ -40,7 +40,10 @@ impl PostgresWriter {
 }
 
 impl Writer for PostgresWriter {
-    async fn commit_together(&mut self, group: &[Queued]) -> Result<Vec<Option<i64>>, GroupError> {
+    async fn commit_together(
+        &mut self,
+        group: &[Queued],
+    ) -> Result<Vec<Option<Begun>>, GroupError> {
         let db = match &mut self.db {
             Some(db) => db,
             None => self
@@ -100,12 +103,12 @@ fn column<'a, W, T>(writes: &'a [W], value: impl FnMut(&'a W) -> T) -> Vec<T> {
 }
 
 /// One transaction: each kind of write by one statement, the audit head moved past the
-/// group's rows, the rows appended, commit. Returns each write's `seq`.
+/// group's rows, the rows appended, commit. Returns each write's step start.
 async fn commit_batch(
     mut tx: Transaction<'_, Postgres>,
     key: &IntegrityKey,
     group: &[Queued],
-) -> Result<Vec<Option<i64>>, GroupError> {
+) -> Result<Vec<Option<Begun>>, GroupError> {
     let mut saves: Vec<&Save> = Vec::new();
     let mut touched: Vec<StepStart> = Vec::new();
     let mut minted: Vec<(&str, &str, &str, &str, i64)> = Vec::new();
@@ -235,13 +238,22 @@ async fn commit_batch(
         .filter_map(|s| StepStart::after(s, s.begin_next.as_deref()))
         .chain(touched)
         .collect();
-    let mut seqs: HashMap<String, i64> = HashMap::with_capacity(begun.len());
+    let mut starts: HashMap<String, Begun> = HashMap::with_capacity(begun.len());
     if !begun.is_empty() {
-        let rows: Vec<(String, i64)> =
+        let rows: Vec<(String, i64, Option<i64>, Option<i64>)> =
             bind_step_starts!(sqlx::query_as(sql::BEGIN_STEPS_POSTGRES), &begun)
                 .fetch_all(&mut *tx)
                 .await?;
-        seqs.extend(rows);
+        starts.extend(
+            rows.into_iter()
+                .map(|(run_id, seq, paused_at, paused_until)| {
+                    let pause = Pause {
+                        paused_at,
+                        paused_until,
+                    };
+                    (run_id, Begun { seq, pause })
+                }),
+        );
     }
 
     if !minted.is_empty() {
@@ -288,8 +300,8 @@ async fn commit_batch(
     Ok(group
         .iter()
         .map(|Queued { write, .. }| match write {
-            Write::Save(s) if s.begin_next.is_some() => seqs.get(&s.run.id).copied(),
-            Write::Begin { run, .. } => seqs.get(&run.id).copied(),
+            Write::Save(s) if s.begin_next.is_some() => starts.get(&s.run.id).copied(),
+            Write::Begin { run, .. } => starts.get(&run.id).copied(),
             Write::Save(_) | Write::Minted { .. } => None,
         })
         .collect())

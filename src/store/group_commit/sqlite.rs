@@ -22,7 +22,7 @@ use sqlx::SqlitePool;
 use super::{GroupError, Queued, Write, Writer};
 use crate::model::state::RunState;
 use crate::store::integrity::IntegrityKey;
-use crate::store::{Durability, audit, sql};
+use crate::store::{Begun, Durability, Pause, RunRow, audit, sql};
 
 /// Writes groups into the SQLite database `file`, which `pool` is connected to.
 pub(in crate::store) struct SqliteWriter {
@@ -45,7 +45,10 @@ impl SqliteWriter {
 }
 
 impl Writer for SqliteWriter {
-    async fn commit_together(&mut self, group: &[Queued]) -> Result<Vec<Option<i64>>, GroupError> {
+    async fn commit_together(
+        &mut self,
+        group: &[Queued],
+    ) -> Result<Vec<Option<Begun>>, GroupError> {
         let _turn = self.pool.acquire().await?;
         let conn = match &mut self.db {
             Some(conn) => conn,
@@ -89,12 +92,12 @@ fn open(file: &Path) -> Result<Connection, rusqlite::Error> {
 }
 
 /// One transaction: `BEGIN IMMEDIATE`, the audit head moved past the group's rows, each
-/// write by its statements (each prepared once), `COMMIT`. Returns each write's `seq`.
+/// write by its statements (each prepared once), `COMMIT`. Returns each write's step start.
 fn commit_batch(
     db: &Connection,
     key: &IntegrityKey,
     group: &[Queued],
-) -> Result<Vec<Option<i64>>, GroupError> {
+) -> Result<Vec<Option<Begun>>, GroupError> {
     let saves = group
         .iter()
         .filter(|q| matches!(q.write, Write::Save(_)))
@@ -142,7 +145,7 @@ fn commit_batch(
                     Some(next) => {
                         let step =
                             bind_begin_step!(Params::new(), s.run, next.as_str(), &s.worker, s.now);
-                        Some(returning(db, sql::BEGIN_STEP, step)?)
+                        Some(begin_step(db, &s.run, step)?)
                     }
                     None => None,
                 }
@@ -163,7 +166,7 @@ fn commit_batch(
                     return Err(GroupError::Refused);
                 }
                 let step = bind_begin_step!(Params::new(), run, step.as_str(), worker, *now);
-                Some(returning(db, sql::BEGIN_STEP, step)?)
+                Some(begin_step(db, run, step)?)
             }
             Write::Minted {
                 credential_id,
@@ -230,12 +233,28 @@ fn execute(db: &Connection, text: &str, params: Params<'_>) -> Result<usize, rus
     prepare(db, text, &params)?.raw_execute()
 }
 
-/// Runs a statement that returns one integer (`RETURNING seq`).
-fn returning(db: &Connection, text: &str, params: Params<'_>) -> Result<i64, rusqlite::Error> {
-    let mut statement = prepare(db, text, &params)?;
-    let mut rows = statement.raw_query();
-    match rows.next()? {
-        Some(row) => row.get(0),
-        None => Err(rusqlite::Error::QueryReturnedNoRows),
-    }
+/// Records the start of one of `run`'s steps (`BEGIN_STEP`'s `step`), and reads its
+/// credential's pause in the same transaction.
+fn begin_step(db: &Connection, run: &RunRow, step: Params<'_>) -> Result<Begun, rusqlite::Error> {
+    let seq = prepare(db, sql::BEGIN_STEP, &step)?
+        .raw_query()
+        .next()?
+        .ok_or(rusqlite::Error::QueryReturnedNoRows)?
+        .get(0)?;
+    let pause = prepare(
+        db,
+        sql::CREDENTIAL_PAUSE,
+        &Params::new().bind(&run.credential_id),
+    )?
+    .raw_query()
+    .next()?
+    .map(|row| {
+        Ok::<_, rusqlite::Error>(Pause {
+            paused_at: row.get(0)?,
+            paused_until: row.get(1)?,
+        })
+    })
+    .transpose()?
+    .unwrap_or_default();
+    Ok(Begun { seq, pause })
 }
