@@ -98,6 +98,22 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// Every condition, in the order the metrics list them.
+    pub const ALL: [Condition; 12] = [
+        Condition::RolledBack,
+        Condition::RetriesExhausted,
+        Condition::Stuck,
+        Condition::Retrying,
+        Condition::Conflict,
+        Condition::TooOld,
+        Condition::Overdue,
+        Condition::DrillOverdue,
+        Condition::ManualDue,
+        Condition::ManualOverdue,
+        Condition::NotifyFailed,
+        Condition::StillUsed,
+    ];
+
     /// What a completed rotation (or a confirmed one by hand) puts right: everything but an
     /// overdue drill, which only a drill resolves, and a failing hook, which only its
     /// delivery resolves.

@@ -14,6 +14,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::alert::Condition;
 use crate::config::Config;
 use crate::scheduler::lag::Lag;
 use crate::store::totals::{DURATION_BUCKETS, RunTotals};
@@ -47,15 +48,9 @@ impl Format {
 }
 
 const OUTCOMES: [&str; 3] = ["completed", "rolled_back", "stuck"];
-const CONDITIONS: [&str; 7] = [
-    "rolled_back",
-    "retries_exhausted",
-    "stuck",
-    "conflict",
-    "too_old",
-    "notify_failed",
-    "still_used",
-];
+/// Every condition has a series, raised or not, so that a rule on any of them has one to
+/// read (a rule on a condition left out could never fire).
+const CONDITIONS: [Condition; Condition::ALL.len()] = Condition::ALL;
 
 /// The per-credential gauges read from the credential's row: name, help, the value when the
 /// row says nothing (no row yet, or the field is unset), and how to read it.
@@ -227,7 +222,7 @@ impl Snapshot {
                         .map_or(0.0, seconds),
                     max_age: c.schedule.max_age.map_or(0, |m| m.as_secs()),
                     alerts: CONDITIONS
-                        .map(|condition| alerts.iter().any(|a| a.condition == condition)),
+                        .map(|condition| alerts.iter().any(|a| a.condition == condition.as_str())),
                     notified: c
                         .notify
                         .iter()
@@ -371,7 +366,7 @@ impl Collector for Snapshot {
         for s in &self.series {
             for (condition, raised) in CONDITIONS.iter().zip(s.alerts) {
                 let [credential, provider] = s.labels();
-                let set = [credential, provider, ("condition", *condition)];
+                let set = [credential, provider, ("condition", condition.as_str())];
                 family
                     .encode_family(&set)?
                     .encode_gauge(&u64::from(raised))?;

@@ -68,30 +68,16 @@ fn prometheus_scrapes_rotations_and_failures() {
     prometheus.wait_for("rotor_scheduler_lag_seconds_count", |v| v >= 2.0);
     std::fs::write(&file, good).unwrap();
 
-    // The exposition passes Prometheus's own linter.
+    // Every alert condition has its series, so that every rule on one has a series to read.
     let (_, body) = http_get(&metrics_url).unwrap();
-    let promtool = require_program("promtool", "apt-get install -y prometheus");
-    let mut check = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for condition in rotor::alert::Condition::ALL {
+        let series = format!(
+            "rotor_alerts_active{{credential=\"app/key0\",provider=\"generated\",condition=\"{}\"}}",
+            condition.as_str()
+        );
+        assert!(body.contains(&series), "{series} missing: {body}");
+    }
+    promtool_accepts(&body);
 
     // Prometheus asked for OpenMetrics; a client that asks for nothing got the classic format.
     let (_, open) = crate::support::http_get_accepting(
@@ -119,6 +105,32 @@ fn prometheus_scrapes_rotations_and_failures() {
     let resets = format!("sum(resets({completed}[5m])) + sum(resets({durations}[5m]))");
     assert_eq!(prometheus.wait_for(&resets, |_| true), 0.0, "{resets}");
     stop(&mut daemon);
+}
+
+/// `promtool check metrics` accepts the exposition.
+fn promtool_accepts(body: &str) {
+    let promtool = require_program("promtool", "apt-get install -y prometheus");
+    let mut check = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `rotor run` serving its endpoints on `addr`.
