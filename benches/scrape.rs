@@ -6,6 +6,8 @@
 //!
 //!   cargo bench --bench scrape
 //!   ROTOR_BENCH_SCRAPE_CREDENTIALS=1000 ROTOR_BENCH_SCRAPE_RUNS=1000,100000 cargo bench --bench scrape
+//!   ROTOR_BENCH_SCRAPE_CREDENTIALS=100000 ROTOR_BENCH_SCRAPE_RUNS=1000 \
+//!     ROTOR_BENCH_SCRAPE_PER_CREDENTIAL_UP_TO=100000 cargo bench --bench scrape   # `[metrics]`
 
 use std::time::{Duration, Instant};
 
@@ -86,6 +88,9 @@ async fn main() {
         "[defaults]\ngrace = \"0s\"\n\n[vaults.local]\nkind = \"file\"\ndir = \"vault\"\n\
          identity = { file = \"vault.key\" }\n",
     );
+    if let Ok(up_to) = std::env::var("ROTOR_BENCH_SCRAPE_PER_CREDENTIAL_UP_TO") {
+        config_text += &format!("\n[metrics]\nper_credential_up_to = {up_to}\n");
+    }
     for i in 0..credentials {
         config_text += &format!(
             "\n[[credential]]\nid = \"bench/key{i}\"\nschedule = {{ every = \"30d\" }}\n\
@@ -101,7 +106,12 @@ async fn main() {
         .unwrap();
     let lag = Default::default();
 
-    println!("scrape cost, {credentials} credentials, SQLite, {repeats} scrapes each (ms)");
+    let per = if credentials <= config.metrics.per_credential_up_to {
+        "series per credential"
+    } else {
+        "series per provider kind"
+    };
+    println!("scrape cost, {credentials} credentials ({per}), SQLite, {repeats} scrapes each (ms)");
     let mut runs = 0;
     for size in sizes {
         let filling = Instant::now();
@@ -109,7 +119,7 @@ async fn main() {
         runs = size;
         let filled = filling.elapsed();
         let mut scrapes = Vec::new();
-        let mut bytes = 0;
+        let (mut bytes, mut series) = (0, 0);
         for _ in 0..repeats {
             let started = Instant::now();
             let text = render(&store, &config, &lag, 0, Format::OpenMetrics)
@@ -117,6 +127,7 @@ async fn main() {
                 .unwrap();
             scrapes.push(started.elapsed());
             bytes = text.len();
+            series = text.lines().filter(|l| !l.starts_with('#')).count();
         }
         let mut scans = Vec::new();
         for _ in 0..repeats.min(11) {
@@ -125,7 +136,8 @@ async fn main() {
         let (median, p90) = median_and_p90(scrapes);
         let (scan_median, scan_p90) = median_and_p90(scans);
         println!(
-            "  {runs:>9} completed runs: scrape median {median:.2}, p90 {p90:.2} ({bytes} bytes); \
+            "  {runs:>9} completed runs: scrape median {median:.2}, p90 {p90:.2} ({bytes} bytes, \
+             {series} samples); \
              the history scan it replaced: median {scan_median:.2}, p90 {scan_p90:.2} \
              (runs added in {:.1} s)",
             filled.as_secs_f64()

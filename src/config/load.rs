@@ -58,6 +58,7 @@ struct Loader {
     store: Option<(StoreConfig, Declared)>,
     drill: Option<(DrillConfig, Declared)>,
     limits: Option<(crate::config::LimitsConfig, Declared)>,
+    metrics: Option<(crate::config::MetricsConfig, Declared)>,
     defaults: Option<(DefaultsConfig, Declared)>,
     vaults: BTreeMap<String, (VaultConfig, Declared)>,
     alerts: BTreeMap<String, (AlertConfig, Declared)>,
@@ -231,10 +232,11 @@ impl Loader {
                 "credential" => self.add_credentials(index, value),
                 "drill" => self.add_drill(index, value),
                 "limits" => self.add_limits(index, value),
+                "metrics" => self.add_metrics(index, value),
                 other => self.error(
                     index,
                     Some(key_span),
-                    format!("unknown key `{other}`; expected one of: store, defaults, vaults, alerts, hooks, credential, drill, limits"),
+                    format!("unknown key `{other}`; expected one of: store, defaults, vaults, alerts, hooks, credential, drill, limits, metrics"),
                 ),
             }
         }
@@ -324,6 +326,22 @@ impl Loader {
             );
         }
         self.limits = Some((limits, Declared::at(file, span)));
+    }
+
+    fn add_metrics(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
+        let span = value.span();
+        let Some(metrics) = self.deserialize::<crate::config::MetricsConfig>(file, value) else {
+            return;
+        };
+        if let Some((_, first)) = &self.metrics {
+            let at = self.position(first);
+            return self.error(
+                file,
+                Some(span),
+                format!("[metrics] is declared twice (first at {at})"),
+            );
+        }
+        self.metrics = Some((metrics, Declared::at(file, span)));
     }
 
     fn add_store(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
@@ -1031,6 +1049,7 @@ impl Loader {
         config.warnings = self.warnings;
         config.drill = self.drill.map(|(d, _)| d).unwrap_or_default();
         config.limits = self.limits.map(|(l, _)| l).unwrap_or_default();
+        config.metrics = self.metrics.map(|(m, _)| m).unwrap_or_default();
         config.hooks = self.hooks.into_iter().map(|(k, (v, _))| (k, v)).collect();
         Ok(config)
     }

@@ -58,6 +58,32 @@ pub struct ConfigFile {
     /// How much work every replica together may do at once, and how fast, per provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsConfig>,
+    /// What `/metrics` reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`: the series `/metrics` reports.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Up to this many credentials, `/metrics` reports each credential's own series; above it,
+    /// one set per provider kind, aggregated (default 10000; 0: always per provider). A
+    /// credential has about 40 series, and a Prometheus keeps every one of them.
+    #[serde(default = "default_per_credential_up_to")]
+    pub per_credential_up_to: usize,
+}
+
+fn default_per_credential_up_to() -> usize {
+    10_000
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            per_credential_up_to: default_per_credential_up_to(),
+        }
+    }
 }
 
 /// `[limits]`: bounds that hold across every replica sharing the store (they are counted in
@@ -287,6 +313,8 @@ pub struct Config {
     pub drill: DrillConfig,
     /// `[limits]`, if any file declares it.
     pub limits: LimitsConfig,
+    /// `[metrics]`, if any file declares it.
+    pub metrics: MetricsConfig,
     /// What is allowed but deserves a look (a credential without a maximum age).
     pub warnings: Vec<Diagnostic>,
     /// Position of each credential in `credentials`, by id: lookups are on every hot path.
@@ -351,6 +379,7 @@ impl Config {
             sources,
             drill: DrillConfig::default(),
             limits: LimitsConfig::default(),
+            metrics: MetricsConfig::default(),
             warnings: Vec::new(),
             index,
         }

@@ -6,8 +6,13 @@
 //! themselves. Labels come only from config (credential id, provider, hook) and fixed sets
 //! (outcome, condition): cardinality is bounded by the config. A series exists for every
 //! configured credential from startup, not only after an event.
+//!
+//! Above `[metrics] per_credential_up_to` credentials the series are per provider kind
+//! instead (`ProviderSeries`): counts of credentials in each condition and the extremes an
+//! alert needs (the oldest version, the earliest rotation due), so that what a Prometheus
+//! keeps does not grow with the credentials. `rotor status` still has every credential.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
@@ -100,6 +105,51 @@ const GAUGES: [(&str, &str, f64, Pick); 7] = [
     ),
 ];
 
+/// The gauges per provider kind, above `[metrics] per_credential_up_to`: name, help, value.
+type ProviderPick = fn(&ProviderSeries) -> f64;
+const PROVIDER_GAUGES: [(&str, &str, ProviderPick); 8] = [
+    (
+        "rotor_provider_credentials",
+        "Credentials of the provider kind in the loaded config.",
+        |p| p.credentials as f64,
+    ),
+    (
+        "rotor_provider_oldest_age_seconds",
+        "Age of the oldest current version among the provider kind's credentials (-1: none has one yet).",
+        |p| p.oldest_age,
+    ),
+    (
+        "rotor_provider_past_max_age",
+        "Credentials whose current version is older than their max_age.",
+        |p| p.past_max_age as f64,
+    ),
+    (
+        "rotor_provider_failing",
+        "Credentials whose last rotation failed (consecutive failures above 0).",
+        |p| p.failing as f64,
+    ),
+    (
+        "rotor_credential_paused",
+        "Credentials paused (`rotor pause`; `rotor status` says who paused each and why).",
+        |p| p.paused as f64,
+    ),
+    (
+        "rotor_provider_next_rotation_timestamp_seconds",
+        "The earliest rotation due among the provider kind's credentials that are not paused (0: none scheduled).",
+        |p| p.next_rotation.unwrap_or(0.0),
+    ),
+    (
+        "rotor_provider_oldest_drill_timestamp_seconds",
+        "The oldest last rotation drill among the provider kind's credentials (0: one was never drilled).",
+        |p| p.oldest_drill.unwrap_or(0.0),
+    ),
+    (
+        "rotor_provider_due_by_hand_timestamp_seconds",
+        "The earliest due date among the provider kind's credentials rotated by hand (0: none).",
+        |p| p.due_by_hand.unwrap_or(0.0),
+    ),
+];
+
 fn seconds(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
@@ -137,10 +187,110 @@ impl Series {
     }
 }
 
+/// One provider kind's series, aggregated over its credentials.
+#[derive(Debug, Default)]
+struct ProviderSeries {
+    credentials: u64,
+    outcomes: [u64; 3],
+    duration_sum: f64,
+    duration_count: u64,
+    /// Per-bucket counts, summed bucket by bucket.
+    duration_buckets: Vec<(f64, u64)>,
+    /// The age of the oldest current version (s; -1: none has one yet).
+    oldest_age: f64,
+    /// Credentials whose current version is older than their `max_age`.
+    past_max_age: u64,
+    /// Credentials whose last rotation failed.
+    failing: u64,
+    paused: u64,
+    /// The earliest rotation due of a credential that is not paused (s).
+    next_rotation: Option<f64>,
+    /// The oldest last drill (s; 0: a credential was never drilled).
+    oldest_drill: Option<f64>,
+    /// The earliest due date of a credential rotated by hand (s).
+    due_by_hand: Option<f64>,
+    /// Credentials with each of `CONDITIONS` raised.
+    alerts: [u64; CONDITIONS.len()],
+}
+
+impl ProviderSeries {
+    fn add(&mut self, s: &Series) {
+        // In `GAUGES`' order.
+        let [age, next_rotation, _, failures, drill, paused, _] = s.gauges;
+        if self.credentials == 0 {
+            self.oldest_age = -1.0;
+            self.duration_buckets = s.duration_buckets.iter().map(|&(le, _)| (le, 0)).collect();
+        }
+        self.credentials += 1;
+        for (sum, n) in self.outcomes.iter_mut().zip(s.outcomes) {
+            *sum += n;
+        }
+        self.duration_sum += s.duration_sum;
+        self.duration_count += s.duration_count;
+        for (sum, (_, n)) in self.duration_buckets.iter_mut().zip(&s.duration_buckets) {
+            sum.1 += n;
+        }
+        self.oldest_age = self.oldest_age.max(age);
+        self.past_max_age += u64::from(s.max_age > 0 && age > s.max_age as f64);
+        self.failing += u64::from(failures > 0.0);
+        self.paused += u64::from(paused > 0.0);
+        if next_rotation > 0.0 && paused == 0.0 {
+            self.next_rotation = Some(
+                self.next_rotation
+                    .map_or(next_rotation, |t| t.min(next_rotation)),
+            );
+        }
+        self.oldest_drill = Some(self.oldest_drill.map_or(drill, |t| t.min(drill)));
+        if s.due_by_hand > 0.0 {
+            self.due_by_hand = Some(
+                self.due_by_hand
+                    .map_or(s.due_by_hand, |t| t.min(s.due_by_hand)),
+            );
+        }
+        for (count, raised) in self.alerts.iter_mut().zip(s.alerts) {
+            *count += u64::from(raised);
+        }
+    }
+}
+
+/// The credentials' series, each its own or aggregated per provider kind.
+#[derive(Debug)]
+enum Exposition {
+    PerCredential(Vec<Series>),
+    /// By provider kind; notification attempts by hook and outcome.
+    PerProvider {
+        providers: BTreeMap<String, ProviderSeries>,
+        notified: BTreeMap<String, (u64, u64)>,
+    },
+}
+
+impl Exposition {
+    fn add(&mut self, series: Series) {
+        match self {
+            Exposition::PerCredential(all) => all.push(series),
+            Exposition::PerProvider {
+                providers,
+                notified,
+            } => {
+                for (hook, succeeded, failed) in &series.notified {
+                    let counts = notified.entry(hook.clone()).or_default();
+                    counts.0 += succeeded;
+                    counts.1 += failed;
+                }
+                providers
+                    .entry(series.provider.clone())
+                    .or_default()
+                    .add(&series);
+            }
+        }
+    }
+}
+
 /// Everything one scrape reports: read from the store (async), then encoded (sync).
 #[derive(Debug)]
 struct Snapshot {
-    series: Vec<Series>,
+    exposition: Exposition,
+    credentials: u64,
     in_flight: u64,
     lag: Lag,
 }
@@ -187,165 +337,317 @@ impl Snapshot {
             .collect();
         let mut alerts = by_credential(store.active_alerts().await?, |a| &a.credential_id);
         let mut notified = by_credential(store.hook_counts().await?, |n| &n.credential_id);
-        let series = config
-            .credentials
-            .iter()
-            .map(|c| {
-                let row = rows.get(&c.id);
-                let totals = totals.remove(&c.id).unwrap_or_default();
-                let in_state = |state: &str| totals.iter().find(|t| t.state == state);
-                let outcomes = OUTCOMES.map(|o| in_state(o).map_or(0, |t| t.runs.max(0) as u64));
-                let completed = in_state("completed");
-                let (sum_ms, count) = completed.map_or((0, 0), |t| (t.duration_ms, t.timed));
-                let cumulative =
-                    completed.map_or(DURATION_BUCKETS.map(|le| (le, 0)), RunTotals::buckets);
-                let alerts = alerts.remove(&c.id).unwrap_or_default();
-                let notified = notified.remove(&c.id).unwrap_or_default();
-                let run = live.remove(&c.id);
-                Series {
-                    previous_last_used: run
-                        .as_ref()
-                        .and_then(|r| crate::engine::PreviousUsage::of(r).last_seen)
-                        .map(seconds),
-                    grace_end: run.as_ref().and_then(|r| r.grace_until).map(seconds),
-                    id: c.id.clone(),
-                    provider: c.provider().to_owned(),
-                    outcomes,
-                    duration_sum: seconds(sum_ms),
-                    duration_count: count.max(0) as u64,
-                    duration_buckets: per_bucket(cumulative, count),
-                    gauges: GAUGES.map(|(_, _, fallback, pick)| {
-                        row.and_then(|r| pick(r, now)).unwrap_or(fallback)
-                    }),
-                    due_by_hand: row
-                        .and_then(|r| crate::scheduler::by_hand::deadline(c, r))
-                        .map_or(0.0, seconds),
-                    max_age: c.schedule.max_age.map_or(0, |m| m.as_secs()),
-                    alerts: CONDITIONS
-                        .map(|condition| alerts.iter().any(|a| a.condition == condition.as_str())),
-                    notified: c
-                        .notify
-                        .iter()
-                        .map(|hook| {
-                            let counts = notified.iter().find(|n| n.hook == *hook);
-                            (
-                                hook.clone(),
-                                counts.map_or(0, |n| n.succeeded.max(0) as u64),
-                                counts.map_or(0, |n| n.failed.max(0) as u64),
-                            )
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
+        let mut exposition = if config.credentials.len() <= config.metrics.per_credential_up_to {
+            Exposition::PerCredential(Vec::with_capacity(config.credentials.len()))
+        } else {
+            Exposition::PerProvider {
+                providers: BTreeMap::new(),
+                notified: BTreeMap::new(),
+            }
+        };
+        for series in config.credentials.iter().map(|c| {
+            let row = rows.get(&c.id);
+            let totals = totals.remove(&c.id).unwrap_or_default();
+            let in_state = |state: &str| totals.iter().find(|t| t.state == state);
+            let outcomes = OUTCOMES.map(|o| in_state(o).map_or(0, |t| t.runs.max(0) as u64));
+            let completed = in_state("completed");
+            let (sum_ms, count) = completed.map_or((0, 0), |t| (t.duration_ms, t.timed));
+            let cumulative =
+                completed.map_or(DURATION_BUCKETS.map(|le| (le, 0)), RunTotals::buckets);
+            let alerts = alerts.remove(&c.id).unwrap_or_default();
+            let notified = notified.remove(&c.id).unwrap_or_default();
+            let run = live.remove(&c.id);
+            Series {
+                previous_last_used: run
+                    .as_ref()
+                    .and_then(|r| crate::engine::PreviousUsage::of(r).last_seen)
+                    .map(seconds),
+                grace_end: run.as_ref().and_then(|r| r.grace_until).map(seconds),
+                id: c.id.clone(),
+                provider: c.provider().to_owned(),
+                outcomes,
+                duration_sum: seconds(sum_ms),
+                duration_count: count.max(0) as u64,
+                duration_buckets: per_bucket(cumulative, count),
+                gauges: GAUGES.map(|(_, _, fallback, pick)| {
+                    row.and_then(|r| pick(r, now)).unwrap_or(fallback)
+                }),
+                due_by_hand: row
+                    .and_then(|r| crate::scheduler::by_hand::deadline(c, r))
+                    .map_or(0.0, seconds),
+                max_age: c.schedule.max_age.map_or(0, |m| m.as_secs()),
+                alerts: CONDITIONS
+                    .map(|condition| alerts.iter().any(|a| a.condition == condition.as_str())),
+                notified: c
+                    .notify
+                    .iter()
+                    .map(|hook| {
+                        let counts = notified.iter().find(|n| n.hook == *hook);
+                        (
+                            hook.clone(),
+                            counts.map_or(0, |n| n.succeeded.max(0) as u64),
+                            counts.map_or(0, |n| n.failed.max(0) as u64),
+                        )
+                    })
+                    .collect(),
+            }
+        }) {
+            exposition.add(series);
+        }
         Ok(Snapshot {
-            series,
+            exposition,
+            credentials: config.credentials.len() as u64,
             in_flight,
             lag: lag.clone(),
         })
     }
 }
 
-impl Snapshot {
-    /// A gauge family with a sample for each credential `pick` knows a value of, none for
-    /// the others.
-    fn gauges_where_known(
-        &self,
-        encoder: &mut DescriptorEncoder,
-        name: &str,
-        help: &str,
-        pick: fn(&Series) -> Option<f64>,
-    ) -> Result<(), std::fmt::Error> {
+/// A gauge family with a sample for each credential `pick` knows a value of, none for the
+/// others.
+fn gauges_where_known(
+    encoder: &mut DescriptorEncoder,
+    series: &[Series],
+    name: &str,
+    help: &str,
+    pick: fn(&Series) -> Option<f64>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for s in series {
+        if let Some(at) = pick(s) {
+            family.encode_family(&s.labels())?.encode_gauge(&at)?;
+        }
+    }
+    Ok(())
+}
+
+/// Each credential's own series.
+fn encode_per_credential(
+    series: &[Series],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    // A counter's descriptor is named without `_total`: the encoder adds it to the samples.
+    let mut family = encoder.encode_descriptor(
+        "rotor_rotations",
+        "Rotation runs that ended, by outcome.",
+        None,
+        MetricType::Counter,
+    )?;
+    for s in series {
+        for (outcome, n) in OUTCOMES.iter().zip(s.outcomes) {
+            let [credential, provider] = s.labels();
+            let set = [credential, provider, ("outcome", *outcome)];
+            family
+                .encode_family(&set)?
+                .encode_counter::<NoLabelSet, _, f64>(&n, None)?;
+        }
+    }
+
+    let mut family = encoder.encode_descriptor(
+        "rotor_rotation_duration_seconds",
+        "Time from the start of a rotation to its completion, grace included.",
+        None,
+        MetricType::Histogram,
+    )?;
+    for s in series {
+        family
+            .encode_family(&s.labels())?
+            .encode_histogram::<NoLabelSet>(
+                s.duration_sum,
+                s.duration_count,
+                &s.duration_buckets,
+                None,
+            )?;
+    }
+
+    for (i, (name, help, _, _)) in GAUGES.iter().enumerate() {
         let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-        for s in &self.series {
-            if let Some(at) = pick(s) {
-                family.encode_family(&s.labels())?.encode_gauge(&at)?;
+        for s in series {
+            family
+                .encode_family(&s.labels())?
+                .encode_gauge(&s.gauges[i])?;
+        }
+    }
+
+    let mut family = encoder.encode_descriptor(
+        "rotor_credential_due_by_hand_timestamp_seconds",
+        "For a credential rotated by hand: when it is due (its expiry, or max_age after its last confirmation); 0 for the others.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for s in series {
+        family
+            .encode_family(&s.labels())?
+            .encode_gauge(&s.due_by_hand)?;
+    }
+
+    gauges_where_known(
+        encoder,
+        series,
+        "rotor_previous_credential_last_used_timestamp_seconds",
+        "During grace under retire_when = \"unused\": when the replaced credential was last seen in use, as the provider tells (no sample before the first sighting).",
+        |s| s.previous_last_used,
+    )?;
+    gauges_where_known(
+        encoder,
+        series,
+        "rotor_grace_end_timestamp_seconds",
+        "During grace: when it ends at the latest and the replaced credential is retired (under retire_when = \"unused\" it may end sooner; no sample outside grace).",
+        |s| s.grace_end,
+    )?;
+
+    let mut family = encoder.encode_descriptor(
+        "rotor_credential_max_age_seconds",
+        "The configured max_age (0: none), to alert on independently of rotor.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for s in series {
+        family
+            .encode_family(&s.labels())?
+            .encode_gauge(&s.max_age)?;
+    }
+
+    let mut family = encoder.encode_descriptor(
+        "rotor_alerts_active",
+        "Alert conditions raised and not yet resolved.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for s in series {
+        for (condition, raised) in CONDITIONS.iter().zip(s.alerts) {
+            let [credential, provider] = s.labels();
+            let set = [credential, provider, ("condition", condition.as_str())];
+            family
+                .encode_family(&set)?
+                .encode_gauge(&u64::from(raised))?;
+        }
+    }
+
+    let mut family = encoder.encode_descriptor(
+        "rotor_notifications",
+        "Attempts to notify a credential's consumers, by hook and outcome (success, failure).",
+        None,
+        MetricType::Counter,
+    )?;
+    for s in series {
+        for (hook, succeeded, failed) in &s.notified {
+            for (outcome, n) in [("success", succeeded), ("failure", failed)] {
+                let set = [
+                    ("credential", s.id.as_str()),
+                    ("hook", hook.as_str()),
+                    ("outcome", outcome),
+                ];
+                family
+                    .encode_family(&set)?
+                    .encode_counter::<NoLabelSet, _, f64>(n, None)?;
             }
         }
-        Ok(())
     }
+
+    Ok(())
+}
+
+/// A gauge family with one sample per provider kind: `value` of its series.
+fn per_provider_gauge(
+    encoder: &mut DescriptorEncoder,
+    providers: &BTreeMap<String, ProviderSeries>,
+    name: &str,
+    help: &str,
+    value: fn(&ProviderSeries) -> f64,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (provider, p) in providers {
+        family
+            .encode_family(&[("provider", provider.as_str())])?
+            .encode_gauge(&value(p))?;
+    }
+    Ok(())
+}
+
+/// The series aggregated per provider kind (`[metrics] per_credential_up_to`).
+fn encode_per_provider(
+    providers: &BTreeMap<String, ProviderSeries>,
+    notified: &BTreeMap<String, (u64, u64)>,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        "rotor_rotations",
+        "Rotation runs that ended, by outcome.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (provider, p) in providers {
+        for (outcome, n) in OUTCOMES.iter().zip(p.outcomes) {
+            let set = [("provider", provider.as_str()), ("outcome", *outcome)];
+            family
+                .encode_family(&set)?
+                .encode_counter::<NoLabelSet, _, f64>(&n, None)?;
+        }
+    }
+
+    let mut family = encoder.encode_descriptor(
+        "rotor_rotation_duration_seconds",
+        "Time from the start of a rotation to its completion, grace included.",
+        None,
+        MetricType::Histogram,
+    )?;
+    for (provider, p) in providers {
+        family
+            .encode_family(&[("provider", provider.as_str())])?
+            .encode_histogram::<NoLabelSet>(
+                p.duration_sum,
+                p.duration_count,
+                &p.duration_buckets,
+                None,
+            )?;
+    }
+
+    for (name, help, value) in PROVIDER_GAUGES {
+        per_provider_gauge(encoder, providers, name, help, value)?;
+    }
+
+    let mut family = encoder.encode_descriptor(
+        "rotor_alerts_active",
+        "Credentials with the alert condition raised and not yet resolved.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (provider, p) in providers {
+        for (condition, n) in CONDITIONS.iter().zip(p.alerts) {
+            let set = [
+                ("provider", provider.as_str()),
+                ("condition", condition.as_str()),
+            ];
+            family.encode_family(&set)?.encode_gauge(&n)?;
+        }
+    }
+
+    let mut family = encoder.encode_descriptor(
+        "rotor_notifications",
+        "Attempts to notify consumers, by hook and outcome (success, failure).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (hook, (succeeded, failed)) in notified {
+        for (outcome, n) in [("success", succeeded), ("failure", failed)] {
+            let set = [("hook", hook.as_str()), ("outcome", outcome)];
+            family
+                .encode_family(&set)?
+                .encode_counter::<NoLabelSet, _, f64>(n, None)?;
+        }
+    }
+    Ok(())
 }
 
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        // A counter's descriptor is named without `_total`: the encoder adds it to the samples.
-        let mut family = encoder.encode_descriptor(
-            "rotor_rotations",
-            "Rotation runs that ended, by outcome.",
-            None,
-            MetricType::Counter,
-        )?;
-        for s in &self.series {
-            for (outcome, n) in OUTCOMES.iter().zip(s.outcomes) {
-                let [credential, provider] = s.labels();
-                let set = [credential, provider, ("outcome", *outcome)];
-                family
-                    .encode_family(&set)?
-                    .encode_counter::<NoLabelSet, _, f64>(&n, None)?;
-            }
-        }
-
-        let mut family = encoder.encode_descriptor(
-            "rotor_rotation_duration_seconds",
-            "Time from the start of a rotation to its completion, grace included.",
-            None,
-            MetricType::Histogram,
-        )?;
-        for s in &self.series {
-            family
-                .encode_family(&s.labels())?
-                .encode_histogram::<NoLabelSet>(
-                    s.duration_sum,
-                    s.duration_count,
-                    &s.duration_buckets,
-                    None,
-                )?;
-        }
-
-        for (i, (name, help, _, _)) in GAUGES.iter().enumerate() {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for s in &self.series {
-                family
-                    .encode_family(&s.labels())?
-                    .encode_gauge(&s.gauges[i])?;
-            }
-        }
-
-        let mut family = encoder.encode_descriptor(
-            "rotor_credential_due_by_hand_timestamp_seconds",
-            "For a credential rotated by hand: when it is due (its expiry, or max_age after its last confirmation); 0 for the others.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for s in &self.series {
-            family
-                .encode_family(&s.labels())?
-                .encode_gauge(&s.due_by_hand)?;
-        }
-
-        self.gauges_where_known(
-            &mut encoder,
-            "rotor_previous_credential_last_used_timestamp_seconds",
-            "During grace under retire_when = \"unused\": when the replaced credential was last seen in use, as the provider tells (no sample before the first sighting).",
-            |s| s.previous_last_used,
-        )?;
-        self.gauges_where_known(
-            &mut encoder,
-            "rotor_grace_end_timestamp_seconds",
-            "During grace: when it ends at the latest and the replaced credential is retired (under retire_when = \"unused\" it may end sooner; no sample outside grace).",
-            |s| s.grace_end,
-        )?;
-
-        let mut family = encoder.encode_descriptor(
-            "rotor_credential_max_age_seconds",
-            "The configured max_age (0: none), to alert on independently of rotor.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for s in &self.series {
-            family
-                .encode_family(&s.labels())?
-                .encode_gauge(&s.max_age)?;
+        match &self.exposition {
+            Exposition::PerCredential(series) => encode_per_credential(series, &mut encoder)?,
+            Exposition::PerProvider {
+                providers,
+                notified,
+            } => encode_per_provider(providers, notified, &mut encoder)?,
         }
 
         encoder
@@ -356,43 +658,6 @@ impl Collector for Snapshot {
                 MetricType::Gauge,
             )?
             .encode_gauge(&self.in_flight)?;
-
-        let mut family = encoder.encode_descriptor(
-            "rotor_alerts_active",
-            "Alert conditions raised and not yet resolved.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for s in &self.series {
-            for (condition, raised) in CONDITIONS.iter().zip(s.alerts) {
-                let [credential, provider] = s.labels();
-                let set = [credential, provider, ("condition", condition.as_str())];
-                family
-                    .encode_family(&set)?
-                    .encode_gauge(&u64::from(raised))?;
-            }
-        }
-
-        let mut family = encoder.encode_descriptor(
-            "rotor_notifications",
-            "Attempts to notify a credential's consumers, by hook and outcome (success, failure).",
-            None,
-            MetricType::Counter,
-        )?;
-        for s in &self.series {
-            for (hook, succeeded, failed) in &s.notified {
-                for (outcome, n) in [("success", succeeded), ("failure", failed)] {
-                    let set = [
-                        ("credential", s.id.as_str()),
-                        ("hook", hook.as_str()),
-                        ("outcome", outcome),
-                    ];
-                    family
-                        .encode_family(&set)?
-                        .encode_counter::<NoLabelSet, _, f64>(n, None)?;
-                }
-            }
-        }
 
         let family = encoder.encode_descriptor(
             "rotor_scheduler_lag_seconds",
@@ -409,7 +674,7 @@ impl Collector for Snapshot {
                 None,
                 MetricType::Gauge,
             )?
-            .encode_gauge(&(self.series.len() as u64))?;
+            .encode_gauge(&self.credentials)?;
 
         let mut family = encoder.encode_descriptor(
             "rotor_build_info",

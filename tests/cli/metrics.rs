@@ -107,6 +107,70 @@ fn prometheus_scrapes_rotations_and_failures() {
     stop(&mut daemon);
 }
 
+/// Above `[metrics] per_credential_up_to` credentials, `/metrics` has one set of series per
+/// provider kind: what a Prometheus keeps does not grow with the credentials, and the counts
+/// still say how many credentials are in each condition.
+#[test]
+fn above_the_configured_size_the_series_are_per_provider() {
+    let config = format!(
+        "{}\n[metrics]\nper_credential_up_to = 2\n",
+        generated_config(3, "0s")
+    );
+    let rotor = Rotor::new(&config);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut daemon = serving(&rotor, &addr);
+    let metrics_url = format!("http://{addr}/metrics");
+    let scrape_until = |what: &str, done: &dyn Fn(&str) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some((200, body)) = http_get(&metrics_url)
+                && done(&body)
+            {
+                return body;
+            }
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // The daemon's first pass gives each of the three its first version.
+    let body = scrape_until("three rotations completed", &|body| {
+        body.contains("rotor_rotations_total{provider=\"generated\",outcome=\"completed\"} 3")
+    });
+    assert!(
+        !body.contains("credential=\""),
+        "no series per credential: {body}"
+    );
+    for line in [
+        "rotor_provider_credentials{provider=\"generated\"} 3",
+        "rotor_provider_failing{provider=\"generated\"} 0",
+        "rotor_provider_past_max_age{provider=\"generated\"} 0",
+        "rotor_credential_paused{provider=\"generated\"} 0",
+        "rotor_rotation_duration_seconds_count{provider=\"generated\"} 3",
+        "rotor_alerts_active{provider=\"generated\",condition=\"rolled_back\"} 0",
+        "rotor_credentials 3",
+    ] {
+        assert!(body.contains(line), "{line} missing: {body}");
+    }
+    promtool_accepts(&body);
+
+    // One of them fails and one is paused: the provider's counts say so.
+    let file = rotor.path("vault/app/key1.age");
+    std::fs::write(&file, b"garbage").unwrap();
+    rotor.ok(&["rotate", "app/key1", "--no-wait"]);
+    rotor.ok(&["pause", "app/key2", "--reason", "maintenance"]);
+    let body = scrape_until("the failure counted", &|body| {
+        body.contains("rotor_alerts_active{provider=\"generated\",condition=\"rolled_back\"} 1")
+    });
+    for line in [
+        "rotor_rotations_total{provider=\"generated\",outcome=\"rolled_back\"} 1",
+        "rotor_provider_failing{provider=\"generated\"} 1",
+        "rotor_credential_paused{provider=\"generated\"} 1",
+    ] {
+        assert!(body.contains(line), "{line} missing: {body}");
+    }
+    stop(&mut daemon);
+}
+
 /// `promtool check metrics` accepts the exposition.
 fn promtool_accepts(body: &str) {
     let promtool = require_program("promtool", "apt-get install -y prometheus");
