@@ -40,9 +40,20 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
     }
 }
 
-/// The metric names rotor exports, as a query names them (histograms with their suffixes).
+/// The metric names rotor exports, as a query names them (histograms with their suffixes),
+/// with series per credential and per provider kind (`[metrics] per_credential_up_to`).
 fn exported() -> BTreeSet<String> {
-    let rotor = Rotor::new(&generated_config(1, "1h"));
+    let per_credential = generated_config(1, "1h");
+    let per_provider = format!("{per_credential}\n[metrics]\nper_credential_up_to = 0\n");
+    let mut names = BTreeSet::new();
+    for config in [per_credential, per_provider] {
+        names.extend(exported_by(&config));
+    }
+    names
+}
+
+fn exported_by(config: &str) -> BTreeSet<String> {
+    let rotor = Rotor::new(config);
     let config = rotor::config::load(std::slice::from_ref(&rotor.config)).unwrap();
     let text = crate::providers::block_on(async {
         let store = rotor::store::Store::connect(&rotor.store_url(), None)
