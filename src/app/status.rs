@@ -250,88 +250,122 @@ fn next_action(
     }
 }
 
-/// The status of every credential in the store (of one with `only`; `None` when it is not
-/// there) at `now` (ms).
-pub async fn status(
-    store: &Store,
-    config: &Config,
-    only: Option<&str>,
+/// How many credentials a page of `Statuses` holds.
+const PAGE: i64 = 1_000;
+
+/// The status of the credentials at `now` (ms), read a page at a time in id order: what a
+/// listing holds does not grow with the credentials (the live runs and the hook states it
+/// joins are read once; they are as many as the runs in flight and the hooks' deliveries).
+pub struct Statuses<'a> {
+    store: &'a Store,
+    config: &'a Config,
     now: i64,
-) -> Result<Option<Vec<CredentialStatus>>, StoreError> {
-    let live = store.live_runs_by_credential().await?;
-    let mut hooks: HashMap<String, Vec<HookStatus>> = HashMap::new();
-    for h in store.hook_states().await? {
-        hooks
-            .entry(h.credential_id.clone())
-            .or_default()
-            .push(h.into());
+    live: HashMap<String, RunRow>,
+    hooks: HashMap<String, Vec<HookStatus>>,
+    /// The last id listed; `None` once every page has been.
+    after: Option<String>,
+}
+
+impl<'a> Statuses<'a> {
+    pub async fn read(store: &'a Store, config: &'a Config, now: i64) -> Result<Self, StoreError> {
+        let live = store.live_runs_by_credential().await?;
+        let mut hooks: HashMap<String, Vec<HookStatus>> = HashMap::new();
+        for h in store.hook_states().await? {
+            hooks
+                .entry(h.credential_id.clone())
+                .or_default()
+                .push(h.into());
+        }
+        Ok(Statuses {
+            store,
+            config,
+            now,
+            live,
+            hooks,
+            after: Some(String::new()),
+        })
     }
-    let mut rows = store.credentials().await?;
-    if let Some(id) = only {
-        rows.retain(|r| r.id == id);
+
+    /// The next page of statuses; `None` after the last.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<CredentialStatus>>, StoreError> {
+        let Some(after) = self.after.take() else {
+            return Ok(None);
+        };
+        let rows = self.store.credentials_after(&after, PAGE).await?;
+        if rows.len() as i64 == PAGE {
+            self.after = rows.last().map(|row| row.id.clone());
+        }
         if rows.is_empty() {
             return Ok(None);
         }
+        Ok(Some(rows.iter().map(|row| self.status_of(row)).collect()))
     }
-    let statuses = rows
-        .iter()
-        .map(|row| {
-            let run = live.get(&row.id);
-            let (next_action, next_action_at) = next_action(config, row, run, now);
-            let by_hand = config
+
+    /// One credential's status; `None` when the store does not have it.
+    pub async fn one(&mut self, id: &str) -> Result<Option<CredentialStatus>, StoreError> {
+        Ok(self
+            .store
+            .credential(id)
+            .await?
+            .map(|row| self.status_of(&row)))
+    }
+
+    fn status_of(&mut self, row: &CredentialRow) -> CredentialStatus {
+        let (config, now) = (self.config, self.now);
+        let run = self.live.get(&row.id);
+        let (next_action, next_action_at) = next_action(config, row, run, now);
+        let by_hand = config
+            .credential(&row.id)
+            .filter(|c| c.by_hand().is_some())
+            .map(|c| crate::scheduler::by_hand::deadline(c, row));
+        CredentialStatus {
+            id: row.id.clone(),
+            provider: row.provider.clone(),
+            vault: row.vault.clone(),
+            state: state_name(row, run, now).into(),
+            current_version: row.current_version.clone(),
+            current_fingerprint: row
+                .current_fingerprint
+                .as_deref()
+                .map(crate::fingerprint::shown),
+            age_seconds: row.current_since.map(|s| (now - s) / 1000),
+            next_due_at: match by_hand {
+                Some(deadline) => deadline.map(rfc3339),
+                None => row.next_due_at.map(rfc3339),
+            },
+            last_success_at: row.last_success_at.map(rfc3339),
+            last_error: row
+                .last_error
+                .clone()
+                .or_else(|| run.and_then(|r| r.last_error.clone())),
+            last_drill_at: row.last_drill_at.map(rfc3339),
+            last_drill_outcome: row.last_drill_outcome.clone(),
+            run_id: run.map(|r| r.id.clone()),
+            rotation: if by_hand.is_some() {
+                "by_hand"
+            } else {
+                "automatic"
+            },
+            hooks: self.hooks.remove(&row.id).unwrap_or_default(),
+            next_action,
+            next_action_at: next_action_at.map(rfc3339),
+            max_age: config
                 .credential(&row.id)
-                .filter(|c| c.by_hand().is_some())
-                .map(|c| crate::scheduler::by_hand::deadline(c, row));
-            CredentialStatus {
-                id: row.id.clone(),
-                provider: row.provider.clone(),
-                vault: row.vault.clone(),
-                state: state_name(row, run, now).into(),
-                current_version: row.current_version.clone(),
-                current_fingerprint: row
-                    .current_fingerprint
-                    .as_deref()
-                    .map(crate::fingerprint::shown),
-                age_seconds: row.current_since.map(|s| (now - s) / 1000),
-                next_due_at: match by_hand {
-                    Some(deadline) => deadline.map(rfc3339),
-                    None => row.next_due_at.map(rfc3339),
-                },
-                last_success_at: row.last_success_at.map(rfc3339),
-                last_error: row
-                    .last_error
-                    .clone()
-                    .or_else(|| run.and_then(|r| r.last_error.clone())),
-                last_drill_at: row.last_drill_at.map(rfc3339),
-                last_drill_outcome: row.last_drill_outcome.clone(),
-                run_id: run.map(|r| r.id.clone()),
-                rotation: if by_hand.is_some() {
-                    "by_hand"
-                } else {
-                    "automatic"
-                },
-                hooks: hooks.remove(&row.id).unwrap_or_default(),
-                next_action,
-                next_action_at: next_action_at.map(rfc3339),
-                max_age: config
-                    .credential(&row.id)
-                    .and_then(|c| c.schedule.max_age)
-                    .map(|m| m.to_string()),
-                max_age_deadline: config
-                    .credential(&row.id)
-                    .and_then(|c| max_age_deadline(c, Some(row)))
-                    .map(rfc3339),
-                previous_usage: run
-                    .filter(|r| r.previous_usage.is_some())
-                    .map(|r| crate::engine::PreviousUsage::of(r).into()),
-                paused: row.is_paused(now).then(|| PauseStatus {
-                    by: row.paused_by.clone().unwrap_or_default(),
-                    reason: row.paused_reason.clone().unwrap_or_default(),
-                    since: rfc3339(row.paused_at.unwrap_or_default()),
-                    until: row.paused_until.map(rfc3339),
-                }),
-            }
-        })
-        .collect();
-    Ok(Some(statuses))
+                .and_then(|c| c.schedule.max_age)
+                .map(|m| m.to_string()),
+            max_age_deadline: config
+                .credential(&row.id)
+                .and_then(|c| max_age_deadline(c, Some(row)))
+                .map(rfc3339),
+            previous_usage: run
+                .filter(|r| r.previous_usage.is_some())
+                .map(|r| crate::engine::PreviousUsage::of(r).into()),
+            paused: row.is_paused(now).then(|| PauseStatus {
+                by: row.paused_by.clone().unwrap_or_default(),
+                reason: row.paused_reason.clone().unwrap_or_default(),
+                since: rfc3339(row.paused_at.unwrap_or_default()),
+                until: row.paused_until.map(rfc3339),
+            }),
+        }
+    }
 }

@@ -1,8 +1,10 @@
 //! `rotor status [ID] [--json]`: each credential's state, current version, age and last error
 //! (see `app::status`), as a table or JSON.
 
+use std::io::Write;
+
 use super::{CliError, CliResult, Context, Exit, print_json};
-use crate::app::status;
+use crate::app::status::{self, CredentialStatus};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,18 +19,68 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let config = ctx.load_config()?;
     let store = ctx.open_store(&config).await?;
     let now = store.clock().now_ms();
-    let statuses = status::status(&store, &config, args.id.as_deref(), now).await?;
-    store.close().await;
-    let Some(statuses) = statuses else {
-        return Err(CliError::usage(format!(
-            "no credential `{}` in the store",
-            args.id.unwrap_or_default()
-        )));
+    let mut statuses = status::Statuses::read(&store, &config, now).await?;
+    let printed = match &args.id {
+        Some(id) => match statuses.one(id).await? {
+            Some(one) if args.json => print_json(&[one]),
+            Some(one) => {
+                print_table(vec![one]);
+                Ok(())
+            }
+            None => Err(CliError::usage(format!(
+                "no credential `{id}` in the store"
+            ))),
+        },
+        None if args.json => print_json_pages(&mut statuses).await,
+        None => print_table_pages(&mut statuses).await,
     };
-    if args.json {
-        print_json(&statuses)?;
-        return Ok(Exit::Ok);
+    store.close().await;
+    printed.map(|()| Exit::Ok)
+}
+
+/// Every credential's status as one JSON array, written a page at a time (the same text as
+/// `print_json` of the whole list).
+async fn print_json_pages(statuses: &mut status::Statuses<'_>) -> Result<(), CliError> {
+    use serde::ser::{SerializeSeq, Serializer};
+    let internal = |e: serde_json::Error| CliError::Internal(e.into());
+    let mut json = serde_json::Serializer::pretty(std::io::BufWriter::new(std::io::stdout()));
+    let mut array = (&mut json).serialize_seq(None).map_err(internal)?;
+    while let Some(page) = statuses.next_page().await? {
+        for s in &page {
+            array.serialize_element(s).map_err(internal)?;
+        }
     }
+    array.end().map_err(internal)?;
+    let mut out = json.into_inner();
+    writeln!(out)
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::Internal(e.into()))
+}
+
+/// Every credential's row of the table, a page at a time; then what the busy ones do next
+/// and the hooks' deliveries, from the few credentials that have either.
+async fn print_table_pages(statuses: &mut status::Statuses<'_>) -> Result<(), CliError> {
+    print_header();
+    let mut kept = Vec::new();
+    while let Some(page) = statuses.next_page().await? {
+        for s in page {
+            print_row(&s);
+            if s.state != "idle" || !s.hooks.is_empty() {
+                kept.push(s);
+            }
+        }
+    }
+    print_after_rows(&kept);
+    Ok(())
+}
+
+fn print_table(statuses: Vec<CredentialStatus>) {
+    print_header();
+    statuses.iter().for_each(print_row);
+    print_after_rows(&statuses);
+}
+
+fn print_header() {
     println!(
         "{:<32} {:<10} {:<9} {:<12} {:>8} {:>10}  {:<20}  {:<20}  {:<12}  LAST ERROR",
         "ID",
@@ -41,33 +93,37 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         "MAX AGE BY",
         "LAST DRILL"
     );
-    for s in &statuses {
-        let drill = match (&s.last_drill_outcome, &s.last_drill_at) {
-            (None, _) => "-".to_owned(),
-            (Some(outcome), Some(at)) if outcome == "passed" => format!("passed {}", &at[..10]),
-            (Some(outcome), _) => outcome.clone(),
-        };
-        println!(
-            "{:<32} {:<10} {:<9} {:<12} {:>8} {:>10}  {:<20}  {:<20}  {:<12}  {}",
-            s.id,
-            s.provider,
-            s.rotation,
-            s.state,
-            s.current_version.as_deref().unwrap_or("-"),
-            s.age_seconds.map_or("-".into(), human_age),
-            s.next_due_at
-                .as_deref()
-                .unwrap_or(if s.run_id.is_some() { "-" } else { "manual" }),
-            s.max_age_deadline.as_deref().unwrap_or(match s.max_age {
-                Some(_) => "-",
-                None => "none",
-            }),
-            drill,
-            s.last_error.as_deref().unwrap_or("")
-        );
-    }
-    // What rotor does next is in the table's NEXT DUE for an idle credential; the others
-    // say it in words, and a stuck one what a person must do.
+}
+
+fn print_row(s: &CredentialStatus) {
+    let drill = match (&s.last_drill_outcome, &s.last_drill_at) {
+        (None, _) => "-".to_owned(),
+        (Some(outcome), Some(at)) if outcome == "passed" => format!("passed {}", &at[..10]),
+        (Some(outcome), _) => outcome.clone(),
+    };
+    println!(
+        "{:<32} {:<10} {:<9} {:<12} {:>8} {:>10}  {:<20}  {:<20}  {:<12}  {}",
+        s.id,
+        s.provider,
+        s.rotation,
+        s.state,
+        s.current_version.as_deref().unwrap_or("-"),
+        s.age_seconds.map_or("-".into(), human_age),
+        s.next_due_at
+            .as_deref()
+            .unwrap_or(if s.run_id.is_some() { "-" } else { "manual" }),
+        s.max_age_deadline.as_deref().unwrap_or(match s.max_age {
+            Some(_) => "-",
+            None => "none",
+        }),
+        drill,
+        s.last_error.as_deref().unwrap_or("")
+    );
+}
+
+/// What rotor does next is in the table's NEXT DUE for an idle credential; the others say it
+/// in words, and a stuck one what a person must do. Then each hook's latest delivery.
+fn print_after_rows(statuses: &[CredentialStatus]) {
     let busy: Vec<_> = statuses.iter().filter(|s| s.state != "idle").collect();
     if !busy.is_empty() {
         println!("\n{:<32} NEXT", "ID");
@@ -87,7 +143,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
             "\n{:<32} {:<20} {:<9} {:<10} {:>8} {:>7}  LAST ERROR",
             "NOTIFIED", "HOOK", "EVENT", "STATE", "OUTCOME", "WAITING"
         );
-        for s in &statuses {
+        for s in statuses {
             for h in &s.hooks {
                 println!(
                     "{:<32} {:<20} {:<9} {:<10} {:>8} {:>7}  {}",
@@ -102,7 +158,6 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
             }
         }
     }
-    Ok(Exit::Ok)
 }
 
 pub fn human_age(seconds: i64) -> String {
