@@ -268,15 +268,7 @@ impl Loader {
                 "drill.every must be longer than 0s",
             );
         }
-        if let Some((_, first)) = &self.drill {
-            let at = self.position(first);
-            return self.error(
-                file,
-                Some(span),
-                format!("[drill] is declared twice (first at {at})"),
-            );
-        }
-        self.drill = Some((drill, Declared::at(file, span)));
+        self.declare_once(|l| &mut l.drill, "drill", drill, file, span);
     }
 
     fn add_limits(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
@@ -317,15 +309,29 @@ impl Loader {
                 );
             }
         }
-        if let Some((_, first)) = &self.limits {
-            let at = self.position(first);
+        self.declare_once(|l| &mut l.limits, "limits", limits, file, span);
+    }
+
+    /// Keeps `value` as the config's one `[name]` table, or reports where `[name]` was
+    /// declared first.
+    fn declare_once<T>(
+        &mut self,
+        slot: fn(&mut Self) -> &mut Option<(T, Declared)>,
+        name: &str,
+        value: T,
+        file: usize,
+        span: Range<usize>,
+    ) {
+        if let Some((_, first)) = slot(self).as_ref() {
+            let first = Declared::at(first.file, first.span.clone());
+            let at = self.position(&first);
             return self.error(
                 file,
                 Some(span),
-                format!("[limits] is declared twice (first at {at})"),
+                format!("[{name}] is declared twice (first at {at})"),
             );
         }
-        self.limits = Some((limits, Declared::at(file, span)));
+        *slot(self) = Some((value, Declared::at(file, span)));
     }
 
     fn add_metrics(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
@@ -333,15 +339,7 @@ impl Loader {
         let Some(metrics) = self.deserialize::<crate::config::MetricsConfig>(file, value) else {
             return;
         };
-        if let Some((_, first)) = &self.metrics {
-            let at = self.position(first);
-            return self.error(
-                file,
-                Some(span),
-                format!("[metrics] is declared twice (first at {at})"),
-            );
-        }
-        self.metrics = Some((metrics, Declared::at(file, span)));
+        self.declare_once(|l| &mut l.metrics, "metrics", metrics, file, span);
     }
 
     fn add_store(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
@@ -367,15 +365,7 @@ impl Loader {
                 self.error(file, at, format!("[store] `url`: {problem}; or write `insecure_transport = true` in [store] if the network to it is trusted"));
             }
         }
-        if let Some((_, first)) = &self.store {
-            let at = self.position(first);
-            return self.error(
-                file,
-                Some(span),
-                format!("[store] is declared twice (first at {at})"),
-            );
-        }
-        self.store = Some((store, Declared::at(file, span)));
+        self.declare_once(|l| &mut l.store, "store", store, file, span);
     }
 
     fn add_defaults(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
@@ -386,15 +376,7 @@ impl Loader {
         if let Some(retry) = &defaults.retry {
             self.check_retry(file, retry);
         }
-        if let Some((_, first)) = &self.defaults {
-            let at = self.position(first);
-            return self.error(
-                file,
-                Some(span),
-                format!("[defaults] is declared twice (first at {at})"),
-            );
-        }
-        self.defaults = Some((defaults, Declared::at(file, span)));
+        self.declare_once(|l| &mut l.defaults, "defaults", defaults, file, span);
     }
 
     /// `[vaults.NAME]`, `[alerts.NAME]` or `[hooks.NAME]`: a table of tagged tables.
@@ -1344,6 +1326,24 @@ pub fn schema() -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each one-per-installation table may be in any file, once: a second names the first.
+    #[test]
+    fn a_table_declared_in_two_files_names_where_it_was_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
+        for table in ["store", "defaults", "drill", "limits", "metrics"] {
+            std::fs::write(&a, format!("[{table}]\n")).unwrap();
+            std::fs::write(&b, format!("# second\n[{table}]\n")).unwrap();
+            let problems = load(&[a.clone(), b.clone()]).unwrap_err().to_string();
+            let expected = format!("[{table}] is declared twice (first at {}:1:1)", a.display());
+            assert!(problems.contains(&expected), "{table}: {problems}");
+            assert!(
+                problems.contains(&format!("{}:2:", b.display())),
+                "{problems}"
+            );
+        }
+    }
 
     #[test]
     fn a_large_file_is_parsed_in_parts_and_errors_keep_their_lines() {
