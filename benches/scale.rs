@@ -306,14 +306,24 @@ async fn main() {
     let rate = (per_second.min(replacing_per_second) / 2.0).max(1.0);
     let seconds = 20.0;
     let count = (rate * seconds) as usize;
-    let start = clock.now_ms() + 2_000;
+    // The due times are spread past a far-off base first, then moved to start 2 s from now by
+    // a second statement that touches only them: numbering a million credentials takes
+    // seconds, and due times set before it ended would be late when the daemon starts.
+    const FAR: i64 = 1 << 50;
     sql(
         &url,
         &update_first(
             count,
-            &format!(
-                "next_due_at = {start} + CAST(((numbered.k - 1) * 1000.0 / {rate}) AS BIGINT)"
-            ),
+            &format!("next_due_at = {FAR} + CAST(((numbered.k - 1) * 1000.0 / {rate}) AS BIGINT)"),
+        ),
+    )
+    .await;
+    let start = clock.now_ms() + 2_000;
+    sql(
+        &url,
+        &format!(
+            "UPDATE credentials SET next_due_at = next_due_at - {FAR} + {start} \
+             WHERE next_due_at >= {FAR}"
         ),
     )
     .await;
