@@ -1008,6 +1008,42 @@ async fn a_save_never_shortens_a_lease_the_heartbeat_extended() {
     }
 }
 
+/// The pages of `credentials_after` (on SQLite, read through the store's own read-only
+/// connections) hold every credential once, in id order, each row as `credentials` reads it.
+#[tokio::test]
+async fn credentials_page_by_page_are_the_credentials_in_id_order() {
+    for (label, url, _keep) in backends() {
+        let store = connect(&url).await.unwrap();
+        let wanted: Vec<DesiredCredential> =
+            (0..7).map(|i| desired(&format!("c{i}"), "h")).collect();
+        store
+            .reconcile(&wanted, 5, |_, _| (Some(100), "schedule".to_string()))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .pause("c3", Some(900), "ops", "why", 10)
+                .await
+                .unwrap()
+        );
+        let mut paged = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = store.credentials_after(&after, 3).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            paged.extend(page);
+        }
+        let all = store.credentials().await.unwrap();
+        assert_eq!(paged.len(), 7, "{label}");
+        assert_eq!(format!("{paged:?}"), format!("{all:?}"), "{label}");
+        let c3 = paged.iter().find(|c| c.id == "c3").unwrap();
+        assert_eq!((c3.paused_until, c3.next_due_at), (Some(900), Some(100)));
+        assert_eq!(c3.paused_reason.as_deref(), Some("why"), "{label}");
+        store.close().await;
+    }
+}
+
 /// A run learns of `rotor pause` from the write that begins its next step: both ways of
 /// beginning one (a step start of its own, and the save of the step before) report the
 /// credential's pause as their transaction saw it.

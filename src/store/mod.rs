@@ -1322,6 +1322,9 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<CredentialRow>, StoreError> {
+        if let Some(reads) = &self.reads {
+            return reads.credentials_after(after, limit);
+        }
         Ok(with_pool!(self, p => sqlx::query_as(sql::CREDENTIALS_AFTER
         ).bind(after).bind(limit).fetch_all(p).await?))
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::sql;
-use super::{RecordedCurrent, StoreError};
+use super::{CredentialRow, RecordedCurrent, StoreError};
 
 /// Idle connections kept for the next read: one per runtime worker is enough.
 const KEPT: usize = 4;
@@ -72,6 +72,50 @@ impl Reader {
                 .query_row([credential_id], |row| row.get(0))
         })
     }
+
+    /// `Store::credentials_after`. The passes over every credential (the age check each
+    /// minute, `rotor status`) read through here: a million rows through the pool's one
+    /// connection held back the group commit for seconds each minute, and with it the claims.
+    pub fn credentials_after(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<CredentialRow>, StoreError> {
+        self.with(|db| {
+            db.prepare_cached(sql::READ_CREDENTIALS_AFTER)?
+                .query_map(rusqlite::params![after, limit], credential_row)?
+                .collect()
+        })
+    }
+}
+
+/// A `credentials` row, by column name as sqlx's `FromRow` reads it.
+fn credential_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CredentialRow> {
+    Ok(CredentialRow {
+        id: row.get("id")?,
+        provider: row.get("provider")?,
+        vault: row.get("vault")?,
+        vault_path: row.get("vault_path")?,
+        schedule_hash: row.get("schedule_hash")?,
+        next_due_at: row.get("next_due_at")?,
+        due_reason: row.get("due_reason")?,
+        current_version: row.get("current_version")?,
+        current_fingerprint: row.get("current_fingerprint")?,
+        current_since: row.get("current_since")?,
+        last_success_at: row.get("last_success_at")?,
+        last_error: row.get("last_error")?,
+        last_drill_at: row.get("last_drill_at")?,
+        last_drill_outcome: row.get("last_drill_outcome")?,
+        consecutive_failures: row.get("consecutive_failures")?,
+        removed_at: row.get("removed_at")?,
+        expires_at: row.get("expires_at")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+        paused_at: row.get("paused_at")?,
+        paused_until: row.get("paused_until")?,
+        paused_by: row.get("paused_by")?,
+        paused_reason: row.get("paused_reason")?,
+    })
 }
 
 fn open(file: &Path) -> rusqlite::Result<Connection> {

@@ -565,6 +565,10 @@ pub const BUCKET: &str = "SELECT tokens, updated_at FROM provider_buckets WHERE 
 pub const READ_CURRENT_RECORDED: &str =
     "SELECT current_version, current_fingerprint FROM credentials WHERE id = ?1";
 
+/// Run by `credentials_after` in `store/reader.rs`: `CREDENTIALS_AFTER`.
+pub const READ_CREDENTIALS_AFTER: &str =
+    "SELECT * FROM credentials WHERE id > ?1 ORDER BY id LIMIT ?2";
+
 /// Run by `any_active_alert` in `store/reader.rs`.
 pub const ANY_ACTIVE_ALERT: &str =
     "SELECT EXISTS (SELECT 1 FROM alert_state WHERE credential_id = ?1 AND active = 1)";
