@@ -10,7 +10,7 @@ use crate::config::{Config, Credential};
 use crate::model::state::RunState;
 use crate::store::notify::{HookState, SUPERSEDED};
 use crate::store::outbox::DROPPED;
-use crate::store::{CredentialRow, RunRow, Store, StoreError};
+use crate::store::{CredentialPages, CredentialRow, RunRow, Store, StoreError};
 
 /// One credential in `status --json`. Field names are a stable interface.
 #[derive(Debug, Serialize)]
@@ -262,8 +262,7 @@ pub struct Statuses<'a> {
     now: i64,
     live: HashMap<String, RunRow>,
     hooks: HashMap<String, Vec<HookStatus>>,
-    /// The last id listed; `None` once every page has been.
-    after: Option<String>,
+    pages: CredentialPages<'a>,
 }
 
 impl<'a> Statuses<'a> {
@@ -282,22 +281,15 @@ impl<'a> Statuses<'a> {
             now,
             live,
             hooks,
-            after: Some(String::new()),
+            pages: store.credential_pages(PAGE),
         })
     }
 
     /// The next page of statuses; `None` after the last.
     pub async fn next_page(&mut self) -> Result<Option<Vec<CredentialStatus>>, StoreError> {
-        let Some(after) = self.after.take() else {
+        let Some(rows) = self.pages.next().await? else {
             return Ok(None);
         };
-        let rows = self.store.credentials_after(&after, PAGE).await?;
-        if rows.len() as i64 == PAGE {
-            self.after = rows.last().map(|row| row.id.clone());
-        }
-        if rows.is_empty() {
-            return Ok(None);
-        }
         Ok(Some(rows.iter().map(|row| self.status_of(row)).collect()))
     }
 

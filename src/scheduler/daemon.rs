@@ -488,24 +488,17 @@ pub async fn check_ages(engine: &Engine, runtime: &Runtime, now: i64) -> Result<
         .into_iter()
         .map(|r| r.credential_id)
         .collect();
-    let mut after = String::new();
-    loop {
-        let page = engine
-            .store
-            .credentials_after(&after, AGE_CHECK_PAGE)
-            .await?;
+    let mut pages = engine.store.credential_pages(AGE_CHECK_PAGE);
+    while let Some(page) = pages.next().await? {
         for row in &page {
             check_age(engine, runtime, &live, row, now).await?;
-        }
-        match page.last() {
-            Some(last) if page.len() as i64 == AGE_CHECK_PAGE => after = last.id.clone(),
-            _ => return Ok(()),
         }
         // This pass runs every minute beside the claims: between pages the runtime's threads
         // serve them. At 100,000 credentials, one query for the whole table held a thread
         // for long enough to put 300 ms into the due-to-claimed lag.
         tokio::task::yield_now().await;
     }
+    Ok(())
 }
 
 /// Rows a page of the age check reads at a time.

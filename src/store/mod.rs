@@ -344,8 +344,31 @@ impl CredentialRow {
     }
 }
 
+/// A pass over every credential that holds one page of them at a time
+/// (`Store::credential_pages`).
+pub struct CredentialPages<'a> {
+    store: &'a Store,
+    /// The last id read; `None` once the last page has been.
+    after: Option<String>,
+    size: i64,
+}
+
+impl CredentialPages<'_> {
+    /// The next page; `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<Vec<CredentialRow>>, StoreError> {
+        let Some(after) = self.after.take() else {
+            return Ok(None);
+        };
+        let page = self.store.credentials_after(&after, self.size).await?;
+        if page.len() as i64 == self.size {
+            self.after = page.last().map(|row| row.id.clone());
+        }
+        Ok((!page.is_empty()).then_some(page))
+    }
+}
+
 /// A credential's `rotor pause`, as one read or write of the store saw it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pause {
     pub paused_at: Option<i64>,
     /// `None`: until `rotor resume`.
@@ -1312,6 +1335,15 @@ impl Store {
 
     pub async fn credentials(&self) -> Result<Vec<CredentialRow>, StoreError> {
         Ok(with_pool!(self, p => sqlx::query_as(sql::CREDENTIALS).fetch_all(p).await?))
+    }
+
+    /// Every credential, `size` at a time in id order (`CredentialPages::next`).
+    pub fn credential_pages(&self, size: i64) -> CredentialPages<'_> {
+        CredentialPages {
+            store: self,
+            after: Some(String::new()),
+            size,
+        }
     }
 
     /// The credentials after `after` in id order, at most `limit`: `credentials` a page at a
