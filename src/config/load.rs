@@ -63,10 +63,22 @@ struct Loader {
     vaults: BTreeMap<String, (VaultConfig, Declared)>,
     alerts: BTreeMap<String, (AlertConfig, Declared)>,
     hooks: BTreeMap<String, (crate::notify::HookConfig, Declared)>,
-    /// Each credential with its file and where its rotator's settings are written.
-    credentials: Vec<(CredentialConfig, usize, BTreeMap<String, Range<usize>>)>,
+    /// The parts that declare credentials, in file order, and whether their settings tables
+    /// were read already: credentials are read once every setting is known, a part at a time.
+    credential_parts: Vec<(usize, bool)>,
+    /// `[[credential]]` headers seen: what the credentials' vector is sized to.
+    credential_headers: usize,
     /// What is allowed but deserves a look (`rotor validate` prints them).
     warnings: Vec<super::Diagnostic>,
+}
+
+/// What resolving each credential needs: the defaults, and what came before it.
+struct Resolving {
+    credentials: Vec<Credential>,
+    defaults: DefaultsConfig,
+    defaults_file: usize,
+    seen_ids: BTreeMap<String, Declared>,
+    seen_paths: BTreeMap<(String, String), Declared>,
 }
 
 /// What a credential's `max_age` resolves to before its schedule is known.
@@ -93,23 +105,65 @@ fn default_max_age(longest: Duration) -> Duration {
 /// is small, large enough that parsing a part costs little beyond its text.
 const CREDENTIALS_PER_PART: usize = 256;
 
-/// Splits a file's text into parts that are each a TOML document, cut before every
-/// `CREDENTIALS_PER_PART`-th `[[credential]]` header (a header inside a multi-line string is
-/// not one). Returns (start, end, lines before start).
-fn parts(text: &str) -> Vec<(usize, usize, usize)> {
-    let mut starts = vec![(0, 0)];
+/// A piece of a file's text that is a TOML document of its own.
+#[derive(Debug, PartialEq)]
+struct Part {
+    start: usize,
+    end: usize,
+    /// Lines of the file before `start`.
+    lines_before: usize,
+    /// `[[credential]]` headers in it.
+    credentials: usize,
+    /// It holds nothing but `[[credential]]` tables and their sub-tables, so it is parsed
+    /// only once every file's settings are known. A part that may hold anything else is
+    /// parsed for its settings first; wrongly thinking so costs only a second parse.
+    only_credentials: bool,
+}
+
+/// Splits a file's text into parts, cut before every `CREDENTIALS_PER_PART`-th
+/// `[[credential]]` header (a header inside a multi-line string is not one).
+fn parts(text: &str) -> Vec<Part> {
+    let mut parts = vec![Part {
+        start: 0,
+        end: text.len(),
+        lines_before: 0,
+        credentials: 0,
+        only_credentials: true,
+    }];
     let mut open: Option<&str> = None;
     let mut offset = 0;
-    let mut headers = 0;
+    let mut before_any_header = true;
     for (line_no, line) in text.split_inclusive('\n').enumerate() {
-        if open.is_none() && line.trim_start().starts_with("[[") {
-            let header: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+        let trimmed = line.trim_start();
+        let part = parts.last_mut().expect("one part at least");
+        if open.is_none() && trimmed.starts_with('[') {
+            before_any_header = false;
+            let header: String = trimmed.chars().filter(|c| !c.is_whitespace()).collect();
             if header.starts_with("[[credential]]") {
-                if headers > 0 && headers % CREDENTIALS_PER_PART == 0 {
-                    starts.push((offset, line_no));
+                if part.credentials == CREDENTIALS_PER_PART {
+                    part.end = offset;
+                    parts.push(Part {
+                        start: offset,
+                        end: text.len(),
+                        lines_before: line_no,
+                        credentials: 0,
+                        only_credentials: true,
+                    });
                 }
-                headers += 1;
+                parts.last_mut().expect("just pushed").credentials += 1;
+            } else if !["[credential]", "[credential.", "[[credential."]
+                .iter()
+                .any(|prefix| header.starts_with(prefix))
+            {
+                part.only_credentials = false;
             }
+        } else if open.is_none()
+            && before_any_header
+            && !trimmed.is_empty()
+            && !trimmed.starts_with('#')
+        {
+            // A key of the root table.
+            part.only_credentials = false;
         }
         for quotes in ["\"\"\"", "\'\'\'"] {
             if open.is_none_or(|q| q == quotes) && line.matches(quotes).count() % 2 == 1 {
@@ -118,14 +172,7 @@ fn parts(text: &str) -> Vec<(usize, usize, usize)> {
         }
         offset += line.len();
     }
-    starts
-        .iter()
-        .enumerate()
-        .map(|(i, &(start, lines))| {
-            let end = starts.get(i + 1).map_or(text.len(), |next| next.0);
-            (start, end, lines)
-        })
-        .collect()
+    parts
 }
 
 /// Loads and validates config from files and folders (folders: every `*.toml` below them, in
@@ -201,24 +248,35 @@ impl Loader {
     fn add_text(&mut self, path: &Path, text: String) {
         // Parsed a few hundred `[[credential]]` at a time: a TOML tree costs tens of bytes per
         // byte of text, and a file of 100,000 credentials must not be held whole as one.
-        for (start, end, lines_before) in parts(&text) {
-            self.add_part(SourceFile::part(
-                path,
-                text[start..end].to_owned(),
-                lines_before,
-            ));
+        for part in parts(&text) {
+            let lines_before = part.lines_before;
+            let part_text = text[part.start..part.end].to_owned();
+            self.files
+                .push(SourceFile::part(path, part_text, lines_before));
+            let index = self.files.len() - 1;
+            self.credential_headers += part.credentials;
+            if part.only_credentials {
+                self.credential_parts.push((index, false));
+            } else {
+                self.add_settings(index);
+            }
         }
     }
 
-    fn add_part(&mut self, part: SourceFile) {
-        self.files.push(part);
-        let index = self.files.len() - 1;
+    /// Reports a part's syntax errors; true if there were any.
+    fn syntax_errors(&mut self, index: usize, errors: Vec<toml::de::Error>) -> bool {
+        let any = !errors.is_empty();
+        for e in errors {
+            self.error(index, e.span(), e.message().to_owned());
+        }
+        any
+    }
+
+    /// Reads the settings tables of part `index`; its credentials wait for [`Loader::finish`].
+    fn add_settings(&mut self, index: usize) {
         let text = self.files[index].text.clone();
         let (root, syntax_errors) = DeTable::parse_recoverable(&text);
-        if !syntax_errors.is_empty() {
-            for e in syntax_errors {
-                self.error(index, e.span(), e.message().to_owned());
-            }
+        if self.syntax_errors(index, syntax_errors) {
             return;
         }
         for (key, value) in root.into_inner() {
@@ -229,7 +287,7 @@ impl Loader {
                 "vaults" => self.add_named(index, value, "vault"),
                 "alerts" => self.add_named(index, value, "alert"),
                 "hooks" => self.add_named(index, value, "hook"),
-                "credential" => self.add_credentials(index, value),
+                "credential" => self.credential_parts.push((index, true)),
                 "drill" => self.add_drill(index, value),
                 "limits" => self.add_limits(index, value),
                 "metrics" => self.add_metrics(index, value),
@@ -529,7 +587,31 @@ impl Loader {
         }
     }
 
-    fn add_credentials(&mut self, file: usize, value: Spanned<DeValue<'_>>) {
+    /// Reads the credentials of part `index`, each resolved against the settings as soon as
+    /// it is parsed, so that only one part's tree is held at a time.
+    fn add_credential_part(&mut self, index: usize, settings_read: bool, r: &mut Resolving) {
+        let text = self.files[index].text.clone();
+        let (root, syntax_errors) = DeTable::parse_recoverable(&text);
+        // A part whose settings were read reported its syntax errors then.
+        if !settings_read && self.syntax_errors(index, syntax_errors) {
+            return;
+        }
+        for (key, value) in root.into_inner() {
+            let key_span = key.span();
+            match key.get_ref().as_ref() {
+                "credential" => self.add_credentials(index, value, r),
+                _ if settings_read => {}
+                // Only if a header went unseen when the file was split (see `parts`).
+                other => self.error(
+                    index,
+                    Some(key_span),
+                    format!("`{other}` was found among credentials and not read; move it above the file's first [[credential]]"),
+                ),
+            }
+        }
+    }
+
+    fn add_credentials(&mut self, file: usize, value: Spanned<DeValue<'_>>, r: &mut Resolving) {
         let span = value.span();
         let DeValue::Array(items) = value.into_inner() else {
             return self.error(file, Some(span), "expected [[credential]] tables");
@@ -564,14 +646,13 @@ impl Loader {
                     None
                 }
             };
-            let Some(mut credential) = self
+            let Some(credential) = self
                 .deserialize::<CredentialConfig>(file, Spanned::new(span, DeValue::Table(rest)))
             else {
                 continue;
             };
             if let Some(rotator) = rotator {
-                credential.rotator = Some(rotator);
-                self.credentials.push((credential, file, rotator_fields));
+                self.resolve(credential, rotator, file, &rotator_fields, r);
             }
         }
     }
@@ -808,6 +889,198 @@ impl Loader {
         })
     }
 
+    /// Checks one credential against the settings and every credential before it, and keeps
+    /// it resolved (defaults applied) if nothing is wrong with it.
+    fn resolve(
+        &mut self,
+        c: CredentialConfig,
+        rotator: RotatorConfig,
+        file: usize,
+        rotator_fields: &BTreeMap<String, Range<usize>>,
+        r: &mut Resolving,
+    ) {
+        let errors_before = self.diagnostics.0.len();
+        let id = c.id.get_ref().clone();
+        if let Some(problem) = name_problem(&id) {
+            self.error(
+                file,
+                Some(c.id.span()),
+                format!("invalid credential id `{id}`: {problem}"),
+            );
+        }
+        if let Some(first) = r.seen_ids.get(&id) {
+            let at = self.position(first);
+            self.error(
+                file,
+                Some(c.id.span()),
+                format!("duplicate credential id `{id}` (first declared at {at})"),
+            );
+        } else {
+            r.seen_ids
+                .insert(id.clone(), Declared::at(file, c.id.span()));
+        }
+        let vault_name = c.vault.name.get_ref().clone();
+        if !self.vaults.contains_key(&vault_name) {
+            let declared = self.vaults.keys().cloned().collect::<Vec<_>>().join(", ");
+            self.error(
+                file,
+                Some(c.vault.name.span()),
+                format!(
+                    "unknown vault `{vault_name}`; declared vaults: {}",
+                    or_none(&declared)
+                ),
+            );
+        }
+        let vault_path = c.vault.path.get_ref().clone();
+        let kind_problem = || {
+            let (vault, _) = self.vaults.get(&vault_name)?;
+            vault.settings().path_problem(&vault_path)
+        };
+        if let Some(problem) = name_problem(&vault_path)
+            .map(str::to_owned)
+            .or_else(kind_problem)
+        {
+            self.error(
+                file,
+                Some(c.vault.path.span()),
+                format!("invalid vault path `{vault_path}`: {problem}"),
+            );
+        }
+        let key = (vault_name.clone(), vault_path.clone());
+        if let Some(first) = r.seen_paths.get(&key) {
+            let at = self.position(first);
+            self.error(
+                    file,
+                    Some(c.vault.path.span()),
+                    format!("vault `{vault_name}` path `{vault_path}` is already used by another credential (at {at})"),
+                );
+        } else {
+            r.seen_paths
+                .insert(key, Declared::at(file, c.vault.path.span()));
+        }
+        if let Some(names) = &c.alerts {
+            self.check_alert_names(file, names);
+        }
+        self.check_notify(file, &c);
+        if let Some(retry) = &c.retry {
+            self.check_retry(file, retry);
+        }
+        for (insecure, field, message) in
+            transport_findings(&format!("rotator of `{id}`"), rotator.settings())
+        {
+            let at = rotator_fields.get(field).cloned().unwrap_or(c.id.span());
+            if insecure {
+                self.warn(file, Some(at), message);
+            } else {
+                self.error(file, Some(at), message);
+            }
+        }
+        if let Err(problem) = rotator_problem(&rotator) {
+            self.error(
+                file,
+                Some(c.id.span()),
+                format!("rotator of `{id}`: {problem}"),
+            );
+        }
+        for reference in rotator.settings().secret_refs() {
+            if let Some(problem) = reference_path_problem(reference) {
+                self.error(
+                    file,
+                    Some(c.id.span()),
+                    format!("rotator of `{id}`: {problem}"),
+                );
+            }
+            if let SecretRef::Vault { vault, .. } = reference
+                && !self.vaults.contains_key(vault)
+            {
+                let declared = self.vaults.keys().cloned().collect::<Vec<_>>().join(", ");
+                self.error(
+                    file,
+                    Some(c.id.span()),
+                    format!(
+                        "rotator of `{id}` refers to unknown vault `{vault}`; declared vaults: {}",
+                        or_none(&declared)
+                    ),
+                );
+            }
+        }
+        let usage_gate = self.usage_gate(file, &c, &rotator);
+        let external_secrets_refresh = self.consumers(file, &c, &r.defaults);
+        let max_age = self.max_age(file, &c, &r.defaults, r.defaults_file);
+        let explicit = match &max_age {
+            MaxAgeChoice::Explicit(limit, span) => Some((*limit, span.clone())),
+            _ => None,
+        };
+        let schedule = self.schedule(file, &c, &r.defaults, explicit, r.defaults_file);
+        if self.diagnostics.0.len() > errors_before {
+            return;
+        }
+        let Some(mut schedule) = schedule else {
+            return;
+        };
+        if matches!(max_age, MaxAgeChoice::Default) {
+            schedule.max_age = schedule.longest_interval().map(default_max_age);
+        }
+        if let RotatorConfig::Manual(manual) = &rotator {
+            if !matches!(schedule.cadence, Cadence::Manual) {
+                self.error(
+                        file,
+                        Some(c.schedule.span()),
+                        format!("`{id}` has a `manual` rotator: people rotate it, so write `schedule = {{ manual = true }}` (rotor reminds them from `max_age` or `expires_at`)"),
+                    );
+                return;
+            }
+            if schedule.max_age.is_none() && manual.expires_at.is_none() {
+                self.error(
+                        file,
+                        Some(c.id.span()),
+                        format!("`{id}` has a `manual` rotator but neither `max_age` nor `rotator.expires_at`: rotor cannot tell when it is due"),
+                    );
+                return;
+            }
+        }
+        let retry = c
+            .retry
+            .as_ref()
+            .or(r.defaults.retry.as_ref())
+            .map(|r| r.get_ref().clone());
+        let retry = retry.map_or_else(RetryPolicy::default, |r| RetryPolicy {
+            max_attempts: r.max_attempts,
+            initial: r.initial.as_std(),
+            max: r.max.as_std(),
+        });
+        let alerts = c.alerts.as_ref().or(r.defaults.alerts.as_ref());
+        let alerts = alerts
+            .map(|a| a.iter().map(|n| n.get_ref().clone()).collect())
+            .unwrap_or_default();
+        let schedule_hash = schedule_hash(c.schedule.get_ref(), &schedule);
+        r.credentials.push(Credential {
+            id,
+            rotator,
+            vault: vault_name,
+            vault_path,
+            schedule,
+            grace: c.grace.or(r.defaults.grace).unwrap_or(DEFAULT_GRACE),
+            alerts,
+            notify: c
+                .notify
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|n| n.get_ref().clone())
+                .collect(),
+            retire_after: c
+                .retire_after
+                .as_ref()
+                .map(|a| *a.get_ref())
+                .unwrap_or_default(),
+            usage_gate,
+            external_secrets_refresh,
+            retry,
+            schedule_hash,
+        });
+    }
+
     fn finish(mut self) -> Result<Config, Diagnostics> {
         let defaults = self
             .defaults
@@ -819,190 +1092,17 @@ impl Loader {
             self.check_alert_names(defaults_file, names);
         }
         self.check_named_secrets();
-        let mut seen_ids: BTreeMap<String, Declared> = BTreeMap::new();
-        let mut seen_paths: BTreeMap<(String, String), Declared> = BTreeMap::new();
-        let mut credentials = Vec::new();
-        for (c, file, rotator_fields) in std::mem::take(&mut self.credentials) {
-            let errors_before = self.diagnostics.0.len();
-            let id = c.id.get_ref().clone();
-            if let Some(problem) = name_problem(&id) {
-                self.error(
-                    file,
-                    Some(c.id.span()),
-                    format!("invalid credential id `{id}`: {problem}"),
-                );
-            }
-            if let Some(first) = seen_ids.get(&id) {
-                let at = self.position(first);
-                self.error(
-                    file,
-                    Some(c.id.span()),
-                    format!("duplicate credential id `{id}` (first declared at {at})"),
-                );
-            } else {
-                seen_ids.insert(id.clone(), Declared::at(file, c.id.span()));
-            }
-            let vault_name = c.vault.name.get_ref().clone();
-            if !self.vaults.contains_key(&vault_name) {
-                let declared = self.vaults.keys().cloned().collect::<Vec<_>>().join(", ");
-                self.error(
-                    file,
-                    Some(c.vault.name.span()),
-                    format!(
-                        "unknown vault `{vault_name}`; declared vaults: {}",
-                        or_none(&declared)
-                    ),
-                );
-            }
-            let vault_path = c.vault.path.get_ref().clone();
-            let kind_problem = || {
-                let (vault, _) = self.vaults.get(&vault_name)?;
-                vault.settings().path_problem(&vault_path)
-            };
-            if let Some(problem) = name_problem(&vault_path)
-                .map(str::to_owned)
-                .or_else(kind_problem)
-            {
-                self.error(
-                    file,
-                    Some(c.vault.path.span()),
-                    format!("invalid vault path `{vault_path}`: {problem}"),
-                );
-            }
-            let key = (vault_name.clone(), vault_path.clone());
-            if let Some(first) = seen_paths.get(&key) {
-                let at = self.position(first);
-                self.error(
-                    file,
-                    Some(c.vault.path.span()),
-                    format!("vault `{vault_name}` path `{vault_path}` is already used by another credential (at {at})"),
-                );
-            } else {
-                seen_paths.insert(key, Declared::at(file, c.vault.path.span()));
-            }
-            if let Some(names) = &c.alerts {
-                self.check_alert_names(file, names);
-            }
-            self.check_notify(file, &c);
-            if let Some(retry) = &c.retry {
-                self.check_retry(file, retry);
-            }
-            let rotator = c.rotator.clone().expect("loader sets the rotator");
-            for (insecure, field, message) in
-                transport_findings(&format!("rotator of `{id}`"), rotator.settings())
-            {
-                let at = rotator_fields.get(field).cloned().unwrap_or(c.id.span());
-                if insecure {
-                    self.warn(file, Some(at), message);
-                } else {
-                    self.error(file, Some(at), message);
-                }
-            }
-            if let Err(problem) = rotator_problem(&rotator) {
-                self.error(
-                    file,
-                    Some(c.id.span()),
-                    format!("rotator of `{id}`: {problem}"),
-                );
-            }
-            for reference in rotator.settings().secret_refs() {
-                if let Some(problem) = reference_path_problem(reference) {
-                    self.error(
-                        file,
-                        Some(c.id.span()),
-                        format!("rotator of `{id}`: {problem}"),
-                    );
-                }
-                if let SecretRef::Vault { vault, .. } = reference
-                    && !self.vaults.contains_key(vault)
-                {
-                    let declared = self.vaults.keys().cloned().collect::<Vec<_>>().join(", ");
-                    self.error(
-                        file,
-                        Some(c.id.span()),
-                        format!(
-                            "rotator of `{id}` refers to unknown vault `{vault}`; declared vaults: {}",
-                            or_none(&declared)
-                        ),
-                    );
-                }
-            }
-            let usage_gate = self.usage_gate(file, &c, &rotator);
-            let external_secrets_refresh = self.consumers(file, &c, &defaults);
-            let max_age = self.max_age(file, &c, &defaults, defaults_file);
-            let explicit = match &max_age {
-                MaxAgeChoice::Explicit(limit, span) => Some((*limit, span.clone())),
-                _ => None,
-            };
-            let schedule = self.schedule(file, &c, &defaults, explicit, defaults_file);
-            if self.diagnostics.0.len() > errors_before {
-                continue;
-            }
-            let Some(mut schedule) = schedule else {
-                continue;
-            };
-            if matches!(max_age, MaxAgeChoice::Default) {
-                schedule.max_age = schedule.longest_interval().map(default_max_age);
-            }
-            if let RotatorConfig::Manual(manual) = &rotator {
-                if !matches!(schedule.cadence, Cadence::Manual) {
-                    self.error(
-                        file,
-                        Some(c.schedule.span()),
-                        format!("`{id}` has a `manual` rotator: people rotate it, so write `schedule = {{ manual = true }}` (rotor reminds them from `max_age` or `expires_at`)"),
-                    );
-                    continue;
-                }
-                if schedule.max_age.is_none() && manual.expires_at.is_none() {
-                    self.error(
-                        file,
-                        Some(c.id.span()),
-                        format!("`{id}` has a `manual` rotator but neither `max_age` nor `rotator.expires_at`: rotor cannot tell when it is due"),
-                    );
-                    continue;
-                }
-            }
-            let retry = c
-                .retry
-                .as_ref()
-                .or(defaults.retry.as_ref())
-                .map(|r| r.get_ref().clone());
-            let retry = retry.map_or_else(RetryPolicy::default, |r| RetryPolicy {
-                max_attempts: r.max_attempts,
-                initial: r.initial.as_std(),
-                max: r.max.as_std(),
-            });
-            let alerts = c.alerts.as_ref().or(defaults.alerts.as_ref());
-            let alerts = alerts
-                .map(|a| a.iter().map(|n| n.get_ref().clone()).collect())
-                .unwrap_or_default();
-            let schedule_hash = schedule_hash(c.schedule.get_ref(), &schedule);
-            credentials.push(Credential {
-                id,
-                rotator,
-                vault: vault_name,
-                vault_path,
-                schedule,
-                grace: c.grace.or(defaults.grace).unwrap_or(DEFAULT_GRACE),
-                alerts,
-                notify: c
-                    .notify
-                    .as_deref()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|n| n.get_ref().clone())
-                    .collect(),
-                retire_after: c
-                    .retire_after
-                    .as_ref()
-                    .map(|a| *a.get_ref())
-                    .unwrap_or_default(),
-                usage_gate,
-                external_secrets_refresh,
-                retry,
-                schedule_hash,
-            });
+        let mut r = Resolving {
+            credentials: Vec::with_capacity(self.credential_headers),
+            defaults,
+            defaults_file,
+            seen_ids: BTreeMap::new(),
+            seen_paths: BTreeMap::new(),
+        };
+        for (index, settings_read) in std::mem::take(&mut self.credential_parts) {
+            self.add_credential_part(index, settings_read, &mut r);
         }
+        let credentials = r.credentials;
         if !self.diagnostics.is_empty() {
             self.diagnostics
                 .0
@@ -1366,6 +1466,68 @@ mod tests {
         let config = load_text(&fixed).unwrap();
         assert_eq!(config.credentials.len(), 600);
         assert_eq!(config.sources.len(), 1);
+    }
+
+    #[test]
+    fn only_parts_of_nothing_but_credentials_wait_for_the_settings() {
+        let credential = "[[credential]]\nid = \"c\"\n[credential.rotator]\nkind = \"generated\"\n";
+        let many = credential.repeat(CREDENTIALS_PER_PART);
+        let only =
+            |text: &str| -> Vec<bool> { parts(text).iter().map(|p| p.only_credentials).collect() };
+        assert_eq!(only(&many.repeat(2)), [true, true]);
+        assert_eq!(only(&format!("# a comment\n\n{many}{many}")), [true, true]);
+        assert_eq!(
+            only(&format!("[store]\nurl = \"x\"\n{many}{many}")),
+            [false, true]
+        );
+        assert_eq!(only(&format!("version = 1\n{many}{many}")), [false, true]);
+        assert_eq!(
+            only(&format!("{many}{many}[defaults]\ngrace = \"1d\"\n")),
+            [true, false]
+        );
+        // A quoted table name is not recognised: that part is read twice, which is safe.
+        assert_eq!(only(&format!("{many}[\"credential\".x]\n")), [false]);
+        let counts: Vec<usize> = parts(&format!("{many}{credential}"))
+            .iter()
+            .map(|p| p.credentials)
+            .collect();
+        assert_eq!(counts, [CREDENTIALS_PER_PART, 1]);
+    }
+
+    #[test]
+    fn settings_written_after_the_credentials_apply_to_them() {
+        let mut text = String::new();
+        for i in 0..600 {
+            text.push_str(&format!(
+                "\n[[credential]]\nid = \"c{i}\"\nschedule = {{ every = \"30d\" }}\nvault = {{ name = \"local\", path = \"c{i}\" }}\nalerts = [\"ops\"]\n[credential.rotator]\nkind = \"generated\"\n"
+            ));
+        }
+        text.push_str("\n[defaults]\ngrace = \"7d\"\n\n[vaults.local]\nkind = \"file\"\ndir = \"v\"\nidentity = { file = \"k\" }\n\n[alerts.ops]\nkind = \"log\"\n");
+        assert_eq!(parts(&text).len(), 3);
+        let config = load_text(&text).unwrap();
+        assert_eq!(config.credentials.len(), 600);
+        assert!(
+            config
+                .credentials
+                .iter()
+                .all(|c| c.grace == Duration::from_secs(7 * 86_400) && c.alerts == ["ops"])
+        );
+        let ids: Vec<&str> = config.credentials.iter().map(|c| c.id.as_str()).collect();
+        let expected: Vec<String> = (0..600).map(|i| format!("c{i}")).collect();
+        assert_eq!(ids, expected, "credentials keep the file's order");
+
+        // A duplicate in a later part names the first, in the first part.
+        let twice = text.replace("id = \"c590\"", "id = \"c3\"");
+        let errors = load_text(&twice).unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert_eq!(errors.0[0].line, 1 + 590 * 8 + 2, "{errors}");
+        assert!(
+            errors.0[0].message.contains("duplicate credential id `c3`")
+                && errors.0[0]
+                    .message
+                    .contains(&format!(":{}:", 1 + 3 * 8 + 2)),
+            "{errors}"
+        );
     }
 
     #[test]

@@ -231,9 +231,8 @@ pub struct CredentialConfig {
     pub schedule: Spanned<ScheduleConfig>,
     /// Where consumers read it.
     pub vault: VaultRefConfig,
-    /// The provider that mints, applies, verifies and retires it (a table tagged by `kind`).
-    #[serde(skip)]
-    pub rotator: Option<RotatorConfig>,
+    // `rotator`, the provider that mints, applies, verifies and retires it (a table tagged
+    // by `kind`), is read by the loader beside this struct (see `load`'s module comment).
     /// Overrides `defaults.grace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace: Option<Duration>,
