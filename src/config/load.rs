@@ -77,8 +77,38 @@ struct Resolving {
     credentials: Vec<Credential>,
     defaults: DefaultsConfig,
     defaults_file: usize,
-    seen_ids: BTreeMap<String, Declared>,
-    seen_paths: BTreeMap<(String, String), Declared>,
+    /// Every credential read, kept or not, in the order read: duplicates are found once all
+    /// are, by sorting, which costs a few bytes a credential where maps of their names cost
+    /// hundreds.
+    written: Vec<Written>,
+    /// The id, vault and path of each credential that was not kept.
+    rejected: Vec<(String, String, String)>,
+}
+
+/// Where a credential's id and vault path are written.
+struct Written {
+    file: usize,
+    id: Range<usize>,
+    path: Range<usize>,
+    /// Its index in `credentials` if it was kept, else in `rejected`.
+    kept: Result<usize, usize>,
+}
+
+/// Each item whose `key` an item before it has, with the first that has it.
+fn repeats<'a, T, K: Ord>(items: &'a [T], key: impl Fn(&'a T) -> K) -> Vec<(&'a T, &'a T)> {
+    let mut order: Vec<&T> = items.iter().collect();
+    // Stable: among equal keys the earliest item stays first.
+    order.sort_by_key(|item| key(item));
+    let mut found = Vec::new();
+    let mut first = 0;
+    for i in 1..order.len() {
+        if key(order[i]) == key(order[first]) {
+            found.push((order[first], order[i]));
+        } else {
+            first = i;
+        }
+    }
+    found
 }
 
 /// What a credential's `max_age` resolves to before its schedule is known.
@@ -889,8 +919,8 @@ impl Loader {
         })
     }
 
-    /// Checks one credential against the settings and every credential before it, and keeps
-    /// it resolved (defaults applied) if nothing is wrong with it.
+    /// Keeps one credential resolved (defaults applied) if nothing is wrong with it, and
+    /// notes where its names are written for [`Loader::check_unique`].
     fn resolve(
         &mut self,
         c: CredentialConfig,
@@ -899,6 +929,84 @@ impl Loader {
         rotator_fields: &BTreeMap<String, Range<usize>>,
         r: &mut Resolving,
     ) {
+        let (id, path) = (c.id.span(), c.vault.path.span());
+        let kept = match self.checked(
+            &c,
+            rotator,
+            file,
+            rotator_fields,
+            &r.defaults,
+            r.defaults_file,
+        ) {
+            Some(credential) => {
+                r.credentials.push(credential);
+                Ok(r.credentials.len() - 1)
+            }
+            None => {
+                let names = (
+                    c.id.into_inner(),
+                    c.vault.name.into_inner(),
+                    c.vault.path.into_inner(),
+                );
+                r.rejected.push(names);
+                Err(r.rejected.len() - 1)
+            }
+        };
+        r.written.push(Written {
+            file,
+            id,
+            path,
+            kept,
+        });
+    }
+
+    /// No two credentials share an id, nor a vault and path: each later one is an error that
+    /// names the first.
+    fn check_unique(&mut self, r: &Resolving) {
+        let names = |w: &Written| -> (&str, &str, &str) {
+            match w.kept {
+                Ok(i) => {
+                    let c = &r.credentials[i];
+                    (&c.id, &c.vault, &c.vault_path)
+                }
+                Err(i) => {
+                    let (id, vault, path) = &r.rejected[i];
+                    (id, vault, path)
+                }
+            }
+        };
+        for (first, later) in repeats(&r.written, |w| names(w).0) {
+            let at = self.position(&Declared::at(first.file, first.id.clone()));
+            let id = names(later).0;
+            self.error(
+                later.file,
+                Some(later.id.clone()),
+                format!("duplicate credential id `{id}` (first declared at {at})"),
+            );
+        }
+        for (first, later) in repeats(&r.written, |w| (names(w).1, names(w).2)) {
+            let at = self.position(&Declared::at(first.file, first.path.clone()));
+            let (_, vault, path) = names(later);
+            self.error(
+                later.file,
+                Some(later.path.clone()),
+                format!(
+                    "vault `{vault}` path `{path}` is already used by another credential (at {at})"
+                ),
+            );
+        }
+    }
+
+    /// Checks one credential against the settings; returns it resolved if nothing is wrong.
+    fn checked(
+        &mut self,
+        c: &CredentialConfig,
+        rotator: RotatorConfig,
+        file: usize,
+        rotator_fields: &BTreeMap<String, Range<usize>>,
+        defaults: &DefaultsConfig,
+        defaults_file: usize,
+    ) -> Option<Credential> {
         let errors_before = self.diagnostics.0.len();
         let id = c.id.get_ref().clone();
         if let Some(problem) = name_problem(&id) {
@@ -907,17 +1015,6 @@ impl Loader {
                 Some(c.id.span()),
                 format!("invalid credential id `{id}`: {problem}"),
             );
-        }
-        if let Some(first) = r.seen_ids.get(&id) {
-            let at = self.position(first);
-            self.error(
-                file,
-                Some(c.id.span()),
-                format!("duplicate credential id `{id}` (first declared at {at})"),
-            );
-        } else {
-            r.seen_ids
-                .insert(id.clone(), Declared::at(file, c.id.span()));
         }
         let vault_name = c.vault.name.get_ref().clone();
         if !self.vaults.contains_key(&vault_name) {
@@ -946,22 +1043,10 @@ impl Loader {
                 format!("invalid vault path `{vault_path}`: {problem}"),
             );
         }
-        let key = (vault_name.clone(), vault_path.clone());
-        if let Some(first) = r.seen_paths.get(&key) {
-            let at = self.position(first);
-            self.error(
-                    file,
-                    Some(c.vault.path.span()),
-                    format!("vault `{vault_name}` path `{vault_path}` is already used by another credential (at {at})"),
-                );
-        } else {
-            r.seen_paths
-                .insert(key, Declared::at(file, c.vault.path.span()));
-        }
         if let Some(names) = &c.alerts {
             self.check_alert_names(file, names);
         }
-        self.check_notify(file, &c);
+        self.check_notify(file, c);
         if let Some(retry) = &c.retry {
             self.check_retry(file, retry);
         }
@@ -1004,20 +1089,18 @@ impl Loader {
                 );
             }
         }
-        let usage_gate = self.usage_gate(file, &c, &rotator);
-        let external_secrets_refresh = self.consumers(file, &c, &r.defaults);
-        let max_age = self.max_age(file, &c, &r.defaults, r.defaults_file);
+        let usage_gate = self.usage_gate(file, c, &rotator);
+        let external_secrets_refresh = self.consumers(file, c, defaults);
+        let max_age = self.max_age(file, c, defaults, defaults_file);
         let explicit = match &max_age {
             MaxAgeChoice::Explicit(limit, span) => Some((*limit, span.clone())),
             _ => None,
         };
-        let schedule = self.schedule(file, &c, &r.defaults, explicit, r.defaults_file);
+        let schedule = self.schedule(file, c, defaults, explicit, defaults_file);
         if self.diagnostics.0.len() > errors_before {
-            return;
+            return None;
         }
-        let Some(mut schedule) = schedule else {
-            return;
-        };
+        let mut schedule = schedule?;
         if matches!(max_age, MaxAgeChoice::Default) {
             schedule.max_age = schedule.longest_interval().map(default_max_age);
         }
@@ -1028,7 +1111,7 @@ impl Loader {
                         Some(c.schedule.span()),
                         format!("`{id}` has a `manual` rotator: people rotate it, so write `schedule = {{ manual = true }}` (rotor reminds them from `max_age` or `expires_at`)"),
                     );
-                return;
+                return None;
             }
             if schedule.max_age.is_none() && manual.expires_at.is_none() {
                 self.error(
@@ -1036,31 +1119,31 @@ impl Loader {
                         Some(c.id.span()),
                         format!("`{id}` has a `manual` rotator but neither `max_age` nor `rotator.expires_at`: rotor cannot tell when it is due"),
                     );
-                return;
+                return None;
             }
         }
         let retry = c
             .retry
             .as_ref()
-            .or(r.defaults.retry.as_ref())
+            .or(defaults.retry.as_ref())
             .map(|r| r.get_ref().clone());
         let retry = retry.map_or_else(RetryPolicy::default, |r| RetryPolicy {
             max_attempts: r.max_attempts,
             initial: r.initial.as_std(),
             max: r.max.as_std(),
         });
-        let alerts = c.alerts.as_ref().or(r.defaults.alerts.as_ref());
+        let alerts = c.alerts.as_ref().or(defaults.alerts.as_ref());
         let alerts = alerts
             .map(|a| a.iter().map(|n| n.get_ref().clone()).collect())
             .unwrap_or_default();
         let schedule_hash = schedule_hash(c.schedule.get_ref(), &schedule);
-        r.credentials.push(Credential {
+        Some(Credential {
             id,
             rotator,
             vault: vault_name,
             vault_path,
             schedule,
-            grace: c.grace.or(r.defaults.grace).unwrap_or(DEFAULT_GRACE),
+            grace: c.grace.or(defaults.grace).unwrap_or(DEFAULT_GRACE),
             alerts,
             notify: c
                 .notify
@@ -1078,7 +1161,7 @@ impl Loader {
             external_secrets_refresh,
             retry,
             schedule_hash,
-        });
+        })
     }
 
     fn finish(mut self) -> Result<Config, Diagnostics> {
@@ -1096,12 +1179,13 @@ impl Loader {
             credentials: Vec::with_capacity(self.credential_headers),
             defaults,
             defaults_file,
-            seen_ids: BTreeMap::new(),
-            seen_paths: BTreeMap::new(),
+            written: Vec::with_capacity(self.credential_headers),
+            rejected: Vec::new(),
         };
         for (index, settings_read) in std::mem::take(&mut self.credential_parts) {
             self.add_credential_part(index, settings_read, &mut r);
         }
+        self.check_unique(&r);
         let credentials = r.credentials;
         if !self.diagnostics.is_empty() {
             self.diagnostics
@@ -1516,18 +1600,46 @@ mod tests {
         let expected: Vec<String> = (0..600).map(|i| format!("c{i}")).collect();
         assert_eq!(ids, expected, "credentials keep the file's order");
 
-        // A duplicate in a later part names the first, in the first part.
-        let twice = text.replace("id = \"c590\"", "id = \"c3\"");
-        let errors = load_text(&twice).unwrap_err();
-        assert_eq!(errors.0.len(), 1, "{errors}");
-        assert_eq!(errors.0[0].line, 1 + 590 * 8 + 2, "{errors}");
+        // Each repeat, in any part, names the first; one with another error counts too.
+        let repeated = text
+            .replace("id = \"c590\"", "id = \"c3\"")
+            .replace("id = \"c300\"", "id = \"c3\"")
+            .replace(
+                "path = \"c400\" }\nalerts = [\"ops\"]",
+                "path = \"c7\" }\nalerts = [\"nope\"]",
+            );
+        let errors = load_text(&repeated).unwrap_err();
+        // Credential i's header is on line 2 + 8 i; its id is the next line, its vault the 3rd.
+        let line = |i: usize, of: usize| 2 + i * 8 + of;
+        let found: Vec<(usize, &str)> = errors
+            .0
+            .iter()
+            .map(|e| (e.line, e.message.as_str()))
+            .collect();
+        let first_id = format!(":{}:6)", line(3, 1));
+        let first_path = format!(":{}:34)", line(7, 3));
+        assert_eq!(found.len(), 4, "{errors}");
+        for (at, (line, message)) in [line(300, 1), line(590, 1)]
+            .into_iter()
+            .zip([found[0], found[3]])
+        {
+            assert_eq!(line, at, "{errors}");
+            assert!(
+                message.starts_with("duplicate credential id `c3` (first declared at "),
+                "{errors}"
+            );
+            assert!(message.ends_with(&first_id), "{errors}");
+        }
+        assert_eq!(found[1].0, line(400, 3), "{errors}");
         assert!(
-            errors.0[0].message.contains("duplicate credential id `c3`")
-                && errors.0[0]
-                    .message
-                    .contains(&format!(":{}:", 1 + 3 * 8 + 2)),
+            found[1]
+                .1
+                .starts_with("vault `local` path `c7` is already used by another credential"),
             "{errors}"
         );
+        assert!(found[1].1.contains(&first_path), "{errors}");
+        assert_eq!(found[2].0, line(400, 4), "{errors}");
+        assert!(found[2].1.starts_with("unknown alert `nope`"), "{errors}");
     }
 
     #[test]
