@@ -9,7 +9,7 @@
 //!       # three replicas share the work: each its own connections, writer and worker id, in
 //!       # this one process (the concurrency is split between them)
 //!
-//! Figures: config load, reconcile, plan (read + next-due computation for every credential),
+//! Figures: config load, reconcile, plan (`rotor plan` over every credential, not printed),
 //! sustained full rotations per second (mint, apply, verify, promote, grace 0, retire: every
 //! vault write durable), first rotations and then the same credentials again (replacing a
 //! version: the current file read and decrypted at mint, and overwritten at promotion),
@@ -23,7 +23,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rotor::clock::{Clock, SystemClock, to_datetime};
+use rotor::clock::{Clock, SystemClock};
 use rotor::engine::{Engine, Runtime};
 use rotor::scheduler::daemon::{self, Daemon, DaemonOptions, Signal};
 use rotor::store::Store;
@@ -227,18 +227,12 @@ async fn main() {
     let reconcile = started.elapsed();
 
     let started = Instant::now();
-    // The rows are dropped once planned, as `rotor plan` drops them: the daemon never holds
-    // them, so they must not count in the whole run's peak.
-    let plan_count = {
-        let rows = store.credentials().await.unwrap();
-        let now = to_datetime(clock.now_ms());
-        let planned = config.credentials.iter().zip(rows.iter()).filter(|(c, r)| {
-            c.schedule
-                .next_due(&c.id, r.current_since.map(to_datetime), now)
-                .is_some()
-        });
-        planned.count()
-    };
+    // What `rotor plan` does, its entries made and dropped one at a time as it prints them.
+    let plan_count = rotor::app::plan::plan(&store, &config, clock.now_ms())
+        .await
+        .unwrap()
+        .filter(|entry| entry.next_due_at.is_some())
+        .count();
     let plan = started.elapsed();
 
     // Only `rotations` credentials are due; the rest wait a month.

@@ -364,6 +364,26 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Prints `items` as one pretty JSON array on stdout, an item at a time: the same text as
+/// `print_json` of them all, without holding them.
+pub fn print_json_each<T: serde::Serialize>(
+    items: impl IntoIterator<Item = T>,
+) -> Result<(), CliError> {
+    use serde::ser::{SerializeSeq, Serializer};
+    use std::io::Write;
+    let internal = |e: serde_json::Error| CliError::Internal(e.into());
+    let mut json = serde_json::Serializer::pretty(std::io::BufWriter::new(std::io::stdout()));
+    let mut array = (&mut json).serialize_seq(None).map_err(internal)?;
+    for item in items {
+        array.serialize_element(&item).map_err(internal)?;
+    }
+    array.end().map_err(internal)?;
+    let mut out = json.into_inner();
+    writeln!(out)
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::Internal(e.into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,9 @@
 //! `rotor plan [--json]`: when each configured credential rotates next, and why (see
 //! `app::plan`).
 
-use super::{CliResult, Context, Exit, print_json};
+use std::io::Write;
+
+use super::{CliError, CliResult, Context, Exit, print_json_each};
 use crate::app::plan;
 
 #[derive(Debug, clap::Args)]
@@ -17,15 +19,17 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
     let entries = plan::plan(&store, &config, store.clock().now_ms()).await?;
     store.close().await;
     if args.json {
-        print_json(&entries)?;
+        print_json_each(entries)?;
         return Ok(Exit::Ok);
     }
     println!(
         "{:<40} {:<22} {:<10} {:<22} REASON",
         "ID", "NEXT DUE", "ROTATION", "MAX AGE BY"
     );
-    for e in &entries {
-        println!(
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for e in entries {
+        writeln!(
+            out,
             "{:<40} {:<22} {:<10} {:<22} {}",
             e.id,
             e.next_due_at.as_deref().unwrap_or("-"),
@@ -35,7 +39,9 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
                 None => "none",
             }),
             e.reason
-        );
+        )
+        .map_err(|e| CliError::Internal(e.into()))?;
     }
+    out.flush().map_err(|e| CliError::Internal(e.into()))?;
     Ok(Exit::Ok)
 }

@@ -388,6 +388,11 @@ impl Config {
         self.index.get(id).map(|&i| &self.credentials[i])
     }
 
+    /// Where credential `id` is in `credentials`.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
     /// Each credential's alert routes.
     pub fn alert_routes(&self) -> BTreeMap<String, Vec<String>> {
         self.credentials

@@ -60,6 +60,59 @@ fn status_lists_every_credential_once_in_id_order_across_pages() {
 }
 
 #[test]
+fn plan_lists_every_configured_credential_once_soonest_first_across_pages() {
+    let rotor = Rotor::new(&generated_config(2_001, "1s"));
+    // Into the store without rotating: each is due now, its first version not yet minted.
+    rotor.ok(&["pause", "--select", "app/*", "--reason", "listing"]);
+    rotor.ok(&["resume", "app/key3"]);
+    rotor.ok(&["rotate", "app/key3"]);
+    // Then app/key7 leaves the config (its row stays) and app/new joins it (no row yet).
+    let config = generated_config(2_001, "1s").replace(
+        "id = \"app/key7\"\nschedule = { every = \"30d\" }\nvault = { name = \"local\", path = \"app/key7\" }",
+        "id = \"app/new\"\nschedule = { every = \"30d\" }\nvault = { name = \"local\", path = \"app/new\" }",
+    );
+    std::fs::write(&rotor.config, config).unwrap();
+
+    let plan = rotor.json(&["plan", "--json"]);
+    let entries = plan.as_array().unwrap();
+    let ids: Vec<&str> = entries.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let mut expected: Vec<String> = (0..2_001)
+        .filter(|&i| i != 7)
+        .map(|i| format!("app/key{i}"))
+        .chain(["app/new".to_owned()])
+        .collect();
+    let mut sorted_ids = ids.clone();
+    sorted_ids.sort();
+    expected.sort();
+    assert_eq!(sorted_ids, expected, "each configured credential once");
+    let due = |e: &serde_json::Value| {
+        let at = e["next_due_at"].as_str().unwrap();
+        chrono::DateTime::parse_from_rfc3339(at).unwrap()
+    };
+    for pair in entries.windows(2) {
+        let key = |e: &serde_json::Value| (due(e), e["id"].as_str().unwrap().to_owned());
+        assert!(
+            key(&pair[0]) <= key(&pair[1]),
+            "{} before {}",
+            pair[0],
+            pair[1]
+        );
+    }
+    // The one rotated is due in 30 days, after all those waiting for their first version.
+    assert_eq!(ids.last(), Some(&"app/key3"));
+    assert!(due(&entries[2_000]) > due(&entries[0]) + chrono::Duration::days(29));
+
+    let out = rotor.ok(&["plan"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(rows, ids, "the table lists in the same order");
+}
+
+#[test]
 fn first_run_mints_then_rotations_overlap_and_retire_after_grace() {
     let rotor = Rotor::new(&generated_config(3, "1s"));
     rotor.ok(&["run", "--once"]);
