@@ -33,13 +33,13 @@ fn backends() -> Vec<(&'static str, String, Option<tempfile::TempDir>)> {
     vec![("sqlite", sqlite, Some(dir)), ("postgres", pg, None)]
 }
 
-fn desired(id: &str, hash: &str) -> DesiredCredential {
+fn desired(id: &str, hash: &str) -> DesiredCredential<'static> {
     DesiredCredential {
-        id: id.into(),
-        provider: "generated".into(),
+        id: id.to_owned().into(),
+        provider: "generated",
         vault: "local".into(),
-        vault_path: id.into(),
-        schedule_hash: hash.into(),
+        vault_path: id.to_owned().into(),
+        schedule_hash: hash.to_owned().into(),
     }
 }
 
@@ -63,7 +63,7 @@ async fn claims_take_expired_leases_first_then_the_oldest_due() {
         let ids = ["a", "b", "c"];
         let desired: Vec<_> = ids.iter().map(|id| desired(id, "h")).collect();
         store
-            .reconcile(&desired, 0, |_, _| (Some(0), "initial".into()))
+            .reconcile(&desired, 0, |_, _| (Some(0), "initial"))
             .await
             .unwrap();
         let runs: Vec<NewRun> = ids
@@ -117,8 +117,7 @@ async fn claims_take_expired_leases_first_then_the_oldest_due() {
 async fn reconcile_adds_recomputes_marks_removed_and_restores() {
     for (label, url, _keep) in backends() {
         let store = connect(&url).await.unwrap();
-        let due =
-            |_: &str, since: Option<i64>| (Some(since.unwrap_or(0) + 100), "schedule".to_string());
+        let due = |_: &str, since: Option<i64>| (Some(since.unwrap_or(0) + 100), "schedule");
         let changes = store
             .reconcile(&[desired("a", "h1"), desired("b", "h1")], 10, due)
             .await
@@ -173,7 +172,7 @@ async fn one_live_run_per_credential_and_each_claim_goes_to_one_worker() {
         let ids: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
         let desired: Vec<_> = ids.iter().map(|id| desired(id, "h")).collect();
         store
-            .reconcile(&desired, 0, |_, _| (Some(0), "initial".into()))
+            .reconcile(&desired, 0, |_, _| (Some(0), "initial"))
             .await
             .unwrap();
         let runs: Vec<NewRun> = ids.iter().map(|id| run_for(id, 1)).collect();
@@ -309,7 +308,7 @@ async fn saves_arriving_together_keep_their_own_fences_and_one_audit_chain() {
         let ids: Vec<String> = (0..60).map(|i| format!("g{i}")).collect();
         let desired: Vec<_> = ids.iter().map(|id| desired(id, "h")).collect();
         store
-            .reconcile(&desired, 0, |_, _| (Some(0), "initial".into()))
+            .reconcile(&desired, 0, |_, _| (Some(0), "initial"))
             .await
             .unwrap();
         let runs: Vec<NewRun> = ids[..40].iter().map(|id| run_for(id, 1)).collect();
@@ -517,7 +516,7 @@ async fn a_store_s_fingerprints_are_keyed_once_where_it_holds_digests() {
         let key = store.fingerprint_key().clone();
         store
             .reconcile(&[desired("a", "h"), desired("b", "h")], 0, |_, _| {
-                (Some(0), "initial".into())
+                (Some(0), "initial")
             })
             .await
             .unwrap();
@@ -916,7 +915,7 @@ async fn limited_claims_respect_provider_concurrency_and_buckets_refill() {
         let desired: Vec<DesiredCredential> =
             (0..5).map(|i| desired(&format!("c{i}"), "h")).collect();
         store
-            .reconcile(&desired, 0, |_, _| (Some(0), "schedule".to_string()))
+            .reconcile(&desired, 0, |_, _| (Some(0), "schedule"))
             .await
             .unwrap();
         let runs: Vec<NewRun> = (0..5).map(|i| run_for(&format!("c{i}"), 0)).collect();
@@ -963,9 +962,7 @@ async fn limited_claims_respect_provider_concurrency_and_buckets_refill() {
 async fn one_claimed_run(url: &str, lease_until: i64) -> (Store, RunRow) {
     let store = connect(url).await.unwrap();
     store
-        .reconcile(&[desired("a", "h")], 0, |_, _| {
-            (Some(0), "schedule".to_string())
-        })
+        .reconcile(&[desired("a", "h")], 0, |_, _| (Some(0), "schedule"))
         .await
         .unwrap();
     store.insert_runs(&[run_for("a", 0)], 0).await.unwrap();
@@ -1017,7 +1014,7 @@ async fn credentials_page_by_page_are_the_credentials_in_id_order() {
         let wanted: Vec<DesiredCredential> =
             (0..7).map(|i| desired(&format!("c{i}"), "h")).collect();
         store
-            .reconcile(&wanted, 5, |_, _| (Some(100), "schedule".to_string()))
+            .reconcile(&wanted, 5, |_, _| (Some(100), "schedule"))
             .await
             .unwrap();
         assert!(
@@ -1274,7 +1271,7 @@ async fn run_totals_follow_every_run_to_rest_and_are_rebuilt_from_history() {
         let store = connect(&url).await.unwrap();
         store
             .reconcile(&[desired("a", "h"), desired("b", "h")], 0, |_, _| {
-                (Some(0), "initial".into())
+                (Some(0), "initial")
             })
             .await
             .unwrap();

@@ -189,8 +189,6 @@ impl Condition {
 #[derive(Clone)]
 pub struct Alerter {
     sinks: BTreeMap<String, AlertConfig>,
-    /// Each credential's routes, for reminders.
-    routes: BTreeMap<String, Vec<String>>,
     vaults: Arc<Vaults>,
     client: reqwest::Client,
     /// The clients of sinks that name a `ca_file`, by sink name.
@@ -240,12 +238,8 @@ fn delivery_client(ca: Option<(&str, &std::path::Path)>) -> reqwest::Client {
 }
 
 impl Alerter {
-    /// An alerter for these sinks, and each credential's routes (for reminders).
-    pub fn new(
-        sinks: BTreeMap<String, AlertConfig>,
-        routes: BTreeMap<String, Vec<String>>,
-        vaults: Arc<Vaults>,
-    ) -> Self {
+    /// An alerter for these sinks.
+    pub fn new(sinks: BTreeMap<String, AlertConfig>, vaults: Arc<Vaults>) -> Self {
         let client = delivery_client(None);
         let own_clients = sinks
             .iter()
@@ -260,7 +254,6 @@ impl Alerter {
             .collect();
         Self {
             sinks,
-            routes,
             vaults,
             client,
             own_clients,
@@ -327,12 +320,18 @@ impl Alerter {
     }
 
     /// Re-sends raised alerts to Alertmanager sinks, which drop alerts that are not repeated.
-    pub async fn refresh(&self, store: &Store, now: i64) -> Result<(), StoreError> {
+    pub async fn refresh(
+        &self,
+        store: &Store,
+        config: &crate::config::Config,
+        now: i64,
+    ) -> Result<(), StoreError> {
         for active in store.active_alerts().await? {
             let Ok(alert) = serde_json::from_str::<Alert>(&active.payload) else {
                 continue;
             };
-            for name in self.routes.get(&active.credential_id).into_iter().flatten() {
+            let routes = config.credential(&active.credential_id).map(|c| &c.alerts);
+            for name in routes.into_iter().flatten() {
                 if let Some(config @ AlertConfig::Alertmanager(_)) = self.sinks.get(name)
                     && let Err(failed) = sink::send(
                         self.client_for(name),

@@ -178,7 +178,7 @@ pub async fn inspect(
     credential: &crate::config::Credential,
     key: &crate::fingerprint::FingerprintKey,
 ) -> Found {
-    let rotator = &runtime.rotators[&credential.id];
+    let rotator = runtime.rotator(&credential.id);
     let vault = runtime
         .vaults
         .get(&credential.vault)

@@ -35,7 +35,7 @@ pub async fn run(ctx: &Context, args: Args) -> CliResult {
         let runtime = Runtime::build(config).await?;
         let mut failed = 0;
         for credential in &runtime.config.credentials {
-            let rotator = &runtime.rotators[&credential.id];
+            let rotator = runtime.rotator(&credential.id);
             match rotator.preflight().await {
                 Ok(()) => println!("ok: {} ({})", credential.id, rotator.kind()),
                 Err(e) => {

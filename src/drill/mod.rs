@@ -118,7 +118,7 @@ impl Driller {
         let mut report = CredentialReport::new(credential, options.dry_run, fault);
         let scenario = report.scenario.clone();
         let runtime = &self.runtime;
-        let rotator = &runtime.rotators[&credential.id];
+        let rotator = runtime.rotator(&credential.id);
         let vault = runtime
             .vaults
             .get(&credential.vault)
@@ -321,7 +321,7 @@ impl Driller {
             .vaults
             .get(&credential.vault)
             .expect("config validation: the vault exists");
-        let rotator = &self.runtime.rotators[&credential.id];
+        let rotator = self.runtime.rotator(&credential.id);
         match vault.read_current(&credential.vault_path).await {
             Ok(Some(doc)) => match rotator.verify(&doc.current.credential).await {
                 Ok(()) => report.current_verifies = true,
@@ -531,7 +531,7 @@ impl Driller {
                 report.problem("a dry run changed what consumers read".to_owned());
             }
             if rotor_rotators::AnyRotator::apply_disturbs_current(
-                &self.runtime.rotators[&credential.id],
+                self.runtime.rotator(&credential.id),
             ) {
                 report.note(
                     "apply and verify were skipped: this rotator changes the credential consumers use in place".to_owned(),

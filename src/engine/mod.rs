@@ -163,7 +163,7 @@ impl Engine {
                 credential: credential.id.clone(),
                 vault: credential.vault.clone(),
             })?;
-        let rotator = &runtime.rotators[&credential.id];
+        let rotator = runtime.rotator(&credential.id);
         let lease_margin_ms = run.lease_until.map_or(0, |until| {
             ((until - self.now()) / 4).clamp(0, LEASE_MARGIN_MS)
         });

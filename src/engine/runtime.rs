@@ -1,6 +1,5 @@
 //! Everything built from one config: rotators, vaults, the alerter and the notifier.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rotor_rotators::AnyRotator;
@@ -17,12 +16,22 @@ use super::EngineError;
 pub struct Runtime {
     pub config: Config,
     pub vaults: Arc<Vaults>,
-    pub rotators: HashMap<String, AnyRotator>,
+    /// Each credential's rotator, at its position in `config.credentials`.
+    rotators: Vec<AnyRotator>,
     pub alerter: Alerter,
     pub notifier: Notifier,
 }
 
 impl Runtime {
+    /// The rotator of configured credential `id`.
+    ///
+    /// # Panics
+    /// If `id` is not in the config this runtime was built from: callers look it up there.
+    pub fn rotator(&self, id: &str) -> &AnyRotator {
+        let index = self.config.index_of(id).expect("a configured credential");
+        &self.rotators[index]
+    }
+
     /// Tells consumers what is due (of one credential with `only`); see `Notifier`.
     pub async fn notify_due(
         &self,
@@ -53,7 +62,7 @@ impl Runtime {
                 .map_err(EngineError::OpenVaults)?,
         );
         let secrets: rotor_rotators::Secrets = Arc::new(VaultSecrets(vaults.clone()));
-        let mut rotators = HashMap::new();
+        let mut rotators = Vec::with_capacity(config.credentials.len());
         for c in &config.credentials {
             let r = AnyRotator::build(&c.rotator, secrets.clone()).map_err(|source| {
                 EngineError::Rotator {
@@ -61,9 +70,9 @@ impl Runtime {
                     source,
                 }
             })?;
-            rotators.insert(c.id.clone(), r);
+            rotators.push(r);
         }
-        let alerter = Alerter::new(config.alerts.clone(), config.alert_routes(), vaults.clone());
+        let alerter = Alerter::new(config.alerts.clone(), vaults.clone());
         let notifier = Notifier::new(config.hooks.clone(), vaults.clone());
         Ok(Runtime {
             config,

@@ -64,11 +64,11 @@ pub async fn reconcile(
         .credentials
         .iter()
         .map(|c| DesiredCredential {
-            id: c.id.clone(),
-            provider: c.provider().to_owned(),
-            vault: c.vault.clone(),
-            vault_path: c.vault_path.clone(),
-            schedule_hash: c.schedule_hash.clone(),
+            id: c.id.as_str().into(),
+            provider: c.provider(),
+            vault: c.vault.as_str().into(),
+            vault_path: c.vault_path.as_str().into(),
+            schedule_hash: c.schedule_hash.as_str().into(),
         })
         .collect();
     let changes = store
@@ -78,14 +78,14 @@ pub async fn reconcile(
                 .expect("desired credentials come from config");
             if c.by_hand().is_some() {
                 // People rotate it; rotor only reminds them.
-                return (None, "by_hand".to_owned());
+                return (None, "by_hand");
             }
             let due = c
                 .schedule
                 .next_due(id, since.map(to_datetime), to_datetime(now));
             (
                 due.map(|d| d.at.timestamp_millis()),
-                due.map_or("manual", |d| d.reason.as_str()).to_owned(),
+                due.map_or("manual", |d| d.reason.as_str()),
             )
         })
         .await?;
@@ -461,7 +461,11 @@ fn spawn_outbox_loop(
                 if let Err(e) = check_ages(&engine, &runtime, now).await {
                     tracing::warn!(error = %e, "credential age check failed");
                 }
-                if let Err(e) = runtime.alerter.refresh(&engine.store, now).await {
+                if let Err(e) = runtime
+                    .alerter
+                    .refresh(&engine.store, &runtime.config, now)
+                    .await
+                {
                     tracing::warn!(error = %e, "alert reminder pass failed");
                 }
             }

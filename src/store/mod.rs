@@ -18,6 +18,7 @@ pub mod audit;
 pub mod integrity;
 mod sql;
 
+use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -478,12 +479,12 @@ pub enum ReconcileChange {
 
 /// A credential's desired row, computed from config by the scheduler.
 #[derive(Debug, Clone)]
-pub struct DesiredCredential {
-    pub id: String,
-    pub provider: String,
-    pub vault: String,
-    pub vault_path: String,
-    pub schedule_hash: String,
+pub struct DesiredCredential<'a> {
+    pub id: Cow<'a, str>,
+    pub provider: &'static str,
+    pub vault: Cow<'a, str>,
+    pub vault_path: Cow<'a, str>,
+    pub schedule_hash: Cow<'a, str>,
 }
 
 /// A new run to insert.
@@ -926,12 +927,36 @@ impl Store {
     /// marked removed (never deleted: their history stays). Returns what changed.
     pub async fn reconcile(
         &self,
-        desired: &[DesiredCredential],
+        desired: &[DesiredCredential<'_>],
         now: i64,
-        recompute: impl Fn(&str, Option<i64>) -> (Option<i64>, String),
+        recompute: impl Fn(&str, Option<i64>) -> (Option<i64>, &'static str),
     ) -> Result<Vec<ReconcileChange>, StoreError> {
         let mut changes = Vec::new();
         let postgres = self.backend() == Backend::Postgres;
+        // Writes the new rows in `added`, many to a statement, in either dialect's transaction.
+        macro_rules! insert_added {
+            ($tx:expr, $added:expr) => {{
+                let sql = format!(
+                    "{}{}",
+                    sql::INSERT_CREDENTIALS_VALUES,
+                    placeholders(self.backend(), $added.len(), 9)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (d, (due, reason)) in $added.iter() {
+                    query = query
+                        .bind(d.id.as_ref())
+                        .bind(d.provider)
+                        .bind(d.vault.as_ref())
+                        .bind(d.vault_path.as_ref())
+                        .bind(d.schedule_hash.as_ref())
+                        .bind(*due)
+                        .bind(*reason)
+                        .bind(now)
+                        .bind(now);
+                }
+                query.execute(&mut *$tx).await?;
+            }};
+        }
         with_pool!(self, p => {
             let mut tx = p.begin_write().await?;
             // Replicas starting together reconcile one after the other, each seeing what the
@@ -946,51 +971,49 @@ impl Store {
                 sqlx::query_as(sql::RECONCILE_KNOWN)
                     .fetch_all(&mut *tx)
                     .await?;
-            let existing: std::collections::HashMap<_, _> =
-                existing.into_iter().map(|(id, hash, since, removed)| (id, (hash, since, removed))).collect();
-            let mut added = Vec::new();
+            // Each known credential, and whether the config still has it.
+            let mut existing: std::collections::HashMap<_, _> = existing
+                .into_iter()
+                .map(|(id, hash, since, removed)| (id, (hash, since, removed, false)))
+                .collect();
+            // New rows are written a statement of many at a time as they are found: each
+            // statement is a round trip, and a million new credentials are not held twice.
+            let mut added = Vec::with_capacity(INSERT_BATCH.min(desired.len()));
             for d in desired {
-                match existing.get(&d.id) {
+                match existing.get_mut(d.id.as_ref()) {
                     None => {
                         added.push((d, recompute(&d.id, None)));
-                        changes.push(ReconcileChange::Added { id: d.id.clone() });
+                        changes.push(ReconcileChange::Added { id: d.id.clone().into_owned() });
                     }
-                    Some((hash, since, removed)) => {
+                    Some((hash, since, removed, wanted)) => {
+                        *wanted = true;
                         if removed.is_some() {
                             sqlx::query(sql::RESTORE_CREDENTIAL)
-                                .bind(&d.id).bind(now).execute(&mut *tx).await?;
-                            changes.push(ReconcileChange::Restored { id: d.id.clone() });
+                                .bind(d.id.as_ref()).bind(now).execute(&mut *tx).await?;
+                            changes.push(ReconcileChange::Restored { id: d.id.clone().into_owned() });
                         }
-                        if hash != &d.schedule_hash {
+                        if *hash != d.schedule_hash {
                             let (due, reason) = recompute(&d.id, *since);
                             sqlx::query(sql::RESCHEDULE_CREDENTIAL,
                             )
-                            .bind(&d.id).bind(&d.schedule_hash).bind(due).bind(&reason)
-                            .bind(&d.provider).bind(&d.vault).bind(&d.vault_path).bind(now)
+                            .bind(d.id.as_ref()).bind(d.schedule_hash.as_ref()).bind(due).bind(reason)
+                            .bind(d.provider).bind(d.vault.as_ref()).bind(d.vault_path.as_ref()).bind(now)
                             .execute(&mut *tx).await?;
-                            changes.push(ReconcileChange::ScheduleChanged { id: d.id.clone(), next_due_at: due });
+                            changes.push(ReconcileChange::ScheduleChanged { id: d.id.clone().into_owned(), next_due_at: due });
                         }
                     }
                 }
-            }
-            // Many rows per statement: each statement is a round trip to the database.
-            for chunk in added.chunks(INSERT_BATCH) {
-                let sql = format!(
-                    "{}{}",
-                    sql::INSERT_CREDENTIALS_VALUES,
-                    placeholders(self.backend(), chunk.len(), 9)
-                );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for (d, (due, reason)) in chunk {
-                    query = query.bind(&d.id).bind(&d.provider).bind(&d.vault).bind(&d.vault_path)
-                        .bind(&d.schedule_hash).bind(*due).bind(reason).bind(now).bind(now);
+                if added.len() == INSERT_BATCH {
+                    insert_added!(tx, added);
+                    added.clear();
                 }
-                query.execute(&mut *tx).await?;
             }
-            let wanted: std::collections::HashSet<&str> = desired.iter().map(|d| d.id.as_str()).collect();
+            if !added.is_empty() {
+                insert_added!(tx, added);
+            }
             let mut gone: Vec<&String> = existing
                 .iter()
-                .filter(|(id, (_, _, removed))| removed.is_none() && !wanted.contains(id.as_str()))
+                .filter(|(_, (_, _, removed, wanted))| removed.is_none() && !wanted)
                 .map(|(id, _)| id)
                 .collect();
             gone.sort();
