@@ -320,18 +320,18 @@ impl Alerter {
     }
 
     /// Re-sends raised alerts to Alertmanager sinks, which drop alerts that are not repeated.
-    pub async fn refresh(
+    /// `routes` gives a credential's routes (the config's, which this module does not import).
+    pub async fn refresh<'c>(
         &self,
         store: &Store,
-        config: &crate::config::Config,
+        routes: impl Fn(&str) -> &'c [String],
         now: i64,
     ) -> Result<(), StoreError> {
         for active in store.active_alerts().await? {
             let Ok(alert) = serde_json::from_str::<Alert>(&active.payload) else {
                 continue;
             };
-            let routes = config.credential(&active.credential_id).map(|c| &c.alerts);
-            for name in routes.into_iter().flatten() {
+            for name in routes(&active.credential_id) {
                 if let Some(config @ AlertConfig::Alertmanager(_)) = self.sinks.get(name)
                     && let Err(failed) = sink::send(
                         self.client_for(name),

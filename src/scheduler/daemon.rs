@@ -463,7 +463,14 @@ fn spawn_outbox_loop(
                 }
                 if let Err(e) = runtime
                     .alerter
-                    .refresh(&engine.store, &runtime.config, now)
+                    .refresh(
+                        &engine.store,
+                        |id| {
+                            let credential = runtime.config.credential(id);
+                            credential.map_or(&[][..], |c| c.alerts.as_slice())
+                        },
+                        now,
+                    )
                     .await
                 {
                     tracing::warn!(error = %e, "alert reminder pass failed");
