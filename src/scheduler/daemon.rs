@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use crate::clock::{Clock, to_datetime};
 use crate::config::Config;
 use crate::engine::{Driven, Engine, EngineError, Runtime};
+use crate::notify::Subscribers;
 use crate::store::{DesiredCredential, NewRun, ReconcileChange, Store, StoreError};
 
 /// How the daemon paces itself.
@@ -463,14 +464,7 @@ fn spawn_outbox_loop(
                 }
                 if let Err(e) = runtime
                     .alerter
-                    .refresh(
-                        &engine.store,
-                        |id| {
-                            let credential = runtime.config.credential(id);
-                            credential.map_or(&[][..], |c| c.alerts.as_slice())
-                        },
-                        now,
-                    )
+                    .refresh(&engine.store, |id| runtime.config.alert_routes(id), now)
                     .await
                 {
                     tracing::warn!(error = %e, "alert reminder pass failed");
