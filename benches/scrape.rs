@@ -8,6 +8,8 @@
 //!   ROTOR_BENCH_SCRAPE_CREDENTIALS=1000 ROTOR_BENCH_SCRAPE_RUNS=1000,100000 cargo bench --bench scrape
 //!   ROTOR_BENCH_SCRAPE_CREDENTIALS=100000 ROTOR_BENCH_SCRAPE_RUNS=1000 \
 //!     ROTOR_BENCH_SCRAPE_PER_CREDENTIAL_UP_TO=100000 cargo bench --bench scrape   # `[metrics]`
+//!   ROTOR_BENCH_SCRAPE_CREDENTIALS=1000000 ROTOR_BENCH_SCRAPE_RUNS=1000 \
+//!     ROTOR_BENCH_SCRAPE_REPEATS=11 cargo bench --bench scrape   # scrapes timed (default 31)
 
 use std::time::{Duration, Instant};
 
@@ -81,7 +83,7 @@ async fn main() {
         .split(',')
         .map(|s| s.trim().parse().unwrap())
         .collect();
-    let repeats = 31;
+    let repeats: usize = env_or("ROTOR_BENCH_SCRAPE_REPEATS", "31").parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("rotor.db").display());
     let mut config_text = String::from(

@@ -1039,6 +1039,115 @@ async fn credentials_page_by_page_are_the_credentials_in_id_order() {
     }
 }
 
+/// A scrape reads the run totals, alerts and hook counts of one page of credentials at a time
+/// (ids after the last page's, through this page's last): the pages together read each row
+/// once, in whatever order the database's collation puts the ids.
+#[tokio::test]
+async fn a_page_s_totals_alerts_and_hook_counts_are_the_whole_table_s_once() {
+    for (label, url, _keep) in backends() {
+        let store = connect(&url).await.unwrap();
+        // Case, punctuation and digits: orders a locale collation and bytes disagree on.
+        let ids: Vec<String> = (0..23)
+            .map(|i| {
+                ["app/a", "App/b", "app-c", "app_d", "app/E"][i % 5].to_owned() + &i.to_string()
+            })
+            .collect();
+        let wanted: Vec<DesiredCredential> = ids.iter().map(|id| desired(id, "h")).collect();
+        store
+            .reconcile(&wanted, 0, |_, _| (Some(0), "initial"))
+            .await
+            .unwrap();
+        let mut sql = String::new();
+        for (n, id) in ids.iter().enumerate().filter(|(n, _)| n % 3 == 0) {
+            sql += &format!(
+                "INSERT INTO runs (id, credential_id, token, state, reason, grace_ms, not_before, \
+                 created_at, finished_at, updated_at) VALUES ('r{n}', '{id}', 't{n}', 'completed', \
+                 'schedule', 0, 0, 0, 5000, 0);"
+            );
+        }
+        tamper(&url, &sql).await;
+        let hooks = vec!["hook".to_owned()];
+        for id in ids.iter().step_by(4) {
+            store
+                .raise_alert(id, "rolled_back", "{}", &hooks, 1_000)
+                .await
+                .unwrap();
+            store
+                .queue_notifications(&format!("run {id}"), id, "promoted", &hooks, "{}", 1_000)
+                .await
+                .unwrap();
+        }
+
+        let (mut totals, mut alerts, mut counts) = (Vec::new(), Vec::new(), Vec::new());
+        let mut pages = store.credential_pages(4);
+        let mut after = String::new();
+        while let Some(page) = pages.next().await.unwrap() {
+            let through = page.last().unwrap().id.clone();
+            let on_page = |id: &str| page.iter().any(|row| row.id == id);
+            let read = store.run_totals_in(&after, &through).await.unwrap();
+            assert!(read.iter().all(|t| on_page(&t.credential_id)), "{label}");
+            totals.extend(
+                read.into_iter()
+                    .map(|t| format!("{} {} {}", t.credential_id, t.state, t.runs)),
+            );
+            let read = store.active_alerts_in(&after, &through).await.unwrap();
+            assert!(read.iter().all(|a| on_page(&a.credential_id)), "{label}");
+            alerts.extend(
+                read.into_iter()
+                    .map(|a| format!("{} {}", a.credential_id, a.condition)),
+            );
+            let read = store.hook_counts_in(&after, &through).await.unwrap();
+            assert!(read.iter().all(|c| on_page(&c.credential_id)), "{label}");
+            counts.extend(
+                read.into_iter()
+                    .map(|c| format!("{} {} {}", c.credential_id, c.hook, c.failed)),
+            );
+            after = through;
+        }
+        let whole = |mut lines: Vec<String>| {
+            lines.sort();
+            lines
+        };
+        assert_eq!(totals.len(), 8, "{label}: every third of 23 completed once");
+        assert_eq!(alerts.len(), 6, "{label}: every fourth of 23 raised");
+        assert_eq!(counts.len(), 6, "{label}");
+        let all_totals = store.run_totals().await.unwrap();
+        assert_eq!(
+            whole(totals),
+            whole(
+                all_totals
+                    .into_iter()
+                    .map(|t| format!("{} {} {}", t.credential_id, t.state, t.runs))
+                    .collect()
+            ),
+            "{label}"
+        );
+        let all_alerts = store.active_alerts().await.unwrap();
+        assert_eq!(
+            whole(alerts),
+            whole(
+                all_alerts
+                    .into_iter()
+                    .map(|a| format!("{} {}", a.credential_id, a.condition))
+                    .collect()
+            ),
+            "{label}"
+        );
+        let all_counts = store.hook_counts().await.unwrap();
+        assert_eq!(
+            whole(counts),
+            whole(
+                all_counts
+                    .into_iter()
+                    .map(|c| format!("{} {} {}", c.credential_id, c.hook, c.failed))
+                    .collect()
+            ),
+            "{label}"
+        );
+        store.close().await;
+    }
+}
+
 /// A run learns of `rotor pause` from the write that begins its next step: both ways of
 /// beginning one (a step start of its own, and the save of the step before) report the
 /// credential's pause as their transaction saw it.

@@ -130,4 +130,15 @@ impl Store {
             .await?)
         })
     }
+
+    /// `active_alerts` of the credentials with ids in (`after`, `through`] (`run_totals_in`).
+    pub async fn active_alerts_in(
+        &self,
+        after: &str,
+        through: &str,
+    ) -> Result<Vec<ActiveAlert>, StoreError> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(sql::ACTIVE_ALERTS_IN).bind(after).bind(through).fetch_all(pool).await?)
+        })
+    }
 }

@@ -139,4 +139,15 @@ impl Store {
             .await?)
         })
     }
+
+    /// `hook_counts` of the credentials with ids in (`after`, `through`] (`run_totals_in`).
+    pub async fn hook_counts_in(
+        &self,
+        after: &str,
+        through: &str,
+    ) -> Result<Vec<HookCounts>, StoreError> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(sql::HOOK_COUNTS_IN).bind(after).bind(through).fetch_all(pool).await?)
+        })
+    }
 }

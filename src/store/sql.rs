@@ -25,6 +25,18 @@ macro_rules! before_promotion_states {
     };
 }
 
+/// Notification deliveries that reached their hook and attempts that failed, per credential
+/// and hook: `HOOK_COUNTS` without its grouping, so that a page of it can add a range.
+macro_rules! hook_counts {
+    () => {
+        "SELECT credential_id, target AS hook, \
+        CAST(SUM(CASE WHEN delivered_at IS NOT NULL AND last_outcome NOT IN ('dropped', 'superseded') \
+        THEN 1 ELSE 0 END) AS BIGINT) AS succeeded, \
+        CAST(SUM(failures) AS BIGINT) AS failed \
+        FROM outbox WHERE channel = 'notify'"
+    };
+}
+
 /// Claim ready runs: those a dead or paused worker left (an expired lease: a rotation half
 /// done) first, oldest expiry first, then the oldest due. Each kind is read in the order of its
 /// own index (`runs_leased`, `runs_claimable`), at most `$4` of each, so that a claim costs the
@@ -309,6 +321,11 @@ pub const LIVE_RUNS: &str = concat!(
 /// Run by `Store::run_totals`: the triggers' totals (migration 0013).
 pub const RUN_TOTALS: &str = "SELECT * FROM run_totals";
 
+/// Run by `run_totals_in` in `store/totals.rs`: the totals of one page of credentials, the ids
+/// in (`$1`, `$2`] (`Store::credential_pages`; the primary key's order).
+pub const RUN_TOTALS_IN: &str =
+    "SELECT * FROM run_totals WHERE credential_id > $1 AND credential_id <= $2";
+
 /// Runs a worker could drive by `$1`.
 pub const RUNS_READY_BEFORE: &str = concat!(
     "SELECT COUNT(*) FROM runs WHERE state NOT IN ",
@@ -497,11 +514,17 @@ pub const HOOK_STATES: &str = "SELECT o.credential_id, o.target AS hook, o.event
     ORDER BY o.credential_id, o.target";
 
 /// Run by `hook_counts` in `store/notify.rs`.
-pub const HOOK_COUNTS: &str = "SELECT credential_id, target AS hook, \
-    CAST(SUM(CASE WHEN delivered_at IS NOT NULL AND last_outcome NOT IN ('dropped', 'superseded') \
-    THEN 1 ELSE 0 END) AS BIGINT) AS succeeded, \
-    CAST(SUM(failures) AS BIGINT) AS failed \
-    FROM outbox WHERE channel = 'notify' GROUP BY credential_id, target ORDER BY credential_id, target";
+pub const HOOK_COUNTS: &str = concat!(
+    hook_counts!(),
+    " GROUP BY credential_id, target ORDER BY credential_id, target"
+);
+
+/// Run by `hook_counts_in` in `store/notify.rs`: `HOOK_COUNTS` of one page of credentials.
+pub const HOOK_COUNTS_IN: &str = concat!(
+    hook_counts!(),
+    " AND credential_id > $1 AND credential_id <= $2",
+    " GROUP BY credential_id, target ORDER BY credential_id, target"
+);
 
 /// Run by `raise_alert` and `resolve_alerts` in `store/alerts.rs`.
 pub const QUEUE_ALERT: &str = "INSERT INTO outbox (channel, target, credential_id, condition, event, payload, created_at, next_attempt_at) \
@@ -529,6 +552,10 @@ pub const RESOLVE_ALERT: &str = "UPDATE alert_state SET active = 0, resolved_at 
 /// Run by `active_alerts` in `store/alerts.rs`.
 pub const ACTIVE_ALERTS: &str = "SELECT credential_id, condition, raised_at, payload FROM alert_state WHERE active = 1 \
     ORDER BY credential_id, condition";
+
+/// Run by `active_alerts_in` in `store/alerts.rs`: `ACTIVE_ALERTS` of the ids in (`$1`, `$2`].
+pub const ACTIVE_ALERTS_IN: &str = "SELECT credential_id, condition, raised_at, payload FROM alert_state \
+    WHERE active = 1 AND credential_id > $1 AND credential_id <= $2 ORDER BY credential_id, condition";
 
 /// Run by `start_drill` in `store/drill.rs`.
 pub const START_DRILL: &str =

@@ -58,4 +58,16 @@ impl Store {
             Ok(sqlx::query_as(sql::RUN_TOTALS).fetch_all(pool).await?)
         })
     }
+
+    /// `run_totals` of the credentials with ids in (`after`, `through`]: those of one page of
+    /// `Store::credential_pages`, so that a pass over a million credentials holds a page's.
+    pub async fn run_totals_in(
+        &self,
+        after: &str,
+        through: &str,
+    ) -> Result<Vec<RunTotals>, StoreError> {
+        with_pool!(self, pool => {
+            Ok(sqlx::query_as(sql::RUN_TOTALS_IN).bind(after).bind(through).fetch_all(pool).await?)
+        })
+    }
 }

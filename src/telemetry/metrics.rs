@@ -20,10 +20,12 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::alert::Condition;
-use crate::config::Config;
+use crate::config::{Config, Credential};
 use crate::scheduler::lag::Lag;
+use crate::store::alerts::ActiveAlert;
+use crate::store::notify::HookCounts;
 use crate::store::totals::{DURATION_BUCKETS, RunTotals};
-use crate::store::{CredentialRow, Store, StoreError};
+use crate::store::{CredentialRow, RunRow, Store, StoreError};
 
 /// The two text formats a scraper may ask for: Prometheus sends `Accept:
 /// application/openmetrics-text` and gets OpenMetrics; anything else (a person with curl,
@@ -277,10 +279,14 @@ impl Exposition {
                     counts.0 += succeeded;
                     counts.1 += failed;
                 }
-                providers
-                    .entry(series.provider.clone())
-                    .or_default()
-                    .add(&series);
+                match providers.get_mut(&series.provider) {
+                    Some(kind) => kind.add(&series),
+                    None => {
+                        let mut kind = ProviderSeries::default();
+                        kind.add(&series);
+                        providers.insert(series.provider, kind);
+                    }
+                }
             }
         }
     }
@@ -322,21 +328,22 @@ fn per_bucket(cumulative: [(u64, i64); DURATION_BUCKETS.len()], count: i64) -> V
     buckets
 }
 
+/// How many credentials a scrape reads from the store at a time.
+const PAGE: i64 = 1_000;
+
 impl Snapshot {
+    /// Reads the store a page of credentials at a time, with the page's run totals, alerts and
+    /// hook counts: aggregated per provider kind, what a scrape holds is one page and the sums,
+    /// however many credentials there are (the live runs, read once, are as many as run at
+    /// once).
     async fn read(store: &Store, config: &Config, lag: &Lag, now: i64) -> Result<Self, StoreError> {
-        let rows = store.credentials_by_id().await?;
-        // Each read grouped by credential once, so that building a credential's series looks
-        // up its own rows instead of scanning everyone's.
-        let mut totals = by_credential(store.run_totals().await?, |t| &t.credential_id);
         let live = store.live_runs().await?;
         let in_flight = live.len() as u64;
         // At most one live run a credential.
-        let mut live: HashMap<String, _> = live
+        let mut live: HashMap<String, RunRow> = live
             .into_iter()
             .map(|r| (r.credential_id.clone(), r))
             .collect();
-        let mut alerts = by_credential(store.active_alerts().await?, |a| &a.credential_id);
-        let mut notified = by_credential(store.hook_counts().await?, |n| &n.credential_id);
         let mut exposition = if config.credentials.len() <= config.metrics.per_credential_up_to {
             Exposition::PerCredential(Vec::with_capacity(config.credentials.len()))
         } else {
@@ -345,54 +352,55 @@ impl Snapshot {
                 notified: BTreeMap::new(),
             }
         };
-        for series in config.credentials.iter().map(|c| {
-            let row = rows.get(&c.id);
-            let totals = totals.remove(&c.id).unwrap_or_default();
-            let in_state = |state: &str| totals.iter().find(|t| t.state == state);
-            let outcomes = OUTCOMES.map(|o| in_state(o).map_or(0, |t| t.runs.max(0) as u64));
-            let completed = in_state("completed");
-            let (sum_ms, count) = completed.map_or((0, 0), |t| (t.duration_ms, t.timed));
-            let cumulative =
-                completed.map_or(DURATION_BUCKETS.map(|le| (le, 0)), RunTotals::buckets);
-            let alerts = alerts.remove(&c.id).unwrap_or_default();
-            let notified = notified.remove(&c.id).unwrap_or_default();
-            let run = live.remove(&c.id);
-            Series {
-                previous_last_used: run
-                    .as_ref()
-                    .and_then(|r| crate::engine::PreviousUsage::of(r).last_seen)
-                    .map(seconds),
-                grace_end: run.as_ref().and_then(|r| r.grace_until).map(seconds),
-                id: c.id.clone(),
-                provider: c.provider().to_owned(),
-                outcomes,
-                duration_sum: seconds(sum_ms),
-                duration_count: count.max(0) as u64,
-                duration_buckets: per_bucket(cumulative, count),
-                gauges: GAUGES.map(|(_, _, fallback, pick)| {
-                    row.and_then(|r| pick(r, now)).unwrap_or(fallback)
-                }),
-                due_by_hand: row
-                    .and_then(|r| crate::scheduler::by_hand::deadline(c, r))
-                    .map_or(0.0, seconds),
-                max_age: c.schedule.max_age.map_or(0, |m| m.as_secs()),
-                alerts: CONDITIONS
-                    .map(|condition| alerts.iter().any(|a| a.condition == condition.as_str())),
-                notified: c
-                    .notify
-                    .iter()
-                    .map(|hook| {
-                        let counts = notified.iter().find(|n| n.hook == *hook);
-                        (
-                            hook.clone(),
-                            counts.map_or(0, |n| n.succeeded.max(0) as u64),
-                            counts.map_or(0, |n| n.failed.max(0) as u64),
-                        )
-                    })
-                    .collect(),
+        // Which configured credentials have a row: the others (reconcile has not written them
+        // yet) still get their series, after the last page.
+        let mut has_row = vec![false; config.credentials.len()];
+        let mut pages = store.credential_pages(PAGE);
+        let mut after = String::new();
+        while let Some(rows) = pages.next().await? {
+            let through = &rows.last().expect("a page is never empty").id;
+            // Each read grouped by credential once, so that building a credential's series
+            // looks up its own rows instead of scanning the page's.
+            let mut totals = by_credential(store.run_totals_in(&after, through).await?, |t| {
+                &t.credential_id
+            });
+            let mut alerts = by_credential(store.active_alerts_in(&after, through).await?, |a| {
+                &a.credential_id
+            });
+            let mut notified = by_credential(store.hook_counts_in(&after, through).await?, |n| {
+                &n.credential_id
+            });
+            for row in &rows {
+                // A row the config no longer names keeps its history and has no series.
+                let Some(index) = config.index_of(&row.id) else {
+                    continue;
+                };
+                has_row[index] = true;
+                exposition.add(series_of(
+                    &config.credentials[index],
+                    Some(row),
+                    Reads {
+                        totals: totals.remove(&row.id).unwrap_or_default(),
+                        alerts: alerts.remove(&row.id).unwrap_or_default(),
+                        notified: notified.remove(&row.id).unwrap_or_default(),
+                        run: live.remove(&row.id),
+                    },
+                    now,
+                ));
             }
-        }) {
-            exposition.add(series);
+            after.clone_from(through);
+        }
+        for (credential, _) in config
+            .credentials
+            .iter()
+            .zip(&has_row)
+            .filter(|(_, had)| !**had)
+        {
+            let reads = Reads {
+                run: live.remove(&credential.id),
+                ..Reads::default()
+            };
+            exposition.add(series_of(credential, None, reads, now));
         }
         Ok(Snapshot {
             exposition,
@@ -400,6 +408,72 @@ impl Snapshot {
             in_flight,
             lag: lag.clone(),
         })
+    }
+
+    /// About how long the text of this snapshot is, so that encoding it allocates once.
+    fn text_len(&self) -> usize {
+        match &self.exposition {
+            Exposition::PerCredential(series) => 2048 * series.len() + 4096,
+            Exposition::PerProvider { providers, .. } => 4096 * providers.len() + 4096,
+        }
+    }
+}
+
+/// What the store has about one credential besides its row.
+#[derive(Default)]
+struct Reads {
+    totals: Vec<RunTotals>,
+    alerts: Vec<ActiveAlert>,
+    notified: Vec<HookCounts>,
+    /// Its live run, if one is.
+    run: Option<RunRow>,
+}
+
+/// One configured credential's series, from its row (`None`: not in the store yet) and reads.
+fn series_of(c: &Credential, row: Option<&CredentialRow>, reads: Reads, now: i64) -> Series {
+    let Reads {
+        totals,
+        alerts,
+        notified,
+        run,
+    } = reads;
+    let in_state = |state: &str| totals.iter().find(|t| t.state == state);
+    let outcomes = OUTCOMES.map(|o| in_state(o).map_or(0, |t| t.runs.max(0) as u64));
+    let completed = in_state("completed");
+    let (sum_ms, count) = completed.map_or((0, 0), |t| (t.duration_ms, t.timed));
+    let cumulative = completed.map_or(DURATION_BUCKETS.map(|le| (le, 0)), RunTotals::buckets);
+    Series {
+        previous_last_used: run
+            .as_ref()
+            .and_then(|r| crate::engine::PreviousUsage::of(r).last_seen)
+            .map(seconds),
+        grace_end: run.as_ref().and_then(|r| r.grace_until).map(seconds),
+        id: c.id.clone(),
+        provider: c.provider().to_owned(),
+        outcomes,
+        duration_sum: seconds(sum_ms),
+        duration_count: count.max(0) as u64,
+        duration_buckets: per_bucket(cumulative, count),
+        gauges: GAUGES
+            .map(|(_, _, fallback, pick)| row.and_then(|r| pick(r, now)).unwrap_or(fallback)),
+        due_by_hand: row
+            .and_then(|r| crate::scheduler::by_hand::deadline(c, r))
+            .map_or(0.0, seconds),
+        max_age: c.schedule.max_age.map_or(0, |m| m.as_secs()),
+        alerts: CONDITIONS
+            .map(|condition| alerts.iter().any(|a| a.condition == condition.as_str())),
+        notified: c
+            .notify
+            .iter()
+            .map(|hook| {
+                let counts = notified.iter().find(|n| n.hook == *hook);
+                (
+                    hook.clone(),
+                    counts.map_or(0, |n| n.succeeded.max(0) as u64),
+                    counts.map_or(0, |n| n.failed.max(0) as u64),
+                )
+            })
+            .collect(),
     }
 }
 
@@ -698,9 +772,9 @@ pub async fn render(
     format: Format,
 ) -> Result<String, StoreError> {
     let snapshot = Snapshot::read(store, config, lag, now).await?;
+    let mut out = String::with_capacity(snapshot.text_len());
     let mut registry = Registry::default();
     registry.register_collector(Box::new(snapshot));
-    let mut out = String::with_capacity(2048 * config.credentials.len() + 4096);
     match format {
         Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
         Format::Prometheus => {
