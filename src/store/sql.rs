@@ -592,9 +592,10 @@ pub const BUCKET: &str = "SELECT tokens, updated_at FROM provider_buckets WHERE 
 pub const READ_CURRENT_RECORDED: &str =
     "SELECT current_version, current_fingerprint FROM credentials WHERE id = ?1";
 
-/// Run by `credentials_after` in `store/reader.rs`: `CREDENTIALS_AFTER`.
+/// Run by `credentials_after` in `store/reader.rs`: `CREDENTIALS_AFTER`, `COLUMNS` taking the
+/// place of `*`.
 pub const READ_CREDENTIALS_AFTER: &str =
-    "SELECT * FROM credentials WHERE id > ?1 ORDER BY id LIMIT ?2";
+    "SELECT COLUMNS FROM credentials WHERE id > ?1 ORDER BY id LIMIT ?2";
 
 /// Run by `any_active_alert` in `store/reader.rs`.
 pub const ANY_ACTIVE_ALERT: &str =
