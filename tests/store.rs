@@ -1148,6 +1148,74 @@ async fn a_page_s_totals_alerts_and_hook_counts_are_the_whole_table_s_once() {
     }
 }
 
+/// The emergencies started together: those without a live run are planned, cleared of their
+/// due time, claimed for the worker and audited; one with a live run, and one the store does
+/// not have, are left as they were (`None`) for the start of their own, and break nothing.
+#[tokio::test]
+async fn emergencies_started_together_claim_the_idle_and_leave_the_rest_alone() {
+    for (label, url, _keep) in backends() {
+        let store = connect(&url).await.unwrap();
+        let wanted: Vec<DesiredCredential> =
+            ["a", "b", "c"].iter().map(|id| desired(id, "h")).collect();
+        store
+            .reconcile(&wanted, 0, |_, _| (Some(5_000), "initial"))
+            .await
+            .unwrap();
+        assert_eq!(store.insert_runs(&[run_for("b", 1)], 1).await.unwrap(), 1);
+        let emergency = |credential: &str| NewRun {
+            reason: "emergency".into(),
+            emergency: true,
+            grace_ms: 0,
+            ..run_for(credential, 9)
+        };
+        let runs = [
+            emergency("a"),
+            emergency("b"),
+            emergency("gone"),
+            emergency("c"),
+        ];
+        let b_due = store.credential("b").await.unwrap().unwrap().next_due_at;
+        let audited = store.verify_audit().await.unwrap().unwrap();
+        let started = store
+            .start_emergencies(&runs, "ops", "leaked", "w1", 60_000, 1_000)
+            .await
+            .unwrap();
+        let claimed: Vec<Option<&str>> = started
+            .iter()
+            .map(|r| r.as_ref().map(|r| r.credential_id.as_str()))
+            .collect();
+        assert_eq!(claimed, [Some("a"), None, None, Some("c")], "{label}");
+        for run in started.iter().flatten() {
+            assert_eq!(run.state(), RunState::Planned, "{label}");
+            assert_eq!(run.lease_owner.as_deref(), Some("w1"), "{label}");
+            assert_eq!(run.lease_until, Some(60_000), "{label}");
+            let credential = store.credential(&run.credential_id).await.unwrap().unwrap();
+            assert_eq!(
+                credential.next_due_at, None,
+                "{label}: the emergency replaces the schedule"
+            );
+        }
+        let b = store.live_run("b").await.unwrap().unwrap();
+        assert_eq!(
+            (b.id.as_str(), b.lease_owner.as_deref()),
+            ("run_b_1", None),
+            "{label}: b's run untouched"
+        );
+        assert_eq!(
+            store.credential("b").await.unwrap().unwrap().next_due_at,
+            b_due,
+            "{label}"
+        );
+        assert!(store.run("run_gone_9").await.unwrap().is_none(), "{label}");
+        assert_eq!(
+            store.verify_audit().await.unwrap(),
+            Ok(audited + 4),
+            "{label}: two rows for each started, in one unbroken chain"
+        );
+        store.close().await;
+    }
+}
+
 /// A run learns of `rotor pause` from the write that begins its next step: both ways of
 /// beginning one (a step start of its own, and the save of the step before) report the
 /// credential's pause as their transaction saw it.

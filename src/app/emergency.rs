@@ -70,6 +70,19 @@ pub async fn rotate(
     id: &str,
     asking: &Asking<'_>,
 ) -> Result<Emergency, RotateError> {
+    rotate_started(store, runtime, id, asking, daemon::worker_id(), None).await
+}
+
+/// `rotate`, as `worker`, from the emergency's own run when `started` (planned and claimed
+/// for `worker` by `Store::start_emergencies`).
+async fn rotate_started(
+    store: &Store,
+    runtime: &Runtime,
+    id: &str,
+    asking: &Asking<'_>,
+    worker: String,
+    mut started: Option<RunRow>,
+) -> Result<Emergency, RotateError> {
     let Some(credential) = runtime.config.credential(id) else {
         return Err(StoreError::UnknownCredential(id.to_owned()).into());
     };
@@ -77,15 +90,23 @@ pub async fn rotate(
         return Err(RotateError::ByHand(id.to_owned()));
     }
     let clock = asking.clock.as_ref();
-    let mut engine = Engine::new(store.clone(), asking.clock.clone(), daemon::worker_id());
+    let mut engine = Engine::new(store.clone(), asking.clock.clone(), worker);
     engine.stopping = asking.stopping.clone();
     let mut interrupted = None;
     for _ in 0..ATTEMPTS {
-        let now = clock.now_ms();
-        let run = daemon::new_run(id, "emergency", true, Duration::ZERO, now);
-        let (actor, reason, worker) = (asking.actor, asking.reason, &engine.worker);
-        let started = store.start_emergency(&run, actor, reason, worker, now + LEASE_MS, now);
-        let claimed = match started.await {
+        let start = match started.take() {
+            Some(claimed) => Ok(EmergencyStart::Planned(claimed)),
+            None => {
+                let now = clock.now_ms();
+                let run = daemon::new_run(id, "emergency", true, Duration::ZERO, now);
+                let (actor, reason, worker) = (asking.actor, asking.reason, &engine.worker);
+                let lease_until = now + LEASE_MS;
+                store
+                    .start_emergency(&run, actor, reason, worker, lease_until, now)
+                    .await
+            }
+        };
+        let claimed = match start {
             Ok(EmergencyStart::Planned(claimed)) => claimed,
             Ok(EmergencyStart::Interrupted(live)) => {
                 let end = settle(store, runtime, &engine, &live.id, &asking.stopping).await?;
@@ -190,6 +211,52 @@ pub async fn rotate_one(
     rotate(store, &runtime, id, asking).await
 }
 
+/// Starts the emergencies of `ids` in one transaction (`Store::start_emergencies`), each
+/// claimed for `worker`: its run where it was started, `None` where `rotate_started` is to
+/// start it alone (a live run to interrupt first, a credential rotated by hand or unknown).
+/// Should the shared transaction fail, every one is started alone, and says its own error.
+async fn start_together(
+    store: &Store,
+    runtime: &Runtime,
+    ids: &[&String],
+    asking: &Asking<'_>,
+    worker: &str,
+) -> Vec<Option<RunRow>> {
+    let now = asking.clock.now_ms();
+    let automatic = |id: &str| {
+        runtime
+            .config
+            .credential(id)
+            .is_some_and(|c| c.by_hand().is_none())
+    };
+    let runs: Vec<_> = ids
+        .iter()
+        .filter(|id| automatic(id))
+        .map(|id| daemon::new_run(id, "emergency", true, Duration::ZERO, now))
+        .collect();
+    if runs.is_empty() {
+        return vec![None; ids.len()];
+    }
+    let (actor, reason) = (asking.actor, asking.reason);
+    let started = store.start_emergencies(&runs, actor, reason, worker, now + LEASE_MS, now);
+    let mut started = match started.await {
+        Ok(started) => started.into_iter(),
+        Err(e) => {
+            tracing::debug!(error = %e, credentials = runs.len(), "could not start the emergencies together; starting each alone");
+            Vec::new().into_iter()
+        }
+    };
+    ids.iter()
+        .map(|id| {
+            if automatic(id) {
+                started.next().flatten()
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
 /// One credential's outcome in an emergency over many.
 pub type EachOutcome = (String, Result<Emergency, RotateError>);
 
@@ -212,39 +279,50 @@ pub async fn rotate_all(
     daemon::reconcile(store, &config, asking.clock.as_ref()).await?;
     let runtime = Arc::new(Runtime::build(config).await?);
     let (actor, reason): (Arc<str>, Arc<str>) = (asking.actor.into(), asking.reason.into());
+    // One worker for the whole emergency: the runs started together are claimed for it.
+    let worker = daemon::worker_id();
+    let parallel = parallel.max(1);
     let mut running = tokio::task::JoinSet::new();
     let mut by_task = std::collections::HashMap::new();
     let mut waiting = ids.iter();
     let mut outcomes = Vec::with_capacity(ids.len());
     loop {
-        while running.len() < parallel.max(1) {
-            let Some(id) = waiting.next() else { break };
-            let (store, runtime, progress, name) =
-                (store.clone(), runtime.clone(), progress.clone(), id.clone());
-            let (actor, reason) = (actor.clone(), reason.clone());
-            let (clock, stopping) = (asking.clock.clone(), asking.stopping.clone());
-            let task = running.spawn(async move {
-                let asking = Asking {
-                    actor: &actor,
-                    reason: &reason,
-                    clock,
-                    stopping,
-                };
-                let bar = progress.start(&name, "emergency");
-                bar.step("interrupting the live run, if any");
-                let outcome = rotate(&store, &runtime, &name, &asking).await;
-                let (passed, summary) = match &outcome {
-                    Ok(Emergency::Done { run_id, .. }) => (true, format!("run {run_id} completed")),
-                    Ok(Emergency::Exposed(e)) => (false, format!("EXPOSED: {}", e.live)),
-                    Ok(Emergency::Stopped { run_id }) => {
-                        (false, format!("stopped at run {run_id}"))
-                    }
-                    Err(e) => (false, e.to_string()),
-                };
-                bar.done(passed, &summary);
-                (name, outcome)
-            });
-            by_task.insert(task.id(), id.clone());
+        // Refilled a quarter of `parallel` or more at a time, so that the starts share their
+        // transactions (`start_together`).
+        if parallel - running.len() >= (parallel / 4).max(1) {
+            let next: Vec<&String> = waiting.by_ref().take(parallel - running.len()).collect();
+            let started = start_together(store, &runtime, &next, asking, &worker).await;
+            for (id, started) in next.into_iter().zip(started) {
+                let (store, runtime, progress, name) =
+                    (store.clone(), runtime.clone(), progress.clone(), id.clone());
+                let (actor, reason, worker) = (actor.clone(), reason.clone(), worker.clone());
+                let (clock, stopping) = (asking.clock.clone(), asking.stopping.clone());
+                let task = running.spawn(async move {
+                    let asking = Asking {
+                        actor: &actor,
+                        reason: &reason,
+                        clock,
+                        stopping,
+                    };
+                    let bar = progress.start(&name, "emergency");
+                    bar.step("interrupting the live run, if any");
+                    let outcome =
+                        rotate_started(&store, &runtime, &name, &asking, worker, started).await;
+                    let (passed, summary) = match &outcome {
+                        Ok(Emergency::Done { run_id, .. }) => {
+                            (true, format!("run {run_id} completed"))
+                        }
+                        Ok(Emergency::Exposed(e)) => (false, format!("EXPOSED: {}", e.live)),
+                        Ok(Emergency::Stopped { run_id }) => {
+                            (false, format!("stopped at run {run_id}"))
+                        }
+                        Err(e) => (false, e.to_string()),
+                    };
+                    bar.done(passed, &summary);
+                    (name, outcome)
+                });
+                by_task.insert(task.id(), id.clone());
+            }
         }
         let Some(joined) = running.join_next_with_id().await else {
             break;

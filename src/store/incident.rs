@@ -110,8 +110,7 @@ impl Store {
                 return Err(StoreError::RunInFlight(id.clone()));
             }
             sqlx::query(sql::CLEAR_NEXT_DUE).bind(id).execute(&mut *tx).await?;
-            let why = AuditEntry::new(actor, "emergency").credential(id).run(&run.id).detail(reason.to_owned());
-            append_audits!(&self.key, tx, now, &[super::requested(run, actor), why]);
+            append_audits!(&self.key, tx, now, &[super::requested(run, actor), asked(run, actor, reason)]);
             let claimed: RunRow = sqlx::query_as(sql::CLAIM_RUN)
                 .bind(worker).bind(lease_until).bind(&run.id).bind(now)
                 .fetch_one(&mut *tx).await?;
@@ -119,6 +118,61 @@ impl Store {
             Ok(EmergencyStart::Planned(claimed))
         })
     }
+}
+
+impl Store {
+    /// Starts the emergencies of many credentials in one write transaction (`rotor rotate
+    /// --emergency` over many): each of `runs` whose credential is configured and has no live
+    /// run is planned, its due time cleared, claimed for `worker` until `lease_until` and
+    /// audited as `start_emergency` audits it. Returns each one's claimed run, in `runs`'
+    /// order; `None` where the credential has a live run (or is not in the store):
+    /// `start_emergency` interrupts that run, or says what is wrong. One transaction for many
+    /// moves the audit head once, where each start of its own took the head's lock and waited
+    /// for everyone else's commit.
+    pub async fn start_emergencies(
+        &self,
+        runs: &[NewRun],
+        actor: &str,
+        reason: &str,
+        worker: &str,
+        lease_until: i64,
+        now: i64,
+    ) -> Result<Vec<Option<RunRow>>, StoreError> {
+        with_pool!(self, p => {
+            let mut tx = p.begin_write().await?;
+            let mut started = Vec::with_capacity(runs.len());
+            let mut audits = Vec::with_capacity(2 * runs.len());
+            for run in runs {
+                let planned = sqlx::query(sql::REQUEST_RUN_IF_CONFIGURED)
+                    .bind(&run.id).bind(&run.credential_id).bind(&run.token).bind(&run.reason)
+                    .bind(run.emergency as i64).bind(run.grace_ms).bind(now).bind(run.drill)
+                    .execute(&mut *tx).await?.rows_affected();
+                if planned == 0 {
+                    started.push(None);
+                    continue;
+                }
+                sqlx::query(sql::CLEAR_NEXT_DUE).bind(&run.credential_id).execute(&mut *tx).await?;
+                let claimed: RunRow = sqlx::query_as(sql::CLAIM_RUN)
+                    .bind(worker).bind(lease_until).bind(&run.id).bind(now)
+                    .fetch_one(&mut *tx).await?;
+                audits.push(super::requested(run, actor));
+                audits.push(asked(run, actor, reason));
+                started.push(Some(claimed));
+            }
+            // Last: the audit head's lock is held for its two statements and the commit.
+            append_audits!(&self.key, tx, now, &audits);
+            tx.commit().await?;
+            Ok(started)
+        })
+    }
+}
+
+/// The audit entry of who asked for an emergency, and why.
+fn asked(run: &NewRun, actor: &str, reason: &str) -> AuditEntry {
+    AuditEntry::new(actor, "emergency")
+        .credential(&run.credential_id)
+        .run(&run.id)
+        .detail(reason.to_owned())
 }
 
 /// How the start of an emergency rotation went.

@@ -379,6 +379,14 @@ pub const REQUEST_RUN: &str = "INSERT INTO runs (id, credential_id, token, state
     not_before, created_at, updated_at, drill) VALUES ($1, $2, $3, 'planned', $4, $5, $6, 0, $7, $7, $7, $8) \
     ON CONFLICT DO NOTHING";
 
+/// Run by `start_emergencies` in `store/incident.rs`: `REQUEST_RUN` for a configured
+/// credential, nothing for one the store does not have (where `REQUEST_RUN` would break the
+/// transaction it shares with other credentials' requests on the foreign key).
+pub const REQUEST_RUN_IF_CONFIGURED: &str = "INSERT INTO runs (id, credential_id, token, state, reason, emergency, grace_ms, attempts, \
+    not_before, created_at, updated_at, drill) SELECT $1, $2, $3, 'planned', $4, $5, $6, 0, $7, $7, $7, $8 \
+    WHERE EXISTS (SELECT 1 FROM credentials WHERE id = $2 AND removed_at IS NULL) \
+    ON CONFLICT DO NOTHING";
+
 /// Run by `Store::request_rotation`.
 pub const CLEAR_NEXT_DUE: &str = "UPDATE credentials SET next_due_at = NULL WHERE id = $1";
 

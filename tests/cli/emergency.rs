@@ -212,3 +212,49 @@ fn an_emergency_preempts_a_daemon_hung_in_verify() {
         "{history}"
     );
 }
+
+/// `rotate --emergency --select` over idle credentials starts their runs a batch at a time,
+/// in one transaction for many; the credential whose run is live has that run interrupted
+/// first, on its own. Every one ends on a fresh version with nothing older in the vault, and
+/// the audit chain holds.
+#[test]
+fn an_emergency_over_idle_credentials_starts_them_together_and_interrupts_the_live_one() {
+    let rotor = Rotor::new(&crate::support::generated_config(10, "1h"));
+    rotor.ok(&["run", "--once"]);
+    let value = |i: usize| {
+        read_document(&rotor, &format!("app/key{i}"))["value"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let exposed: Vec<String> = (0..10).map(value).collect();
+    // Planned and not driven (no daemon): a live run in the emergency's way.
+    rotor.ok(&["rotate", "app/key3", "--no-wait"]);
+
+    let out = rotor.run(&[
+        "rotate",
+        "--select",
+        "app/*",
+        "--emergency",
+        "--parallel",
+        "4",
+        "--reason",
+        "leaked in a public repository",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{out:?}");
+    assert!(stdout.contains("10 of 10 credentials rotated"), "{stdout}");
+    for (i, old) in exposed.iter().enumerate() {
+        let id = format!("app/key{i}");
+        let document = read_document(&rotor, &id);
+        assert_ne!(document["value"].as_str(), Some(old.as_str()), "{id}");
+        assert!(document.get("previous").is_none(), "{id}: {document}");
+        let history = rotor.json(&["history", &id, "--json"]);
+        let runs = history.as_array().unwrap();
+        assert_eq!(runs[0]["reason"], "emergency", "{id}");
+        assert_eq!(runs[0]["state"], "completed", "{id}");
+        let interrupted = runs.iter().filter(|r| r["state"] == "rolled_back").count();
+        assert_eq!(interrupted, usize::from(i == 3), "{id}: {history}");
+    }
+    rotor.ok(&["audit", "verify"]);
+}
