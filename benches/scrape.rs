@@ -10,12 +10,30 @@
 //!     ROTOR_BENCH_SCRAPE_PER_CREDENTIAL_UP_TO=100000 cargo bench --bench scrape   # `[metrics]`
 //!   ROTOR_BENCH_SCRAPE_CREDENTIALS=1000000 ROTOR_BENCH_SCRAPE_RUNS=1000 \
 //!     ROTOR_BENCH_SCRAPE_REPEATS=11 cargo bench --bench scrape   # scrapes timed (default 31)
+//!   ROTOR_BENCH_STORE=postgres://... cargo bench --bench scrape   # an empty PostgreSQL database
 
 use std::time::{Duration, Instant};
 
 use rotor::store::Store;
 use rotor::telemetry::metrics::{Format, render};
 use sqlx::Connection;
+
+/// Runs `$body` with `$db` connected to the store at `$url`, SQLite or PostgreSQL.
+macro_rules! with_connection {
+    ($url:expr, $db:ident => $body:expr) => {
+        if $url.starts_with("postgres") {
+            let mut $db = sqlx::PgConnection::connect($url).await.unwrap();
+            let out = $body;
+            $db.close().await.unwrap();
+            out
+        } else {
+            let mut $db = sqlx::SqliteConnection::connect($url).await.unwrap();
+            let out = $body;
+            $db.close().await.unwrap();
+            out
+        }
+    };
+}
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
@@ -33,45 +51,48 @@ fn median_and_p90(mut samples: Vec<Duration>) -> (f64, f64) {
 /// Adds `n` completed runs, spread over the credentials, in one statement (the triggers
 /// count each, as they would count runs ending one by one).
 async fn add_runs(url: &str, from: usize, n: usize, credentials: usize) {
-    let mut db = sqlx::SqliteConnection::connect(url).await.unwrap();
     let sql = format!(
-        "WITH RECURSIVE k(i) AS (SELECT {from} UNION ALL SELECT i + 1 FROM k WHERE i < {last}) \
+        "WITH RECURSIVE k(i) AS (SELECT CAST({from} AS BIGINT) UNION ALL SELECT i + 1 FROM k \
+         WHERE i < {last}) \
          INSERT INTO runs (id, credential_id, token, state, reason, grace_ms, not_before, \
          created_at, finished_at, updated_at) \
          SELECT 'bench-' || i, 'bench/key' || (i % {credentials}), 'token-' || i, 'completed', \
          'schedule', 0, 0, i * 1000, i * 1000 + (i % 7200) * 1000, i * 1000 FROM k",
         last = from + n - 1
     );
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(&mut db)
+    with_connection!(url, db => {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut db).await.unwrap();
+    });
+}
+
+/// `scan_the_history` on the connection `$db`.
+macro_rules! scan_with {
+    ($db:ident) => {{
+        let started = Instant::now();
+        let outcomes: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT credential_id, state, COUNT(*) FROM runs WHERE state IN \
+         ('completed', 'rolled_back', 'stuck') AND (drill IS NULL OR drill <> 'dry_run') \
+         GROUP BY credential_id, state",
+        )
+        .fetch_all(&mut $db)
         .await
         .unwrap();
-    db.close().await.unwrap();
+        let durations: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT credential_id, finished_at - created_at FROM runs \
+         WHERE state = 'completed' AND finished_at IS NOT NULL",
+        )
+        .fetch_all(&mut $db)
+        .await
+        .unwrap();
+        let took = started.elapsed();
+        std::hint::black_box((outcomes, durations));
+        took
+    }};
 }
 
 /// The two reads the scrape made before the run totals, timed together.
 async fn scan_the_history(url: &str) -> Duration {
-    let mut db = sqlx::SqliteConnection::connect(url).await.unwrap();
-    let started = Instant::now();
-    let outcomes: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT credential_id, state, COUNT(*) FROM runs WHERE state IN \
-         ('completed', 'rolled_back', 'stuck') AND (drill IS NULL OR drill <> 'dry_run') \
-         GROUP BY credential_id, state",
-    )
-    .fetch_all(&mut db)
-    .await
-    .unwrap();
-    let durations: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT credential_id, finished_at - created_at FROM runs \
-         WHERE state = 'completed' AND finished_at IS NOT NULL",
-    )
-    .fetch_all(&mut db)
-    .await
-    .unwrap();
-    let took = started.elapsed();
-    std::hint::black_box((outcomes, durations));
-    db.close().await.unwrap();
-    took
+    with_connection!(url, db => scan_with!(db))
 }
 
 #[tokio::main]
@@ -85,7 +106,13 @@ async fn main() {
         .collect();
     let repeats: usize = env_or("ROTOR_BENCH_SCRAPE_REPEATS", "31").parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("rotor.db").display());
+    let url = std::env::var("ROTOR_BENCH_STORE")
+        .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("rotor.db").display()));
+    let store_kind = if url.starts_with("postgres") {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     let mut config_text = String::from(
         "[defaults]\ngrace = \"0s\"\n\n[vaults.local]\nkind = \"file\"\ndir = \"vault\"\n\
          identity = { file = \"vault.key\" }\n",
@@ -113,7 +140,9 @@ async fn main() {
     } else {
         "series per provider kind"
     };
-    println!("scrape cost, {credentials} credentials ({per}), SQLite, {repeats} scrapes each (ms)");
+    println!(
+        "scrape cost, {credentials} credentials ({per}), {store_kind}, {repeats} scrapes each (ms)"
+    );
     let mut runs = 0;
     for size in sizes {
         let filling = Instant::now();
