@@ -208,6 +208,38 @@ if [ -n "${ROTOR_BENCH_PROFILE:-}" ]; then
   done
   echo "rotor's instructions per PostgreSQL password rotation, $(date -u +%F), $credentials credentials, verification off, concurrency 8, callgrind"
   python3 benches/instructions.py "$credentials" "$work/annotate.idle" "$work/annotate.busy"
+  # The kernel's side: the system calls of the same two passes, counted by strace (which
+  # slows them, not what they ask for).
+  if command -v strace >/dev/null; then
+    for pass in idle busy; do
+      [ $pass = busy ] && make_all_due
+      ROTOR_BENCH_UNVERIFIED=1 strace -f -c -o "$work/strace.$pass" \
+        "$rotor" run --config "$work/rotor.toml" --once --concurrency 8 >/dev/null 2>"$work/rotor.err" \
+        || { tail -20 "$work/rotor.err" >&2; exit 1; }
+    done
+    echo
+    echo "rotor's system calls per rotation, the same passes, strace -f -c"
+    python3 - "$credentials" "$work/strace.idle" "$work/strace.busy" <<'PY'
+import re, sys
+def calls(path):
+    counted = {}
+    for line in open(path):
+        m = re.match(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
+        if m:
+            counted[m.group(2)] = int(m.group(1))
+    return counted
+n = int(sys.argv[1])
+idle, busy = calls(sys.argv[2]), calls(sys.argv[3])
+per = sorted(((busy[c] - idle.get(c, 0)) / n, c) for c in busy)
+total = sum(v for v, _ in per)
+for v, c in reversed(per):
+    if v >= 0.5:
+        print(f"  {c:<24} {v:8.1f}")
+print(f"  {'total':<24} {total:8.1f}")
+PY
+  else
+    echo "(no strace: apt-get install strace, for the system calls per rotation)"
+  fi
   exit 0
 fi
 

@@ -1422,14 +1422,6 @@ impl Store {
             .collect())
     }
 
-    /// Every credential in the store, by id.
-    pub async fn credentials_by_id(
-        &self,
-    ) -> Result<std::collections::HashMap<String, CredentialRow>, StoreError> {
-        let rows = self.credentials().await?;
-        Ok(rows.into_iter().map(|r| (r.id.clone(), r)).collect())
-    }
-
     /// Runs, newest first, of one credential or of all.
     pub async fn runs(
         &self,
