@@ -225,7 +225,7 @@ def calls(path):
     counted = {}
     for line in open(path):
         m = re.match(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
-        if m:
+        if m and m.group(2) != "total":
             counted[m.group(2)] = int(m.group(1))
     return counted
 n = int(sys.argv[1])

@@ -1,6 +1,5 @@
 //! Random secrets from the operating system's generator, in the alphabets providers accept.
 
-use rand::Rng;
 use rand::TryRngCore;
 use rand::rngs::OsRng;
 use secrecy::SecretString;
@@ -40,11 +39,21 @@ impl Alphabet {
 /// A secret of `length` characters drawn uniformly from `alphabet`.
 pub fn random(length: usize, alphabet: Alphabet) -> SecretString {
     let chars = alphabet.chars();
-    // The OS generator, not a seeded one: these are production secrets.
-    let mut rng = OsRng.unwrap_err();
+    // Every alphabet fits a byte: a byte at or above the largest multiple of its size is drawn
+    // again, so that every character is equally likely.
+    let zone = 256 - 256 % chars.len();
     let mut value = Zeroizing::new(String::with_capacity(length));
-    for _ in 0..length {
-        value.push(chars[rng.random_range(0..chars.len())] as char);
+    // The OS generator, not a seeded one: these are production secrets. Asked for a buffer at
+    // a time: a character at a time cost a system call each (33 of a rotation's 273).
+    let mut bytes = Zeroizing::new(vec![0u8; length + length / 2 + 16]);
+    while value.len() < length {
+        OsRng
+            .try_fill_bytes(bytes.as_mut_slice())
+            .expect("the operating system's random generator failed");
+        let usable = bytes.iter().filter(|&&b| usize::from(b) < zone);
+        for &b in usable.take(length - value.len()) {
+            value.push(char::from(chars[usize::from(b) % chars.len()]));
+        }
     }
     SecretString::from(value.as_str())
 }
@@ -56,4 +65,61 @@ pub fn random_bytes<const N: usize>() -> Zeroizing<[u8; N]> {
         .try_fill_bytes(bytes.as_mut())
         .expect("the operating system's random generator failed");
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::{Alphabet, random};
+
+    /// Each character as likely as any other: 20,000 draws from the 90 printable characters
+    /// (the alphabet whose size divides 256 least evenly) fit the uniform distribution. Bytes
+    /// taken modulo 90 without redrawing (76 characters at 3/256, 14 at 2/256) gave a
+    /// chi-square of 407; uniform draws exceed 200 (89 degrees of freedom) with a probability
+    /// below 1e-10.
+    #[test]
+    fn every_character_of_the_alphabet_is_equally_likely() {
+        let chars = Alphabet::Printable.chars();
+        let mut seen = [0u32; 256];
+        for _ in 0..500 {
+            let secret = random(40, Alphabet::Printable);
+            let secret = secret.expose_secret();
+            assert_eq!(secret.len(), 40);
+            for b in secret.bytes() {
+                assert!(chars.contains(&b), "{b} is not in the alphabet");
+                seen[usize::from(b)] += 1;
+            }
+        }
+        let expected = 20_000.0 / chars.len() as f64;
+        let chi_square: f64 = chars
+            .iter()
+            .map(|&c| (f64::from(seen[usize::from(c)]) - expected).powi(2) / expected)
+            .sum();
+        assert!(
+            chi_square < 200.0,
+            "chi-square {chi_square:.1}: not uniform"
+        );
+    }
+
+    #[test]
+    fn every_alphabet_gives_the_length_asked() {
+        for alphabet in [
+            Alphabet::Base64url,
+            Alphabet::Alphanumeric,
+            Alphabet::Hex,
+            Alphabet::Printable,
+        ] {
+            for length in [1, 16, 32, 64, 200] {
+                let secret = random(length, alphabet);
+                assert_eq!(secret.expose_secret().len(), length, "{alphabet:?}");
+                assert!(
+                    secret
+                        .expose_secret()
+                        .bytes()
+                        .all(|b| alphabet.chars().contains(&b))
+                );
+            }
+        }
+    }
 }
