@@ -137,8 +137,6 @@ impl Store {
         after: &str,
         through: &str,
     ) -> Result<Vec<ActiveAlert>, StoreError> {
-        with_pool!(self, pool => {
-            Ok(sqlx::query_as(sql::ACTIVE_ALERTS_IN).bind(after).bind(through).fetch_all(pool).await?)
-        })
+        self.of_page(sql::ACTIVE_ALERTS_IN, after, through).await
     }
 }

@@ -1384,6 +1384,26 @@ impl Store {
         ).bind(after).bind(limit).fetch_all(p).await?))
     }
 
+    /// The rows `statement` reads for the credentials with ids in (`after`, `through`]: those
+    /// of one page of `credential_pages` (its `$1` and `$2`), so that a pass over a million
+    /// credentials holds a page's.
+    pub(crate) async fn of_page<T>(
+        &self,
+        statement: &'static str,
+        after: &str,
+        through: &str,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        T: Send
+            + Unpin
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    {
+        Ok(
+            with_pool!(self, p => sqlx::query_as(statement).bind(after).bind(through).fetch_all(p).await?),
+        )
+    }
+
     pub async fn credential(&self, id: &str) -> Result<Option<CredentialRow>, StoreError> {
         Ok(with_pool!(self, p => sqlx::query_as(sql::CREDENTIAL).bind(id).fetch_optional(p).await?))
     }

@@ -146,8 +146,6 @@ impl Store {
         after: &str,
         through: &str,
     ) -> Result<Vec<HookCounts>, StoreError> {
-        with_pool!(self, pool => {
-            Ok(sqlx::query_as(sql::HOOK_COUNTS_IN).bind(after).bind(through).fetch_all(pool).await?)
-        })
+        self.of_page(sql::HOOK_COUNTS_IN, after, through).await
     }
 }

@@ -66,8 +66,6 @@ impl Store {
         after: &str,
         through: &str,
     ) -> Result<Vec<RunTotals>, StoreError> {
-        with_pool!(self, pool => {
-            Ok(sqlx::query_as(sql::RUN_TOTALS_IN).bind(after).bind(through).fetch_all(pool).await?)
-        })
+        self.of_page(sql::RUN_TOTALS_IN, after, through).await
     }
 }
