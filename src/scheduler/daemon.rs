@@ -90,7 +90,19 @@ pub async fn reconcile(
             )
         })
         .await?;
+    // Per kind of change, the first `CHANGES_LOGGED` a line each and one line for the rest.
+    let mut seen = [0usize; 4];
     for change in &changes {
+        let kind = match change {
+            ReconcileChange::Added { .. } => 0,
+            ReconcileChange::ScheduleChanged { .. } => 1,
+            ReconcileChange::Removed { .. } => 2,
+            ReconcileChange::Restored { .. } => 3,
+        };
+        seen[kind] += 1;
+        if seen[kind] > CHANGES_LOGGED {
+            continue;
+        }
         match change {
             ReconcileChange::Added { id } => tracing::info!(credential = %id, "credential added"),
             ReconcileChange::ScheduleChanged { id, next_due_at } => tracing::info!(
@@ -106,8 +118,26 @@ pub async fn reconcile(
             }
         }
     }
+    const MORE: [&str; 4] = [
+        "and more credentials added (`rotor status` lists them)",
+        "and more schedules changed (`rotor plan` lists the next rotations)",
+        "and more credentials no longer in config; marked removed (history kept)",
+        "and more credentials back in config",
+    ];
+    for (kind, message) in MORE.into_iter().enumerate() {
+        let more = seen[kind].saturating_sub(CHANGES_LOGGED);
+        match (more, kind) {
+            (0, _) => {}
+            (_, 2) => tracing::warn!(more, "{message}"),
+            _ => tracing::info!(more, "{message}"),
+        }
+    }
     Ok(changes)
 }
+
+/// How many changes of each kind reconcile logs a line each: a first start on a million
+/// credentials logged a million "credential added" lines.
+const CHANGES_LOGGED: usize = 100;
 
 /// The concurrency limits of `[limits]`, which every replica's claims respect together.
 pub fn claim_limits(config: &Config) -> crate::store::limits::ClaimLimits {

@@ -651,3 +651,19 @@ fn a_replica_whose_clock_runs_ahead_does_not_take_a_lease_that_has_not_run_out()
     );
     drop(holder);
 }
+
+/// A first start on many credentials logs the first hundred additions a line each and one line
+/// for the rest: a million credentials logged a million lines.
+#[test]
+fn reconcile_logs_a_hundred_additions_and_counts_the_rest() {
+    let rotor = Rotor::new(&crate::support::generated_config(130, "0s"));
+    let out = rotor.ok(&["run", "--once"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(log.matches("credential added").count(), 100, "{log}");
+    let summary: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("and more credentials added"))
+        .collect();
+    assert_eq!(summary.len(), 1, "{log}");
+    assert!(summary[0].contains("more=30"), "{}", summary[0]);
+}
