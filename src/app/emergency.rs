@@ -223,16 +223,21 @@ async fn start_together(
     worker: &str,
 ) -> Vec<Option<RunRow>> {
     let now = asking.clock.now_ms();
-    let automatic = |id: &str| {
-        runtime
-            .config
-            .credential(id)
-            .is_some_and(|c| c.by_hand().is_none())
-    };
+    // Those rotor rotates on its own; the others are `rotate_started`'s to refuse.
+    let automatic: Vec<bool> = ids
+        .iter()
+        .map(|id| {
+            runtime
+                .config
+                .credential(id)
+                .is_some_and(|c| c.by_hand().is_none())
+        })
+        .collect();
     let runs: Vec<_> = ids
         .iter()
-        .filter(|id| automatic(id))
-        .map(|id| daemon::new_run(id, "emergency", true, Duration::ZERO, now))
+        .zip(&automatic)
+        .filter(|(_, automatic)| **automatic)
+        .map(|(id, _)| daemon::new_run(id, "emergency", true, Duration::ZERO, now))
         .collect();
     if runs.is_empty() {
         return vec![None; ids.len()];
@@ -246,14 +251,10 @@ async fn start_together(
             Vec::new().into_iter()
         }
     };
-    ids.iter()
-        .map(|id| {
-            if automatic(id) {
-                started.next().flatten()
-            } else {
-                None
-            }
-        })
+    // `started` holds one entry for each automatic credential, in `ids`' order.
+    automatic
+        .into_iter()
+        .map(|automatic| automatic.then(|| started.next().flatten()).flatten())
         .collect()
 }
 

@@ -25,6 +25,15 @@ macro_rules! before_promotion_states {
     };
 }
 
+/// The columns a requested run is written with, `REQUEST_RUN`'s and
+/// `REQUEST_RUN_IF_CONFIGURED`'s (their values in the same order).
+macro_rules! request_run {
+    () => {
+        "INSERT INTO runs (id, credential_id, token, state, reason, emergency, grace_ms, attempts, \
+        not_before, created_at, updated_at, drill)"
+    };
+}
+
 /// Notification deliveries that reached their hook and attempts that failed, per credential
 /// and hook: `HOOK_COUNTS` without its grouping, so that a page of it can add a range.
 macro_rules! hook_counts {
@@ -375,17 +384,20 @@ pub const RESUME_STUCK_RUN: &str = "UPDATE runs SET state = stuck_from, stuck_fr
     updated_at = $2 WHERE credential_id = $1 AND state = 'stuck' AND stuck_from IS NOT NULL";
 
 /// Run by `Store::request_rotation`.
-pub const REQUEST_RUN: &str = "INSERT INTO runs (id, credential_id, token, state, reason, emergency, grace_ms, attempts, \
-    not_before, created_at, updated_at, drill) VALUES ($1, $2, $3, 'planned', $4, $5, $6, 0, $7, $7, $7, $8) \
-    ON CONFLICT DO NOTHING";
+pub const REQUEST_RUN: &str = concat!(
+    request_run!(),
+    " VALUES ($1, $2, $3, 'planned', $4, $5, $6, 0, $7, $7, $7, $8) ON CONFLICT DO NOTHING"
+);
 
 /// Run by `start_emergencies` in `store/incident.rs`: `REQUEST_RUN` for a configured
 /// credential, nothing for one the store does not have (where `REQUEST_RUN` would break the
 /// transaction it shares with other credentials' requests on the foreign key).
-pub const REQUEST_RUN_IF_CONFIGURED: &str = "INSERT INTO runs (id, credential_id, token, state, reason, emergency, grace_ms, attempts, \
-    not_before, created_at, updated_at, drill) SELECT $1, $2, $3, 'planned', $4, $5, $6, 0, $7, $7, $7, $8 \
-    WHERE EXISTS (SELECT 1 FROM credentials WHERE id = $2 AND removed_at IS NULL) \
-    ON CONFLICT DO NOTHING";
+pub const REQUEST_RUN_IF_CONFIGURED: &str = concat!(
+    request_run!(),
+    " SELECT $1, $2, $3, 'planned', $4, $5, $6, 0, $7, $7, $7, $8",
+    " WHERE EXISTS (SELECT 1 FROM credentials WHERE id = $2 AND removed_at IS NULL)",
+    " ON CONFLICT DO NOTHING"
+);
 
 /// Run by `Store::request_rotation`.
 pub const CLEAR_NEXT_DUE: &str = "UPDATE credentials SET next_due_at = NULL WHERE id = $1";
