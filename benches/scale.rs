@@ -15,7 +15,8 @@
 //! version: the current file read and decrypted at mint, and overwritten at promotion),
 //! scheduler lag from due time to claim (p50/p99) under a
 //! steady load below capacity, claims per second (runs handed out, none run), and peak RSS of
-//! the process.
+//! the process. On PostgreSQL also the database's CPU and its work a rotation (commits, rows
+//! written, buffers read, WAL bytes), counts that do not move with the machine's noise.
 // The daemon's future, which this bench holds whole, nests deeper than the default limit
 // lets the compiler lay out.
 #![recursion_limit = "256"]
@@ -134,6 +135,41 @@ fn postgres_cpu_seconds() -> f64 {
             (fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0)) / 100.0
         })
         .sum()
+}
+
+/// The database's work so far, as PostgreSQL counts it: transactions committed, rows written
+/// (inserted, updated or deleted), buffers read (from its cache or not) and WAL bytes. Unlike
+/// rates and CPU time these do not move with the machine's noise, so two builds' figures a
+/// rotation compare directly (autovacuum's buffer reads and WAL are in them too). A backend
+/// reports its counts when it has been idle for a while (10 s at most), so this waits first.
+async fn postgres_work(url: &str) -> [f64; 4] {
+    use sqlx::Connection;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    let (commits, rows, buffers): (f64, f64, f64) = sqlx::query_as(
+        "SELECT xact_commit::float8, (tup_inserted + tup_updated + tup_deleted)::float8, \
+         (blks_hit + blks_read)::float8 FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    let wal: f64 = sqlx::query_scalar("SELECT wal_bytes::float8 FROM pg_stat_wal")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    [commits, rows, buffers, wal]
+}
+
+/// `after` less `before`, a rotation, as the line the bench prints.
+fn work_per_rotation(before: [f64; 4], after: [f64; 4], rotations: usize) -> String {
+    let per = |i: usize| (after[i] - before[i]) / rotations as f64;
+    format!(
+        "{:.2} / {:.1} / {:.0} / {:.0}",
+        per(0),
+        per(1),
+        per(2),
+        per(3)
+    )
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -264,6 +300,12 @@ async fn main() {
         poll: Duration::from_secs(5),
         once: true,
     };
+    let postgres = !url.starts_with("sqlite:");
+    let work_before = if postgres {
+        postgres_work(&url).await
+    } else {
+        [0.0; 4]
+    };
     let (started, cpu_before, db_before) = (Instant::now(), cpu_seconds(), postgres_cpu_seconds());
     let summary = run_replicas(&engines, &runtime, options.clone(), None).await;
     let rotate = started.elapsed();
@@ -271,6 +313,12 @@ async fn main() {
     let db_per_rotation_ms = (postgres_cpu_seconds() - db_before) * 1000.0 / rotations as f64;
     assert_eq!(summary.completed, rotations, "every due credential rotated");
     let per_second = rotations as f64 / rotate.as_secs_f64();
+
+    let work_between = if postgres {
+        postgres_work(&url).await
+    } else {
+        [0.0; 4]
+    };
 
     // The same credentials again: each rotation now replaces a version. With grace 0 the
     // promoted file goes without it (`Previous::Omitted`), so retirement writes nothing; what
@@ -291,6 +339,15 @@ async fn main() {
         "every due credential rotated again"
     );
     let replacing_per_second = rotations as f64 / again.as_secs_f64();
+    // Read after both passes (the first's end is the second's start, one wait each).
+    let (work_first, work_replacing) = if postgres {
+        (
+            work_per_rotation(work_before, work_between, rotations),
+            work_per_rotation(work_between, postgres_work(&url).await, rotations),
+        )
+    } else {
+        Default::default()
+    };
 
     // Steady load at half the measured capacity for 20 s: due times spread evenly, the daemon
     // sleeping until each is due. Lag is claim time minus due time. Those rotations replace a
@@ -400,6 +457,10 @@ async fn main() {
             "{:<52} {:>10.2} ms",
             "PostgreSQL's CPU per rotation (where it runs here)", db_per_rotation_ms
         );
+        println!(
+            "{:<52} {:>12}",
+            "PostgreSQL a rotation: commits / rows / buffers / WAL B", work_first
+        );
     }
     println!(
         "{:<52} {:>10.0} /s",
@@ -413,6 +474,10 @@ async fn main() {
         println!(
             "{:<52} {:>10.2} ms",
             "PostgreSQL's CPU per rotation, replacing a version", db_per_replacing_ms
+        );
+        println!(
+            "{:<52} {:>12}",
+            "the same, replacing a version", work_replacing
         );
     }
     println!(
