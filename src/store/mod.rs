@@ -268,7 +268,7 @@ macro_rules! append_audits {
 }
 
 /// Appends one audit row inside transaction `$tx`, serialised by the update of `audit_head`
-/// (a trigger moves the head's hash along with each insert).
+/// (a trigger moves the head's hash along with each insert statement).
 macro_rules! append_audit {
     ($key:expr, $tx:expr, $now:expr, $entry:expr) => {{
         let entry: &AuditEntry = $entry;

@@ -788,8 +788,8 @@ INSERT INTO value_fingerprints (run_id, field, credential_id, fingerprint, recor
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
 ON CONFLICT (run_id, field) DO NOTHING";
 
-/// `INSERT_AUDIT` for a group, in `seq` order: the trigger that moves the head's hash along
-/// fires row by row, and the head must end at the last row's.
+/// `INSERT_AUDIT` for a group, in `seq` order (the chain's). The trigger that moves the head's
+/// hash along fires once a statement, to the hash of its highest `seq`.
 pub const INSERT_AUDITS_POSTGRES: &str = "\
 INSERT INTO audit (seq, at, actor, action, credential_id, run_id, detail, prev_hash, hash)
 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
