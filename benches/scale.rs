@@ -160,8 +160,15 @@ async fn postgres_work(url: &str) -> [f64; 4] {
     [commits, rows, buffers, wal]
 }
 
-/// `after` less `before`, a rotation, as the line the bench prints.
-fn work_per_rotation(before: [f64; 4], after: [f64; 4], rotations: usize) -> String {
+/// `after` less `before`, a rotation, as the line the bench prints (nothing without them).
+fn work_per_rotation(
+    before: Option<[f64; 4]>,
+    after: Option<[f64; 4]>,
+    rotations: usize,
+) -> String {
+    let (Some(before), Some(after)) = (before, after) else {
+        return String::new();
+    };
     let per = |i: usize| (after[i] - before[i]) / rotations as f64;
     format!(
         "{:.2} / {:.1} / {:.0} / {:.0}",
@@ -238,11 +245,12 @@ async fn main() {
         .unwrap();
     let url = std::env::var("ROTOR_BENCH_STORE")
         .unwrap_or_else(|_| format!("sqlite://{}/rotor.db", dir.path().display()));
+    let postgres = !url.starts_with("sqlite:");
     // On SQLite, 128 in flight: the vault's flushes and the store's group commits each serve
     // more rotations than at 64 (alternating runs at 20,000: ~14 % more a second). The
     // PostgreSQL store, which commits each save on its own, gained 9 % at 128 but its lag p99
     // went from 17 to 156 ms: it stays at 64.
-    let default_concurrency = if url.starts_with("sqlite:") { 128 } else { 64 };
+    let default_concurrency = if postgres { 64 } else { 128 };
     let concurrency = env_usize("ROTOR_BENCH_CONCURRENCY", default_concurrency);
     let files = env_usize("ROTOR_BENCH_FILES", 1);
     let path = write_config(dir.path(), &url, n, files);
@@ -255,8 +263,8 @@ async fn main() {
 
     // A PostgreSQL store's integrity key is kept outside it (`[store] key`); the bench's is
     // a fixed one, as its database is thrown away.
-    let key = (!url.starts_with("sqlite:"))
-        .then(|| rotor::store::integrity::IntegrityKey::from_bytes(&[7; 32]).unwrap());
+    let key =
+        postgres.then(|| rotor::store::integrity::IntegrityKey::from_bytes(&[7; 32]).unwrap());
     let store = Store::open(&url, None, key.clone(), false).await.unwrap();
     let started = Instant::now();
     daemon::reconcile(&store, &config, &clock).await.unwrap();
@@ -300,12 +308,15 @@ async fn main() {
         poll: Duration::from_secs(5),
         once: true,
     };
-    let postgres = !url.starts_with("sqlite:");
-    let work_before = if postgres {
-        postgres_work(&url).await
-    } else {
-        [0.0; 4]
+    // PostgreSQL's work so far; nothing on SQLite.
+    let work_now = async || {
+        if postgres {
+            Some(postgres_work(&url).await)
+        } else {
+            None
+        }
     };
+    let work_before = work_now().await;
     let (started, cpu_before, db_before) = (Instant::now(), cpu_seconds(), postgres_cpu_seconds());
     let summary = run_replicas(&engines, &runtime, options.clone(), None).await;
     let rotate = started.elapsed();
@@ -314,11 +325,7 @@ async fn main() {
     assert_eq!(summary.completed, rotations, "every due credential rotated");
     let per_second = rotations as f64 / rotate.as_secs_f64();
 
-    let work_between = if postgres {
-        postgres_work(&url).await
-    } else {
-        [0.0; 4]
-    };
+    let work_between = work_now().await;
 
     // The same credentials again: each rotation now replaces a version. With grace 0 the
     // promoted file goes without it (`Previous::Omitted`), so retirement writes nothing; what
@@ -340,14 +347,8 @@ async fn main() {
     );
     let replacing_per_second = rotations as f64 / again.as_secs_f64();
     // Read after both passes (the first's end is the second's start, one wait each).
-    let (work_first, work_replacing) = if postgres {
-        (
-            work_per_rotation(work_before, work_between, rotations),
-            work_per_rotation(work_between, postgres_work(&url).await, rotations),
-        )
-    } else {
-        Default::default()
-    };
+    let work_first = work_per_rotation(work_before, work_between, rotations);
+    let work_replacing = work_per_rotation(work_between, work_now().await, rotations);
 
     // Steady load at half the measured capacity for 20 s: due times spread evenly, the daemon
     // sleeping until each is due. Lag is claim time minus due time. Those rotations replace a
@@ -419,10 +420,10 @@ async fn main() {
     // claimed too.
     assert!(claimed >= planned, "every planned run claimed");
 
-    let backend = if url.starts_with("sqlite:") {
-        "SQLite (WAL)"
-    } else {
+    let backend = if postgres {
         "PostgreSQL"
+    } else {
+        "SQLite (WAL)"
     };
     println!(
         "rotor scale benchmark: {n} credentials in {files} file(s), generated rotator, file vault, {backend} store, {replicas} replica(s)"
@@ -452,7 +453,7 @@ async fn main() {
         "{:<52} {:>10.2} ms",
         "rotor's CPU (user + system) per rotation", cpu_per_rotation_ms
     );
-    if backend == "PostgreSQL" {
+    if postgres {
         println!(
             "{:<52} {:>10.2} ms",
             "PostgreSQL's CPU per rotation (where it runs here)", db_per_rotation_ms
@@ -470,7 +471,7 @@ async fn main() {
         "{:<52} {:>10.2} ms",
         "rotor's CPU per rotation, replacing a version", cpu_per_replacing_ms
     );
-    if backend == "PostgreSQL" {
+    if postgres {
         println!(
             "{:<52} {:>10.2} ms",
             "PostgreSQL's CPU per rotation, replacing a version", db_per_replacing_ms
