@@ -35,9 +35,10 @@ impl PostgresWriter {
             // A prepared statement's generic plan, which PostgreSQL settles on from its sixth
             // run, sees each `unnest` of the group's arrays as 100 rows. Chosen while the
             // tables are small (a first start, a catch-up), it joined them by scanning every
-            // row of `run_steps` and stayed so until the next `ANALYZE`: 0.3 ms a row updated,
-            // more than twice PostgreSQL's CPU a rotation, in two of three runs of the scale
-            // bench. A plan for each run sees the arrays' lengths and looks rows up by key.
+            // row of `run_steps` and stayed so until the next `ANALYZE`: 0.31–0.36 ms a row
+            // updated, up to twice PostgreSQL's CPU a rotation, in seven of ten runs of the
+            // scale bench. A plan for each run sees the arrays' lengths and looks rows up by
+            // key (0.025 ms a row).
             options: options.options([("plan_cache_mode", "force_custom_plan")]),
             key,
             db: None,
