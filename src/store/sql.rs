@@ -1,19 +1,20 @@
 //! The statements whose text differs between SQLite and PostgreSQL, or that are long enough
 //! to deserve a name. Placeholders are `$N` in both dialects.
 
-/// The states of a run that is over (`RunState::is_terminal`), as SQL. A credential has at
-/// most one run outside them (the partial unique index of migration 0001).
-macro_rules! finished_states {
+/// A run that is not over: it holds its credential's one live slot (the partial unique index
+/// `runs_one_live_per_credential` is on this text).
+macro_rules! unfinished {
     () => {
-        "('completed', 'rolled_back')"
+        "rest < 2"
     };
 }
 
-/// The states no worker drives (`RunState::is_at_rest`): over, or stuck waiting for a person.
-/// The claim indexes of migrations 0001 and 0008 are partial on exactly this text.
-macro_rules! at_rest_states {
+/// A run a worker drives: not over, not stuck (the claim indexes `runs_claimable` and
+/// `runs_leased` are partial on this text). A condition on `rest`, never on `state`, so that
+/// PostgreSQL sees the query within the index.
+macro_rules! driven {
     () => {
-        "('completed', 'rolled_back', 'stuck')"
+        "rest = 0"
     };
 }
 
@@ -56,13 +57,13 @@ pub const CLAIM_POSTGRES: &str = concat!(
     "\
 WITH expired AS (
     SELECT id, lease_until AS t FROM runs
-    WHERE lease_owner IS NOT NULL AND state NOT IN ", at_rest_states!(), "
+    WHERE lease_owner IS NOT NULL AND ", driven!(), "
       AND lease_until < $3 AND not_before <= $3
     ORDER BY lease_until LIMIT $4
     FOR UPDATE SKIP LOCKED),
 fresh AS (
     SELECT id, not_before AS t FROM runs
-    WHERE lease_owner IS NULL AND state NOT IN ", at_rest_states!(), "
+    WHERE lease_owner IS NULL AND ", driven!(), "
       AND not_before <= $3
     ORDER BY not_before LIMIT $4
     FOR UPDATE SKIP LOCKED)
@@ -80,16 +81,16 @@ WHERE id IN (
     SELECT id FROM (
         SELECT * FROM (
             SELECT id, 0 AS k, lease_until AS t FROM runs
-            WHERE lease_owner IS NOT NULL AND state NOT IN ",
-    at_rest_states!(),
+            WHERE lease_owner IS NOT NULL AND ",
+    driven!(),
     "
               AND lease_until < $3 AND not_before <= $3
             ORDER BY lease_until LIMIT $4)
         UNION ALL
         SELECT * FROM (
             SELECT id, 1 AS k, not_before AS t FROM runs
-            WHERE lease_owner IS NULL AND state NOT IN ",
-    at_rest_states!(),
+            WHERE lease_owner IS NULL AND ",
+    driven!(),
     "
               AND not_before <= $3
             ORDER BY not_before LIMIT $4))
@@ -159,8 +160,8 @@ pub const IN_FLIGHT_BY_PROVIDER: &str = concat!(
     "\
 SELECT c.provider, COUNT(*) FROM runs r JOIN credentials c ON c.id = r.credential_id
 WHERE r.lease_owner IS NOT NULL AND r.lease_until >= $1
-  AND r.state NOT IN ",
-    at_rest_states!(),
+  AND r.",
+    driven!(),
     "
 GROUP BY c.provider"
 );
@@ -172,13 +173,13 @@ pub const READY_WITH_PROVIDER: &str = concat!(
 SELECT id, provider FROM (
     SELECT * FROM (
         SELECT r.id, c.provider, 0 AS k, r.lease_until AS t FROM runs r JOIN credentials c ON c.id = r.credential_id
-        WHERE r.lease_owner IS NOT NULL AND r.state NOT IN ", at_rest_states!(), "
+        WHERE r.lease_owner IS NOT NULL AND r.", driven!(), "
           AND r.lease_until < $1 AND r.not_before <= $1
         ORDER BY r.lease_until LIMIT $2) expired
     UNION ALL
     SELECT * FROM (
         SELECT r.id, c.provider, 1 AS k, r.not_before AS t FROM runs r JOIN credentials c ON c.id = r.credential_id
-        WHERE r.lease_owner IS NULL AND r.state NOT IN ", at_rest_states!(), "
+        WHERE r.lease_owner IS NULL AND r.", driven!(), "
           AND r.not_before <= $1
         ORDER BY r.not_before LIMIT $2) fresh) ready
 ORDER BY k, t
@@ -278,8 +279,8 @@ pub const DUE_CREDENTIALS: &str = concat!(
 SELECT c.id, COALESCE(c.due_reason, 'schedule'), c.next_due_at FROM credentials c
 WHERE c.next_due_at <= $1 AND c.removed_at IS NULL
   AND (c.paused_at IS NULL OR c.paused_until <= $1)
-  AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.credential_id = c.id AND r.state NOT IN ",
-    finished_states!(),
+  AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.credential_id = c.id AND r.",
+    unfinished!(),
     ")
 ORDER BY c.next_due_at LIMIT $2"
 );
@@ -294,13 +295,13 @@ SELECT MIN(t) FROM (
     SELECT MIN(paused_until) AS t FROM credentials WHERE paused_until > $1
     UNION ALL
     SELECT MIN(not_before) AS t FROM runs
-    WHERE lease_owner IS NULL AND state NOT IN ",
-    at_rest_states!(),
+    WHERE lease_owner IS NULL AND ",
+    driven!(),
     " AND not_before > $1
     UNION ALL
     SELECT MIN(lease_until) AS t FROM runs
-    WHERE lease_owner IS NOT NULL AND state NOT IN ",
-    at_rest_states!(),
+    WHERE lease_owner IS NOT NULL AND ",
+    driven!(),
     " AND lease_until > $1) wake"
 );
 
@@ -308,22 +309,22 @@ SELECT MIN(t) FROM (
 pub const CLAIM_RUN: &str = concat!(
     "\
 UPDATE runs SET lease_owner = $1, lease_until = $2 WHERE id = $3
-  AND state NOT IN ",
-    at_rest_states!(),
+  AND ",
+    driven!(),
     " AND not_before <= $4
   AND (lease_owner IS NULL OR lease_until < $4) RETURNING *"
 );
 
 /// The live run of credential `$1`: stuck counts, it holds the credential's one live slot.
 pub const LIVE_RUN: &str = concat!(
-    "SELECT * FROM runs WHERE credential_id = $1 AND state NOT IN ",
-    finished_states!()
+    "SELECT * FROM runs WHERE credential_id = $1 AND ",
+    unfinished!(),
 );
 
 /// Every live run, by credential.
 pub const LIVE_RUNS: &str = concat!(
-    "SELECT * FROM runs WHERE state NOT IN ",
-    finished_states!(),
+    "SELECT * FROM runs WHERE ",
+    unfinished!(),
     " ORDER BY credential_id"
 );
 
@@ -337,8 +338,8 @@ pub const RUN_TOTALS_IN: &str =
 
 /// Runs a worker could drive by `$1`.
 pub const RUNS_READY_BEFORE: &str = concat!(
-    "SELECT COUNT(*) FROM runs WHERE state NOT IN ",
-    at_rest_states!(),
+    "SELECT COUNT(*) FROM runs WHERE ",
+    driven!(),
     " AND not_before <= $1"
 );
 
@@ -645,8 +646,8 @@ UPDATE runs SET interrupt = $2,
     attempts = 0, not_before = $3, last_error = NULL, error_class = NULL,
     lease_owner = CASE WHEN lease_owner IS NULL THEN NULL ELSE lease_owner || ' (interrupted)' END,
     updated_at = $3
-WHERE credential_id = $1 AND state NOT IN ",
-    finished_states!(),
+WHERE credential_id = $1 AND ",
+    unfinished!(),
     "
   AND ($2 <> 'cancel' OR state IN ",
     before_promotion_states!(),
@@ -685,8 +686,8 @@ WHERE id = $1 AND paused_at IS NOT NULL";
 /// Run by `Store::resume`: the live run a pause held back is ready now (a grace not over yet
 /// is waited out again by whoever claims it).
 pub const WAKE_RESUMED_RUN: &str = concat!(
-    "UPDATE runs SET not_before = $2, updated_at = $2 WHERE credential_id = $1 AND lease_owner IS NULL AND not_before > $2 AND state NOT IN ",
-    at_rest_states!()
+    "UPDATE runs SET not_before = $2, updated_at = $2 WHERE credential_id = $1 AND lease_owner IS NULL AND not_before > $2 AND ",
+    driven!()
 );
 
 /// Run by `Store::record_minted` (store/seen.rs).
@@ -801,6 +802,22 @@ ORDER BY v.seq";
 mod tests {
     use crate::model::state::RunState;
 
+    /// The states of a run that is over (`RunState::is_terminal`), as SQL: migration 0018's
+    /// column `rest` is 2 for exactly these.
+    macro_rules! finished_states {
+        () => {
+            "('completed', 'rolled_back')"
+        };
+    }
+
+    /// The states no worker drives (`RunState::is_at_rest`): over, or stuck waiting for a
+    /// person. Migration 0018's column `rest` is 1 or 2 for exactly these.
+    macro_rules! at_rest_states {
+        () => {
+            "('completed', 'rolled_back', 'stuck')"
+        };
+    }
+
     #[test]
     fn audit_rows_inserted_together_number_their_parameters_on() {
         let text = super::insert_audit_rows(2);
@@ -832,21 +849,30 @@ mod tests {
     }
 
     #[test]
-    fn the_partial_indexes_are_on_the_same_sets() {
+    fn the_rest_column_and_the_partial_indexes_are_on_the_same_sets() {
         for backend in ["sqlite", "postgres"] {
-            let init = std::fs::read_to_string(format!(
-                "{}/migrations/{backend}/0001_init.sql",
+            let rest = std::fs::read_to_string(format!(
+                "{}/migrations/{backend}/0018_rest_column.sql",
                 env!("CARGO_MANIFEST_DIR")
             ))
             .unwrap();
-            assert!(init.contains(concat!("WHERE state NOT IN ", finished_states!(), ";")));
-            assert!(init.contains(concat!("WHERE state NOT IN ", at_rest_states!(), ";")));
-            let claim = std::fs::read_to_string(format!(
-                "{}/migrations/{backend}/0008_claim_index.sql",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .unwrap();
-            assert!(claim.contains(concat!("state NOT IN ", at_rest_states!(), ";")));
+            for text in [
+                concat!("WHEN state IN ", finished_states!(), " THEN 2"),
+                concat!("WHEN state IN ", at_rest_states!(), " THEN 1"),
+                concat!("(credential_id) WHERE ", unfinished!(), ";"),
+                concat!(
+                    "(not_before) WHERE lease_owner IS NULL AND ",
+                    driven!(),
+                    ";"
+                ),
+                concat!(
+                    "(lease_until) WHERE lease_owner IS NOT NULL AND ",
+                    driven!(),
+                    ";"
+                ),
+            ] {
+                assert!(rest.contains(text), "{backend}: {text}");
+            }
         }
     }
 }
