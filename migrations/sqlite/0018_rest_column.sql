@@ -13,8 +13,8 @@ DROP INDEX runs_one_live_per_credential;
 CREATE UNIQUE INDEX runs_one_live_per_credential ON runs (credential_id) WHERE rest < 2;
 DROP INDEX runs_claimable;
 -- Without the runs a worker holds: a claim read past every one of them to find a free run
--- (16,000 rows on average in a claim of 16 while 10,000 were leased), and a leased run's
--- entry now stops at the claim's update like a finished run's.
+-- (with 10,000 leased, a claim of 16 read 443 buffers on PostgreSQL; 1 now). A run leaves
+-- this index when it is claimed and comes back when a retry releases it.
 CREATE INDEX runs_claimable ON runs (not_before) WHERE lease_owner IS NULL AND rest = 0;
 DROP INDEX runs_leased;
 CREATE INDEX runs_leased ON runs (lease_until) WHERE lease_owner IS NOT NULL AND rest = 0;
