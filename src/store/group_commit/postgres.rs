@@ -8,6 +8,16 @@
 //! (`sql::*_POSTGRES`), and the head is moved once, last, so its lock is held for two
 //! statements and the commit.
 //!
+//! Each statement that joins the group's arrays to a table is sent unnamed (`persistent(false)`),
+//! so PostgreSQL plans it for the rows it is given. A named statement's generic plan, which
+//! PostgreSQL settles on from its sixth run, sees each `unnest` as 100 rows: chosen while the
+//! tables were small (a first start, a catch-up), it joined them by scanning every row of
+//! `run_steps`, and kept doing so until the next `ANALYZE` (0.31–0.36 ms a row ended, in seven
+//! of ten runs of the scale bench; 0.025 ms looked up by key). Asking for a plan per run for the
+//! whole connection (`plan_cache_mode`) also planned again each foreign-key check and each
+//! trigger's statements, 65,000 of them in a bench run: a third of PostgreSQL's planning.
+//! The statements under the audit head's lock stay named: a parse is a round trip more there.
+//!
 //! The writer has a connection of its own, opened on its thread's runtime (a pooled
 //! connection's socket belongs to the runtime that opened it), and opened again after an error
 //! that was not the database's answer to a statement.
@@ -32,14 +42,7 @@ pub(in crate::store) struct PostgresWriter {
 impl PostgresWriter {
     pub fn new(options: PgConnectOptions, key: IntegrityKey) -> Self {
         PostgresWriter {
-            // A prepared statement's generic plan, which PostgreSQL settles on from its sixth
-            // run, sees each `unnest` of the group's arrays as 100 rows. Chosen while the
-            // tables are small (a first start, a catch-up), it joined them by scanning every
-            // row of `run_steps` and stayed so until the next `ANALYZE`: 0.31–0.36 ms a row
-            // updated, up to twice PostgreSQL's CPU a rotation, in seven of ten runs of the
-            // scale bench. A plan for each run sees the arrays' lengths and looks rows up by
-            // key (0.025 ms a row).
-            options: options.options([("plan_cache_mode", "force_custom_plan")]),
+            options,
             key,
             db: None,
         }
@@ -153,6 +156,7 @@ async fn commit_batch(
 
     if !saves.is_empty() {
         let saved = sqlx::query(sql::SAVE_RUNS_POSTGRES)
+            .persistent(false)
             .bind(column(&saves, |s| s.run.id.as_str()))
             .bind(column(&saves, |s| s.expected.as_str()))
             .bind(column(&saves, |s| s.worker.as_str()))
@@ -181,6 +185,7 @@ async fn commit_batch(
     }
     if !touched.is_empty() {
         let held = sqlx::query(sql::TOUCH_LEASED_RUNS_POSTGRES)
+            .persistent(false)
             .bind(column(&touched, |b| b.run.id.as_str()))
             .bind(column(&touched, |b| b.run.state.as_str()))
             .bind(column(&touched, |b| b.worker))
@@ -199,6 +204,7 @@ async fn commit_batch(
         .collect();
     if !ended.is_empty() {
         sqlx::query(sql::END_STEPS_POSTGRES)
+            .persistent(false)
             .bind(column(&ended, |(s, _)| s.run.id.as_str()))
             .bind(column(&ended, |(_, step)| step.seq))
             .bind(column(&ended, |(s, _)| s.now))
@@ -214,6 +220,7 @@ async fn commit_batch(
         .collect();
     if !updated.is_empty() {
         sqlx::query(sql::UPDATE_CREDENTIALS_POSTGRES)
+            .persistent(false)
             .bind(column(&updated, |(s, _)| s.run.credential_id.as_str()))
             .bind(column(&updated, |(_, c)| c.current_version.as_deref()))
             .bind(column(&updated, |(_, c)| c.current_fingerprint.as_deref()))
@@ -236,9 +243,12 @@ async fn commit_batch(
         .filter_map(|s| StepStart::after(s, s.passed.as_deref()))
         .collect();
     if !passed.is_empty() {
-        bind_step_starts!(sqlx::query(sql::PASS_STEPS_POSTGRES), &passed)
-            .execute(&mut *tx)
-            .await?;
+        bind_step_starts!(
+            sqlx::query(sql::PASS_STEPS_POSTGRES).persistent(false),
+            &passed
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     let begun: Vec<StepStart> = saves
         .iter()
@@ -247,10 +257,12 @@ async fn commit_batch(
         .collect();
     let mut starts: HashMap<String, Begun> = HashMap::with_capacity(begun.len());
     if !begun.is_empty() {
-        let rows: Vec<(String, i64, Option<i64>, Option<i64>)> =
-            bind_step_starts!(sqlx::query_as(sql::BEGIN_STEPS_POSTGRES), &begun)
-                .fetch_all(&mut *tx)
-                .await?;
+        let rows: Vec<(String, i64, Option<i64>, Option<i64>)> = bind_step_starts!(
+            sqlx::query_as(sql::BEGIN_STEPS_POSTGRES).persistent(false),
+            &begun
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         starts.extend(
             rows.into_iter()
                 .map(|(run_id, seq, paused_at, paused_until)| {
