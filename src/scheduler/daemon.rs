@@ -139,6 +139,15 @@ pub async fn reconcile(
 /// credentials logged a million "credential added" lines.
 const CHANGES_LOGGED: usize = 100;
 
+/// Whether the daemon claims with `in_flight` of its `concurrency` slots taken. Planning and
+/// claiming cost a few statements whatever their size, and one loop does them: under load it
+/// waits until a quarter of the slots are free and fills them at once, rather than one run per
+/// finished one.
+fn time_to_claim(concurrency: usize, in_flight: usize) -> bool {
+    let free = concurrency.saturating_sub(in_flight);
+    free > 0 && (free >= concurrency.div_ceil(4) || in_flight == 0)
+}
+
 /// The concurrency limits of `[limits]`, which every replica's claims respect together.
 pub fn claim_limits(config: &Config) -> crate::store::limits::ClaimLimits {
     crate::store::limits::ClaimLimits {
@@ -306,13 +315,10 @@ impl Daemon {
             }
             let now = self.engine.clock.now_ms();
             let mut planned_all = None;
-            // Planning and claiming cost a few statements whatever their size, and this loop
-            // is the only one doing them: under load it waits until a quarter of the slots
-            // are free and fills them at once, rather than one run per finished one.
             let free = self.options.concurrency.saturating_sub(tasks.set.len());
-            let claims =
-                free > 0 && (free >= self.options.concurrency.div_ceil(4) || tasks.set.is_empty());
-            if claims && !self.engine.stopping.load(Ordering::SeqCst) {
+            if time_to_claim(self.options.concurrency, tasks.set.len())
+                && !self.engine.stopping.load(Ordering::SeqCst)
+            {
                 let found =
                     or_retry!(plan_due(&store, &self.runtime.config, now, PLAN_BATCH).await);
                 planned_all = Some(found < PLAN_BATCH as usize);
@@ -388,8 +394,10 @@ impl Daemon {
             }
             let poll = if self.options.once {
                 Duration::from_millis(20)
-            } else if !claims {
-                // Nothing to claim before a run ends.
+            } else if !time_to_claim(self.options.concurrency, tasks.set.len()) {
+                // Nothing to claim before a run ends, so when the next work is due does not
+                // matter yet. Under load, asking (`NEXT_WAKEUP`) after every claim that filled
+                // the slots cost PostgreSQL 2 ms a time, planning it.
                 self.options.poll
             } else if planned_all == Some(false) {
                 Duration::ZERO
@@ -818,5 +826,21 @@ impl RunSummary {
 
     fn claimed_nothing_twice(&self) -> bool {
         self.idle_polls >= 2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_to_claim;
+
+    #[test]
+    fn claims_wait_for_a_quarter_of_the_slots_or_an_idle_daemon() {
+        assert!(time_to_claim(64, 0));
+        assert!(time_to_claim(64, 48), "16 of 64 free");
+        assert!(!time_to_claim(64, 49), "15 of 64 free");
+        assert!(!time_to_claim(64, 64));
+        assert!(time_to_claim(1, 0));
+        assert!(!time_to_claim(1, 1));
+        assert!(time_to_claim(3, 2), "a quarter of 3 rounds up to one slot");
     }
 }
