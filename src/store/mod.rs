@@ -1046,7 +1046,10 @@ impl Store {
     /// `next_due_at`, a run's timer, a foreign lease's expiry), so the daemon can sleep until
     /// then instead of polling.
     pub async fn next_wakeup(&self, now: i64) -> Result<Option<i64>, StoreError> {
-        let sql = sql::NEXT_WAKEUP;
+        let sql = match self.backend() {
+            Backend::Sqlite => sql::NEXT_WAKEUP,
+            Backend::Postgres => sql::NEXT_WAKEUP_POSTGRES,
+        };
         let (t,): (Option<i64>,) =
             with_pool!(self, p => sqlx::query_as(sql).bind(now).fetch_one(p).await?);
         Ok(t)

@@ -305,6 +305,10 @@ SELECT MIN(t) FROM (
     " AND lease_until > $1) wake"
 );
 
+/// `NEXT_WAKEUP` on PostgreSQL: a function of migration 0019 whose body is that statement,
+/// planned once a connection.
+pub const NEXT_WAKEUP_POSTGRES: &str = "SELECT next_wakeup($1)";
+
 /// Claim one run by id: ready, and unleased or its lease run out.
 pub const CLAIM_RUN: &str = concat!(
     "\
@@ -846,6 +850,16 @@ mod tests {
             before_promotion_states!(),
             sql_list(|s| s.on_failure() == RunState::RollingBack && s != RunState::RollingBack)
         );
+    }
+
+    #[test]
+    fn postgres_next_wakeup_function_runs_the_statement() {
+        let function = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/postgres/0019_next_wakeup_function.sql"
+        ))
+        .unwrap();
+        assert!(function.contains(super::NEXT_WAKEUP), "{function}");
     }
 
     #[test]
