@@ -15,8 +15,9 @@
 //! `run_steps`, and kept doing so until the next `ANALYZE` (0.31–0.36 ms a row ended, in seven
 //! of ten runs of the scale bench; 0.025 ms looked up by key). Asking for a plan per run for the
 //! whole connection (`plan_cache_mode`) also planned again each foreign-key check and each
-//! trigger's statements, 65,000 of them in a bench run: a third of PostgreSQL's planning.
-//! The statements under the audit head's lock stay named: a parse is a round trip more there.
+//! trigger's statement (65,000–70,000 checks on `runs` in a bench run): a third of PostgreSQL's
+//! planning. The statements that join no table stay named, for a parse is a round trip more:
+//! the audit's, under the head's lock, and the fingerprints'.
 //!
 //! The writer has a connection of its own, opened on its thread's runtime (a pooled
 //! connection's socket belongs to the runtime that opened it), and opened again after an error
