@@ -396,8 +396,7 @@ impl Daemon {
                 Duration::from_millis(20)
             } else if !time_to_claim(self.options.concurrency, tasks.set.len()) {
                 // Nothing to claim before a run ends, so when the next work is due does not
-                // matter yet. Under load, asking (`NEXT_WAKEUP`) after every claim that filled
-                // the slots cost PostgreSQL 2 ms a time, planning it.
+                // matter yet: no `NEXT_WAKEUP` after a claim that filled the slots.
                 self.options.poll
             } else if planned_all == Some(false) {
                 Duration::ZERO
